@@ -1,0 +1,3 @@
+from etrans.cli import main
+
+main()

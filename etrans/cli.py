@@ -1,0 +1,123 @@
+"""The ``etrans`` command line.  Heavy libraries are imported inside commands, so that
+``etrans --help`` stays fast."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import click
+
+from etrans import __version__
+
+if TYPE_CHECKING:
+    from etrans.settings import Settings
+
+
+class _Context:
+    def __init__(self, env_file: Path | None, log_level: str) -> None:
+        self.env_file = env_file
+        self.log_level = log_level
+
+    def environment(self) -> dict[str, str]:
+        """The process environment over the env file: a variable set in both keeps its env value."""
+        from etrans.settings import read_env_file
+
+        values: dict[str, str] = {}
+        if self.env_file is not None:
+            values.update(read_env_file(self.env_file))
+        values.update(os.environ)
+        return values
+
+    def settings(self, command: str) -> Settings:
+        """Validated settings for ``command``; on any problem print them all and exit 2."""
+        from etrans import settings
+        from etrans.errors import ConfigError
+
+        try:
+            return settings.for_command(command, self.environment())
+        except ConfigError as exc:
+            click.echo(f"etrans {command}: {exc.render()}", err=True)
+            sys.exit(2)
+
+    def start_logging(self, service: str) -> None:
+        from etrans import observability
+
+        observability.configure(service, level=self.log_level)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, "--version", prog_name="etrans")
+@click.option("--env-file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              envvar="ETRANS_ENV_FILE",
+              help="Read variables from this KEY=VALUE file (the environment wins over it).")
+@click.option("--log-level", default="INFO", show_default=True, envvar="ETRANS_LOG_LEVEL",
+              type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False))
+@click.pass_context
+def cli(ctx: click.Context, env_file: Path | None, log_level: str) -> None:
+    """etrans: transactional email - HTTP API, SMTP sender and delivery-log ingester."""
+    ctx.obj = _Context(env_file, log_level)
+
+
+@cli.command()
+@click.option("--bind", default=None, help="HOST:PORT to listen on [env ETRANS_BIND, default 0.0.0.0:8000].")
+@click.pass_obj
+def serve(obj: _Context, bind: str | None) -> None:
+    """Run the HTTP API."""
+    if bind is not None:
+        os.environ["ETRANS_BIND"] = bind
+    settings = obj.settings("serve")
+    obj.start_logging("serve")
+    from etrans import bootstrap, runtime
+
+    sys.exit(runtime.run(bootstrap.serve(settings), settings.drain_seconds))
+
+
+@cli.command()
+@click.pass_obj
+def sendmail(obj: _Context) -> None:
+    """Consume send requests from KAFKA_TOPIC and deliver them over SMTP."""
+    settings = obj.settings("sendmail")
+    obj.start_logging("sendmail")
+    from etrans import bootstrap, runtime
+
+    sys.exit(runtime.run(bootstrap.sendmail(settings), settings.drain_seconds))
+
+
+@cli.command()
+@click.option("--from-earliest", is_flag=True,
+              help="Reprocess LOG_TOPIC from the beginning, whatever the group has committed.")
+@click.option("--stop-at-end", is_flag=True, help="Exit 0 once every partition is caught up.")
+@click.pass_obj
+def fetchlog(obj: _Context, from_earliest: bool, stop_at_end: bool) -> None:
+    """Consume delivery-log events from LOG_TOPIC into MongoDB."""
+    settings = obj.settings("fetchlog")
+    obj.start_logging("fetchlog")
+    from etrans import bootstrap, runtime
+
+    main = bootstrap.fetchlog(settings, from_earliest=from_earliest, stop_at_end=stop_at_end)
+    sys.exit(runtime.run(main, settings.drain_seconds))
+
+
+@cli.group()
+def db() -> None:
+    """Database administration (the USEND DB only; the Billing DB is never touched)."""
+
+
+@db.command()
+@click.option("--revision", default="head", show_default=True, help="Alembic revision to reach.")
+@click.pass_obj
+def upgrade(obj: _Context, revision: str) -> None:
+    """Apply the USEND DB migrations (Alembic)."""
+    settings = obj.settings("db")
+    obj.start_logging("db")
+    from etrans.adapters.sql import migrations
+
+    assert settings.databases is not None and settings.databases.usend_uri is not None
+    migrations.upgrade(settings.databases.usend_uri.get(), revision)
+
+
+def main() -> None:
+    cli(prog_name="etrans")

@@ -1,0 +1,75 @@
+"""Process lifetime: ``trio.run``, signals, graceful drain, hard stop.
+
+The first SIGTERM/SIGINT sets :attr:`Shutdown.requested`: services stop intake and finish what
+they hold.  If they have not returned ``drain_seconds`` later, their scope is cancelled.  A second
+signal exits at once (status 128 + signal number), without waiting for anything.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+import trio
+
+from etrans.observability import get_logger
+
+log = get_logger(__name__)
+
+
+@dataclass
+class Shutdown:
+    """Handed to a service: ``requested`` is set when the process is asked to stop."""
+
+    drain_seconds: float
+    requested: trio.Event = field(default_factory=trio.Event)
+
+    async def wait_requested(self) -> None:
+        await self.requested.wait()
+
+    def request(self) -> None:
+        self.requested.set()
+
+
+ServiceMain = Callable[[Shutdown], Awaitable[None]]
+
+
+async def _watch_signals(shutdown: Shutdown, service_scope: trio.CancelScope) -> None:
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        async for signum in signals:
+            if shutdown.requested.is_set():
+                log.warning("second signal, exiting now", signal=signal.Signals(signum).name)
+                sys.stdout.flush()
+                os._exit(128 + signum)
+            log.info("stopping", signal=signal.Signals(signum).name,
+                     drain_seconds=shutdown.drain_seconds)
+            shutdown.request()
+            # Hard deadline for the drain: whatever is still running then is cancelled.
+            service_scope.deadline = min(service_scope.deadline,
+                                         trio.current_time() + shutdown.drain_seconds)
+
+
+async def supervise(main: ServiceMain, drain_seconds: float) -> bool:
+    """Run ``main`` until it returns; returns False when the drain deadline cut it short."""
+    shutdown = Shutdown(drain_seconds=drain_seconds)
+    async with trio.open_nursery() as nursery:
+        service_scope = trio.CancelScope()
+        nursery.start_soon(_watch_signals, shutdown, service_scope)
+        with service_scope:
+            await main(shutdown)
+        nursery.cancel_scope.cancel()
+    if service_scope.cancelled_caught:
+        log.warning("drain deadline reached, in-flight work was cancelled",
+                    drain_seconds=drain_seconds)
+        return False
+    return True
+
+
+def run(main: ServiceMain, drain_seconds: float) -> int:
+    """Run a service under Trio; the process exit status."""
+    completed = trio.run(supervise, main, drain_seconds)
+    log.info("stopped", drained=completed)
+    return 0

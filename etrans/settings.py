@@ -1,0 +1,488 @@
+"""Environment -> frozen, validated settings.
+
+Variable names are the contract of ``shared/spec/system-overview.md``: an operator can point one of
+our processes at the environment of the process it replaces.  Nothing here does I/O at import time.
+
+Each subcommand asks only for the sections it needs (``load(env, "kafka_consumer", "redis", ...)``);
+every missing or invalid variable of those sections is collected, and one ``ConfigError`` lists
+them all.  Secrets are kept in :class:`Secret` so that ``repr`` and logs never show them.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+from etrans.errors import ConfigError
+
+# librdkafka settings pass through the environment: KAFKA_CONF_SESSION_TIMEOUT_MS=6000 becomes
+# session.timeout.ms=6000.  librdkafka property names contain no underscores, so the mapping is exact.
+KAFKA_CONF_PREFIX = "KAFKA_CONF_"
+
+DEFAULT_STORE_EVENT_TYPES = ("Sender", "Queue", "Deferred", "Reject")
+
+
+class Secret:
+    """A string that never shows itself in ``repr``/``str`` (logs, tracebacks, error output)."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def get(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('**********')"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+
+def redact_uri(uri: str) -> str:
+    """``postgresql://u:pw@h/db`` -> ``postgresql://u:***@h/db``; other strings unchanged."""
+    try:
+        parts = urlsplit(uri)
+    except ValueError:
+        return "<unparseable uri>"
+    if parts.password is None:
+        return uri
+    host = parts.hostname or ""
+    if parts.port is not None:
+        host = f"{host}:{parts.port}"
+    netloc = f"{parts.username or ''}:***@{host}"
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+
+
+@dataclass(frozen=True)
+class KafkaSettings:
+    bootstrap_servers: str
+    topic: str = "sendmail"
+    group_id: str | None = None
+    log_topic: str | None = None
+    log_group_id: str | None = None
+    billing_topic: str | None = None
+    dead_letter_topic: str | None = None
+    # Extra librdkafka properties: SASL/SSL and KAFKA_CONF_* pass-through.  Values may be secrets.
+    client_config: Mapping[str, Secret] = field(default_factory=dict)
+    commit_interval_seconds: float = 1.0
+    assignment_strategy: str = "range,roundrobin"
+
+    def librdkafka(self, **overrides: str | int | bool) -> dict[str, str | int | bool]:
+        """The full librdkafka configuration: bootstrap + security + pass-through + overrides."""
+        conf: dict[str, str | int | bool] = {"bootstrap.servers": self.bootstrap_servers}
+        conf.update({k: v.get() for k, v in self.client_config.items()})
+        conf.update(overrides)
+        return conf
+
+
+@dataclass(frozen=True)
+class RedisSettings:
+    url: Secret
+
+    def redacted(self) -> str:
+        return redact_uri(self.url.get())
+
+
+@dataclass(frozen=True)
+class MongoSettings:
+    uri: Secret
+    dbname: str
+    collection: str
+
+
+@dataclass(frozen=True)
+class TokenSettings:
+    secret: Secret  # 32 bytes: AES-256 key
+    iv: Secret  # 16 bytes: AES-CBC IV
+
+
+@dataclass(frozen=True)
+class SmtpSettings:
+    host: str
+    port: int
+    secure: bool = False
+    timeout_seconds: float = 30.0
+
+
+@dataclass(frozen=True)
+class DatabaseSettings:
+    billing_uri: Secret | None  # DB_URI (read-only, managed externally)
+    usend_uri: Secret | None  # USEND_DB_URI
+    pool_size: int = 10
+
+
+@dataclass(frozen=True)
+class FetchlogSettings:
+    worker_pool_size: int = 10
+    process_timeout_seconds: float = 10.0
+    mongo_insert_timeout_seconds: float = 10.0
+    store_event_types: tuple[str, ...] = DEFAULT_STORE_EVENT_TYPES
+    skip_message_id_pattern: str = "bizfly.vn"
+
+
+@dataclass(frozen=True)
+class SendmailSettings:
+    worker_pool_size: int = 10
+    email_timeout_seconds: float = 300.0
+    retry_attempts: int = 5
+    retry_base_seconds: float = 1.0
+
+
+@dataclass(frozen=True)
+class HttpSettings:
+    bind: str = "0.0.0.0:8000"
+    manage_auth_uri: str | None = None
+    billing_v4_uri: str | None = None
+    jwt_secret: Secret | None = None
+    jwt_public_key: Secret | None = None
+    default_spf_value: str = "v=spf1 include:_spf.etrans.local ~all"
+    default_mx_host: str = "mx.etrans.local"
+    default_mx_priority: int = 5
+    dns_nameservers: tuple[str, ...] = ()
+    enable_testing_routes: bool = False
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything a subcommand was given; sections it did not ask for are ``None``."""
+
+    drain_seconds: float = 25.0
+    sentry_dsn: Secret | None = None
+    kafka: KafkaSettings | None = None
+    redis: RedisSettings | None = None
+    mongo: MongoSettings | None = None
+    tokens: TokenSettings | None = None
+    smtp: SmtpSettings | None = None
+    databases: DatabaseSettings | None = None
+    fetchlog: FetchlogSettings | None = None
+    sendmail: SendmailSettings | None = None
+    http: HttpSettings | None = None
+
+
+class _Reader:
+    """Reads variables and collects every problem instead of stopping at the first."""
+
+    def __init__(self, env: Mapping[str, str]) -> None:
+        self.env = env
+        self.problems: list[str] = []
+
+    def raw(self, name: str) -> str | None:
+        value = self.env.get(name)
+        if value is None or value.strip() == "":
+            return None
+        return value.strip()
+
+    def required(self, name: str, why: str = "") -> str:
+        value = self.raw(name)
+        if value is None:
+            self.problems.append(f"{name} is required{f' ({why})' if why else ''}")
+            return ""
+        return value
+
+    def text(self, name: str, default: str) -> str:
+        value = self.raw(name)
+        return default if value is None else value
+
+    def integer(self, name: str, default: int, *, minimum: int = 0, maximum: int | None = None) -> int:
+        value = self.raw(name)
+        if value is None:
+            return default
+        try:
+            number = int(value)
+        except ValueError:
+            self.problems.append(f"{name} must be an integer, got {value!r}")
+            return default
+        if number < minimum or (maximum is not None and number > maximum):
+            upper = f" and at most {maximum}" if maximum is not None else ""
+            self.problems.append(f"{name} must be at least {minimum}{upper}, got {number}")
+            return default
+        return number
+
+    def number(self, name: str, default: float, *, minimum: float = 0.0) -> float:
+        value = self.raw(name)
+        if value is None:
+            return default
+        try:
+            number = float(value)
+        except ValueError:
+            self.problems.append(f"{name} must be a number, got {value!r}")
+            return default
+        if number < minimum:
+            self.problems.append(f"{name} must be at least {minimum}, got {number}")
+            return default
+        return number
+
+    def boolean(self, name: str, default: bool) -> bool:
+        value = self.raw(name)
+        if value is None:
+            return default
+        lowered = value.lower()
+        if lowered in {"1", "true", "yes", "on"}:
+            return True
+        if lowered in {"0", "false", "no", "off"}:
+            return False
+        self.problems.append(f"{name} must be true or false, got {value!r}")
+        return default
+
+    def fixed_bytes(self, name: str, length: int) -> Secret:
+        # The value is a secret: the message gives its length, never its content.
+        value = self.raw(name)
+        if value is None:
+            self.problems.append(f"{name} is required ({length} bytes)")
+            return Secret("")
+        size = len(value.encode())
+        if size != length:
+            self.problems.append(f"{name} must be exactly {length} bytes, got {size}")
+        return Secret(value)
+
+    def uri(self, name: str, schemes: Iterable[str], *, required: bool = True) -> Secret | None:
+        value = self.raw(name)
+        if value is None:
+            if required:
+                self.problems.append(f"{name} is required")
+            return None
+        scheme = value.split("://", 1)[0].lower() if "://" in value else ""
+        allowed = tuple(schemes)
+        if not any(scheme == s or scheme.startswith(s + "+") for s in allowed):
+            self.problems.append(
+                f"{name} must be a URI starting with {' or '.join(s + '://' for s in allowed)},"
+                f" got {redact_uri(value)!r}"
+            )
+        return Secret(value)
+
+
+def _kafka(r: _Reader, *, consumer_of: str | None) -> KafkaSettings:
+    bootstrap = r.required("KAFKA_BOOTSTRAP_SERVERS")
+    if consumer_of == "sendmail":
+        topic = r.required("KAFKA_TOPIC")
+        group_id: str | None = r.required("KAFKA_GROUP_ID")
+    else:
+        topic = r.text("KAFKA_TOPIC", "sendmail")
+        group_id = r.raw("KAFKA_GROUP_ID")
+    if consumer_of == "fetchlog":
+        log_topic: str | None = r.required("LOG_TOPIC")
+        log_group: str | None = r.required("LOG_GROUP_ID")
+    else:
+        log_topic, log_group = r.raw("LOG_TOPIC"), r.raw("LOG_GROUP_ID")
+
+    conf: dict[str, Secret] = {}
+    protocol = r.raw("KAFKA_SECURITY_PROTOCOL")
+    mechanism = r.raw("KAFKA_SASL_MECHANISM") or r.raw("KAFKA_SASL_MECHANISMS")
+    username = r.raw("KAFKA_SASL_USERNAME")
+    password = r.raw("KAFKA_SASL_PASSWORD")
+    if mechanism or username or password:
+        if not (username and password):
+            r.problems.append("KAFKA_SASL_USERNAME and KAFKA_SASL_PASSWORD must be set together")
+        conf["sasl.mechanisms"] = Secret(mechanism or "PLAIN")
+        conf["security.protocol"] = Secret(protocol or "SASL_PLAINTEXT")
+        conf["sasl.username"] = Secret(username or "")
+        conf["sasl.password"] = Secret(password or "")
+    elif protocol:
+        conf["security.protocol"] = Secret(protocol)
+    for name, value in r.env.items():
+        if name.startswith(KAFKA_CONF_PREFIX) and value != "":
+            key = name[len(KAFKA_CONF_PREFIX) :].lower().replace("_", ".")
+            if key:
+                conf[key] = Secret(value)
+
+    return KafkaSettings(
+        bootstrap_servers=bootstrap,
+        topic=topic,
+        group_id=group_id,
+        log_topic=log_topic,
+        log_group_id=log_group,
+        billing_topic=r.raw("KAFKA_BILLING_TOPIC"),
+        dead_letter_topic=r.raw("KAFKA_DEAD_LETTER_TOPIC"),
+        client_config=conf,
+        commit_interval_seconds=r.number("KAFKA_COMMIT_INTERVAL_SECONDS", 1.0, minimum=0.01),
+        assignment_strategy=r.text("KAFKA_ASSIGNMENT_STRATEGY", "range,roundrobin"),
+    )
+
+
+def _redis(r: _Reader) -> RedisSettings:
+    uri = r.uri("REDIS_URI", ("redis", "rediss", "unix"), required=False)
+    if uri is not None:
+        return RedisSettings(url=uri)
+    # The Go worker's form: REDIS_HOST / REDIS_PORT / REDIS_DB (and REDIS_PASSWORD).
+    host = r.raw("REDIS_HOST")
+    if host is None:
+        r.problems.append("REDIS_URI or REDIS_HOST is required")
+        return RedisSettings(url=Secret(""))
+    port = r.integer("REDIS_PORT", 6379, minimum=1, maximum=65535)
+    db = r.integer("REDIS_DB", 0, minimum=0)
+    password = r.raw("REDIS_PASSWORD")
+    auth = f":{password}@" if password else ""
+    return RedisSettings(url=Secret(f"redis://{auth}{host}:{port}/{db}"))
+
+
+def _mongo(r: _Reader) -> MongoSettings:
+    uri = r.uri("MONGODB_URI", ("mongodb", "mongodb+srv"))
+    return MongoSettings(
+        uri=uri or Secret(""),
+        dbname=r.required("MONGODB_DBNAME"),
+        collection=r.required("MONGODB_COLLECTION"),
+    )
+
+
+def _tokens(r: _Reader) -> TokenSettings:
+    return TokenSettings(secret=r.fixed_bytes("TOKEN_SECRET", 32), iv=r.fixed_bytes("TOKEN_IV", 16))
+
+
+def _smtp(r: _Reader) -> SmtpSettings:
+    host = r.required("SMTP_HOST")
+    port_raw = r.raw("SMTP_PORT")
+    if port_raw is None:
+        r.problems.append("SMTP_PORT is required")
+        port = 25
+    else:
+        port = r.integer("SMTP_PORT", 25, minimum=1, maximum=65535)
+    return SmtpSettings(
+        host=host,
+        port=port,
+        secure=r.boolean("SMTP_SECURE", False),
+        timeout_seconds=r.number("SMTP_TIMEOUT_SECONDS", 30.0, minimum=0.1),
+    )
+
+
+def _databases(r: _Reader, *, billing: bool, usend: bool) -> DatabaseSettings:
+    schemes = ("postgresql", "postgres", "sqlite")
+    return DatabaseSettings(
+        billing_uri=r.uri("DB_URI", schemes, required=billing),
+        usend_uri=r.uri("USEND_DB_URI", schemes, required=usend),
+        pool_size=r.integer("DB_POOL_SIZE", 10, minimum=1),
+    )
+
+
+def _fetchlog(r: _Reader) -> FetchlogSettings:
+    types = tuple(t.strip() for t in r.text("STORE_EVENT_TYPES", "").split(",") if t.strip())
+    pattern = r.text("SKIP_MESSAGE_ID_PATTERN", "bizfly.vn")
+    try:
+        re.compile(pattern)
+    except re.error as exc:
+        r.problems.append(f"SKIP_MESSAGE_ID_PATTERN is not a valid regular expression: {exc}")
+    return FetchlogSettings(
+        worker_pool_size=r.integer("LOG_WORKER_POOL_SIZE", 10, minimum=1, maximum=1000),
+        process_timeout_seconds=r.number("LOG_PROCESS_TIMEOUT_SECONDS", 10.0, minimum=0.1),
+        mongo_insert_timeout_seconds=r.number("LOG_MONGO_INSERT_TIMEOUT_SECONDS", 10.0, minimum=0.1),
+        store_event_types=types or DEFAULT_STORE_EVENT_TYPES,
+        skip_message_id_pattern=pattern,
+    )
+
+
+def _sendmail(r: _Reader) -> SendmailSettings:
+    return SendmailSettings(
+        worker_pool_size=r.integer("WORKER_POOL_SIZE", 10, minimum=1, maximum=1000),
+        email_timeout_seconds=r.number("SENDMAIL_EMAIL_TIMEOUT_SECONDS", 300.0, minimum=0.1),
+        retry_attempts=r.integer("SENDMAIL_RETRY_ATTEMPTS", 5, minimum=0, maximum=20),
+        retry_base_seconds=r.number("SENDMAIL_RETRY_BASE_SECONDS", 1.0, minimum=0.0),
+    )
+
+
+def _http(r: _Reader) -> HttpSettings:
+    bind = r.text("ETRANS_BIND", "0.0.0.0:8000")
+    if ":" not in bind:
+        r.problems.append(f"ETRANS_BIND must be HOST:PORT, got {bind!r}")
+    manage_auth = r.uri("MANAGE_AUTH_URI", ("http", "https"), required=False)
+    billing = r.uri("BILLING_V4_URI", ("http", "https"), required=False)
+    jwt_secret = r.raw("JWT_SECRET")
+    jwt_public = r.raw("JWT_PUBLIC_KEY")
+    nameservers = tuple(s.strip() for s in r.text("DNS_NAMESERVERS", "").split(",") if s.strip())
+    return HttpSettings(
+        bind=bind,
+        manage_auth_uri=manage_auth.get() if manage_auth else None,
+        billing_v4_uri=billing.get() if billing else None,
+        jwt_secret=Secret(jwt_secret) if jwt_secret else None,
+        jwt_public_key=Secret(jwt_public) if jwt_public else None,
+        default_spf_value=r.text("DEFAULT_SPF_VALUE", HttpSettings.default_spf_value),
+        default_mx_host=r.text("DEFAULT_MX_HOST", HttpSettings.default_mx_host),
+        default_mx_priority=r.integer("DEFAULT_MX_PRIORITY", 5, minimum=0, maximum=65535),
+        dns_nameservers=nameservers,
+        enable_testing_routes=r.boolean("ETRANS_ENABLE_TESTING_ROUTES", False),
+    )
+
+
+# What each subcommand needs.  Sections not named are left as None.
+SECTIONS = {
+    "serve": ("kafka_producer", "redis", "mongo", "tokens", "databases_api", "http"),
+    "sendmail": ("kafka_sendmail", "redis", "tokens", "smtp", "sendmail"),
+    "fetchlog": ("kafka_fetchlog", "mongo", "databases_optional", "fetchlog"),
+    "db": ("databases_usend",),
+}
+
+
+def load(env: Mapping[str, str] | None = None, *sections: str) -> Settings:
+    """Build :class:`Settings` with the named sections; raise ConfigError listing every problem."""
+    r = _Reader(os.environ if env is None else env)
+    values: dict[str, object] = {
+        "drain_seconds": r.number("ETRANS_DRAIN_SECONDS", 25.0, minimum=0.0),
+    }
+    dsn = r.raw("SENTRY_DSN")
+    values["sentry_dsn"] = Secret(dsn) if dsn else None
+    for section in sections:
+        match section:
+            case "kafka_producer":
+                values["kafka"] = _kafka(r, consumer_of=None)
+            case "kafka_sendmail":
+                values["kafka"] = _kafka(r, consumer_of="sendmail")
+            case "kafka_fetchlog":
+                values["kafka"] = _kafka(r, consumer_of="fetchlog")
+            case "redis":
+                values["redis"] = _redis(r)
+            case "mongo":
+                values["mongo"] = _mongo(r)
+            case "tokens":
+                values["tokens"] = _tokens(r)
+            case "smtp":
+                values["smtp"] = _smtp(r)
+            case "databases_api":
+                values["databases"] = _databases(r, billing=True, usend=True)
+            case "databases_usend":
+                values["databases"] = _databases(r, billing=False, usend=True)
+            case "databases_optional":
+                values["databases"] = _databases(r, billing=False, usend=False)
+            case "fetchlog":
+                values["fetchlog"] = _fetchlog(r)
+            case "sendmail":
+                values["sendmail"] = _sendmail(r)
+            case "http":
+                values["http"] = _http(r)
+            case _:
+                raise ValueError(f"unknown settings section {section!r}")
+    if r.problems:
+        raise ConfigError(r.problems)
+    return Settings(**values)  # type: ignore[arg-type]
+
+
+def for_command(command: str, env: Mapping[str, str] | None = None) -> Settings:
+    return load(env, *SECTIONS[command])
+
+
+def read_env_file(path: Path) -> dict[str, str]:
+    """Parse a systemd-style env file: KEY=VALUE lines, ``#`` comments, optional quotes."""
+    values: dict[str, str] = {}
+    for number, line in enumerate(path.read_text().splitlines(), start=1):
+        stripped = line.strip()
+        if not stripped or stripped.startswith("#"):
+            continue
+        if stripped.startswith("export "):
+            stripped = stripped[len("export ") :].lstrip()
+        key, sep, value = stripped.partition("=")
+        key = key.strip()
+        if not sep or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key):
+            raise ConfigError([f"{path}:{number}: expected KEY=VALUE"])
+        value = value.strip()
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'":
+            value = value[1:-1]
+        values[key] = value
+    return values
