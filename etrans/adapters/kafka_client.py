@@ -1,18 +1,31 @@
 """confluent-kafka producer and admin helpers for Trio.
 
-The producer is thread-safe: ``produce`` is called from Trio (it never blocks while the local
-queue has room) and delivery reports are collected by a polling thread.  Consumers live in
-:mod:`etrans.pipeline`, one thread each.
+:class:`KafkaProducer` wraps one thread-safe confluent ``Producer``: ``publish`` enqueues from the
+Trio thread (never blocking while librdkafka's local queue has room) and returns only when the
+broker acknowledged the record.  Delivery reports are served by a dedicated polling thread and
+handed back to Trio with ``TrioToken.run_sync_soon``.  Consumers live in :mod:`etrans.pipeline`,
+one thread each.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import contextlib
+import threading
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import trio
 
+from etrans.errors import UpstreamUnavailable
+
 if TYPE_CHECKING:
     from etrans.settings import KafkaSettings
+
+Headers = Sequence[tuple[str, bytes | str]] | Mapping[str, bytes | str]
+
+
+class DeliveryFailed(UpstreamUnavailable):
+    """The broker did not acknowledge a record (librdkafka delivery report with an error)."""
 
 
 class KafkaAdmin:
@@ -29,3 +42,112 @@ class KafkaAdmin:
 
     async def check(self) -> None:
         await trio.to_thread.run_sync(self._list_topics, abandon_on_cancel=True)
+
+
+# Producer defaults: acknowledged by all in-sync replicas, idempotent (no duplicates on retry).
+DEFAULT_PRODUCER_CONFIG: dict[str, str | int | bool] = {
+    "acks": "all",
+    "enable.idempotence": True,
+    "linger.ms": 5,
+}
+
+
+class KafkaProducer:
+    """A thread-safe producer whose ``publish`` waits for the broker's acknowledgement.
+
+    One instance may be shared by any number of Trio tasks (and Trio runs, e.g. in tests).
+    ``close`` flushes what is queued and stops the polling thread.
+    """
+
+    name = "kafka"
+
+    def __init__(
+        self, config: Mapping[str, str | int | bool], *, poll_timeout: float = 0.1
+    ) -> None:
+        from confluent_kafka import Producer
+
+        conf: dict[str, Any] = dict(DEFAULT_PRODUCER_CONFIG)
+        conf.update(config)
+        self._producer = Producer(conf)
+        self._poll_timeout = poll_timeout
+        self._closing = threading.Event()
+        self._thread = threading.Thread(target=self._serve_delivery_reports,
+                                        name="kafka-producer-poll", daemon=True)
+        self._thread.start()
+
+    @classmethod
+    def from_settings(cls, settings: KafkaSettings, **overrides: str | int | bool) -> KafkaProducer:
+        return cls(settings.librdkafka(**overrides))
+
+    def _serve_delivery_reports(self) -> None:
+        # Delivery callbacks run here, inside poll().
+        while not self._closing.is_set():
+            self._producer.poll(self._poll_timeout)
+
+    async def publish(
+        self,
+        topic: str,
+        value: bytes | None,
+        key: bytes | None = None,
+        headers: Headers | None = None,
+        *,
+        partition: int | None = None,
+    ) -> None:
+        """Produce one record and wait until the broker acknowledged it.
+
+        Raises :class:`DeliveryFailed` when librdkafka reports a delivery error (after its own
+        retries, bounded by ``message.timeout.ms``).  If the caller is cancelled while waiting,
+        the record may still be delivered.
+        """
+        if self._closing.is_set():
+            raise RuntimeError("KafkaProducer is closed")
+        token = trio.lowlevel.current_trio_token()
+        delivered = trio.Event()
+        outcome: list[Any] = []
+
+        def finish(err: Any) -> None:
+            outcome.append(err)
+            delivered.set()
+
+        def on_delivery(err: Any, _msg: Any) -> None:  # runs on the polling thread
+            # If the Trio run that asked is gone, nobody is waiting.
+            with contextlib.suppress(trio.RunFinishedError):
+                token.run_sync_soon(finish, err)
+
+        kwargs: dict[str, Any] = {"value": value, "key": key, "on_delivery": on_delivery}
+        if headers:
+            pairs = headers.items() if isinstance(headers, Mapping) else headers
+            kwargs["headers"] = list(pairs)
+        if partition is not None:
+            kwargs["partition"] = partition
+        while True:
+            try:
+                self._producer.produce(topic, **kwargs)
+                break
+            except BufferError:
+                # librdkafka's local queue is full: let the polling thread drain it.
+                await trio.sleep(0.01)
+        await delivered.wait()
+        err = outcome[0]
+        if err is not None:
+            raise DeliveryFailed(f"kafka delivery to {topic!r} failed: {err}")
+
+    async def wait_flushed(self, seconds: float = 10.0) -> int:
+        """Wait for queued records to be delivered; returns how many are still queued."""
+        return await trio.to_thread.run_sync(self._producer.flush, seconds)
+
+    def close(self, timeout: float = 10.0) -> int:
+        """Flush (blocking, up to ``timeout``), then stop the polling thread."""
+        remaining = self._producer.flush(timeout)
+        self._closing.set()
+        self._thread.join(timeout=max(1.0, self._poll_timeout * 10))
+        return remaining
+
+    def __len__(self) -> int:
+        return len(self._producer)
+
+    async def check(self) -> None:
+        await trio.to_thread.run_sync(self._list_topics, abandon_on_cancel=True)
+
+    def _list_topics(self) -> None:
+        self._producer.list_topics(timeout=3.0)

@@ -1,0 +1,100 @@
+"""What a pipeline is told: topics, group, librdkafka settings, concurrency, timing and policy."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+# Settings the pipeline must own: it stores and commits offsets itself, after completion.
+FORCED_CONSUMER_CONFIG: dict[str, str | int | bool] = {
+    "enable.auto.commit": False,
+    "enable.auto.offset.store": False,
+}
+
+# Defaults the caller may override through ``PipelineConfig.kafka``.  The prefetch queue is kept
+# modest so that a large backlog does not sit in librdkafka's memory as well as in the channel.
+DEFAULT_CONSUMER_CONFIG: dict[str, str | int | bool] = {
+    "queued.min.messages": 10_000,
+    "queued.max.messages.kbytes": 16_384,
+}
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Capped exponential backoff for transient failures.
+
+    ``max_attempts=None`` retries until shutdown (or revoke); an integer N makes the N-th
+    consecutive transient failure of one message count as poison.
+    """
+
+    initial_backoff: float = 0.5
+    max_backoff: float = 30.0
+    multiplier: float = 2.0
+    max_attempts: int | None = None
+
+    def backoff(self, attempt: int) -> float:
+        """Seconds to wait after failed attempt number ``attempt`` (1-based)."""
+        return min(self.max_backoff, self.initial_backoff * self.multiplier ** (attempt - 1))
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    """Configuration of one pipeline (one consumer, one thread, ``workers`` Trio tasks).
+
+    ``kafka`` is the librdkafka configuration (``KafkaSettings.librdkafka()``, plus test overrides);
+    ``group.id``, ``auto.offset.reset``, ``partition.assignment.strategy`` and the forced commit
+    settings are added from the fields below.
+    """
+
+    topics: tuple[str, ...]
+    group_id: str
+    kafka: Mapping[str, str | int | bool]
+    workers: int = 10
+    # Messages handed to Trio and not yet finished, at most (the bound on buffered memory).
+    # When it is reached, the consumer thread pauses its partitions and keeps polling.
+    channel_size: int = 1000
+    commit_interval: float = 1.0
+    # Per-message (per-batch) timeout; exceeding it is a transient failure.  None: no limit.
+    message_timeout: float | None = None
+    batch_size: int = 1
+    batch_linger: float = 0.0
+    dead_letter_topic: str | None = None
+    # Seek every assigned partition to its beginning, whatever the group has committed.
+    from_earliest: bool = False
+    # Finish once every assigned partition is done up to the end observed at assignment.
+    stop_at_end: bool = False
+    assignment_strategy: str = "range,roundrobin"
+    auto_offset_reset: str = "earliest"
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    # How long a revoke waits for the partition's in-flight messages before committing.
+    revoke_timeout: float = 10.0
+    # How long the shutdown waits for the consumer thread to commit and close.
+    close_timeout: float = 10.0
+    # consume() batch size and timeout on the consumer thread.
+    poll_batch: int = 500
+    poll_timeout: float = 0.1
+
+    def __post_init__(self) -> None:
+        if isinstance(self.topics, str):
+            object.__setattr__(self, "topics", (self.topics,))
+        if not self.topics:
+            raise ValueError("PipelineConfig.topics is empty")
+        if self.workers < 1 or self.channel_size < 1 or self.batch_size < 1:
+            raise ValueError("workers, channel_size and batch_size must be at least 1")
+
+    def consumer_config(self) -> dict[str, str | int | bool]:
+        """The librdkafka configuration of the pipeline's consumer."""
+        conf: dict[str, str | int | bool] = dict(DEFAULT_CONSUMER_CONFIG)
+        conf.update(self.kafka)
+        conf.update(
+            {
+                "group.id": self.group_id,
+                "auto.offset.reset": self.auto_offset_reset,
+                "partition.assignment.strategy": self.assignment_strategy,
+            }
+        )
+        conf.update(FORCED_CONSUMER_CONFIG)
+        return conf
