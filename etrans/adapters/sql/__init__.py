@@ -2,17 +2,24 @@
 
 SQLAlchemy's async layer is asyncio-only, so every statement runs in ``trio.to_thread`` behind a
 CapacityLimiter sized to the connection pool: Trio never waits for a pool slot on a thread.
+
+Two databases: the USEND DB (``USEND_DB_URI``, ours: models in :mod:`.usend`, migrations in
+:mod:`.migrations`) and the Billing DB (``DB_URI``, external: read-only mapping in :mod:`.billing`).
+Build the Billing DB's engine with ``make_engine(uri, read_only=True)`` (or
+:func:`billing_database`): every session it opens is READ ONLY, on top of the SELECT-only role.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import TYPE_CHECKING, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar
 
 import trio
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from sqlalchemy.engine import Engine
+    from sqlalchemy.orm import Session, sessionmaker
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -26,13 +33,17 @@ def sqlalchemy_url(uri: str) -> str:
     return uri
 
 
-def make_engine(uri: str, *, pool_size: int = 10, application_name: str = "etrans") -> Engine:
-    from sqlalchemy import create_engine
+def make_engine(
+    uri: str, *, pool_size: int = 10, application_name: str = "etrans", read_only: bool = False
+) -> Engine:
+    """A pooled engine.  ``read_only=True`` makes every PostgreSQL session it opens
+    ``READ ONLY`` (any INSERT/UPDATE/DELETE/DDL then fails with ``ReadOnlySqlTransaction``)."""
+    from sqlalchemy import create_engine, event
 
     url = sqlalchemy_url(uri)
     if url.startswith("sqlite"):
         return create_engine(url)
-    return create_engine(
+    engine = create_engine(
         url,
         pool_size=pool_size,
         max_overflow=0,
@@ -40,20 +51,64 @@ def make_engine(uri: str, *, pool_size: int = 10, application_name: str = "etran
         pool_timeout=10,
         connect_args={"connect_timeout": 5, "application_name": application_name},
     )
+    if read_only:
+        event.listen(engine, "connect", _make_session_read_only)
+    return engine
+
+
+def _make_session_read_only(dbapi_connection: Any, _record: Any) -> None:
+    # Session-level, so it covers every later transaction of this pooled connection; a plain SQL
+    # statement rather than a libpq startup option, so it also works through pgbouncer.
+    autocommit = dbapi_connection.autocommit
+    dbapi_connection.autocommit = True
+    try:
+        with dbapi_connection.cursor() as cursor:
+            cursor.execute("SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY")
+    finally:
+        dbapi_connection.autocommit = autocommit
+
+
+def billing_database(uri: str, *, pool_size: int = 10) -> Database:
+    """The Billing DB (``DB_URI``): read-only sessions, named ``billing_db`` for /readyz."""
+    return Database(
+        make_engine(uri, pool_size=pool_size, application_name="etrans-billing", read_only=True),
+        name="billing_db",
+    )
+
+
+def usend_database(uri: str, *, pool_size: int = 10) -> Database:
+    """The USEND DB (``USEND_DB_URI``), named ``usend_db`` for /readyz."""
+    return Database(make_engine(uri, pool_size=pool_size), name="usend_db")
 
 
 class Database:
     """An engine plus the limiter that keeps Trio's threads within its pool."""
 
     def __init__(self, engine: Engine, *, name: str) -> None:
+        from sqlalchemy.orm import sessionmaker
+
         self.engine = engine
         self.name = name
         pool_size = getattr(engine.pool, "size", lambda: 5)()
         self.limiter = trio.CapacityLimiter(max(1, pool_size))
+        # expire_on_commit=False: rows returned from a thread stay readable after the commit.
+        self.sessions: sessionmaker[Session] = sessionmaker(engine, expire_on_commit=False)
 
     async def run(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         """Run blocking ``fn(*args)`` in a worker thread, at most pool-size at a time."""
         return await trio.to_thread.run_sync(lambda: fn(*args, **kwargs), limiter=self.limiter)
+
+    async def transaction(
+        self, fn: Callable[Concatenate[Session, P], T], *args: P.args, **kwargs: P.kwargs
+    ) -> T:
+        """Run ``fn(session, *args)`` in a worker thread inside one transaction: committed when
+        ``fn`` returns, rolled back when it raises."""
+
+        def in_session() -> T:
+            with self.sessions.begin() as session:
+                return fn(session, *args, **kwargs)
+
+        return await self.run(in_session)
 
     def _ping(self) -> None:
         from sqlalchemy import text
