@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
+
+    from etrans.domain.delivery_log import StatusChange
 
 
 class HealthProbe(Protocol):
@@ -11,3 +16,25 @@ class HealthProbe(Protocol):
     name: str
 
     async def check(self) -> None: ...
+
+
+# -- fetchlog (delivery logs) ---------------------------------------------------------------------
+
+class LogInsertResult(Protocol):
+    inserted: int
+    duplicates: int  # already stored: a replayed or retried event, not an error
+
+
+class LogDocumentWriter(Protocol):
+    """Stores delivery-log documents idempotently (unique ``event_id``).  Raises
+    :class:`etrans.errors.RetryLater` when the store is unavailable: nothing may be committed."""
+
+    async def ensure_indexes(self) -> list[str]: ...
+
+    async def insert(self, documents: Sequence[Mapping[str, Any]]) -> LogInsertResult: ...
+
+
+class EmailStatusStore(Protocol):
+    """Advances ``email_messages.status`` monotonically; returns the number of rows changed."""
+
+    async def apply(self, changes: Sequence[StatusChange]) -> int: ...

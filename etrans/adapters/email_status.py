@@ -1,0 +1,78 @@
+"""``email_messages.status`` in the USEND DB, advanced by delivery-log events (fetchlog).
+
+One ``UPDATE ... FROM unnest(...)`` per batch: a row changes only when the new status ranks
+strictly higher than the stored one (:data:`etrans.domain.delivery_log.STATUS_RANK`), so the
+update is monotonic and idempotent whatever order events arrive in, and concurrent batches cannot
+move a status backwards (PostgreSQL re-checks the WHERE clause on the locked row).  Message ids
+that are not in the table (SMTP-submitted mail) simply match no row.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from etrans.domain.delivery_log import DELIVERED, STATUS_RANK
+from etrans.errors import RetryLater
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from etrans.adapters.sql import Database
+    from etrans.domain.delivery_log import StatusChange
+
+_RANK_OF_STORED = "CASE m.status " + " ".join(
+    f"WHEN '{status}' THEN {rank}" for status, rank in STATUS_RANK.items()
+) + " ELSE -1 END"
+
+_UPDATE = f"""
+UPDATE email_messages AS m
+SET status = v.status,
+    last_event = v.event,
+    response = v.response,
+    sent_at = COALESCE(m.sent_at, v.at),
+    delivered_at = CASE WHEN v.status = '{DELIVERED}' THEN v.at ELSE m.delivered_at END,
+    updated_at = now()
+FROM unnest(CAST(:message_ids AS text[]), CAST(:statuses AS text[]), CAST(:ranks AS int[]),
+            CAST(:ats AS timestamptz[]), CAST(:events AS text[]), CAST(:responses AS text[]))
+     AS v(message_id, status, rank, at, event, response)
+WHERE m.message_id = v.message_id AND ({_RANK_OF_STORED}) < v.rank
+"""
+
+
+class EmailStatusUpdater:
+    """Applies :class:`~etrans.domain.delivery_log.StatusChange` s to ``email_messages``."""
+
+    name = "usend_db"
+
+    def __init__(self, database: Database) -> None:
+        self.database = database
+
+    def _apply(self, changes: Sequence[StatusChange]) -> int:
+        from sqlalchemy import text
+        from sqlalchemy.exc import SQLAlchemyError
+
+        # A stable lock order (by message id) keeps concurrent batches from deadlocking.
+        ordered = sorted(changes, key=lambda c: c.message_id)
+        params = {
+            "message_ids": [c.message_id for c in ordered],
+            "statuses": [c.status for c in ordered],
+            "ranks": [c.rank for c in ordered],
+            "ats": [c.at for c in ordered],
+            "events": [c.event[:32] for c in ordered],
+            "responses": [c.response for c in ordered],
+        }
+        try:
+            with self.database.engine.begin() as conn:
+                result = conn.execute(text(_UPDATE), params)
+                return int(result.rowcount or 0)
+        except SQLAlchemyError as exc:
+            raise RetryLater(f"USEND DB status update failed: {exc.__class__.__name__}") from exc
+
+    async def apply(self, changes: Sequence[StatusChange]) -> int:
+        """Advance the emails that are behind; returns how many rows changed."""
+        if not changes:
+            return 0
+        return await self.database.run(self._apply, changes)
+
+    async def check(self) -> None:
+        await self.database.check()

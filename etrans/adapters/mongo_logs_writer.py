@@ -1,0 +1,132 @@
+"""The delivery-log collection, write side: indexes at start, idempotent ``insert_many``.
+
+Owned by the fetchlog worker.  pymongo is synchronous, so every call runs in a worker thread
+behind a CapacityLimiter.  Idempotence rests on the unique index on ``event_id``: a replayed event
+fails with a duplicate-key error (code 11000), which :meth:`MongoLogWriter.insert` counts and
+ignores; every other failure is raised as :class:`~etrans.errors.RetryLater`, so the pipeline
+retries the batch and commits nothing past it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import trio
+
+from etrans.errors import RetryLater
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
+
+    from pymongo import MongoClient
+    from pymongo.collection import Collection
+
+    from etrans.settings import MongoSettings
+
+DUPLICATE_KEY = 11000
+
+# name -> (keys, options): the spec's three query indexes and the unique key of idempotence.
+INDEXES: Mapping[str, tuple[list[tuple[str, int]], dict[str, Any]]] = {
+    "idx_from_domain_timestamp": ([("from_domain", 1), ("timestamp", -1)], {}),
+    "idx_message_id": ([("message_id", 1)], {}),
+    "idx_event_timestamp": ([("event", 1), ("timestamp", -1)], {}),
+    "uniq_event_id": ([("event_id", 1)], {"unique": True}),
+}
+
+
+@dataclass(frozen=True)
+class InsertResult:
+    inserted: int
+    duplicates: int  # already stored (a replay or a retried batch)
+
+
+class MongoLogWriter:
+    """Writes log documents into ``MONGODB_DBNAME.MONGODB_COLLECTION``."""
+
+    name = "mongodb"
+
+    def __init__(
+        self,
+        settings: MongoSettings,
+        *,
+        insert_timeout: float = 10.0,
+        threads: int = 10,
+        server_selection_timeout: float = 5.0,
+    ) -> None:
+        from pymongo import MongoClient
+
+        self.insert_timeout = insert_timeout
+        self._client: MongoClient[dict[str, Any]] = MongoClient(
+            settings.uri.get(),
+            tz_aware=True,
+            serverSelectionTimeoutMS=int(server_selection_timeout * 1000),
+            connectTimeoutMS=int(server_selection_timeout * 1000),
+            # A write must not hang longer than its timeout on a half-open connection.
+            socketTimeoutMS=int(insert_timeout * 1000),
+            maxPoolSize=max(threads, 1),
+            # Our own retry loop (the pipeline's) owns retries: the batch is retried whole.
+            retryWrites=False,
+        )
+        self.collection: Collection[dict[str, Any]] = self._client[settings.dbname][
+            settings.collection
+        ]
+        self.limiter = trio.CapacityLimiter(max(threads, 1))
+
+    # -- indexes ---------------------------------------------------------------------------------
+
+    def _ensure_indexes(self) -> list[str]:
+        from pymongo import IndexModel
+
+        models = [IndexModel(keys, name=name, **options)
+                  for name, (keys, options) in INDEXES.items()]
+        return list(self.collection.create_indexes(models))
+
+    async def ensure_indexes(self) -> list[str]:
+        """Create the indexes (a no-op when they exist); raises when MongoDB does not answer."""
+        return await trio.to_thread.run_sync(
+            self._ensure_indexes, limiter=self.limiter, abandon_on_cancel=True
+        )
+
+    # -- writes ----------------------------------------------------------------------------------
+
+    def _insert(self, documents: Sequence[Mapping[str, Any]]) -> InsertResult:
+        import pymongo
+        from pymongo.errors import BulkWriteError, PyMongoError
+
+        # insert_many adds ``_id`` to the dicts it is given: hand it copies, so that a retried
+        # batch does not carry ids from an attempt that may or may not have been stored.
+        batch = [dict(document) for document in documents]
+        try:
+            with pymongo.timeout(self.insert_timeout):
+                result = self.collection.insert_many(batch, ordered=False)
+        except BulkWriteError as exc:
+            errors = exc.details.get("writeErrors", [])
+            others = [e for e in errors if e.get("code") != DUPLICATE_KEY]
+            if others or exc.details.get("writeConcernErrors"):
+                first = others[0] if others else exc.details["writeConcernErrors"][0]
+                detail = first.get("errmsg", first)
+                raise RetryLater(f"MongoDB insert_many failed: {detail}") from exc
+            return InsertResult(int(exc.details.get("nInserted", 0)), len(errors))
+        except PyMongoError as exc:
+            raise RetryLater(f"MongoDB unavailable: {exc.__class__.__name__}: {exc}") from exc
+        return InsertResult(len(result.inserted_ids), 0)
+
+    async def insert(self, documents: Sequence[Mapping[str, Any]]) -> InsertResult:
+        """Store ``documents`` (unordered); events already stored are counted, not errors."""
+        if not documents:
+            return InsertResult(0, 0)
+        # abandon_on_cancel: a timed-out batch's thread may still finish its write; the retry
+        # then meets duplicate keys, which is exactly the idempotent path.
+        return await trio.to_thread.run_sync(
+            self._insert, documents, limiter=self.limiter, abandon_on_cancel=True
+        )
+
+    def _ping(self) -> None:
+        self._client.admin.command("ping")
+
+    async def check(self) -> None:
+        await trio.to_thread.run_sync(self._ping, limiter=self.limiter, abandon_on_cancel=True)
+
+    def close(self) -> None:
+        self._client.close()
