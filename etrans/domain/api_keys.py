@@ -1,0 +1,42 @@
+"""Pure rules of API keys: generation, hashing, expiry.
+
+Permission levels live in :mod:`etrans.domain.permissions`.
+
+A key is ``etrans_live_`` followed by 43 URL-safe base64 characters of 32 bytes from the
+operating system's CSPRNG (``secrets``).  Only its SHA-256 (lower-case hex) is stored; the key
+itself is shown once, in the creation response.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from datetime import datetime, timedelta
+
+from etrans.errors import InvalidInput
+
+KEY_PREFIX = "etrans_live_"
+ALLOWED_EXPIRY_DAYS = (7, 30, 60, 90, 180, 365)
+
+
+def generate_api_key() -> str:
+    return KEY_PREFIX + secrets.token_urlsafe(32)
+
+
+def hash_api_key(key: str) -> str:
+    return hashlib.sha256(key.encode("utf-8")).hexdigest()
+
+
+def expiry_from(now: datetime, expires_in_days: object) -> datetime | None:
+    """``None`` (never) or ``now + days`` for an allowed duration; InvalidInput otherwise."""
+    if expires_in_days is None:
+        return None
+    if isinstance(expires_in_days, bool) or not isinstance(expires_in_days, int) \
+            or expires_in_days not in ALLOWED_EXPIRY_DAYS:
+        allowed = ", ".join(str(d) for d in ALLOWED_EXPIRY_DAYS)
+        raise InvalidInput(f"expires_in_days must be one of {allowed} (or null for never)")
+    return now + timedelta(days=expires_in_days)
+
+
+def is_expired(expires_at: datetime | None, now: datetime) -> bool:
+    return expires_at is not None and expires_at <= now

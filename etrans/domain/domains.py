@@ -1,0 +1,168 @@
+"""Pure rules of sending domains: names, public ids, DNS record templates, quota math.
+
+Nothing here does I/O.  Ids travel in the API as ``dom_<n>`` (domains), ``key_<n>`` (API keys) and
+``sender_<n>`` (senders) where ``<n>`` is the integer primary key of the row.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from etrans.errors import InvalidInput
+
+# RFC 1035/1123 host names: labels of letters, digits and inner hyphens, 1..63 characters each,
+# 253 characters in all; at least two labels; the last (TLD) not all digits.  IDNs are accepted
+# in their A-label form (xn--...); a U-label is converted with the stdlib idna codec.
+_LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
+DOMAIN_MAX_LENGTH = 253
+
+
+def normalize_domain_name(raw: object) -> str:
+    """Validated, lower-case, A-label domain name; InvalidInput with a clear message otherwise."""
+    if not isinstance(raw, str):
+        raise InvalidInput("domain must be a string")
+    name = raw.strip().rstrip(".").lower()
+    if not name:
+        raise InvalidInput("domain must not be empty")
+    if not name.isascii():
+        try:
+            name = name.encode("idna").decode("ascii")
+        except UnicodeError:
+            raise InvalidInput(f"invalid domain name: {raw!r}") from None
+    labels = name.split(".")
+    if (
+        len(name) > DOMAIN_MAX_LENGTH
+        or len(labels) < 2
+        or not all(_LABEL.match(label) for label in labels)
+        or labels[-1].isdigit()
+    ):
+        raise InvalidInput(f"invalid domain name: {raw!r}")
+    return name
+
+
+def _format_id(prefix: str, number: int) -> str:
+    return f"{prefix}_{number}"
+
+
+def _parse_id(prefix: str, raw: str, what: str) -> int:
+    match = re.fullmatch(rf"{prefix}_([1-9][0-9]{{0,17}})", raw)
+    if match is None:
+        raise InvalidInput(f"invalid {what} id {raw!r}: expected {prefix}_<number>")
+    return int(match.group(1))
+
+
+def format_domain_id(number: int) -> str:
+    return _format_id("dom", number)
+
+
+def parse_domain_id(raw: str) -> int:
+    return _parse_id("dom", raw, "domain")
+
+
+def format_key_id(number: int) -> str:
+    return _format_id("key", number)
+
+
+def parse_key_id(raw: str) -> int:
+    return _parse_id("key", raw, "API key")
+
+
+def format_sender_id(number: int) -> str:
+    return _format_id("sender", number)
+
+
+# -- DNS records ---------------------------------------------------------------------------
+
+DKIM_SELECTOR = "dkim"
+
+
+@dataclass(frozen=True)
+class DkimRecord:
+    """The DKIM public half: ``<selector>._domainkey`` TXT ``v=DKIM1; k=rsa; p=...``."""
+
+    selector: str
+    public_key_b64: str  # base64 of the DER SubjectPublicKeyInfo, no whitespace
+
+    @property
+    def name(self) -> str:
+        return f"{self.selector}._domainkey"
+
+    @property
+    def txt_value(self) -> str:
+        return f"v=DKIM1; k=rsa; p={self.public_key_b64}"
+
+
+def parse_dkim_tags(text: str) -> dict[str, str]:
+    """``"v=DKIM1; k=rsa; p=MIIB..."`` -> ``{"v": "DKIM1", "k": "rsa", "p": "MIIB..."}``."""
+    tags: dict[str, str] = {}
+    for part in text.split(";"):
+        key, sep, value = part.partition("=")
+        if sep:
+            tags[key.strip().lower()] = value.strip()
+    return tags
+
+
+def expected_spf_includes(spf_value: str) -> tuple[str, ...]:
+    """The ``include:`` terms of our SPF value, lower-cased: what a published record must hold."""
+    return tuple(term.lower() for term in spf_value.split() if term.lower().startswith("include:"))
+
+
+@dataclass(frozen=True)
+class DnsTemplate:
+    """Operator settings that shape the records a customer publishes."""
+
+    spf_value: str
+    mx_host: str
+    mx_priority: int
+
+
+def dns_records(template: DnsTemplate, dkim: DkimRecord | None) -> list[dict[str, object]]:
+    """The records of the API's ``dns_records`` list, in the spec's order: SPF, MX, DKIM."""
+    records: list[dict[str, object]] = [
+        {"type": "TXT", "name": "@", "value": template.spf_value, "purpose": "spf"},
+        {"type": "MX", "name": "@", "value": template.mx_host, "priority": template.mx_priority,
+         "purpose": "mx"},
+    ]
+    if dkim is not None:
+        records.append({"type": "TXT", "name": dkim.name, "value": dkim.txt_value,
+                        "purpose": "dkim"})
+    return records
+
+
+# -- quotas --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class QuotaLimits:
+    daily: int
+    hourly: int
+    monthly: int
+
+    @classmethod
+    def from_daily(cls, daily: int) -> QuotaLimits:
+        """A pack's daily limit -> hourly = daily / 24 (rounded down), monthly = daily x 31.
+
+        The spec's example: 100000 a day -> 4166 an hour, 3100000 a month.
+        """
+        daily = max(0, int(daily))
+        return cls(daily=daily, hourly=daily // 24, monthly=daily * 31)
+
+
+@dataclass(frozen=True)
+class QuotaUsage:
+    daily: int = 0
+    hourly: int = 0
+    monthly: int = 0
+
+
+def quota_view(limits: QuotaLimits, used: QuotaUsage) -> dict[str, int]:
+    """The nine ``*_limit/_used/_remaining`` fields of the quota responses."""
+    view: dict[str, int] = {}
+    for period in ("daily", "hourly", "monthly"):
+        limit = getattr(limits, period)
+        spent = getattr(used, period)
+        view[f"{period}_limit"] = limit
+        view[f"{period}_used"] = spent
+        view[f"{period}_remaining"] = max(0, limit - spent)
+    return view
