@@ -1,3 +1,3 @@
 """Suite-wide configuration: the real-service fixtures come from the harness plugins."""
 
-pytest_plugins = ["tests.harness.services", "tests.harness.databases"]
+pytest_plugins = ["tests.harness.services", "tests.harness.databases", "tests.harness.dns"]
