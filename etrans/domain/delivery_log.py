@@ -227,11 +227,16 @@ def status_changes(documents: Iterable[Mapping[str, Any]]) -> list[StatusChange]
         change = StatusChange(message_id, status, document["timestamp"],
                               document.get("event", ""), document.get("response", ""))
         current = best.get(message_id)
-        if current is None or (change.rank, -change.at.timestamp()) > (
-            current.rank, -current.at.timestamp()
-        ):
+        if current is None or _precedence(change) > _precedence(current):
             best[message_id] = change
     return list(best.values())
+
+
+def _precedence(change: StatusChange) -> tuple[int, float, bool, str, str]:
+    # Furthest status first, then the earliest event; an exact tie between delivered and bounced
+    # at the same instant goes to bounced.  The last keys only make every tie order-independent.
+    return (change.rank, -change.at.timestamp(), change.status == BOUNCED, change.event,
+            change.response)
 
 
 def bare_message_id(message_id: str) -> str:
