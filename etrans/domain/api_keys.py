@@ -1,6 +1,4 @@
-"""Pure rules of API keys: generation, hashing, expiry.
-
-Permission levels live in :mod:`etrans.domain.permissions`.
+"""Pure rules of API keys: permissions, generation, hashing, expiry.
 
 A key is ``etrans_live_`` followed by 43 URL-safe base64 characters of 32 bytes from the
 operating system's CSPRNG (``secrets``).  Only its SHA-256 (lower-case hex) is stored; the key
@@ -12,11 +10,27 @@ from __future__ import annotations
 import hashlib
 import secrets
 from datetime import datetime, timedelta
+from enum import IntEnum
 
 from etrans.errors import InvalidInput
 
 KEY_PREFIX = "etrans_live_"
 ALLOWED_EXPIRY_DAYS = (7, 30, 60, 90, 180, 365)
+
+
+class Permission(IntEnum):
+    """read_only < sending_access < full_access: a higher level includes the lower ones."""
+
+    read_only = 1
+    sending_access = 2
+    full_access = 3
+
+    @classmethod
+    def parse(cls, raw: object) -> Permission:
+        if isinstance(raw, str) and raw in cls.__members__:
+            return cls[raw]
+        names = ", ".join(cls.__members__)
+        raise InvalidInput(f"permission must be one of {names}")
 
 
 def generate_api_key() -> str:
