@@ -6,6 +6,7 @@ Each public function takes validated :class:`~etrans.settings.Settings` and retu
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING
 
 import trio
@@ -29,11 +30,16 @@ def serve(settings: Settings) -> ServiceMain:
     from etrans.adapters.sql import Database, make_engine
     from etrans.api.app import ApiDependencies, create_app
 
-    assert settings.http and settings.databases and settings.redis and settings.kafka
-    assert settings.mongo
+    assert settings.http is not None
+    assert settings.databases is not None
+    assert settings.redis is not None
+    assert settings.kafka is not None
+    assert settings.mongo is not None
     dbs = settings.databases
-    assert dbs.billing_uri is not None and dbs.usend_uri is not None
-    billing = Database(make_engine(dbs.billing_uri.get(), pool_size=dbs.pool_size), name="billing_db")
+    assert dbs.billing_uri is not None
+    assert dbs.usend_uri is not None
+    billing = Database(make_engine(dbs.billing_uri.get(), pool_size=dbs.pool_size),
+                       name="billing_db")
     usend = Database(make_engine(dbs.usend_uri.get(), pool_size=dbs.pool_size), name="usend_db")
     redis = RedisClient(settings.redis.url.get())
     kafka = KafkaAdmin(settings.kafka)
@@ -44,7 +50,8 @@ def serve(settings: Settings) -> ServiceMain:
     config.bind = [settings.http.bind]
     config.graceful_timeout = settings.drain_seconds
     config.accesslog = None
-    config.errorlog = "-"
+    # Hypercorn logs through the root handler (JSON with "service"), not a plain handler of its own.
+    config.errorlog = logging.getLogger("hypercorn.error")
 
     async def main(shutdown: Shutdown) -> None:
         try:

@@ -62,7 +62,8 @@ def cli(ctx: click.Context, env_file: Path | None, log_level: str) -> None:
 
 
 @cli.command()
-@click.option("--bind", default=None, help="HOST:PORT to listen on [env ETRANS_BIND, default 0.0.0.0:8000].")
+@click.option("--bind", default=None,
+              help="HOST:PORT to listen on [env ETRANS_BIND, default 0.0.0.0:8000].")
 @click.pass_obj
 def serve(obj: _Context, bind: str | None) -> None:
     """Run the HTTP API."""
@@ -115,7 +116,8 @@ def upgrade(obj: _Context, revision: str) -> None:
     obj.start_logging("db")
     from etrans.adapters.sql import migrations
 
-    assert settings.databases is not None and settings.databases.usend_uri is not None
+    assert settings.databases is not None
+    assert settings.databases.usend_uri is not None
     migrations.upgrade(settings.databases.usend_uri.get(), revision)
 
 

@@ -33,8 +33,15 @@ def configure(service: str, *, level: str = "INFO", json: bool | None = None) ->
     """Configure structlog (and stdlib logging, for libraries) for one process."""
     if json is None:
         json = not sys.stdout.isatty()
+
+    def add_service(_: WrappedLogger, __: str, event: EventDict) -> EventDict:
+        # Also on lines logged from threads and by libraries, where no contextvar is bound.
+        event.setdefault("service", service)
+        return event
+
     shared: list[Any] = [
         structlog.contextvars.merge_contextvars,
+        add_service,
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
         _redact,
@@ -53,9 +60,16 @@ def configure(service: str, *, level: str = "INFO", json: bool | None = None) ->
     )
     structlog.contextvars.clear_contextvars()
     structlog.contextvars.bind_contextvars(service=service)
-    # Libraries log through stdlib logging: send warnings and above to stderr, plainly.
-    logging.basicConfig(level=logging.WARNING, stream=sys.stderr,
-                        format=f"%(asctime)s {service} %(levelname)s %(name)s: %(message)s")
+    # Libraries log through stdlib logging: warnings and above go to stderr, rendered like our
+    # own lines (JSON with "service" when not on a terminal).
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=[structlog.stdlib.add_logger_name, *shared],
+        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
+    ))
+    root = logging.getLogger()
+    root.handlers = [handler]
+    root.setLevel(logging.WARNING)
 
 
 def get_logger(name: str | None = None) -> structlog.typing.FilteringBoundLogger:

@@ -12,15 +12,19 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit, urlunsplit
 
 from etrans.errors import ConfigError
 
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Mapping
+    from pathlib import Path
+
 # librdkafka settings pass through the environment: KAFKA_CONF_SESSION_TIMEOUT_MS=6000 becomes
-# session.timeout.ms=6000.  librdkafka property names contain no underscores, so the mapping is exact.
+# session.timeout.ms=6000.  librdkafka property names contain no underscores, so the mapping is
+# exact.
 KAFKA_CONF_PREFIX = "KAFKA_CONF_"
 
 DEFAULT_STORE_EVENT_TYPES = ("Sender", "Queue", "Deferred", "Reject")
@@ -57,9 +61,8 @@ def redact_uri(uri: str) -> str:
         return "<unparseable uri>"
     if parts.password is None:
         return uri
-    host = parts.hostname or ""
-    if parts.port is not None:
-        host = f"{host}:{parts.port}"
+    # The host part as written (parts.port would raise on a malformed port).
+    host = parts.netloc.rpartition("@")[2]
     netloc = f"{parts.username or ''}:***@{host}"
     return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
 
@@ -194,7 +197,8 @@ class _Reader:
         value = self.raw(name)
         return default if value is None else value
 
-    def integer(self, name: str, default: int, *, minimum: int = 0, maximum: int | None = None) -> int:
+    def integer(self, name: str, default: int, *, minimum: int = 0,
+                maximum: int | None = None) -> int:
         value = self.raw(name)
         if value is None:
             return default
@@ -259,6 +263,12 @@ class _Reader:
                 f"{name} must be a URI starting with {' or '.join(s + '://' for s in allowed)},"
                 f" got {redact_uri(value)!r}"
             )
+        else:
+            # A malformed port would otherwise surface later as a traceback quoting the URI.
+            try:
+                urlsplit(value).port  # noqa: B018
+            except ValueError:
+                self.problems.append(f"{name} has an invalid host or port: {redact_uri(value)!r}")
         return Secret(value)
 
 
@@ -295,6 +305,7 @@ def _kafka(r: _Reader, *, consumer_of: str | None) -> KafkaSettings:
             key = name[len(KAFKA_CONF_PREFIX) :].lower().replace("_", ".")
             if key:
                 conf[key] = Secret(value)
+    _check_librdkafka(r, conf)
 
     return KafkaSettings(
         bootstrap_servers=bootstrap,
@@ -308,6 +319,74 @@ def _kafka(r: _Reader, *, consumer_of: str | None) -> KafkaSettings:
         commit_interval_seconds=r.number("KAFKA_COMMIT_INTERVAL_SECONDS", 1.0, minimum=0.01),
         assignment_strategy=r.text("KAFKA_ASSIGNMENT_STRATEGY", "range,roundrobin"),
     )
+
+
+_SASL_VARIABLES = {
+    "security.protocol": "KAFKA_SECURITY_PROTOCOL",
+    "sasl.mechanisms": "KAFKA_SASL_MECHANISM",
+    "sasl.username": "KAFKA_SASL_USERNAME",
+    "sasl.password": "KAFKA_SASL_PASSWORD",
+}
+
+
+# librdkafka properties whose values are secrets (sasl.password, ssl.key.password, ...).
+_SECRET_PROPERTY = re.compile(r"password|secret|key|token|jaas|credential|config")
+
+
+def _variable_of(key: str) -> str:
+    """The environment variable a librdkafka property came from."""
+    return _SASL_VARIABLES.get(key, KAFKA_CONF_PREFIX + key.upper().replace(".", "_"))
+
+
+def _check_librdkafka(r: _Reader, conf: Mapping[str, Secret]) -> None:
+    """Let librdkafka itself reject unknown properties and bad values, at start (exit 2).
+
+    librdkafka checks its configuration when a client is created; a producer with no
+    ``bootstrap.servers`` does no I/O.  Each property is tried alone so that every bad one is
+    named; its value is never quoted (it may be a password).
+    """
+    if not conf:
+        return
+    import logging
+
+    from confluent_kafka import KafkaException, Producer
+
+    quiet = logging.getLogger("etrans.settings.librdkafka_check")
+    quiet.disabled = True  # "no brokers configured" and friends are expected here
+
+    def rejection(properties: Mapping[str, str]) -> str | None:
+        try:
+            Producer({**properties, "logger": quiet})
+        except KafkaException as exc:
+            error = exc.args[0] if exc.args else None
+            message = error.str() if hasattr(error, "str") else str(exc)
+            for key, value in properties.items():
+                if value and _SECRET_PROPERTY.search(key):
+                    message = message.replace(value, "***")
+            return message
+        return None
+
+    # Security properties only make sense together (SASL_PLAINTEXT alone means GSSAPI).
+    security = {k: v.get() for k, v in conf.items() if k.startswith(("security.", "sasl.", "ssl."))}
+    rejected = False
+    if security:
+        problem = rejection(security)
+        if problem is not None:
+            variables = ", ".join(_variable_of(key) for key in security)
+            r.problems.append(f"Kafka security settings ({variables}) are rejected by librdkafka:"
+                              f" {problem}")
+            rejected = True
+    for key, value in conf.items():
+        if key in security:
+            continue
+        problem = rejection({key: value.get()})
+        if problem is not None:
+            r.problems.append(f"{_variable_of(key)} is rejected by librdkafka: {problem}")
+            rejected = True
+    if not rejected:
+        problem = rejection({k: v.get() for k, v in conf.items()})
+        if problem is not None:
+            r.problems.append(f"Kafka client settings are rejected by librdkafka: {problem}")
 
 
 def _redis(r: _Reader) -> RedisSettings:

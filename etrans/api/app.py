@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -14,6 +13,8 @@ from etrans.errors import AppError
 from etrans.observability import get_logger
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from etrans.app.ports import HealthProbe
 
 log = get_logger(__name__)
@@ -30,8 +31,8 @@ class ApiDependencies:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-async def _probe(probe: HealthProbe, timeout: float, results: dict[str, str]) -> None:
-    with trio.move_on_after(timeout) as scope:
+async def _probe(probe: HealthProbe, limit_seconds: float, results: dict[str, str]) -> None:
+    with trio.move_on_after(limit_seconds) as scope:
         try:
             await probe.check()
         except Exception as exc:  # any failure of a dependency means "down"; say which
