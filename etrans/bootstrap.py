@@ -82,4 +82,68 @@ def sendmail(settings: Settings) -> ServiceMain:
 
 
 def fetchlog(settings: Settings, *, from_earliest: bool, stop_at_end: bool) -> ServiceMain:
-    return _idle_worker("fetchlog")
+    """LOG_TOPIC -> MongoDB (+ email_messages.status when USEND_DB_URI is set)."""
+    from etrans import __version__
+    from etrans.adapters.email_status import EmailStatusUpdater
+    from etrans.adapters.mongo_logs_writer import MongoLogWriter
+    from etrans.adapters.sentry_reporter import ErrorReporter
+    from etrans.adapters.sql import Database, make_engine
+    from etrans.domain.delivery_log import EventFilter
+    from etrans.pipeline import PipelineConfig
+    from etrans.workers.fetchlog import FetchlogTask, progress_stream_for, run_fetchlog
+
+    assert settings.kafka is not None
+    assert settings.mongo is not None
+    assert settings.fetchlog is not None
+    assert settings.databases is not None
+    kafka, options = settings.kafka, settings.fetchlog
+    assert kafka.log_topic is not None
+    assert kafka.log_group_id is not None
+    config = PipelineConfig(
+        topics=(kafka.log_topic,),
+        group_id=kafka.log_group_id,
+        kafka=kafka.librdkafka(),
+        workers=options.worker_pool_size,
+        channel_size=max(1000, 2 * options.worker_pool_size * options.batch_size),
+        commit_interval=kafka.commit_interval_seconds,
+        message_timeout=options.process_timeout_seconds,
+        batch_size=options.batch_size,
+        batch_linger=options.batch_linger_seconds,
+        dead_letter_topic=kafka.dead_letter_topic,
+        from_earliest=from_earliest,
+        stop_at_end=stop_at_end,
+        assignment_strategy=kafka.assignment_strategy,
+    )
+
+    async def main(shutdown: Shutdown) -> None:
+        reporter = ErrorReporter.start(
+            settings.sentry_dsn.get() if settings.sentry_dsn else None,
+            service="fetchlog", release=__version__,
+        )
+        writer = MongoLogWriter(settings.mongo, insert_timeout=options.mongo_insert_timeout_seconds,
+                                threads=options.worker_pool_size)
+        usend_uri = settings.databases.usend_uri
+        usend = (Database(make_engine(usend_uri.get(), pool_size=settings.databases.pool_size,
+                                      application_name="etrans-fetchlog"), name="usend_db")
+                 if usend_uri is not None else None)
+        if usend is None:
+            log.info("USEND_DB_URI not set: email statuses are not updated")
+        task = FetchlogTask(
+            EventFilter.from_settings(options.store_event_types, options.skip_message_id_pattern),
+            writer,
+            EmailStatusUpdater(usend) if usend is not None else None,
+            reporter,
+        )
+        try:
+            await run_fetchlog(config, task, shutdown,
+                               progress_stream=progress_stream_for(from_earliest or stop_at_end))
+        except BaseException as exc:
+            reporter.capture(exc, step="fetchlog")
+            raise
+        finally:
+            writer.close()
+            if usend is not None:
+                usend.dispose()
+            reporter.flush()
+
+    return main

@@ -132,6 +132,9 @@ class FetchlogSettings:
     mongo_insert_timeout_seconds: float = 10.0
     store_event_types: tuple[str, ...] = DEFAULT_STORE_EVENT_TYPES
     skip_message_id_pattern: str = "bizfly.vn"
+    # Documents per insert_many, and how long a worker waits to fill a batch (etrans additions).
+    batch_size: int = 500
+    batch_linger_seconds: float = 0.1
 
 
 @dataclass(frozen=True)
@@ -453,9 +456,12 @@ def _fetchlog(r: _Reader) -> FetchlogSettings:
     return FetchlogSettings(
         worker_pool_size=r.integer("LOG_WORKER_POOL_SIZE", 10, minimum=1, maximum=1000),
         process_timeout_seconds=r.number("LOG_PROCESS_TIMEOUT_SECONDS", 10.0, minimum=0.1),
-        mongo_insert_timeout_seconds=r.number("LOG_MONGO_INSERT_TIMEOUT_SECONDS", 10.0, minimum=0.1),
+        mongo_insert_timeout_seconds=r.number("LOG_MONGO_INSERT_TIMEOUT_SECONDS", 10.0,
+                                              minimum=0.1),
         store_event_types=types or DEFAULT_STORE_EVENT_TYPES,
         skip_message_id_pattern=pattern,
+        batch_size=r.integer("LOG_BATCH_SIZE", 500, minimum=1, maximum=100_000),
+        batch_linger_seconds=r.number("LOG_BATCH_LINGER_SECONDS", 0.1, minimum=0.0),
     )
 
 

@@ -1,0 +1,249 @@
+"""The fetchlog worker: delivery-log events from LOG_TOPIC -> MongoDB documents (+ email status).
+
+:class:`FetchlogTask` is the pipeline's :class:`~etrans.pipeline.BatchTask`.  For each batch it
+
+1. decodes every event (JSON object, usable ``@timestamp``); a bad one makes the batch raise
+   :class:`~etrans.errors.PoisonMessage` - the pipeline then re-runs the batch one message at a
+   time, so only the bad message is dead-lettered and committed past;
+2. drops events whose ``Event`` is not in STORE_EVENT_TYPES (*filtered*) and those whose message
+   id matches SKIP_MESSAGE_ID_PATTERN (*skipped*) - counted, and committed past like the others;
+3. writes the documents with one unordered ``insert_many``; events already stored (a replay, a
+   retried batch) are duplicate keys on the unique ``event_id`` index and are ignored;
+4. advances ``email_messages.status`` in the USEND DB (when configured) for the batch's messages.
+
+Only when all of it succeeded does the call return, and only then may the pipeline commit the
+batch's offsets.  MongoDB or PostgreSQL unavailable -> :class:`~etrans.errors.RetryLater`: the
+pipeline retries the batch with backoff and commits nothing past it.
+
+:func:`run_fetchlog` runs the whole service: indexes, the pipeline, the TTY progress line and the
+final summary.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any, TextIO
+
+import trio
+
+from etrans.domain.delivery_log import (
+    EventFilter,
+    InvalidEvent,
+    Verdict,
+    decode_event,
+    status_changes,
+    to_document,
+)
+from etrans.errors import PoisonMessage
+from etrans.observability import get_logger
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from etrans.adapters.sentry_reporter import ErrorReporter
+    from etrans.app.ports import EmailStatusStore, LogDocumentWriter
+    from etrans.pipeline import Message, Pipeline, PipelineConfig, PipelineStats
+    from etrans.runtime import Shutdown
+
+log = get_logger(__name__)
+
+
+@dataclass
+class FetchlogCounters:
+    """Events by outcome, counted once per successful batch call (not per failed attempt)."""
+
+    stored: int = 0  # new documents inserted
+    duplicates: int = 0  # already stored: replays and retried batches
+    filtered: int = 0  # Event not in STORE_EVENT_TYPES
+    skipped: int = 0  # message_id matches SKIP_MESSAGE_ID_PATTERN
+    invalid: int = 0  # undecodable / unusable: poison, committed past
+    status_updates: int = 0  # email_messages rows advanced
+    batches: int = 0
+
+    @property
+    def events(self) -> int:
+        return self.stored + self.duplicates + self.filtered + self.skipped + self.invalid
+
+    def as_dict(self) -> dict[str, int]:
+        return {**asdict(self), "events": self.events}
+
+
+class FetchlogTask:
+    """BatchTask: decode, filter, store, advance email statuses (see the module docstring)."""
+
+    def __init__(
+        self,
+        event_filter: EventFilter,
+        writer: LogDocumentWriter,
+        statuses: EmailStatusStore | None = None,
+        reporter: ErrorReporter | None = None,
+    ) -> None:
+        self.event_filter = event_filter
+        self.writer = writer
+        self.statuses = statuses
+        self.reporter = reporter
+        self.counters = FetchlogCounters()
+
+    def statistics(self) -> FetchlogCounters:
+        return FetchlogCounters(**asdict(self.counters))
+
+    async def __call__(self, messages: Sequence[Message]) -> None:
+        try:
+            await self._process(messages)
+        except PoisonMessage as exc:
+            if len(messages) == 1:
+                self.counters.invalid += 1
+                self._report(exc, messages)
+            raise
+        except Exception as exc:
+            self._report(exc, messages)
+            raise
+
+    async def _process(self, messages: Sequence[Message]) -> None:
+        documents: list[dict[str, Any]] = []
+        filtered = skipped = 0
+        for message in messages:
+            try:
+                event = decode_event(message.value)
+                verdict = self.event_filter.verdict(event)
+                if verdict is Verdict.STORE:
+                    documents.append(to_document(event))
+            except InvalidEvent as exc:
+                # The pipeline re-runs a multi-message batch one message at a time, so that only
+                # this one is dead-lettered: storing the others now would be wasted work.
+                raise PoisonMessage(f"invalid delivery-log event: {exc}") from None
+            if verdict is Verdict.FILTERED:
+                filtered += 1
+            elif verdict is Verdict.SKIPPED:
+                skipped += 1
+
+        result = await self.writer.insert(documents)
+        updated = 0
+        if self.statuses is not None and documents:
+            updated = await self.statuses.apply(status_changes(documents))
+
+        counters = self.counters
+        counters.stored += result.inserted
+        counters.duplicates += result.duplicates
+        counters.filtered += filtered
+        counters.skipped += skipped
+        counters.status_updates += updated
+        counters.batches += 1
+
+    def _report(self, exc: BaseException, messages: Sequence[Message]) -> None:
+        if self.reporter is not None:
+            first = messages[0] if messages else None
+            self.reporter.capture(exc, batch_size=len(messages),
+                                  **(first.where() if first is not None else {}))
+
+
+# -- the service ----------------------------------------------------------------------------------
+
+class Progress:
+    """One refreshed line on a terminal: events done, events remaining, rate (for replays)."""
+
+    def __init__(self, task: FetchlogTask, stream: TextIO, interval: float = 0.5) -> None:
+        self.task = task
+        self.stream = stream
+        self.interval = interval
+        self.started = time.monotonic()
+
+    def line(self, stats: PipelineStats | None) -> str:
+        done = self.task.counters.events
+        elapsed = max(time.monotonic() - self.started, 1e-9)
+        remaining = "?"
+        if stats is not None:
+            lags = [p.lag for p in stats.partitions]
+            if lags and all(lag is not None for lag in lags):
+                remaining = str(sum(lag for lag in lags if lag is not None))
+        return (f"fetchlog: {done} events done, {remaining} remaining, "
+                f"{done / elapsed:,.0f} events/s")
+
+    async def run(self, pipeline: Pipeline) -> None:
+        try:
+            while True:
+                await trio.sleep(self.interval)
+                self._write(self.line(_stats(pipeline)))
+        finally:
+            self.stream.write("\n")
+            self.stream.flush()
+
+    def _write(self, text: str) -> None:
+        self.stream.write("\r\x1b[2K" + text)
+        self.stream.flush()
+
+
+def _stats(pipeline: Pipeline) -> PipelineStats | None:
+    try:
+        return pipeline.statistics()
+    except Exception:  # statistics before the consumer started: nothing to show yet
+        return None
+
+
+async def ensure_indexes(writer: LogDocumentWriter, shutdown: Shutdown,
+                         reporter: ErrorReporter | None = None) -> bool:
+    """Create the indexes, retrying with backoff while MongoDB is unreachable; False when the
+    process was asked to stop first."""
+    delay = 0.5
+    while not shutdown.requested.is_set():
+        try:
+            names = await writer.ensure_indexes()
+        except Exception as exc:
+            log.warning("mongodb not ready, retrying index creation", error=str(exc),
+                        retry_in=delay)
+            if reporter is not None:
+                reporter.capture(exc, step="ensure_indexes")
+            with trio.move_on_after(delay):
+                await shutdown.wait_requested()
+            delay = min(delay * 2, 30.0)
+            continue
+        log.info("mongodb indexes ready", indexes=names)
+        return True
+    return False
+
+
+async def run_fetchlog(
+    config: PipelineConfig,
+    task: FetchlogTask,
+    shutdown: Shutdown,
+    *,
+    progress_stream: TextIO | None = None,
+) -> FetchlogCounters:
+    """Indexes, then the pipeline until shutdown (or the end with ``stop_at_end``); summary."""
+    from etrans.pipeline import Pipeline
+
+    started = time.monotonic()
+    if not await ensure_indexes(task.writer, shutdown, task.reporter):
+        return task.statistics()
+    pipeline = Pipeline(config, batch_task=task)
+    log.info("consuming", topics=list(config.topics), group_id=config.group_id,
+             workers=config.workers, batch_size=config.batch_size,
+             from_earliest=config.from_earliest, stop_at_end=config.stop_at_end)
+    async with trio.open_nursery() as nursery:
+        if progress_stream is not None:
+            nursery.start_soon(Progress(task, progress_stream).run, pipeline)
+        stats = await pipeline.run(shutdown)
+        nursery.cancel_scope.cancel()
+
+    counters = task.statistics()
+    elapsed = time.monotonic() - started
+    rate = counters.events / elapsed if elapsed > 0 else 0.0
+    log.info("fetchlog summary", seconds=round(elapsed, 3), events_per_second=round(rate, 1),
+             poisoned=stats.poisoned, retries=stats.failed, **counters.as_dict())
+    if progress_stream is not None:
+        progress_stream.write(
+            f"fetchlog: {counters.events} events in {elapsed:.1f} s ({rate:,.0f}/s): "
+            f"{counters.stored} stored, {counters.duplicates} already stored, "
+            f"{counters.filtered} filtered, {counters.skipped} skipped, "
+            f"{counters.invalid} invalid; {counters.status_updates} email statuses advanced\n"
+        )
+        progress_stream.flush()
+    return counters
+
+
+def progress_stream_for(replay: bool, stream: TextIO = sys.stderr) -> TextIO | None:
+    """The terminal to draw progress on: replays (``--from-earliest``/``--stop-at-end``) on a
+    TTY only; a service under systemd logs its summary instead."""
+    return stream if replay and stream.isatty() else None
