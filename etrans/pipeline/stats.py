@@ -36,3 +36,6 @@ class PipelineStats:
     commits: int = 0
     rebalances: int = 0
     partitions: tuple[PartitionStats, ...] = field(default_factory=tuple)
+    # Every offset this pipeline committed, last value per (topic, partition) - kept after a
+    # partition is revoked, so the stats returned by ``run`` show what the shutdown committed.
+    committed: dict[tuple[str, int], int] = field(default_factory=dict)

@@ -1,0 +1,286 @@
+"""The thread that owns one confluent-kafka Consumer for its whole life.
+
+Everything that touches the Consumer happens here: subscribe, consume, pause/resume, the
+rebalance callbacks (which run inside ``consume``), commits and ``close``.  Messages are copied into
+:class:`~etrans.pipeline.message.Message` objects, tracked in the :class:`SharedState`, and handed
+to Trio in lists through ``TrioToken.run_sync_soon`` (never blocking this thread).
+
+Back-pressure: when ``outstanding`` (handed to Trio, not finished) reaches ``channel_size`` the
+thread pauses every assigned partition and keeps calling ``consume`` - so the consumer stays in
+the group however long the workers take - and resumes once half of that room is free again.
+Messages returned while pausing are handed out like any other: nothing is dropped or reordered.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import TYPE_CHECKING, Any
+
+import trio
+
+from etrans.observability import get_logger
+from etrans.pipeline.message import Message
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from etrans.pipeline.config import PipelineConfig
+    from etrans.pipeline.offsets import TopicPartition
+    from etrans.pipeline.state import Envelope, SharedState
+
+log = get_logger(__name__)
+
+
+class ConsumerThread:
+    """Runs the consumer loop on its own thread; Trio is told about events via callbacks.
+
+    ``deliver(envelopes)``, ``on_subscribed()``, ``on_assigned()``, ``on_end_reached()`` and
+    ``on_exit(error)`` are called in the Trio thread (through ``run_sync_soon``).
+    """
+
+    def __init__(
+        self,
+        config: PipelineConfig,
+        state: SharedState,
+        token: trio.lowlevel.TrioToken,
+        *,
+        deliver: Callable[[list[Envelope]], None],
+        on_subscribed: Callable[[], None],
+        on_assigned: Callable[[], None],
+        on_end_reached: Callable[[], None],
+        on_exit: Callable[[BaseException | None], None],
+    ) -> None:
+        self.config = config
+        self.state = state
+        self._token = token
+        self._deliver = deliver
+        self._on_subscribed = on_subscribed
+        self._on_assigned = on_assigned
+        self._on_end_reached = on_end_reached
+        self._on_exit = on_exit
+        self._close_requested = threading.Event()
+        self._consumer: Any = None
+        self._paused = False
+        self._seen: set[TopicPartition] = set()
+        self._end_notified = False
+        self._thread = threading.Thread(target=self._main, name="kafka-consumer", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def request_close(self) -> None:
+        """Ask the thread to commit, close the consumer and exit."""
+        self._close_requested.set()
+
+    def _to_trio(self, fn: Callable[..., object], *args: object) -> None:
+        try:
+            self._token.run_sync_soon(fn, *args)
+        except trio.RunFinishedError:
+            self._close_requested.set()
+
+    # -- the loop --------------------------------------------------------------------------------
+
+    def _main(self) -> None:
+        from confluent_kafka import Consumer
+
+        error: BaseException | None = None
+        consumer = None
+        try:
+            conf = self.config.consumer_config()
+            if self.config.stop_at_end:
+                conf["enable.partition.eof"] = True
+            consumer = self._consumer = Consumer(conf)
+            consumer.subscribe(list(self.config.topics), on_assign=self._on_assign,
+                               on_revoke=self._on_revoke, on_lost=self._on_lost)
+            self._to_trio(self._on_subscribed)
+            self._loop(consumer)
+            self._commit(consumer)
+        except BaseException as exc:  # reported to Trio, which re-raises it
+            error = exc
+            log.exception("kafka consumer thread failed")
+        finally:
+            if consumer is not None:
+                try:
+                    consumer.close()  # eager protocol: runs _on_revoke, which commits
+                except Exception:
+                    log.exception("kafka consumer close failed")
+            self._to_trio(self._on_exit, error)
+
+    def _loop(self, consumer: Any) -> None:
+        config, state = self.config, self.state
+        next_commit = time.monotonic() + config.commit_interval
+        while not self._close_requested.is_set():
+            self._apply_back_pressure(consumer)
+            records = consumer.consume(config.poll_batch, config.poll_timeout)
+            if records:
+                self._hand_out(consumer, records)
+            now = time.monotonic()
+            if now >= next_commit:
+                self._commit(consumer)
+                self._observe_watermarks(consumer)
+                next_commit = now + config.commit_interval
+            if config.stop_at_end and not self._end_notified and not state.stopping \
+                    and self._assigned_once and state.reached_end():
+                self._end_notified = True
+                self._commit(consumer)
+                self._to_trio(self._on_end_reached)
+
+    _assigned_once = False
+
+    def _hand_out(self, consumer: Any, records: list[Any]) -> None:
+        messages: list[Message] = []
+        append = messages.append
+        for record in records:
+            err = record.error()
+            if err is not None:
+                self._record_error(consumer, record, err)
+                continue
+            headers = record.headers()
+            append(Message(record.topic(), record.partition(), record.offset(), record.key(),
+                           record.value(), tuple(headers) if headers else (),
+                           record.timestamp()[1]))
+        if self.config.stop_at_end and messages:
+            self._note_ends(consumer, messages)
+        if messages:
+            envelopes = self.state.track(messages)
+            if envelopes:
+                self._to_trio(self._deliver, envelopes)
+
+    def _record_error(self, consumer: Any, record: Any, err: Any) -> None:
+        from confluent_kafka import KafkaError
+
+        if err.code() == KafkaError._PARTITION_EOF:
+            tp = (record.topic(), record.partition())
+            with self.state.lock:
+                if tp in self.state.tracker and tp not in self.state.ends:
+                    # The end observed at start: the fetch's high watermark (the offset
+                    # of this EOF).  See _note_ends for why ListOffsets is not used.
+                    self.state.ends[tp] = record.offset()
+            return
+        if err.fatal():
+            raise RuntimeError(f"fatal kafka consumer error: {err}")
+        log.warning("kafka consumer error", error=str(err), topic=record.topic(),
+                    partition=record.partition())
+
+    def _note_ends(self, consumer: Any, messages: list[Message]) -> None:
+        # stop_at_end needs each partition's end as it was at start.  The high watermark from
+        # ListOffsets (get_watermark_offsets(cached=False)) is unreliable on tansu - it reported
+        # 1 for partitions holding hundreds of records - while the watermark carried by fetch
+        # responses is right.  So the end of a partition is the cached (fetch) high watermark
+        # when its first record or EOF arrives.
+        from confluent_kafka import TopicPartition as KafkaTopicPartition
+
+        state = self.state
+        firsts = {}
+        for message in messages:
+            tp = (message.topic, message.partition)
+            if tp not in firsts:
+                firsts[tp] = message.offset
+        for tp, first in firsts.items():
+            with state.lock:
+                known = tp in state.ends or tp not in state.tracker
+            if known:
+                continue
+            _low, high = consumer.get_watermark_offsets(KafkaTopicPartition(*tp), cached=True)
+            end = max(high, first + 1) if high is not None and high >= 0 else first + 1
+            with state.lock:
+                state.ends.setdefault(tp, end)
+
+    def _apply_back_pressure(self, consumer: Any) -> None:
+        state = self.state
+        with state.lock:
+            outstanding, stopping = state.outstanding, state.stopping
+        limit = self.config.channel_size
+        if not self._paused and (stopping or outstanding >= limit):
+            assignment = consumer.assignment()
+            if assignment:
+                consumer.pause(assignment)
+            self._paused = True
+        elif self._paused and not stopping and outstanding <= limit // 2:
+            assignment = consumer.assignment()
+            if assignment:
+                consumer.resume(assignment)
+            self._paused = False
+        state.paused = self._paused
+
+    def _observe_watermarks(self, consumer: Any) -> None:
+        from confluent_kafka import TopicPartition as KafkaTopicPartition
+
+        state = self.state
+        for tp in state.tracker.partitions():
+            try:
+                _low, high = consumer.get_watermark_offsets(KafkaTopicPartition(*tp), cached=True)
+            except Exception:
+                continue
+            if high is not None and high >= 0:
+                with state.lock:
+                    state.high_watermarks[tp] = high
+
+    # -- commits ---------------------------------------------------------------------------------
+
+    def _commit(self, consumer: Any, partitions: list[TopicPartition] | None = None) -> None:
+        from confluent_kafka import KafkaException
+        from confluent_kafka import TopicPartition as KafkaTopicPartition
+
+        offsets = self.state.offsets_to_commit(partitions)
+        if not offsets:
+            return
+        try:
+            results = consumer.commit(
+                offsets=[KafkaTopicPartition(t, p, o) for (t, p), o in offsets.items()],
+                asynchronous=False,
+            )
+        except KafkaException as exc:
+            log.warning("offset commit failed, will retry", error=str(exc))
+            return
+        done = {}
+        for result in results or ():
+            tp = (result.topic, result.partition)
+            if result.error is not None:
+                log.warning("offset commit failed for a partition", topic=tp[0],
+                            partition=tp[1], error=str(result.error))
+            elif tp in offsets:
+                done[tp] = offsets[tp]
+        self.state.committed(done)
+        log.debug("committed", offsets={f"{t}/{p}": o for (t, p), o in done.items()})
+
+    # -- rebalance callbacks (run inside consume(), on this thread) ------------------------------
+
+    def _on_assign(self, consumer: Any, partitions: list[Any]) -> None:
+        from confluent_kafka import OFFSET_BEGINNING
+
+        tps = [(p.topic, p.partition) for p in partitions]
+        self.state.assign(tps)
+        if self.config.from_earliest:
+            # Only the first assignment of a partition in this run starts over: a later
+            # rebalance must not replay the whole partition again.
+            for p in partitions:
+                if (p.topic, p.partition) not in self._seen:
+                    p.offset = OFFSET_BEGINNING
+        self._seen.update(tps)
+        consumer.assign(partitions)
+        if self._paused and partitions:
+            consumer.pause(partitions)
+        log.info("partitions assigned", partitions=[f"{t}/{p}" for t, p in tps])
+        self._assigned_once = True
+        self._to_trio(self._on_assigned)
+
+    def _on_revoke(self, consumer: Any, partitions: list[Any]) -> None:
+        tps = [(p.topic, p.partition) for p in partitions]
+        state = self.state
+        state.begin_revoke(tps)
+        if not state.wait_idle(tps, self.config.revoke_timeout):
+            log.warning("revoke: in-flight messages did not finish in time; they will be "
+                        "delivered again to the partitions' next owner",
+                        timeout=self.config.revoke_timeout)
+        self._commit(consumer, tps)
+        state.end_revoke(tps)
+        log.info("partitions revoked", partitions=[f"{t}/{p}" for t, p in tps])
+
+    def _on_lost(self, consumer: Any, partitions: list[Any]) -> None:
+        tps = [(p.topic, p.partition) for p in partitions]
+        # Lost, not revoked: the group has moved on, a commit would be rejected.
+        self.state.begin_revoke(tps)
+        self.state.end_revoke(tps)
+        log.warning("partitions lost", partitions=[f"{t}/{p}" for t, p in tps])

@@ -1,0 +1,245 @@
+"""The Trio side: the dispatcher and the worker tasks.
+
+The dispatcher moves lists handed over by the consumer thread into the bounded memory channel;
+each worker receives from its own clone, claims the message in the :class:`SharedState` (skipping
+it if its partition was revoked or the pipeline is stopping), runs the task under the retry
+policy and a per-message cancel scope, and reports the outcome.  What returning or raising means
+is the contract of :mod:`etrans.pipeline.task`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections import deque
+from typing import TYPE_CHECKING, Any
+
+import structlog
+import trio
+
+from etrans.errors import PoisonMessage
+from etrans.observability import get_logger
+from etrans.pipeline.dead_letter import publish_dead_letter
+
+if TYPE_CHECKING:
+    from etrans.adapters.kafka_client import KafkaProducer
+    from etrans.pipeline.config import PipelineConfig
+    from etrans.pipeline.state import Envelope, SharedState
+    from etrans.pipeline.task import BatchTask, Task
+
+log = get_logger(__name__)
+
+# A worker that keeps finding messages ready yields to the scheduler every this many messages.
+_YIELD_EVERY = 64
+
+
+class Inbox:
+    """Lists of envelopes delivered by the consumer thread, waiting for the dispatcher."""
+
+    def __init__(self) -> None:
+        self.batches: deque[list[Envelope]] = deque()
+        self.size = 0
+        self._ready = trio.Event()
+
+    def put(self, envelopes: list[Envelope]) -> None:  # called via run_sync_soon
+        self.batches.append(envelopes)
+        self.size += len(envelopes)
+        self._ready.set()
+
+    async def wait_ready(self) -> None:
+        while not self.batches:
+            await self._ready.wait()
+            self._ready = trio.Event()
+
+
+async def dispatch(inbox: Inbox, send: trio.MemorySendChannel[Envelope]) -> None:
+    """Feed the channel from the inbox, in order, until cancelled (then close the channel)."""
+    async with send:
+        while True:
+            await inbox.wait_ready()
+            batch = inbox.batches.popleft()
+            for envelope in batch:
+                inbox.size -= 1
+                try:
+                    send.send_nowait(envelope)
+                except trio.WouldBlock:
+                    await send.send(envelope)
+            await trio.lowlevel.checkpoint()
+
+
+class Processor:
+    """Runs tasks on messages: timeout, retries, poison handling, outcome reporting."""
+
+    def __init__(
+        self,
+        config: PipelineConfig,
+        state: SharedState,
+        *,
+        task: Task | None,
+        batch_task: BatchTask | None,
+        producer: KafkaProducer | None,
+    ) -> None:
+        self.config = config
+        self.state = state
+        self._task = task
+        self._batch_task = batch_task
+        self._producer = producer
+        self._timeout = config.message_timeout if config.message_timeout else math.inf
+
+    async def work(self, receive: trio.MemoryReceiveChannel[Envelope]) -> None:
+        """One worker: process messages until the channel is closed and empty."""
+        async with receive:
+            if self._batch_task is not None:
+                await self._work_batches(receive)
+                return
+            since_yield = 0
+            while True:
+                try:
+                    envelope = receive.receive_nowait()
+                    since_yield += 1
+                except trio.WouldBlock:
+                    try:
+                        envelope = await receive.receive()
+                    except trio.EndOfChannel:
+                        return
+                    since_yield = 0
+                except trio.EndOfChannel:
+                    return
+                message, epoch = envelope
+                if not self.state.try_start(message, epoch):
+                    continue
+                done = False
+                try:
+                    with structlog.contextvars.bound_contextvars(
+                        topic=message.topic, partition=message.partition, offset=message.offset
+                    ):
+                        done = (await self._settle([envelope]))[0]
+                finally:
+                    self.state.finish(message, epoch, done=done)
+                if since_yield >= _YIELD_EVERY:
+                    since_yield = 0
+                    await trio.lowlevel.checkpoint()
+
+    async def _work_batches(self, receive: trio.MemoryReceiveChannel[Envelope]) -> None:
+        size, linger = self.config.batch_size, self.config.batch_linger
+        while True:
+            try:
+                first = await receive.receive()
+            except trio.EndOfChannel:
+                return
+            batch = [first]
+            deadline = trio.current_time() + linger
+            closed = False
+            while len(batch) < size:
+                try:
+                    batch.append(receive.receive_nowait())
+                    continue
+                except trio.WouldBlock:
+                    pass
+                except trio.EndOfChannel:
+                    closed = True
+                    break
+                if linger <= 0:
+                    break
+                with trio.move_on_at(deadline):
+                    try:
+                        batch.append(await receive.receive())
+                        continue
+                    except trio.EndOfChannel:
+                        closed = True
+                break
+            started = [e for e in batch if self.state.try_start(*e)]
+            outcomes = [False] * len(started)
+            try:
+                if started:
+                    outcomes = await self._settle(started)
+            finally:
+                for (message, epoch), done in zip(started, outcomes, strict=True):
+                    self.state.finish(message, epoch, done=done)
+            if closed:
+                return
+
+    async def _call(self, envelopes: list[Envelope]) -> None:
+        if self._batch_task is not None:
+            await self._batch_task([m for m, _ in envelopes])
+        else:
+            assert self._task is not None
+            await self._task(envelopes[0][0])
+
+    async def _settle(self, envelopes: list[Envelope]) -> list[bool]:
+        """Run the task until the messages are done (True) or abandoned (False)."""
+        retry = self.config.retry
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                with trio.fail_after(self._timeout):
+                    await self._call(envelopes)
+            except PoisonMessage as exc:
+                if len(envelopes) > 1:
+                    # Which one is bad?  Ask again, one message at a time.
+                    outcomes: list[bool] = []
+                    for envelope in envelopes:
+                        outcomes += await self._settle([envelope])
+                    return outcomes
+                return [await self._poison(envelopes[0], exc)]
+            except Exception as exc:  # transient: RetryLater, timeout, anything unexpected
+                self.state.count(failed=len(envelopes))
+                delay = retry.backoff(attempt)
+                first = envelopes[0][0]
+                if retry.max_attempts is not None and attempt >= retry.max_attempts:
+                    log.warning("giving up after transient failures", attempts=attempt,
+                                error=repr(exc), **first.where())
+                    return [await self._poison(e, exc) for e in envelopes]
+                log.warning("task failed, will retry", attempt=attempt, retry_in=delay,
+                            error=repr(exc), error_type=type(exc).__name__,
+                            batch=len(envelopes), **first.where())
+                if not await self._wait_retry(envelopes, delay):
+                    log.info("retry abandoned (stopping or partition revoked); the message "
+                             "stays uncommitted", **first.where())
+                    return [False] * len(envelopes)
+            else:
+                self.state.count(processed=len(envelopes))
+                return [True] * len(envelopes)
+
+    async def _wait_retry(self, envelopes: list[Envelope], delay: float) -> bool:
+        """Sleep ``delay``; False as soon as one of the messages is no longer ours to process."""
+        deadline = trio.current_time() + delay
+        while True:
+            if not all(self.state.still_owned(m, e) for m, e in envelopes):
+                return False
+            remaining = deadline - trio.current_time()
+            if remaining <= 0:
+                return True
+            await trio.sleep(min(0.1, remaining))
+
+    async def _poison(self, envelope: Envelope, error: BaseException) -> bool:
+        """Log (and dead-letter) a poison message; True once it may be committed past."""
+        message = envelope[0]
+        self.state.count(poisoned=1)
+        log.error("poison message, skipped", error=str(error), error_type=type(error).__name__,
+                  **message.where())
+        topic = self.config.dead_letter_topic
+        if topic is None or self._producer is None:
+            return True
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                await publish_dead_letter(self._producer, topic, message, error)
+            except Exception as exc:
+                # Not dead-lettered yet: the offset must not be committed past it.
+                delay = self.config.retry.backoff(attempt)
+                log.warning("dead-letter publish failed, will retry", error=repr(exc),
+                            retry_in=delay, **message.where())
+                if not await self._wait_retry([envelope], delay):
+                    return False
+            else:
+                self.state.count(dead_lettered=1)
+                return True
+
+
+def channel_fill(send: Any, inbox: Inbox) -> int:
+    with contextlib.suppress(Exception):
+        return int(send.statistics().current_buffer_used) + inbox.size
+    return inbox.size

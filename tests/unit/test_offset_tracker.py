@@ -1,0 +1,115 @@
+"""OffsetTracker: commits never pass an unfinished message, and reach the end when all are done."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from etrans.pipeline.offsets import OffsetTracker, PartitionOffsets
+
+TP = ("topic", 0)
+
+
+@st.composite
+def offsets_and_completion_order(draw: st.DrawFn) -> tuple[list[int], list[int]]:
+    """Increasing offsets with gaps (compaction, transaction markers) and a completion order."""
+    start = draw(st.integers(min_value=0, max_value=10_000))
+    gaps = draw(st.lists(st.integers(min_value=1, max_value=5), min_size=1, max_size=200))
+    offsets = []
+    current = start
+    for gap in gaps:
+        offsets.append(current)
+        current += gap
+    order = draw(st.permutations(offsets))
+    return offsets, list(order)
+
+
+@given(offsets_and_completion_order())
+def test_committable_never_passes_the_first_unfinished_message(
+    case: tuple[list[int], list[int]],
+) -> None:
+    offsets, order = case
+    tracker = OffsetTracker()
+    tracker.assign(TP)
+    for offset in offsets:
+        tracker.track(TP, offset)
+    done: set[int] = set()
+    previous = tracker.committable(TP)
+    assert previous == offsets[0]
+    for offset in order:
+        tracker.mark_done(TP, offset)
+        done.add(offset)
+        committable = tracker.committable(TP)
+        assert committable is not None
+        unfinished = [o for o in offsets if o not in done]
+        if unfinished:
+            # Exactly the first unfinished message: never past it, never short of it.
+            assert committable == unfinished[0]
+        else:
+            assert committable == offsets[-1] + 1
+        assert committable >= previous  # commits only move forward
+        assert tracker.in_flight(TP) == len(unfinished)
+        previous = committable
+    assert tracker.committable(TP) == offsets[-1] + 1
+    assert tracker.in_flight(TP) == 0
+
+
+@given(offsets_and_completion_order(), st.data())
+def test_interleaved_tracking_and_completion(case: tuple[list[int], list[int]],
+                                            data: st.DataObject) -> None:
+    """Messages handed out while others finish: the same invariant holds at every step."""
+    offsets, _ = case
+    partition = PartitionOffsets()
+    assert partition.committable() is None
+    tracked: list[int] = []
+    done: set[int] = set()
+    remaining = list(offsets)
+    while remaining or len(done) < len(tracked):
+        can_finish = [o for o in tracked if o not in done]
+        if remaining and (not can_finish or data.draw(st.booleans())):
+            offset = remaining.pop(0)
+            partition.track(offset)
+            tracked.append(offset)
+        else:
+            offset = data.draw(st.sampled_from(can_finish))
+            partition.mark_done(offset)
+            done.add(offset)
+        unfinished = [o for o in tracked if o not in done]
+        expected = unfinished[0] if unfinished else tracked[-1] + 1
+        assert partition.committable() == expected
+    assert partition.committable() == offsets[-1] + 1
+
+
+def test_to_commit_reports_only_progress() -> None:
+    tracker = OffsetTracker()
+    tracker.assign(TP)
+    tracker.assign(("topic", 1))
+    assert tracker.to_commit() == {}
+    for offset in (5, 6, 7):
+        tracker.track(TP, offset)
+    assert tracker.to_commit() == {TP: 5}
+    tracker.committed(TP, 5)
+    assert tracker.to_commit() == {}
+    tracker.mark_done(TP, 7)
+    assert tracker.to_commit() == {}  # 5 and 6 still in flight
+    tracker.mark_done(TP, 5)
+    tracker.mark_done(TP, 6)
+    assert tracker.to_commit() == {TP: 8}
+
+
+def test_revoked_partition_ignores_late_completions() -> None:
+    tracker = OffsetTracker()
+    tracker.assign(TP)
+    tracker.track(TP, 0)
+    tracker.revoke(TP)
+    tracker.mark_done(TP, 0)  # a worker finishing after the revoke: ignored, no error
+    assert TP not in tracker
+    assert tracker.committable(TP) is None
+
+
+def test_tracking_out_of_order_is_refused() -> None:
+    partition = PartitionOffsets()
+    partition.track(3)
+    with pytest.raises(ValueError, match="out of order"):
+        partition.track(3)
