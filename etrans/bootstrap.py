@@ -78,7 +78,71 @@ def _idle_worker(name: str) -> ServiceMain:
 
 
 def sendmail(settings: Settings) -> ServiceMain:
-    return _idle_worker("sendmail")
+    """KAFKA_TOPIC -> SMTP (credentials from Redis); Reject events to LOG_TOPIC."""
+    from etrans.adapters.credentials import CredentialCipher
+    from etrans.adapters.delivery_marks import RedisDeliveryMarks
+    from etrans.adapters.kafka_client import KafkaProducer
+    from etrans.adapters.redis_store import RedisClient
+    from etrans.adapters.smtp import SmtpConfig, SmtpPool
+    from etrans.adapters.smtp_credentials import RedisCredentialSource
+    from etrans.app.sendmail import DeliveryPolicy, EmailDelivery
+    from etrans.pipeline import PipelineConfig, run_pipeline
+    from etrans.workers.sendmail import SendmailTask
+
+    assert settings.kafka is not None
+    assert settings.redis is not None
+    assert settings.tokens is not None
+    assert settings.smtp is not None
+    assert settings.sendmail is not None
+    assert settings.kafka.group_id is not None
+    kafka, smtp, options = settings.kafka, settings.smtp, settings.sendmail
+    pool_size = options.worker_pool_size
+    log_topic = kafka.log_topic or "email-logs"
+    policy = DeliveryPolicy(attempts=options.retry_attempts,
+                            base_seconds=options.retry_base_seconds,
+                            email_timeout=options.email_timeout_seconds)
+    config = PipelineConfig(
+        topics=(kafka.topic,),
+        group_id=kafka.group_id,
+        kafka=kafka.librdkafka(),
+        workers=pool_size,
+        # Sendmail messages may carry 25 MB of attachments: buffer few of them.
+        channel_size=max(50, pool_size * 5),
+        commit_interval=kafka.commit_interval_seconds,
+        # The task enforces the per-email cap itself; this only catches a stuck Redis/Kafka call.
+        message_timeout=options.email_timeout_seconds + 120.0,
+        dead_letter_topic=kafka.dead_letter_topic,
+        assignment_strategy=kafka.assignment_strategy,
+    )
+
+    async def main(shutdown: Shutdown) -> None:
+        redis = RedisClient(settings.redis.url.get(), max_connections=pool_size * 2 + 2)
+        producer = KafkaProducer.from_settings(kafka)
+        pool = SmtpPool(SmtpConfig(host=smtp.host, port=smtp.port, implicit_tls=smtp.secure,
+                                   timeout_seconds=smtp.timeout_seconds,
+                                   idle_seconds=smtp.idle_seconds, ca_file=smtp.ca_file,
+                                   verify_tls=smtp.tls_verify), size=pool_size)
+        cipher = CredentialCipher(settings.tokens.secret.get(), settings.tokens.iv.get())
+        delivery = EmailDelivery(
+            credentials=RedisCredentialSource(redis, cipher),
+            marks=RedisDeliveryMarks(redis, ttl_seconds=options.delivered_ttl_seconds),
+            transport=pool, events=producer, log_topic=log_topic, policy=policy,
+        )
+        task = SendmailTask(delivery)
+        log.info("started", worker="sendmail", topic=kafka.topic, group_id=kafka.group_id,
+                 log_topic=log_topic, workers=pool_size, smtp=f"{smtp.host}:{smtp.port}",
+                 smtp_secure=smtp.secure)
+        try:
+            stats = await run_pipeline(config, task, shutdown)
+            log.info("pipeline stopped", pipeline=repr(stats), sendmail=delivery.statistics(),
+                     smtp=pool.statistics())
+        finally:
+            with trio.CancelScope(shield=True):
+                await pool.aclose()
+            producer.close(timeout=5.0)
+            redis.close()
+
+    return main
 
 
 def fetchlog(settings: Settings, *, from_earliest: bool, stop_at_end: bool) -> ServiceMain:

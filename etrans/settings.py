@@ -116,6 +116,11 @@ class SmtpSettings:
     port: int
     secure: bool = False
     timeout_seconds: float = 30.0
+    # A worker's connection idle longer than this is closed instead of reused.
+    idle_seconds: float = 60.0
+    # TLS trust: a CA bundle (default: the system's) and whether to verify at all.
+    ca_file: str | None = None
+    tls_verify: bool = True
 
 
 @dataclass(frozen=True)
@@ -143,6 +148,8 @@ class SendmailSettings:
     email_timeout_seconds: float = 300.0
     retry_attempts: int = 5
     retry_base_seconds: float = 1.0
+    # How long "already delivered" marks stay in Redis (at least 7 days).
+    delivered_ttl_seconds: int = 7 * 24 * 3600
 
 
 @dataclass(frozen=True)
@@ -434,6 +441,9 @@ def _smtp(r: _Reader) -> SmtpSettings:
         port=port,
         secure=r.boolean("SMTP_SECURE", False),
         timeout_seconds=r.number("SMTP_TIMEOUT_SECONDS", 30.0, minimum=0.1),
+        idle_seconds=r.number("SMTP_IDLE_SECONDS", 60.0, minimum=0.0),
+        ca_file=r.raw("SMTP_CA_FILE"),
+        tls_verify=r.boolean("SMTP_TLS_VERIFY", True),
     )
 
 
@@ -471,6 +481,8 @@ def _sendmail(r: _Reader) -> SendmailSettings:
         email_timeout_seconds=r.number("SENDMAIL_EMAIL_TIMEOUT_SECONDS", 300.0, minimum=0.1),
         retry_attempts=r.integer("SENDMAIL_RETRY_ATTEMPTS", 5, minimum=0, maximum=20),
         retry_base_seconds=r.number("SENDMAIL_RETRY_BASE_SECONDS", 1.0, minimum=0.0),
+        delivered_ttl_seconds=r.integer("SENDMAIL_DELIVERED_TTL_SECONDS", 7 * 24 * 3600,
+                                        minimum=7 * 24 * 3600),
     )
 
 

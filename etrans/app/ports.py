@@ -38,3 +38,34 @@ class EmailStatusStore(Protocol):
     """Advances ``email_messages.status`` monotonically; returns the number of rows changed."""
 
     async def apply(self, changes: Sequence[StatusChange]) -> int: ...
+
+
+# -- sendmail -------------------------------------------------------------------------------------
+
+class CredentialSource(Protocol):
+    """The SMTP credentials of a user.  Raises ``CredentialsUnavailable`` (permanent) or
+    :class:`etrans.errors.RetryLater` (the store is down)."""
+
+    async def fetch(self, user_id: str) -> Any: ...
+
+
+class DeliveryMarks(Protocol):
+    """Which message ids were already delivered/rejected (``outcome`` -> None when not)."""
+
+    async def outcome(self, message_id: str) -> str | None: ...
+
+    async def record(self, message_id: str, outcome: str) -> None: ...
+
+
+class MailTransport(Protocol):
+    """Sends one message over SMTP; raises ``SmtpFailure`` (transient or permanent)."""
+
+    async def send(self, credentials: Any, sender: str, recipients: Sequence[str],
+                   data: bytes) -> Any: ...
+
+
+class EventPublisher(Protocol):
+    """Publishes one record and returns once the broker acknowledged it."""
+
+    async def publish(self, topic: str, value: bytes | None, key: bytes | None = None,
+                      headers: Any = None) -> None: ...

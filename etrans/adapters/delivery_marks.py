@@ -1,0 +1,54 @@
+"""Redis records of emails already handed to the SMTP server (or finally rejected).
+
+Key ``etrans:sendmail:done:<message_id>`` -> ``delivered`` or ``rejected``, with a TTL (default 7
+days, see ``SENDMAIL_DELIVERED_TTL_SECONDS``).  The sendmail task writes the record after the
+SMTP server accepted the message (or after the Reject event was published) and *before* it
+returns, so before the pipeline can commit the offset; a redelivered message whose record exists
+is skipped.  After a crash, only messages sent but not yet recorded can go out twice: at most the
+ones in flight.  ``docs/wire-formats.md`` documents the keys.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from etrans.errors import RetryLater
+
+if TYPE_CHECKING:
+    from etrans.adapters.redis_store import RedisClient
+
+KEY_PREFIX = "etrans:sendmail:done:"
+DEFAULT_TTL_SECONDS = 7 * 24 * 3600
+
+DELIVERED = "delivered"
+REJECTED = "rejected"
+
+
+class RedisDeliveryMarks:
+    """Implements :class:`etrans.app.ports.DeliveryMarks` on Redis (one round trip per call)."""
+
+    def __init__(self, redis: RedisClient, *, ttl_seconds: int = DEFAULT_TTL_SECONDS,
+                 prefix: str = KEY_PREFIX) -> None:
+        if ttl_seconds < 1:
+            raise ValueError("ttl_seconds must be positive")
+        self._redis = redis
+        self.ttl_seconds = ttl_seconds
+        self.prefix = prefix
+
+    def key(self, message_id: str) -> str:
+        return self.prefix + message_id
+
+    async def outcome(self, message_id: str) -> str | None:
+        """``delivered``/``rejected`` when this message was finished before, else None."""
+        try:
+            value = await self._redis.run(self._redis.client.get, self.key(message_id))
+        except Exception as exc:
+            raise RetryLater(f"redis unavailable reading delivery mark: {exc!r}") from exc
+        return None if value is None else value.decode()
+
+    async def record(self, message_id: str, outcome: str) -> None:
+        try:
+            await self._redis.run(self._redis.client.set, self.key(message_id), outcome,
+                                  ex=self.ttl_seconds)
+        except Exception as exc:
+            raise RetryLater(f"redis unavailable writing delivery mark: {exc!r}") from exc

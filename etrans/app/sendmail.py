@@ -1,0 +1,292 @@
+"""Use case: deliver one email over SMTP, exactly once as far as the worker can tell.
+
+:class:`EmailDelivery` is what the sendmail worker runs for each decoded request:
+
+1. a message already recorded as done (:class:`~etrans.app.ports.DeliveryMarks`) is skipped:
+   a redelivery after a crash or a rebalance never sends it twice;
+2. the user's SMTP credentials are fetched; none, or undecryptable: a permanent failure;
+3. the message is sent; transient failures (connection errors, timeouts, 4xx) are retried
+   ``attempts`` times after ``base``, ``2*base``, ``4*base``... seconds (1, 2, 4, 8, 16 by
+   default), everything within ``email_timeout`` (5 minutes); 5xx is permanent at once;
+4. accepted: recorded as delivered before returning (so before the offset can be committed);
+5. permanent failure or retries exhausted: one Filebeat-format ``Reject`` event per recipient is
+   published to LOG_TOPIC (see :func:`reject_event`), then the message is recorded as rejected.
+   The task then returns: the email shows as Bounced, it is never retried forever.
+
+Infrastructure failures (Redis, Kafka) raise :class:`~etrans.errors.RetryLater`: the pipeline
+retries the whole message, and step 1 keeps that safe.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+import trio
+
+from etrans.domain.mime import render
+from etrans.errors import RetryLater
+from etrans.observability import get_logger
+
+if TYPE_CHECKING:
+    from etrans.app.ports import CredentialSource, DeliveryMarks, EventPublisher, MailTransport
+    from etrans.domain.mime import OutgoingEmail
+
+log = get_logger(__name__)
+
+DELIVERED = "delivered"
+REJECTED = "rejected"
+# Recorded while Reject events of some recipients are being published after the others were
+# accepted: a redelivery publishes them again (same Event_ID) instead of sending the mail again.
+REJECTING_PREFIX = "rejecting:"
+
+AGENT_TYPE = "etrans-sendmail"
+# Event_ID = uuid5(this namespace, "<message_id>\n<recipient>"): stable across redeliveries, so
+# a Reject published twice is stored once by fetchlog (its documents are unique by event_id).
+EVENT_ID_NAMESPACE = uuid.UUID("6f1f4a52-5b8e-4c44-9d0e-2d1c0e9a7b31")
+
+
+class SmtpFailure(Exception):
+    """The SMTP server refused, or could not be reached.  ``reply`` goes to the log event."""
+
+    def __init__(self, reply: str, *, transient: bool, code: int | None = None) -> None:
+        super().__init__(reply)
+        self.reply = reply
+        self.transient = transient
+        self.code = code
+
+
+class CredentialsUnavailable(Exception):
+    """No usable SMTP credentials for the user: permanent for this email."""
+
+    def __init__(self, reply: str) -> None:
+        super().__init__(reply)
+        self.reply = reply
+
+
+@dataclass
+class SendResult:
+    """One SMTP transaction.  ``refused``: recipient -> (code, reply) for refused recipients."""
+
+    accepted: list[str]
+    refused: dict[str, tuple[int, str]] = field(default_factory=dict)
+    tls: bool = False
+    reused_connection: bool = False
+
+
+@dataclass(frozen=True)
+class DeliveryPolicy:
+    attempts: int = 5  # retries after the first try
+    base_seconds: float = 1.0
+    email_timeout: float = 300.0
+
+    def backoff(self, retry: int) -> float:
+        """Seconds before retry number ``retry`` (0-based): base * 2**retry."""
+        return self.base_seconds * (2**retry)
+
+
+@dataclass(frozen=True)
+class Agent:
+    """The ``agent`` object of published events (Filebeat's shape, our identity)."""
+
+    id: str
+    hostname: str
+    name: str
+    ephemeral_id: str
+    type: str = AGENT_TYPE
+
+    @classmethod
+    def for_this_process(cls) -> Agent:
+        hostname = socket.gethostname()
+        return cls(
+            id=str(uuid.uuid5(EVENT_ID_NAMESPACE, f"agent:{hostname}")),
+            hostname=hostname,
+            name=f"{AGENT_TYPE}@{hostname}",
+            ephemeral_id=f"{uuid.uuid4()}-{os.getpid()}",
+        )
+
+    def as_dict(self) -> dict[str, str]:
+        return {"id": self.id, "type": self.type, "hostname": self.hostname, "name": self.name,
+                "ephemeral_id": self.ephemeral_id}
+
+
+def reject_event_id(message_id: str, recipient: str) -> str:
+    return str(uuid.uuid5(EVENT_ID_NAMESPACE, f"{message_id}\n{recipient.lower()}"))
+
+
+def _timestamp(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def reject_event(outgoing: OutgoingEmail, recipient: str, response: str, *, agent: Agent,
+                 now: datetime | None = None) -> dict[str, Any]:
+    """The spec's "Log Event Format" for a rejection of ``recipient`` (Event ``Reject``)."""
+    names = {m.email.lower(): m.name for m in (*outgoing.to, *outgoing.cc, *outgoing.bcc)}
+    return {
+        "Event": "Reject",
+        "@timestamp": _timestamp(now or datetime.now(UTC)),
+        "SMTP_Action": "rejected",
+        "from": outgoing.sender.email,
+        "from_name": outgoing.sender.name,
+        "recipient": recipient,
+        "to_name": names.get(recipient.lower(), ""),
+        "response": response,
+        "from_domain": outgoing.sender.domain,
+        "Event_ID": reject_event_id(outgoing.message_id, recipient),
+        "message_id": outgoing.message_id,
+        "to_domain": recipient.rpartition("@")[2].lower(),
+        "agent": agent.as_dict(),
+    }
+
+
+@dataclass
+class DeliveryOutcome:
+    accepted: list[str] = field(default_factory=list)
+    rejected: dict[str, str] = field(default_factory=dict)  # recipient -> response
+    attempts: int = 0
+
+
+@dataclass
+class DeliveryCounters:
+    delivered: int = 0
+    rejected: int = 0
+    skipped: int = 0
+    retries: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return dict(self.__dict__)
+
+
+class EmailDelivery:
+    """Delivers decoded emails; one instance is shared by every worker task."""
+
+    def __init__(self, *, credentials: CredentialSource, marks: DeliveryMarks,
+                 transport: MailTransport, events: EventPublisher, log_topic: str,
+                 policy: DeliveryPolicy, agent: Agent | None = None) -> None:
+        self.credentials = credentials
+        self.marks = marks
+        self.transport = transport
+        self.events = events
+        self.log_topic = log_topic
+        self.policy = policy
+        self.agent = agent or Agent.for_this_process()
+        self.counters = DeliveryCounters()
+
+    def statistics(self) -> dict[str, int]:
+        return self.counters.as_dict()
+
+    async def deliver(self, outgoing: OutgoingEmail, *, invalid_reason: str | None = None) -> str:
+        """Deliver (or reject) one email; returns ``delivered``/``rejected``/``skipped``.
+
+        ``invalid_reason``: the request could be decoded only far enough to know who it was for;
+        it is rejected with that reason.
+        """
+        done = await self.marks.outcome(outgoing.message_id)
+        if done is not None and not done.startswith(REJECTING_PREFIX):
+            self.counters.skipped += 1
+            log.info("already done, skipped", outcome=done)
+            return "skipped"
+        if done is not None:
+            # Accepted for some recipients before a crash; finish publishing the others' rejects.
+            pending = json.loads(done[len(REJECTING_PREFIX):])
+            await self._publish_rejects(outgoing, pending)
+            await self.marks.record(outgoing.message_id, DELIVERED)
+            return DELIVERED
+
+        recipients = outgoing.envelope_recipients()
+        if invalid_reason is not None:
+            return await self._reject_all(outgoing, recipients,
+                                          f"554 5.6.0 etrans: invalid request: {invalid_reason}")
+        try:
+            credentials = await self.credentials.fetch(outgoing.user_id)
+        except CredentialsUnavailable as exc:
+            return await self._reject_all(outgoing, recipients, exc.reply)
+
+        data = render(outgoing)
+        outcome = await self._send_with_retries(outgoing, credentials, recipients, data)
+        if outcome.accepted and outcome.rejected:
+            await self.marks.record(outgoing.message_id,
+                                    REJECTING_PREFIX + json.dumps(outcome.rejected))
+            await self._publish_rejects(outgoing, outcome.rejected)
+        elif outcome.rejected:
+            await self._publish_rejects(outgoing, outcome.rejected)
+            await self.marks.record(outgoing.message_id, REJECTED)
+            self.counters.rejected += 1
+            return REJECTED
+        await self.marks.record(outgoing.message_id, DELIVERED)
+        self.counters.delivered += 1
+        log.debug("delivered", recipients=len(outcome.accepted), attempts=outcome.attempts)
+        return DELIVERED
+
+    async def _reject_all(self, outgoing: OutgoingEmail, recipients: list[str],
+                          response: str) -> str:
+        log.warning("rejected without sending", response=response)
+        await self._publish_rejects(outgoing, dict.fromkeys(recipients, response))
+        await self.marks.record(outgoing.message_id, REJECTED)
+        self.counters.rejected += 1
+        return REJECTED
+
+    async def _publish_rejects(self, outgoing: OutgoingEmail, rejected: dict[str, str]) -> None:
+        now = datetime.now(UTC)
+        try:
+            for recipient, response in rejected.items():
+                event = reject_event(outgoing, recipient, response, agent=self.agent, now=now)
+                await self.events.publish(
+                    self.log_topic, json.dumps(event, ensure_ascii=False).encode(),
+                    key=outgoing.message_id.encode(),
+                )
+        except Exception as exc:
+            raise RetryLater(f"could not publish Reject event to {self.log_topic}: {exc}") from exc
+        log.info("reject published", recipients=list(rejected), response=next(
+            iter(rejected.values()), ""))
+
+    async def _send_with_retries(self, outgoing: OutgoingEmail, credentials: Any,
+                                 recipients: list[str], data: bytes) -> DeliveryOutcome:
+        outcome = DeliveryOutcome()
+        pending = list(recipients)
+        last_reply = "451 4.4.7 etrans: not attempted"
+        retry = 0
+        with trio.move_on_after(self.policy.email_timeout) as deadline:
+            while pending:
+                outcome.attempts += 1
+                try:
+                    result = await self.transport.send(credentials, outgoing.sender.email,
+                                                       pending, data)
+                except SmtpFailure as failure:
+                    if not failure.transient:
+                        outcome.rejected.update(dict.fromkeys(pending, failure.reply))
+                        pending = []
+                        break
+                    last_reply = failure.reply
+                else:
+                    outcome.accepted.extend(result.accepted)
+                    still: list[str] = []
+                    for recipient, (code, reply) in result.refused.items():
+                        if 500 <= code < 600:
+                            outcome.rejected[recipient] = reply
+                        else:
+                            still.append(recipient)
+                            last_reply = reply
+                    pending = [r for r in pending if r in still]
+                    if not pending:
+                        break
+                if retry >= self.policy.attempts:
+                    break
+                delay = self.policy.backoff(retry)
+                retry += 1
+                self.counters.retries += 1
+                log.info("transient smtp failure, will retry", retry=retry, delay=delay,
+                         reply=last_reply)
+                await trio.sleep(delay)
+        if deadline.cancelled_caught:
+            last_reply = (f"{last_reply} (etrans: gave up after "
+                          f"{self.policy.email_timeout:g} s)")
+        if pending:
+            log.warning("giving up", attempts=outcome.attempts, reply=last_reply)
+            outcome.rejected.update(dict.fromkeys(pending, last_reply))
+        return outcome

@@ -1,0 +1,187 @@
+"""The sendmail worker's task: Kafka send request -> :class:`OutgoingEmail` -> EmailDelivery.
+
+Input: the spec's "Kafka Message Format" (``{"payload": {sender, recipients, cc, bcc, subject,
+body, message_id, attachments, user_id}}``) plus the optional superset fields ``reply_to``,
+``text``, ``headers`` and ``tags`` (``docs/wire-formats.md``).  ``body`` is the HTML part;
+``text`` the plain-text alternative.
+
+What the pipeline sees (:mod:`etrans.pipeline.task`):
+
+- not JSON, or no message_id / sender / recipient to report against: :class:`PoisonMessage`
+  (dead-lettered, committed past; there is no email to mark as bounced);
+- known message, invalid detail (bad attachment base64, ...): rejected with a Reject event;
+- delivered, rejected or skipped: returns;
+- Redis/Kafka unavailable: :class:`RetryLater` (retried by the pipeline).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from structlog.contextvars import bound_contextvars
+
+from etrans.domain.mime import Attachment, Mailbox, OutgoingEmail
+from etrans.errors import PoisonMessage
+
+if TYPE_CHECKING:
+    from etrans.app.sendmail import EmailDelivery
+    from etrans.pipeline.message import Message
+
+
+class InvalidRequest(ValueError):
+    """The request is unusable.  ``email`` is set when enough of it was read to reject it."""
+
+    def __init__(self, reason: str, email: OutgoingEmail | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.email = email
+
+
+def _text(value: Any, what: str) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return str(value)
+    raise ValueError(f"{what} must be a string")
+
+
+def _sender(value: Any) -> Mailbox:
+    if isinstance(value, Mapping):
+        address = _text(value.get("email"), "sender.email").strip()
+        if "@" not in address:
+            raise ValueError(f"sender.email is not an address: {address!r}")
+        return Mailbox(email=address, name=_text(value.get("name"), "sender.name").strip())
+    if isinstance(value, str):
+        return Mailbox.parse(value)
+    raise ValueError("sender must be an object {name, email}")
+
+
+def _mailboxes(value: Any, what: str) -> tuple[Mailbox, ...]:
+    if value is None or value == "":
+        return ()
+    items = [value] if isinstance(value, str) else value
+    if not isinstance(items, list):
+        raise ValueError(f"{what} must be a list of addresses")
+    return tuple(Mailbox.parse(_text(item, what)) for item in items if item)
+
+
+def _attachments(value: Any) -> tuple[Attachment, ...]:
+    if not value:
+        return ()
+    if not isinstance(value, list):
+        raise ValueError("attachments must be a list")
+    result = []
+    for index, item in enumerate(value):
+        if not isinstance(item, Mapping):
+            raise ValueError(f"attachments[{index}] must be an object")
+        try:
+            content = base64.b64decode(_text(item.get("content"), "content"), validate=True)
+        except (binascii.Error, ValueError):
+            raise ValueError(f"attachments[{index}].content is not base64") from None
+        result.append(Attachment(
+            filename=_text(item.get("filename"), "filename") or f"attachment-{index + 1}",
+            content=content,
+            content_type=_text(item.get("content_type"), "content_type")
+            or "application/octet-stream",
+        ))
+    return tuple(result)
+
+
+def _pairs(value: Any, what: str, *, key: str = "name") -> tuple[tuple[str, str], ...]:
+    """``{"k": "v"}`` or ``[{"name": "k", "value": "v"}]`` -> (("k", "v"), ...)."""
+    if not value:
+        return ()
+    if isinstance(value, Mapping):
+        return tuple((str(k), _text(v, what)) for k, v in value.items())
+    if isinstance(value, list):
+        pairs = []
+        for item in value:
+            if not isinstance(item, Mapping):
+                raise ValueError(f"{what} items must be objects")
+            pairs.append((_text(item.get(key), what), _text(item.get("value"), what)))
+        return tuple(pairs)
+    raise ValueError(f"{what} must be an object or a list")
+
+
+def decode_request(raw: bytes | None) -> OutgoingEmail:
+    """Decode one Kafka send request; :class:`InvalidRequest` when it cannot be sent."""
+    if raw is None:
+        raise InvalidRequest("empty message (no value)")
+    try:
+        document = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise InvalidRequest(f"not JSON: {exc}") from None
+    if not isinstance(document, Mapping):
+        raise InvalidRequest("not a JSON object")
+    payload = document.get("payload", document)
+    if not isinstance(payload, Mapping):
+        raise InvalidRequest("payload is not an object")
+
+    # First what a Reject event needs: message_id, sender, recipients.
+    try:
+        message_id = _text(payload.get("message_id"), "message_id").strip()
+        if not message_id:
+            raise ValueError("message_id is missing")
+        envelope = OutgoingEmail(
+            message_id=message_id,
+            user_id=_text(payload.get("user_id"), "user_id").strip(),
+            sender=_sender(payload.get("sender")),
+            to=_mailboxes(payload.get("recipients"), "recipients"),
+            cc=_mailboxes(payload.get("cc"), "cc"),
+            bcc=_mailboxes(payload.get("bcc"), "bcc"),
+            subject="",
+        )
+    except ValueError as exc:
+        raise InvalidRequest(str(exc)) from None
+    if not envelope.envelope_recipients():
+        raise InvalidRequest("no recipients")
+
+    try:
+        html = payload.get("body")
+        if html is None:
+            html = payload.get("html")
+        text = payload.get("text")
+        return OutgoingEmail(
+            message_id=envelope.message_id,
+            user_id=envelope.user_id,
+            sender=envelope.sender,
+            to=envelope.to,
+            cc=envelope.cc,
+            bcc=envelope.bcc,
+            subject=_text(payload.get("subject"), "subject"),
+            html=_text(html, "body") if html is not None else None,
+            text=_text(text, "text") if text is not None else None,
+            reply_to=_mailboxes(payload.get("reply_to"), "reply_to"),
+            headers=_pairs(payload.get("headers"), "headers"),
+            attachments=_attachments(payload.get("attachments")),
+            tags=_pairs(payload.get("tags"), "tags"),
+        )
+    except ValueError as exc:
+        raise InvalidRequest(str(exc), envelope) from None
+
+
+class SendmailTask:
+    """The pipeline task (:class:`etrans.pipeline.Task`) of ``etrans sendmail``."""
+
+    def __init__(self, delivery: EmailDelivery) -> None:
+        self.delivery = delivery
+
+    async def __call__(self, message: Message) -> None:
+        invalid_reason: str | None = None
+        try:
+            outgoing = decode_request(message.value)
+        except InvalidRequest as exc:
+            if exc.email is None:
+                raise PoisonMessage(f"undeliverable send request: {exc.reason}") from None
+            outgoing, invalid_reason = exc.email, exc.reason
+        with bound_contextvars(message_id=outgoing.message_id):
+            await self.delivery.deliver(outgoing, invalid_reason=invalid_reason)
+
+    def statistics(self) -> dict[str, int]:
+        return self.delivery.statistics()

@@ -1,0 +1,185 @@
+"""MIME rendering and send-request decoding (pure: no services)."""
+
+from __future__ import annotations
+
+import base64
+import email
+import email.policy
+import json
+
+import pytest
+
+from etrans.app.sendmail import Agent, reject_event, reject_event_id
+from etrans.domain.mime import Attachment, Mailbox, OutgoingEmail, render
+from etrans.workers.sendmail import InvalidRequest, decode_request
+
+PDF = b"%PDF-1.4\n" + bytes(range(256)) * 4
+
+
+def parse(data: bytes) -> email.message.EmailMessage:
+    return email.message_from_bytes(data, policy=email.policy.default)  # type: ignore[return-value]
+
+
+def spec_request(**overrides: object) -> dict:
+    """The spec's "Kafka Message Format", as the old API produced it."""
+    payload = {
+        "sender": {"name": "Sender Name", "email": "sender@example.com"},
+        "recipients": ["to@example.com"],
+        "cc": ["cc@example.com"],
+        "bcc": ["bcc@example.com"],
+        "subject": "Subject line",
+        "body": "<html>Email body</html>",
+        "message_id": "<unique-message-id@example.com>",
+        "attachments": [
+            {"filename": "file.pdf", "content": base64.b64encode(PDF).decode(),
+             "content_type": "application/pdf"},
+        ],
+        "user_id": "12345",
+    }
+    payload.update(overrides)
+    return {"payload": payload}
+
+
+def test_spec_request_decodes_to_the_email() -> None:
+    outgoing = decode_request(json.dumps(spec_request()).encode())
+    assert outgoing.message_id == "<unique-message-id@example.com>"
+    assert outgoing.user_id == "12345"
+    assert outgoing.sender == Mailbox("sender@example.com", "Sender Name")
+    assert [m.email for m in outgoing.to] == ["to@example.com"]
+    assert [m.email for m in outgoing.cc] == ["cc@example.com"]
+    assert [m.email for m in outgoing.bcc] == ["bcc@example.com"]
+    assert outgoing.html == "<html>Email body</html>"
+    assert outgoing.text is None
+    assert outgoing.attachments == (Attachment("file.pdf", PDF, "application/pdf"),)
+    assert outgoing.envelope_recipients() == ["to@example.com", "cc@example.com",
+                                              "bcc@example.com"]
+
+
+def test_superset_fields_decode() -> None:
+    request = spec_request(text="plain body", reply_to="replies@example.com",
+                           headers={"X-Campaign": "spring"},
+                           tags=[{"name": "kind", "value": "welcome"}], user_id=12345,
+                           cc=None, bcc=None, attachments=None)
+    outgoing = decode_request(json.dumps(request).encode())
+    assert outgoing.text == "plain body"
+    assert outgoing.reply_to == (Mailbox("replies@example.com"),)
+    assert outgoing.headers == (("X-Campaign", "spring"),)
+    assert outgoing.tags == (("kind", "welcome"),)
+    assert outgoing.user_id == "12345"
+    assert outgoing.cc == () and outgoing.bcc == () and outgoing.attachments == ()
+
+
+@pytest.mark.parametrize("raw", [b"not json", b"[1]", b"{}",
+                                 json.dumps({"payload": {"message_id": "m1"}}).encode(),
+                                 json.dumps(spec_request(recipients=[], cc=[], bcc=[])).encode(),
+                                 json.dumps(spec_request(message_id="")).encode(), None])
+def test_requests_without_an_addressable_email_are_poison(raw: bytes | None) -> None:
+    with pytest.raises(InvalidRequest) as caught:
+        decode_request(raw)
+    assert caught.value.email is None
+
+
+def test_bad_attachment_is_invalid_but_reportable() -> None:
+    request = spec_request(attachments=[{"filename": "x", "content": "%%%",
+                                         "content_type": "text/plain"}])
+    with pytest.raises(InvalidRequest) as caught:
+        decode_request(json.dumps(request).encode())
+    assert caught.value.email is not None
+    assert caught.value.email.message_id == "<unique-message-id@example.com>"
+    assert "base64" in caught.value.reason
+
+
+def full_email() -> OutgoingEmail:
+    return OutgoingEmail(
+        message_id="abc-123@etrans.test",
+        user_id="7",
+        sender=Mailbox("sender@example.com", "Nguyễn Văn Ánh"),
+        to=(Mailbox("to@example.com", "Trần Thị Bé"), Mailbox("two@example.com")),
+        cc=(Mailbox("cc@example.com", "Carbon Copy"),),
+        bcc=(Mailbox("hidden@example.com"),),
+        reply_to=(Mailbox("replies@example.com", "Hộp thư"),),
+        subject="Xin chào – hóa đơn tháng 3 ✓",
+        html="<p>Chào bạn</p>",
+        text="Chào bạn",
+        headers=(("X-Campaign", "spring"), ("Bcc", "leak@example.com"),
+                 ("X-Evil", "a\r\nBcc: leak@example.com"), ("Message-ID", "<other@x>")),
+        attachments=(Attachment("báo cáo.pdf", PDF, "application/pdf"),
+                     Attachment("data.csv", b"a,b\n1,2\n", "text/csv")),
+    )
+
+
+def test_mime_field_by_field() -> None:
+    data = render(full_email())
+    assert b"\r\n" in data and b"\n" not in data.replace(b"\r\n", b"")
+    message = parse(data)
+    assert message["From"].addresses[0].display_name == "Nguyễn Văn Ánh"
+    assert message["From"].addresses[0].addr_spec == "sender@example.com"
+    to = message["To"].addresses
+    assert [(a.display_name, a.addr_spec) for a in to] == [("Trần Thị Bé", "to@example.com"),
+                                                           ("", "two@example.com")]
+    assert [a.addr_spec for a in message["Cc"].addresses] == ["cc@example.com"]
+    assert message["Reply-To"].addresses[0].addr_spec == "replies@example.com"
+    assert message["Reply-To"].addresses[0].display_name == "Hộp thư"
+    assert str(message["Subject"]) == "Xin chào – hóa đơn tháng 3 ✓"
+    assert message["Message-ID"] == "<abc-123@etrans.test>"
+    assert message["Date"] is not None
+    assert message["X-Campaign"] == "spring"
+    # bcc only in the envelope; reserved names and injected lines never become headers.
+    assert message["Bcc"] is None
+    assert not any(line.lower().startswith(b"bcc:") for line in data.split(b"\r\n"))
+    assert b"hidden@example.com" not in data
+    assert message.get_all("Message-ID") == ["<abc-123@etrans.test>"]
+    # Headers are 7-bit on the wire: UTF-8 goes through RFC 2047 encoded words.
+    head = data.split(b"\r\n\r\n", 1)[0]
+    assert head.isascii()
+
+    assert message.get_content_type() == "multipart/mixed"
+    body, *attachments = message.iter_parts()
+    assert body.get_content_type() == "multipart/alternative"
+    plain, html = body.iter_parts()
+    assert plain.get_content_type() == "text/plain"
+    assert plain.get_content().strip() == "Chào bạn"
+    assert html.get_content_type() == "text/html"
+    assert html.get_content().strip() == "<p>Chào bạn</p>"
+    assert [a.get_content_type() for a in attachments] == ["application/pdf", "text/csv"]
+    assert attachments[0].get_filename() == "báo cáo.pdf"
+    assert attachments[0].get_content() == PDF
+    assert attachments[1].get_payload(decode=True) == b"a,b\n1,2\n"
+
+
+def test_injected_header_stays_on_one_line() -> None:
+    message = parse(render(full_email()))
+    assert message["X-Evil"] == "a Bcc: leak@example.com"
+    assert message["Bcc"] is None
+
+
+@pytest.mark.parametrize(
+    ("html", "text", "content_type"),
+    [("<b>h</b>", None, "text/html"), (None, "t", "text/plain"),
+     ("<b>h</b>", "t", "multipart/alternative")],
+)
+def test_body_shapes(html: str | None, text: str | None, content_type: str) -> None:
+    outgoing = OutgoingEmail(message_id="m@x", user_id="1", sender=Mailbox("a@x.com"),
+                             to=(Mailbox("b@x.com"),), subject="s", html=html, text=text)
+    message = parse(render(outgoing))
+    assert message.get_content_type() == content_type
+
+
+def test_reject_event_has_the_filebeat_shape() -> None:
+    outgoing = full_email()
+    agent = Agent(id="a1", hostname="h", name="n", ephemeral_id="e")
+    event = reject_event(outgoing, "cc@example.com", "550 5.1.1 no such user", agent=agent)
+    assert event["Event"] == "Reject"
+    assert event["SMTP_Action"] == "rejected"
+    assert event["@timestamp"].endswith("Z")
+    assert event["from"] == "sender@example.com"
+    assert event["from_name"] == "Nguyễn Văn Ánh"
+    assert event["recipient"] == "cc@example.com"
+    assert event["to_name"] == "Carbon Copy"
+    assert event["response"] == "550 5.1.1 no such user"
+    assert event["from_domain"] == "example.com"
+    assert event["to_domain"] == "example.com"
+    assert event["message_id"] == "abc-123@etrans.test"
+    assert event["agent"]["type"] == "etrans-sendmail"
+    assert event["Event_ID"] == reject_event_id("abc-123@etrans.test", "cc@example.com")
+    assert event["Event_ID"] != reject_event_id("abc-123@etrans.test", "to@example.com")
