@@ -103,9 +103,8 @@ class MktDomain(MktDomainColumns, BillingBase):
 
 
 class TemporaryPassword(BillingBase):
-    """SMTP credentials the billing system issued to a user (the source of the Redis credential
-    cache in the external billing mode).  ``password`` is the SMTP password in clear: the billing
-    system's format, which etrans only reads.  The newest unexpired row of a user wins."""
+    """SMTP credentials the billing system issued to a user.  ``password`` is the SMTP password in
+    clear: the billing system's format, which etrans can only read."""
 
     __tablename__ = "temporary_password"
 
