@@ -27,7 +27,7 @@ def serve(settings: Settings) -> ServiceMain:
     from etrans.adapters.kafka_client import KafkaAdmin
     from etrans.adapters.mongo import MongoStore
     from etrans.adapters.redis_store import RedisClient
-    from etrans.adapters.sql import Database, make_engine
+    from etrans.adapters.sql import billing_database, usend_database
     from etrans.api.app import ApiDependencies, create_app
 
     assert settings.http is not None
@@ -38,9 +38,9 @@ def serve(settings: Settings) -> ServiceMain:
     dbs = settings.databases
     assert dbs.billing_uri is not None
     assert dbs.usend_uri is not None
-    billing = Database(make_engine(dbs.billing_uri.get(), pool_size=dbs.pool_size),
-                       name="billing_db")
-    usend = Database(make_engine(dbs.usend_uri.get(), pool_size=dbs.pool_size), name="usend_db")
+    # The Billing DB is external: its engine opens READ ONLY sessions (docs/database.md).
+    billing = billing_database(dbs.billing_uri.get(), pool_size=dbs.pool_size)
+    usend = usend_database(dbs.usend_uri.get(), pool_size=dbs.pool_size)
     redis = RedisClient(settings.redis.url.get())
     kafka = KafkaAdmin(settings.kafka)
     mongo = MongoStore(settings.mongo)
