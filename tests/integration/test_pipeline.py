@@ -1,0 +1,210 @@
+"""The consumer pipeline against a real Kafka-API broker (tansu): nothing is lost.
+
+In-process tests; the crash/restart tests (kill -9, SIGTERM) are in test_pipeline_restart.py.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+from typing import Any
+
+import trio
+
+from etrans.errors import PoisonMessage, RetryLater
+from etrans.pipeline import Message, Pipeline, PipelineConfig, RetryPolicy
+from etrans.pipeline.dead_letter import ERROR_HEADER, SOURCE_HEADER
+from etrans.runtime import Shutdown
+from tests.harness.servers import unique_name
+from tests.integration.pipeline_helpers import committed_offsets, produce, read_all
+
+
+def config(bootstrap: str, topic: str, extra: dict[str, Any], **fields: Any) -> PipelineConfig:
+    kafka = {"bootstrap.servers": bootstrap, "log_level": 3, **extra}
+    kafka.update(fields.pop("kafka", {}))
+    return PipelineConfig(topics=(topic,), group_id=unique_name("pipeline-group"), kafka=kafka,
+                          **fields)
+
+
+async def test_ten_thousand_messages_over_three_partitions(
+    kafka_bootstrap: str, kafka_test_config: dict[str, Any], new_topic: Any
+) -> None:
+    topic = new_topic(partitions=3, prefix="pipeline-10k")
+    ends = produce(kafka_bootstrap, topic, 10_000, 3)
+    seen: Counter[tuple[int, int]] = Counter()
+    active = 0
+    max_active = 0
+
+    async def task(message: Message) -> None:
+        nonlocal active, max_active
+        active += 1
+        max_active = max(max_active, active)
+        try:
+            if random.random() < 0.05:
+                await trio.sleep(random.random() * 0.02)
+            else:
+                await trio.lowlevel.checkpoint()
+            seen[(message.partition, message.offset)] += 1
+        finally:
+            active -= 1
+
+    cfg = config(kafka_bootstrap, topic, kafka_test_config, workers=10, stop_at_end=True,
+                 commit_interval=0.5)
+    with trio.fail_after(120):
+        stats = await Pipeline(cfg, task).run(Shutdown(drain_seconds=10))
+
+    expected = {(p, o) for p, end in ends.items() for o in range(end)}
+    assert set(seen) == expected
+    assert all(count == 1 for count in seen.values())
+    assert stats.processed == 10_000
+    assert max_active > 1  # the ten workers did overlap
+    assert stats.committed == {(topic, p): end for p, end in ends.items()}
+    assert committed_offsets(kafka_bootstrap, cfg.group_id, topic, 3, kafka_test_config) == ends
+
+
+async def test_poison_message_is_dead_lettered_and_does_not_stop_the_good_ones(
+    kafka_bootstrap: str, kafka_test_config: dict[str, Any], new_topic: Any
+) -> None:
+    topic = new_topic(partitions=1, prefix="pipeline-poison")
+    dead_letters = new_topic(partitions=1, prefix="pipeline-dlq")
+    produce(kafka_bootstrap, topic, 5, 1)
+    produce(kafka_bootstrap, topic, 1, 1, value=b"not json {")
+    produce(kafka_bootstrap, topic, 5, 1)
+    good: list[int] = []
+
+    async def task(message: Message) -> None:
+        if message.value == b"not json {":
+            raise PoisonMessage("cannot decode payload")
+        good.append(message.offset)
+
+    cfg = config(kafka_bootstrap, topic, kafka_test_config, stop_at_end=True,
+                 dead_letter_topic=dead_letters)
+    with trio.fail_after(60):
+        stats = await Pipeline(cfg, task).run(Shutdown(drain_seconds=10))
+
+    assert sorted(good) == [0, 1, 2, 3, 4, 6, 7, 8, 9, 10]
+    assert stats.poisoned == 1
+    assert stats.dead_lettered == 1
+    assert stats.committed == {(topic, 0): 11}
+    [record] = read_all(kafka_bootstrap, dead_letters, 1, kafka_test_config)
+    headers = dict(record.headers())
+    assert record.value() == b"not json {"
+    assert headers[ERROR_HEADER] == b"cannot decode payload"
+    assert headers[SOURCE_HEADER] == f"{topic}/0/5".encode()
+
+
+async def test_retry_later_succeeds_on_the_third_attempt_and_blocks_the_commit_until_then(
+    kafka_bootstrap: str, kafka_test_config: dict[str, Any], new_topic: Any
+) -> None:
+    topic = new_topic(partitions=1, prefix="pipeline-retry")
+    produce(kafka_bootstrap, topic, 20, 1)
+    attempts: Counter[int] = Counter()
+    committed_while_failing: list[int | None] = []
+    pipeline: Pipeline | None = None
+
+    async def task(message: Message) -> None:
+        attempts[message.offset] += 1
+        if message.offset == 3 and attempts[3] < 3:
+            assert pipeline is not None
+            committed_while_failing.append(pipeline.statistics().committed.get((topic, 0)))
+            raise RetryLater("mongodb is down")
+
+    cfg = config(kafka_bootstrap, topic, kafka_test_config, stop_at_end=True,
+                 commit_interval=0.1,
+                 retry=RetryPolicy(initial_backoff=0.4, max_backoff=1.0))
+    pipeline = Pipeline(cfg, task)
+    with trio.fail_after(60):
+        stats = await pipeline.run(Shutdown(drain_seconds=10))
+
+    assert attempts[3] == 3
+    assert all(attempts[o] == 1 for o in range(20) if o != 3)
+    assert stats.failed == 2
+    assert stats.processed == 20
+    # While offset 3 was failing, nothing at or past it was committed (later ones were done).
+    assert all(c is None or c <= 3 for c in committed_while_failing)
+    assert stats.committed == {(topic, 0): 20}
+
+
+async def test_transient_failures_become_poison_after_max_attempts(
+    kafka_bootstrap: str, kafka_test_config: dict[str, Any], new_topic: Any
+) -> None:
+    topic = new_topic(partitions=1, prefix="pipeline-maxattempts")
+    produce(kafka_bootstrap, topic, 3, 1)
+
+    async def task(message: Message) -> None:
+        if message.offset == 1:
+            await trio.sleep(5)  # longer than message_timeout: a transient failure each time
+
+    cfg = config(kafka_bootstrap, topic, kafka_test_config, stop_at_end=True,
+                 message_timeout=0.2,
+                 retry=RetryPolicy(initial_backoff=0.05, max_attempts=3))
+    with trio.fail_after(60):
+        stats = await Pipeline(cfg, task).run(Shutdown(drain_seconds=10))
+    assert stats.failed == 3
+    assert stats.poisoned == 1
+    assert stats.processed == 2
+    assert stats.committed == {(topic, 0): 3}
+
+
+async def test_stalled_workers_are_not_evicted(
+    kafka_bootstrap: str, kafka_test_config: dict[str, Any], new_topic: Any
+) -> None:
+    """All workers stall for longer than max.poll.interval.ms: the consumer thread keeps polling
+    (partitions paused), so there is no eviction and no rebalance, and nothing is lost."""
+    topic = new_topic(partitions=2, prefix="pipeline-stall")
+    ends = produce(kafka_bootstrap, topic, 600, 2)
+    seen: Counter[tuple[int, int]] = Counter()
+    stalled = 0
+
+    async def task(message: Message) -> None:
+        nonlocal stalled
+        if stalled < 4:
+            stalled += 1
+            await trio.sleep(9)  # > max.poll.interval.ms (6 s) + a session timeout
+        seen[(message.partition, message.offset)] += 1
+
+    cfg = config(kafka_bootstrap, topic, kafka_test_config, workers=4, channel_size=50,
+                 poll_batch=20, stop_at_end=True,
+                 kafka={"max.poll.interval.ms": 6000})
+    pipeline = Pipeline(cfg, task)
+    paused_seen = False
+    with trio.fail_after(90):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(pipeline.run, Shutdown(drain_seconds=10))
+            await pipeline.wait_assigned()
+            for _ in range(80):
+                await trio.sleep(0.1)
+                paused_seen = paused_seen or pipeline.statistics().paused
+    stats = pipeline.statistics()
+    assert paused_seen  # the channel filled up and the partitions were paused
+    assert stats.rebalances == 1  # the first assignment only: never evicted, never reassigned
+    assert set(seen) == {(p, o) for p, end in ends.items() for o in range(end)}
+    assert all(count == 1 for count in seen.values())
+    assert stats.committed == {(topic, p): end for p, end in ends.items()}
+
+
+async def test_batch_task_gets_batches_and_commits_after_the_call(
+    kafka_bootstrap: str, kafka_test_config: dict[str, Any], new_topic: Any
+) -> None:
+    topic = new_topic(partitions=2, prefix="pipeline-batch")
+    ends = produce(kafka_bootstrap, topic, 400, 2)
+    sizes: list[int] = []
+    seen: set[tuple[int, int]] = set()
+
+    async def batch_task(messages: Any) -> None:
+        sizes.append(len(messages))
+        if any(m.value == b"m77" for m in messages) and len(messages) > 1:
+            raise PoisonMessage("one bad message in the batch")
+        if any(m.value == b"m77" for m in messages):
+            raise PoisonMessage("this one")
+        seen.update((m.partition, m.offset) for m in messages)
+
+    cfg = config(kafka_bootstrap, topic, kafka_test_config, workers=2, batch_size=50,
+                 batch_linger=0.05, stop_at_end=True)
+    with trio.fail_after(60):
+        stats = await Pipeline(cfg, batch_task=batch_task).run(Shutdown(drain_seconds=10))
+    assert max(sizes) > 1
+    assert max(sizes) <= 50
+    assert stats.poisoned == 1
+    assert len(seen) == 399
+    assert stats.committed == {(topic, p): end for p, end in ends.items()}
