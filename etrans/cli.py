@@ -118,7 +118,11 @@ def upgrade(obj: _Context, revision: str) -> None:
 
     assert settings.databases is not None
     assert settings.databases.usend_uri is not None
-    migrations.upgrade(settings.databases.usend_uri.get(), revision)
+    try:
+        migrations.upgrade(settings.databases.usend_uri.get(), revision)
+    except migrations.MigrationError as exc:
+        click.echo(f"etrans db upgrade: {exc}", err=True)
+        sys.exit(1)
 
 
 def main() -> None:

@@ -94,6 +94,18 @@ def test_concurrent_upgrades_apply_each_revision_once(fresh_database):
     assert migrations.drift(url) == []
 
 
+def test_db_upgrade_against_an_unreachable_database_fails_in_one_clear_line():
+    from tests.harness.servers import free_port
+
+    password = "not-to-be-printed"
+    url = f"postgresql://etrans:{password}@127.0.0.1:{free_port()}/usend"
+    result = _db_upgrade(url)
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert password not in result.stdout + result.stderr
+    assert result.stderr.startswith("etrans db upgrade: USEND DB postgresql://etrans:***@127.0.0.1:")
+
+
 def test_models_match_the_migrations(usend_db_url):
     assert migrations.current(usend_db_url) == migrations.head()
     assert migrations.drift(usend_db_url) == []

@@ -16,6 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from etrans.errors import EtransError
 from etrans.observability import get_logger
 
 if TYPE_CHECKING:
@@ -30,6 +31,10 @@ VERSION_TABLE = "etrans_alembic_version"
 ADVISORY_LOCK_KEY = int.from_bytes(b"etrnsmig", "big") - 2**63
 
 log = get_logger(__name__)
+
+
+class MigrationError(EtransError):
+    """The USEND DB could not be migrated (unreachable, refused, a revision failed)."""
 
 
 def alembic_config(connection: Connection | None = None) -> Config:
@@ -63,7 +68,24 @@ def current(uri: str) -> str | None:
 
 
 def upgrade(uri: str, revision: str = "head") -> None:
-    """Bring the USEND DB at ``uri`` to ``revision``; safe to run concurrently and repeatedly."""
+    """Bring the USEND DB at ``uri`` to ``revision``; safe to run concurrently and repeatedly.
+
+    Raises :class:`MigrationError` with a one-line reason (never the password of ``uri``)."""
+    from alembic.util import CommandError
+    from sqlalchemy.exc import DBAPIError, SQLAlchemyError
+
+    from etrans.settings import redact_uri
+
+    try:
+        _upgrade(uri, revision)
+    except DBAPIError as exc:
+        reason = str(exc.orig).strip().splitlines()[0] if exc.orig is not None else str(exc)
+        raise MigrationError(f"USEND DB {redact_uri(uri)}: {reason}") from exc
+    except (SQLAlchemyError, CommandError) as exc:
+        raise MigrationError(f"USEND DB {redact_uri(uri)}: {exc}") from exc
+
+
+def _upgrade(uri: str, revision: str) -> None:
     from alembic import command
     from sqlalchemy import text
 
@@ -123,7 +145,10 @@ def _connect(uri: str) -> Iterator[Connection]:
     from etrans.adapters.sql import sqlalchemy_url
 
     url = sqlalchemy_url(uri)
-    connect_args = {"application_name": "etrans-migrations"} if url.startswith("postgresql") else {}
+    connect_args: dict[str, Any] = (
+        {"application_name": "etrans-migrations", "connect_timeout": 10}
+        if url.startswith("postgresql") else {}
+    )
     engine = create_engine(url, poolclass=NullPool, connect_args=connect_args)
     try:
         with engine.connect() as conn:
