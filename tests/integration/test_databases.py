@@ -143,6 +143,23 @@ def test_downgrade_to_base_removes_everything_and_upgrade_restores_it(fresh_data
     assert migrations.drift(url) == []
 
 
+def test_every_migration_file_is_shipped_in_the_wheel():
+    # versions/ is not a Python package: its files reach the wheel only through package-data.
+    import fnmatch
+    import tomllib
+
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    patterns = pyproject["tool"]["setuptools"]["package-data"]["etrans"]
+    package_root = ROOT / "etrans"
+    for path in (package_root / "adapters/sql/migrations").rglob("*"):
+        if path.is_dir() or "__pycache__" in path.parts:
+            continue
+        if path.suffix == ".py" and (path.parent / "__init__.py").exists():
+            continue  # a module of a package: shipped as code
+        relative = path.relative_to(package_root).as_posix()
+        assert any(fnmatch.fnmatch(relative, p) for p in patterns), f"{relative} not shipped"
+
+
 def test_migrations_never_touch_billing_tables():
     # USEND metadata (what Alembic creates) shares no table name with the Billing DB, so even a
     # misconfigured `etrans db upgrade` pointed at DB_URI could not create or alter billing tables.
