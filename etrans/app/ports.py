@@ -6,8 +6,11 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
+    from datetime import datetime
 
+    from etrans.adapters.dns_verify import DnsVerification
     from etrans.domain.delivery_log import StatusChange
+    from etrans.domain.domains import DkimRecord
 
 
 class HealthProbe(Protocol):
@@ -69,3 +72,53 @@ class EventPublisher(Protocol):
 
     async def publish(self, topic: str, value: bytes | None, key: bytes | None = None,
                       headers: Any = None) -> None: ...
+
+
+# -- billing (API part 2: domains, subscriptions) --------------------------------------------------
+
+class BillingGateway(Protocol):
+    """Writes the spec attributes to "BillingSync" / the "External Billing API".
+
+    Two adapters: ``local`` (:mod:`etrans.adapters.billing_local`: etrans owns the billing
+    tables in its USEND DB) and ``http`` (:mod:`etrans.adapters.billing_http`, contract in
+    ``docs/billing-gateway.md``).
+    A failed call raises an :class:`etrans.errors.AppError` (Forbidden, NotFound, InvalidInput,
+    or UpstreamUnavailable with status 502/503) and has changed nothing.
+    """
+
+    mode: str  # "local" | "http"
+
+    async def create_domain(self, *, user_id: int, name: str, dkim_selector: str,
+                            dkim_public_key: str, dkim_private_key_pem: bytes) -> int:
+        """Creates the domain (status pending) with its DKIM key; returns its id."""
+        ...
+
+    async def delete_domain(self, *, user_id: int, domain_id: int) -> None: ...
+
+    async def mark_domain_verified(self, *, user_id: int, domain_id: int,
+                                   verified_at: datetime) -> None: ...
+
+    async def create_subscription(self, *, user_id: int, domain_id: int, pack_code: str,
+                                  pack_name: str, price: float) -> str | None:
+        """Buys ``pack_code`` for the domain; Forbidden when the user is not the owner or the
+        balance is insufficient.  Returns the billing system's subscription id, if any."""
+        ...
+
+    async def create_payg_subscription(self, *, user_id: int, domain_id: int, pack_code: str,
+                                       pack_name: str) -> str | None: ...
+
+    async def cancel_payg_subscription(self, *, user_id: int, domain_id: int) -> None: ...
+
+
+class BillingEvents(Protocol):
+    """Announces subscription changes on KAFKA_BILLING_TOPIC (``docs/wire-formats.md``)."""
+
+    async def subscription_changed(self, *, event: str, user_id: int, domain_id: int,
+                                   pack_code: str | None, previous_pack_code: str | None,
+                                   kind: str) -> None: ...
+
+
+class DomainVerifier(Protocol):
+    """Looks up a domain's SPF, MX and DKIM records (:mod:`etrans.adapters.dns_verify`)."""
+
+    async def verify(self, domain: str, dkim: DkimRecord) -> DnsVerification: ...

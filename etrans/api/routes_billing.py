@@ -1,0 +1,69 @@
+"""Routes of /billing (use cases: :mod:`etrans.app.billing`)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from etrans.api.schema import Integer, Object, Prop, String
+from etrans.app import billing as uc
+from etrans.domain.api_keys import Permission
+from etrans.errors import InvalidInput
+
+if TYPE_CHECKING:
+    from etrans.api.routing import Api, RequestContext
+    from etrans.app.domains import AccountServices
+
+TAG = "Billing"
+DOMAIN_ID = Integer(minimum=1, maximum=2**63 - 1)
+SUBS = Object({"pack_code": Prop(String(min_length=1, max_length=64), required=True),
+               "domain_id": Prop(DOMAIN_ID, required=True)}, name="CreateSubscriptionRequest")
+PAYG = Object({"domain_id": Prop(DOMAIN_ID, required=True)}, name="CreatePaygRequest")
+
+
+def _domain_id(raw: str) -> int:
+    if not raw.isdigit() or not 0 < int(raw) < 2**63:
+        raise InvalidInput(f"invalid domain_id {raw!r}: expected a positive integer")
+    return int(raw)
+
+
+def register(api: Api) -> None:
+    s: AccountServices = api.services["accounts"]
+
+    @api.route("GET", "/billing/subscription/packs", permission=Permission.read_only,
+               summary="List packages", tag=TAG, errors=(401,))
+    async def list_packs(ctx: RequestContext) -> Any:
+        return await uc.list_packs(s)
+
+    @api.route("GET", "/billing/subscription/current-pack", permission=Permission.read_only,
+               summary="Get current pack", tag=TAG, errors=(401,))
+    async def current_pack(ctx: RequestContext) -> Any:
+        return await uc.current_pack(s, ctx.user_id)
+
+    @api.route("POST", "/billing/subscription/subs", permission=Permission.full_access,
+               summary="Create subscription", tag=TAG, body=SUBS,
+               errors=(400, 401, 403, 404, 502, 503))
+    async def create_subscription(ctx: RequestContext) -> Any:
+        return await uc.create_subscription(s, ctx.user_id, pack_code=ctx.body["pack_code"],
+                                            domain_id=ctx.body["domain_id"])
+
+    @api.route("GET", "/billing/payg/packages", permission=Permission.read_only,
+               summary="Get PAYG package", tag=TAG, errors=(401, 404))
+    async def payg_package(ctx: RequestContext) -> Any:
+        return await uc.payg_package(s)
+
+    @api.route("POST", "/billing/payg/subscriptions", permission=Permission.full_access,
+               summary="Create PAYG subscription", tag=TAG, body=PAYG,
+               errors=(400, 401, 403, 404, 502, 503))
+    async def create_payg_subscription(ctx: RequestContext) -> Any:
+        return await uc.create_payg(s, ctx.user_id, ctx.body["domain_id"])
+
+    @api.route("GET", "/billing/payg/subscriptions/{domain_id}", permission=Permission.read_only,
+               summary="Get current PAYG subscription", tag=TAG, errors=(400, 401, 404))
+    async def get_payg_subscription(ctx: RequestContext) -> Any:
+        return await uc.get_payg(s, ctx.user_id, _domain_id(ctx.path["domain_id"]))
+
+    @api.route("DELETE", "/billing/payg/subscriptions/{domain_id}",
+               permission=Permission.full_access, summary="Cancel PAYG subscription", tag=TAG,
+               errors=(400, 401, 403, 404, 502, 503))
+    async def cancel_payg_subscription(ctx: RequestContext) -> Any:
+        return await uc.cancel_payg(s, ctx.user_id, _domain_id(ctx.path["domain_id"]))

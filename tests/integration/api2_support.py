@@ -1,0 +1,99 @@
+"""Builds the API (part 2 routes + the auth layer) against real PostgreSQL, Redis and the
+loopback DNS server, in the ``local`` billing mode unless told otherwise.  A pytest plugin-free
+helper: tests call :func:`build_api` from their own fixtures."""
+
+from __future__ import annotations
+
+import secrets
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import jwt
+
+from etrans.adapters.account_repo import AccountRepo, BillingTables, DomainReader
+from etrans.adapters.api_key_cache import RedisApiKeyCache
+from etrans.adapters.billing_events import KafkaBillingEvents
+from etrans.adapters.billing_local import LocalBillingGateway
+from etrans.adapters.credentials import CredentialCipher
+from etrans.adapters.dkim_keys import DkimKeyCipher
+from etrans.adapters.dns_verify import DnsVerifier
+from etrans.adapters.redis_credentials import RedisCredentialCache
+from etrans.adapters.redis_quota import RedisQuota
+from etrans.adapters.redis_store import RedisClient
+from etrans.adapters.sql import Database, make_engine
+from etrans.adapters.usend_repo import UsendRepository
+from etrans.api import routes_api_keys, routes_billing, routes_domains, routes_senders
+from etrans.api import routes_testing
+from etrans.api.app import ApiDependencies, create_app
+from etrans.api.auth import ApiKeyResolver, Authenticator, JwtVerifier
+from etrans.app.domains import AccountServices
+from etrans.domain.domains import DnsTemplate
+
+JWT_SECRET = "test-jwt-secret-" + "x" * 32
+TOKEN_SECRET = "0123456789abcdef0123456789abcdef"
+TOKEN_IV = "abcdef9876543210"
+SPF = "v=spf1 include:_spf.etrans.test ~all"
+MX = "mx.etrans.test"
+ROUTERS = [routes_domains.register, routes_api_keys.register, routes_senders.register,
+           routes_billing.register, routes_testing.register]
+
+
+def new_user_id() -> int:
+    return secrets.randbelow(2**40) + 10**6
+
+
+def new_domain_name() -> str:
+    return f"d{uuid.uuid4().hex[:12]}.example"
+
+
+@dataclass
+class ApiUnderTest:
+    app: Any
+    client: Any
+    services: AccountServices
+    redis: RedisClient
+    usend: Database
+
+    @staticmethod
+    def bearer(user_id: int, *, ttl: int = 600) -> dict[str, str]:
+        token = jwt.encode({"sub": str(user_id), "exp": int(time.time()) + ttl}, JWT_SECRET,
+                           algorithm="HS256")
+        return {"Authorization": f"Bearer {token}"}
+
+    async def call(self, method: str, path: str, user: int | dict[str, str] | None = None,
+                   json: Any = None, **kw: Any) -> tuple[int, Any]:
+        headers = self.bearer(user) if isinstance(user, int) else (user or {})
+        response = await self.client.open(path, method=method, json=json, headers=headers, **kw)
+        return response.status_code, await response.get_json()
+
+
+def build_api(*, usend_db_url: str, redis_url: str, dns_address: str,
+              billing: Any = None, events: Any = None, testing_routes: bool = True,
+              reader_db: Database | None = None, tables: BillingTables | None = None
+              ) -> ApiUnderTest:
+    usend = Database(make_engine(usend_db_url, pool_size=5), name="usend_db")
+    redis = RedisClient(redis_url)
+    reader = DomainReader(reader_db or usend, tables or BillingTables.local())
+    services = AccountServices(
+        domains=reader,
+        accounts=AccountRepo(usend),
+        billing=billing or LocalBillingGateway(usend, DkimKeyCipher(TOKEN_SECRET)),
+        verifier=DnsVerifier(spf_value=SPF, mx_host=MX, nameservers=[dns_address],
+                             timeout_seconds=1.0, lifetime_seconds=2.0),
+        events=events or KafkaBillingEvents(None, None),
+        template=DnsTemplate(spf_value=SPF, mx_host=MX, mx_priority=5),
+        quota=RedisQuota(redis),
+        api_key_cache=RedisApiKeyCache(redis),
+        credential_cache=RedisCredentialCache(redis, memo_seconds=0),
+        credential_cipher=CredentialCipher(TOKEN_SECRET, TOKEN_IV),
+        enable_testing_routes=testing_routes,
+    )
+    repo = UsendRepository(usend)
+    authenticator = Authenticator(ApiKeyResolver(repo, RedisApiKeyCache(redis)),
+                                  jwt=JwtVerifier(secret=JWT_SECRET))
+    app = create_app(ApiDependencies(authenticator=authenticator,
+                                     services={"accounts": services}, routers=ROUTERS))
+    return ApiUnderTest(app=app, client=app.test_client(), services=services, redis=redis,
+                        usend=usend)
