@@ -31,6 +31,7 @@ import ssl
 import tempfile
 import threading
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,6 +40,9 @@ from typing import Any
 import pytest
 
 from tests.harness.servers import free_port, port_open
+
+# The test server offers AUTH without TLS on purpose (the plain-connection case).
+warnings.filterwarnings("ignore", message="Requiring AUTH while not requiring TLS")
 
 
 @dataclass

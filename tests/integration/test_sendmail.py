@@ -1,0 +1,479 @@
+"""The sendmail task against a real SMTP server (aiosmtpd), real Redis and the Kafka-API broker.
+
+Each test builds the task as ``etrans sendmail`` does (RedisCredentialSource, RedisDeliveryMarks,
+SmtpPool, KafkaProducer) and hands it Kafka records; the pipeline around it is tested in
+``test_sendmail_service.py``.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+import redis
+import trio
+import trio.testing
+from structlog.testing import capture_logs
+
+from etrans.adapters.delivery_marks import KEY_PREFIX, RedisDeliveryMarks
+from etrans.adapters.kafka_client import KafkaProducer
+from etrans.adapters.redis_store import RedisClient
+from etrans.adapters.smtp import SmtpConfig, SmtpPool
+from etrans.adapters.smtp_credentials import RedisCredentialSource
+from etrans.app.sendmail import DeliveryPolicy, EmailDelivery, reject_event_id
+from etrans.errors import PoisonMessage
+from etrans.pipeline import Message
+from etrans.workers.sendmail import SendmailTask
+from tests.harness.smtp import SmtpTestServer
+from tests.integration.sendmail_support import (
+    PDF,
+    CredentialFixture,
+    read_events,
+    simple_request,
+    spec_request,
+)
+
+SECRET = "0123456789abcdef0123456789abcdef"
+IV = "fedcba9876543210"
+
+
+@pytest.fixture
+def credentials(redis_url: str) -> Iterator[CredentialFixture]:
+    fixture = CredentialFixture(redis_url, SECRET, IV)
+    yield fixture
+    fixture.cleanup()
+
+
+@dataclass
+class Worker:
+    task: SendmailTask
+    delivery: EmailDelivery
+    pool: SmtpPool
+    log_topic: str
+    bootstrap: str
+    marks: RedisDeliveryMarks
+    offsets: Iterator[int]
+
+    def message(self, request: dict[str, Any] | bytes) -> Message:
+        value = request if isinstance(request, bytes) else json.dumps(request).encode()
+        return Message(topic="sendmail", partition=0, offset=next(self.offsets), key=None,
+                       value=value)
+
+    async def events(self, expected: int, settle: float = 0.0) -> list[dict[str, Any]]:
+        return await trio.to_thread.run_sync(
+            lambda: read_events(self.bootstrap, self.log_topic, expected, settle=settle))
+
+
+@pytest.fixture
+async def make_worker(
+    redis_url: str, kafka_bootstrap: str, new_topic: Callable[..., str], smtp_certificates: Any,
+) -> AsyncIterator[Callable[..., Worker]]:
+    redis_client = RedisClient(redis_url)
+    producer = KafkaProducer({"bootstrap.servers": kafka_bootstrap, "log_level": 3})
+    pools: list[SmtpPool] = []
+
+    def make(server: SmtpTestServer, *, attempts: int = 5, base: float = 0.05,
+             email_timeout: float = 60.0, pool_size: int = 2, **smtp: Any) -> Worker:
+        options = {"ca_file": smtp_certificates.ca_file, "timeout_seconds": 10.0, **smtp}
+        config = SmtpConfig(host=server.host, port=server.port,
+                            implicit_tls=server.tls == "implicit", **options)
+        pool = SmtpPool(config, size=pool_size)
+        pools.append(pool)
+        marks = RedisDeliveryMarks(redis_client)
+        from etrans.adapters.credentials import CredentialCipher
+
+        delivery = EmailDelivery(
+            credentials=RedisCredentialSource(redis_client, CredentialCipher(SECRET, IV)),
+            marks=marks, transport=pool, events=producer, log_topic=new_topic(prefix="logs"),
+            policy=DeliveryPolicy(attempts=attempts, base_seconds=base,
+                                  email_timeout=email_timeout),
+        )
+        return Worker(SendmailTask(delivery), delivery, pool, delivery.log_topic,
+                      kafka_bootstrap, marks, iter(range(10**9)))
+
+    yield make
+    for pool in pools:
+        await pool.aclose()
+    producer.close(timeout=5)
+    redis_client.close()
+
+
+def new_id() -> str:
+    return f"<{uuid.uuid4().hex}@etrans.test>"
+
+
+# -- the spec's format, MIME field by field --------------------------------------------------------
+
+async def test_spec_format_message_is_delivered_with_auth(
+    smtp_server_factory: Callable[..., SmtpTestServer], make_worker: Callable[..., Worker],
+    credentials: CredentialFixture,
+) -> None:
+    server = smtp_server_factory(users={"alice@example.com": "s3cret-pw"})
+    worker = make_worker(server)
+    user_id = credentials.add("alice@example.com", "s3cret-pw")
+    message_id = new_id()
+
+    await worker.task(worker.message(spec_request(message_id, user_id)))
+
+    [received] = server.received
+    assert received.login == "alice@example.com"
+    assert received.mail_from == "sender@example.com"
+    assert received.rcpt_tos == ["to@example.com", "cc@example.com", "bcc@example.com"]
+    mime = received.parsed()
+    assert mime["Message-ID"] == message_id
+    assert mime["From"].addresses[0].display_name == "Sender Name"
+    assert [a.addr_spec for a in mime["To"].addresses] == ["to@example.com"]
+    assert [a.addr_spec for a in mime["Cc"].addresses] == ["cc@example.com"]
+    assert mime["Bcc"] is None
+    assert b"bcc@example.com" not in received.data
+    assert str(mime["Subject"]) == "Subject line"
+    assert mime.get_content_type() == "multipart/mixed"
+    body, attachment = mime.iter_parts()
+    assert body.get_content_type() == "text/html"
+    assert body.get_content().strip() == "<html>Email body</html>"
+    assert attachment.get_content_type() == "application/pdf"
+    assert attachment.get_filename() == "file.pdf"
+    assert attachment.get_content() == PDF
+    assert await worker.marks.outcome(message_id) == "delivered"
+    assert worker.delivery.statistics()["delivered"] == 1
+
+
+async def test_superset_fields_reach_the_mime(
+    smtp_server_factory: Callable[..., SmtpTestServer], make_worker: Callable[..., Worker],
+    credentials: CredentialFixture,
+) -> None:
+    server = smtp_server_factory(users={"bob": "pw-bob-123"})
+    worker = make_worker(server)
+    user_id = credentials.add("bob", "pw-bob-123")
+    message_id = new_id()
+    request = spec_request(
+        message_id, user_id,
+        sender={"name": "Phòng Kế toán", "email": "ketoan@example.com"},
+        recipients=["Trần Thị Bé <be@example.com>"],
+        subject="Hóa đơn tháng 3 - đã thanh toán ✓",
+        text="Xin chào, hóa đơn đính kèm.",
+        body="<p>Xin chào, hóa đơn đính kèm.</p>",
+        reply_to="hotro@example.com",
+        headers={"X-Campaign": "invoice-03", "Bcc": "leak@example.com"},
+        tags=[{"name": "kind", "value": "invoice"}],
+    )
+    await worker.task(worker.message(request))
+
+    [received] = server.received
+    mime = received.parsed()
+    assert mime["From"].addresses[0].display_name == "Phòng Kế toán"
+    assert mime["To"].addresses[0].display_name == "Trần Thị Bé"
+    assert str(mime["Subject"]) == "Hóa đơn tháng 3 - đã thanh toán ✓"
+    assert received.data.split(b"\r\n\r\n", 1)[0].isascii()  # RFC 2047 on the wire
+    assert mime["Reply-To"].addresses[0].addr_spec == "hotro@example.com"
+    assert mime["X-Campaign"] == "invoice-03"
+    assert mime["Bcc"] is None
+    assert b"leak@example.com" not in received.data
+    assert mime["Message-ID"] == message_id
+    body, attachment = mime.iter_parts()
+    assert body.get_content_type() == "multipart/alternative"
+    plain, html = body.iter_parts()
+    assert plain.get_content().strip() == "Xin chào, hóa đơn đính kèm."
+    assert html.get_content().strip() == "<p>Xin chào, hóa đơn đính kèm.</p>"
+    assert attachment.get_content() == PDF
+
+
+# -- TLS -------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize(("tls", "expect_tls"),
+                         [("starttls", True), ("none", False), ("implicit", True)])
+async def test_tls_modes(
+    smtp_server_factory: Callable[..., SmtpTestServer], make_worker: Callable[..., Worker],
+    credentials: CredentialFixture, tls: str, expect_tls: bool,
+) -> None:
+    """SMTP_SECURE=false: STARTTLS when offered, plain when not; SMTP_SECURE=true: implicit TLS."""
+    server = smtp_server_factory(tls=tls, users={"carol": "pw-carol-1"})
+    worker = make_worker(server)
+    user_id = credentials.add("carol", "pw-carol-1")
+    await worker.task(worker.message(simple_request(new_id(), user_id)))
+    [received] = server.received
+    assert received.tls is expect_tls
+    assert received.login == "carol"
+
+
+async def test_untrusted_certificate_is_not_accepted_silently(
+    smtp_server_factory: Callable[..., SmtpTestServer], make_worker: Callable[..., Worker],
+    credentials: CredentialFixture,
+) -> None:
+    server = smtp_server_factory(tls="starttls")
+    worker = make_worker(server, attempts=1, base=0.01, ca_file=None)
+    user_id = credentials.add("dave", "pw")
+    message_id = new_id()
+    await worker.task(worker.message(simple_request(message_id, user_id)))
+    assert server.received == []
+    [event] = await worker.events(1)
+    assert "certificate" in event["response"]
+
+
+# -- retries ---------------------------------------------------------------------------------------
+
+async def test_421_twice_then_250_is_delivered_on_the_third_try(
+    smtp_server_factory: Callable[..., SmtpTestServer], make_worker: Callable[..., Worker],
+    credentials: CredentialFixture,
+) -> None:
+    server = smtp_server_factory(replies=["421 4.3.0 Try again later"] * 2)
+    worker = make_worker(server, base=0.2)
+    user_id = credentials.add("erin", "pw")
+    with capture_logs() as logs:
+        await worker.task(worker.message(simple_request(new_id(), user_id)))
+    assert [a.reply for a in server.attempts] == ["421 4.3.0 Try again later"] * 2 + ["250 OK"]
+    assert len(server.received) == 1
+    retries = [e for e in logs if e["event"] == "transient smtp failure, will retry"]
+    assert [e["delay"] for e in retries] == [0.2, 0.4]
+    assert all(e["reply"] == "421 4.3.0 Try again later" for e in retries)
+    # The backoff really happened between the attempts (a lower bound, never an upper one).
+    first, second, third = (a.at for a in server.attempts)
+    assert second - first >= 0.2
+    assert third - second >= 0.4
+    assert await worker.events(0, settle=0.5) == []
+
+
+async def test_550_is_not_retried_and_a_reject_event_is_published(
+    smtp_server_factory: Callable[..., SmtpTestServer], make_worker: Callable[..., Worker],
+    credentials: CredentialFixture,
+) -> None:
+    server = smtp_server_factory(replies=["550 5.7.1 Message content rejected"])
+    worker = make_worker(server)
+    user_id = credentials.add("frank", "pw")
+    message_id = new_id()
+    request = simple_request(message_id, user_id, recipients=["Tí <ti@dest.example>"],
+                             cc=["cc@dest.example"])
+    await worker.task(worker.message(request))
+
+    assert len(server.attempts) == 1
+    assert server.received == []
+    events = await worker.events(2, settle=0.5)
+    assert sorted(e["recipient"] for e in events) == ["cc@dest.example", "ti@dest.example"]
+    for event in events:
+        assert event["Event"] == "Reject"
+        assert event["SMTP_Action"] == "rejected"
+        assert event["response"] == "550 5.7.1 Message content rejected"
+        assert event["message_id"] == message_id
+        assert event["from"] == "sender@example.com"
+        assert event["from_domain"] == "example.com"
+        assert event["to_domain"] == "dest.example"
+        assert event["agent"]["type"] == "etrans-sendmail"
+        assert event["@timestamp"].endswith("Z")
+        assert event["Event_ID"] == reject_event_id(message_id, event["recipient"])
+    assert {e["to_name"] for e in events} == {"Tí", ""}
+    assert await worker.marks.outcome(message_id) == "rejected"
+
+
+async def test_retries_exhausted_publish_the_last_reply(
+    smtp_server_factory: Callable[..., SmtpTestServer], make_worker: Callable[..., Worker],
+    credentials: CredentialFixture,
+) -> None:
+    server = smtp_server_factory(replies=["451 4.3.2 System busy"] * 10)
+    worker = make_worker(server, attempts=3, base=0.01)
+    user_id = credentials.add("gina", "pw")
+    message_id = new_id()
+    await worker.task(worker.message(simple_request(message_id, user_id)))
+    assert len(server.attempts) == 4  # the first try and 3 retries
+    [event] = await worker.events(1, settle=0.3)
+    assert event["response"] == "451 4.3.2 System busy"
+    assert await worker.marks.outcome(message_id) == "rejected"
+
+
+async def test_default_schedule_is_1_2_4_8_16_seconds(
+    smtp_server_factory: Callable[..., SmtpTestServer], make_worker: Callable[..., Worker],
+    credentials: CredentialFixture, mock_clock: trio.testing.MockClock,
+) -> None:
+    """The spec's schedule, with Trio's autojump clock standing in for 31 s of waiting: the
+    server is down for good, the message is given up after 5 retries with one Reject event."""
+    # Jump only after 0.1 s of real idleness, so that threads (connect, Kafka) finish first.
+    mock_clock.autojump_threshold = 0.1
+    server = smtp_server_factory()
+    server.stop()
+    worker = make_worker(server, base=1.0)
+    user_id = credentials.add("hank", "pw")
+    message_id = new_id()
+    with capture_logs() as logs:
+        await worker.task(worker.message(simple_request(message_id, user_id)))
+    delays = [e["delay"] for e in logs if e["event"] == "transient smtp failure, will retry"]
+    assert delays == [1.0, 2.0, 4.0, 8.0, 16.0]
+    [event] = await worker.events(1)
+    assert event["response"].startswith("451 4.4.1 etrans: connection to")
+
+
+async def test_server_down_then_back_up_within_the_retry_window(
+    smtp_server_factory: Callable[..., SmtpTestServer], make_worker: Callable[..., Worker],
+    credentials: CredentialFixture,
+) -> None:
+    server = smtp_server_factory()
+    server.stop()
+    worker = make_worker(server, base=0.2)
+    user_id = credentials.add("ivan", "pw")
+    message_id = new_id()
+
+    async def bring_back() -> None:
+        await trio.sleep(0.5)
+        await trio.to_thread.run_sync(server.start)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(bring_back)
+        await worker.task(worker.message(simple_request(message_id, user_id)))
+    assert [m.message_id for m in server.received] == [message_id]
+    assert worker.delivery.statistics()["retries"] >= 1
+    assert await worker.marks.outcome(message_id) == "delivered"
+
+
+async def test_email_timeout_caps_the_retries(
+    smtp_server_factory: Callable[..., SmtpTestServer], make_worker: Callable[..., Worker],
+    credentials: CredentialFixture,
+) -> None:
+    server = smtp_server_factory()
+    server.stop()
+    worker = make_worker(server, base=0.2, email_timeout=0.5)
+    user_id = credentials.add("judy", "pw")
+    await worker.task(worker.message(simple_request(new_id(), user_id)))
+    [event] = await worker.events(1)
+    assert "gave up after 0.5 s" in event["response"]
+    assert worker.delivery.statistics()["retries"] < 5
+
+
+# -- credentials -----------------------------------------------------------------------------------
+
+async def test_missing_credentials_give_one_reject_and_no_retry(
+    smtp_server_factory: Callable[..., SmtpTestServer], make_worker: Callable[..., Worker],
+) -> None:
+    server = smtp_server_factory(users={"x": "y"})
+    worker = make_worker(server)
+    message_id = new_id()
+    unknown_user = "no-such-user-" + uuid.uuid4().hex
+    await worker.task(worker.message(simple_request(message_id, unknown_user)))
+    assert server.attempts == []
+    events = await worker.events(1, settle=0.5)
+    assert len(events) == 1
+    assert events[0]["response"].startswith("530 5.7.0 etrans: no SMTP credentials")
+    assert await worker.marks.outcome(message_id) == "rejected"
+
+
+async def test_undecryptable_credentials_give_a_reject(
+    smtp_server_factory: Callable[..., SmtpTestServer], make_worker: Callable[..., Worker],
+    credentials: CredentialFixture,
+) -> None:
+    server = smtp_server_factory(users={"x": "y"})
+    worker = make_worker(server)
+    user_id = credentials.add_raw("bm90IGVuY3J5cHRlZCB3aXRoIG91ciBrZXk=")
+    await worker.task(worker.message(simple_request(new_id(), user_id)))
+    [event] = await worker.events(1)
+    assert "cannot be decrypted" in event["response"]
+    assert server.attempts == []
+
+
+async def test_wrong_password_is_a_permanent_535(
+    smtp_server_factory: Callable[..., SmtpTestServer], make_worker: Callable[..., Worker],
+    credentials: CredentialFixture,
+) -> None:
+    server = smtp_server_factory(users={"kim": "right-password"})
+    worker = make_worker(server)
+    user_id = credentials.add("kim", "wrong-password")
+    await worker.task(worker.message(simple_request(new_id(), user_id)))
+    [event] = await worker.events(1, settle=0.3)
+    assert event["response"].startswith("535")
+    assert server.auth_failures >= 1  # smtplib tries each offered mechanism once
+    assert server.attempts == []
+
+
+# -- once only, partial refusals, connection reuse -------------------------------------------------
+
+async def test_redelivered_message_is_not_sent_again(
+    smtp_server_factory: Callable[..., SmtpTestServer], make_worker: Callable[..., Worker],
+    credentials: CredentialFixture, redis_url: str,
+) -> None:
+    server = smtp_server_factory()
+    worker = make_worker(server)
+    user_id = credentials.add("lee", "pw")
+    message_id = new_id()
+    request = simple_request(message_id, user_id)
+    await worker.task(worker.message(request))
+    await worker.task(worker.message(request))
+    assert len(server.received) == 1
+    assert worker.delivery.statistics()["skipped"] == 1
+    ttl = redis.Redis.from_url(redis_url).ttl(KEY_PREFIX + message_id)
+    assert ttl >= 7 * 24 * 3600 - 60
+
+
+async def test_refused_recipient_is_rejected_and_the_others_delivered(
+    smtp_server_factory: Callable[..., SmtpTestServer], make_worker: Callable[..., Worker],
+    credentials: CredentialFixture,
+) -> None:
+    server = smtp_server_factory(rcpt_replies={"nobody@example.com": "550 5.1.1 No such user"})
+    worker = make_worker(server)
+    user_id = credentials.add("mia", "pw")
+    message_id = new_id()
+    request = simple_request(message_id, user_id,
+                             recipients=["to@example.com", "nobody@example.com"])
+    await worker.task(worker.message(request))
+    [received] = server.received
+    assert received.rcpt_tos == ["to@example.com"]
+    [event] = await worker.events(1, settle=0.3)
+    assert event["recipient"] == "nobody@example.com"
+    assert event["response"] == "550 5.1.1 No such user"
+    assert await worker.marks.outcome(message_id) == "delivered"
+
+
+async def test_connection_is_reused_per_credentials(
+    smtp_server_factory: Callable[..., SmtpTestServer], make_worker: Callable[..., Worker],
+    credentials: CredentialFixture,
+) -> None:
+    server = smtp_server_factory(users={"u1": "p1", "u2": "p2"})
+    worker = make_worker(server, pool_size=1)
+    first, second = credentials.add("u1", "p1"), credentials.add("u2", "p2")
+    for user_id in (first, first, first, second, second):
+        await worker.task(worker.message(simple_request(new_id(), user_id)))
+    sessions = [m.session_id for m in server.received]
+    assert len(set(sessions[:3])) == 1
+    assert len(set(sessions[3:])) == 1
+    assert sessions[0] != sessions[3]
+    assert [m.login for m in server.received] == ["u1"] * 3 + ["u2"] * 2
+    assert worker.pool.statistics()["opened"] == 2
+
+
+async def test_dropped_idle_connection_is_replaced_without_a_retry(
+    smtp_server_factory: Callable[..., SmtpTestServer], make_worker: Callable[..., Worker],
+    credentials: CredentialFixture,
+) -> None:
+    server = smtp_server_factory()
+    worker = make_worker(server, pool_size=1)
+    user_id = credentials.add("ned", "pw")
+    await worker.task(worker.message(simple_request(new_id(), user_id)))
+    await trio.to_thread.run_sync(server.stop)  # drops the open session
+    await trio.to_thread.run_sync(server.start)
+    await worker.task(worker.message(simple_request(new_id(), user_id)))
+    assert len(server.received) == 2
+    assert worker.delivery.statistics()["retries"] == 0
+
+
+# -- bad requests ----------------------------------------------------------------------------------
+
+async def test_undecodable_request_is_poison(make_worker: Callable[..., Worker],
+                                             smtp_server: SmtpTestServer) -> None:
+    worker = make_worker(smtp_server)
+    with pytest.raises(PoisonMessage):
+        await worker.task(worker.message(b"{not json"))
+
+
+async def test_invalid_attachment_is_rejected_not_retried(
+    smtp_server: SmtpTestServer, make_worker: Callable[..., Worker],
+    credentials: CredentialFixture,
+) -> None:
+    worker = make_worker(smtp_server)
+    user_id = credentials.add("olga", "pw")
+    message_id = new_id()
+    request = simple_request(message_id, user_id,
+                             attachments=[{"filename": "a", "content": "***",
+                                           "content_type": "text/plain"}])
+    await worker.task(worker.message(request))
+    [event] = await worker.events(1)
+    assert event["response"].startswith("554 5.6.0 etrans: invalid request")
+    assert smtp_server.attempts == []
