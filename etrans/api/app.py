@@ -1,25 +1,54 @@
-"""Quart-Trio application factory, error mapping and health endpoints."""
+"""Quart-Trio application factory, error mapping, health endpoints and the OpenAPI document.
+
+Routes of each resource live in their own module with a ``register(api)`` function
+(:mod:`etrans.api.emails`, :mod:`etrans.api.logs`, ...); :func:`create_app` calls those named in
+``ApiDependencies.routers``.  Every error answers ``{"detail": ...}`` (FastAPI's shape):
+:class:`~etrans.errors.AppError` with its status, unknown paths 404 ``"Not Found"``, wrong
+methods 405, anything unexpected 500 ``"Internal Server Error"`` (logged with its traceback).
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import trio
-from quart import jsonify
+from quart import Response
 from quart_trio import QuartTrio
+from werkzeug.exceptions import HTTPException
 
+from etrans.api import openapi
+from etrans.api.routing import Api, json_response
 from etrans.errors import AppError
 from etrans.observability import get_logger
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
-
+    from etrans.api.auth import Authenticator
     from etrans.app.ports import HealthProbe
 
 log = get_logger(__name__)
 
 SERVICE_NAME = "email-transactional"
+
+# 25 MB of email (decoded attachments + bodies, docs/api.md) is ~33.4 MB once base64-encoded in
+# JSON; the request body is capped a little above that, before it is read.
+DEFAULT_MAX_BODY_BYTES = 36 * 1024 * 1024
+
+Router = Callable[[Api], None]
+
+
+def default_routers() -> list[Router]:
+    import importlib
+
+    routers: list[Router] = []
+    for name in ROUTER_MODULES:
+        routers.append(importlib.import_module(name).register)
+    return routers
+
+
+# Modules with a ``register(api)`` function, in the order their routes are added.
+ROUTER_MODULES: list[str] = ["etrans.api.emails"]
 
 
 @dataclass
@@ -29,6 +58,11 @@ class ApiDependencies:
     probes: Sequence[HealthProbe] = ()
     probe_timeout_seconds: float = 3.0
     extra: dict[str, Any] = field(default_factory=dict)
+    authenticator: Authenticator | None = None
+    # Named services the routers use (e.g. "bus"); routers look up what they need.
+    services: dict[str, Any] = field(default_factory=dict)
+    routers: Sequence[Router] | None = None  # None: default_routers()
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
 
 
 async def _probe(probe: HealthProbe, limit_seconds: float, results: dict[str, str]) -> None:
@@ -44,15 +78,35 @@ async def _probe(probe: HealthProbe, limit_seconds: float, results: dict[str, st
 def create_app(deps: ApiDependencies) -> QuartTrio:
     app = QuartTrio("etrans")
     app.config["JSON_SORT_KEYS"] = False
+    app.config["MAX_CONTENT_LENGTH"] = deps.max_body_bytes
+    app.config["PROVIDE_AUTOMATIC_OPTIONS"] = True
     app.extensions["etrans"] = deps
+    api = Api(app, deps.authenticator, deps.services)
+    app.extensions["etrans_api"] = api
 
     @app.errorhandler(AppError)
     async def _app_error(exc: AppError) -> Any:
-        return jsonify({"detail": exc.detail}), exc.status_code
+        return json_response({"detail": exc.detail}, exc.status_code)
+
+    @app.errorhandler(HTTPException)
+    async def _http_error(exc: HTTPException) -> Any:
+        status = exc.code or 500
+        if status == 413:  # the spec answers 400 for a body over the size limit
+            return json_response({"detail": "Request body too large"}, 400)
+        detail = {404: "Not Found", 405: "Method Not Allowed"}.get(status, exc.name)
+        response = json_response({"detail": detail}, status)
+        if status == 405 and exc.get_response().headers.get("Allow"):
+            response.headers["Allow"] = exc.get_response().headers["Allow"]
+        return response
+
+    @app.errorhandler(Exception)
+    async def _unexpected(exc: Exception) -> Any:
+        log.error("unhandled error", exc_info=exc)
+        return json_response({"detail": "Internal Server Error"}, 500)
 
     @app.get("/healthz")
     async def healthz() -> Any:
-        return jsonify({"status": "ok", "service": SERVICE_NAME})
+        return json_response({"status": "ok", "service": SERVICE_NAME})
 
     @app.get("/readyz")
     async def readyz() -> Any:
@@ -61,12 +115,27 @@ def create_app(deps: ApiDependencies) -> QuartTrio:
             for probe in deps.probes:
                 nursery.start_soon(_probe, probe, deps.probe_timeout_seconds, results)
         down = sorted(name for name, state in results.items() if state != "ok")
-        body = {"status": "ok" if not down else "unavailable", "service": SERVICE_NAME,
-                "checks": results}
+        body: dict[str, Any] = {"status": "ok" if not down else "unavailable",
+                                "service": SERVICE_NAME, "checks": results}
         if down:
             body["down"] = down
             log.warning("not ready", down=down)
-            return jsonify(body), 503
-        return jsonify(body)
+            return json_response(body, 503)
+        return json_response(body)
+
+    for register in deps.routers if deps.routers is not None else default_routers():
+        register(api)
+
+    document: dict[str, Any] = {}
+
+    @app.get("/openapi.json")
+    async def openapi_json() -> Any:
+        if not document:
+            document.update(openapi.build(api))
+        return json_response(document)
+
+    @app.get("/docs")
+    async def docs() -> Any:
+        return Response(openapi.docs_page(), content_type="text/html; charset=utf-8")
 
     return app

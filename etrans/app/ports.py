@@ -9,8 +9,18 @@ if TYPE_CHECKING:
     from datetime import datetime
 
     from etrans.adapters.dns_verify import DnsVerification
+    from etrans.app.records import (
+        ApiKeyRecord,
+        EmailFilter,
+        EmailPage,
+        LogFilter,
+        LogGroup,
+        NewEmail,
+        SendingDomain,
+    )
     from etrans.domain.delivery_log import StatusChange
     from etrans.domain.domains import DkimRecord
+    from etrans.domain.quota import QuotaLimits, QuotaUsage
 
 
 class HealthProbe(Protocol):
@@ -72,6 +82,108 @@ class EventPublisher(Protocol):
 
     async def publish(self, topic: str, value: bytes | None, key: bytes | None = None,
                       headers: Any = None) -> None: ...
+
+
+# -- API (part 1): authentication, sending, emails, logs -------------------------------------------
+# Records are in :mod:`etrans.app.records`.
+
+class ApiKeyStore(Protocol):
+    """Live API keys by the SHA-256 (lower-case hex) of the key; None when unknown or deleted."""
+
+    async def find_by_hash(self, key_hash: str) -> ApiKeyRecord | None: ...
+
+
+class ApiKeyCache(Protocol):
+    """A short-lived cache in front of :class:`ApiKeyStore`.
+
+    ``get`` -> the record, ``MISSING`` (known not to exist), ``REVOKED`` or None (not cached).
+    ``put`` never overwrites a revocation; ``revoke`` must be called when a key is deleted: the
+    very next request with that key fails whatever was cached.
+    """
+
+    async def get(self, key_hash: str) -> ApiKeyRecord | str | None: ...
+
+    async def put(self, key_hash: str, record: ApiKeyRecord | None) -> None: ...
+
+    async def revoke(self, key_hash: str) -> None: ...
+
+
+class AuthGateway(Protocol):
+    """MANAGE_AUTH_URI: validates a bearer token or a session cookie; returns the user id, or
+    None when the credential is refused.  Raises UpstreamUnavailable when it cannot answer."""
+
+    async def validate(self, *, bearer: str | None = None,
+                       cookie: str | None = None) -> str | None: ...
+
+
+class SendingDomains(Protocol):
+    async def find(self, user_id: int, name: str) -> SendingDomain | None: ...
+
+    async def names(self, user_id: int) -> list[str]: ...
+
+
+class SenderCredentials(Protocol):
+    """The user's SMTP credentials for a sending domain, already in the Redis cache format
+    (``docs/wire-formats.md``), or None when the user has none."""
+
+    async def cache_value(self, user_id: int, domain: str) -> str | None: ...
+
+
+class CredentialCache(Protocol):
+    """Redis hash ``auth``: field user_id -> encrypted credentials (the sendmail worker reads it)."""
+
+    async def store(self, user_id: int, value: str) -> None: ...
+
+
+class QuotaCounter(Protocol):
+    """Atomic usage counters per domain and window.  ``reserve`` counts ``count`` sends when
+    every limit allows all of them and returns None, else counts nothing and returns the window
+    ("daily", "hourly", "monthly") that refused."""
+
+    async def reserve(self, domain_id: int, limits: QuotaLimits, count: int,
+                      now: datetime) -> str | None: ...
+
+    async def release(self, domain_id: int, count: int, now: datetime) -> None: ...
+
+    async def usage(self, domain_id: int, now: datetime) -> QuotaUsage: ...
+
+
+class EmailStore(Protocol):
+    async def save(self, emails: Sequence[NewEmail]) -> None:
+        """Insert the rows and their outbox records in ONE transaction (all or nothing)."""
+
+    async def list(self, query: EmailFilter) -> EmailPage: ...
+
+    async def get(self, user_id: int, message_id: str) -> dict[str, Any] | None: ...
+
+    async def existing_message_ids(self, message_ids: Sequence[str]) -> set[str]:
+        """Which of ``message_ids`` are emails sent through the API (one query)."""
+
+
+class OutboxNotifier(Protocol):
+    def notify(self) -> None:
+        """New outbox rows were committed: publish them soon."""
+
+
+class IdempotencyStore(Protocol):
+    """Idempotency-Key records (24 h).  ``begin`` returns ("started", None), ("in_flight", None),
+    ("replay", (status, body)) or ("mismatch", None)."""
+
+    async def begin(self, scope: str, fingerprint: str) -> tuple[str, Any]: ...
+
+    async def complete(self, scope: str, fingerprint: str, status: int, body: Any) -> None: ...
+
+    async def abandon(self, scope: str) -> None: ...
+
+
+class LogReader(Protocol):
+    """Delivery-log documents of MongoDB (read side)."""
+
+    async def groups(self, query: LogFilter) -> list[LogGroup]: ...
+
+    async def page(self, query: LogFilter, *, include_ids: Sequence[str] | None,
+                   exclude_ids: Sequence[str] | None, skip: int,
+                   limit: int) -> list[dict[str, Any]]: ...
 
 
 # -- billing (API part 2: domains, subscriptions) --------------------------------------------------

@@ -1,0 +1,59 @@
+"""Idempotency-Key records in Redis (``etrans:idem:<sha256(scope)>``).
+
+``begin`` claims the key with ``SET NX`` as *in flight* (for ``in_flight_seconds``, 120, so a
+crashed request does not block the key for a day); ``complete`` stores the response for
+``ttl_seconds`` (24 h); ``abandon`` deletes the claim (a failed request may be retried with the
+same key).  The fingerprint is the SHA-256 of the request (method, path, canonical JSON body).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from etrans.adapters.redis_store import RedisClient
+
+PREFIX = "etrans:idem:"
+
+
+class RedisIdempotencyStore:
+    def __init__(self, redis: RedisClient, *, ttl_seconds: int = 86_400,
+                 in_flight_seconds: int = 120, prefix: str = PREFIX) -> None:
+        self._redis = redis
+        self._ttl = ttl_seconds
+        self._in_flight = in_flight_seconds
+        self._prefix = prefix
+
+    def _key(self, scope: str) -> str:
+        return self._prefix + hashlib.sha256(scope.encode("utf-8", "surrogatepass")).hexdigest()
+
+    async def begin(self, scope: str, fingerprint: str) -> tuple[str, Any]:
+        key = self._key(scope)
+        claim = json.dumps({"state": "in_flight", "fp": fingerprint})
+        client = self._redis.client
+        for _ in range(3):
+            if await self._redis.run(client.set, key, claim, nx=True, ex=self._in_flight):
+                return "started", None
+            raw = await self._redis.run(client.get, key)
+            if raw is None:
+                continue  # expired between the two calls: claim again
+            try:
+                record = json.loads(raw)
+            except ValueError:
+                return "in_flight", None
+            if record.get("fp") != fingerprint:
+                return "mismatch", None
+            if record.get("state") == "done":
+                return "replay", (int(record["status"]), record["body"])
+            return "in_flight", None
+        return "in_flight", None
+
+    async def complete(self, scope: str, fingerprint: str, status: int, body: Any) -> None:
+        value = json.dumps({"state": "done", "fp": fingerprint, "status": status, "body": body},
+                           ensure_ascii=False, separators=(",", ":"))
+        await self._redis.run(self._redis.client.set, self._key(scope), value, ex=self._ttl)
+
+    async def abandon(self, scope: str) -> None:
+        await self._redis.run(self._redis.client.delete, self._key(scope))

@@ -1,0 +1,85 @@
+"""Sending quota counters in Redis, counted atomically by one Lua script.
+
+Keys (``docs/api.md``, "Quotas"): ``etrans:quota:<domain_id>:h:<YYYYMMDDHH>``,
+``...:d:<YYYYMMDD>``, ``...:m:<YYYYMM>`` (UTC windows), each an integer with a TTL a little longer
+than its window.  :meth:`RedisQuota.reserve` checks every limit and increments every counter in a
+single script run: Redis runs scripts one at a time, so concurrent sends can never overshoot
+(200 concurrent sends against an hourly limit of 50 admit exactly 50).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from etrans.domain.quota import QuotaLimits, QuotaUsage, windows
+
+if TYPE_CHECKING:
+    from datetime import datetime
+
+    from etrans.adapters.redis_store import RedisClient
+
+PREFIX = "etrans:quota:"
+
+# KEYS: daily, hourly, monthly counters.  ARGV: count, the three limits (-1 = none), three TTLs.
+_RESERVE = """
+local n = tonumber(ARGV[1])
+local names = {'daily', 'hourly', 'monthly'}
+for i = 1, 3 do
+  local limit = tonumber(ARGV[1 + i])
+  if limit >= 0 then
+    local used = tonumber(redis.call('GET', KEYS[i]) or '0')
+    if used + n > limit then return names[i] end
+  end
+end
+for i = 1, 3 do
+  redis.call('INCRBY', KEYS[i], n)
+  redis.call('EXPIRE', KEYS[i], tonumber(ARGV[4 + i]))
+end
+return ''
+"""
+
+# KEYS: the three counters; ARGV: count.  Never below zero.
+_RELEASE = """
+local n = tonumber(ARGV[1])
+for i = 1, 3 do
+  local used = tonumber(redis.call('GET', KEYS[i]) or '0')
+  if used > 0 then redis.call('DECRBY', KEYS[i], math.min(n, used)) end
+end
+return 1
+"""
+
+
+def _limit(value: int | None) -> int:
+    return -1 if value is None else value
+
+
+class RedisQuota:
+    def __init__(self, redis: RedisClient, *, prefix: str = PREFIX) -> None:
+        self._redis = redis
+        self._prefix = prefix
+        self._reserve = redis.client.register_script(_RESERVE)
+        self._release = redis.client.register_script(_RELEASE)
+
+    def keys(self, domain_id: int, now: datetime) -> tuple[list[str], list[int]]:
+        w = windows(now)
+        base = f"{self._prefix}{domain_id}"
+        return ([f"{base}:d:{w.day}", f"{base}:h:{w.hour}", f"{base}:m:{w.month}"],
+                [w.day_ttl, w.hour_ttl, w.month_ttl])
+
+    async def reserve(self, domain_id: int, limits: QuotaLimits, count: int,
+                      now: datetime) -> str | None:
+        keys, ttls = self.keys(domain_id, now)
+        args = [count, _limit(limits.daily), _limit(limits.hourly), _limit(limits.monthly), *ttls]
+        refused = await self._redis.run(self._reserve, keys=keys, args=args)
+        text = refused.decode() if isinstance(refused, bytes) else str(refused or "")
+        return text or None
+
+    async def release(self, domain_id: int, count: int, now: datetime) -> None:
+        keys, _ = self.keys(domain_id, now)
+        await self._redis.run(self._release, keys=keys, args=[count])
+
+    async def usage(self, domain_id: int, now: datetime) -> QuotaUsage:
+        keys, _ = self.keys(domain_id, now)
+        daily, hourly, monthly = await self._redis.run(self._redis.client.mget, keys)
+        return QuotaUsage(daily=int(daily or 0), hourly=int(hourly or 0),
+                          monthly=int(monthly or 0))

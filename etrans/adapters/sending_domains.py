@@ -1,0 +1,96 @@
+"""The user's sending domains with their limits, and the SMTP credentials to cache for them.
+
+:class:`DomainDirectory` (port ``SendingDomains``) joins the Billing DB's ``domain`` and
+``mkt_domain`` (read-only) with the pack tables of the USEND DB: limits come from ``mkt_domain``
+when its row has them (missing hourly/monthly derived from daily: /24, x31), else from the
+domain's pack (:meth:`UsendRepository.pack_limits`); no row and no pack = unlimited.  Verified
+domains are cached in memory for ``ttl_seconds`` (5 s) - the hot path of POST /emails; others are
+looked up on every request, so a domain works the moment it is verified.
+
+:class:`CredentialDirectory` (port ``SenderCredentials``): the user's active sender
+(``transport``, already stored in the cache format) first, else the newest unexpired
+``temporary_password`` the billing system issued, encrypted with TOKEN_SECRET/TOKEN_IV.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import trio
+
+from etrans.adapters.credentials import SmtpCredentials
+from etrans.app.records import SendingDomain
+from etrans.domain.quota import QuotaLimits, hourly_from_daily, monthly_from_daily
+
+if TYPE_CHECKING:
+    from etrans.adapters.billing_repo import BillingRepository, DomainRow
+    from etrans.adapters.credentials import CredentialCipher
+    from etrans.adapters.usend_repo import UsendRepository
+
+
+class DomainDirectory:
+    def __init__(self, billing: BillingRepository, usend: UsendRepository, *,
+                 ttl_seconds: float = 5.0) -> None:
+        self._billing = billing
+        self._usend = usend
+        self._ttl = ttl_seconds
+        self._cache: dict[tuple[int, str], tuple[float, SendingDomain]] = {}
+
+    async def find(self, user_id: int, name: str) -> SendingDomain | None:
+        key = (user_id, name.lower())
+        hit = self._cache.get(key)
+        now = trio.current_time()
+        if hit is not None and hit[0] > now:
+            return hit[1]
+        row = await self._billing.domain(user_id, name)
+        if row is None:
+            self._cache.pop(key, None)
+            return None
+        limits = await self._limits(row)
+        domain = SendingDomain(id=row.id, user_id=row.user_id, name=row.name,
+                               verified=row.status == "verified", limits=limits)
+        if domain.verified:
+            if len(self._cache) > 10_000:
+                self._cache.clear()
+            self._cache[key] = (now + self._ttl, domain)
+        else:
+            self._cache.pop(key, None)
+        return domain
+
+    async def _limits(self, row: DomainRow) -> QuotaLimits:
+        if row.daily_limit is not None:
+            return QuotaLimits(
+                daily=row.daily_limit,
+                hourly=row.hourly_limit if row.hourly_limit is not None
+                else hourly_from_daily(row.daily_limit),
+                monthly=row.monthly_limit if row.monthly_limit is not None
+                else monthly_from_daily(row.daily_limit),
+            )
+        pack = await self._usend.pack_limits(row.id, row.user_id, row.pack_code)
+        if pack is None:
+            return QuotaLimits(hourly=row.hourly_limit, monthly=row.monthly_limit)
+        return QuotaLimits(
+            daily=pack.daily,
+            hourly=row.hourly_limit if row.hourly_limit is not None else pack.hourly,
+            monthly=row.monthly_limit if row.monthly_limit is not None else pack.monthly,
+        )
+
+    async def names(self, user_id: int) -> list[str]:
+        return await self._billing.names(user_id)
+
+
+class CredentialDirectory:
+    def __init__(self, usend: UsendRepository, billing: BillingRepository,
+                 cipher: CredentialCipher) -> None:
+        self._usend = usend
+        self._billing = billing
+        self._cipher = cipher
+
+    async def cache_value(self, user_id: int, domain: str) -> str | None:
+        value = await self._usend.cache_value(user_id, domain)
+        if value is not None:
+            return value
+        issued = await self._billing.issued_credentials(user_id)
+        if issued is None:
+            return None
+        return self._cipher.encrypt(SmtpCredentials(issued.username, issued.password))

@@ -1,0 +1,191 @@
+"""Queries of the API on the USEND DB: API keys (auth), emails (send, list, get), senders.
+
+Every method runs its blocking SQLAlchemy work in a worker thread (:meth:`Database.run`).
+``save`` writes the ``email_messages`` rows and their ``email_outbox`` records in one transaction:
+either both exist or neither does (the outbox relay publishes them, :mod:`etrans.adapters.outbox`).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import and_, func, insert, select
+
+from etrans.adapters.sql.usend import (
+    ApiKey,
+    DomainSubscriptionStatus,
+    EmailMessage,
+    EmailOutbox,
+    EmailTransactionPack,
+    Transport,
+    UserPack,
+)
+from etrans.app.records import ApiKeyRecord, EmailPage
+from etrans.domain.api_keys import Permission
+from etrans.domain.quota import QuotaLimits, hourly_from_daily, monthly_from_daily
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from etrans.adapters.sql import Database
+    from etrans.app.records import EmailFilter, NewEmail
+
+_KEYS = ApiKey.__table__
+_EMAILS = EmailMessage.__table__
+_OUTBOX = EmailOutbox.__table__
+_TRANSPORT = Transport.__table__
+_PACKS = EmailTransactionPack.__table__
+_SUBS = DomainSubscriptionStatus.__table__
+_USER_PACK = UserPack.__table__
+
+_LIST_COLUMNS = (
+    _EMAILS.c.message_id, _EMAILS.c.from_address, _EMAILS.c.to_addresses, _EMAILS.c.subject,
+    _EMAILS.c.status, _EMAILS.c.created_at,
+)
+
+
+class UsendRepository:
+    name = "usend_db"
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    # -- API keys ------------------------------------------------------------------------------
+
+    async def find_by_hash(self, key_hash: str) -> ApiKeyRecord | None:
+        return await self._db.run(self._find_by_hash, key_hash)
+
+    def _find_by_hash(self, key_hash: str) -> ApiKeyRecord | None:
+        query = select(_KEYS.c.id, _KEYS.c.user_id, _KEYS.c.permission, _KEYS.c.expires_at).where(
+            _KEYS.c.key_hash == key_hash, _KEYS.c.active.is_(True), _KEYS.c.deleted_at.is_(None)
+        )
+        with self._db.engine.connect() as conn:
+            row = conn.execute(query).first()
+        if row is None:
+            return None
+        return ApiKeyRecord(id=row.id, user_id=row.user_id,
+                            permission=Permission[row.permission], expires_at=row.expires_at)
+
+    # -- senders (transport) ------------------------------------------------------------------
+
+    async def cache_value(self, user_id: int, domain: str) -> str | None:
+        """The encrypted credentials of the user's active sender: one of ``domain`` first, else
+        the user's most recent one."""
+        return await self._db.run(self._cache_value, user_id, domain)
+
+    def _cache_value(self, user_id: int, domain: str) -> str | None:
+        query = (
+            select(_TRANSPORT.c.password_encrypted)
+            .where(_TRANSPORT.c.user_id == user_id, _TRANSPORT.c.active.is_(True))
+            .order_by((_TRANSPORT.c.domain == domain).desc(), _TRANSPORT.c.id.desc())
+            .limit(1)
+        )
+        with self._db.engine.connect() as conn:
+            return conn.execute(query).scalar()
+
+    # -- packs ----------------------------------------------------------------------------------
+
+    async def pack_limits(self, domain_id: int, user_id: int,
+                          pack_code: str | None) -> QuotaLimits | None:
+        """Limits of the domain's pack: ``pack_code`` (from mkt_domain) when given, else the
+        domain's active subscription, else the user-level pack; None when there is no pack."""
+        return await self._db.run(self._pack_limits, domain_id, user_id, pack_code)
+
+    def _pack_limits(self, domain_id: int, user_id: int,
+                     pack_code: str | None) -> QuotaLimits | None:
+        with self._db.engine.connect() as conn:
+            if pack_code is None:
+                pack_code = conn.execute(
+                    select(_SUBS.c.pack_code).where(_SUBS.c.domain_id == domain_id,
+                                                    _SUBS.c.status == "active").limit(1)
+                ).scalar()
+            if pack_code is None:
+                pack_code = conn.execute(
+                    select(_USER_PACK.c.pack_code).where(_USER_PACK.c.user_id == user_id)
+                ).scalar()
+            if pack_code is None:
+                return None
+            row = conn.execute(
+                select(_PACKS.c.daily_email_limit, _PACKS.c.hourly_email_limit,
+                       _PACKS.c.monthly_email_limit).where(_PACKS.c.pack_code == pack_code)
+            ).first()
+        if row is None:
+            return None
+        daily = row.daily_email_limit
+        return QuotaLimits(
+            daily=daily,
+            hourly=row.hourly_email_limit if row.hourly_email_limit is not None
+            else hourly_from_daily(daily),
+            monthly=row.monthly_email_limit if row.monthly_email_limit is not None
+            else monthly_from_daily(daily),
+        )
+
+    # -- emails ---------------------------------------------------------------------------------
+
+    async def save(self, emails: Sequence[NewEmail]) -> None:
+        await self._db.run(self._save, list(emails))
+
+    def _save(self, emails: list[NewEmail]) -> None:
+        if not emails:
+            return
+        rows = [{
+            "message_id": e.message_id, "user_id": e.user_id, "domain_id": e.domain_id,
+            "from_address": e.from_address, "to_addresses": e.to, "cc_addresses": e.cc,
+            "bcc_addresses": e.bcc, "reply_to": e.reply_to, "subject": e.subject,
+            "html": e.html, "text": e.text, "headers": e.headers, "tags": e.tags,
+            "attachments": e.attachments, "template_id": e.template_id,
+            "template_data": e.template_data, "status": "queued", "created_at": e.created_at,
+            "updated_at": e.created_at,
+        } for e in emails]
+        outbox = [{"topic": e.topic, "key": e.kafka_key.decode(), "payload": e.kafka_value,
+                   "message_id": e.message_id, "created_at": e.created_at} for e in emails]
+        with self._db.engine.begin() as conn:
+            conn.execute(insert(_EMAILS), rows)
+            conn.execute(insert(_OUTBOX), outbox)
+
+    async def list(self, query: EmailFilter) -> EmailPage:
+        return await self._db.run(self._list, query)
+
+    def _list(self, query: EmailFilter) -> EmailPage:
+        conditions = [_EMAILS.c.user_id == query.user_id]
+        if query.raw_statuses is not None:
+            conditions.append(_EMAILS.c.status.in_(query.raw_statuses))
+        if query.created_from is not None:
+            conditions.append(_EMAILS.c.created_at >= query.created_from)
+        if query.created_to is not None:
+            conditions.append(_EMAILS.c.created_at <= query.created_to)
+        where = and_(*conditions)
+        page = (
+            select(*_LIST_COLUMNS).where(where)
+            .order_by(_EMAILS.c.created_at.desc(), _EMAILS.c.id.desc())
+            .offset((query.page - 1) * query.per_page).limit(query.per_page)
+        )
+        counts = select(_EMAILS.c.status, func.count()).where(where).group_by(_EMAILS.c.status)
+        with self._db.engine.connect() as conn:
+            rows = [dict(row._mapping) for row in conn.execute(page)]
+            status_counts = {status: int(n) for status, n in conn.execute(counts)}
+        return EmailPage(rows=rows, status_counts=status_counts)
+
+    async def get(self, user_id: int, message_id: str) -> dict[str, Any] | None:
+        return await self._db.run(self._get, user_id, message_id)
+
+    def _get(self, user_id: int, message_id: str) -> dict[str, Any] | None:
+        query = select(_EMAILS).where(_EMAILS.c.user_id == user_id,
+                                      _EMAILS.c.message_id == message_id)
+        with self._db.engine.connect() as conn:
+            row = conn.execute(query).first()
+        return dict(row._mapping) if row is not None else None
+
+    async def existing_message_ids(self, message_ids: Sequence[str]) -> set[str]:
+        ids = sorted({m for m in message_ids if m})
+        if not ids:
+            return set()
+        return await self._db.run(self._existing, ids)
+
+    def _existing(self, ids: list[str]) -> set[str]:
+        query = select(_EMAILS.c.message_id).where(_EMAILS.c.message_id.in_(ids))
+        with self._db.engine.connect() as conn:
+            return {row[0] for row in conn.execute(query)}
+
+
+__all__ = ["UsendRepository"]

@@ -1,0 +1,173 @@
+"""Authentication and permissions of every API route.
+
+Credentials, in order of precedence (the first one present is the only one tried):
+
+1. ``X-API-KEY: <key>`` - the SHA-256 of the key is looked up (:class:`ApiKeyResolver`); the key's
+   permission applies.  Expired, deleted or unknown keys answer 401.
+2. ``Authorization: Bearer <JWT>`` - always ``full_access``; ``sub`` is the user id.  Verified by
+   MANAGE_AUTH_URI when it is set (:mod:`etrans.adapters.auth_gateway`), else locally with
+   JWT_SECRET (HS256) or JWT_PUBLIC_KEY (RS256/ES256); ``exp`` is required and enforced.
+3. The session cookie (``SESSION_COOKIE_NAME``, default ``session``) - passed through to
+   MANAGE_AUTH_URI (only when it is set); ``full_access``.
+
+No or bad credential: 401 ``{"detail": "Not authenticated"}`` / ``"Invalid API key"`` /
+``"Invalid token"``.  A permission below the route's: 403 ``"Insufficient permissions: ..."``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
+
+from etrans.app.records import MISSING, REVOKED
+from etrans.domain.api_keys import Permission, hash_api_key, is_expired
+from etrans.errors import Forbidden, Unauthorized
+from etrans.observability import get_logger
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+    from etrans.app.ports import ApiKeyCache, ApiKeyStore, AuthGateway
+    from etrans.app.records import ApiKeyRecord
+
+log = get_logger(__name__)
+
+MAX_CREDENTIAL_LENGTH = 8192
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is calling and with which rights."""
+
+    user_id: int
+    permission: Permission
+    method: str  # "api_key" | "bearer" | "cookie"
+    key_id: int | None = None
+
+    def require(self, needed: Permission) -> None:
+        if self.permission < needed:
+            raise Forbidden(
+                f"Insufficient permissions: this endpoint requires {needed.name}, "
+                f"the credential has {self.permission.name}"
+            )
+
+
+def parse_user_id(raw: object) -> int:
+    """User ids are positive integers (``users.id``); JWT ``sub`` carries them as text."""
+    text = str(raw).strip() if isinstance(raw, str | int) and not isinstance(raw, bool) else ""
+    if not text.isdigit() or not 0 < int(text) < 2**63:
+        raise Unauthorized("Invalid token: sub is not a user id")
+    return int(text)
+
+
+class ApiKeyResolver:
+    """Key -> live :class:`ApiKeyRecord`, through the cache; expiry checked on every call."""
+
+    def __init__(self, store: ApiKeyStore, cache: ApiKeyCache | None) -> None:
+        self._store = store
+        self._cache = cache
+
+    async def resolve(self, key: str, now: datetime) -> ApiKeyRecord:
+        key_hash = hash_api_key(key)
+        cached = await self._cache.get(key_hash) if self._cache is not None else None
+        if cached in (MISSING, REVOKED):
+            raise Unauthorized("Invalid API key")
+        record = cached if cached is not None and not isinstance(cached, str) else None
+        if record is None:
+            record = await self._store.find_by_hash(key_hash)
+            if self._cache is not None:
+                await self._cache.put(key_hash, record)
+            if record is None:
+                raise Unauthorized("Invalid API key")
+        if is_expired(record.expires_at, now):
+            raise Unauthorized("API key expired")
+        return record
+
+
+class JwtVerifier:
+    """Local verification of bearer tokens (PyJWT): HS256 with a secret, or RS256/ES256 with a
+    PEM public key.  ``exp`` and ``sub`` are required."""
+
+    def __init__(self, *, secret: str | None = None, public_key: str | None = None,
+                 leeway_seconds: float = 0.0) -> None:
+        if (secret is None) == (public_key is None):
+            raise ValueError("give exactly one of secret and public_key")
+        self._key = secret if secret is not None else public_key
+        self._algorithms = ["HS256"] if secret is not None else ["RS256", "ES256"]
+        self._leeway = leeway_seconds
+
+    def verify(self, token: str) -> int:
+        import jwt
+
+        try:
+            claims = jwt.decode(
+                token, self._key, algorithms=self._algorithms, leeway=self._leeway,
+                options={"require": ["exp", "sub"], "verify_aud": False},
+            )
+        except jwt.ExpiredSignatureError:
+            raise Unauthorized("Token expired") from None
+        except (jwt.InvalidTokenError, ValueError, TypeError):
+            raise Unauthorized("Invalid token") from None
+        return parse_user_id(claims.get("sub"))
+
+
+class Authenticator:
+    def __init__(
+        self,
+        api_keys: ApiKeyResolver,
+        *,
+        jwt: JwtVerifier | None = None,
+        gateway: AuthGateway | None = None,
+        session_cookie: str = "session",
+    ) -> None:
+        self._api_keys = api_keys
+        self._jwt = jwt
+        self._gateway = gateway
+        self._session_cookie = session_cookie
+
+    async def authenticate(self, headers: Mapping[str, str],
+                           cookies: Mapping[str, str]) -> Principal:
+        now = datetime.now(UTC)
+        key = headers.get("X-API-KEY")
+        if key is not None:
+            key = key.strip()
+            if not key or len(key) > MAX_CREDENTIAL_LENGTH:
+                raise Unauthorized("Invalid API key")
+            record = await self._api_keys.resolve(key, now)
+            return Principal(user_id=record.user_id, permission=record.permission,
+                             method="api_key", key_id=record.id)
+        authorization = headers.get("Authorization")
+        if authorization is not None:
+            scheme, _, token = authorization.strip().partition(" ")
+            token = token.strip()
+            if scheme.lower() != "bearer" or not token or len(token) > MAX_CREDENTIAL_LENGTH:
+                raise Unauthorized("Invalid authorization header: expected Bearer <token>")
+            return Principal(user_id=await self._bearer_user(token),
+                             permission=Permission.full_access, method="bearer")
+        cookie = cookies.get(self._session_cookie)
+        if cookie and self._gateway is not None:
+            if len(cookie) > MAX_CREDENTIAL_LENGTH:
+                raise Unauthorized("Invalid session")
+            user = await self._gateway.validate(cookie=cookie)
+            if user is None:
+                raise Unauthorized("Invalid session")
+            return Principal(user_id=parse_user_id(user), permission=Permission.full_access,
+                             method="cookie")
+        raise Unauthorized("Not authenticated")
+
+    async def _bearer_user(self, token: str) -> int:
+        if self._gateway is not None:
+            user = await self._gateway.validate(bearer=token)
+            if user is None:
+                raise Unauthorized("Invalid token")
+            return parse_user_id(user)
+        if self._jwt is None:
+            raise Unauthorized("Bearer tokens are not accepted by this server")
+        return self._jwt.verify(token)
+
+
+def credential_fingerprint(value: str) -> str:
+    """A cache key for a credential that never shows the credential itself."""
+    return hashlib.sha256(value.encode("utf-8", "surrogatepass")).hexdigest()

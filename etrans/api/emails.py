@@ -1,0 +1,247 @@
+"""Routes of emails: POST /emails, POST /emails/batch, GET /emails, GET /emails/{message_id}.
+
+The request schemas below validate the requests *and* are published in ``/openapi.json``.
+``Idempotency-Key`` (POST routes): see :func:`idempotent` and ``docs/api.md``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import TYPE_CHECKING, Any
+
+from etrans.api.routing import RequestContext, json_response
+from etrans.api.schema import (
+    NO_LINE_BREAKS,
+    AnyJson,
+    Array,
+    Integer,
+    MapOf,
+    Object,
+    Prop,
+    QueryParam,
+    SchemaError,
+    String,
+    first_message,
+)
+from etrans.app.emails import GetEmail, ListEmails, SendBatch, SendEmail
+from etrans.domain.addresses import has_line_break
+from etrans.domain.api_keys import Permission
+from etrans.domain.emails import (
+    MAX_ATTACHMENTS,
+    MAX_EMAIL_BYTES,
+    MAX_RECIPIENTS,
+    check_address,
+    check_base64,
+    check_header_name,
+)
+from etrans.errors import Conflict, InvalidInput
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+
+    from etrans.api.routing import Api
+
+MAX_BATCH = 100
+
+
+def _no_line_breaks(value: str) -> str | None:
+    return "must not contain line breaks (CR/LF)" if has_line_break(value) else None
+
+
+ADDRESS = String(min_length=3, max_length=640, pattern=NO_LINE_BREAKS,
+                 checks=(_no_line_breaks, check_address),
+                 description='"email@domain" or "Name <email@domain>"',
+                 example="Acme <hello@example.com>")
+ADDRESS_LIST = Array(ADDRESS, max_items=MAX_RECIPIENTS)
+SINGLE_LINE = String(pattern=NO_LINE_BREAKS, checks=(_no_line_breaks,))
+BODY_TEXT = String(max_length=MAX_EMAIL_BYTES)
+
+ATTACHMENT = Object(
+    name="Attachment",
+    properties={
+        "filename": Prop(String(min_length=1, max_length=255, pattern=r"^[^\r\n\"/\\]+$",
+                                pattern_message="must not contain line breaks, quotes or slashes"),
+                         required=True),
+        "content": Prop(String(min_length=1, checks=(check_base64,),
+                               description="base64 (standard alphabet, padded)"), required=True),
+        "content_type": Prop(String(min_length=3, max_length=255,
+                                    pattern=r"^[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]*/"
+                                            r"[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]*$",
+                                    pattern_message="must be a MIME type such as application/pdf",
+                                    example="application/pdf"), required=True),
+    },
+)
+TAG = Object(
+    name="Tag",
+    properties={
+        "name": Prop(String(min_length=1, max_length=256, pattern=r"^[A-Za-z0-9_-]+$",
+                            pattern_message="may only contain letters, digits, _ and -"),
+                     required=True),
+        "value": Prop(String(min_length=1, max_length=256, pattern=r"^[A-Za-z0-9_-]+$",
+                             pattern_message="may only contain letters, digits, _ and -"),
+                      required=True),
+    },
+)
+HEADER_VALUE = String(max_length=998, pattern=NO_LINE_BREAKS, checks=(_no_line_breaks,))
+HEADER_NAME = String(min_length=1, max_length=100, pattern=r"^[!-9;-~]+$",
+                     checks=(check_header_name,))
+
+SEND_EMAIL = Object(
+    name="SendEmailRequest",
+    properties={
+        "from": Prop(ADDRESS, required=True),
+        "to": Prop(Array(ADDRESS, min_items=1, max_items=MAX_RECIPIENTS), required=True),
+        "subject": Prop(String(min_length=1, max_length=998, pattern=NO_LINE_BREAKS,
+                               checks=(_no_line_breaks,)), required=True),
+        "html": Prop(BODY_TEXT, nullable=True),
+        "text": Prop(BODY_TEXT, nullable=True),
+        "cc": Prop(ADDRESS_LIST, nullable=True),
+        "bcc": Prop(ADDRESS_LIST, nullable=True),
+        "reply_to": Prop(ADDRESS, nullable=True),
+        "attachments": Prop(Array(ATTACHMENT, max_items=MAX_ATTACHMENTS), nullable=True),
+        "headers": Prop(MapOf(HEADER_VALUE, key=HEADER_NAME, max_properties=50), nullable=True),
+        "tags": Prop(Array(TAG, max_items=50), nullable=True),
+        "template_id": Prop(String(max_length=255,
+                                   description="Refused: no template store (docs/api.md)"),
+                            nullable=True),
+        "template_data": Prop(MapOf(AnyJson(), key=String(
+            min_length=1, max_length=100, pattern=r"^[A-Za-z_][A-Za-z0-9_.-]*$"),
+            max_properties=200, description="Values for {{ name }} placeholders"),
+            nullable=True),
+    },
+)
+SEND_BATCH = Object(
+    name="SendBatchRequest",
+    properties={"emails": Prop(Array(SEND_EMAIL, min_items=1, max_items=MAX_BATCH),
+                               required=True)},
+)
+# The batch route validates each item on its own (per-item errors): the request itself only needs
+# to be an object with an array of at most 100 items.
+_BATCH_ENVELOPE = Object(properties={"emails": Prop(Array(AnyJson(), min_items=1,
+                                                          max_items=MAX_BATCH), required=True)})
+
+_STR = String()
+_STR_LIST = Array(String())
+SEND_RESPONSE = Object(name="SendEmailResponse", properties={
+    "id": Prop(_STR, required=True), "from": Prop(_STR, required=True),
+    "to": Prop(_STR_LIST, required=True), "status": Prop(_STR, required=True),
+    "created_at": Prop(_STR, required=True)})
+BATCH_RESPONSE = Object(name="SendBatchResponse", properties={
+    "data": Prop(Array(Object(properties={"id": Prop(_STR, required=True)})), required=True),
+    "errors": Prop(Array(Object(properties={"index": Prop(Integer(), required=True),
+                                            "error": Prop(_STR, required=True)})),
+                   required=True)})
+STATS = Array(Object(name="Stat", properties={
+    "label": Prop(_STR, required=True), "count": Prop(Integer(), required=True),
+    "percentage": Prop(AnyJson(), required=True)}))
+EMAIL_SUMMARY = Object(name="EmailSummary", properties={
+    "id": Prop(_STR, required=True), "from": Prop(_STR, required=True),
+    "to": Prop(_STR_LIST, required=True), "subject": Prop(_STR, required=True),
+    "status": Prop(_STR, required=True), "created_at": Prop(_STR, required=True)})
+LIST_RESPONSE = Object(name="EmailList", properties={
+    "data": Prop(Array(EMAIL_SUMMARY), required=True), "total": Prop(Integer(), required=True),
+    "page": Prop(Integer(), required=True), "per_page": Prop(Integer(), required=True),
+    "stats": Prop(STATS, required=True)})
+EMAIL_DETAIL = Object(name="EmailDetail", properties={
+    key: Prop(AnyJson()) for key in (
+        "id", "from", "to", "cc", "bcc", "reply_to", "subject", "html", "text", "headers", "tags",
+        "attachments", "template_id", "template_data", "status", "created_at", "sent_at",
+        "delivered_at")})
+
+LIST_QUERY = {
+    "page": QueryParam(Integer(minimum=1), default=1, description="Page number (min 1)"),
+    "per_page": QueryParam(Integer(minimum=1, maximum=100), default=20,
+                           description="Items per page (1-100)"),
+    "status": QueryParam(String(max_length=200), description=(
+        "Comma-separated: queued, sent, delivered, bounced, deferred, delayed (raw or display)")),
+    "created_at_from": QueryParam(String(max_length=64), description="ISO-8601 UTC lower bound"),
+    "created_at_to": QueryParam(String(max_length=64), description="ISO-8601 UTC upper bound"),
+}
+IDEMPOTENCY_HEADER = {
+    "Idempotency-Key": QueryParam(String(min_length=1, max_length=256, pattern=r"^[!-~]+$"),
+                                  description="Same key + same body within 24 h: same response, "
+                                              "one email. Different body or in flight: 409."),
+}
+
+
+def _fingerprint(ctx: RequestContext, method: str, path: str) -> str:
+    try:
+        canonical = json.dumps(json.loads(ctx.raw_body), sort_keys=True, separators=(",", ":"))
+    except ValueError:
+        canonical = ctx.raw_body.decode("utf-8", "replace")
+    return hashlib.sha256(f"{method} {path}\n{canonical}".encode()).hexdigest()
+
+
+async def idempotent(api: Api, ctx: RequestContext, path: str,
+                     run: Callable[[], Awaitable[Any]]) -> Any:
+    """Run ``run`` at most once per (user, path, Idempotency-Key) within 24 h."""
+    key = ctx.headers.get("Idempotency-Key")
+    store = api.services.get("idempotency")
+    if key is None or store is None:
+        return await run()
+    key = key.strip()
+    if not key or len(key) > 256 or not key.isascii() or not key.isprintable():
+        raise InvalidInput("Idempotency-Key must be 1 to 256 printable ASCII characters")
+    scope = f"{ctx.user_id}:{path}:{key}"
+    fingerprint = _fingerprint(ctx, "POST", path)
+    state, stored = await store.begin(scope, fingerprint)
+    if state == "replay":
+        status, body = stored
+        return json_response(body, status, {"Idempotent-Replayed": "true"})
+    if state == "mismatch":
+        raise Conflict("Idempotency-Key was already used with a different request")
+    if state == "in_flight":
+        raise Conflict("A request with this Idempotency-Key is still in progress")
+    try:
+        body = await run()
+    except BaseException:
+        await store.abandon(scope)
+        raise
+    await store.complete(scope, fingerprint, 200, body)
+    return body
+
+
+def register(api: Api) -> None:
+    bus = api.services.get("bus")
+
+    @api.route("POST", "/emails", permission=Permission.sending_access, summary="Send email",
+               tag="Emails", body=SEND_EMAIL, response=SEND_RESPONSE, errors=(409,),
+               headers=IDEMPOTENCY_HEADER)
+    async def send_email(ctx: RequestContext) -> Any:
+        return await idempotent(api, ctx, "/emails",
+                                lambda: bus.handle(SendEmail(ctx.user_id, ctx.body)))
+
+    @api.route("POST", "/emails/batch", permission=Permission.sending_access,
+               summary="Send batch emails", tag="Emails", body=SEND_BATCH,
+               response=BATCH_RESPONSE, errors=(409,), headers=IDEMPOTENCY_HEADER,
+               validate_body=False)
+    async def send_batch(ctx: RequestContext) -> Any:
+        from etrans.api.routing import ValidationFailed
+
+        try:
+            envelope = _BATCH_ENVELOPE.validate(ctx.body, ("body",))
+        except SchemaError as exc:
+            raise ValidationFailed(exc.errors) from None
+        valid: list[tuple[int, dict[str, Any]]] = []
+        invalid: list[tuple[int, str]] = []
+        for index, item in enumerate(envelope["emails"]):
+            try:
+                valid.append((index, SEND_EMAIL.validate(item)))
+            except SchemaError as exc:
+                invalid.append((index, first_message(exc.errors)))
+        command = SendBatch(ctx.user_id, valid, invalid)
+        return await idempotent(api, ctx, "/emails/batch", lambda: bus.handle(command))
+
+    @api.route("GET", "/emails", permission=Permission.read_only, summary="List emails",
+               tag="Emails", query=LIST_QUERY, response=LIST_RESPONSE)
+    async def list_emails(ctx: RequestContext) -> Any:
+        q = ctx.query
+        return await bus.handle(ListEmails(
+            user_id=ctx.user_id, page=q["page"], per_page=q["per_page"], status=q["status"],
+            created_at_from=q["created_at_from"], created_at_to=q["created_at_to"]))
+
+    @api.route("GET", "/emails/{message_id}", permission=Permission.read_only,
+               summary="Get email", tag="Emails", response=EMAIL_DETAIL, errors=(404,))
+    async def get_email(ctx: RequestContext) -> Any:
+        return await bus.handle(GetEmail(ctx.user_id, ctx.path["message_id"]))

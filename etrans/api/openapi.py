@@ -1,0 +1,136 @@
+"""``/openapi.json`` (OpenAPI 3.1) from the route declarations, and the ``/docs`` page.
+
+The request schemas are the very specs that validate requests (:mod:`etrans.api.schema`): what
+the document promises is what the validator enforces.  Named objects become
+``components/schemas`` entries.  ``/docs`` is a self-contained page (no CDN) that lists the
+operations and sends requests with a key or token typed in by the user.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from etrans import __version__
+from etrans.api.schema import query_parameters
+
+if TYPE_CHECKING:
+    from etrans.api.routing import Api, Operation
+
+_ERROR_DESCRIPTIONS = {
+    400: "Invalid input: `detail` is a message, or a list of `{loc, msg, type}` items",
+    401: "No credential, or an invalid, expired or deleted one",
+    403: "The credential's permission is too low",
+    404: "Not found (or owned by another user)",
+    409: "Idempotency-Key conflict",
+    503: "A dependency is unavailable",
+}
+
+ERROR_SCHEMA: dict[str, Any] = {
+    "title": "Error",
+    "type": "object",
+    "required": ["detail"],
+    "properties": {
+        "detail": {
+            "anyOf": [
+                {"type": "string"},
+                {"type": "array", "items": {
+                    "type": "object", "required": ["loc", "msg", "type"],
+                    "properties": {
+                        "loc": {"type": "array", "items": {"anyOf": [{"type": "string"},
+                                                                      {"type": "integer"}]}},
+                        "msg": {"type": "string"},
+                        "type": {"type": "string"},
+                    },
+                }},
+                {"type": "object"},
+            ]
+        }
+    },
+}
+
+SECURITY_SCHEMES = {
+    "ApiKey": {"type": "apiKey", "in": "header", "name": "X-API-KEY"},
+    "Bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"},
+}
+
+
+def _hoist(schema: Any, components: dict[str, Any]) -> Any:
+    """Move titled object schemas into ``components`` and refer to them."""
+    if isinstance(schema, list):
+        return [_hoist(item, components) for item in schema]
+    if not isinstance(schema, dict):
+        return schema
+    out = {key: _hoist(value, components) for key, value in schema.items()}
+    title = out.get("title")
+    if isinstance(title, str) and out.get("type") == "object":
+        components[title] = out
+        return {"$ref": f"#/components/schemas/{title}"}
+    return out
+
+
+def _operation(op: Operation, components: dict[str, Any]) -> dict[str, Any]:
+    doc: dict[str, Any] = {"operationId": op.operation_id, "summary": op.summary,
+                           "tags": [op.tag]}
+    if op.description:
+        doc["description"] = op.description
+    params = [{"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+              for name in _path_names(op.path)]
+    params += query_parameters(op.query)
+    for name, header in op.headers.items():
+        param = header.openapi(name)
+        param["in"] = "header"
+        params.append(param)
+    if params:
+        doc["parameters"] = params
+    if op.body is not None:
+        doc["requestBody"] = {
+            "required": op.body_required,
+            "content": {"application/json": {"schema": _hoist(op.body.json_schema(), components)}},
+        }
+    ok: dict[str, Any] = {"description": "Success"}
+    if op.response is not None:
+        ok["content"] = {"application/json": {
+            "schema": _hoist(op.response.json_schema(), components)}}
+    responses: dict[str, Any] = {"200": ok}
+    codes = set(op.errors)
+    if op.permission is not None:
+        codes |= {401, 403}
+        doc["security"] = [{"ApiKey": []}, {"Bearer": []}]
+    if op.query or op.body is not None or params:
+        codes.add(400)
+    for code in sorted(codes):
+        responses[str(code)] = {
+            "description": _ERROR_DESCRIPTIONS.get(code, "Error"),
+            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+        }
+    doc["responses"] = responses
+    if op.permission is not None:
+        doc["x-permission"] = op.permission.name
+    return doc
+
+
+def _path_names(path: str) -> list[str]:
+    import re
+
+    return re.findall(r"\{(\w+)\}", path)
+
+
+def build(api: Api, *, title: str = "etrans - Email Transactional API") -> dict[str, Any]:
+    components: dict[str, Any] = {"Error": ERROR_SCHEMA}
+    paths: dict[str, Any] = {}
+    for op in api.operations:
+        paths.setdefault(op.path, {})[op.method.lower()] = _operation(op, components)
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": title, "version": __version__,
+                 "description": "See docs/api.md for authentication, errors and limits."},
+        "paths": paths,
+        "components": {"schemas": components, "securitySchemes": SECURITY_SCHEMES},
+    }
+
+
+def docs_page() -> str:
+    """The interactive page served at ``/docs`` (``docs_page.html`` next to this module)."""
+    from importlib.resources import files
+
+    return files("etrans.api").joinpath("docs_page.html").read_text(encoding="utf-8")

@@ -1,0 +1,206 @@
+"""Route declarations: authentication, permission, request validation and the OpenAPI registry.
+
+Every endpoint is declared once with :meth:`Api.route`::
+
+    @api.route("GET", "/emails/{message_id}", permission=Permission.read_only,
+               summary="Get email", tag="Emails", response=EMAIL_DETAIL)
+    async def get_email(ctx: RequestContext) -> dict: ...
+
+The wrapper, in this order: authenticates (401), checks the permission (403), parses the query
+string and the JSON body with the declared specs (400), then calls the handler with a
+:class:`RequestContext`.  A handler returns a JSON-able value (200) or ``(value, status)`` or a
+Quart response.  The same declarations produce ``/openapi.json`` (:mod:`etrans.api.openapi`).
+Routers of other resources (domains, api-keys, ...) use the same :class:`Api` instance.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from quart import Response, request
+
+from etrans.api.schema import SchemaError, parse_query
+from etrans.errors import AppError, InvalidInput, UpstreamUnavailable
+
+if TYPE_CHECKING:
+    from quart_trio import QuartTrio
+
+    from etrans.api.auth import Authenticator, Principal
+    from etrans.api.schema import QueryParam, Spec
+    from etrans.domain.api_keys import Permission
+
+Handler = Callable[["RequestContext"], Awaitable[Any]]
+
+
+class ValidationFailed(InvalidInput):
+    """400 with FastAPI's list shape: ``{"detail": [{"loc", "msg", "type"}, ...]}``."""
+
+    def __init__(self, errors: list[dict[str, Any]]) -> None:
+        super().__init__(errors)
+
+
+@dataclass
+class RequestContext:
+    principal: Principal | None
+    query: dict[str, Any]
+    body: Any
+    path: dict[str, str]
+    headers: Mapping[str, str]
+    raw_body: bytes = b""
+
+    @property
+    def user_id(self) -> int:
+        assert self.principal is not None, "public routes have no user"
+        return self.principal.user_id
+
+
+@dataclass
+class Operation:
+    method: str
+    path: str  # OpenAPI form: /emails/{message_id}
+    summary: str
+    tag: str
+    permission: Permission | None
+    query: Mapping[str, QueryParam] = field(default_factory=dict)
+    body: Spec | None = None
+    body_required: bool = True
+    response: Spec | None = None
+    errors: tuple[int, ...] = ()
+    headers: Mapping[str, QueryParam] = field(default_factory=dict)
+    description: str | None = None
+    operation_id: str = ""
+    validate_body: bool = True  # False: the handler validates (e.g. per batch item)
+
+
+def _quart_path(path: str) -> str:
+    return re.sub(r"\{(\w+)\}", r"<\1>", path)
+
+
+class Api:
+    """The route registry of one application (what :func:`etrans.api.app.create_app` builds)."""
+
+    def __init__(self, app: QuartTrio, authenticator: Authenticator | None,
+                 services: Mapping[str, Any] | None = None) -> None:
+        self.app = app
+        self.authenticator = authenticator
+        self.services: dict[str, Any] = dict(services or {})
+        self.operations: list[Operation] = []
+
+    def route(
+        self,
+        method: str,
+        path: str,
+        *,
+        permission: Permission | None,
+        summary: str,
+        tag: str,
+        query: Mapping[str, QueryParam] | None = None,
+        body: Spec | None = None,
+        body_required: bool = True,
+        response: Spec | None = None,
+        errors: tuple[int, ...] = (),
+        headers: Mapping[str, QueryParam] | None = None,
+        description: str | None = None,
+        validate_body: bool = True,
+    ) -> Callable[[Handler], Handler]:
+        def decorate(handler: Handler) -> Handler:
+            op = Operation(
+                method=method.upper(), path=path, summary=summary, tag=tag, permission=permission,
+                query=query or {}, body=body, body_required=body_required, response=response,
+                errors=errors, headers=headers or {}, description=description,
+                operation_id=handler.__name__, validate_body=validate_body,
+            )
+            self.operations.append(op)
+
+            async def endpoint(**path_args: str) -> Any:
+                ctx = await self._prepare(op, path_args)
+                result = await handler(ctx)
+                return _to_response(result)
+
+            endpoint.__name__ = f"{op.method.lower()}_{handler.__name__}"
+            self.app.add_url_rule(_quart_path(path), endpoint=endpoint.__name__,
+                                  view_func=endpoint, methods=[op.method])
+            return handler
+
+        return decorate
+
+    async def _prepare(self, op: Operation, path_args: dict[str, str]) -> RequestContext:
+        principal = None
+        if op.permission is not None:
+            if self.authenticator is None:
+                raise UpstreamUnavailable("authentication is not configured")
+            principal = await self.authenticator.authenticate(request.headers, request.cookies)
+            principal.require(op.permission)
+        try:
+            query = parse_query(op.query, request.args) if op.query else {}
+        except SchemaError as exc:
+            raise ValidationFailed(exc.errors) from None
+        body: Any = None
+        raw = b""
+        if op.body is not None:
+            raw = await read_body(self.app.config.get("MAX_CONTENT_LENGTH"))
+            body = parse_json_body(raw, required=op.body_required)
+            if body is not None and op.validate_body:
+                try:
+                    body = op.body.validate(body, ("body",))
+                except SchemaError as exc:
+                    raise ValidationFailed(exc.errors) from None
+        return RequestContext(principal=principal, query=query, body=body, path=path_args,
+                              headers=request.headers, raw_body=raw)
+
+
+class BodyTooLarge(InvalidInput):
+    pass
+
+
+async def read_body(limit: int | None) -> bytes:
+    """The request body, refusing early (before reading) when Content-Length is over ``limit``;
+    Quart's MAX_CONTENT_LENGTH stops a chunked body at the limit while it streams."""
+    length = request.content_length
+    if limit is not None and length is not None and length > limit:
+        raise BodyTooLarge(f"Request body too large: {length} bytes, the limit is {limit}")
+    try:
+        return await request.get_data(cache=True, as_text=False, parse_form_data=False)
+    except Exception as exc:  # werkzeug's RequestEntityTooLarge while streaming
+        if getattr(exc, "code", None) == 413:
+            raise BodyTooLarge(f"Request body too large: the limit is {limit} bytes") from None
+        raise
+
+
+def parse_json_body(raw: bytes, *, required: bool) -> Any:
+    if not raw.strip():
+        if required:
+            raise ValidationFailed([{"loc": ["body"], "msg": "Request body is required",
+                                     "type": "missing"}])
+        return None
+    try:
+        return json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ValidationFailed([{"loc": ["body"], "msg": f"Invalid JSON: {exc}",
+                                 "type": "json_invalid"}]) from None
+
+
+def json_response(value: Any, status: int = 200,
+                  headers: Mapping[str, str] | None = None) -> Response:
+    body = json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str)
+    response = Response(body, status=status, content_type="application/json")
+    for name, val in (headers or {}).items():
+        response.headers[name] = val
+    return response
+
+
+def _to_response(result: Any) -> Any:
+    if isinstance(result, Response):
+        return result
+    if isinstance(result, tuple):
+        value, status = result
+        return json_response(value, status)
+    return json_response(result)
+
+
+def error_response(exc: AppError) -> Response:
+    return json_response({"detail": exc.detail}, exc.status_code)

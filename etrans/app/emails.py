@@ -1,0 +1,251 @@
+"""Use cases of emails: send one, send a batch, list, get.
+
+Sending one email (``SendEmail``), in order: cross-field rules and templates (400), the ``from``
+domain must be the user's and verified (400 "Domain not verified"), the user must have SMTP
+credentials (400), quota reserved atomically (400 when exceeded), credentials cached in Redis
+``auth``, then the row and its outbox record committed in one transaction.  If the commit fails the
+quota is given back and the request fails (503): nothing half-done.  The outbox relay publishes.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from etrans.app.records import EmailFilter, NewEmail
+from etrans.domain import status as status_rules
+from etrans.domain.addresses import parse_address
+from etrans.domain.emails import (
+    EmailRuleError,
+    check_email,
+    new_message_id,
+    render_templates,
+    sendmail_message,
+)
+from etrans.domain.quota import exceeded_message
+from etrans.errors import AppError, InvalidInput, NotFound, UpstreamUnavailable
+from etrans.observability import get_logger
+
+if TYPE_CHECKING:
+    from etrans.app.ports import (
+        CredentialCache,
+        EmailStore,
+        OutboxNotifier,
+        QuotaCounter,
+        SenderCredentials,
+        SendingDomains,
+    )
+    from etrans.app.records import SendingDomain
+
+log = get_logger(__name__)
+
+DOMAIN_NOT_VERIFIED = "Domain not verified"
+NO_CREDENTIALS = ("No SMTP credentials for this account: create a sender with POST /senders "
+                  "(or have the billing system issue one)")
+
+
+@dataclass(frozen=True)
+class SendEmail:
+    user_id: int
+    email: dict[str, Any]  # validated by the request schema
+
+
+@dataclass(frozen=True)
+class SendBatch:
+    user_id: int
+    # Index -> validated email, or index -> schema error message for items that failed it.
+    emails: list[tuple[int, dict[str, Any]]]
+    invalid: list[tuple[int, str]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class ListEmails:
+    user_id: int
+    page: int = 1
+    per_page: int = 20
+    status: str | None = None
+    created_at_from: str | None = None
+    created_at_to: str | None = None
+
+
+@dataclass(frozen=True)
+class GetEmail:
+    user_id: int
+    message_id: str
+
+
+@dataclass
+class EmailDeps:
+    domains: SendingDomains
+    credentials: SenderCredentials
+    credential_cache: CredentialCache
+    quota: QuotaCounter
+    store: EmailStore
+    outbox: OutboxNotifier | None
+    topic: str
+    clock: Any = field(default=lambda: datetime.now(UTC))
+
+
+def iso(moment: datetime | None) -> str | None:
+    if moment is None:
+        return None
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def parse_iso(text: str, name: str) -> datetime:
+    """ISO-8601; a value without offset is UTC."""
+    value = text.strip()
+    if value.endswith(("Z", "z")):
+        value = value[:-1] + "+00:00"
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        raise InvalidInput(f"{name}: invalid ISO-8601 timestamp {text!r}") from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC)
+
+
+class EmailService:
+    def __init__(self, deps: EmailDeps) -> None:
+        self.deps = deps
+
+    # -- sending ---------------------------------------------------------------------------------
+
+    async def _prepare(self, user_id: int, email: dict[str, Any], now: datetime
+                       ) -> tuple[NewEmail, SendingDomain]:
+        try:
+            check_email(email)
+            rendered = render_templates(email)
+        except EmailRuleError as exc:
+            raise InvalidInput(str(exc)) from None
+        sender = parse_address(rendered["from"])
+        domain = await self.deps.domains.find(user_id, sender.domain)
+        if domain is None or not domain.verified:
+            raise InvalidInput(DOMAIN_NOT_VERIFIED)
+        credentials = await self.deps.credentials.cache_value(user_id, domain.name)
+        if credentials is None:
+            raise InvalidInput(NO_CREDENTIALS)
+        message_id = new_message_id(domain.name)
+        message = sendmail_message(rendered, message_id=message_id, user_id=user_id)
+        new = NewEmail(
+            message_id=message_id, user_id=user_id, domain_id=domain.id,
+            from_address=rendered["from"], to=list(rendered["to"]),
+            cc=list(rendered.get("cc") or []), bcc=list(rendered.get("bcc") or []),
+            reply_to=rendered.get("reply_to"), subject=rendered["subject"],
+            html=rendered.get("html"), text=rendered.get("text"),
+            headers=rendered.get("headers"), tags=rendered.get("tags"),
+            attachments=[{"filename": a["filename"], "content_type": a["content_type"],
+                          "size": (len(a["content"]) * 3) // 4}
+                         for a in rendered.get("attachments") or []] or None,
+            template_id=email.get("template_id"), template_data=email.get("template_data"),
+            created_at=now, topic=self.deps.topic, kafka_key=message_id.encode(),
+            kafka_value=json.dumps(message, ensure_ascii=False, separators=(",", ":")).encode(),
+        )
+        await self.deps.credential_cache.store(user_id, credentials)
+        return new, domain
+
+    async def _reserve(self, domain: SendingDomain, now: datetime) -> None:
+        refused = await self.deps.quota.reserve(domain.id, domain.limits, 1, now)
+        if refused is not None:
+            limit = getattr(domain.limits, refused)
+            raise InvalidInput(exceeded_message(refused, limit))
+
+    async def _commit(self, accepted: list[tuple[NewEmail, SendingDomain]], now: datetime) -> None:
+        try:
+            await self.deps.store.save([new for new, _ in accepted])
+        except Exception as exc:
+            # Nothing was committed: give the quota back, fail the request.
+            for _, domain in accepted:
+                await self.deps.quota.release(domain.id, 1, now)
+            log.error("saving emails failed", error=repr(exc), count=len(accepted))
+            raise UpstreamUnavailable("Could not queue the email, please retry") from None
+        if self.deps.outbox is not None:
+            self.deps.outbox.notify()
+
+    async def send_email(self, cmd: SendEmail) -> dict[str, Any]:
+        now = self.deps.clock()
+        new, domain = await self._prepare(cmd.user_id, cmd.email, now)
+        await self._reserve(domain, now)
+        await self._commit([(new, domain)], now)
+        return {"id": new.message_id, "from": new.from_address, "to": new.to,
+                "status": "queued", "created_at": iso(now)}
+
+    async def send_batch(self, cmd: SendBatch) -> dict[str, Any]:
+        now = self.deps.clock()
+        errors: list[dict[str, Any]] = [{"index": i, "error": msg} for i, msg in cmd.invalid]
+        accepted: list[tuple[int, NewEmail, SendingDomain]] = []
+        for index, email in cmd.emails:
+            try:
+                new, domain = await self._prepare(cmd.user_id, email, now)
+                await self._reserve(domain, now)
+            except (InvalidInput, NotFound) as exc:
+                errors.append({"index": index, "error": _text(exc)})
+                continue
+            accepted.append((index, new, domain))
+        await self._commit([(new, domain) for _, new, domain in accepted], now)
+        errors.sort(key=lambda e: e["index"])
+        return {"data": [{"id": new.message_id} for _, new, _ in accepted], "errors": errors}
+
+    # -- reading ---------------------------------------------------------------------------------
+
+    async def list_emails(self, cmd: ListEmails) -> dict[str, Any]:
+        labels = None
+        if cmd.status is not None and cmd.status.strip():
+            try:
+                labels = status_rules.parse_status_filter(cmd.status)
+            except status_rules.StatusFilterError as exc:
+                raise InvalidInput(str(exc)) from None
+        start = parse_iso(cmd.created_at_from, "created_at_from") if cmd.created_at_from else None
+        end = parse_iso(cmd.created_at_to, "created_at_to") if cmd.created_at_to else None
+        if start and end and start > end:
+            raise InvalidInput("created_at_from must not be after created_at_to")
+        page = await self.deps.store.list(EmailFilter(
+            user_id=cmd.user_id,
+            raw_statuses=status_rules.raw_statuses(labels) if labels else None,
+            created_from=start, created_to=end, page=cmd.page, per_page=cmd.per_page,
+        ))
+        by_label: dict[str, int] = {}
+        for raw, count in page.status_counts.items():
+            label = status_rules.display_label(raw)
+            by_label[label] = by_label.get(label, 0) + count
+        return {
+            "data": [{
+                "id": row["message_id"], "from": row["from_address"], "to": row["to_addresses"],
+                "subject": row["subject"], "status": status_rules.display_label(row["status"]),
+                "created_at": iso(row["created_at"]),
+            } for row in page.rows],
+            "total": sum(by_label.values()),
+            "page": cmd.page,
+            "per_page": cmd.per_page,
+            "stats": status_rules.percentages(by_label),
+        }
+
+    async def get_email(self, cmd: GetEmail) -> dict[str, Any]:
+        row = await self.deps.store.get(cmd.user_id, cmd.message_id)
+        if row is None:
+            raise NotFound("Email not found")
+        return {
+            "id": row["message_id"], "from": row["from_address"], "to": row["to_addresses"],
+            "cc": row["cc_addresses"] or [], "bcc": row["bcc_addresses"] or [],
+            "reply_to": row["reply_to"], "subject": row["subject"], "html": row["html"],
+            "text": row["text"], "headers": row["headers"], "tags": row["tags"],
+            "attachments": row["attachments"] or [],
+            "template_id": row["template_id"], "template_data": row["template_data"],
+            "status": status_rules.display_label(row["status"]),
+            "created_at": iso(row["created_at"]), "sent_at": iso(row["sent_at"]),
+            "delivered_at": iso(row["delivered_at"]),
+        }
+
+
+def _text(exc: AppError) -> str:
+    return exc.detail if isinstance(exc.detail, str) else json.dumps(exc.detail)
+
+
+def register(bus: Any, service: EmailService) -> None:
+    bus.register(SendEmail, service.send_email)
+    bus.register(SendBatch, service.send_batch)
+    bus.register(ListEmails, service.list_emails)
+    bus.register(GetEmail, service.get_email)

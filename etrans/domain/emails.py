@@ -1,0 +1,156 @@
+"""Rules of an email accepted by POST /emails, and the Kafka ``sendmail`` message it becomes.
+
+Pure functions over the validated request (a dict with the API's field names).  Limits
+(``docs/api.md``): at most :data:`MAX_RECIPIENTS` addresses in to+cc+bcc, at most
+:data:`MAX_EMAIL_BYTES` (25 MB) for subject + html + text + decoded attachments, custom headers
+may not set the headers etrans writes itself (:data:`RESERVED_HEADERS`).
+
+Templates: there is no template store, so ``template_id`` is refused (400) rather than ignored;
+``template_data`` is applied: every ``{{ name }}`` in subject, html and text is replaced by the
+value (HTML-escaped in html), and a placeholder with no value is an error.  The stored row keeps
+both fields as sent.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import html as html_lib
+import json
+import re
+import uuid
+from typing import Any
+
+from etrans.domain.addresses import parse_address
+
+MAX_EMAIL_BYTES = 25 * 1024 * 1024
+MAX_RECIPIENTS = 50
+MAX_ATTACHMENTS = 100
+RESERVED_HEADERS = frozenset({
+    "from", "to", "cc", "bcc", "subject", "reply-to", "message-id", "date", "sender",
+    "mime-version", "content-type", "content-transfer-encoding", "return-path",
+})
+HEADER_NAME = re.compile(r"^[!-9;-~]{1,100}$")  # printable ASCII except ':' (RFC 5322 ftext)
+_PLACEHOLDER = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_.-]*)\s*\}\}")
+
+
+class EmailRuleError(ValueError):
+    """The request breaks a rule; the message is the API's ``detail``."""
+
+
+def decoded_size(b64: str) -> int:
+    """Bytes that standard base64 ``b64`` decodes to (computed without decoding)."""
+    length = len(b64)
+    padding = 2 if b64.endswith("==") else 1 if b64.endswith("=") else 0
+    return length * 3 // 4 - padding
+
+
+def check_base64(value: str) -> str | None:
+    """A schema check: None when ``value`` is standard base64 with padding, else why not."""
+    if len(value) % 4:
+        return "content must be base64 (standard alphabet, padded)"
+    try:
+        base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        return "content must be base64 (standard alphabet, padded)"
+    return None
+
+
+def check_address(value: str) -> str | None:
+    try:
+        parse_address(value)
+    except ValueError as exc:
+        return str(exc)
+    return None
+
+
+def check_header_name(name: str) -> str | None:
+    if not HEADER_NAME.match(name):
+        return f"invalid header name {name!r}"
+    if name.lower() in RESERVED_HEADERS:
+        return f"header {name!r} is set by etrans and cannot be given"
+    return None
+
+
+def email_size(email: dict[str, Any]) -> int:
+    size = sum(len(email.get(k) or "") for k in ("subject", "html", "text"))
+    for attachment in email.get("attachments") or []:
+        size += decoded_size(attachment["content"])
+    return size
+
+
+def check_email(email: dict[str, Any]) -> None:
+    """Cross-field rules the schema cannot express; raises EmailRuleError."""
+    if not email.get("html") and not email.get("text"):
+        raise EmailRuleError("At least one of html or text is required")
+    recipients = len(email["to"]) + len(email.get("cc") or []) + len(email.get("bcc") or [])
+    if recipients > MAX_RECIPIENTS:
+        raise EmailRuleError(f"Too many recipients: {recipients}, the limit is {MAX_RECIPIENTS}"
+                             " (to + cc + bcc)")
+    size = email_size(email)
+    if size > MAX_EMAIL_BYTES:
+        raise EmailRuleError(f"Email too large: {size} bytes, the limit is {MAX_EMAIL_BYTES}"
+                             " (25 MB: subject, bodies and decoded attachments)")
+    if email.get("template_id") is not None:
+        raise EmailRuleError("template_id is not supported: this server stores no templates; "
+                             "send html/text (with template_data placeholders) instead")
+
+
+def render_templates(email: dict[str, Any]) -> dict[str, Any]:
+    """Apply ``template_data`` to subject/html/text; unchanged when there is none."""
+    data = email.get("template_data")
+    if not data:
+        return email
+    rendered = dict(email)
+    for field, escape in (("subject", False), ("html", True), ("text", False)):
+        if rendered.get(field):
+            rendered[field] = _render(rendered[field], data, escape=escape, field=field)
+    if "\r" in rendered["subject"] or "\n" in rendered["subject"]:
+        raise EmailRuleError("template_data must not put line breaks in the subject")
+    return rendered
+
+
+def _render(text: str, data: dict[str, Any], *, escape: bool, field: str) -> str:
+    def value(match: re.Match[str]) -> str:
+        name = match.group(1)
+        if name not in data:
+            raise EmailRuleError(f"template_data has no value for {{{{ {name} }}}} in {field}")
+        item = data[name]
+        text = item if isinstance(item, str) else json.dumps(item, ensure_ascii=False)
+        return html_lib.escape(text) if escape else text
+
+    return _PLACEHOLDER.sub(value, text)
+
+
+def new_message_id(domain: str) -> str:
+    """A unique id that is also a valid RFC 5322 msg-id (``Message-ID: <id>``)."""
+    return f"msg_{uuid.uuid4().hex}@{domain.lower()}"
+
+
+def sendmail_message(email: dict[str, Any], *, message_id: str, user_id: int) -> dict[str, Any]:
+    """The Kafka ``sendmail`` record (``docs/wire-formats.md``): the spec's fields, plus
+    optional ones the old worker ignores (``text``, ``body_format``, ``reply_to``, ``headers``,
+    ``tags``)."""
+    sender = parse_address(email["from"])
+    body_format = "html" if email.get("html") else "text"
+    payload: dict[str, Any] = {
+        "sender": {"name": sender.name or "", "email": sender.email},
+        "recipients": list(email["to"]),
+        "cc": list(email.get("cc") or []),
+        "bcc": list(email.get("bcc") or []),
+        "subject": email["subject"],
+        "body": email["html"] if body_format == "html" else email["text"],
+        "message_id": message_id,
+        "attachments": [
+            {"filename": a["filename"], "content": a["content"], "content_type": a["content_type"]}
+            for a in email.get("attachments") or []
+        ],
+        "user_id": str(user_id),
+        "body_format": body_format,
+    }
+    if email.get("html") and email.get("text"):
+        payload["text"] = email["text"]
+    for optional in ("reply_to", "headers", "tags"):
+        if email.get(optional):
+            payload[optional] = email[optional]
+    return {"payload": payload}
