@@ -388,19 +388,24 @@ class RedisServer(ManagedServer):
     name = "redis"
 
     def __init__(self, *, host: str = "127.0.0.1", port: int | None = None,
-                 binary: str | None = None) -> None:
+                 binary: str | None = None, password: str | None = None) -> None:
         super().__init__(host=host, port=port)
         self.binary = binary or shutil.which("redis-server") or "/usr/bin/redis-server"
+        self.password = password
 
     @property
     def url(self) -> str:
-        return f"redis://{self.host}:{self.port}/0"
+        auth = f":{self.password}@" if self.password else ""
+        return f"redis://{auth}{self.host}:{self.port}/0"
 
     def command(self) -> list[str]:
         assert self.workdir is not None
-        return [self.binary, "--bind", self.host, "--port", str(self.port),
-                "--dir", str(self.workdir), "--save", "", "--appendonly", "no",
-                "--protected-mode", "no", "--daemonize", "no"]
+        command = [self.binary, "--bind", self.host, "--port", str(self.port),
+                   "--dir", str(self.workdir), "--save", "", "--appendonly", "no",
+                   "--protected-mode", "no", "--daemonize", "no"]
+        if self.password:
+            command += ["--requirepass", self.password]
+        return command
 
     def check(self) -> None:
         redis_ping(self.url)

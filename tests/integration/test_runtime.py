@@ -1,0 +1,91 @@
+"""Process lifetime (etrans.runtime) in a real process: drain, drain deadline, second signal."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+
+# A service whose in-flight work takes WORK seconds after the stop request, under a drain
+# deadline of DRAIN seconds.  It prints "ready" once the signal handler is installed.
+SERVICE = textwrap.dedent("""
+    import sys, trio
+    from etrans import observability, runtime
+
+    WORK, DRAIN = float(sys.argv[1]), float(sys.argv[2])
+
+    async def main(shutdown):
+        async def announce():
+            await trio.sleep(0.2)  # the signal receiver is open by now
+            print("ready", flush=True)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(announce)
+            await shutdown.wait_requested()
+            await trio.sleep(WORK)  # finishing in-flight work
+            runtime.log.info("in-flight work done")
+
+    observability.configure("runtime-test", json=True)
+    sys.exit(runtime.run(main, DRAIN))
+""")
+
+
+def start(work: float, drain: float) -> subprocess.Popen[str]:
+    process = subprocess.Popen([sys.executable, "-c", SERVICE, str(work), str(drain)],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert process.stdout is not None
+    first = process.stdout.readline()
+    if first.strip() != "ready":
+        process.kill()
+        out, err = process.communicate()
+        pytest.fail(f"service did not start: {first}{out}\n{err}")
+    return process
+
+
+def events(out: str) -> list[str]:
+    return [json.loads(line)["event"] for line in out.splitlines() if line.startswith("{")]
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_first_signal_lets_in_flight_work_finish_then_exits_0(sig):
+    process = start(work=1.0, drain=30)
+    started = time.monotonic()
+    process.send_signal(sig)
+    out, err = process.communicate(timeout=30)
+    took = time.monotonic() - started
+    print(f"drained and exited {took:.2f} s after the signal (work took 1 s)")
+    assert process.returncode == 0, err
+    assert events(out) == ["stopping", "in-flight work done", "stopped"]
+    assert json.loads(out.splitlines()[-1])["drained"] is True
+
+
+def test_drain_deadline_cancels_work_and_still_exits_0():
+    process = start(work=60, drain=1.0)
+    started = time.monotonic()
+    process.send_signal(signal.SIGTERM)
+    out, err = process.communicate(timeout=30)
+    took = time.monotonic() - started
+    print(f"exited {took:.2f} s after SIGTERM with a 1 s drain deadline")
+    assert process.returncode == 0, err
+    assert "in-flight work done" not in events(out)
+    assert json.loads(out.splitlines()[-1])["drained"] is False
+    assert took < 30  # not the 60 s of work (the timeout above would fire first anyway)
+
+
+def test_second_signal_exits_at_once():
+    process = start(work=60, drain=60)
+    process.send_signal(signal.SIGTERM)
+    time.sleep(0.5)
+    assert process.poll() is None, "the first signal must start a drain, not exit"
+    started = time.monotonic()
+    process.send_signal(signal.SIGTERM)
+    out, _err = process.communicate(timeout=30)
+    took = time.monotonic() - started
+    print(f"exited {took * 1000:.0f} ms after the second SIGTERM")
+    assert process.returncode == 128 + signal.SIGTERM
+    assert "second signal, exiting now" in events(out)
+    assert "in-flight work done" not in events(out)

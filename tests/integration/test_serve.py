@@ -1,0 +1,166 @@
+"""``etrans serve`` as a process: health endpoints against real services, stop on SIGTERM, logs.
+
+Every test starts its own ``etrans serve`` on a free port.  The Redis-down test points serve at a
+private redis-server that it stops and restarts; the shared Redis is never touched.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.harness.servers import RedisServer, ServiceUnavailable, wait_until_ready
+
+ETRANS = str(Path(sys.executable).with_name("etrans"))
+
+
+@dataclass
+class Served:
+    base_url: str
+    process: subprocess.Popen[str]
+    out: str = ""
+    err: str = ""
+    stop_seconds: float = field(default=0.0)
+
+    def get(self, path: str) -> httpx.Response:
+        return httpx.get(self.base_url + path, timeout=30)
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        if self.process.poll() is None:
+            started = time.monotonic()
+            self.process.send_signal(sig)
+            self.out, self.err = self.process.communicate(timeout=60)
+            self.stop_seconds = time.monotonic() - started
+        elif not (self.out or self.err):
+            self.out, self.err = self.process.communicate(timeout=60)
+
+    @property
+    def output(self) -> str:
+        return self.out + self.err
+
+
+@contextlib.contextmanager
+def serving(env: dict[str, str], *args: str) -> Iterator[Served]:
+    """Run ``etrans serve`` until /healthz answers; SIGTERM it on the way out."""
+    process = subprocess.Popen([ETRANS, *args, "serve"], env=env, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    served = Served(f"http://{env['ETRANS_BIND']}", process)
+    try:
+        try:
+            wait_until_ready(lambda: served.get("/healthz").raise_for_status(),
+                             what="etrans serve", timeout=60, process=process)  # type: ignore[arg-type]
+        except ServiceUnavailable as exc:
+            served.stop(signal.SIGKILL)
+            pytest.fail(f"{exc}\nstdout: {served.out}\nstderr: {served.err}")
+        yield served
+    finally:
+        served.stop()
+
+
+def json_lines(text: str) -> list[dict[str, object]]:
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+def test_healthz_and_readyz_with_every_dependency_up(etrans_env):
+    env = etrans_env()
+    with serving(env) as served:
+        health = served.get("/healthz")
+        assert health.status_code == 200
+        assert health.json() == {"status": "ok", "service": "email-transactional"}
+        ready = served.get("/readyz")
+        body = ready.json()
+        assert ready.status_code == 200, body
+        assert body["status"] == "ok"
+        checks = body["checks"]
+        assert set(checks.values()) == {"ok"}
+        names = " ".join(checks)
+        for dependency in ("redis", "kafka", "mongo", "billing", "usend"):
+            assert dependency in names, checks
+        served.stop(signal.SIGTERM)
+    print(f"etrans serve exited {served.stop_seconds * 1000:.0f} ms after SIGTERM")
+    assert served.process.returncode == 0, served.err
+    # Not a TTY: every stdout line is JSON naming the subcommand, and so is every log line that
+    # Python code writes to stderr (librdkafka's own "%N|..." lines are native, not ours).
+    records = json_lines(served.out)
+    assert records, "serve logged nothing"
+    assert {r["service"] for r in records} == {"serve"}
+    assert records[-1]["event"] == "stopped"
+    for line in served.err.splitlines():
+        if not line.startswith("%"):
+            assert json.loads(line)["service"] == "serve"
+    assert "Traceback" not in served.err
+    for secret in (env["TOKEN_SECRET"], env["TOKEN_IV"]):
+        assert secret not in served.output
+
+
+def test_readyz_turns_503_naming_redis_when_redis_stops(etrans_env):
+    password = f"redis-pw-{uuid.uuid4().hex[:8]}"
+    with RedisServer(password=password) as private_redis:
+        env = etrans_env(REDIS_URI=private_redis.url)
+        with serving(env) as served:
+            assert served.get("/readyz").status_code == 200
+            private_redis.stop()
+            down = served.get("/readyz")
+            body = down.json()
+            assert down.status_code == 503, body
+            assert body["status"] == "unavailable"
+            assert body["down"] == ["redis"]
+            assert body["checks"]["redis"].startswith("down")
+            # Liveness is not readiness: /healthz still answers.
+            assert served.get("/healthz").status_code == 200
+            private_redis.start()
+            wait_until_ready(lambda: _assert_status(served.get("/readyz"), 200),
+                             what="/readyz after Redis restarted", timeout=30)
+        assert served.process.returncode == 0, served.err
+        assert password not in served.output
+
+
+def _assert_status(response: httpx.Response, status: int) -> None:
+    assert response.status_code == status, response.text
+
+
+def test_secrets_stay_out_of_logs_when_dependencies_fail(etrans_env, mongo_uri):
+    """Failures are where secrets leak: every dependency is misconfigured or down, the log level
+    is DEBUG, and no password, token or key shows up anywhere in the output."""
+    secrets = {
+        "redis": f"redis-pw-{uuid.uuid4().hex[:8]}",
+        "sasl": f"sasl-pw-{uuid.uuid4().hex[:8]}",
+        "mongo": f"mongo-pw-{uuid.uuid4().hex[:8]}",
+        "sentry": f"sentrykey{uuid.uuid4().hex[:8]}",
+    }
+    dead = RedisServer()  # a free port nobody listens on
+    mongo_host = mongo_uri.split("://", 1)[1]
+    env = etrans_env(
+        REDIS_URI=f"redis://:{secrets['redis']}@127.0.0.1:{dead.port}/0",
+        KAFKA_SASL_MECHANISM="PLAIN",
+        KAFKA_SASL_USERNAME="etrans",
+        KAFKA_SASL_PASSWORD=secrets["sasl"],
+        MONGODB_URI=f"mongodb://etrans:{secrets['mongo']}@{mongo_host}/?authSource=admin",
+        SENTRY_DSN=f"http://{secrets['sentry']}@127.0.0.1:9/1",
+    )
+    env_secrets = [env["TOKEN_SECRET"], env["TOKEN_IV"]]
+    # The read-only Billing DB role has a real password.
+    billing_password = httpx.URL(env["DB_URI"]).password
+    if billing_password:
+        env_secrets.append(billing_password)
+    with serving(env, "--log-level", "DEBUG") as served:
+        ready = served.get("/readyz")
+        body = ready.json()
+        assert ready.status_code == 503, body
+        assert "redis" in body["down"]
+        assert "kafka" in body["down"]
+    assert served.process.returncode == 0, served.err
+    for secret in [*secrets.values(), *env_secrets]:
+        assert secret not in served.output, f"a secret leaked into the output: {secret[:4]}..."
+    assert "Traceback" not in served.err
