@@ -6,6 +6,7 @@ install it and errors are only logged.  :class:`ErrorReporter` is safe to call i
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from etrans.observability import get_logger
@@ -14,10 +15,16 @@ log = get_logger(__name__)
 
 
 class ErrorReporter:
-    """``capture(exc, **context)`` sends to Sentry when it was initialised, else does nothing."""
+    """``capture(exc, **context)`` sends to Sentry when it was initialised, else does nothing.
 
-    def __init__(self) -> None:
+    An outage makes every batch fail the same way on every retry: one event per exception type
+    per ``repeat_seconds`` reaches Sentry, the rest are only logged (by the pipeline).
+    """
+
+    def __init__(self, repeat_seconds: float = 60.0) -> None:
         self._sdk: Any = None
+        self.repeat_seconds = repeat_seconds
+        self._last_sent: dict[str, float] = {}
 
     @property
     def enabled(self) -> bool:
@@ -41,13 +48,21 @@ class ErrorReporter:
         log.info("sentry enabled", service=service)
         return reporter
 
-    def capture(self, exc: BaseException, **context: object) -> None:
+    def capture(self, exc: BaseException, **context: object) -> bool:
+        """Send ``exc`` (with ``context`` as extras); False when disabled or throttled."""
         if self._sdk is None:
-            return
+            return False
+        kind = f"{type(exc).__module__}.{type(exc).__qualname__}"
+        now = time.monotonic()
+        last = self._last_sent.get(kind)
+        if last is not None and now - last < self.repeat_seconds:
+            return False
+        self._last_sent[kind] = now
         with self._sdk.new_scope() as scope:
             for key, value in context.items():
                 scope.set_extra(key, value)
             self._sdk.capture_exception(exc)
+        return True
 
     def flush(self, timeout: float = 2.0) -> None:
         if self._sdk is not None:
