@@ -49,7 +49,7 @@ class KafkaBillingEvents:
         body = billing_event(event=event, user_id=user_id, domain_id=domain_id,
                              pack_code=pack_code, previous_pack_code=previous_pack_code, kind=kind)
         if self._producer is None or not self._topic:
-            log.debug("billing event not published (no KAFKA_BILLING_TOPIC)", **body)
+            log.debug("billing event not published (no KAFKA_BILLING_TOPIC)", billing_event=body)
             return
         await self._producer.publish(
             self._topic, json.dumps(body, separators=(",", ":")).encode(),

@@ -45,7 +45,7 @@ async def _announce(s: AccountServices, **event: Any) -> None:
     try:
         await s.events.subscription_changed(**event)
     except Exception as exc:  # the change is done; a lost event is logged for replay
-        log.error("billing event not published", error=repr(exc), **event)
+        log.error("billing event not published", error=repr(exc), billing_event=event)
 
 
 async def list_packs(s: AccountServices) -> dict[str, Any]:

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import jwt
+import pytest
 
 from etrans.adapters.account_repo import AccountRepo, BillingTables, DomainReader
 from etrans.adapters.api_key_cache import RedisApiKeyCache
@@ -24,8 +25,13 @@ from etrans.adapters.redis_quota import RedisQuota
 from etrans.adapters.redis_store import RedisClient
 from etrans.adapters.sql import Database, make_engine
 from etrans.adapters.usend_repo import UsendRepository
-from etrans.api import routes_api_keys, routes_billing, routes_domains, routes_senders
-from etrans.api import routes_testing
+from etrans.api import (
+    routes_api_keys,
+    routes_billing,
+    routes_domains,
+    routes_senders,
+    routes_testing,
+)
 from etrans.api.app import ApiDependencies, create_app
 from etrans.api.auth import ApiKeyResolver, Authenticator, JwtVerifier
 from etrans.app.domains import AccountServices
@@ -97,3 +103,20 @@ def build_api(*, usend_db_url: str, redis_url: str, dns_address: str,
                                      services={"accounts": services}, routers=ROUTERS))
     return ApiUnderTest(app=app, client=app.test_client(), services=services, redis=redis,
                         usend=usend)
+
+
+@pytest.fixture
+def api(usend_db_url, redis_url, dns_server):
+    """The part 2 API in the local billing mode (import this fixture into a test module)."""
+    built = build_api(usend_db_url=usend_db_url, redis_url=redis_url,
+                      dns_address=dns_server.address)
+    yield built
+    built.usend.dispose()
+    built.redis.close()
+
+
+async def create_domain(api: ApiUnderTest, user: int, name: str | None = None) -> dict[str, Any]:
+    status, body = await api.call("POST", "/domains", user,
+                                  json={"domain": name or new_domain_name()})
+    assert status == 200, body
+    return body

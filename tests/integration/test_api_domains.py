@@ -32,7 +32,8 @@ def api(usend_db_url, redis_url, dns_server):
 
 
 async def _create(api, user, name=None):
-    status, body = await api.call("POST", "/domains", user, json={"domain": name or new_domain_name()})
+    status, body = await api.call("POST", "/domains", user,
+                                  json={"domain": name or new_domain_name()})
     assert status == 200, body
     return body
 

@@ -1,0 +1,189 @@
+"""/billing (local billing mode) and /testing/set-pack: packs, current pack, subscriptions
+(owner and balance rules), pay as you go, Kafka billing events, tenant isolation, and the
+testing route answering 404 when disabled."""
+
+from __future__ import annotations
+
+import json
+from decimal import Decimal
+
+from confluent_kafka import Consumer
+from sqlalchemy.orm import Session
+
+from etrans.adapters.billing_events import KafkaBillingEvents
+from etrans.adapters.kafka_client import KafkaProducer
+from etrans.adapters.sql.usend import LocalUser
+from tests.integration.api2_support import (  # noqa: F401 - api is a fixture
+    api,
+    build_api,
+    create_domain,
+    new_user_id,
+)
+
+
+def _fund(api, user, balance, *, owner=True):  # noqa: F811
+    with Session(api.usend.engine) as session, session.begin():
+        session.merge(LocalUser(id=user, email=f"{user}@x.example", balance=Decimal(balance),
+                                is_owner=owner))
+
+
+async def test_packs_and_current_pack(api):  # noqa: F811
+    user = new_user_id()
+    status, packs = await api.call("GET", "/billing/subscription/packs", user)
+    assert status == 200
+    assert packs["success"] is True
+    codes = {p["pack_code"]: p for p in packs["packages"]}
+    assert codes["DEDICATED_100K"] == {
+        "pack_code": "DEDICATED_100K", "pack_name": "Dedicated 100K", "pack_type": "dedicated_ip",
+        "daily_email_limit": 100000, "domain_limit": 5, "price": 500000.0, "is_active": True}
+    assert "PAYG_SHARED" not in codes
+    status, current = await api.call("GET", "/billing/subscription/current-pack", user)
+    assert status == 200
+    assert (current["pack_code"], current["domain_limit"], current["domains"]) == ("FREE", 1, [])
+    assert current["quota"]["daily_limit"] == 100
+    assert current["quota"]["hourly_limit"] == 4
+    domain = await create_domain(api, user)
+    current = (await api.call("GET", "/billing/subscription/current-pack", user))[1]
+    assert current["domains"] == [{"domain_id": domain["id"], "domain_name": domain["domain"],
+                                   "status": "pending"}]
+
+
+async def test_subscription_rules(api):  # noqa: F811
+    user, other = new_user_id(), new_user_id()
+    domain_id = int((await create_domain(api, user))["id"][4:])
+    body = {"pack_code": "DEDICATED_100K", "domain_id": domain_id}
+    status, err = await api.call("POST", "/billing/subscription/subs", user, json=body)
+    assert status == 403
+    assert "Insufficient balance" in err["detail"]
+    _fund(api, user, 600000, owner=False)
+    status, err = await api.call("POST", "/billing/subscription/subs", user, json=body)
+    assert status == 403
+    assert "owner" in err["detail"]
+    _fund(api, user, 600000)
+    assert (await api.call("POST", "/billing/subscription/subs", user,
+                           json={**body, "pack_code": "NOPE"}))[0] == 404
+    assert (await api.call("POST", "/billing/subscription/subs", other, json=body))[0] == 404
+    assert (await api.call("POST", "/billing/subscription/subs", user,
+                           json={"pack_code": "DEDICATED_100K", "domain_id": "dom_1"}))[0] == 400
+    status, ok = await api.call("POST", "/billing/subscription/subs", user, json=body)
+    assert (status, ok) == (200, {"success": True, "message": "Subscription created successfully",
+                                  "domain_id": domain_id, "pack_code": "DEDICATED_100K"})
+    with Session(api.usend.engine) as session:
+        assert session.get(LocalUser, user).balance == Decimal(100000)
+    quota = (await api.call("GET", f"/domains/dom_{domain_id}/quota", user))[1]
+    assert (quota["pack_code"], quota["daily_limit"]) == ("DEDICATED_100K", 100000)
+    current = (await api.call("GET", "/billing/subscription/current-pack", user))[1]
+    assert current["pack_code"] == "DEDICATED_100K"
+
+
+async def test_payg_lifecycle_and_isolation(api):  # noqa: F811
+    user, other = new_user_id(), new_user_id()
+    domain_id = int((await create_domain(api, user))["id"][4:])
+    status, package = await api.call("GET", "/billing/payg/packages", user)
+    assert status == 200
+    assert (package["pack_code"], package["pack_type"], package["pricing"]) == \
+        ("PAYG_SHARED", "shared_ip", {})
+    path = f"/billing/payg/subscriptions/{domain_id}"
+    assert (await api.call("GET", path, user))[0] == 404
+    assert (await api.call("DELETE", path, user))[0] == 404
+    status, created = await api.call("POST", "/billing/payg/subscriptions", user,
+                                     json={"domain_id": domain_id})
+    assert status == 200, created
+    assert (created["success"], created["message"], created["previous_pack"]) == \
+        (True, "PAYG subscription created", None)
+    assert created["subscription"]["pack_code"] == "PAYG_SHARED"
+    assert (await api.call("POST", "/billing/payg/subscriptions", user,
+                           json={"domain_id": domain_id}))[0] == 400
+    assert (await api.call("GET", path, other))[0] == 404
+    assert (await api.call("DELETE", path, other))[0] == 404
+    assert (await api.call("POST", "/billing/payg/subscriptions", other,
+                           json={"domain_id": domain_id}))[0] == 404
+    status, got = await api.call("GET", path, user)
+    assert status == 200
+    assert got["subscription"]["kind"] == "payg"
+    status, cancelled = await api.call("DELETE", path, user)
+    assert (status, cancelled) == (200, {"success": True,
+                                         "message": "PAYG subscription cancelled"})
+    assert (await api.call("GET", path, user))[0] == 404
+    assert (await api.call("GET", "/billing/payg/subscriptions/abc", user))[0] == 400
+
+
+async def test_set_pack_for_all_domains_or_user_level(api):  # noqa: F811
+    user = new_user_id()
+    status, body = await api.call("POST", "/testing/set-pack", user,
+                                  json={"pack_code": "DEDICATED_100K"})
+    assert (status, body) == (200, {"pack_code": "DEDICATED_100K", "pack_name": "Dedicated 100K",
+                                    "domain_limit": 5, "daily_email_limit": 100000,
+                                    "domains_updated": 0})
+    domains = [await create_domain(api, user) for _ in range(2)]
+    status, body = await api.call("POST", "/testing/set-pack", user, json={"pack_code": "FREE"})
+    assert (status, body["domains_updated"]) == (200, 2)
+    for d in domains:
+        assert (await api.call("GET", f"/domains/{d['id']}/quota", user))[1]["pack_code"] == "FREE"
+    assert (await api.call("POST", "/testing/set-pack", user, json={"pack_code": "NOPE"}))[0] \
+        == 400
+
+
+async def test_testing_route_is_404_when_disabled(usend_db_url, redis_url, dns_server):
+    built = build_api(usend_db_url=usend_db_url, redis_url=redis_url,
+                      dns_address=dns_server.address, testing_routes=False)
+    try:
+        status, body = await built.call("POST", "/testing/set-pack", new_user_id(),
+                                        json={"pack_code": "FREE"})
+        assert (status, body) == (404, {"detail": "Not Found"})
+        spec = await (await built.client.get("/openapi.json")).get_json()
+        assert "/testing/set-pack" not in spec["paths"]
+    finally:
+        built.usend.dispose()
+        built.redis.close()
+
+
+async def test_subscription_changes_publish_billing_events(usend_db_url, redis_url, dns_server,
+                                                           kafka_bootstrap, kafka_test_config,
+                                                           new_topic):
+    topic = new_topic()
+    producer = KafkaProducer({"bootstrap.servers": kafka_bootstrap})
+    built = build_api(usend_db_url=usend_db_url, redis_url=redis_url,
+                      dns_address=dns_server.address,
+                      events=KafkaBillingEvents(producer, topic))
+    try:
+        user = new_user_id()
+        domain_id = int((await create_domain(built, user))["id"][4:])
+        _fund(built, user, 500000)
+        await built.call("POST", "/billing/subscription/subs", user,
+                         json={"pack_code": "DEDICATED_100K", "domain_id": domain_id})
+        await built.call("POST", "/billing/payg/subscriptions", user,
+                         json={"domain_id": domain_id})
+        await built.call("DELETE", f"/billing/payg/subscriptions/{domain_id}", user)
+        # set-pack must NOT publish
+        await built.call("POST", "/testing/set-pack", user, json={"pack_code": "FREE"})
+    finally:
+        built.usend.dispose()
+        built.redis.close()
+        producer.close()
+    consumer = Consumer({"bootstrap.servers": kafka_bootstrap, "group.id": f"g-{topic}",
+                         "auto.offset.reset": "earliest", **kafka_test_config})
+    consumer.subscribe([topic])
+    events = []
+    try:
+        for _ in range(60):
+            msg = consumer.poll(1.0)
+            if msg is not None and not msg.error():
+                events.append((msg.key(), json.loads(msg.value())))
+            if len(events) >= 3:
+                extra = consumer.poll(2.0)
+                assert extra is None or extra.error()
+                break
+    finally:
+        consumer.close()
+    assert [e["event"] for _, e in events] == ["subscription.created", "payg.created",
+                                               "payg.cancelled"]
+    key, first = events[0]
+    assert key == str(domain_id).encode()
+    assert set(first) == {"version", "event_id", "event", "occurred_at", "user_id", "domain_id",
+                          "kind", "pack_code", "previous_pack_code"}
+    assert (first["user_id"], first["domain_id"], first["pack_code"], first["kind"]) == \
+        (str(user), domain_id, "DEDICATED_100K", "subscription")
+    assert events[1][1]["previous_pack_code"] == "DEDICATED_100K"
+    assert (events[2][1]["pack_code"], events[2][1]["previous_pack_code"]) == \
+        (None, "PAYG_SHARED")
