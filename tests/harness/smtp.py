@@ -31,7 +31,6 @@ import ssl
 import tempfile
 import threading
 import time
-import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,8 +40,6 @@ import pytest
 
 from tests.harness.servers import free_port, port_open
 
-# The test server offers AUTH without TLS on purpose (the plain-connection case).
-warnings.filterwarnings("ignore", message="Requiring AUTH while not requiring TLS")
 
 
 @dataclass
@@ -239,6 +236,12 @@ class SmtpTestServer:
 
 def smtp_port_open(server: SmtpTestServer) -> bool:
     return port_open(server.host, server.port)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # The test server offers AUTH without TLS on purpose (the plain-connection case).
+    config.addinivalue_line(
+        "filterwarnings", "ignore:Requiring AUTH while not requiring TLS:UserWarning")
 
 
 @pytest.fixture(scope="session")

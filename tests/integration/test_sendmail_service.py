@@ -1,0 +1,179 @@
+"""``etrans sendmail`` as a whole: Kafka topic -> pipeline -> SMTP, in process and as a subprocess.
+
+The subprocess tests kill the worker mid-run (``kill -9``, then SIGTERM) and restart it: no email
+may be lost; after ``kill -9`` at most the pool size may be sent twice (printed); after SIGTERM
+none.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+
+from etrans import bootstrap, settings
+from etrans.runtime import Shutdown
+from tests.harness.smtp import SmtpTestServer
+from tests.integration.sendmail_support import (
+    CredentialFixture,
+    produce_requests,
+    read_events,
+    simple_request,
+    spec_request,
+)
+
+POOL_SIZE = 10
+
+
+@pytest.fixture
+def sendmail_env(
+    etrans_env: Callable[..., dict[str, str]], redis_url: str,
+) -> Iterator[tuple[Callable[..., dict[str, str]], CredentialFixture]]:
+    base = etrans_env()
+    fixture = CredentialFixture(redis_url, base["TOKEN_SECRET"], base["TOKEN_IV"])
+
+    def make(server: SmtpTestServer, **overrides: Any) -> dict[str, str]:
+        env = dict(base)
+        env.update(server.env())
+        env.update({"SENDMAIL_RETRY_BASE_SECONDS": "0.1", "WORKER_POOL_SIZE": str(POOL_SIZE),
+                    "KAFKA_COMMIT_INTERVAL_SECONDS": "1", "ETRANS_LOG_LEVEL": "WARNING"})
+        env.update({k: str(v) for k, v in overrides.items()})
+        return env
+
+    yield make, fixture
+    fixture.cleanup()
+
+
+def message_ids(n: int, tag: str) -> list[str]:
+    return [f"<{tag}-{i}-{uuid.uuid4().hex[:8]}@etrans.test>" for i in range(n)]
+
+
+async def test_spec_message_through_kafka_in_process(
+    sendmail_env: tuple[Callable[..., dict[str, str]], CredentialFixture],
+    smtp_server_factory: Callable[..., SmtpTestServer], kafka_bootstrap: str,
+) -> None:
+    make_env, credentials = sendmail_env
+    server = smtp_server_factory(tls="starttls", users={"svc-user": "svc-pass-1"})
+    env = make_env(server)
+    user_id = credentials.add("svc-user", "svc-pass-1")
+    good, bad = message_ids(1, "good")[0], message_ids(1, "nocreds")[0]
+    produce_requests(kafka_bootstrap, env["KAFKA_TOPIC"], [
+        spec_request(good, user_id),
+        simple_request(bad, "unknown-" + uuid.uuid4().hex),
+    ])
+    main = bootstrap.sendmail(settings.for_command("sendmail", env))
+    shutdown = Shutdown(drain_seconds=10)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(main, shutdown)
+        await server.wait_received_async(1, seconds=60)
+        events = await trio.to_thread.run_sync(
+            lambda: read_events(kafka_bootstrap, env["LOG_TOPIC"], 1, timeout=60))
+        shutdown.request()
+    [received] = server.received
+    assert received.message_id == good
+    assert received.tls
+    assert received.login == "svc-user"
+    assert received.rcpt_tos == ["to@example.com", "cc@example.com", "bcc@example.com"]
+    [event] = events
+    assert event["message_id"] == bad
+    assert event["Event"] == "Reject"
+
+
+# -- subprocess: kill -9 and SIGTERM ---------------------------------------------------------------
+
+def start_worker(env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
+    log_file = log_path.open("ab")
+    return subprocess.Popen([sys.executable, "-m", "etrans", "sendmail"], env=env,
+                            stdout=log_file, stderr=subprocess.STDOUT,
+                            cwd=str(Path(__file__).resolve().parents[2]))
+
+
+def wait_count(server: SmtpTestServer, count: int, process: subprocess.Popen[bytes] | None,
+               timeout: float, log_path: Path) -> None:
+    deadline = time.monotonic() + timeout
+    while len(server.received) < count:
+        if process is not None and process.poll() is not None:
+            raise AssertionError(f"worker exited with {process.returncode}:\n"
+                                 + log_path.read_text()[-3000:])
+        if time.monotonic() > deadline:
+            raise AssertionError(f"received {len(server.received)} of {count} in {timeout} s:\n"
+                                 + log_path.read_text()[-3000:])
+        time.sleep(0.05)
+
+
+def stop_worker(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("how", ["kill -9", "SIGTERM"])
+def test_interrupted_mid_run_then_restarted_loses_nothing(
+    how: str, sendmail_env: tuple[Callable[..., dict[str, str]], CredentialFixture],
+    smtp_server_factory: Callable[..., SmtpTestServer], kafka_bootstrap: str,
+    new_topic: Callable[..., str], tmp_path: Path,
+) -> None:
+    total = 2000
+    make_env, credentials = sendmail_env
+    server = smtp_server_factory(users={"bulk": "bulk-pass"})
+    env = make_env(server, KAFKA_TOPIC=new_topic(partitions=3, prefix="sendmail"))
+    user_id = credentials.add("bulk", "bulk-pass")
+    ids = message_ids(total, "bulk")
+    produce_requests(kafka_bootstrap, env["KAFKA_TOPIC"],
+                     [simple_request(mid, user_id) for mid in ids], partitions=3)
+    log_path = tmp_path / "worker.log"
+
+    first = start_worker(env, log_path)
+    try:
+        wait_count(server, total // 3, first, 120, log_path)
+        if how == "kill -9":
+            first.kill()
+            first.wait()
+        else:
+            first.send_signal(signal.SIGTERM)
+            assert first.wait(60) == 0, log_path.read_text()[-3000:]
+        stopped_at = len(server.received)
+        assert stopped_at < total, "the worker finished before it was interrupted"
+    finally:
+        stop_worker(first)
+
+    second = start_worker(env, log_path)
+    try:
+        # Everything, and then a little longer so that late duplicates would show.
+        deadline = time.monotonic() + 180
+        while set(ids) - {m.message_id for m in server.received}:
+            assert second.poll() is None, log_path.read_text()[-3000:]
+            assert time.monotonic() < deadline, (
+                f"missing {len(set(ids) - set(server.message_ids()))}:\n"
+                + log_path.read_text()[-3000:])
+            time.sleep(0.1)
+        time.sleep(2)
+    finally:
+        stop_worker(second)
+
+    counts = Counter(server.message_ids())
+    duplicates = sum(n - 1 for n in counts.values() if n > 1)
+    print(f"\n{how}: {total} messages, {stopped_at} received before the {how}, "
+          f"{duplicates} sent twice (pool size {POOL_SIZE})")
+    assert set(counts) == set(ids), "lost or unexpected messages"
+    if how == "kill -9":
+        assert duplicates <= POOL_SIZE
+    else:
+        assert duplicates == 0
+    assert second.returncode == 0, log_path.read_text()[-3000:]
+    assert os.path.getsize(log_path) > 0
