@@ -7,7 +7,7 @@ Each public function takes validated :class:`~etrans.settings.Settings` and retu
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import trio
 
@@ -20,12 +20,74 @@ if TYPE_CHECKING:
 log = get_logger(__name__)
 
 
+def _api_part1(settings: Settings, *, billing_db: Any, usend_db: Any, redis: Any, mongo: Any,
+               relay: Any) -> tuple[Any, dict[str, Any]]:
+    """Authentication and the services of emails and logs (API part 1): (authenticator, services).
+
+    SMTP credentials come from the user's sender (``transport``), else from the billing system's
+    ``temporary_password`` (external billing only); domains and ``mkt_domain`` from the Billing DB,
+    or from the ``local_*`` tables of the USEND DB when BILLING_V4_URI is unset (local billing).
+    """
+    from etrans.adapters.api_key_cache import RedisApiKeyCache
+    from etrans.adapters.auth_gateway import HttpAuthGateway
+    from etrans.adapters.billing_repo import BillingRepository
+    from etrans.adapters.credentials import CredentialCipher
+    from etrans.adapters.idempotency import RedisIdempotencyStore
+    from etrans.adapters.mongo_logs import MongoLogReader
+    from etrans.adapters.redis_credentials import RedisCredentialCache
+    from etrans.adapters.redis_quota import RedisQuota
+    from etrans.adapters.sending_domains import CredentialDirectory, DomainDirectory
+    from etrans.adapters.usend_repo import UsendRepository
+    from etrans.api.auth import ApiKeyResolver, Authenticator, JwtVerifier
+    from etrans.app import emails as email_cases
+    from etrans.app import logs as log_cases
+    from etrans.app.bus import MessageBus
+
+    assert settings.http is not None
+    assert settings.tokens is not None
+    assert settings.kafka is not None
+    http = settings.http
+    local_billing = http.billing_v4_uri is None
+    usend_repo = UsendRepository(usend_db)
+    billing_repo = BillingRepository(usend_db if local_billing else billing_db,
+                                     local=local_billing)
+    domains = DomainDirectory(billing_repo, usend_repo)
+    cipher = CredentialCipher(settings.tokens.secret.get(), settings.tokens.iv.get())
+    prefix = http.redis_prefix
+    key_cache = RedisApiKeyCache(redis, prefix=f"{prefix}apikey:")
+    quota = RedisQuota(redis, prefix=f"{prefix}quota:")
+
+    jwt = None
+    if http.jwt_secret is not None:
+        jwt = JwtVerifier(secret=http.jwt_secret.get())
+    elif http.jwt_public_key is not None:
+        jwt = JwtVerifier(public_key=http.jwt_public_key.get())
+    gateway = (HttpAuthGateway(http.manage_auth_uri, cookie_name=http.session_cookie_name)
+               if http.manage_auth_uri else None)
+    authenticator = Authenticator(ApiKeyResolver(usend_repo, key_cache), jwt=jwt,
+                                  gateway=gateway, session_cookie=http.session_cookie_name)
+
+    bus = MessageBus()
+    email_cases.register(bus, email_cases.EmailService(email_cases.EmailDeps(
+        domains=domains, credentials=CredentialDirectory(usend_repo, billing_repo, cipher),
+        credential_cache=RedisCredentialCache(redis), quota=quota, store=usend_repo,
+        outbox=relay, topic=settings.kafka.topic,
+    )))
+    log_cases.register(bus, log_cases.LogService(MongoLogReader(mongo), usend_repo, domains))
+    services: dict[str, Any] = {
+        "bus": bus, "idempotency": RedisIdempotencyStore(redis, prefix=f"{prefix}idem:"),
+        "api_key_cache": key_cache, "quota": quota, "sending_domains": domains,
+    }
+    return authenticator, services
+
+
 def serve(settings: Settings) -> ServiceMain:
     from hypercorn.config import Config
     from hypercorn.trio import serve as hypercorn_serve
 
-    from etrans.adapters.kafka_client import KafkaAdmin
+    from etrans.adapters.kafka_client import KafkaProducer
     from etrans.adapters.mongo import MongoStore
+    from etrans.adapters.outbox import OutboxRelay
     from etrans.adapters.redis_store import RedisClient
     from etrans.adapters.sql import billing_database, usend_database
     from etrans.api.app import ApiDependencies, create_app
@@ -41,10 +103,14 @@ def serve(settings: Settings) -> ServiceMain:
     # The Billing DB is external: its engine opens READ ONLY sessions (docs/database.md).
     billing = billing_database(dbs.billing_uri.get(), pool_size=dbs.pool_size)
     usend = usend_database(dbs.usend_uri.get(), pool_size=dbs.pool_size)
-    redis = RedisClient(settings.redis.url.get())
-    kafka = KafkaAdmin(settings.kafka)
+    redis = RedisClient(settings.redis.url.get(), max_connections=max(20, dbs.pool_size * 2))
+    producer = KafkaProducer.from_settings(settings.kafka)
     mongo = MongoStore(settings.mongo)
-    app = create_app(ApiDependencies(probes=[billing, usend, redis, kafka, mongo]))
+    relay = OutboxRelay(usend, producer)
+    authenticator, services = _api_part1(settings, billing_db=billing, usend_db=usend,
+                                         redis=redis, mongo=mongo, relay=relay)
+    app = create_app(ApiDependencies(probes=[billing, usend, redis, producer, mongo],
+                                     authenticator=authenticator, services=services))
 
     config = Config()
     config.bind = [settings.http.bind]
@@ -55,9 +121,17 @@ def serve(settings: Settings) -> ServiceMain:
 
     async def main(shutdown: Shutdown) -> None:
         try:
-            log.info("listening", bind=settings.http.bind)
-            await hypercorn_serve(app, config, shutdown_trigger=shutdown.wait_requested)
+            async with trio.open_nursery() as nursery:
+                # The outbox relay publishes what requests committed; it runs until the HTTP
+                # server has drained, then makes one last pass.
+                relay_done = trio.Event()
+                await nursery.start(relay.run, relay_done)
+                log.info("listening", bind=settings.http.bind)
+                await hypercorn_serve(app, config, shutdown_trigger=shutdown.wait_requested)
+                relay_done.set()
+                relay.notify()
         finally:
+            producer.close(timeout=5.0)
             billing.dispose()
             usend.dispose()
             redis.close()

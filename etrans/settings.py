@@ -164,6 +164,9 @@ class HttpSettings:
     default_mx_priority: int = 5
     dns_nameservers: tuple[str, ...] = ()
     enable_testing_routes: bool = False
+    # Prefix of etrans's own Redis keys (API key cache, quotas, idempotency); not of hash ``auth``.
+    redis_prefix: str = "etrans:"
+    session_cookie_name: str = "session"
 
 
 @dataclass(frozen=True)
@@ -506,6 +509,8 @@ def _http(r: _Reader) -> HttpSettings:
         default_mx_priority=r.integer("DEFAULT_MX_PRIORITY", 5, minimum=0, maximum=65535),
         dns_nameservers=nameservers,
         enable_testing_routes=r.boolean("ETRANS_ENABLE_TESTING_ROUTES", False),
+        redis_prefix=r.text("ETRANS_REDIS_PREFIX", "etrans:"),
+        session_cookie_name=r.text("SESSION_COOKIE_NAME", "session"),
     )
 
 

@@ -48,7 +48,7 @@ def default_routers() -> list[Router]:
 
 
 # Modules with a ``register(api)`` function, in the order their routes are added.
-ROUTER_MODULES: list[str] = ["etrans.api.emails"]
+ROUTER_MODULES: list[str] = ["etrans.api.emails", "etrans.api.logs"]
 
 
 @dataclass

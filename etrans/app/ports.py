@@ -130,7 +130,7 @@ class SenderCredentials(Protocol):
 
 
 class CredentialCache(Protocol):
-    """Redis hash ``auth``: field user_id -> encrypted credentials (the sendmail worker reads it)."""
+    """Redis hash ``auth``: user_id -> encrypted credentials (the sendmail worker reads it)."""
 
     async def store(self, user_id: int, value: str) -> None: ...
 

@@ -1,0 +1,137 @@
+"""The outbox relay: publishes ``email_outbox`` rows to Kafka, then marks them published.
+
+POST /emails commits the ``email_messages`` row and its outbox row in one transaction and
+returns; this relay (a task of ``etrans serve``) does the publishing.  So a row never exists
+without being published eventually, and nothing is published without its row.
+
+One pass: in a worker thread, open a transaction, ``SELECT ... WHERE published_at IS NULL ORDER BY
+id LIMIT batch FOR UPDATE SKIP LOCKED`` (several ``serve`` processes share the work without
+publishing a row twice), publish every row from Trio (``KafkaProducer.publish`` waits for the
+broker's ack), set ``published_at`` on the acknowledged ones and bump ``attempts``/``last_error``
+on the others, commit.  Delivery is at-least-once: a crash between the ack and the commit
+publishes those rows again (the message_id lets consumers recognise a repeat).
+
+While the broker is unreachable, publishing waits (up to librdkafka's ``message.timeout.ms``),
+the rows stay pending and are retried with a back-off; requests keep being accepted.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+import trio
+from sqlalchemy import select, update
+
+from etrans.adapters.sql.usend import EmailOutbox
+from etrans.observability import get_logger
+
+if TYPE_CHECKING:
+    from etrans.adapters.sql import Database
+    from etrans.app.ports import EventPublisher
+
+log = get_logger(__name__)
+
+_OUTBOX = EmailOutbox.__table__
+
+
+@dataclass
+class RelayStatistics:
+    published: int = 0
+    failed: int = 0
+    passes: int = 0
+    last_error: str | None = None
+
+
+class OutboxRelay:
+    def __init__(self, db: Database, publisher: EventPublisher, *, batch_size: int = 200,
+                 idle_seconds: float = 0.5, max_backoff_seconds: float = 10.0) -> None:
+        self._db = db
+        self._publisher = publisher
+        self._batch = batch_size
+        self._idle = idle_seconds
+        self._max_backoff = max_backoff_seconds
+        self._wakeup = trio.Event()
+        self._token: trio.lowlevel.TrioToken | None = None
+        self.stats = RelayStatistics()
+
+    def statistics(self) -> RelayStatistics:
+        return self.stats
+
+    def notify(self) -> None:
+        """New rows were committed (called from the Trio thread)."""
+        self._wakeup.set()
+
+    async def run(self, shutdown_requested: trio.Event | None = None, *,
+                  task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Relay until cancelled or ``shutdown_requested`` (then one last pass)."""
+        self._token = trio.lowlevel.current_trio_token()
+        task_status.started()
+        backoff = self._idle
+        while True:
+            self._wakeup = trio.Event()
+            try:
+                published, failed = await self.relay_once()
+            except Exception as exc:  # database down: log, back off, retry
+                log.warning("outbox pass failed", error=repr(exc))
+                self.stats.last_error = repr(exc)
+                published, failed = 0, 1
+            if failed:
+                backoff = min(self._max_backoff, max(backoff * 2, 0.2))
+                await trio.sleep(backoff)
+                continue
+            backoff = self._idle
+            if published >= self._batch:
+                continue  # more may be waiting
+            if shutdown_requested is not None and shutdown_requested.is_set():
+                return
+            with trio.move_on_after(self._idle):
+                await self._wakeup.wait()
+
+    async def relay_once(self) -> tuple[int, int]:
+        """One pass; returns (published, failed)."""
+        self.stats.passes += 1
+        return await self._db.run(self._pass)
+
+    def _pass(self) -> tuple[int, int]:
+        query = (select(_OUTBOX.c.id, _OUTBOX.c.topic, _OUTBOX.c.key, _OUTBOX.c.payload)
+                 .where(_OUTBOX.c.published_at.is_(None)).order_by(_OUTBOX.c.id)
+                 .limit(self._batch).with_for_update(skip_locked=True))
+        with self._db.engine.begin() as conn:
+            rows = conn.execute(query).all()
+            if not rows:
+                return 0, 0
+            outcomes: dict[int, str | None] = trio.from_thread.run(self._publish_all, rows)
+            done = [row_id for row_id, error in outcomes.items() if error is None]
+            failed = {row_id: error for row_id, error in outcomes.items() if error is not None}
+            now = datetime.now(UTC)
+            if done:
+                conn.execute(update(_OUTBOX).where(_OUTBOX.c.id.in_(done))
+                             .values(published_at=now, attempts=_OUTBOX.c.attempts + 1))
+            for row_id, error in failed.items():
+                conn.execute(update(_OUTBOX).where(_OUTBOX.c.id == row_id)
+                             .values(attempts=_OUTBOX.c.attempts + 1, last_error=error[:500]))
+        self.stats.published += len(done)
+        self.stats.failed += len(failed)
+        if failed:
+            self.stats.last_error = next(iter(failed.values()))
+            log.warning("outbox publish failed", failed=len(failed), published=len(done),
+                        error=self.stats.last_error)
+        return len(done), len(failed)
+
+    async def _publish_all(self, rows: list[Any]) -> dict[int, str | None]:
+        outcomes: dict[int, str | None] = {}
+
+        async def publish(row: Any) -> None:
+            try:
+                key = row.key.encode() if row.key is not None else None
+                await self._publisher.publish(row.topic, bytes(row.payload), key)
+                outcomes[row.id] = None
+            except Exception as exc:
+                outcomes[row.id] = repr(exc)
+
+        async with trio.open_nursery() as nursery:
+            for row in rows:
+                nursery.start_soon(publish, row)
+        return outcomes

@@ -1,0 +1,146 @@
+"""Builds the API part 1 (auth, emails, logs) in-process, wired by ``bootstrap._api_part1``
+exactly as ``etrans serve`` wires it, against real PostgreSQL, Redis, MongoDB (and Kafka when
+asked).  Each build gets its own Redis key prefix, so parallel runs never share counters."""
+
+from __future__ import annotations
+
+import secrets
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import jwt
+from sqlalchemy import insert
+
+from etrans import bootstrap, settings
+from etrans.adapters.credentials import CredentialCipher
+from etrans.adapters.mongo import MongoStore
+from etrans.adapters.redis_store import RedisClient
+from etrans.adapters.sql import billing_database, usend_database
+from etrans.adapters.sql.usend import ApiKey
+from etrans.api import emails, logs
+from etrans.api.app import ApiDependencies, create_app
+from etrans.domain.api_keys import generate_api_key, hash_api_key
+
+JWT_SECRET = "api1-jwt-secret-" + "y" * 32
+
+
+def new_user_id() -> int:
+    return secrets.randbelow(2**40) + 10**9
+
+
+@dataclass
+class Api1:
+    app: Any
+    client: Any
+    settings: Any
+    redis: RedisClient
+    usend: Any
+    billing: Any
+    mongo: MongoStore
+    seed: Any  # tests.harness.databases.BillingSeeder
+    cipher: CredentialCipher
+    env: dict[str, str]
+    relay: Any = None
+    producer: Any = None
+    closers: list[Any] = field(default_factory=list)
+
+    # -- credentials -------------------------------------------------------------------------
+
+    @staticmethod
+    def bearer(user_id: int, *, ttl: int = 600) -> dict[str, str]:
+        token = jwt.encode({"sub": str(user_id), "exp": int(time.time()) + ttl}, JWT_SECRET,
+                           algorithm="HS256")
+        return {"Authorization": f"Bearer {token}"}
+
+    def api_key(self, user_id: int, permission: str = "full_access", *,
+                expires_at: datetime | None = None, deleted: bool = False) -> tuple[str, int]:
+        key = generate_api_key()
+        row = {"user_id": user_id, "name": "test", "key_hash": hash_api_key(key),
+               "key_prefix": key[:16], "permission": permission, "expires_at": expires_at}
+        if deleted:
+            row.update(active=False, deleted_at=datetime.now().astimezone())
+        with self.usend.engine.begin() as conn:
+            key_id = conn.execute(insert(ApiKey.__table__).values(**row)
+                                  .returning(ApiKey.__table__.c.id)).scalar_one()
+        return key, int(key_id)
+
+    # -- billing rows ------------------------------------------------------------------------
+
+    def user(self) -> int:
+        user_id = new_user_id()
+        self.seed._insert("users", {"id": user_id, "email": f"u{user_id}@example.test"})
+        return user_id
+
+    def sender(self, *, daily: int | None = 500, hourly: int | None = 50,
+               status: str = "verified", credentials: bool = True) -> tuple[int, int, str]:
+        """A user, one domain (limits as given), SMTP credentials: (user, domain_id, name)."""
+        user_id = self.user()
+        name = f"d{uuid.uuid4().hex[:12]}.example.test"
+        domain_id = self.seed.domain(user_id, name, status=status)
+        self.seed.mkt_domain(domain_id, daily_limit=daily, hourly_limit=hourly)
+        if credentials:
+            self.seed.temporary_password(user_id, f"smtp-{user_id}", f"pw-{user_id}-secret")
+        return user_id, domain_id, name
+
+    # -- requests ----------------------------------------------------------------------------
+
+    async def call(self, method: str, path: str, headers: dict[str, str] | None = None,
+                   json: Any = None, **kw: Any) -> tuple[int, Any]:
+        response = await self.client.open(path, method=method, json=json, headers=headers or {},
+                                          **kw)
+        return response.status_code, await response.get_json()
+
+    def close(self) -> None:
+        for close in reversed(self.closers):
+            close()
+
+
+def build_api1(etrans_env: Any, billing_db: Any, *, with_relay: bool = False,
+               **overrides: Any) -> Api1:
+    from tests.harness.databases import BillingSeeder
+
+    values: dict[str, Any] = {
+        "ETRANS_REDIS_PREFIX": f"test:{uuid.uuid4().hex[:12]}:", "JWT_SECRET": JWT_SECRET,
+        "BILLING_V4_URI": "http://127.0.0.1:9/", "DB_URI": billing_db.readonly_url,
+    }
+    values.update(overrides)
+    env = etrans_env(**values)
+    conf = settings.for_command("serve", env)
+    assert conf.databases is not None
+    assert conf.redis is not None
+    assert conf.mongo is not None
+    assert conf.tokens is not None
+    assert conf.kafka is not None
+    billing = billing_database(conf.databases.billing_uri.get(), pool_size=5)
+    usend = usend_database(conf.databases.usend_uri.get(), pool_size=10)
+    redis = RedisClient(conf.redis.url.get(), max_connections=40)
+    mongo = MongoStore(conf.mongo)
+    relay = producer = None
+    if with_relay:
+        from etrans.adapters.kafka_client import KafkaProducer
+        from etrans.adapters.outbox import OutboxRelay
+
+        producer = KafkaProducer.from_settings(conf.kafka, **{"message.timeout.ms": 60000})
+        relay = OutboxRelay(usend, producer, idle_seconds=0.2)
+    authenticator, services = bootstrap._api_part1(conf, billing_db=billing, usend_db=usend,
+                                                   redis=redis, mongo=mongo, relay=relay)
+    app = create_app(ApiDependencies(authenticator=authenticator, services=services,
+                                     routers=[emails.register, logs.register]))
+    api = Api1(app=app, client=app.test_client(), settings=conf, redis=redis, usend=usend,
+               billing=billing, mongo=mongo, seed=BillingSeeder(billing_db.owner_url),
+               cipher=CredentialCipher(conf.tokens.secret.get(), conf.tokens.iv.get()), env=env,
+               relay=relay, producer=producer)
+    api.closers += [billing.dispose, usend.dispose, redis.close, mongo.close]
+    if producer is not None:
+        api.closers.append(lambda: producer.close(5.0))
+    return api
+
+
+def email(sender_domain: str, **fields: Any) -> dict[str, Any]:
+    body = {"from": f"Sender <hello@{sender_domain}>", "to": ["rcpt@example.org"],
+            "subject": "Hello", "html": "<p>Hi</p>"}
+    body.update(fields)
+    return body

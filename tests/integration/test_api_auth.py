@@ -1,0 +1,212 @@
+"""Authentication and permissions of the API (part 1 endpoints), against real PostgreSQL/Redis:
+the matrix endpoint x permission level x missing/invalid/expired/deleted credential, JWT
+algorithms and expiry, the MANAGE_AUTH_URI gateway (a real HTTP server in the test), and
+revocation of a cached key on the very next request."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import jwt
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
+from etrans.domain.api_keys import hash_api_key
+from tests.integration.api1_support import Api1, build_api1, email
+
+# (method, path, required level); bodies are valid enough to get past auth.
+ENDPOINTS = [
+    ("POST", "/emails", "sending_access"),
+    ("POST", "/emails/batch", "sending_access"),
+    ("GET", "/emails", "read_only"),
+    ("GET", "/emails/msg_x@example.test", "read_only"),
+    ("GET", "/logs", "read_only"),
+]
+LEVELS = ["read_only", "sending_access", "full_access"]
+RANK = {name: i for i, name in enumerate(LEVELS)}
+
+
+@pytest.fixture
+def api(etrans_env: Any, billing_db: Any) -> Any:
+    built = build_api1(etrans_env, billing_db)
+    yield built
+    built.close()
+
+
+def _body(method: str, path: str) -> Any:
+    if method != "POST":
+        return None
+    one = email("nowhere.example.test")
+    return {"emails": [one]} if path.endswith("batch") else one
+
+
+async def test_permission_matrix(api: Api1) -> None:
+    user = api.user()
+    keys = {level: api.api_key(user, level)[0] for level in LEVELS}
+    for method, path, needed in ENDPOINTS:
+        for level, key in keys.items():
+            status, body = await api.call(method, path, {"X-API-KEY": key},
+                                          json=_body(method, path))
+            if RANK[level] >= RANK[needed]:
+                assert status not in (401, 403), (method, path, level, status, body)
+            else:
+                assert status == 403, (method, path, level, status, body)
+                assert "Insufficient permissions" in body["detail"]
+        # Bearer tokens are always full_access.
+        status, body = await api.call(method, path, api.bearer(user), json=_body(method, path))
+        assert status not in (401, 403), (method, path, status, body)
+
+
+async def test_bad_credentials_matrix(api: Api1) -> None:
+    user = api.user()
+    expired, _ = api.api_key(user, "full_access",
+                             expires_at=datetime.now(UTC) - timedelta(seconds=1))
+    deleted, _ = api.api_key(user, "full_access", deleted=True)
+    expired_jwt = jwt.encode({"sub": str(user), "exp": int(time.time()) - 5},
+                             "api1-jwt-secret-" + "y" * 32, algorithm="HS256")
+    wrong_jwt = jwt.encode({"sub": str(user), "exp": int(time.time()) + 60}, "w" * 40,
+                           algorithm="HS256")
+    no_exp = jwt.encode({"sub": str(user)}, "api1-jwt-secret-" + "y" * 32, algorithm="HS256")
+    cases = {
+        "missing": {},
+        "unknown key": {"X-API-KEY": "etrans_live_nope"},
+        "empty key": {"X-API-KEY": ""},
+        "expired key": {"X-API-KEY": expired},
+        "deleted key": {"X-API-KEY": deleted},
+        "expired jwt": {"Authorization": f"Bearer {expired_jwt}"},
+        "wrong jwt": {"Authorization": f"Bearer {wrong_jwt}"},
+        "jwt without exp": {"Authorization": f"Bearer {no_exp}"},
+        "not bearer": {"Authorization": "Basic dXNlcjpwdw=="},
+        "garbage bearer": {"Authorization": "Bearer abc.def.ghi"},
+    }
+    for method, path, _ in ENDPOINTS:
+        for name, headers in cases.items():
+            status, body = await api.call(method, path, headers, json=_body(method, path))
+            assert status == 401, (method, path, name, status, body)
+            assert isinstance(body["detail"], str)
+            assert body["detail"]
+
+
+async def test_deleted_key_fails_on_next_request_despite_cache(api: Api1) -> None:
+    user = api.user()
+    key, key_id = api.api_key(user, "read_only")
+    assert (await api.call("GET", "/emails", {"X-API-KEY": key}))[0] == 200  # now cached
+    # What DELETE /api-keys does: mark the row deleted, then revoke the cache entry.
+    from sqlalchemy import update
+
+    from etrans.adapters.sql.usend import ApiKey
+
+    with api.usend.engine.begin() as conn:
+        conn.execute(update(ApiKey.__table__).where(ApiKey.__table__.c.id == key_id)
+                     .values(active=False, deleted_at=datetime.now(UTC)))
+    cache = api.app.extensions["etrans"].services["api_key_cache"]
+    await cache.revoke(hash_api_key(key))
+    assert (await api.call("GET", "/emails", {"X-API-KEY": key}))[0] == 401
+    # A lookup racing with the deletion cannot re-cache the key over the revocation.
+    from etrans.app.records import ApiKeyRecord
+    from etrans.domain.api_keys import Permission
+
+    await cache.put(hash_api_key(key), ApiKeyRecord(key_id, user, Permission.read_only, None))
+    assert (await api.call("GET", "/emails", {"X-API-KEY": key}))[0] == 401
+
+
+async def test_key_expiring_while_cached_fails_next_request(api: Api1) -> None:
+    user = api.user()
+    key, _ = api.api_key(user, "read_only",
+                         expires_at=datetime.now(UTC) + timedelta(seconds=1.5))
+    assert (await api.call("GET", "/emails", {"X-API-KEY": key}))[0] == 200
+    import trio
+
+    await trio.sleep(1.6)
+    status, body = await api.call("GET", "/emails", {"X-API-KEY": key})
+    assert (status, body["detail"]) == (401, "API key expired")
+
+
+@pytest.mark.parametrize("algorithm", ["RS256", "ES256"])
+async def test_jwt_public_key(etrans_env: Any, billing_db: Any, algorithm: str) -> None:
+    private: Any = (rsa.generate_private_key(public_exponent=65537, key_size=2048)
+                    if algorithm == "RS256" else ec.generate_private_key(ec.SECP256R1()))
+    public_pem = private.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo).decode()
+    api = build_api1(etrans_env, billing_db, JWT_SECRET=None, JWT_PUBLIC_KEY=public_pem)
+    try:
+        user = api.user()
+        good = jwt.encode({"sub": str(user), "exp": int(time.time()) + 60}, private,
+                          algorithm=algorithm)
+        assert (await api.call("GET", "/emails", {"Authorization": f"Bearer {good}"}))[0] == 200
+        expired = jwt.encode({"sub": str(user), "exp": int(time.time()) - 5}, private,
+                             algorithm=algorithm)
+        assert (await api.call("GET", "/emails", {"Authorization": f"Bearer {expired}"}))[0] \
+            == 401
+        # An HS256 token signed with the public key text must not pass (algorithm confusion).
+        forged = jwt.encode({"sub": str(user), "exp": int(time.time()) + 60}, "x" * 32,
+                            algorithm="HS256")
+        assert (await api.call("GET", "/emails", {"Authorization": f"Bearer {forged}"}))[0] \
+            == 401
+    finally:
+        api.close()
+
+
+class _AuthService(BaseHTTPRequestHandler):
+    users: dict[str, str] = {}
+    calls: list[str] = []
+
+    def do_GET(self) -> None:
+        credential = self.headers.get("Authorization") or self.headers.get("Cookie") or ""
+        self.calls.append(credential)
+        if "explode" in credential:
+            self.send_response(500)
+            self.end_headers()
+            return
+        user = self.users.get(credential)
+        if user is None:
+            self.send_response(401)
+            self.end_headers()
+            return
+        body = json.dumps({"user_id": user}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+async def test_manage_auth_gateway(etrans_env: Any, billing_db: Any) -> None:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _AuthService)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    uri = f"http://127.0.0.1:{server.server_address[1]}/v1/validate"
+    api = build_api1(etrans_env, billing_db, MANAGE_AUTH_URI=uri, SESSION_COOKIE_NAME="sid")
+    try:
+        user = api.user()
+        _AuthService.users = {"Bearer opaque-token": str(user), "sid=cookie-value": str(user)}
+        _AuthService.calls.clear()
+        ok = {"Authorization": "Bearer opaque-token"}
+        assert (await api.call("GET", "/emails", ok))[0] == 200
+        assert (await api.call("GET", "/emails", ok))[0] == 200
+        assert _AuthService.calls.count("Bearer opaque-token") == 1  # second answer cached
+        # The gateway replaces local JWT verification: a locally valid JWT is not enough.
+        assert (await api.call("GET", "/emails", api.bearer(user)))[0] == 401
+        assert (await api.call("GET", "/emails", {"Cookie": "sid=cookie-value"}))[0] == 200
+        assert (await api.call("GET", "/emails", {"Cookie": "sid=wrong"}))[0] == 401
+        # A session cookie is full_access: it may send (past auth: 400 for the unknown domain).
+        status, _ = await api.call("POST", "/emails", {"Cookie": "sid=cookie-value"},
+                                   json=email("nowhere.example.test"))
+        assert status == 400
+        status, body = await api.call("GET", "/emails", {"Authorization": "Bearer explode"})
+        assert status == 503, body
+        server.shutdown()
+        server.server_close()
+        status, body = await api.call("GET", "/emails", {"Authorization": "Bearer other"})
+        assert status == 503, body
+    finally:
+        api.close()
