@@ -144,7 +144,7 @@ class Api:
         if op.body is not None:
             raw = await read_body(self.app.config.get("MAX_CONTENT_LENGTH"))
             body = parse_json_body(raw, required=op.body_required)
-            if body is not None and op.validate_body:
+            if op.validate_body and (body is not None or op.body_required):
                 try:
                     body = op.body.validate(body, ("body",))
                 except SchemaError as exc:

@@ -20,6 +20,7 @@ from etrans.domain.addresses import parse_address
 from etrans.domain.emails import (
     EmailRuleError,
     check_email,
+    decoded_size,
     new_message_id,
     render_templates,
     sendmail_message,
@@ -138,7 +139,7 @@ class EmailService:
             html=rendered.get("html"), text=rendered.get("text"),
             headers=rendered.get("headers"), tags=rendered.get("tags"),
             attachments=[{"filename": a["filename"], "content_type": a["content_type"],
-                          "size": (len(a["content"]) * 3) // 4}
+                          "size": decoded_size(a["content"])}
                          for a in rendered.get("attachments") or []] or None,
             template_id=email.get("template_id"), template_data=email.get("template_data"),
             created_at=now, topic=self.deps.topic, kafka_key=message_id.encode(),

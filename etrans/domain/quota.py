@@ -52,8 +52,9 @@ def remaining(limit: int | None, used: int) -> int | None:
 
 
 def hourly_from_daily(daily: int) -> int:
-    """The spec's derivation when only a daily figure is known (100000/day -> 4166/hour)."""
-    return daily // 24
+    """The spec's derivation when only a daily figure is known (100000/day -> 4166/hour); at
+    least 1 for a positive daily limit, so a small daily limit does not forbid sending."""
+    return max(1, daily // 24) if daily > 0 else 0
 
 
 def monthly_from_daily(daily: int) -> int:
