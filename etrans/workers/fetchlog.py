@@ -164,11 +164,11 @@ class Progress:
     async def run(self, pipeline: Pipeline) -> None:
         try:
             while True:
-                await trio.sleep(self.interval)
                 self._write(self.line(_stats(pipeline)))
+                await trio.sleep(self.interval)
         finally:
-            self.stream.write("\n")
-            self.stream.flush()
+            # Cancelled when the pipeline finished: the last state stays on screen.
+            self._write(self.line(_stats(pipeline)) + "\n")
 
     def _write(self, text: str) -> None:
         self.stream.write("\r\x1b[2K" + text)

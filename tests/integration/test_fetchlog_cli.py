@@ -9,9 +9,12 @@
 from __future__ import annotations
 
 import json
+import os
+import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -68,10 +71,40 @@ def _topic_with_events(kafka_bootstrap: str, new_topic: Callable[..., str], coun
     return topic, prefix, produce_events(kafka_bootstrap, topic, count, prefix=prefix)
 
 
-def start_fetchlog(env: dict[str, str], *args: str, log_path: Path) -> subprocess.Popen[bytes]:
+def start_fetchlog(env: dict[str, str], *args: str, log_path: Path,
+                   stderr: int | None = None) -> subprocess.Popen[bytes]:
     with open(log_path, "ab") as log_file:
         return subprocess.Popen([sys.executable, "-m", "etrans", "fetchlog", *args], env=env,
-                                stdout=log_file, stderr=subprocess.STDOUT)
+                                stdout=log_file,
+                                stderr=subprocess.STDOUT if stderr is None else stderr)
+
+
+class Terminal:
+    """A pseudo-terminal for a subprocess's stderr; ``text()`` is everything it wrote."""
+
+    def __init__(self) -> None:
+        self.master, self.slave = os.openpty()
+        self._chunks: list[bytes] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+
+    def started(self) -> None:
+        os.close(self.slave)  # the child holds its own copy
+        self._reader.start()
+
+    def _read(self) -> None:
+        while True:
+            try:
+                chunk = os.read(self.master, 4096)
+            except OSError:  # EIO: the child side is closed
+                break
+            if not chunk:
+                break
+            self._chunks.append(chunk)
+
+    def text(self) -> str:
+        self._reader.join(10)
+        os.close(self.master)
+        return b"".join(self._chunks).decode(errors="replace")
 
 
 def wait_exit(process: subprocess.Popen[bytes], log_path: Path,
@@ -132,8 +165,20 @@ def test_replay_twice_keeps_the_count(
     try:
         for run in (1, 2):
             log_path = tmp_path / f"run{run}.log"
-            process = start_fetchlog(env, "--from-earliest", "--stop-at-end", log_path=log_path)
+            # The second run draws its progress on a terminal, as an operator would see it.
+            terminal = Terminal() if run == 2 else None
+            process = start_fetchlog(env, "--from-earliest", "--stop-at-end", log_path=log_path,
+                                     stderr=terminal.slave if terminal else None)
+            if terminal:
+                terminal.started()
             wait_exit(process, log_path)
+            if terminal:
+                screen = terminal.text()
+                assert re.search(r"fetchlog: \d+ events done, (\d+|\?) remaining, [\d,]+ events/s",
+                                 screen), screen[-2000:]
+                assert "fetchlog: 3000 events in" in screen, screen[-2000:]
+                assert f"0 stored, {expected} already stored, 150 filtered, 150 skipped" \
+                    in screen, screen[-2000:]
             assert_each_event_once(collection, prefix, expected)
             counts = summary(log_path)
             assert counts["events"] == 3000
