@@ -16,10 +16,13 @@ if TYPE_CHECKING:
     from etrans.settings import Settings
 
 
+_LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+
+
 class _Context:
-    def __init__(self, env_file: Path | None, log_level: str) -> None:
+    def __init__(self, env_file: Path | None, log_level: str | None) -> None:
         self.env_file = env_file
-        self.log_level = log_level
+        self.log_level = log_level  # None: ETRANS_LOG_LEVEL of the environment or env file
 
     def environment(self) -> dict[str, str]:
         """The process environment over the env file: a variable set in both keeps its env value."""
@@ -45,7 +48,12 @@ class _Context:
     def start_logging(self, service: str) -> None:
         from etrans import observability
 
-        observability.configure(service, level=self.log_level)
+        level = self.log_level or self.environment().get("ETRANS_LOG_LEVEL") or "INFO"
+        if level.upper() not in _LOG_LEVELS:
+            click.echo(f"etrans {service}: invalid configuration:\n  - ETRANS_LOG_LEVEL must be"
+                       f" one of {', '.join(_LOG_LEVELS)}, got {level!r}", err=True)
+            sys.exit(2)
+        observability.configure(service, level=level)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -53,10 +61,11 @@ class _Context:
 @click.option("--env-file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               envvar="ETRANS_ENV_FILE",
               help="Read variables from this KEY=VALUE file (the environment wins over it).")
-@click.option("--log-level", default="INFO", show_default=True, envvar="ETRANS_LOG_LEVEL",
-              type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False))
+@click.option("--log-level", default=None, envvar="ETRANS_LOG_LEVEL",
+              type=click.Choice(_LOG_LEVELS, case_sensitive=False),
+              help="[env ETRANS_LOG_LEVEL, also read from the env file; default: INFO]")
 @click.pass_context
-def cli(ctx: click.Context, env_file: Path | None, log_level: str) -> None:
+def cli(ctx: click.Context, env_file: Path | None, log_level: str | None) -> None:
     """etrans: transactional email - HTTP API, SMTP sender and delivery-log ingester."""
     ctx.obj = _Context(env_file, log_level)
 

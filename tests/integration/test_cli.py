@@ -252,3 +252,31 @@ def test_worker_starts_logs_json_and_stops_on_a_signal(etrans_env, args, sig):
     assert env["TOKEN_SECRET"] not in output
     assert env["TOKEN_IV"] not in output
     assert "Traceback" not in err
+
+
+def test_log_level_from_the_env_file(etrans_env, tmp_path: Path):
+    env_file = tmp_path / "etrans.env"
+    env_file.write_text("ETRANS_LOG_LEVEL=WARNING\n")
+    process = start(["--env-file", str(env_file), "sendmail"], etrans_env())
+    try:
+        time.sleep(3)  # it would have logged its start at INFO by now
+        _took, out, err = stop(process)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    assert process.returncode == 0, err
+    assert [r for r in json_records(out) if r["level"] == "info"] == []
+
+
+def test_invalid_log_level_in_the_env_file_exits_2(etrans_env, tmp_path: Path):
+    env_file = tmp_path / "etrans.env"
+    env_file.write_text("ETRANS_LOG_LEVEL=LOUD\n")
+    result = run(["--env-file", str(env_file), "sendmail"], etrans_env())
+    assert result.returncode == 2
+    assert "ETRANS_LOG_LEVEL" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def json_records(out: str) -> list[dict[str, object]]:
+    return [json.loads(line) for line in out.splitlines() if line.strip()]
