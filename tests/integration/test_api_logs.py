@@ -1,0 +1,128 @@
+"""GET /logs against a real MongoDB-wire server (documents as the fetchlog worker writes them)
+and the USEND DB (``source`` cross-reference: one query per request, however many rows)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from sqlalchemy import event
+
+from tests.integration.api1_support import Api1, build_api1, email
+
+
+@pytest.fixture
+def api(etrans_env: Any, billing_db: Any) -> Any:
+    built = build_api1(etrans_env, billing_db)
+    yield built
+    built.close()
+
+
+def _doc(domain: str, message_id: str, minute: int, *, event_type: str = "Sender",
+         action: str = "delivered", response: str = "250 2.0.0 OK 1772679259 xyz",
+         recipient: str = "user@example.org") -> dict[str, Any]:
+    return {
+        "event": event_type, "timestamp": datetime(2026, 3, 10, 4, minute, tzinfo=UTC),
+        "action": action, "sender": f"hello@{domain}", "recipient": recipient,
+        "response": response, "from_domain": domain, "message_id": message_id,
+        "to_domain": recipient.split("@")[1], "event_id": f"evt-{message_id}-{minute}",
+    }
+
+
+async def test_logs(api: Api1) -> None:
+    user, _, domain = api.sender(daily=None, hourly=None)
+    h = api.bearer(user)
+    api_ids = []
+    for i in range(3):
+        status, sent = await api.call("POST", "/emails", h, json=email(domain, subject=str(i)))
+        assert status == 200
+        api_ids.append(sent["id"])
+    other_user, _, other_domain = api.sender()
+    docs = [
+        _doc(domain, api_ids[0], 1),
+        _doc(domain, api_ids[1], 2, event_type="Deferred", action="deferred",
+             response="451 4.7.1 Try again later"),
+        _doc(domain, api_ids[2], 3, event_type="Reject", action="rejected",
+             response="550 5.1.1 <x@example.org>: Recipient address rejected"),
+        _doc(domain, "smtp-1@" + domain, 4, recipient="other@example.net"),
+        _doc(domain, "smtp-2@" + domain, 5, event_type="Queue", action="queued", response=""),
+        _doc(other_domain, "foreign@" + other_domain, 6),
+    ]
+    api.mongo.collection.insert_many(docs)
+
+    statements: list[str] = []
+
+    def count(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        if "email_messages" in statement:
+            statements.append(statement)
+
+    event.listen(api.usend.engine, "before_cursor_execute", count)
+    try:
+        status, page = await api.call("GET", "/logs?per_page=2", h)
+    finally:
+        event.remove(api.usend.engine, "before_cursor_execute", count)
+    assert status == 200, page
+    assert len(statements) == 1  # source of every row and the stats: one USEND query
+    assert (page["total"], page["page"], page["per_page"]) == (5, 1, 2)
+    first = page["logs"][0]  # default sort: -timestamp
+    assert first["message_id"] == "smtp-2@" + domain
+    assert first["source"] == "SMTP"
+    assert first["status"] == "Queued"
+    stats = {s["label"]: (s["count"], s["percentage"]) for s in page["stats"]}
+    assert stats == {"Delivered": (2, 40.0), "Delayed": (1, 20.0), "Bounced": (1, 20.0),
+                     "Queued": (1, 20.0), "API": (3, 60.0), "SMTP": (2, 40.0)}
+    assert [s["label"] for s in page["stats"]][-2:] == ["API", "SMTP"]
+
+    status, page = await api.call("GET", "/logs?sorts=timestamp", h)
+    by_id = {log["message_id"]: log for log in page["logs"]}
+    assert page["logs"][0]["message_id"] == api_ids[0]
+    delivered = by_id[api_ids[0]]
+    assert delivered == {
+        "event": "Sender", "timestamp": "2026-03-10T04:01:00Z", "status": "Delivered",
+        "action": "250 2.0.0 OK", "action_detail": "250 2.0.0 OK 1772679259 xyz",
+        "sender": f"hello@{domain}", "recipient": "user@example.org", "from_domain": domain,
+        "to_domain": "example.org", "message_id": api_ids[0], "source": "API",
+    }
+    assert by_id[api_ids[2]]["action"] == "550 5.1.1"
+    assert by_id[api_ids[2]]["status"] == "Bounced"
+    assert "foreign@" + other_domain not in by_id  # another user's domain
+
+    async def ids(query: str) -> set[str]:
+        status, page = await api.call("GET", f"/logs?{query}", h)
+        assert status == 200, (query, page)
+        assert page["total"] == len(page["logs"])
+        return {log["message_id"] for log in page["logs"]}
+
+    assert await ids("source=api") == set(api_ids)
+    assert await ids("source=SMTP") == {"smtp-1@" + domain, "smtp-2@" + domain}
+    assert len(await ids("source=api,smtp")) == 5
+    assert await ids("action=deferred") == {api_ids[1]}
+    assert await ids("action=deferred,rejected") == {api_ids[1], api_ids[2]}
+    assert await ids("recipient=other@example.net") == {"smtp-1@" + domain}
+    assert await ids(f"message_id={api_ids[0]}") == {api_ids[0]}
+    assert await ids(f"sender=hello@{domain}&source=smtp&action=delivered") \
+        == {"smtp-1@" + domain}
+    after = (datetime(2026, 3, 10, 4, 2, tzinfo=UTC)).isoformat()
+    before = (datetime(2026, 3, 10, 4, 5, tzinfo=UTC)).isoformat().replace("+00:00", "Z")
+    assert await ids(f"log_after={after.replace('+', '%2B')}&log_before={before}") \
+        == {api_ids[2], "smtp-1@" + domain}
+    status, page = await api.call("GET", "/logs?source=api&sorts=-recipient,timestamp", h)
+    assert status == 200
+    status, page = await api.call("GET", "/logs?page=3&per_page=2", h)
+    assert len(page["logs"]) == 1
+
+    for bad in ("source=email", "per_page=101", "per_page=0", "sorts=password",
+                "log_before=soon", "page=0",
+                f"log_after={(datetime.now(UTC) + timedelta(days=1)).date()}"
+                f"&log_before={datetime.now(UTC).date()}"):
+        status, answer = await api.call("GET", f"/logs?{bad}", h)
+        assert status == 400, (bad, answer)
+        assert answer["detail"]
+
+    # The other user sees only their own domain's log, as SMTP (not one of their API sends).
+    status, page = await api.call("GET", "/logs", api.bearer(other_user))
+    assert [log["message_id"] for log in page["logs"]] == ["foreign@" + other_domain]
+    # A user with no domain gets an empty answer.
+    status, page = await api.call("GET", "/logs", api.bearer(api.user()))
+    assert (status, page["total"], page["logs"], page["stats"]) == (200, 0, [], [])
