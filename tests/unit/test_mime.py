@@ -66,7 +66,9 @@ def test_superset_fields_decode() -> None:
     assert outgoing.headers == (("X-Campaign", "spring"),)
     assert outgoing.tags == (("kind", "welcome"),)
     assert outgoing.user_id == "12345"
-    assert outgoing.cc == () and outgoing.bcc == () and outgoing.attachments == ()
+    assert outgoing.cc == ()
+    assert outgoing.bcc == ()
+    assert outgoing.attachments == ()
 
 
 @pytest.mark.parametrize("raw", [b"not json", b"[1]", b"{}",
@@ -98,7 +100,7 @@ def full_email() -> OutgoingEmail:
         cc=(Mailbox("cc@example.com", "Carbon Copy"),),
         bcc=(Mailbox("hidden@example.com"),),
         reply_to=(Mailbox("replies@example.com", "Hộp thư"),),
-        subject="Xin chào – hóa đơn tháng 3 ✓",
+        subject="Xin chào - hóa đơn tháng 3 ✓",
         html="<p>Chào bạn</p>",
         text="Chào bạn",
         headers=(("X-Campaign", "spring"), ("Bcc", "leak@example.com"),
@@ -110,7 +112,8 @@ def full_email() -> OutgoingEmail:
 
 def test_mime_field_by_field() -> None:
     data = render(full_email())
-    assert b"\r\n" in data and b"\n" not in data.replace(b"\r\n", b"")
+    assert b"\r\n" in data
+    assert b"\n" not in data.replace(b"\r\n", b"")
     message = parse(data)
     assert message["From"].addresses[0].display_name == "Nguyễn Văn Ánh"
     assert message["From"].addresses[0].addr_spec == "sender@example.com"
@@ -120,7 +123,7 @@ def test_mime_field_by_field() -> None:
     assert [a.addr_spec for a in message["Cc"].addresses] == ["cc@example.com"]
     assert message["Reply-To"].addresses[0].addr_spec == "replies@example.com"
     assert message["Reply-To"].addresses[0].display_name == "Hộp thư"
-    assert str(message["Subject"]) == "Xin chào – hóa đơn tháng 3 ✓"
+    assert str(message["Subject"]) == "Xin chào - hóa đơn tháng 3 ✓"
     assert message["Message-ID"] == "<abc-123@etrans.test>"
     assert message["Date"] is not None
     assert message["X-Campaign"] == "spring"
@@ -183,3 +186,56 @@ def test_reject_event_has_the_filebeat_shape() -> None:
     assert event["agent"]["type"] == "etrans-sendmail"
     assert event["Event_ID"] == reject_event_id("abc-123@etrans.test", "cc@example.com")
     assert event["Event_ID"] != reject_event_id("abc-123@etrans.test", "to@example.com")
+
+
+SIMPLE_CASES = [
+    dict(html="<p>hello</p>"),
+    dict(text="plain only\nsecond line"),
+    dict(html="<p>h</p>\n.\n..dots", text="t\r\nwith CRLF\rand CR"),
+    dict(html="<p>Chào bạn - UTF-8 body</p>", text="Chào"),
+    dict(html="x" * 1500),
+    dict(html="", text=""),
+]
+
+
+@pytest.mark.parametrize("body", SIMPLE_CASES)
+def test_fast_rendering_matches_the_email_package(body: dict[str, str]) -> None:
+    from etrans.domain.mime import _render_simple, build_mime
+
+    outgoing = OutgoingEmail(
+        message_id="fast@etrans.test", user_id="1",
+        sender=Mailbox("sender@example.com", 'Team "Ops", Inc.'),
+        to=(Mailbox("a@example.com", "Alice A."), Mailbox("b@example.com")),
+        cc=(Mailbox("c@example.com"),), reply_to=(Mailbox("r@example.com", "Replies"),),
+        subject="Monthly report", headers=(("X-Campaign", "march"), ("Bcc", "x@y.z")),
+        **body,
+    )
+    date = "Sun, 29 Nov 2026 12:00:00 +0000"
+    fast = _render_simple(outgoing, date)
+    assert fast is not None, "this case should take the fast path"
+    slow = build_mime(outgoing, date=date).as_bytes(policy=email.policy.SMTP)
+    a, b = parse(fast), parse(slow)
+    for name in ("From", "To", "Cc", "Reply-To", "Subject", "Message-ID", "Date", "X-Campaign",
+                 "MIME-Version"):
+        assert str(a[name]) == str(b[name]), name
+    assert a["Bcc"] is None
+    assert a.get_content_type() == b.get_content_type()
+    assert [p.get_content_type() for p in a.walk()] == [p.get_content_type() for p in b.walk()]
+    fast_leaves = [p.get_content() for p in a.walk() if not p.is_multipart()]
+    slow_leaves = [p.get_content() for p in b.walk() if not p.is_multipart()]
+    def normal(texts: list[str]) -> list[str]:
+        return [t.replace("\r\n", "\n").rstrip("\n") for t in texts]
+
+    assert normal(fast_leaves) == normal(slow_leaves)
+    assert all(len(line) <= 998 for line in fast.split(b"\r\n"))
+    assert b"\n" not in fast.replace(b"\r\n", b"")
+
+
+def test_non_ascii_headers_and_attachments_take_the_email_package_path() -> None:
+    from etrans.domain.mime import _render_simple
+
+    assert _render_simple(full_email(), None) is None
+    ascii_but_attachment = OutgoingEmail(
+        message_id="m@x", user_id="1", sender=Mailbox("a@x.com"), to=(Mailbox("b@x.com"),),
+        subject="s", html="h", attachments=(Attachment("a.bin", b"1"),))
+    assert _render_simple(ascii_but_attachment, None) is None

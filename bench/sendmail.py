@@ -1,0 +1,299 @@
+"""Benchmark: ``etrans sendmail`` against Postfix's smtp-sink, with raw baselines from the same run.
+
+1. etrans sendmail (a subprocess, WORKER_POOL_SIZE=10) drains a 20,000-message backlog from Kafka
+   until smtp-sink has counted them all;
+2. a raw smtplib loop: 10 threads, each with one reused connection, sends the same messages
+   pre-built (MIME rendered before the clock starts);
+3. Postfix's smtp-source with 10 sessions (``-d``: connections reused) sends 20,000 messages;
+4. with smtp-sink delaying each DATA reply by 1 s (simulated latency), etrans with pool sizes 1
+   and 10 (goal: the pool of 10 is at least 8x faster).
+
+Prints the rates, then ``ratio <etrans / raw smtplib>`` last (goal >= 0.8).
+
+Needs ``smtp-sink``/``smtp-source`` (Debian package ``postfix``: ``apt-get install postfix``),
+a Kafka-API broker (tansu is started unless $ETRANS_TEST_KAFKA_BOOTSTRAP is set) and Redis
+(127.0.0.1:6379 or $ETRANS_TEST_REDIS_URL).  Options: ``--messages N``, ``--skip-latency``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import re
+import shutil
+import signal
+import smtplib
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from etrans.domain.mime import render  # noqa: E402
+from etrans.workers.sendmail import decode_request  # noqa: E402
+from tests.harness.servers import (  # noqa: E402
+    ServiceUnavailable,
+    create_topic,
+    ensure_kafka,
+    ensure_redis,
+    free_port,
+    unique_name,
+)
+from tests.integration.sendmail_support import (  # noqa: E402
+    CredentialFixture,
+    produce_requests,
+    simple_request,
+)
+
+SINK_USER = "nobody"
+_MESG = re.compile(rb"mesg=(\d+)")
+
+
+def need_postfix_tools() -> None:
+    missing = [tool for tool in ("smtp-sink", "smtp-source") if shutil.which(tool) is None
+               and not Path(f"/usr/sbin/{tool}").exists()]
+    if missing:
+        print(f"bench/sendmail.py: {', '.join(missing)} not found.  They come with Postfix: "
+              "`DEBIAN_FRONTEND=noninteractive apt-get install -y postfix` (as root), then "
+              "run this again.", file=sys.stderr)
+        sys.exit(2)
+
+
+def tool(name: str) -> str:
+    return shutil.which(name) or f"/usr/sbin/{name}"
+
+
+class Sink:
+    """smtp-sink on a free port, counting accepted messages (``-c`` running counters)."""
+
+    def __init__(self, *, data_delay: int = 0) -> None:
+        self.port = free_port()
+        command = [tool("smtp-sink"), "-c", "-a", "-m", "512"]
+        if os.geteuid() == 0:
+            command += ["-u", SINK_USER]
+        if data_delay:
+            command += ["-w", str(data_delay)]
+        command += [f"127.0.0.1:{self.port}", "1024"]
+        self.process = subprocess.Popen(command, stdout=subprocess.PIPE,
+                                        stderr=subprocess.STDOUT)
+        self.count = 0
+        self.first_at: float | None = None
+        self.changed = threading.Condition()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+        deadline = time.monotonic() + 10
+        while True:
+            with contextlib.suppress(OSError):
+                smtplib.SMTP("127.0.0.1", self.port, timeout=2).quit()
+                break
+            if time.monotonic() > deadline or self.process.poll() is not None:
+                raise RuntimeError("smtp-sink did not start")
+            time.sleep(0.05)
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        buffer = b""
+        while chunk := self.process.stdout.read1(65536):  # type: ignore[attr-defined]
+            buffer = (buffer + chunk)[-4096:]
+            found = _MESG.findall(buffer)
+            if found:
+                count = int(found[-1])
+                with self.changed:
+                    if count > self.count:
+                        if self.first_at is None:
+                            self.first_at = time.monotonic()
+                        self.count = count
+                        self.changed.notify_all()
+
+    def wait_for(self, count: int, timeout: float) -> float:
+        """Wait until ``count`` messages were accepted; returns when the last one was."""
+        deadline = time.monotonic() + timeout
+        with self.changed:
+            while self.count < count:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError(f"smtp-sink counted {self.count} of {count}")
+                self.changed.wait(min(left, 1.0))
+        return time.monotonic()
+
+    def reset_clock(self) -> None:
+        with self.changed:
+            self.first_at = None
+
+    def stop(self) -> None:
+        self.process.terminate()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.process.wait(5)
+        if self.process.poll() is None:
+            self.process.kill()
+
+
+def worker_env(base: dict[str, str], sink: Sink, topic: str, pool: int) -> dict[str, str]:
+    env = dict(base)
+    env.update({
+        "KAFKA_TOPIC": topic,
+        "KAFKA_GROUP_ID": unique_name("bench-sendmail"),
+        "SMTP_HOST": "127.0.0.1",
+        "SMTP_PORT": str(sink.port),
+        "SMTP_SECURE": "false",
+        "WORKER_POOL_SIZE": str(pool),
+        "ETRANS_LOG_LEVEL": "WARNING",
+    })
+    return env
+
+
+def run_etrans(env: dict[str, str], sink: Sink, count: int, timeout: float) -> tuple[float, float]:
+    """(rate from the first to the last delivery, rate from process start)."""
+    sink.reset_clock()
+    start_count = sink.count
+    started = time.monotonic()
+    log = tempfile.NamedTemporaryFile(  # noqa: SIM115 - kept for the post-mortem
+        prefix="bench-sendmail-", suffix=".log", delete=False)
+    process = subprocess.Popen([sys.executable, "-m", "etrans", "sendmail"], env=env,
+                               stdout=log, stderr=subprocess.STDOUT, cwd=str(ROOT))
+    try:
+        finished = sink.wait_for(start_count + count, timeout)
+    except TimeoutError:
+        print(Path(log.name).read_text()[-3000:], file=sys.stderr)
+        raise
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+    first = sink.first_at or started
+    steady = (count - 1) / max(finished - first, 1e-9)
+    overall = count / (finished - started)
+    return steady, overall
+
+
+def run_raw_smtplib(port: int, messages: list[tuple[str, list[str], bytes]],
+                    connections: int = 10) -> float:
+    chunks = [messages[i::connections] for i in range(connections)]
+    barrier = threading.Barrier(connections + 1)
+    errors: list[BaseException] = []
+
+    def sender(chunk: list[tuple[str, list[str], bytes]]) -> None:
+        try:
+            client = smtplib.SMTP("127.0.0.1", port, timeout=30)
+            client.ehlo()
+            barrier.wait()
+            for sender_address, recipients, data in chunk:
+                client.sendmail(sender_address, recipients, data)
+            client.quit()
+        except BaseException as exc:
+            errors.append(exc)
+            with contextlib.suppress(threading.BrokenBarrierError):
+                barrier.abort()
+
+    threads = [threading.Thread(target=sender, args=(c,)) for c in chunks]
+    for thread in threads:
+        thread.start()
+    barrier.wait()
+    started = time.monotonic()
+    for thread in threads:
+        thread.join()
+    elapsed = time.monotonic() - started
+    if errors:
+        raise errors[0]
+    return len(messages) / elapsed
+
+
+def run_smtp_source(port: int, count: int, message_file: Path, sessions: int = 10) -> float:
+    started = time.monotonic()
+    subprocess.run([tool("smtp-source"), "-d", "-s", str(sessions), "-m", str(count),
+                    "-f", "sender@example.com", "-t", "to@example.com",
+                    "-F", str(message_file), f"127.0.0.1:{port}"], check=True)
+    return count / (time.monotonic() - started)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--messages", type=int, default=20_000)
+    parser.add_argument("--skip-latency", action="store_true")
+    args = parser.parse_args()
+    need_postfix_tools()
+    count = args.messages
+
+    try:
+        bootstrap, broker = ensure_kafka()
+        redis_url, redis_server = ensure_redis()
+    except ServiceUnavailable as exc:
+        print(f"bench/sendmail.py: {exc}", file=sys.stderr)
+        sys.exit(2)
+    secret, iv = uuid.uuid4().hex, uuid.uuid4().hex[:16]
+    credentials = CredentialFixture(redis_url, secret, iv)
+    sinks: list[Sink] = []
+    try:
+        user_id = credentials.add("bench-user", "bench-password")
+        base_env = {
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": os.environ.get("HOME", "/"),
+            "LANG": "C.UTF-8", "PYTHONUNBUFFERED": "1",
+            "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+            "LOG_TOPIC": create_topic(bootstrap, unique_name("bench-logs")),
+            "KAFKA_CONF_SESSION_TIMEOUT_MS": "6000", "KAFKA_CONF_HEARTBEAT_INTERVAL_MS": "2000",
+            "KAFKA_CONF_GROUP_PROTOCOL": "classic",
+            "REDIS_URI": redis_url, "TOKEN_SECRET": secret, "TOKEN_IV": iv,
+        }
+        requests = [simple_request(f"<bench-{i}-{uuid.uuid4().hex[:10]}@etrans.bench>", user_id)
+                    for i in range(count)]
+        topic = create_topic(bootstrap, unique_name("bench-sendmail"), partitions=3)
+        produce_requests(bootstrap, topic, requests, partitions=3)
+        print(f"backlog: {count} messages on {topic} (3 partitions)")
+
+        sink = Sink()
+        sinks.append(sink)
+        steady, overall = run_etrans(worker_env(base_env, sink, topic, 10), sink, count,
+                                     timeout=max(300.0, count / 50))
+        print(f"etrans sendmail (pool 10):       {steady:9.0f} msg/s  "
+              f"(including start-up and group join: {overall:.0f} msg/s)")
+
+        prebuilt = []
+        for request in requests:
+            outgoing = decode_request(json.dumps(request).encode())
+            prebuilt.append((outgoing.sender.email, outgoing.envelope_recipients(),
+                             render(outgoing)))
+        raw = run_raw_smtplib(sink.port, prebuilt)
+        print(f"raw smtplib (10 connections):    {raw:9.0f} msg/s")
+
+        with tempfile.NamedTemporaryFile("wb", suffix=".eml", delete=False) as handle:
+            handle.write(prebuilt[0][2].replace(b"\r\n", b"\n"))
+        source = run_smtp_source(sink.port, count, Path(handle.name))
+        os.unlink(handle.name)
+        print(f"smtp-source (10 sessions):       {source:9.0f} msg/s")
+
+        if not args.skip_latency:
+            slow = Sink(data_delay=1)
+            sinks.append(slow)
+            rates = {}
+            for pool, n in ((1, 8), (10, 60)):
+                small = create_topic(bootstrap, unique_name("bench-latency"), partitions=3)
+                batch = [simple_request(f"<lat-{pool}-{i}-{uuid.uuid4().hex[:8]}@etrans.bench>",
+                                        user_id) for i in range(n)]
+                produce_requests(bootstrap, small, batch, partitions=3)
+                rates[pool], _ = run_etrans(worker_env(base_env, slow, small, pool), slow, n,
+                                            timeout=120)
+                print(f"1 s DATA latency, pool {pool:2d}:     {rates[pool]:9.2f} msg/s")
+            print(f"latency speed-up pool 10 / pool 1: {rates[10] / rates[1]:.1f}x (goal >= 8)")
+
+        print(f"ratio {steady / raw:.3f}")
+    finally:
+        for sink in sinks:
+            sink.stop()
+        credentials.cleanup()
+        if broker is not None:
+            broker.cleanup()
+        if redis_server is not None:
+            redis_server.cleanup()
+
+
+if __name__ == "__main__":
+    main()
