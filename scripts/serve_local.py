@@ -43,7 +43,7 @@ def main() -> int:
         env = {**os.environ, **overrides}
         etrans = [str(Path(sys.executable).with_name("etrans")), "--env-file", str(ENV_FILE)]
         subprocess.run([*etrans, "db", "upgrade"], env=env, check=True)
-        print("etrans serve on http://127.0.0.1:8000 (Ctrl-C to stop)", flush=True)
+        print(f"etrans serve with {ENV_FILE.name} (Ctrl-C to stop)", flush=True)
         process = subprocess.Popen([*etrans, "serve", *sys.argv[1:]], env=env)
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda signum, _frame: process.send_signal(signum))
