@@ -178,10 +178,17 @@ def parse_json_body(raw: bytes, *, required: bool) -> Any:
                                      "type": "missing"}])
         return None
     try:
-        return json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
+        value = json.loads(raw)
+        if _SURROGATE_ESCAPE.search(raw):
+            # "\ud800" alone is valid JSON but no valid text: refuse it here, not in a driver.
+            json.dumps(value, ensure_ascii=False).encode("utf-8")
+        return value
+    except (ValueError, UnicodeError) as exc:
         raise ValidationFailed([{"loc": ["body"], "msg": f"Invalid JSON: {exc}",
                                  "type": "json_invalid"}]) from None
+
+
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
 
 
 def json_response(value: Any, status: int = 200,

@@ -366,3 +366,18 @@ async def test_tenant_isolation(api: Api1) -> None:
         # The owner's verified domain is "not verified" for anybody else.
         status, answer = await api.call("POST", "/emails", headers, json=email(domain))
         assert (status, answer["detail"]) == (400, "Domain not verified")
+
+
+async def test_lone_surrogates_and_bad_utf8_are_400(api: Api1) -> None:
+    user, _, domain = api.sender()
+    headers = {**api.bearer(user), "Content-Type": "application/json"}
+    body = json.dumps(email(domain, subject="x \ud800 y"))  # ensure_ascii: "\\ud800" escape
+    response = await api.client.post("/emails", data=body.encode(), headers=headers)
+    assert response.status_code == 400
+    paired = json.dumps(email(domain, subject="smile \U0001f600"))  # a valid surrogate pair
+    response = await api.client.post("/emails", data=paired.encode(), headers=headers)
+    assert response.status_code == 200
+    response = await api.client.post("/emails", data=b'{"subject": "\xff"}', headers=headers)
+    assert response.status_code == 400
+    status, _ = await api.call("GET", "/logs?sender=%ED%A0%80&recipient=%FF", api.bearer(user))
+    assert status in (200, 400)
