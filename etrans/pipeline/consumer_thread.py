@@ -6,8 +6,9 @@ rebalance callbacks (which run inside ``consume``), commits and ``close``.  Mess
 to Trio in lists through ``TrioToken.run_sync_soon`` (never blocking this thread).
 
 Back-pressure: when ``outstanding`` (handed to Trio, not finished) reaches ``channel_size`` the
-thread pauses every assigned partition and keeps calling ``consume`` - so the consumer stays in
-the group however long the workers take - and resumes once half of that room is free again.
+thread waits up to ``pause_after`` for room; if the workers are still busy it pauses every
+assigned partition and keeps calling ``consume`` - so the consumer stays in the group however
+long the workers take - and resumes once half of that room is free again.
 Messages returned while pausing are handed out like any other: nothing is dropped or reordered.
 """
 
@@ -188,10 +189,19 @@ class ConsumerThread:
                 state.ends.setdefault(tp, end)
 
     def _apply_back_pressure(self, consumer: Any) -> None:
-        state = self.state
+        state, limit = self.state, self.config.channel_size
         with state.lock:
+            if not self._paused and not state.stopping and state.outstanding >= limit:
+                # Full: wait for room without calling consume (librdkafka keeps prefetching
+                # into its own bounded queue).  Pausing costs a fetch round trip on resume, so
+                # it is kept for workers that stay busy longer than ``pause_after``.
+                deadline = time.monotonic() + self.config.pause_after
+                while state.outstanding >= limit and not state.stopping:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0 or self._close_requested.is_set():
+                        break
+                    state.wait_changed(remaining)
             outstanding, stopping = state.outstanding, state.stopping
-        limit = self.config.channel_size
         if not self._paused and (stopping or outstanding >= limit):
             assignment = consumer.assignment()
             if assignment:

@@ -36,6 +36,8 @@ class SharedState:
         self._revoking: set[TopicPartition] = set()
         self._started: Counter[TopicPartition] = Counter()
         self.stopping = False
+        # Threads blocked in wait_changed(): notifications are only sent when there are some.
+        self._waiters = 0
         # Handed to Trio and not yet finished or skipped: what back-pressure bounds.
         self.outstanding = 0
         # stop_at_end: per partition, the end offset observed at its first fetch.
@@ -66,6 +68,14 @@ class SharedState:
             self._revoking.update(partitions)
             self.changed.notify_all()
 
+    def wait_changed(self, timeout: float) -> None:
+        """Wait (lock held) until a worker finishes or skips a message, or ``timeout``."""
+        self._waiters += 1
+        try:
+            self.changed.wait(timeout)
+        finally:
+            self._waiters -= 1
+
     def wait_idle(self, partitions: Iterable[TopicPartition], timeout: float) -> bool:
         """Wait until no started message of ``partitions`` is unfinished; False on timeout."""
         tps = list(partitions)
@@ -75,7 +85,7 @@ class SharedState:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     return False
-                self.changed.wait(remaining)
+                self.wait_changed(remaining)
             return True
 
     def end_revoke(self, partitions: Iterable[TopicPartition]) -> None:
@@ -143,20 +153,26 @@ class SharedState:
         with self.lock:
             if self.stopping or self._epochs.get(tp) != epoch or tp in self._revoking:
                 self.outstanding -= 1
+                if self._waiters:
+                    self.changed.notify_all()
                 return False
             self._started[tp] += 1
             return True
 
-    def finish(self, message: Message, epoch: int, *, done: bool) -> None:
+    def finish(self, message: Message, epoch: int, *, done: bool, processed: int = 0) -> None:
+        """A started message is over: ``done`` (may be committed past) or abandoned."""
         tp = (message.topic, message.partition)
         with self.lock:
             self.outstanding -= 1
             self._started[tp] -= 1
             if self._started[tp] <= 0:
                 del self._started[tp]
-            if done and self._epochs.get(tp) == epoch:
-                self.tracker.mark_done(tp, message.offset)
-            self.changed.notify_all()
+            if done:
+                self.processed += processed
+                if self._epochs.get(tp) == epoch:
+                    self.tracker.mark_done(tp, message.offset)
+            if self._waiters:
+                self.changed.notify_all()
 
     def still_owned(self, message: Message, epoch: int) -> bool:
         tp = (message.topic, message.partition)

@@ -10,12 +10,11 @@ is the contract of :mod:`etrans.pipeline.task`.
 from __future__ import annotations
 
 import contextlib
-import math
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
-import structlog
 import trio
+from structlog.contextvars import bind_contextvars
 
 from etrans.errors import PoisonMessage
 from etrans.observability import get_logger
@@ -28,6 +27,11 @@ if TYPE_CHECKING:
     from etrans.pipeline.task import BatchTask, Task
 
 log = get_logger(__name__)
+
+# Outcomes of _settle, per message.
+ABANDONED = 0  # not done: stays uncommitted (stopping, revoked)
+PROCESSED = 1  # the task returned
+SKIPPED = 2  # poison: logged (and dead-lettered), may be committed past
 
 # A worker that keeps finding messages ready yields to the scheduler every this many messages.
 _YIELD_EVERY = 64
@@ -84,7 +88,7 @@ class Processor:
         self._task = task
         self._batch_task = batch_task
         self._producer = producer
-        self._timeout = config.message_timeout if config.message_timeout else math.inf
+        self._timeout = config.message_timeout or None
 
     async def work(self, receive: trio.MemoryReceiveChannel[Envelope]) -> None:
         """One worker: process messages until the channel is closed and empty."""
@@ -108,14 +112,16 @@ class Processor:
                 message, epoch = envelope
                 if not self.state.try_start(message, epoch):
                     continue
-                done = False
+                outcome = ABANDONED
                 try:
-                    with structlog.contextvars.bound_contextvars(
-                        topic=message.topic, partition=message.partition, offset=message.offset
-                    ):
-                        done = (await self._settle([envelope]))[0]
+                    # This worker's context is its own (Trio copies it per task): binding
+                    # without unbinding is enough, and much cheaper than a context manager.
+                    bind_contextvars(topic=message.topic, partition=message.partition,
+                                     offset=message.offset)
+                    outcome = (await self._settle([envelope]))[0]
                 finally:
-                    self.state.finish(message, epoch, done=done)
+                    self.state.finish(message, epoch, done=outcome != ABANDONED,
+                                      processed=outcome == PROCESSED)
                 if since_yield >= _YIELD_EVERY:
                     since_yield = 0
                     await trio.lowlevel.checkpoint()
@@ -149,13 +155,14 @@ class Processor:
                         closed = True
                 break
             started = [e for e in batch if self.state.try_start(*e)]
-            outcomes = [False] * len(started)
+            outcomes = [ABANDONED] * len(started)
             try:
                 if started:
                     outcomes = await self._settle(started)
             finally:
-                for (message, epoch), done in zip(started, outcomes, strict=True):
-                    self.state.finish(message, epoch, done=done)
+                for (message, epoch), outcome in zip(started, outcomes, strict=True):
+                    self.state.finish(message, epoch, done=outcome != ABANDONED,
+                                      processed=outcome == PROCESSED)
             if closed:
                 return
 
@@ -166,19 +173,24 @@ class Processor:
             assert self._task is not None
             await self._task(envelopes[0][0])
 
-    async def _settle(self, envelopes: list[Envelope]) -> list[bool]:
-        """Run the task until the messages are done (True) or abandoned (False)."""
+    async def _settle(self, envelopes: list[Envelope]) -> list[int]:
+        """Run the task until each message is PROCESSED, SKIPPED (poison) or ABANDONED."""
         retry = self.config.retry
         attempt = 0
         while True:
             attempt += 1
             try:
-                with trio.fail_after(self._timeout):
+                if self._timeout is None:
                     await self._call(envelopes)
+                else:
+                    with trio.CancelScope(deadline=trio.current_time() + self._timeout) as scope:
+                        await self._call(envelopes)
+                    if scope.cancelled_caught:
+                        raise trio.TooSlowError(f"task took longer than {self._timeout} s")
             except PoisonMessage as exc:
                 if len(envelopes) > 1:
                     # Which one is bad?  Ask again, one message at a time.
-                    outcomes: list[bool] = []
+                    outcomes: list[int] = []
                     for envelope in envelopes:
                         outcomes += await self._settle([envelope])
                     return outcomes
@@ -197,10 +209,9 @@ class Processor:
                 if not await self._wait_retry(envelopes, delay):
                     log.info("retry abandoned (stopping or partition revoked); the message "
                              "stays uncommitted", **first.where())
-                    return [False] * len(envelopes)
+                    return [ABANDONED] * len(envelopes)
             else:
-                self.state.count(processed=len(envelopes))
-                return [True] * len(envelopes)
+                return [PROCESSED] * len(envelopes)
 
     async def _wait_retry(self, envelopes: list[Envelope], delay: float) -> bool:
         """Sleep ``delay``; False as soon as one of the messages is no longer ours to process."""
@@ -213,15 +224,15 @@ class Processor:
                 return True
             await trio.sleep(min(0.1, remaining))
 
-    async def _poison(self, envelope: Envelope, error: BaseException) -> bool:
-        """Log (and dead-letter) a poison message; True once it may be committed past."""
+    async def _poison(self, envelope: Envelope, error: BaseException) -> int:
+        """Log (and dead-letter) a poison message: SKIPPED once it may be committed past."""
         message = envelope[0]
         self.state.count(poisoned=1)
         log.error("poison message, skipped", error=str(error), error_type=type(error).__name__,
                   **message.where())
         topic = self.config.dead_letter_topic
         if topic is None or self._producer is None:
-            return True
+            return SKIPPED
         attempt = 0
         while True:
             attempt += 1
@@ -233,10 +244,10 @@ class Processor:
                 log.warning("dead-letter publish failed, will retry", error=repr(exc),
                             retry_in=delay, **message.where())
                 if not await self._wait_retry([envelope], delay):
-                    return False
+                    return ABANDONED
             else:
                 self.state.count(dead_lettered=1)
-                return True
+                return SKIPPED
 
 
 def channel_fill(send: Any, inbox: Inbox) -> int:
