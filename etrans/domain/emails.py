@@ -122,6 +122,11 @@ def _render(text: str, data: dict[str, Any], *, escape: bool, field: str) -> str
     return _PLACEHOLDER.sub(value, text)
 
 
+def text_as_html(text: str) -> str:
+    """The HTML part of a text-only email (``body`` is HTML for the sendmail workers)."""
+    return html_lib.escape(text).replace("\r\n", "\n").replace("\n", "<br>\n")
+
+
 def new_message_id(domain: str) -> str:
     """A unique id that is also a valid RFC 5322 msg-id (``Message-ID: <id>``)."""
     return f"msg_{uuid.uuid4().hex}@{domain.lower()}"
@@ -139,7 +144,7 @@ def sendmail_message(email: dict[str, Any], *, message_id: str, user_id: int) ->
         "cc": list(email.get("cc") or []),
         "bcc": list(email.get("bcc") or []),
         "subject": email["subject"],
-        "body": email["html"] if body_format == "html" else email["text"],
+        "body": email["html"] if body_format == "html" else text_as_html(email["text"]),
         "message_id": message_id,
         "attachments": [
             {"filename": a["filename"], "content": a["content"], "content_type": a["content_type"]}
@@ -148,7 +153,7 @@ def sendmail_message(email: dict[str, Any], *, message_id: str, user_id: int) ->
         "user_id": str(user_id),
         "body_format": body_format,
     }
-    if email.get("html") and email.get("text"):
+    if email.get("text"):
         payload["text"] = email["text"]
     for optional in ("reply_to", "headers", "tags"):
         if email.get(optional):
