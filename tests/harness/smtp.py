@@ -41,7 +41,6 @@ import pytest
 from tests.harness.servers import free_port, port_open
 
 
-
 @dataclass
 class ReceivedMessage:
     mail_from: str
