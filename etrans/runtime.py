@@ -37,8 +37,10 @@ class Shutdown:
 ServiceMain = Callable[[Shutdown], Awaitable[None]]
 
 
-async def _watch_signals(shutdown: Shutdown, service_scope: trio.CancelScope) -> None:
+async def _watch_signals(shutdown: Shutdown, service_scope: trio.CancelScope, *,
+                         task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        task_status.started()
         async for signum in signals:
             if shutdown.requested.is_set():
                 log.warning("second signal, exiting now", signal=signal.Signals(signum).name)
@@ -57,7 +59,8 @@ async def supervise(main: ServiceMain, drain_seconds: float) -> bool:
     shutdown = Shutdown(drain_seconds=drain_seconds)
     async with trio.open_nursery() as nursery:
         service_scope = trio.CancelScope()
-        nursery.start_soon(_watch_signals, shutdown, service_scope)
+        # Handlers first: a SIGTERM during the service's startup must drain, not kill.
+        await nursery.start(_watch_signals, shutdown, service_scope)
         with service_scope:
             await main(shutdown)
         nursery.cancel_scope.cancel()

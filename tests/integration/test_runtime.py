@@ -89,3 +89,30 @@ def test_second_signal_exits_at_once():
     assert process.returncode == 128 + signal.SIGTERM
     assert "second signal, exiting now" in events(out)
     assert "in-flight work done" not in events(out)
+
+
+# A service that announces itself and then blocks (no checkpoint) during its startup.
+SLOW_START = textwrap.dedent("""
+    import sys, time
+    from etrans import observability, runtime
+
+    async def main(shutdown):
+        print("ready", flush=True)
+        time.sleep(1.0)  # blocking startup work: the signal arrives meanwhile
+        await shutdown.wait_requested()
+
+    observability.configure("runtime-test", json=True)
+    sys.exit(runtime.run(main, 5))
+""")
+
+
+def test_signal_during_startup_drains_instead_of_killing():
+    """The signal handlers are installed before the service starts."""
+    process = subprocess.Popen([sys.executable, "-c", SLOW_START], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    assert process.stdout is not None
+    assert process.stdout.readline().strip() == "ready"
+    process.send_signal(signal.SIGTERM)
+    out, err = process.communicate(timeout=30)
+    assert process.returncode == 0, err
+    assert events(out) == ["stopping", "stopped"]
