@@ -1,7 +1,8 @@
 """Benchmark: the consumer pipeline against a raw confluent-kafka consume loop.
 
 1. Pre-fills one topic with ``--messages`` (default 200,000) small records.
-2. Raw baseline: one confluent Consumer in a ``consume(num_messages=500)`` loop (fresh group),
+2. Raw baselines: one confluent Consumer in a ``poll()`` loop (the ratio's denominator), and one
+   in a ``consume(num_messages=500)`` loop (printed for reference), each in a fresh group,
    touching each record's value.  Rate = records / (last record - first record).
 3. Pipeline: ``Pipeline`` with a no-op task, 10 workers, ``stop_at_end`` (fresh group).  Rate =
    records / (last task call - first task call).  Group joins are excluded from both rates.
@@ -60,7 +61,8 @@ def prefill(bootstrap: str, topic: str, count: int, partitions: int) -> None:
     assert producer.flush(120) == 0
 
 
-def raw_rate(bootstrap: str, topic: str, count: int) -> float:
+def raw_rate(bootstrap: str, topic: str, count: int, *, batch: bool) -> float:
+    """A raw loop: ``poll()`` one record at a time, or ``consume(500)`` lists (``batch``)."""
     from confluent_kafka import Consumer
 
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"raw-{uuid.uuid4()}",
@@ -72,7 +74,12 @@ def raw_rate(bootstrap: str, topic: str, count: int) -> float:
     size = 0
     try:
         while seen < count:
-            for record in consumer.consume(500, 0.5):
+            if batch:
+                records = consumer.consume(500, 0.5)
+            else:
+                record = consumer.poll(0.5)
+                records = [] if record is None else [record]
+            for record in records:
                 if record.error() is not None:
                     continue
                 if not seen:
@@ -165,8 +172,10 @@ def main() -> None:
         print(f"prefilled {args.messages} messages over {args.partitions} partitions "
               f"in {time.perf_counter() - started:.1f} s")
 
-        raw = raw_rate(bootstrap, topic, args.messages)
-        print(f"raw confluent consume loop: {raw:,.0f} msg/s")
+        raw = raw_rate(bootstrap, topic, args.messages, batch=False)
+        print(f"raw confluent poll() loop: {raw:,.0f} msg/s")
+        raw_batch = raw_rate(bootstrap, topic, args.messages, batch=True)
+        print(f"raw confluent consume(500) loop: {raw_batch:,.0f} msg/s")
         piped, commits = pipeline_rate(bootstrap, topic, args.messages)
         print(f"pipeline (no-op task, 10 workers): {piped:,.0f} msg/s ({commits} commits)")
 

@@ -67,7 +67,9 @@ class PipelineConfig:
     dead_letter_topic: str | None = None
     # Seek every assigned partition to its beginning, whatever the group has committed.
     from_earliest: bool = False
-    # Finish once every assigned partition is done up to the end observed at assignment.
+    # Finish once every assigned partition is done up to its end as observed by the first fetch
+    # after assignment (messages past it are left for the next run).  A consumer with no
+    # partition assigned never finishes this way (an eager rebalance empties the assignment).
     stop_at_end: bool = False
     assignment_strategy: str = "range,roundrobin"
     auto_offset_reset: str = "earliest"

@@ -134,9 +134,16 @@ class SharedState:
                 self.committed_offsets[tp] = offset
 
     def reached_end(self) -> bool:
-        """stop_at_end: every assigned partition is done up to the end it observed."""
+        """stop_at_end: every assigned partition is done up to the end it observed.
+
+        False while nothing is assigned: with the eager protocol a rebalance revokes everything
+        before assigning again, and an empty assignment is not "the end".
+        """
         with self.lock:
-            for tp in self.tracker.partitions():
+            partitions = self.tracker.partitions()
+            if not partitions:
+                return False
+            for tp in partitions:
                 end = self.ends.get(tp)
                 if end is None:
                     return False

@@ -208,3 +208,43 @@ async def test_batch_task_gets_batches_and_commits_after_the_call(
     assert stats.poisoned == 1
     assert len(seen) == 399
     assert stats.committed == {(topic, p): end for p, end in ends.items()}
+
+
+async def test_rebalance_to_a_second_consumer_loses_and_repeats_nothing(
+    kafka_bootstrap: str, kafka_test_config: dict[str, Any], new_topic: Any
+) -> None:
+    """A second pipeline joins the group mid-run: the first one's revoke waits for its started
+    messages and commits them, so the partitions move without loss or repeats."""
+    topic = new_topic(partitions=4, prefix="pipeline-rebalance")
+    ends = produce(kafka_bootstrap, topic, 4000, 4)
+    seen: Counter[tuple[int, int]] = Counter()
+    by: Counter[str] = Counter()
+    progressed = trio.Event()
+
+    def task_for(name: str) -> Any:
+        async def task(message: Message) -> None:
+            await trio.sleep(0.01)
+            seen[(message.partition, message.offset)] += 1
+            by[name] += 1
+            if by["first"] >= 300:
+                progressed.set()
+
+        return task
+
+    group = unique_name("pipeline-rebalance-group")
+    first_config = config(kafka_bootstrap, topic, kafka_test_config, stop_at_end=True)
+    first_config = PipelineConfig(**{**first_config.__dict__, "group_id": group})
+    second_config = PipelineConfig(**{**first_config.__dict__})
+    first, second = Pipeline(first_config, task_for("first")), Pipeline(second_config,
+                                                                          task_for("second"))
+    with trio.fail_after(90):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(first.run, Shutdown(drain_seconds=10))
+            await progressed.wait()
+            await nursery.start(second.run, Shutdown(drain_seconds=10))
+    assert first.statistics().rebalances >= 2  # the first pipeline was reassigned
+    assert by["second"] > 0  # the second one got partitions
+    assert set(seen) == {(p, o) for p, end in ends.items() for o in range(end)}
+    twice = [k for k, c in seen.items() if c > 1]
+    assert twice == []
+    assert committed_offsets(kafka_bootstrap, group, topic, 4, kafka_test_config) == ends
