@@ -19,6 +19,7 @@ from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
 from etrans.api import openapi
+from etrans.api.asgi_body import CompleteBodyBeforeResponse
 from etrans.api.routing import Api, json_response
 from etrans.errors import AppError
 from etrans.observability import get_logger
@@ -138,4 +139,6 @@ def create_app(deps: ApiDependencies) -> QuartTrio:
     async def docs() -> Any:
         return Response(openapi.docs_page(), content_type="text/html; charset=utf-8")
 
+    # hypercorn stalls a keep-alive connection answered before its body arrived: see asgi_body.
+    app.asgi_app = CompleteBodyBeforeResponse(app.asgi_app)  # type: ignore[method-assign]
     return app

@@ -1,0 +1,82 @@
+"""Regression: a response decided before the request body arrived (401/405 from the headers
+alone) must not stall the next request on the same keep-alive connection (hypercorn, trio)."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+
+import pytest
+import trio
+from hypercorn.config import Config
+from hypercorn.trio import serve
+
+from etrans.api.app import ApiDependencies, create_app
+
+
+@pytest.fixture
+def server_port():
+    app = create_app(ApiDependencies(routers=[]))
+
+    @app.post("/echo")
+    async def echo():  # answers without reading the body
+        return {"ok": True}
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    config = Config()
+    config.bind = [f"127.0.0.1:{port}"]
+    config.accesslog = None
+    config.errorlog = None
+    stop = threading.Event()
+
+    async def main() -> None:
+        async def trigger() -> None:
+            await trio.to_thread.run_sync(stop.wait)
+
+        await serve(app, config, shutdown_trigger=trigger)
+
+    thread = threading.Thread(target=trio.run, args=(main,), daemon=True)
+    thread.start()
+    for _ in range(100):
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            break
+        except OSError:
+            time.sleep(0.05)
+    yield port
+    stop.set()
+    thread.join(timeout=10)
+
+
+def _status(sock: socket.socket) -> int:
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise ConnectionError("closed")
+        data += chunk
+    head, _, rest = data.partition(b"\r\n\r\n")
+    length = next((int(line.split(b":")[1]) for line in head.split(b"\r\n")
+                   if line.lower().startswith(b"content-length:")), 0)
+    while len(rest) < length:
+        rest += sock.recv(65536)
+    return int(head.split(b" ")[1])
+
+
+@pytest.mark.parametrize(("method", "path", "first_status"), [
+    (b"POST", b"/echo", 200), (b"DELETE", b"/echo", 405), (b"PUT", b"/healthz", 405)])
+def test_next_request_is_answered_after_an_early_response(server_port, method, path,
+                                                          first_status):
+    body = b'{"domain": "example.com"}'
+    with socket.create_connection(("127.0.0.1", server_port)) as sock:
+        sock.settimeout(5)
+        sock.sendall(method + b" " + path + b" HTTP/1.1\r\nHost: t\r\nContent-Type: "
+                     b"application/json\r\nContent-Length: %d\r\n\r\n" % len(body))
+        time.sleep(0.2)  # the body comes in a later packet, as requests sends it
+        sock.sendall(body)
+        assert _status(sock) == first_status
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n")
+        assert _status(sock) == 200
