@@ -1,4 +1,5 @@
-"""SMTP client: smtplib in worker threads, one reusable connection per worker.
+"""SMTP client: Trio-native sessions (:mod:`etrans.adapters.smtp_session`), one reusable
+connection per worker.
 
 :class:`SmtpPool` hands out at most ``size`` connections (one per sendmail worker task).  A
 connection stays open across messages and is reused by the next message with the same
@@ -8,8 +9,12 @@ never reused.
 
 Security (``SMTP_SECURE``): ``False`` = plain connection upgraded with STARTTLS whenever the
 server offers it (and used as is when it does not); ``True`` = implicit TLS from the first byte.
-AUTH (PLAIN/LOGIN/CRAM-MD5, smtplib picks) runs with the user's credentials when the server
-offers AUTH.
+AUTH (PLAIN, else LOGIN, else CRAM-MD5) runs with the user's credentials when the server offers
+AUTH.  PIPELINING is used when the server offers it.
+
+Timeouts: connecting and setting a session up must finish within ``timeout_seconds``; a
+transaction within ``timeout_seconds`` plus one second per 64 KiB of content (large attachments
+on a slow link).
 
 Every outcome is reported as data (:class:`SendResult`) or as :class:`SmtpFailure`, which says
 whether the failure is transient (connection errors, timeouts, 4xx) or permanent (5xx).
@@ -17,8 +22,6 @@ whether the failure is transient (connection errors, timeouts, 4xx) or permanent
 
 from __future__ import annotations
 
-import contextlib
-import smtplib
 import socket
 import ssl
 import time
@@ -27,6 +30,7 @@ from typing import TYPE_CHECKING
 
 import trio
 
+from etrans.adapters.smtp_session import SmtpProtocolError, SmtpSession
 from etrans.app.sendmail import SendResult, SmtpFailure
 from etrans.observability import get_logger
 
@@ -66,123 +70,96 @@ def reply_text(code: int, message: bytes | str) -> str:
 
 def _failure_from_code(code: int, message: bytes | str) -> SmtpFailure:
     # 4xx: the server asks us to try again later; 5xx: it will never accept this message.
-    # Anything else (-1 from smtplib, 2xx/3xx where they make no sense) counts as transient.
+    # Anything else (2xx/3xx where they make no sense) counts as transient.
     return SmtpFailure(reply_text(code, message), transient=not 500 <= code < 600, code=code)
 
 
+def _cert_error(exc: BaseException) -> ssl.SSLCertVerificationError | None:
+    seen: BaseException | None = exc
+    for _ in range(5):
+        if seen is None:
+            return None
+        if isinstance(seen, ssl.SSLCertVerificationError):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
 def classify(exc: BaseException, where: str) -> SmtpFailure:
-    """Map an smtplib/socket/ssl exception to transient or permanent."""
-    if isinstance(exc, smtplib.SMTPResponseException):
-        return _failure_from_code(exc.smtp_code, exc.smtp_error)
-    if isinstance(exc, smtplib.SMTPRecipientsRefused):  # not a ResponseException subclass
-        code, message = next(iter(exc.recipients.values()), (451, b"all recipients refused"))
-        return _failure_from_code(code, message)
-    if isinstance(exc, TimeoutError | socket.timeout):
+    """Map a protocol/stream/socket/ssl exception to transient or permanent."""
+    if isinstance(exc, SmtpProtocolError):
+        return _failure_from_code(exc.code, exc.text)
+    if isinstance(exc, trio.TooSlowError | TimeoutError | socket.timeout):
         return SmtpFailure(f"451 4.4.2 etrans: timeout talking to {where}", transient=True)
-    if isinstance(exc, smtplib.SMTPNotSupportedError):
-        return SmtpFailure(f"554 5.5.1 etrans: {where}: {exc}", transient=False)
-    if isinstance(exc, ssl.SSLCertVerificationError):
+    cert = _cert_error(exc)
+    if cert is not None:
         return SmtpFailure(f"454 4.7.0 etrans: TLS certificate of {where} not trusted: "
-                           f"{exc.verify_message}", transient=True)
+                           f"{cert.verify_message}", transient=True)
+    if isinstance(exc, EOFError):
+        return SmtpFailure(f"451 4.4.1 etrans: {where} closed the connection", transient=True)
     detail = str(exc) or type(exc).__name__
     return SmtpFailure(f"451 4.4.1 etrans: connection to {where} failed: {detail}",
                        transient=True)
 
 
-class SmtpConnection:
-    """One SMTP session, used by one thread at a time."""
+# What a broken session or an unreachable server raises (classified, never propagated raw).
+_SESSION_ERRORS = (SmtpProtocolError, trio.TooSlowError, trio.BrokenResourceError,
+                   trio.ClosedResourceError, OSError, EOFError, ssl.SSLError, ValueError)
 
-    def __init__(self, config: SmtpConfig, credentials: SmtpCredentials) -> None:
-        self.config = config
+
+class SmtpConnection:
+    """One pooled SMTP session and what the pool knows about it."""
+
+    def __init__(self, credentials: SmtpCredentials) -> None:
         self.credentials = credentials
-        self.client: smtplib.SMTP | None = None
-        self.tls = False
+        self.session: SmtpSession | None = None
         self.last_used = time.monotonic()
         self.transactions = 0
-        self.broken = False
+
+    @property
+    def tls(self) -> bool:
+        return self.session is not None and self.session.tls
+
+    async def close(self) -> None:
+        """QUIT politely; never raises."""
+        session, self.session = self.session, None
+        if session is not None:
+            await session.quit()
+
+    async def discard(self) -> None:
+        session, self.session = self.session, None
+        if session is not None:
+            await trio.aclose_forcefully(session.stream)
+
+
+class SmtpPool:
+    """At most ``size`` open connections, reused per credentials."""
+
+    def __init__(self, config: SmtpConfig, *, size: int) -> None:
+        self.config = config
+        self.size = size
+        self._context = config.ssl_context()
+        self._local_hostname = config.local_hostname
+        self._idle: list[SmtpConnection] = []
+        self._busy = 0
+        self._opened = 0
+        self._reused = 0
 
     @property
     def where(self) -> str:
         return f"{self.config.host}:{self.config.port}"
 
-    def open(self) -> None:
-        """Connect, say EHLO, upgrade to TLS as configured, authenticate.  Runs in a thread."""
-        cfg = self.config
-        if cfg.implicit_tls:
-            client: smtplib.SMTP = smtplib.SMTP_SSL(
-                cfg.host, cfg.port, local_hostname=cfg.local_hostname,
-                timeout=cfg.timeout_seconds, context=cfg.ssl_context(),
-            )
-            self.tls = True
-        else:
-            client = smtplib.SMTP(cfg.host, cfg.port, local_hostname=cfg.local_hostname,
-                                  timeout=cfg.timeout_seconds)
-        self.client = client
-        client.ehlo_or_helo_if_needed()
-        if not cfg.implicit_tls and client.has_extn("starttls"):
-            client.starttls(context=cfg.ssl_context())
-            client.ehlo()
-            self.tls = True
-        if client.has_extn("auth"):
-            client.login(self.credentials.username, self.credentials.password)
-
-    def send(self, sender: str, recipients: Sequence[str],
-             data: bytes) -> dict[str, tuple[int, str]]:
-        """MAIL/RCPT/DATA; the refused recipients (when some were accepted).  Runs in a thread."""
-        assert self.client is not None
-        try:
-            refused = self.client.sendmail(sender, list(recipients), data)
-        except smtplib.SMTPRecipientsRefused as exc:
-            # Every RCPT refused: the session itself is fine (smtplib sent RSET) unless the
-            # server said 421, after which smtplib has closed it.
-            refused = exc.recipients
-            if any(code == 421 for code, _ in refused.values()):
-                self.broken = True
-        self.transactions += 1
-        self.last_used = time.monotonic()
-        return {rcpt: (code, reply_text(code, msg)) for rcpt, (code, msg) in refused.items()}
-
-    def close(self) -> None:
-        """QUIT politely; never raises.  Runs in a thread."""
-        client, self.client = self.client, None
-        if client is None:
-            return
-        try:
-            client.quit()
-        except Exception:
-            client.close()
-
-    def abort(self) -> None:
-        """Shut the socket down so that a thread blocked on it returns at once."""
-        self.broken = True
-        client = self.client
-        sock = getattr(client, "sock", None)
-        if sock is not None:
-            with contextlib.suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)
-
-
-class SmtpPool:
-    """At most ``size`` open connections, reused per credentials; smtplib runs in threads."""
-
-    def __init__(self, config: SmtpConfig, *, size: int) -> None:
-        self.config = config
-        self.size = size
-        self.limiter = trio.CapacityLimiter(size)
-        self._idle: list[SmtpConnection] = []
-        self._opened = 0
-        self._reused = 0
-
     def statistics(self) -> dict[str, int]:
         return {"idle": len(self._idle), "opened": self._opened, "reused": self._reused,
-                "threads_busy": self.limiter.borrowed_tokens}
+                "busy": self._busy}
 
     def _checkout(self, credentials: SmtpCredentials) -> tuple[SmtpConnection | None,
                                                                    list[SmtpConnection]]:
         """An idle connection for these credentials (or None), and idle ones to close."""
         now = time.monotonic()
         stale = [c for c in self._idle if now - c.last_used > self.config.idle_seconds]
-        self._idle = [c for c in self._idle if c not in stale]
+        if stale:
+            self._idle = [c for c in self._idle if c not in stale]
         for index in range(len(self._idle) - 1, -1, -1):
             if self._idle[index].credentials == credentials:
                 return self._idle.pop(index), stale
@@ -197,63 +174,74 @@ class SmtpPool:
         """Send one message; raises :class:`SmtpFailure`."""
         connection, to_close = self._checkout(credentials)
         for old in to_close:
-            await trio.to_thread.run_sync(old.close, limiter=self.limiter)
-        if connection is not None:
-            self._reused += 1
-            try:
-                return await self._transaction(connection, sender, recipients, data, reused=True)
-            except SmtpFailure as failure:
-                # A reused session may have been dropped by the server while idle: one fresh
-                # attempt now, without counting as a retry, when nothing was said about the mail.
-                if not (failure.transient and failure.code is None):
-                    raise
-                log.debug("smtp reused connection failed, reconnecting", reply=failure.reply)
-        connection = SmtpConnection(self.config, credentials)
-        self._opened += 1
-        return await self._transaction(connection, sender, recipients, data, reused=False,
-                                       fresh=True)
+            await old.close()
+        self._busy += 1
+        try:
+            if connection is not None:
+                self._reused += 1
+                try:
+                    return await self._transaction(connection, sender, recipients, data,
+                                                   reused=True)
+                except SmtpFailure as failure:
+                    # A reused session may have been dropped by the server while idle: one
+                    # fresh attempt now, without counting as a retry, when the server said
+                    # nothing about the mail.
+                    if not (failure.transient and failure.code is None):
+                        raise
+                    log.debug("smtp reused connection failed, reconnecting", reply=failure.reply)
+            connection = SmtpConnection(credentials)
+            self._opened += 1
+            return await self._transaction(connection, sender, recipients, data, reused=False)
+        finally:
+            self._busy -= 1
+
+    async def _open(self, connection: SmtpConnection) -> SmtpSession:
+        cfg = self.config
+        if self._local_hostname is None:
+            # What smtplib says in EHLO too; getfqdn may do a DNS lookup, hence the thread.
+            self._local_hostname = await trio.to_thread.run_sync(socket.getfqdn)
+        with trio.fail_after(cfg.timeout_seconds):
+            session = await SmtpSession.connect(
+                cfg.host, cfg.port, implicit_tls=cfg.implicit_tls, context=self._context,
+                local_hostname=self._local_hostname, credentials=connection.credentials)
+        connection.session = session
+        return session
 
     async def _transaction(self, connection: SmtpConnection, sender: str,
-                           recipients: Sequence[str], data: bytes, *, reused: bool,
-                           fresh: bool = False) -> SendResult:
-        def work() -> dict[str, tuple[int, str]]:
-            try:
-                if fresh:
-                    connection.open()
-                return connection.send(sender, recipients, data)
-            except BaseException:
-                connection.broken = True
-                raise
-
+                           recipients: Sequence[str], data: bytes, *,
+                           reused: bool) -> SendResult:
+        keep = False
         try:
-            refused = await trio.to_thread.run_sync(work, limiter=self.limiter,
-                                                    abandon_on_cancel=True)
-        except trio.Cancelled:
-            # The thread may still be blocked on the socket: unblock it; the session is lost.
-            connection.abort()
-            raise
-        except Exception as exc:
-            await trio.to_thread.run_sync(self._discard, connection, limiter=self.limiter)
-            raise classify(exc, connection.where) from exc
-        if connection.broken:
-            await trio.to_thread.run_sync(self._discard, connection, limiter=self.limiter)
-        else:
-            self._idle.append(connection)
+            session = connection.session or await self._open(connection)
+            with trio.fail_after(self.config.timeout_seconds + len(data) / 65536):
+                refused = await session.send_mail(sender, recipients, data)
+            keep = not session.broken
+        except _SESSION_ERRORS as exc:
+            failure = classify(exc, self.where)
+            keep = (isinstance(exc, SmtpProtocolError) and connection.session is not None
+                    and not connection.session.broken and exc.code != 421)
+            raise failure from exc
+        finally:
+            # A cancelled or failed session is in an unknown state: never reused.
+            connection.transactions += 1
+            connection.last_used = time.monotonic()
+            if keep:
+                self._idle.append(connection)
+            else:
+                with trio.CancelScope(shield=True):
+                    await connection.discard()
         accepted = [r for r in recipients if r not in refused]
-        return SendResult(accepted=accepted, refused=refused, tls=connection.tls,
-                          reused_connection=reused)
-
-    @staticmethod
-    def _discard(connection: SmtpConnection) -> None:
-        client, connection.client = connection.client, None
-        if client is not None:
-            with contextlib.suppress(Exception):
-                client.close()
+        return SendResult(
+            accepted=accepted,
+            refused={r: (reply.code, reply_text(reply.code, reply.text))
+                     for r, reply in refused.items()},
+            tls=connection.tls, reused_connection=reused)
 
     async def aclose(self) -> None:
         """QUIT every idle connection."""
         idle, self._idle = self._idle, []
         with trio.move_on_after(5):
             for connection in idle:
-                await trio.to_thread.run_sync(connection.close, limiter=self.limiter,
-                                              abandon_on_cancel=True)
+                await connection.close()
+        for connection in idle:
+            await connection.discard()

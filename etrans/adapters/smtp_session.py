@@ -1,0 +1,285 @@
+"""One SMTP client session on a Trio stream: the protocol, without threads.
+
+Owns: connecting (plain, or implicit TLS), the greeting, EHLO (HELO as a fallback), STARTTLS
+(the stream is wrapped in a :class:`trio.SSLStream` and EHLO is said again), AUTH (PLAIN, LOGIN
+or CRAM-MD5 with the user's credentials when the server offers AUTH) and mail transactions.
+
+When the server advertises PIPELINING (RFC 2920) ``MAIL FROM``, every ``RCPT TO`` and ``DATA``
+are written at once and their replies read afterwards: a transaction costs two round trips
+(commands, then the content) instead of ``3 + recipients``.  Without it, each command waits for
+its reply, as RFC 5321 requires.
+
+Failures are raised as :class:`SmtpProtocolError` (a reply the transaction cannot go on with:
+it carries the code) or as the stream's own exceptions (``trio.BrokenResourceError``,
+``OSError``, ``trio.TooSlowError``, ``EOFError``); :mod:`etrans.adapters.smtp` classifies them.
+"""
+
+from __future__ import annotations
+
+import base64
+import hmac
+import re
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import trio
+
+if TYPE_CHECKING:
+    import ssl
+    from collections.abc import Sequence
+
+    from etrans.adapters.credentials import SmtpCredentials
+
+_MAX_LINE = 8192  # RFC 5321 allows 512 per reply line; be generous, but bounded
+_MAX_REPLY_LINES = 200
+_BARE_EOL = re.compile(rb"\r\n|\n|\r(?!\n)")
+_LEADING_DOT = re.compile(rb"(?m)^\.")
+_SMALL = 64 * 1024  # content below this is written with its terminator in one send
+
+
+class SmtpProtocolError(Exception):
+    """The server replied ``code`` where the session cannot go on as planned."""
+
+    def __init__(self, code: int, text: str, *, command: str) -> None:
+        super().__init__(f"{command}: {code} {text}")
+        self.code = code
+        self.text = text
+        self.command = command
+
+
+@dataclass(frozen=True)
+class Reply:
+    code: int
+    text: str  # the lines' texts joined with "\n"
+
+    @property
+    def ok(self) -> bool:
+        return 200 <= self.code < 300
+
+
+def dot_stuffed(data: bytes) -> bytes:
+    """``data`` with CRLF line ends, leading dots doubled and a final CRLF (not the ``.``)."""
+    if data.count(b"\n") != data.count(b"\r\n") or data.count(b"\r") != data.count(b"\r\n"):
+        data = _BARE_EOL.sub(b"\r\n", data)
+    if data.startswith(b".") or b"\n." in data:
+        data = _LEADING_DOT.sub(b"..", data)
+    if not data.endswith(b"\r\n"):
+        data += b"\r\n"
+    return data
+
+
+def _address(address: str) -> bytes:
+    return f"<{address}>".encode()
+
+
+class SmtpSession:
+    """A connected, greeted (and possibly TLS-wrapped, authenticated) SMTP session.
+
+    Used by one task at a time.  Build it with :meth:`connect`."""
+
+    def __init__(self, stream: trio.abc.Stream, *, tls: bool) -> None:
+        self.stream = stream
+        self.tls = tls
+        self.extensions: dict[str, str] = {}
+        self.esmtp = False
+        self.broken = False  # set when the session cannot be trusted for another transaction
+        self._buffer = bytearray()
+
+    # -- reading and writing -------------------------------------------------------------------
+
+    async def _line(self) -> bytes:
+        while True:
+            end = self._buffer.find(b"\r\n")
+            if end < 0:
+                end = self._buffer.find(b"\n")  # lenient with servers that send bare LF
+                width = 1
+            else:
+                width = 2
+            if end >= 0:
+                line = bytes(self._buffer[:end])
+                del self._buffer[:end + width]
+                return line
+            if len(self._buffer) > _MAX_LINE:
+                raise SmtpProtocolError(500, "reply line too long", command="(read)")
+            chunk = await self.stream.receive_some(65536)
+            if not chunk:
+                raise EOFError("the SMTP server closed the connection")
+            self._buffer += chunk
+
+    async def read_reply(self, command: str = "(read)") -> Reply:
+        texts: list[str] = []
+        for _ in range(_MAX_REPLY_LINES):
+            line = await self._line()
+            if len(line) < 3 or not line[:3].isdigit():
+                raise SmtpProtocolError(500, f"malformed reply {line[:80]!r}", command=command)
+            texts.append(line[4:].decode("utf-8", "replace").strip())
+            if line[3:4] != b"-":
+                return Reply(int(line[:3]), "\n".join(texts))
+        raise SmtpProtocolError(500, "reply has too many lines", command=command)
+
+    async def command(self, line: bytes, name: str) -> Reply:
+        await self.stream.send_all(line + b"\r\n")
+        return await self.read_reply(name)
+
+    async def expect(self, line: bytes, name: str, *codes: int) -> Reply:
+        reply = await self.command(line, name)
+        if reply.code not in codes:
+            raise SmtpProtocolError(reply.code, reply.text, command=name)
+        return reply
+
+    # -- session set-up -------------------------------------------------------------------------
+
+    @classmethod
+    async def connect(cls, host: str, port: int, *, implicit_tls: bool,
+                      context: ssl.SSLContext, local_hostname: str,
+                      credentials: SmtpCredentials | None) -> SmtpSession:
+        """Connect, greet, EHLO, STARTTLS when offered (unless TLS already), AUTH when offered.
+
+        Closes the stream if any step fails."""
+        raw: trio.abc.Stream = await trio.open_tcp_stream(host, port)
+        session = cls(raw, tls=False)
+        try:
+            if implicit_tls:
+                session.stream = trio.SSLStream(raw, context, server_hostname=host)
+                await session.stream.do_handshake()  # type: ignore[attr-defined]
+                session.tls = True
+            greeting = await session.read_reply("(greeting)")
+            if greeting.code != 220:
+                raise SmtpProtocolError(greeting.code, greeting.text, command="(greeting)")
+            await session.hello(local_hostname)
+            if not implicit_tls and "starttls" in session.extensions:
+                await session.expect(b"STARTTLS", "STARTTLS", 220)
+                if session._buffer:  # bytes before the handshake: a command injection attempt
+                    raise SmtpProtocolError(500, "data after STARTTLS reply", command="STARTTLS")
+                session.stream = trio.SSLStream(raw, context, server_hostname=host)
+                await session.stream.do_handshake()  # type: ignore[attr-defined]
+                session.tls = True
+                await session.hello(local_hostname)
+            if credentials is not None and "auth" in session.extensions:
+                await session.authenticate(credentials)
+        except BaseException:
+            await trio.aclose_forcefully(session.stream)
+            raise
+        return session
+
+    async def hello(self, local_hostname: str) -> None:
+        reply = await self.command(b"EHLO " + local_hostname.encode("idna"), "EHLO")
+        self.extensions = {}
+        if reply.ok:
+            self.esmtp = True
+            for line in reply.text.split("\n")[1:]:
+                keyword, _, params = line.partition(" ")
+                keyword = keyword.lower()
+                if keyword == "auth" and "auth" in self.extensions:
+                    params = f"{self.extensions['auth']} {params}"
+                self.extensions[keyword] = params.strip()
+            return
+        self.esmtp = False
+        await self.expect(b"HELO " + local_hostname.encode("idna"), "HELO", 250)
+
+    async def authenticate(self, credentials: SmtpCredentials) -> None:
+        """AUTH with the first offered of PLAIN, LOGIN, CRAM-MD5; a refusal raises (535...)."""
+        offered = self.extensions.get("auth", "").upper().split()
+        user, password = credentials.username.encode(), credentials.password.encode()
+        if "PLAIN" in offered:
+            token = base64.b64encode(b"\0" + user + b"\0" + password)
+            await self.expect(b"AUTH PLAIN " + token, "AUTH", 235)
+        elif "LOGIN" in offered:
+            await self.expect(b"AUTH LOGIN", "AUTH", 334)
+            await self.expect(base64.b64encode(user), "AUTH", 334)
+            await self.expect(base64.b64encode(password), "AUTH", 235)
+        elif "CRAM-MD5" in offered:
+            challenge = await self.expect(b"AUTH CRAM-MD5", "AUTH", 334)
+            digest = hmac.new(password, base64.b64decode(challenge.text), "md5").hexdigest()
+            await self.expect(base64.b64encode(user + b" " + digest.encode()), "AUTH", 235)
+        else:
+            raise SmtpProtocolError(504, f"no supported AUTH mechanism among {offered}",
+                                    command="AUTH")
+
+    # -- a mail transaction ---------------------------------------------------------------------
+
+    async def send_mail(self, sender: str, recipients: Sequence[str],
+                        data: bytes) -> dict[str, Reply]:
+        """One transaction.  Returns the refused recipients: all of them when none was accepted
+        (nothing was sent then).
+
+        Raises :class:`SmtpProtocolError` when MAIL, DATA or the content was refused; the
+        session is then reset (RSET) and usable again unless :attr:`broken` is set."""
+        content = dot_stuffed(data)
+        options = b""
+        if "size" in self.extensions:
+            options += b" SIZE=%d" % len(content)
+        everything = [sender, *recipients]
+        if not all(a.isascii() for a in everything):
+            if "smtputf8" not in self.extensions:
+                raise SmtpProtocolError(553, "5.6.7 non-ASCII address and the server does not "
+                                        "offer SMTPUTF8", command="MAIL")
+            options += b" SMTPUTF8"
+        mail = b"MAIL FROM:" + _address(sender) + options
+        rcpts = [b"RCPT TO:" + _address(r) for r in recipients]
+        if "pipelining" in self.extensions:
+            await self.stream.send_all(b"\r\n".join([mail, *rcpts, b"DATA"]) + b"\r\n")
+            mail_reply = await self.read_reply("MAIL")
+            rcpt_replies = [await self.read_reply("RCPT") for _ in rcpts]
+            data_reply = await self.read_reply("DATA")
+        else:
+            mail_reply = await self.command(mail, "MAIL")
+            if not mail_reply.ok:
+                await self._reset()
+                raise SmtpProtocolError(mail_reply.code, mail_reply.text, command="MAIL")
+            rcpt_replies = [await self.command(line, "RCPT") for line in rcpts]
+            if not any(r.ok for r in rcpt_replies):
+                data_reply = None
+            else:
+                data_reply = await self.command(b"DATA", "DATA")
+
+        refused = {r: reply for r, reply in zip(recipients, rcpt_replies, strict=True)
+                   if not reply.ok}
+        if data_reply is not None and data_reply.code == 354 and (
+                not mail_reply.ok or len(refused) == len(recipients)):
+            # RFC 2920 3.1: DATA accepted although nothing can be sent: end it empty.
+            await self.command(b".", "DATA")
+            data_reply = Reply(554, "no valid recipients")
+        if not mail_reply.ok:
+            await self._reset()
+            raise SmtpProtocolError(mail_reply.code, mail_reply.text, command="MAIL")
+        if any(reply.code == 421 for reply in refused.values()):
+            self.broken = True  # 421: the server is closing the session
+        if len(refused) == len(recipients):
+            await self._reset()
+            return refused
+        assert data_reply is not None
+        if data_reply.code != 354:
+            await self._reset()
+            raise SmtpProtocolError(data_reply.code, data_reply.text, command="DATA")
+        if len(content) < _SMALL:
+            await self.stream.send_all(content + b".\r\n")
+        else:
+            await self.stream.send_all(content)
+            await self.stream.send_all(b".\r\n")
+        final = await self.read_reply("DATA")
+        if not final.ok:
+            await self._reset()
+            raise SmtpProtocolError(final.code, final.text, command="DATA")
+        return refused
+
+    async def _reset(self) -> None:
+        """RSET after a failed transaction, so the session can be reused; best effort (a
+        server that already closed, e.g. after 421, makes the caller discard the session)."""
+        try:
+            reply = await self.command(b"RSET", "RSET")
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError, EOFError,
+                SmtpProtocolError):
+            self.broken = True
+        else:
+            if not reply.ok:
+                self.broken = True
+
+    async def quit(self) -> None:
+        """QUIT politely and close; never raises."""
+        try:
+            with trio.move_on_after(5):
+                await self.command(b"QUIT", "QUIT")
+        except Exception:  # closing anyway
+            pass
+        await trio.aclose_forcefully(self.stream)
