@@ -156,7 +156,7 @@ def sendmail(settings: Settings) -> ServiceMain:
     from etrans.adapters.credentials import CredentialCipher
     from etrans.adapters.delivery_marks import RedisDeliveryMarks
     from etrans.adapters.kafka_client import KafkaProducer
-    from etrans.adapters.redis_store import RedisClient
+    from etrans.adapters.redis_trio import open_redis
     from etrans.adapters.smtp import SmtpConfig, SmtpPool
     from etrans.adapters.smtp_credentials import RedisCredentialSource
     from etrans.app.sendmail import DeliveryPolicy, EmailDelivery
@@ -190,7 +190,10 @@ def sendmail(settings: Settings) -> ServiceMain:
     )
 
     async def main(shutdown: Shutdown) -> None:
-        redis = RedisClient(settings.redis.url.get(), max_connections=pool_size * 2 + 2)
+        async with open_redis(settings.redis.url.get()) as redis:
+            await _sendmail_main(shutdown, redis)
+
+    async def _sendmail_main(shutdown: Shutdown, redis: Any) -> None:
         producer = KafkaProducer.from_settings(kafka)
         pool = SmtpPool(SmtpConfig(host=smtp.host, port=smtp.port, implicit_tls=smtp.secure,
                                    timeout_seconds=smtp.timeout_seconds,
@@ -214,7 +217,6 @@ def sendmail(settings: Settings) -> ServiceMain:
             with trio.CancelScope(shield=True):
                 await pool.aclose()
             producer.close(timeout=5.0)
-            redis.close()
 
     return main
 

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from etrans.errors import RetryLater
 
 if TYPE_CHECKING:
-    from etrans.adapters.redis_store import RedisClient
+    from etrans.adapters.redis_trio import TrioRedis
 
 KEY_PREFIX = "etrans:sendmail:done:"
 DEFAULT_TTL_SECONDS = 7 * 24 * 3600
@@ -25,9 +25,13 @@ REJECTED = "rejected"
 
 
 class RedisDeliveryMarks:
-    """Implements :class:`etrans.app.ports.DeliveryMarks` on Redis (one round trip per call)."""
+    """Implements :class:`etrans.app.ports.DeliveryMarks` on Redis.
 
-    def __init__(self, redis: RedisClient, *, ttl_seconds: int = DEFAULT_TTL_SECONDS,
+    One command per call, on the Trio-native client: the commands of concurrent workers share a
+    round trip (automatic pipelining), and each worker still waits for its own reply, so a mark
+    is stored when :meth:`record` returns."""
+
+    def __init__(self, redis: TrioRedis, *, ttl_seconds: int = DEFAULT_TTL_SECONDS,
                  prefix: str = KEY_PREFIX) -> None:
         if ttl_seconds < 1:
             raise ValueError("ttl_seconds must be positive")
@@ -41,14 +45,14 @@ class RedisDeliveryMarks:
     async def outcome(self, message_id: str) -> str | None:
         """``delivered``/``rejected`` when this message was finished before, else None."""
         try:
-            value = await self._redis.run(self._redis.client.get, self.key(message_id))
+            value = await self._redis.execute("GET", self.key(message_id))
         except Exception as exc:
             raise RetryLater(f"redis unavailable reading delivery mark: {exc!r}") from exc
         return None if value is None else value.decode()
 
     async def record(self, message_id: str, outcome: str) -> None:
         try:
-            await self._redis.run(self._redis.client.set, self.key(message_id), outcome,
-                                  ex=self.ttl_seconds)
+            await self._redis.execute("SET", self.key(message_id), outcome,
+                                      "EX", self.ttl_seconds)
         except Exception as exc:
             raise RetryLater(f"redis unavailable writing delivery mark: {exc!r}") from exc

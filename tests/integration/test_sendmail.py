@@ -21,7 +21,7 @@ from structlog.testing import capture_logs
 
 from etrans.adapters.delivery_marks import KEY_PREFIX, RedisDeliveryMarks
 from etrans.adapters.kafka_client import KafkaProducer
-from etrans.adapters.redis_store import RedisClient
+from etrans.adapters.redis_trio import open_redis
 from etrans.adapters.smtp import SmtpConfig, SmtpPool
 from etrans.adapters.smtp_credentials import RedisCredentialSource
 from etrans.app.sendmail import DeliveryPolicy, EmailDelivery, reject_event_id
@@ -72,34 +72,34 @@ class Worker:
 async def make_worker(
     redis_url: str, kafka_bootstrap: str, new_topic: Callable[..., str], smtp_certificates: Any,
 ) -> AsyncIterator[Callable[..., Worker]]:
-    redis_client = RedisClient(redis_url)
+    from etrans.adapters.credentials import CredentialCipher
+
     producer = KafkaProducer({"bootstrap.servers": kafka_bootstrap, "log_level": 3})
     pools: list[SmtpPool] = []
+    async with open_redis(redis_url) as redis_client:
 
-    def make(server: SmtpTestServer, *, attempts: int = 5, base: float = 0.05,
-             email_timeout: float = 60.0, pool_size: int = 2, **smtp: Any) -> Worker:
-        options = {"ca_file": smtp_certificates.ca_file, "timeout_seconds": 10.0, **smtp}
-        config = SmtpConfig(host=server.host, port=server.port,
-                            implicit_tls=server.tls == "implicit", **options)
-        pool = SmtpPool(config, size=pool_size)
-        pools.append(pool)
-        marks = RedisDeliveryMarks(redis_client)
-        from etrans.adapters.credentials import CredentialCipher
+        def make(server: SmtpTestServer, *, attempts: int = 5, base: float = 0.05,
+                 email_timeout: float = 60.0, pool_size: int = 2, **smtp: Any) -> Worker:
+            options = {"ca_file": smtp_certificates.ca_file, "timeout_seconds": 10.0, **smtp}
+            config = SmtpConfig(host=server.host, port=server.port,
+                                implicit_tls=server.tls == "implicit", **options)
+            pool = SmtpPool(config, size=pool_size)
+            pools.append(pool)
+            marks = RedisDeliveryMarks(redis_client)
+            delivery = EmailDelivery(
+                credentials=RedisCredentialSource(redis_client, CredentialCipher(SECRET, IV)),
+                marks=marks, transport=pool, events=producer,
+                log_topic=new_topic(prefix="logs"),
+                policy=DeliveryPolicy(attempts=attempts, base_seconds=base,
+                                      email_timeout=email_timeout),
+            )
+            return Worker(SendmailTask(delivery), delivery, pool, delivery.log_topic,
+                          kafka_bootstrap, marks, iter(range(10**9)))
 
-        delivery = EmailDelivery(
-            credentials=RedisCredentialSource(redis_client, CredentialCipher(SECRET, IV)),
-            marks=marks, transport=pool, events=producer, log_topic=new_topic(prefix="logs"),
-            policy=DeliveryPolicy(attempts=attempts, base_seconds=base,
-                                  email_timeout=email_timeout),
-        )
-        return Worker(SendmailTask(delivery), delivery, pool, delivery.log_topic,
-                      kafka_bootstrap, marks, iter(range(10**9)))
-
-    yield make
-    for pool in pools:
-        await pool.aclose()
+        yield make
+        for pool in pools:
+            await pool.aclose()
     producer.close(timeout=5)
-    redis_client.close()
 
 
 def new_id() -> str:
