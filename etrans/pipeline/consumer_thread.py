@@ -113,7 +113,10 @@ class ConsumerThread:
         next_commit = time.monotonic() + config.commit_interval
         while not self._close_requested.is_set():
             self._apply_back_pressure(consumer)
-            records = consumer.consume(config.poll_batch, config.poll_timeout)
+            # Never ask for more than there is room for: outstanding stays <= channel_size
+            # (plus what paused partitions may still deliver, which is handed out, not dropped).
+            room = config.channel_size - state.outstanding
+            records = consumer.consume(max(1, min(config.poll_batch, room)), config.poll_timeout)
             if records:
                 self._hand_out(consumer, records)
             now = time.monotonic()
@@ -190,24 +193,26 @@ class ConsumerThread:
 
     def _apply_back_pressure(self, consumer: Any) -> None:
         state, limit = self.state, self.config.channel_size
+        # Hand out lists of a useful size: wait until there is room for one (or half the limit).
+        wanted = max(1, min(self.config.poll_batch, limit // 2))
         with state.lock:
-            if not self._paused and not state.stopping and state.outstanding >= limit:
+            if not self._paused and not state.stopping and state.outstanding > limit - wanted:
                 # Full: wait for room without calling consume (librdkafka keeps prefetching
                 # into its own bounded queue).  Pausing costs a fetch round trip on resume, so
                 # it is kept for workers that stay busy longer than ``pause_after``.
                 deadline = time.monotonic() + self.config.pause_after
-                while state.outstanding >= limit and not state.stopping:
+                while state.outstanding > limit - wanted and not state.stopping:
                     remaining = deadline - time.monotonic()
                     if remaining <= 0 or self._close_requested.is_set():
                         break
                     state.wait_changed(remaining)
             outstanding, stopping = state.outstanding, state.stopping
-        if not self._paused and (stopping or outstanding >= limit):
+        if not self._paused and (stopping or outstanding > limit - wanted):
             assignment = consumer.assignment()
             if assignment:
                 consumer.pause(assignment)
             self._paused = True
-        elif self._paused and not stopping and outstanding <= limit // 2:
+        elif self._paused and not stopping and outstanding <= min(limit // 2, limit - wanted):
             assignment = consumer.assignment()
             if assignment:
                 consumer.resume(assignment)
