@@ -81,6 +81,56 @@ def _api_part1(settings: Settings, *, billing_db: Any, usend_db: Any, redis: Any
     return authenticator, services
 
 
+def _api_part2(settings: Settings, *, billing_db: Any, usend_db: Any, producer: Any,
+               services: dict[str, Any]) -> Any:
+    """Domains, API keys, senders, billing (API part 2): ``services["accounts"]``.
+
+    Billing mode: ``http`` (BILLING_V4_URI set; domains read from the read-only Billing DB) or
+    ``local`` (etrans's ``local_*`` tables in the USEND DB).  The quota counters and the API key
+    cache are part 1's objects, so GET /domains/{id}/quota reads the counters POST /emails
+    increments and DELETE /api-keys revokes the entries authentication reads.
+    """
+    from etrans.adapters.account_repo import AccountRepo, BillingTables, DomainReader
+    from etrans.adapters.billing_events import KafkaBillingEvents
+    from etrans.adapters.billing_http import HttpBillingGateway
+    from etrans.adapters.billing_local import LocalBillingGateway
+    from etrans.adapters.credentials import CredentialCipher
+    from etrans.adapters.dkim_keys import DkimKeyCipher
+    from etrans.adapters.dns_verify import DnsVerifier
+    from etrans.adapters.redis_credentials import RedisCredentialCache
+    from etrans.app.domains import AccountServices
+    from etrans.domain.domains import DnsTemplate
+
+    assert settings.http is not None
+    assert settings.tokens is not None
+    assert settings.kafka is not None
+    http = settings.http
+    secret = settings.tokens.secret.get()
+    billing: Any
+    if http.billing_v4_uri:
+        billing = HttpBillingGateway(http.billing_v4_uri)
+        reader = DomainReader(billing_db, BillingTables.external())
+    else:
+        billing = LocalBillingGateway(usend_db, DkimKeyCipher(secret))
+        reader = DomainReader(usend_db, BillingTables.local())
+
+    return AccountServices(
+        domains=reader,
+        accounts=AccountRepo(usend_db),
+        billing=billing,
+        verifier=DnsVerifier(spf_value=http.default_spf_value, mx_host=http.default_mx_host,
+                             nameservers=http.dns_nameservers),
+        events=KafkaBillingEvents(producer, settings.kafka.billing_topic),
+        template=DnsTemplate(spf_value=http.default_spf_value, mx_host=http.default_mx_host,
+                             mx_priority=http.default_mx_priority),
+        quota=services["quota"],
+        api_key_cache=services["api_key_cache"],
+        credential_cache=RedisCredentialCache(services["redis"]),
+        credential_cipher=CredentialCipher(secret, settings.tokens.iv.get()),
+        enable_testing_routes=http.enable_testing_routes,
+    )
+
+
 def serve(settings: Settings) -> ServiceMain:
     from hypercorn.config import Config
     from hypercorn.trio import serve as hypercorn_serve
@@ -109,6 +159,8 @@ def serve(settings: Settings) -> ServiceMain:
     relay = OutboxRelay(usend, producer)
     authenticator, services = _api_part1(settings, billing_db=billing, usend_db=usend,
                                          redis=redis, mongo=mongo, relay=relay)
+    services["accounts"] = _api_part2(settings, billing_db=billing, usend_db=usend,
+                                      producer=producer, services={**services, "redis": redis})
     app = create_app(ApiDependencies(probes=[billing, usend, redis, producer, mongo],
                                      authenticator=authenticator, services=services))
 
