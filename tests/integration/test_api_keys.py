@@ -115,3 +115,20 @@ async def test_deleted_key_is_refused_on_the_very_next_request(api):
     assert (status, body) == (200, {"id": created["id"], "deleted": True})
     assert (await api.call("GET", "/api-keys", headers))[0] == 401
     assert (await api.call("GET", f"/api-keys/{created['id']}", user))[0] == 404
+
+
+async def test_expired_key_is_401_and_listed_as_expired(api):
+    from datetime import UTC, datetime, timedelta
+
+    from sqlalchemy import update
+
+    user = new_user_id()
+    created = await _key(api, user, expires_in_days=7)
+    headers = {"X-API-KEY": created["key"]}
+    with Session(api.usend.engine) as session, session.begin():
+        session.execute(update(ApiKey).where(ApiKey.id == int(created["id"][4:]))
+                        .values(expires_at=datetime.now(UTC) - timedelta(seconds=1)))
+    status, body = await api.call("GET", "/api-keys", headers)
+    assert (status, body) == (401, {"detail": "API key expired"})
+    listed = (await api.call("GET", f"/api-keys/{created['id']}", user))[1]
+    assert listed["is_expired"] is True
