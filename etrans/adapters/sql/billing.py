@@ -16,17 +16,19 @@ from __future__ import annotations
 from datetime import datetime
 from decimal import Decimal
 
-from sqlalchemy import BigInteger, Boolean, DateTime, Numeric, String, Text, func, text
+from sqlalchemy import Boolean, Numeric, String, Text, func, text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from etrans.adapters.sql.portable import BIGINT, TIMESTAMPTZ
 
 
 class BillingBase(DeclarativeBase):
     """Declarative base of the external Billing DB.  Its metadata must never reach DDL."""
 
     type_annotation_map = {
-        datetime: DateTime(timezone=True),
+        datetime: TIMESTAMPTZ,
         Decimal: Numeric(14, 2),
-        int: BigInteger(),
+        int: BIGINT,
         bool: Boolean(),
         str: Text(),
     }

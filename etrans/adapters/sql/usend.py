@@ -1,6 +1,7 @@
 """The USEND DB (``USEND_DB_URI``): etrans's own tables, created by the Alembic migrations in
-:mod:`etrans.adapters.sql.migrations` (``etrans db upgrade``).  PostgreSQL only (JSONB, partial
-indexes).
+:mod:`etrans.adapters.sql.migrations` (``etrans db upgrade``).  The schema is PostgreSQL's (JSONB,
+partial indexes); the types carry SQLite variants (:mod:`etrans.adapters.sql.portable`) so that
+``etrans dev`` can run the same models on SQLite (``etrans.dev.sqlite_db``).
 
 Tables (``docs/database.md`` has every column and the reasons):
 
@@ -26,10 +27,8 @@ from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import (
-    BigInteger,
     Boolean,
     CheckConstraint,
-    DateTime,
     ForeignKey,
     Identity,
     Index,
@@ -42,10 +41,10 @@ from sqlalchemy import (
     func,
     text,
 )
-from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from etrans.adapters.sql.billing import DkimColumns, DomainColumns, MktDomainColumns, UserColumns
+from etrans.adapters.sql.portable import BIGINT, JSONB_OR_JSON, TIMESTAMPTZ
 
 NAMING_CONVENTION = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -68,7 +67,7 @@ def _one_of(column: str, values: tuple[str, ...]) -> str:
 
 
 def _now() -> Any:
-    return mapped_column(DateTime(timezone=True), server_default=func.now())
+    return mapped_column(TIMESTAMPTZ, server_default=func.now())
 
 
 class UsendBase(DeclarativeBase):
@@ -76,14 +75,15 @@ class UsendBase(DeclarativeBase):
 
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
     type_annotation_map = {
-        datetime: DateTime(timezone=True),
+        # PostgreSQL types with SQLite variants (etrans dev): etrans.adapters.sql.portable.
+        datetime: TIMESTAMPTZ,
         Decimal: Numeric(14, 2),
-        int: BigInteger(),
+        int: BIGINT,
         bool: Boolean(),
         str: Text(),
-        dict[str, Any]: JSONB(),
-        list[Any]: JSONB(),
-        list[str]: JSONB(),
+        dict[str, Any]: JSONB_OR_JSON,
+        list[Any]: JSONB_OR_JSON,
+        list[str]: JSONB_OR_JSON,
         bytes: LargeBinary(),
     }
 
@@ -161,7 +161,8 @@ class EmailOutbox(UsendBase):
 
     __tablename__ = "email_outbox"
     __table_args__ = (
-        Index("ix_email_outbox_unpublished", "id", postgresql_where=text("published_at IS NULL")),
+        Index("ix_email_outbox_unpublished", "id", postgresql_where=text("published_at IS NULL"),
+              sqlite_where=text("published_at IS NULL")),
     )
 
     id: Mapped[int] = mapped_column(Identity(), primary_key=True)
@@ -211,7 +212,7 @@ class DomainSubscriptionStatus(UsendBase):
         CheckConstraint(_one_of("status", SUBSCRIPTION_STATES), name="status"),
         Index(
             "uq_domain_subscription_status_active_domain", "domain_id", unique=True,
-            postgresql_where=text("status = 'active'"),
+            postgresql_where=text("status = 'active'"), sqlite_where=text("status = 'active'"),
         ),
         Index(None, "user_id"),
     )
@@ -297,7 +298,7 @@ class LocalDomain(DomainColumns, UsendBase):
     __table_args__ = (
         Index(
             "uq_local_domain_name_live", "name", unique=True,
-            postgresql_where=text("deleted_at IS NULL"),
+            postgresql_where=text("deleted_at IS NULL"), sqlite_where=text("deleted_at IS NULL"),
         ),
     )
 
