@@ -80,13 +80,32 @@ class DomainDirectory:
 
 
 class CredentialDirectory:
+    """Found credentials are remembered for ``ttl_seconds`` (30 s) per (user, domain): a new or
+    changed sender is used within that time; a user without credentials is asked again on each
+    request."""
+
     def __init__(self, usend: UsendRepository, billing: BillingRepository,
-                 cipher: CredentialCipher) -> None:
+                 cipher: CredentialCipher, *, ttl_seconds: float = 30.0) -> None:
         self._usend = usend
         self._billing = billing
         self._cipher = cipher
+        self._ttl = ttl_seconds
+        self._cache: dict[tuple[int, str], tuple[float, str]] = {}
 
     async def cache_value(self, user_id: int, domain: str) -> str | None:
+        key = (user_id, domain)
+        now = trio.current_time()
+        hit = self._cache.get(key)
+        if hit is not None and hit[0] > now:
+            return hit[1]
+        value = await self._lookup(user_id, domain)
+        if value is not None:
+            if len(self._cache) > 10_000:
+                self._cache.clear()
+            self._cache[key] = (now + self._ttl, value)
+        return value
+
+    async def _lookup(self, user_id: int, domain: str) -> str | None:
         value = await self._usend.cache_value(user_id, domain)
         if value is not None:
             return value

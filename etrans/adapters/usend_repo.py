@@ -7,9 +7,10 @@ either both exist or neither does (the outbox relay publishes them, :mod:`etrans
 
 from __future__ import annotations
 
+import json
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import and_, func, insert, select
+from sqlalchemy import and_, func, select
 
 from etrans.adapters.sql.usend import (
     ApiKey,
@@ -37,6 +38,26 @@ _TRANSPORT = Transport.__table__
 _PACKS = EmailTransactionPack.__table__
 _SUBS = DomainSubscriptionStatus.__table__
 _USER_PACK = UserPack.__table__
+
+_INSERT_EMAIL_AND_OUTBOX = """
+WITH email AS (
+    INSERT INTO email_messages (message_id, user_id, domain_id, from_address, to_addresses,
+        cc_addresses, bcc_addresses, reply_to, subject, html, text, headers, tags, attachments,
+        template_id, template_data, status, created_at, updated_at)
+    VALUES (%(message_id)s, %(user_id)s, %(domain_id)s, %(from_address)s, %(to)s::jsonb,
+        %(cc)s::jsonb, %(bcc)s::jsonb, %(reply_to)s, %(subject)s, %(html)s, %(text)s,
+        %(headers)s::jsonb, %(tags)s::jsonb, %(attachments)s::jsonb, %(template_id)s,
+        %(template_data)s::jsonb, 'queued', %(created_at)s, %(created_at)s)
+    RETURNING message_id
+)
+INSERT INTO email_outbox (topic, key, payload, message_id, created_at)
+SELECT %(topic)s, %(key)s, %(payload)s, message_id, %(created_at)s FROM email
+"""
+
+
+def _json(value: Any) -> str | None:
+    return None if value is None else json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
 
 _LIST_COLUMNS = (
     _EMAILS.c.message_id, _EMAILS.c.from_address, _EMAILS.c.to_addresses, _EMAILS.c.subject,
@@ -128,20 +149,19 @@ class UsendRepository:
     def _save(self, emails: list[NewEmail]) -> None:
         if not emails:
             return
-        rows = [{
+        # One statement per email writes both rows (the hot path of POST /emails: one round
+        # trip plus COMMIT); the transaction makes a batch all-or-nothing.
+        params = [{
             "message_id": e.message_id, "user_id": e.user_id, "domain_id": e.domain_id,
-            "from_address": e.from_address, "to_addresses": e.to, "cc_addresses": e.cc,
-            "bcc_addresses": e.bcc, "reply_to": e.reply_to, "subject": e.subject,
-            "html": e.html, "text": e.text, "headers": e.headers, "tags": e.tags,
-            "attachments": e.attachments, "template_id": e.template_id,
-            "template_data": e.template_data, "status": "queued", "created_at": e.created_at,
-            "updated_at": e.created_at,
+            "from_address": e.from_address, "to": _json(e.to), "cc": _json(e.cc),
+            "bcc": _json(e.bcc), "reply_to": e.reply_to, "subject": e.subject, "html": e.html,
+            "text": e.text, "headers": _json(e.headers), "tags": _json(e.tags),
+            "attachments": _json(e.attachments), "template_id": e.template_id,
+            "template_data": _json(e.template_data), "created_at": e.created_at,
+            "topic": e.topic, "key": e.kafka_key.decode(), "payload": e.kafka_value,
         } for e in emails]
-        outbox = [{"topic": e.topic, "key": e.kafka_key.decode(), "payload": e.kafka_value,
-                   "message_id": e.message_id, "created_at": e.created_at} for e in emails]
         with self._db.engine.begin() as conn:
-            conn.execute(insert(_EMAILS), rows)
-            conn.execute(insert(_OUTBOX), outbox)
+            conn.exec_driver_sql(_INSERT_EMAIL_AND_OUTBOX, params if len(params) > 1 else params[0])
 
     async def list(self, query: EmailFilter) -> EmailPage:
         return await self._db.run(self._list, query)

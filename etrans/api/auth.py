@@ -17,6 +17,7 @@ No or bad credential: 401 ``{"detail": "Not authenticated"}`` / ``"Invalid API k
 from __future__ import annotations
 
 import hashlib
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
@@ -88,17 +89,32 @@ class ApiKeyResolver:
 
 class JwtVerifier:
     """Local verification of bearer tokens (PyJWT): HS256 with a secret, or RS256/ES256 with a
-    PEM public key.  ``exp`` and ``sub`` are required."""
+    PEM public key.  ``exp`` and ``sub`` are required.  A verified token is remembered (at most
+    ``cache_size``) until its ``exp``: signatures are not checked again on every request."""
 
     def __init__(self, *, secret: str | None = None, public_key: str | None = None,
-                 leeway_seconds: float = 0.0) -> None:
+                 leeway_seconds: float = 0.0, cache_size: int = 10_000) -> None:
         if (secret is None) == (public_key is None):
             raise ValueError("give exactly one of secret and public_key")
         self._key = secret if secret is not None else public_key
         self._algorithms = ["HS256"] if secret is not None else ["RS256", "ES256"]
         self._leeway = leeway_seconds
+        self._cache_size = cache_size
+        self._verified: dict[str, tuple[float, int]] = {}
 
     def verify(self, token: str) -> int:
+        hit = self._verified.get(token)
+        if hit is not None:
+            if hit[0] > time.time():
+                return hit[1]
+            del self._verified[token]
+        user, expires = self._decode(token)
+        if len(self._verified) >= self._cache_size:
+            self._verified.clear()
+        self._verified[token] = (expires + self._leeway, user)
+        return user
+
+    def _decode(self, token: str) -> tuple[int, float]:
         import jwt
 
         try:
@@ -110,7 +126,11 @@ class JwtVerifier:
             raise Unauthorized("Token expired") from None
         except (jwt.InvalidTokenError, ValueError, TypeError):
             raise Unauthorized("Invalid token") from None
-        return parse_user_id(claims.get("sub"))
+        try:
+            expires = float(claims["exp"])
+        except (KeyError, TypeError, ValueError):
+            raise Unauthorized("Invalid token") from None
+        return parse_user_id(claims.get("sub")), expires
 
 
 class Authenticator:

@@ -1,0 +1,215 @@
+"""Benchmark: sustained POST /emails against GET /healthz on the same ``etrans serve``, one run.
+
+Starts (or reuses, like the tests: $ETRANS_TEST_*) PostgreSQL, Redis, a Kafka-API broker and a
+MongoDB-wire server; creates a migrated USEND DB and a Billing DB (read-only role) with one user
+owning a verified, unlimited domain; starts ``etrans serve`` as a subprocess.  A load generator on
+loopback (raw Trio sockets, requests serialised once, ``--connections`` keep-alive connections)
+then runs GET /healthz and POST /emails for ``--seconds`` each, in ``--rounds`` alternating
+slices so that a change in the machine's load affects both alike.  Each accepted email is a row,
+an outbox row and a Kafka record published by the relay.  Prints rates, p50/p99 latencies and
+non-2xx counts; the last line is ``ratio <send rate / healthz rate>`` (goal >= 0.5).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import trio  # noqa: E402
+
+from tests.e2e.send_support import JWT_SECRET, ServeProcess, bearer, seed_sender  # noqa: E402
+from tests.harness.databases import (  # noqa: E402
+    BillingSeeder,
+    create_billing_database,
+    drop_billing_role,
+)
+from tests.harness.servers import (  # noqa: E402
+    create_database,
+    create_topic,
+    drop_database,
+    ensure_kafka,
+    ensure_mongo,
+    ensure_postgres,
+    ensure_redis,
+    free_port,
+    unique_name,
+)
+
+
+def build_request(host: str, method: str, path: str, headers: dict[str, str],
+                  body: Any = None) -> bytes:
+    """One HTTP/1.1 keep-alive request, serialised once (the generator must stay cheap)."""
+    payload = json.dumps(body).encode() if body is not None else b""
+    lines = [f"{method} {path} HTTP/1.1", f"Host: {host}", "Connection: keep-alive",
+             *(f"{k}: {v}" for k, v in headers.items())]
+    if body is not None:
+        lines += ["Content-Type: application/json", f"Content-Length: {len(payload)}"]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode() + payload
+
+
+async def _read_response(stream: trio.SocketStream, buffer: bytearray) -> int:
+    while b"\r\n\r\n" not in buffer:
+        chunk = await stream.receive_some(65536)
+        if not chunk:
+            raise ConnectionError("server closed the connection")
+        buffer += chunk
+    head, _, rest = bytes(buffer).partition(b"\r\n\r\n")
+    status = int(head[9:12])
+    length = 0
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            length = int(value)
+    body = bytearray(rest)
+    while len(body) < length:
+        chunk = await stream.receive_some(65536)
+        if not chunk:
+            raise ConnectionError("server closed the connection")
+        body += chunk
+    buffer[:] = body[length:]
+    return status
+
+
+async def load(host: str, port: int, request: bytes, *, seconds: float,
+               connections: int) -> tuple[list[float], dict[int, int], float]:
+    """``connections`` keep-alive connections send ``request`` in a loop for ``seconds``:
+    (latencies, status counts, elapsed)."""
+    latencies: list[float] = []
+    statuses: dict[int, int] = {}
+    deadline = trio.current_time() + seconds
+
+    async def worker() -> None:
+        stream = await trio.open_tcp_stream(host, port)
+        buffer = bytearray()
+        async with stream:
+            while trio.current_time() < deadline:
+                start = time.perf_counter()
+                await stream.send_all(request)
+                status = await _read_response(stream, buffer)
+                latencies.append(time.perf_counter() - start)
+                statuses[status] = statuses.get(status, 0) + 1
+
+    started = time.perf_counter()
+    async with trio.open_nursery() as nursery:
+        for _ in range(connections):
+            nursery.start_soon(worker)
+    return latencies, statuses, time.perf_counter() - started
+
+
+def summary(parts: list[tuple[list[float], dict[int, int], float]]) -> dict[str, Any]:
+    latencies = sorted(x for part in parts for x in part[0])
+    statuses: dict[int, int] = {}
+    for _, counts, _ in parts:
+        for status, n in counts.items():
+            statuses[status] = statuses.get(status, 0) + n
+    elapsed = sum(part[2] for part in parts)
+    return {
+        "rate": len(latencies) / elapsed, "count": len(latencies),
+        "p50_ms": 1000 * statistics.median(latencies),
+        "p99_ms": 1000 * latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))],
+        "non_2xx": sum(n for s, n in statuses.items() if not 200 <= s < 300),
+        "statuses": statuses,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument("--rounds", type=int, default=5,
+                        help="alternating healthz/send slices per phase")
+    parser.add_argument("--profile", metavar="PATH",
+                        help="run etrans serve under cProfile, stats written to PATH")
+    args = parser.parse_args()
+
+    started: list[Any] = []
+    cleanups: list[Any] = []
+    try:
+        pg_url, pg = ensure_postgres()
+        redis_url, redis_server = ensure_redis()
+        kafka, broker = ensure_kafka()
+        mongo_uri, mongo_server = ensure_mongo()
+        started += [s for s in (pg, redis_server, broker, mongo_server) if s is not None]
+
+        from etrans.adapters.sql import migrations
+
+        usend_name, billing_name = unique_name("bench_usend"), unique_name("bench_billing")
+        usend_url = create_database(pg_url, usend_name.replace("-", "_"))
+        cleanups.append(lambda: drop_database(pg_url, usend_name.replace("-", "_")))
+        migrations.upgrade(usend_url)
+        owner_url = create_database(pg_url, billing_name.replace("-", "_"))
+        cleanups.append(lambda: drop_database(pg_url, billing_name.replace("-", "_")))
+        billing = create_billing_database(owner_url, billing_name.replace("-", "_"))
+        cleanups.insert(0, lambda: drop_billing_role(pg_url, billing))
+        user, domain = seed_sender(BillingSeeder(billing.owner_url))
+        topic = create_topic(kafka, unique_name("bench-sendmail"))
+
+        env = {
+            "PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "PYTHONUNBUFFERED": "1",
+            "KAFKA_BOOTSTRAP_SERVERS": kafka, "KAFKA_TOPIC": topic, "REDIS_URI": redis_url,
+            "MONGODB_URI": mongo_uri, "MONGODB_DBNAME": "bench", "MONGODB_COLLECTION": "logs",
+            "TOKEN_SECRET": "0123456789abcdef0123456789abcdef", "TOKEN_IV": "fedcba9876543210",
+            "DB_URI": billing.readonly_url, "USEND_DB_URI": usend_url,
+            "BILLING_V4_URI": "http://127.0.0.1:9/", "JWT_SECRET": JWT_SECRET,
+            "ETRANS_REDIS_PREFIX": f"bench:{uuid.uuid4().hex[:8]}:",
+            "ETRANS_BIND": f"127.0.0.1:{free_port()}", "ETRANS_LOG_LEVEL": "WARNING",
+            "DB_POOL_SIZE": "20",
+        }
+        python_args = ("-m", "cProfile", "-o", args.profile) if args.profile else ()
+        serve = ServeProcess(env, python_args=python_args).start()
+        cleanups.insert(0, serve.stop)
+        email = {"from": f"Bench <bench@{domain}>", "to": ["rcpt@example.org"],
+                 "subject": "Benchmark", "html": "<p>Hello from the benchmark</p>",
+                 "text": "Hello from the benchmark"}
+        auth = bearer(user)
+
+        host, port = env["ETRANS_BIND"].split(":")
+        health_request = build_request(env["ETRANS_BIND"], "GET", "/healthz", {})
+        send_request = build_request(env["ETRANS_BIND"], "POST", "/emails", auth, email)
+
+        async def run() -> tuple[dict[str, Any], dict[str, Any]]:
+            # Warm-up (connections, caches), then alternating slices of the two loads, so that
+            # a change in the machine's load during the run affects both alike.
+            n = args.connections
+            await load(host, int(port), health_request, seconds=1.0, connections=n)
+            await load(host, int(port), send_request, seconds=1.0, connections=n)
+            health, send = [], []
+            slice_seconds = args.seconds / args.rounds
+            for _ in range(args.rounds):
+                health.append(await load(host, int(port), health_request, seconds=slice_seconds,
+                                         connections=n))
+                send.append(await load(host, int(port), send_request, seconds=slice_seconds,
+                                       connections=n))
+            return summary(health), summary(send)
+
+        health, send = trio.run(run)
+        for name, result in (("GET /healthz", health), ("POST /emails", send)):
+            print(f"{name:13s} {result['rate']:8.1f} req/s  n={result['count']:6d}  "
+                  f"p50 {result['p50_ms']:6.2f} ms  p99 {result['p99_ms']:7.2f} ms  "
+                  f"non-2xx {result['non_2xx']}  statuses {result['statuses']}")
+        print(f"connections {args.connections}, {args.seconds:.0f} s per load in {args.rounds} "
+              "alternating slices")
+        if health["non_2xx"] or send["non_2xx"]:
+            print("WARNING: non-2xx responses were counted", file=sys.stderr)
+        print(f"ratio {send['rate'] / health['rate']:.3f}")
+    finally:
+        for cleanup in cleanups:
+            try:
+                cleanup()
+            except Exception as exc:  # leave nothing behind, report what could not be removed
+                print(f"cleanup: {exc!r}", file=sys.stderr)
+        for server in started:
+            server.cleanup()
+
+
+if __name__ == "__main__":
+    main()
