@@ -274,7 +274,10 @@ class ConsumerThread:
                 if (p.topic, p.partition) not in self._seen:
                     p.offset = OFFSET_BEGINNING
         self._seen.update(tps)
-        consumer.assign(partitions)
+        if consumer.rebalance_protocol() == "COOPERATIVE":
+            consumer.incremental_assign(partitions)  # cooperative-sticky: untested here
+        else:
+            consumer.assign(partitions)
         if self._paused and partitions:
             consumer.pause(partitions)
         log.info("partitions assigned", partitions=[f"{t}/{p}" for t, p in tps])
