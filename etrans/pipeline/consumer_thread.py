@@ -274,7 +274,7 @@ class ConsumerThread:
                 if (p.topic, p.partition) not in self._seen:
                     p.offset = OFFSET_BEGINNING
         self._seen.update(tps)
-        if consumer.rebalance_protocol() == "COOPERATIVE":
+        if "cooperative" in self.config.assignment_strategy:
             consumer.incremental_assign(partitions)  # cooperative-sticky: untested here
         else:
             consumer.assign(partitions)
