@@ -88,15 +88,21 @@ async def load(host: str, port: int, request: bytes, *, seconds: float,
     deadline = trio.current_time() + seconds
 
     async def worker() -> None:
-        stream = await trio.open_tcp_stream(host, port)
-        buffer = bytearray()
-        async with stream:
-            while trio.current_time() < deadline:
-                start = time.perf_counter()
-                await stream.send_all(request)
-                status = await _read_response(stream, buffer)
-                latencies.append(time.perf_counter() - start)
-                statuses[status] = statuses.get(status, 0) + 1
+        while trio.current_time() < deadline:
+            # hypercorn closes a keep-alive connection after keep_alive_max_requests (1000):
+            # open a new one and go on.
+            stream = await trio.open_tcp_stream(host, port)
+            buffer = bytearray()
+            async with stream:
+                while trio.current_time() < deadline:
+                    start = time.perf_counter()
+                    try:
+                        await stream.send_all(request)
+                        status = await _read_response(stream, buffer)
+                    except (ConnectionError, trio.BrokenResourceError):
+                        break
+                    latencies.append(time.perf_counter() - start)
+                    statuses[status] = statuses.get(status, 0) + 1
 
     started = time.perf_counter()
     async with trio.open_nursery() as nursery:
