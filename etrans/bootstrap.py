@@ -7,6 +7,9 @@ Each public function takes validated :class:`~etrans.settings.Settings` and retu
 from __future__ import annotations
 
 import logging
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import trio
@@ -14,13 +17,49 @@ import trio
 from etrans.observability import get_logger
 
 if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+    from pathlib import Path
+
     from etrans.runtime import ServiceMain, Shutdown
     from etrans.settings import Settings
 
 log = get_logger(__name__)
 
 
-def _api_part1(settings: Settings, *, billing_db: Any, usend_db: Any, redis: Any, mongo: Any,
+@dataclass
+class ApiStores:
+    """The API's stores besides its SQL tables: built on Redis and MongoDB for ``serve``
+    (:func:`_redis_api_stores`), on the embedded stand-ins (or a mix) for ``dev``."""
+
+    usend_repo: Any  # UsendRepository (EmailStore, ApiKeyStore, SenderCredentials)
+    key_cache: Any  # ApiKeyCache
+    quota: Any  # QuotaCounter
+    idempotency: Any  # IdempotencyStore
+    credential_cache: Any  # CredentialCache (hash ``auth``)
+    log_reader: Any  # LogReader
+
+
+def _redis_api_stores(settings: Settings, *, usend_db: Any, redis: Any, mongo: Any) -> ApiStores:
+    from etrans.adapters.api_key_cache import RedisApiKeyCache
+    from etrans.adapters.idempotency import RedisIdempotencyStore
+    from etrans.adapters.mongo_logs import MongoLogReader
+    from etrans.adapters.redis_credentials import RedisCredentialCache
+    from etrans.adapters.redis_quota import RedisQuota
+    from etrans.adapters.usend_repo import UsendRepository
+
+    assert settings.http is not None
+    prefix = settings.http.redis_prefix
+    return ApiStores(
+        usend_repo=UsendRepository(usend_db),
+        key_cache=RedisApiKeyCache(redis, prefix=f"{prefix}apikey:"),
+        quota=RedisQuota(redis, prefix=f"{prefix}quota:"),
+        idempotency=RedisIdempotencyStore(redis, prefix=f"{prefix}idem:"),
+        credential_cache=RedisCredentialCache(redis),
+        log_reader=MongoLogReader(mongo),
+    )
+
+
+def _api_part1(settings: Settings, *, billing_db: Any, usend_db: Any, stores: ApiStores,
                relay: Any) -> tuple[Any, dict[str, Any]]:
     """Authentication and the services of emails and logs (API part 1): (authenticator, services).
 
@@ -28,16 +67,10 @@ def _api_part1(settings: Settings, *, billing_db: Any, usend_db: Any, redis: Any
     ``temporary_password`` (external billing only); domains and ``mkt_domain`` from the Billing DB,
     or from the ``local_*`` tables of the USEND DB when BILLING_V4_URI is unset (local billing).
     """
-    from etrans.adapters.api_key_cache import RedisApiKeyCache
     from etrans.adapters.auth_gateway import HttpAuthGateway
     from etrans.adapters.billing_repo import BillingRepository
     from etrans.adapters.credentials import CredentialCipher
-    from etrans.adapters.idempotency import RedisIdempotencyStore
-    from etrans.adapters.mongo_logs import MongoLogReader
-    from etrans.adapters.redis_credentials import RedisCredentialCache
-    from etrans.adapters.redis_quota import RedisQuota
     from etrans.adapters.sending_domains import CredentialDirectory, DomainDirectory
-    from etrans.adapters.usend_repo import UsendRepository
     from etrans.api.auth import ApiKeyResolver, Authenticator, JwtVerifier
     from etrans.app import emails as email_cases
     from etrans.app import logs as log_cases
@@ -48,14 +81,12 @@ def _api_part1(settings: Settings, *, billing_db: Any, usend_db: Any, redis: Any
     assert settings.kafka is not None
     http = settings.http
     local_billing = http.billing_v4_uri is None
-    usend_repo = UsendRepository(usend_db)
+    usend_repo = stores.usend_repo
     billing_repo = BillingRepository(usend_db if local_billing else billing_db,
                                      local=local_billing)
     domains = DomainDirectory(billing_repo, usend_repo)
     cipher = CredentialCipher(settings.tokens.secret.get(), settings.tokens.iv.get())
-    prefix = http.redis_prefix
-    key_cache = RedisApiKeyCache(redis, prefix=f"{prefix}apikey:")
-    quota = RedisQuota(redis, prefix=f"{prefix}quota:")
+    key_cache, quota = stores.key_cache, stores.quota
 
     jwt = None
     if http.jwt_secret is not None:
@@ -70,13 +101,14 @@ def _api_part1(settings: Settings, *, billing_db: Any, usend_db: Any, redis: Any
     bus = MessageBus()
     email_cases.register(bus, email_cases.EmailService(email_cases.EmailDeps(
         domains=domains, credentials=CredentialDirectory(usend_repo, billing_repo, cipher),
-        credential_cache=RedisCredentialCache(redis), quota=quota, store=usend_repo,
+        credential_cache=stores.credential_cache, quota=quota, store=usend_repo,
         outbox=relay, topic=settings.kafka.topic,
     )))
-    log_cases.register(bus, log_cases.LogService(MongoLogReader(mongo), usend_repo, domains))
+    log_cases.register(bus, log_cases.LogService(stores.log_reader, usend_repo, domains))
     services: dict[str, Any] = {
-        "bus": bus, "idempotency": RedisIdempotencyStore(redis, prefix=f"{prefix}idem:"),
+        "bus": bus, "idempotency": stores.idempotency,
         "api_key_cache": key_cache, "quota": quota, "sending_domains": domains,
+        "credential_cache": stores.credential_cache,
     }
     return authenticator, services
 
@@ -97,7 +129,6 @@ def _api_part2(settings: Settings, *, billing_db: Any, usend_db: Any, producer: 
     from etrans.adapters.credentials import CredentialCipher
     from etrans.adapters.dkim_keys import DkimKeyCipher
     from etrans.adapters.dns_verify import DnsVerifier
-    from etrans.adapters.redis_credentials import RedisCredentialCache
     from etrans.app.domains import AccountServices
     from etrans.domain.domains import DnsTemplate
 
@@ -125,7 +156,7 @@ def _api_part2(settings: Settings, *, billing_db: Any, usend_db: Any, producer: 
                              mx_priority=http.default_mx_priority),
         quota=services["quota"],
         api_key_cache=services["api_key_cache"],
-        credential_cache=RedisCredentialCache(services["redis"]),
+        credential_cache=services["credential_cache"],
         credential_cipher=CredentialCipher(secret, settings.tokens.iv.get()),
         enable_testing_routes=http.enable_testing_routes,
     )
@@ -157,10 +188,11 @@ def serve(settings: Settings) -> ServiceMain:
     producer = KafkaProducer.from_settings(settings.kafka)
     mongo = MongoStore(settings.mongo)
     relay = OutboxRelay(usend, producer)
+    stores = _redis_api_stores(settings, usend_db=usend, redis=redis, mongo=mongo)
     authenticator, services = _api_part1(settings, billing_db=billing, usend_db=usend,
-                                         redis=redis, mongo=mongo, relay=relay)
+                                         stores=stores, relay=relay)
     services["accounts"] = _api_part2(settings, billing_db=billing, usend_db=usend,
-                                      producer=producer, services={**services, "redis": redis})
+                                      producer=producer, services=services)
     app = create_app(ApiDependencies(probes=[billing, usend, redis, producer, mongo],
                                      authenticator=authenticator, services=services))
 
@@ -339,3 +371,281 @@ def fetchlog(settings: Settings, *, from_earliest: bool, stop_at_end: bool) -> S
             reporter.flush()
 
     return main
+
+
+def dev(settings: Settings, *, data_dir: Path) -> ServiceMain:
+    """``etrans dev``: the API, sendmail and fetchlog in one Trio process (:mod:`etrans.dev`).
+
+    Every service has an embedded stand-in with its data under ``data_dir``; a real service given
+    in the settings replaces its stand-in:
+
+    ==============  =====================================  ==================================
+    service         stand-in (``data_dir``)                replaced when set
+    ==============  =====================================  ==================================
+    USEND DB        SQLite ``usend.sqlite3``               USEND_DB_URI (migrated at start)
+    Kafka topics    ``topics.sqlite3`` (in-process)        KAFKA_BOOTSTRAP_SERVERS
+    Redis           ``state.sqlite3``                      REDIS_URI / REDIS_HOST
+    MongoDB         ``logs.sqlite3``                       MONGODB_URI
+    SMTP server     built-in sink, ``mail/*.eml``          SMTP_HOST
+    ==============  =====================================  ==================================
+
+    Billing is the local mode (``local_*`` tables).  TOKEN_SECRET/TOKEN_IV default to secrets
+    generated once in ``data_dir/secrets.json``.
+    """
+    from dataclasses import replace
+
+    from etrans.adapters.credentials import CredentialCipher
+    from etrans.dev import demo
+    from etrans.settings import KafkaSettings, Secret, TokenSettings
+
+    assert settings.http is not None
+    data_dir.mkdir(parents=True, exist_ok=True)
+    if settings.tokens is not None:
+        token_secret, token_iv = settings.tokens.secret.get(), settings.tokens.iv.get()
+    else:
+        token_secret, token_iv = demo.data_secrets(data_dir)
+    # The shared wiring reads settings.tokens and settings.kafka (topic names): fill them in.
+    kafka = settings.kafka or KafkaSettings(bootstrap_servers="", log_topic="email-logs",
+                                            group_id="etrans-dev-sendmail",
+                                            log_group_id="etrans-dev-fetchlog")
+    settings = replace(settings, tokens=TokenSettings(Secret(token_secret), Secret(token_iv)),
+                       kafka=kafka)
+    cipher = CredentialCipher(token_secret, token_iv)
+
+    async def main(shutdown: Shutdown) -> None:
+        stand_ins: dict[str, str] = {}
+        async with _dev_services(settings, data_dir, cipher, stand_ins) as services:
+            await _dev_main(settings, data_dir, services, stand_ins, shutdown)
+
+    return main
+
+
+async def _dev_main(settings: Settings, data_dir: Path, services: _DevServices,
+                    stand_ins: dict[str, str], shutdown: Shutdown) -> None:
+    from hypercorn.config import Config
+    from hypercorn.trio import serve as hypercorn_serve
+
+    from etrans.adapters.outbox import OutboxRelay
+    from etrans.adapters.smtp import SmtpConfig, SmtpPool
+    from etrans.api.app import ApiDependencies, create_app
+    from etrans.app.sendmail import DeliveryPolicy, EmailDelivery
+    from etrans.dev import demo
+    from etrans.domain.delivery_log import EventFilter
+    from etrans.pipeline import PipelineConfig, run_pipeline
+    from etrans.workers.fetchlog import FetchlogTask, run_fetchlog
+    from etrans.workers.sendmail import SendmailTask
+
+    assert settings.http is not None
+    assert settings.kafka is not None
+    assert settings.sendmail is not None
+    assert settings.fetchlog is not None
+    http, kafka = settings.http, settings.kafka
+    mail_options, log_options = settings.sendmail, settings.fetchlog
+    log_topic = kafka.log_topic or "email-logs"
+    usend, publisher = services.usend, services.publisher
+
+    account = await usend.run(demo.ensure_demo, usend, services.cipher, data_dir)
+    relay = OutboxRelay(usend, publisher)
+    authenticator, api_services = _api_part1(settings, billing_db=None, usend_db=usend,
+                                             stores=services.stores, relay=relay)
+    api_services["accounts"] = _api_part2(settings, billing_db=None, usend_db=usend,
+                                          producer=publisher, services=api_services)
+    app = create_app(ApiDependencies(probes=[usend, publisher, services.log_writer],
+                                     authenticator=authenticator, services=api_services))
+    config = Config()
+    config.bind = [http.bind]
+    config.graceful_timeout = settings.drain_seconds
+    config.accesslog = None
+    config.errorlog = logging.getLogger("hypercorn.error")
+
+    librdkafka = kafka.librdkafka() if kafka.bootstrap_servers else {}
+    pool_size = mail_options.worker_pool_size
+    sendmail_config = PipelineConfig(
+        topics=(kafka.topic,), group_id=kafka.group_id or "etrans-dev-sendmail",
+        kafka=librdkafka, workers=pool_size, channel_size=max(50, pool_size * 5),
+        commit_interval=kafka.commit_interval_seconds,
+        message_timeout=mail_options.email_timeout_seconds + 120.0)
+    fetchlog_config = PipelineConfig(
+        topics=(log_topic,), group_id=kafka.log_group_id or "etrans-dev-fetchlog",
+        kafka=librdkafka, workers=log_options.worker_pool_size,
+        channel_size=max(1000, 2 * log_options.worker_pool_size * log_options.batch_size),
+        commit_interval=kafka.commit_interval_seconds,
+        message_timeout=log_options.process_timeout_seconds,
+        batch_size=log_options.batch_size, batch_linger=log_options.batch_linger_seconds)
+    fetchlog_task = FetchlogTask(
+        EventFilter.from_settings(log_options.store_event_types,
+                                  log_options.skip_message_id_pattern),
+        services.log_writer, services.statuses)
+
+    async def api() -> None:
+        relay_done = trio.Event()
+        async with trio.open_nursery() as nursery:
+            await nursery.start(relay.run, relay_done)
+            await hypercorn_serve(app, config, shutdown_trigger=shutdown.wait_requested)
+            relay_done.set()
+            relay.notify()
+
+    async with trio.open_nursery() as outer:
+        # The SMTP sink lives in the outer nursery: it stays up until sendmail has drained.
+        smtp = settings.smtp
+        if smtp is None:
+            from etrans.dev.smtp_sink import SmtpSink
+
+            sink = SmtpSink(data_dir / "mail", publisher, log_topic)
+            smtp_host, smtp_port, secure = "127.0.0.1", await outer.start(sink.serve), False
+            stand_ins["smtp"] = (f"built-in on {smtp_host}:{smtp_port},"
+                                 f" messages in {data_dir / 'mail'}")
+        else:
+            smtp_host, smtp_port, secure = smtp.host, smtp.port, smtp.secure
+            stand_ins["smtp"] = f"{smtp_host}:{smtp_port}"
+        pool = SmtpPool(SmtpConfig(host=smtp_host, port=smtp_port, implicit_tls=secure,
+                                   timeout_seconds=smtp.timeout_seconds if smtp else 30.0,
+                                   ca_file=smtp.ca_file if smtp else None,
+                                   verify_tls=smtp.tls_verify if smtp else True),
+                        size=pool_size)
+        delivery = EmailDelivery(
+            credentials=services.credentials, marks=services.marks, transport=pool,
+            events=publisher, log_topic=log_topic,
+            policy=DeliveryPolicy(attempts=mail_options.retry_attempts,
+                                  base_seconds=mail_options.retry_base_seconds,
+                                  email_timeout=mail_options.email_timeout_seconds))
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(api)
+                nursery.start_soon(partial(run_pipeline, sendmail_config, SendmailTask(delivery),
+                                           shutdown, producer=publisher, source=services.source))
+                nursery.start_soon(partial(run_fetchlog, fetchlog_config, fetchlog_task,
+                                           shutdown, source=services.source))
+                host, _, port = http.bind.rpartition(":")
+                host = "127.0.0.1" if host in ("0.0.0.0", "") else host
+                print(demo.banner(account, f"http://{host}:{port}", data_dir, stand_ins),
+                      flush=True)
+            outer.cancel_scope.cancel()
+        finally:
+            with trio.CancelScope(shield=True):
+                await pool.aclose()
+
+
+@dataclass
+class _DevServices:
+    cipher: Any
+    usend: Any  # Database: SQLite or PostgreSQL
+    publisher: Any  # LocalPublisher or KafkaProducer
+    source: Any  # the pipelines' message source: LocalTopics.source() or None (Kafka)
+    stores: ApiStores
+    credentials: Any  # sendmail's CredentialSource
+    marks: Any  # sendmail's DeliveryMarks
+    log_writer: Any  # fetchlog's LogDocumentWriter
+    statuses: Any  # fetchlog's EmailStatusStore
+
+
+@asynccontextmanager
+async def _dev_services(settings: Settings, data_dir: Path, cipher: Any,
+                        stand_ins: dict[str, str]) -> AsyncIterator[_DevServices]:
+    """The stores of ``etrans dev``, real or embedded (see :func:`dev`); closed on exit."""
+    assert settings.databases is not None
+    assert settings.http is not None
+    assert settings.kafka is not None
+    prefix = settings.http.redis_prefix
+    async with AsyncExitStack() as stack:
+        # USEND DB
+        usend_uri = settings.databases.usend_uri
+        if usend_uri is not None:
+            from etrans.adapters.email_status import EmailStatusUpdater
+            from etrans.adapters.sql import migrations, usend_database
+            from etrans.adapters.usend_repo import UsendRepository
+            from etrans.settings import redact_uri
+
+            await trio.to_thread.run_sync(migrations.upgrade, usend_uri.get())
+            usend = usend_database(usend_uri.get(), pool_size=settings.databases.pool_size)
+            usend_repo: Any = UsendRepository(usend)
+            statuses: Any = EmailStatusUpdater(usend)
+            stand_ins["usend db"] = redact_uri(usend_uri.get())
+        else:
+            from etrans.dev import sqlite_db
+
+            usend = sqlite_db.sqlite_database(data_dir / "usend.sqlite3")
+            await usend.run(sqlite_db.create_schema, usend)
+            usend_repo = sqlite_db.SqliteUsendRepository(usend)
+            statuses = sqlite_db.SqliteEmailStatusUpdater(usend)
+            stand_ins["usend db"] = f"SQLite {data_dir / 'usend.sqlite3'}"
+        stack.callback(usend.dispose)
+
+        # topics
+        source: Any = None
+        if settings.kafka.bootstrap_servers:
+            from etrans.adapters.kafka_client import KafkaProducer
+
+            publisher: Any = KafkaProducer.from_settings(settings.kafka)
+            stack.callback(publisher.close, 5.0)
+            stand_ins["topics"] = f"Kafka {settings.kafka.bootstrap_servers}"
+        else:
+            from etrans.dev.topics import LocalPublisher, LocalTopics
+
+            topics = LocalTopics(data_dir / "topics.sqlite3")
+            stack.callback(topics.close)
+            publisher, source = LocalPublisher(topics), topics.source()
+            stand_ins["topics"] = f"in-process, {data_dir / 'topics.sqlite3'}"
+
+        # credentials, quotas, idempotency keys, API-key cache, delivery marks
+        if settings.redis is not None:
+            from etrans.adapters.api_key_cache import RedisApiKeyCache
+            from etrans.adapters.delivery_marks import RedisDeliveryMarks
+            from etrans.adapters.idempotency import RedisIdempotencyStore
+            from etrans.adapters.redis_credentials import RedisCredentialCache
+            from etrans.adapters.redis_quota import RedisQuota
+            from etrans.adapters.redis_store import RedisClient
+            from etrans.adapters.redis_trio import open_redis
+            from etrans.adapters.smtp_credentials import RedisCredentialSource
+
+            url = settings.redis.url.get()
+            redis = RedisClient(url)
+            stack.callback(redis.close)
+            trio_redis = await stack.enter_async_context(open_redis(url))
+            stores = ApiStores(
+                usend_repo=usend_repo,
+                key_cache=RedisApiKeyCache(redis, prefix=f"{prefix}apikey:"),
+                quota=RedisQuota(redis, prefix=f"{prefix}quota:"),
+                idempotency=RedisIdempotencyStore(redis, prefix=f"{prefix}idem:"),
+                credential_cache=RedisCredentialCache(redis), log_reader=None)
+            credentials: Any = RedisCredentialSource(trio_redis, cipher)
+            marks: Any = RedisDeliveryMarks(trio_redis)
+            stand_ins["redis"] = settings.redis.redacted()
+        else:
+            from etrans.dev import kv
+
+            store = kv.LocalStore(data_dir / "state.sqlite3")
+            stack.callback(store.close)
+            stores = ApiStores(
+                usend_repo=usend_repo,
+                key_cache=kv.LocalApiKeyCache(store, prefix=f"{prefix}apikey:"),
+                quota=kv.LocalQuota(store, prefix=f"{prefix}quota:"),
+                idempotency=kv.LocalIdempotencyStore(store, prefix=f"{prefix}idem:"),
+                credential_cache=kv.LocalCredentialCache(store), log_reader=None)
+            credentials = kv.LocalCredentialSource(store, cipher)
+            marks = kv.LocalDeliveryMarks(store)
+            stand_ins["redis"] = f"local store, {data_dir / 'state.sqlite3'}"
+
+        # delivery logs
+        if settings.mongo is not None:
+            from etrans.adapters.mongo import MongoStore
+            from etrans.adapters.mongo_logs import MongoLogReader
+            from etrans.adapters.mongo_logs_writer import MongoLogWriter
+
+            mongo = MongoStore(settings.mongo)
+            writer: Any = MongoLogWriter(settings.mongo)
+            stack.callback(mongo.close)
+            stack.callback(writer.close)
+            stores.log_reader = MongoLogReader(mongo)
+            stand_ins["logs"] = f"MongoDB {settings.mongo.dbname}.{settings.mongo.collection}"
+        else:
+            from etrans.dev.log_store import SqliteLogStore
+
+            writer = stores.log_reader = SqliteLogStore(data_dir / "logs.sqlite3")
+            stack.callback(writer.close)
+            stand_ins["logs"] = f"SQLite {data_dir / 'logs.sqlite3'}"
+        await writer.ensure_indexes()
+
+        yield _DevServices(cipher=cipher, usend=usend, publisher=publisher, source=source,
+                           stores=stores, credentials=credentials, marks=marks,
+                           log_writer=writer, statuses=statuses)

@@ -111,6 +111,36 @@ def fetchlog(obj: _Context, from_earliest: bool, stop_at_end: bool) -> None:
     sys.exit(runtime.run(main, settings.drain_seconds))
 
 
+@cli.command()
+@click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              envvar="ETRANS_DATA_DIR",
+              help="Where etrans dev keeps its data [env ETRANS_DATA_DIR; default"
+                   " $XDG_DATA_HOME/etrans, else ~/.local/share/etrans].")
+@click.option("--bind", default=None,
+              help="HOST:PORT of the API [env ETRANS_BIND, default 127.0.0.1:8000].")
+@click.pass_obj
+def dev(obj: _Context, data_dir: Path | None, bind: str | None) -> None:
+    """Run the API, sendmail and fetchlog in one process, on embedded stand-ins.
+
+    SQLite, in-process topics and a local SMTP server that keeps every message as an .eml file
+    replace PostgreSQL, Kafka, Redis, MongoDB and the SMTP server; any of them given in the
+    environment (KAFKA_BOOTSTRAP_SERVERS, REDIS_URI or REDIS_HOST, USEND_DB_URI, MONGODB_URI,
+    SMTP_HOST) is used instead of its stand-in.  Creates a demo user, domain and API key and
+    prints a curl example.
+    """
+    if bind is not None:
+        os.environ["ETRANS_BIND"] = bind
+    settings = obj.settings("dev")
+    obj.start_logging("dev")
+    from etrans import bootstrap, runtime
+
+    if data_dir is None:
+        base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+        data_dir = Path(base) / "etrans"
+    sys.exit(runtime.run(bootstrap.dev(settings, data_dir=data_dir.resolve()),
+                         settings.drain_seconds))
+
+
 @cli.group()
 def db() -> None:
     """Database administration (the USEND DB only; the Billing DB is never touched)."""

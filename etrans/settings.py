@@ -514,12 +514,48 @@ def _http(r: _Reader) -> HttpSettings:
     )
 
 
+def _dev(r: _Reader) -> dict[str, object]:
+    """``etrans dev``: every service is optional; a section is set only when its real service is
+    given (KAFKA_BOOTSTRAP_SERVERS, REDIS_URI/REDIS_HOST, MONGODB_URI, SMTP_HOST, USEND_DB_URI,
+    TOKEN_SECRET/TOKEN_IV), and None means "use the embedded stand-in".  Billing is always the
+    local mode; the API listens on 127.0.0.1:8000 unless ETRANS_BIND says otherwise."""
+    from dataclasses import replace
+
+    http = _http(r)
+    values: dict[str, object] = {
+        "http": replace(http, bind=http.bind if r.raw("ETRANS_BIND") else "127.0.0.1:8000",
+                        billing_v4_uri=None),
+        "fetchlog": _fetchlog(r),
+        "sendmail": _sendmail(r),
+        "databases": _databases(r, billing=False, usend=False),
+    }
+    if r.raw("KAFKA_BOOTSTRAP_SERVERS"):
+        kafka = _kafka(r, consumer_of=None)
+        values["kafka"] = replace(
+            kafka, group_id=kafka.group_id or "etrans-dev-sendmail",
+            log_topic=kafka.log_topic or "email-logs",
+            log_group_id=kafka.log_group_id or "etrans-dev-fetchlog")
+    if r.raw("REDIS_URI") or r.raw("REDIS_HOST"):
+        values["redis"] = _redis(r)
+    if r.raw("MONGODB_URI"):
+        values["mongo"] = MongoSettings(
+            uri=r.uri("MONGODB_URI", ("mongodb", "mongodb+srv")) or Secret(""),
+            dbname=r.text("MONGODB_DBNAME", "etrans"),
+            collection=r.text("MONGODB_COLLECTION", "email_logs"))
+    if r.raw("TOKEN_SECRET") or r.raw("TOKEN_IV"):
+        values["tokens"] = _tokens(r)
+    if r.raw("SMTP_HOST"):
+        values["smtp"] = _smtp(r)
+    return values
+
+
 # What each subcommand needs.  Sections not named are left as None.
 SECTIONS = {
     "serve": ("kafka_producer", "redis", "mongo", "tokens", "databases_api", "http"),
     "sendmail": ("kafka_sendmail", "redis", "tokens", "smtp", "sendmail"),
     "fetchlog": ("kafka_fetchlog", "mongo", "databases_optional", "fetchlog"),
     "db": ("databases_usend",),
+    "dev": ("dev",),
 }
 
 
@@ -559,6 +595,8 @@ def load(env: Mapping[str, str] | None = None, *sections: str) -> Settings:
                 values["sendmail"] = _sendmail(r)
             case "http":
                 values["http"] = _http(r)
+            case "dev":
+                values.update(_dev(r))
             case _:
                 raise ValueError(f"unknown settings section {section!r}")
     if r.problems:

@@ -26,6 +26,7 @@ from etrans.pipeline.workers import Inbox, Processor, channel_fill, dispatch
 if TYPE_CHECKING:
     from etrans.adapters.kafka_client import KafkaProducer
     from etrans.pipeline.config import PipelineConfig
+    from etrans.pipeline.source import MessageSourceFactory
     from etrans.pipeline.task import BatchTask, Task
     from etrans.runtime import Shutdown
 
@@ -48,6 +49,7 @@ class Pipeline:
         *,
         batch_task: BatchTask | None = None,
         producer: KafkaProducer | None = None,
+        source: MessageSourceFactory | None = None,
     ) -> None:
         if (task is None) == (batch_task is None):
             raise ValueError("give exactly one of task or batch_task")
@@ -55,6 +57,8 @@ class Pipeline:
         self._task = task
         self._batch_task = batch_task
         self._producer = producer
+        # Where messages come from (etrans.pipeline.source): a Kafka consumer thread by default.
+        self._source: MessageSourceFactory = source or ConsumerThread
         self._state = SharedState()
         self._inbox = Inbox()
         self._send: trio.MemorySendChannel[Envelope] | None = None
@@ -123,7 +127,7 @@ class Pipeline:
         processor = Processor(config, self._state, task=self._task, batch_task=self._batch_task,
                               producer=self._producer)
         subscribed = trio.Event()
-        thread = ConsumerThread(
+        thread = self._source(
             config,
             self._state,
             trio.lowlevel.current_trio_token(),
@@ -229,11 +233,13 @@ async def run_pipeline(
     *,
     batch: bool = False,
     producer: KafkaProducer | None = None,
+    source: MessageSourceFactory | None = None,
     task_status: trio.TaskStatus[Pipeline] = trio.TASK_STATUS_IGNORED,
 ) -> PipelineStats:
     """Run a pipeline; with ``batch=True``, ``task`` is a :class:`BatchTask`."""
     if batch:
-        pipeline = Pipeline(config, batch_task=task, producer=producer)  # type: ignore[arg-type]
+        pipeline = Pipeline(config, batch_task=task, producer=producer,  # type: ignore[arg-type]
+                            source=source)
     else:
-        pipeline = Pipeline(config, task, producer=producer)
+        pipeline = Pipeline(config, task, producer=producer, source=source)
     return await pipeline.run(shutdown, task_status=task_status)

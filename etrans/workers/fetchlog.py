@@ -45,6 +45,7 @@ if TYPE_CHECKING:
     from etrans.adapters.sentry_reporter import ErrorReporter
     from etrans.app.ports import EmailStatusStore, LogDocumentWriter
     from etrans.pipeline import Message, Pipeline, PipelineConfig, PipelineStats
+    from etrans.pipeline.source import MessageSourceFactory
     from etrans.runtime import Shutdown
 
 log = get_logger(__name__)
@@ -210,6 +211,7 @@ async def run_fetchlog(
     shutdown: Shutdown,
     *,
     progress_stream: TextIO | None = None,
+    source: MessageSourceFactory | None = None,
 ) -> FetchlogCounters:
     """Indexes, then the pipeline until shutdown (or the end with ``stop_at_end``); summary."""
     from etrans.pipeline import Pipeline
@@ -217,7 +219,7 @@ async def run_fetchlog(
     started = time.monotonic()
     if not await ensure_indexes(task.writer, shutdown, task.reporter):
         return task.statistics()
-    pipeline = Pipeline(config, batch_task=task)
+    pipeline = Pipeline(config, batch_task=task, source=source)
     log.info("consuming", topics=list(config.topics), group_id=config.group_id,
              workers=config.workers, batch_size=config.batch_size,
              from_earliest=config.from_earliest, stop_at_end=config.stop_at_end)

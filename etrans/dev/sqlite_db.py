@@ -1,0 +1,191 @@
+"""The USEND DB on SQLite (``etrans dev``): engine, schema, and the two queries that are written
+in PostgreSQL's dialect.
+
+- :func:`sqlite_database` - a :class:`~etrans.adapters.sql.Database` on a SQLite file in WAL mode;
+  every transaction starts with ``BEGIN IMMEDIATE`` (writers queue on the busy timeout instead of
+  failing on a lock upgrade), which serialises writes - plenty for one developer's machine.
+- :func:`create_schema` - the models' tables (``metadata.create_all`` on a copy adapted to SQLite:
+  PostgreSQL casts in server defaults and the regex CHECK are left out), idempotent; then the
+  default packs of migration 0002.
+- :class:`SqliteUsendRepository` - :class:`~etrans.adapters.usend_repo.UsendRepository` whose
+  ``save`` writes the email and outbox rows with portable INSERTs (same transaction).
+- :class:`SqliteEmailStatusUpdater` - the :class:`~etrans.app.ports.EmailStatusStore` of fetchlog
+  with the same monotonic rule as the PostgreSQL ``UPDATE ... FROM unnest``.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import MetaData, event, insert, select, text
+
+from etrans.adapters.sql import Database
+from etrans.adapters.usend_repo import UsendRepository
+from etrans.domain.delivery_log import DELIVERED, STATUS_RANK
+from etrans.errors import RetryLater
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+    from pathlib import Path
+
+    from sqlalchemy.engine import Engine
+
+    from etrans.app.records import NewEmail
+    from etrans.domain.delivery_log import StatusChange
+
+
+def sqlite_engine(path: Path) -> Engine:
+    from sqlalchemy import create_engine
+
+    engine = create_engine(f"sqlite:///{path}", pool_size=5, max_overflow=0,
+                           connect_args={"timeout": 30, "check_same_thread": False})
+
+    @event.listens_for(engine, "connect")
+    def _connect(dbapi_connection: Any, _record: Any) -> None:
+        # pysqlite's own transaction handling is turned off: SQLAlchemy's "begin" emits BEGIN.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _begin(conn: Any) -> None:
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+    return engine
+
+
+def sqlite_database(path: Path, *, name: str = "usend_db") -> Database:
+    return Database(sqlite_engine(path), name=name)
+
+
+def _sqlite_metadata() -> MetaData:
+    """A copy of the USEND models' metadata that SQLite accepts."""
+    from sqlalchemy import CheckConstraint
+
+    from etrans.adapters.sql.usend import UsendBase
+
+    copy = MetaData(naming_convention=UsendBase.metadata.naming_convention)
+    for table in UsendBase.metadata.sorted_tables:
+        table.to_metadata(copy)
+    for table in copy.tables.values():
+        for column in table.columns:
+            default = column.server_default
+            sql = str(getattr(default, "arg", "")) if default is not None else ""
+            if "::" in sql:  # '[]'::jsonb -> '[]'
+                column.server_default = type(default)(text(sql.split("::", 1)[0]))  # type: ignore[call-arg,arg-type]
+        for constraint in list(table.constraints):
+            if isinstance(constraint, CheckConstraint) and " ~ " in str(constraint.sqltext):
+                table.constraints.discard(constraint)
+    return copy
+
+
+def create_schema(db: Database) -> None:
+    """Create the tables (a no-op for those that exist) and the default pack catalogue."""
+    from etrans.adapters.sql.usend import EmailTransactionPack
+
+    metadata = _sqlite_metadata()
+    metadata.create_all(db.engine)
+    packs = EmailTransactionPack.__table__
+    with db.engine.begin() as conn:
+        if conn.execute(select(packs.c.id).limit(1)).first() is None:
+            conn.execute(insert(packs), _default_packs())
+
+
+def _default_packs() -> list[dict[str, Any]]:
+    """The rows migration 0002 inserts into ``email_transaction_pack``."""
+    import importlib
+    from decimal import Decimal
+
+    migration = importlib.import_module(
+        "etrans.adapters.sql.migrations.versions.0002_default_packs")
+    return [{"pack_code": code, "pack_name": name, "pack_type": type_, "daily_email_limit": daily,
+             "domain_limit": domains, "price": Decimal(price), "is_payg": payg,
+             "pricing": {} if payg else None}
+            for code, name, type_, daily, domains, price, payg in migration.DEFAULT_PACKS]
+
+
+class SqliteUsendRepository(UsendRepository):
+    """The API's USEND queries; ``save`` without PostgreSQL's data-modifying CTE."""
+
+    def __init__(self, db: Database) -> None:
+        super().__init__(db)
+        self._database = db
+
+    def _save(self, emails: list[NewEmail]) -> None:
+        from etrans.adapters.sql.usend import EmailMessage, EmailOutbox
+
+        if not emails:
+            return
+        rows = [{
+            "message_id": e.message_id, "user_id": e.user_id, "domain_id": e.domain_id,
+            "from_address": e.from_address, "to_addresses": e.to, "cc_addresses": e.cc,
+            "bcc_addresses": e.bcc, "reply_to": e.reply_to, "subject": e.subject,
+            "html": e.html, "text": e.text, "headers": e.headers, "tags": e.tags,
+            "attachments": e.attachments, "template_id": e.template_id,
+            "template_data": e.template_data, "status": "queued", "created_at": e.created_at,
+            "updated_at": e.created_at,
+        } for e in emails]
+        outbox = [{"topic": e.topic, "key": e.kafka_key.decode(), "payload": e.kafka_value,
+                   "message_id": e.message_id, "created_at": e.created_at} for e in emails]
+        with self._database.engine.begin() as conn:
+            conn.execute(insert(EmailMessage.__table__), rows)
+            conn.execute(insert(EmailOutbox.__table__), outbox)
+
+
+_RANK_OF_STORED = "CASE status " + " ".join(
+    f"WHEN '{status}' THEN {rank}" for status, rank in STATUS_RANK.items()
+) + " ELSE -1 END"
+
+_UPDATE_ONE = f"""
+UPDATE email_messages
+SET status = :status, last_event = :event, response = :response,
+    sent_at = COALESCE(sent_at, :at),
+    delivered_at = CASE WHEN :status = '{DELIVERED}' THEN :at ELSE delivered_at END,
+    updated_at = :now
+WHERE message_id = :message_id AND ({_RANK_OF_STORED}) < :rank
+"""
+
+
+class SqliteEmailStatusUpdater:
+    """Advances ``email_messages.status`` monotonically (one UPDATE per change, one transaction:
+    the writer lock of SQLite makes the rank check and the write atomic)."""
+
+    name = "usend_db"
+
+    def __init__(self, database: Database) -> None:
+        self.database = database
+
+    def _apply(self, changes: Sequence[StatusChange]) -> int:
+        from datetime import UTC, datetime
+
+        from sqlalchemy import bindparam
+        from sqlalchemy.exc import SQLAlchemyError
+
+        from etrans.adapters.sql.portable import TIMESTAMPTZ
+
+        statement = text(_UPDATE_ONE).bindparams(
+            bindparam("at", type_=TIMESTAMPTZ), bindparam("now", type_=TIMESTAMPTZ))
+        now = datetime.now(UTC)
+        changed = 0
+        try:
+            with self.database.engine.begin() as conn:
+                for c in sorted(changes, key=lambda c: c.message_id):
+                    result = conn.execute(statement, {
+                        "status": c.status, "event": c.event[:32], "response": c.response,
+                        "at": c.at, "now": now, "message_id": c.message_id, "rank": c.rank})
+                    changed += int(result.rowcount or 0)
+        except SQLAlchemyError as exc:
+            raise RetryLater(f"USEND DB status update failed: {exc.__class__.__name__}") from exc
+        return changed
+
+    async def apply(self, changes: Sequence[StatusChange]) -> int:
+        if not changes:
+            return 0
+        return await self.database.run(self._apply, changes)
+
+    async def check(self) -> None:
+        await self.database.check()
