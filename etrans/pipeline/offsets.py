@@ -93,6 +93,10 @@ class OffsetTracker:
     def track(self, tp: TopicPartition, offset: int) -> None:
         self._partitions[tp].track(offset)
 
+    def last_tracked(self, tp: TopicPartition) -> int | None:
+        partition = self._partitions.get(tp)
+        return None if partition is None else partition.last_tracked
+
     def mark_done(self, tp: TopicPartition, offset: int) -> None:
         partition = self._partitions.get(tp)
         if partition is not None:  # a revoked partition's late completion is ignored

@@ -48,6 +48,8 @@ class SharedState:
         self.poisoned = 0
         self.dead_lettered = 0
         self.commits = 0
+        # Repeats dropped because the fetch position went backwards (see track()).
+        self.rewound = 0
         self.rebalances = 0
         self.paused = False
         self.committed_offsets: dict[TopicPartition, int] = {}
@@ -112,6 +114,14 @@ class SharedState:
                 end = ends.get(tp)
                 if end is not None and message.offset >= end:
                     continue  # stop_at_end: beyond the end observed at start; left for later
+                last = tracker.last_tracked(tp)
+                if last is not None and message.offset <= last:
+                    # The fetch position went backwards within one assignment (an offset
+                    # reset after the broker answered OFFSET_OUT_OF_RANGE, seen with tansu).
+                    # Everything up to ``last`` was already handed out in this assignment,
+                    # so dropping the repeat loses nothing and keeps the tracker ordered.
+                    self.rewound += 1
+                    continue
                 tracker.track(tp, message.offset)
                 envelopes.append((message, epoch))
             self.outstanding += len(envelopes)

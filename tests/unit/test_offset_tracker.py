@@ -113,3 +113,23 @@ def test_tracking_out_of_order_is_refused() -> None:
     partition.track(3)
     with pytest.raises(ValueError, match="out of order"):
         partition.track(3)
+
+
+def test_shared_state_drops_a_rewound_fetch_instead_of_failing() -> None:
+    """A fetch position that goes backwards (an offset reset) must not crash the consumer
+    thread: the repeats were already handed out in this assignment, so they are dropped."""
+    from etrans.pipeline.message import Message
+    from etrans.pipeline.state import SharedState
+
+    state = SharedState()
+    state.assign([("t", 0)])
+
+    def batch(offsets: range) -> list[Message]:
+        return [Message(topic="t", partition=0, offset=o, key=None, value=b"x", headers=(),
+                        timestamp_ms=0) for o in offsets]
+
+    first = state.track(batch(range(0, 5)))
+    assert [m.offset for m, _ in first] == [0, 1, 2, 3, 4]
+    again = state.track(batch(range(0, 8)))  # reset to the beginning, then new messages
+    assert [m.offset for m, _ in again] == [5, 6, 7]
+    assert state.rewound == 5
