@@ -280,4 +280,4 @@ def test_env_file_syntax_error_names_the_line(tmp_path: Path):
 
 
 def test_every_subcommand_has_a_section_list():
-    assert set(settings.SECTIONS) == {"serve", "sendmail", "fetchlog", "db"}
+    assert set(settings.SECTIONS) == {"serve", "sendmail", "fetchlog", "db", "dev"}

@@ -1,0 +1,179 @@
+"""One end-to-end suite, two backends: send -> deliver -> log -> status.
+
+``dev``: ``etrans dev`` alone (embedded stand-ins, temp data dir).  ``real``: ``etrans serve``,
+``etrans sendmail`` and ``etrans fetchlog`` on the harness's Kafka, Redis, PostgreSQL and
+MongoDB, with an SMTP server that publishes the delivery events onto LOG_TOPIC as Filebeat would.
+Then what only ``etrans dev`` promises: data persists across a restart, and a real service given
+in the environment (Redis here) replaces its stand-in.
+"""
+
+from __future__ import annotations
+
+import email
+import json
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.e2e.dev_support import Backend, base_env, start_dev, start_real, wait_for
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(params=["dev", "real"])
+def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Any:
+    if request.param == "dev":
+        running = start_dev(tmp_path / "data")
+        yield running
+        assert running.stop() == [0], running.tails()
+    else:
+        env = request.getfixturevalue("etrans_env")(
+            ETRANS_REDIS_PREFIX=f"e2e:{uuid.uuid4().hex[:10]}:", ETRANS_LOG_LEVEL="INFO")
+        running, sink = start_real(env, tmp_path)
+        try:
+            yield running
+            assert running.stop() == [0, 0, 0], running.tails()
+        finally:
+            running.stop()
+            sink.stop()
+
+
+def send(backend: Backend, **fields: Any) -> str:
+    body = {"from": f"Acme <news@{backend.domain}>", "to": ["a@example.org"],
+            "subject": "Welcome", "text": "Hello there", **fields}
+    response = backend.call("POST", "/emails", json=body)
+    assert response.status_code == 200, response.text
+    assert response.json()["status"] == "queued"
+    return str(response.json()["id"])
+
+
+def wait_delivered(backend: Backend, message_id: str, timeout: float = 60.0) -> dict[str, Any]:
+    def delivered() -> dict[str, Any] | None:
+        response = backend.call("GET", f"/emails/{message_id}")
+        assert response.status_code == 200, response.text
+        body = response.json()
+        return body if body["status"] == "Delivered" else None
+
+    return wait_for(delivered, timeout, f"{message_id} to be Delivered", backend.tails)
+
+
+def stored_messages(mail_dir: Path) -> dict[str, email.message.Message]:
+    found = {}
+    for path in mail_dir.rglob("*.eml"):
+        message = email.message_from_bytes(path.read_bytes())
+        found[str(message["Message-ID"]).strip("<>")] = message
+    return found
+
+
+def test_send_deliver_log_status(backend: Backend) -> None:
+    first = send(backend, cc=["c@example.org"], html="<p>Hi</p>")
+    second = send(backend, to=["Bee <b@example.org>"], subject="Second")
+
+    detail = wait_delivered(backend, first)
+    assert detail["delivered_at"] is not None
+    assert detail["subject"] == "Welcome"
+    wait_delivered(backend, second)
+
+    # The SMTP server got both, as sent (cc in the headers, both parts of the first).
+    messages = wait_for(lambda: (m := stored_messages(backend.mail_dir)) and len(m) >= 2 and m,
+                        20, "two stored messages", backend.tails)
+    assert set(messages) >= {first, second}
+    assert messages[first]["Subject"] == "Welcome"
+    assert messages[first]["Cc"] == "c@example.org"
+    assert messages[second]["Subject"] == "Second"
+
+    # GET /logs: one Sender/delivered document per recipient, source API, filterable.
+    def logs_of(message_id: str) -> dict[str, Any]:
+        response = backend.call("GET", "/logs", params={"message_id": message_id})
+        assert response.status_code == 200, response.text
+        return response.json()
+
+    logs = wait_for(lambda: (body := logs_of(first)) and body["total"] == 2 and body, 30,
+                    "two log documents of the first email", backend.tails)
+    assert {entry["recipient"] for entry in logs["logs"]} == {"a@example.org", "c@example.org"}
+    for entry in logs["logs"]:
+        assert entry["event"] == "Sender"
+        assert entry["status"] == "Delivered"
+        assert entry["source"] == "API"
+        assert entry["sender"] == f"news@{backend.domain}"
+        assert entry["from_domain"] == backend.domain
+        assert entry["action_detail"].startswith("250 ")
+    assert {"label": "Delivered", "count": 2, "percentage": 100.0} in logs["stats"]
+
+    everything = backend.call("GET", "/logs", params={"action": "delivered"}).json()
+    assert everything["total"] == 3
+    assert backend.call("GET", "/logs", params={"source": "smtp"}).json()["total"] == 0
+    after = datetime.now(UTC).isoformat()
+    assert backend.call("GET", "/logs", params={"log_after": after}).json()["total"] == 0
+
+    # GET /emails: both Delivered, with the stats.
+    listing = backend.call("GET", "/emails", params={"status": "delivered"}).json()
+    assert {row["id"] for row in listing["data"]} == {first, second}
+    assert listing["stats"] == [{"label": "Delivered", "count": 2, "percentage": 100.0}]
+
+
+def test_dev_data_persists_across_restart(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    dev = start_dev(data)
+    try:
+        delivered = send(dev, subject="Before restart")
+        wait_delivered(dev, delivered)
+        # Sent right before the stop: whatever step it reached, it is delivered after restart.
+        in_flight = send(dev, subject="Just before the stop")
+    finally:
+        assert dev.stop() == [0], dev.tails()
+    key = dev.api_key
+    assert oct((data / "demo.json").stat().st_mode & 0o777) == "0o600"
+
+    again = start_dev(data)
+    try:
+        assert again.api_key == key  # the demo account is not created twice
+        domains = again.call("GET", "/domains").json()
+        assert domains["total"] == 1
+        assert domains["data"][0]["status"] == "verified"
+        wait_delivered(again, in_flight)
+        assert again.call("GET", f"/emails/{delivered}").json()["status"] == "Delivered"
+        logs = again.call("GET", "/logs").json()
+        assert {entry["message_id"] for entry in logs["logs"]} == {delivered, in_flight}
+        assert logs["total"] == 2  # nothing stored twice after the restart
+        after = send(again, subject="After restart")
+        wait_delivered(again, after)
+        assert set(stored_messages(again.mail_dir)) == {delivered, in_flight, after}
+    finally:
+        assert again.stop() == [0], again.tails()
+
+
+def test_dev_with_real_redis(tmp_path: Path, redis_url: str) -> None:
+    import redis
+
+    prefix = f"e2e-dev:{uuid.uuid4().hex[:10]}:"
+    dev = start_dev(tmp_path / "data", env=base_env(REDIS_URI=redis_url,
+                                                    ETRANS_REDIS_PREFIX=prefix))
+    client = redis.Redis.from_url(redis_url)
+    message_id = ""
+    try:
+        health = dev.call("GET", "/readyz").json()
+        assert health["status"] == "ok", health
+        message_id = send(dev)
+        wait_delivered(dev, message_id)
+        # The quota counters, the credential cache and the delivery mark are in Redis.
+        day = datetime.now(UTC).strftime("%Y%m%d")
+        assert client.get(f"{prefix}quota:1:d:{day}") == b"1"
+        assert client.hget("auth", "1") is not None
+        assert client.get(f"etrans:sendmail:done:{message_id}") == b"delivered"
+        # ... and not in the embedded store.
+        assert not (tmp_path / "data" / "state.sqlite3").exists()
+        log_line = next(line for line in (tmp_path / "data.log").read_text().splitlines()
+                        if "redis" in line and "127.0.0.1" in line)
+        assert "local store" not in log_line
+    finally:
+        assert dev.stop() == [0], dev.tails()
+        for key in client.scan_iter(f"{prefix}*"):
+            client.delete(key)
+        client.delete(f"etrans:sendmail:done:{message_id}")
+        client.hdel("auth", "1")
+        client.close()
+    assert json.loads((tmp_path / "data" / "demo.json").read_text())["user_id"] == 1
