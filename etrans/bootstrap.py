@@ -204,8 +204,14 @@ def serve(settings: Settings) -> ServiceMain:
     config.errorlog = logging.getLogger("hypercorn.error")
 
     async def main(shutdown: Shutdown) -> None:
+        from etrans.adapters.redis_trio import open_redis
+
         try:
-            async with trio.open_nursery() as nursery:
+            async with open_redis(settings.redis.url.get()) as fast_redis, \
+                    trio.open_nursery() as nursery:
+                # Per-request Redis calls (quota script, API key lookups) skip worker threads.
+                stores.quota.use_trio_client(fast_redis)
+                stores.key_cache.use_trio_client(fast_redis)
                 # The outbox relay publishes what requests committed; it runs until the HTTP
                 # server has drained, then makes one last pass.
                 relay_done = trio.Event()

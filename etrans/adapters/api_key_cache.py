@@ -18,6 +18,7 @@ from etrans.domain.api_keys import Permission
 
 if TYPE_CHECKING:
     from etrans.adapters.redis_store import RedisClient
+    from etrans.adapters.redis_trio import TrioRedis
 
 PREFIX = "etrans:apikey:"
 
@@ -26,13 +27,21 @@ class RedisApiKeyCache:
     def __init__(self, redis: RedisClient, *, ttl_seconds: int = 30, missing_ttl_seconds: int = 10,
                  revoked_ttl_seconds: int = 86_400, prefix: str = PREFIX) -> None:
         self._redis = redis
+        self._fast: TrioRedis | None = None
         self._ttl = ttl_seconds
         self._missing_ttl = missing_ttl_seconds
         self._revoked_ttl = revoked_ttl_seconds
         self._prefix = prefix
 
+    def use_trio_client(self, fast: TrioRedis | None) -> None:
+        """Lookups (one per request with a key) go through the Trio-native client: no thread."""
+        self._fast = fast
+
     async def get(self, key_hash: str) -> ApiKeyRecord | str | None:
-        raw = await self._redis.run(self._redis.client.get, self._prefix + key_hash)
+        if self._fast is not None:
+            raw = await self._fast.execute("GET", self._prefix + key_hash)
+        else:
+            raw = await self._redis.run(self._redis.client.get, self._prefix + key_hash)
         if raw is None:
             return None
         text = raw.decode() if isinstance(raw, bytes) else str(raw)

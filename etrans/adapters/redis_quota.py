@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from datetime import datetime
 
     from etrans.adapters.redis_store import RedisClient
+    from etrans.adapters.redis_trio import TrioRedis
 
 PREFIX = "etrans:quota:"
 
@@ -54,11 +55,28 @@ def _limit(value: int | None) -> int:
 
 
 class RedisQuota:
+    """Counters through redis-py in worker threads; ``use_trio_client`` switches ``reserve``
+    (called on every send) to the Trio-native client: no thread round trip."""
+
     def __init__(self, redis: RedisClient, *, prefix: str = PREFIX) -> None:
         self._redis = redis
         self._prefix = prefix
+        self._fast: TrioRedis | None = None
         self._reserve = redis.client.register_script(_RESERVE)
         self._release = redis.client.register_script(_RELEASE)
+
+    def use_trio_client(self, fast: TrioRedis | None) -> None:
+        self._fast = fast
+
+    async def _reserve_fast(self, fast: TrioRedis, keys: list[str], args: list[int]) -> object:
+        from etrans.adapters.redis_trio import RedisReplyError
+
+        try:
+            return await fast.execute("EVALSHA", self._reserve.sha, len(keys), *keys, *args)
+        except RedisReplyError as exc:
+            if not str(exc).startswith("NOSCRIPT"):
+                raise
+        return await fast.execute("EVAL", _RESERVE, len(keys), *keys, *args)
 
     def keys(self, domain_id: int, now: datetime) -> tuple[list[str], list[int]]:
         w = windows(now)
@@ -70,7 +88,10 @@ class RedisQuota:
                       now: datetime) -> str | None:
         keys, ttls = self.keys(domain_id, now)
         args = [count, _limit(limits.daily), _limit(limits.hourly), _limit(limits.monthly), *ttls]
-        refused = await self._redis.run(self._reserve, keys=keys, args=args)
+        if self._fast is not None:
+            refused = await self._reserve_fast(self._fast, keys, args)
+        else:
+            refused = await self._redis.run(self._reserve, keys=keys, args=args)
         text = refused.decode() if isinstance(refused, bytes) else str(refused or "")
         return text or None
 

@@ -45,6 +45,7 @@ class Api1:
     env: dict[str, str]
     relay: Any = None
     producer: Any = None
+    stores: Any = None
     closers: list[Any] = field(default_factory=list)
 
     # -- credentials -------------------------------------------------------------------------
@@ -125,14 +126,15 @@ def build_api1(etrans_env: Any, billing_db: Any, *, with_relay: bool = False,
 
         producer = KafkaProducer.from_settings(conf.kafka, **{"message.timeout.ms": 60000})
         relay = OutboxRelay(usend, producer, idle_seconds=0.2)
+    stores = bootstrap._redis_api_stores(conf, usend_db=usend, redis=redis, mongo=mongo)
     authenticator, services = bootstrap._api_part1(conf, billing_db=billing, usend_db=usend,
-                                                   redis=redis, mongo=mongo, relay=relay)
+                                                   stores=stores, relay=relay)
     app = create_app(ApiDependencies(authenticator=authenticator, services=services,
                                      routers=[emails.register, logs.register]))
     api = Api1(app=app, client=app.test_client(), settings=conf, redis=redis, usend=usend,
                billing=billing, mongo=mongo, seed=BillingSeeder(billing_db.owner_url),
                cipher=CredentialCipher(conf.tokens.secret.get(), conf.tokens.iv.get()), env=env,
-               relay=relay, producer=producer)
+               relay=relay, producer=producer, stores=stores)
     api.closers += [billing.dispose, usend.dispose, redis.close, mongo.close]
     if producer is not None:
         api.closers.append(lambda: producer.close(5.0))

@@ -93,7 +93,22 @@ async def test_bad_credentials_matrix(api: Api1) -> None:
             assert body["detail"]
 
 
-async def test_deleted_key_fails_on_next_request_despite_cache(api: Api1) -> None:
+@pytest.mark.parametrize("client", ["redis-py in threads", "trio-native"])
+async def test_deleted_key_fails_on_next_request_despite_cache(api: Api1, client: str) -> None:
+    if client == "trio-native":  # what etrans serve uses for lookups
+        from etrans.adapters.redis_trio import open_redis
+
+        async with open_redis(api.env["REDIS_URI"]) as fast:
+            api.stores.key_cache.use_trio_client(fast)
+            try:
+                await _deleted_key_fails(api)
+            finally:
+                api.stores.key_cache.use_trio_client(None)
+    else:
+        await _deleted_key_fails(api)
+
+
+async def _deleted_key_fails(api: Api1) -> None:
     user = api.user()
     key, key_id = api.api_key(user, "read_only")
     assert (await api.call("GET", "/emails", {"X-API-KEY": key}))[0] == 200  # now cached
