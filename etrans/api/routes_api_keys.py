@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from etrans.api.routes_domains import PAGE
+from etrans.api.routes_domains import PAGE, TEXT
 from etrans.api.schema import Integer, Object, Prop, String
 from etrans.app import api_keys as uc
 from etrans.domain.api_keys import ALLOWED_EXPIRY_DAYS, Permission
@@ -16,7 +16,8 @@ if TYPE_CHECKING:
 
 TAG = "API Keys"
 CREATE = Object({
-    "name": Prop(String(min_length=1, max_length=255, pattern=r"^[^\r\n]*$"), required=True),
+    "name": Prop(String(min_length=1, max_length=255, pattern=r"^[^\r\n]*$", checks=TEXT),
+                 required=True),
     "permission": Prop(String(enum=tuple(Permission.__members__)), nullable=True),
     "expires_in_days": Prop(Integer(description="one of "
                                     + ", ".join(map(str, ALLOWED_EXPIRY_DAYS))), nullable=True),

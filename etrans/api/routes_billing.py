@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from etrans.api.routes_domains import TEXT
 from etrans.api.schema import Integer, Object, Prop, String
 from etrans.app import billing as uc
 from etrans.domain.api_keys import Permission
@@ -15,7 +16,8 @@ if TYPE_CHECKING:
 
 TAG = "Billing"
 DOMAIN_ID = Integer(minimum=1, maximum=2**63 - 1)
-SUBS = Object({"pack_code": Prop(String(min_length=1, max_length=64), required=True),
+CODE = String(min_length=1, max_length=64, checks=TEXT)
+SUBS = Object({"pack_code": Prop(CODE, required=True),
                "domain_id": Prop(DOMAIN_ID, required=True)}, name="CreateSubscriptionRequest")
 PAYG = Object({"domain_id": Prop(DOMAIN_ID, required=True)}, name="CreatePaygRequest")
 

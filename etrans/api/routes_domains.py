@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import TYPE_CHECKING, Any
 
 from etrans.api.schema import Boolean, Integer, Object, Prop, QueryParam, String
@@ -13,11 +14,24 @@ if TYPE_CHECKING:
     from etrans.api.routing import Api, RequestContext
 
 TAG = "Domains"
+_UNSTORABLE = re.compile(r"[\x00-\x1f\x7f\ud800-\udfff]")
+
+
+def plain_text(value: str) -> str | None:
+    """No control characters (NUL cannot be stored in PostgreSQL text) and no lone surrogates
+    (not encodable as UTF-8): such input is a 400, never a 500."""
+    if _UNSTORABLE.search(value):
+        return "must not contain control characters or invalid Unicode"
+    return None
+
+
+TEXT = (plain_text,)
 PAGE = {
     "page": QueryParam(Integer(minimum=1, maximum=1_000_000), default=1),
     "per_page": QueryParam(Integer(minimum=1, maximum=100), default=20),
 }
-CREATE = Object({"domain": Prop(String(min_length=1, max_length=253), required=True)},
+CREATE = Object({"domain": Prop(String(min_length=1, max_length=253, checks=TEXT),
+                                  required=True)},
                 name="CreateDomainRequest")
 TRACKING = Object({"click_tracking": Prop(Boolean(), nullable=True),
                    "open_tracking": Prop(Boolean(), nullable=True)},
@@ -35,7 +49,8 @@ def register(api: Api) -> None:
         return await uc.create_domain(s, ctx.user_id, ctx.body["domain"])
 
     @api.route("GET", "/domains", permission=Permission.read_only, summary="List domains",
-               tag=TAG, query={**PAGE, "search": QueryParam(String(max_length=253), default="")},
+               tag=TAG, query={**PAGE, "search": QueryParam(String(max_length=253, checks=TEXT),
+                                                   default="")},
                errors=(400, 401))
     async def list_domains(ctx: RequestContext) -> Any:
         q = ctx.query

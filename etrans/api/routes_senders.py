@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from etrans.api.routes_domains import TEXT
 from etrans.api.schema import Object, Prop, String
 from etrans.app import senders as uc
 from etrans.domain.api_keys import Permission
@@ -13,10 +14,12 @@ if TYPE_CHECKING:
     from etrans.app.domains import AccountServices
 
 CREATE = Object({
-    "account": Prop(String(min_length=3, max_length=320, pattern=r"^[^\s@]+@[^\s@]+$"),
+    "account": Prop(String(min_length=3, max_length=320, pattern=r"^[^\s@]+@[^\s@]+$",
+                           checks=TEXT),
                     required=True),
-    "domain": Prop(String(min_length=1, max_length=253), required=True),
-    "password": Prop(String(min_length=uc.MIN_PASSWORD_LENGTH, max_length=256), required=True),
+    "domain": Prop(String(min_length=1, max_length=253, checks=TEXT), required=True),
+    "password": Prop(String(min_length=uc.MIN_PASSWORD_LENGTH, max_length=256, checks=TEXT),
+                     required=True),
 }, name="CreateSenderRequest")
 
 

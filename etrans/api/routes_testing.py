@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from etrans.api.routes_domains import TEXT
 from etrans.api.schema import Object, Prop, String
 from etrans.app import billing as uc
 from etrans.domain.api_keys import Permission
@@ -16,7 +17,8 @@ if TYPE_CHECKING:
     from etrans.api.routing import Api, RequestContext
     from etrans.app.domains import AccountServices
 
-SET_PACK = Object({"pack_code": Prop(String(min_length=1, max_length=64), required=True)},
+CODE = String(min_length=1, max_length=64, checks=TEXT)
+SET_PACK = Object({"pack_code": Prop(CODE, required=True)},
                   name="SetPackRequest")
 
 

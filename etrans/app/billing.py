@@ -17,7 +17,8 @@ from etrans.app.domains import (
     usage_of,
     user_pack,
 )
-from etrans.domain.domains import QuotaUsage, format_domain_id, quota_view
+from etrans.domain.domains import format_domain_id, quota_view
+from etrans.domain.quota import QuotaUsage
 from etrans.errors import InvalidInput, NotFound
 from etrans.observability import get_logger
 
@@ -64,7 +65,7 @@ async def current_pack(s: AccountServices, user_id: int) -> dict[str, Any]:
     if pack is None:
         pack = await user_pack(s, user_id)
     limits = limits_of(pack, None)
-    used = QuotaUsage()
+    used = QuotaUsage(daily=0, hourly=0, monthly=0)
     for row in domains:
         u = await usage_of(s, row.id)
         used = QuotaUsage(used.daily + u.daily, used.hourly + u.hourly, used.monthly + u.monthly)

@@ -25,11 +25,11 @@ from etrans.domain.domains import (
     DnsTemplate,
     dns_records,
     format_domain_id,
+    limits_from_daily,
     normalize_domain_name,
     quota_view,
 )
-from etrans.domain.domains import QuotaLimits as Limits
-from etrans.domain.domains import QuotaUsage as Usage
+from etrans.domain.quota import QuotaLimits, QuotaUsage
 from etrans.errors import InvalidInput, NotFound
 from etrans.observability import get_logger
 
@@ -116,28 +116,27 @@ async def pack_for_domain(s: AccountServices, user_id: int, domain_id: int
     return await s.usend(s.accounts.pack, code), mkt
 
 
-def limits_of(pack: PackRow | None, mkt: dict[str, Any] | None) -> Limits:
+def limits_of(pack: PackRow | None, mkt: dict[str, Any] | None) -> QuotaLimits:
     daily = pack.daily_email_limit if pack else 0
-    derived = Limits.from_daily(daily)
+    derived = limits_from_daily(daily)
     hourly = pack.hourly_email_limit if pack and pack.hourly_email_limit is not None \
         else derived.hourly
     monthly = pack.monthly_email_limit if pack and pack.monthly_email_limit is not None \
         else derived.monthly
     if mkt is not None and mkt.get("daily_limit") is not None:
         daily = mkt["daily_limit"]
-        hourly, monthly = Limits.from_daily(daily).hourly, Limits.from_daily(daily).monthly
+        hourly, monthly = limits_from_daily(daily).hourly, limits_from_daily(daily).monthly
     if mkt is not None and mkt.get("hourly_limit") is not None:
         hourly = mkt["hourly_limit"]
     if mkt is not None and mkt.get("monthly_limit") is not None:
         monthly = mkt["monthly_limit"]
-    return Limits(daily=daily, hourly=hourly, monthly=monthly)
+    return QuotaLimits(daily=daily, hourly=hourly, monthly=monthly)
 
 
-async def usage_of(s: AccountServices, domain_id: int) -> Usage:
+async def usage_of(s: AccountServices, domain_id: int) -> QuotaUsage:
     if s.quota is None:
-        return Usage()
-    used = await s.quota.usage(domain_id, datetime.now(UTC))
-    return Usage(daily=used.daily, hourly=used.hourly, monthly=used.monthly)
+        return QuotaUsage(daily=0, hourly=0, monthly=0)
+    return await s.quota.usage(domain_id, datetime.now(UTC))
 
 
 async def user_pack(s: AccountServices, user_id: int) -> PackRow | None:

@@ -1,4 +1,6 @@
-"""Pure rules of sending domains: names, public ids, DNS record templates, quota math.
+"""Pure rules of sending domains: names, public ids, DNS record templates, quota views.
+
+Quota windows and counting are :mod:`etrans.domain.quota`; this module presents them.
 
 Nothing here does I/O.  Ids travel in the API as ``dom_<n>`` (domains), ``key_<n>`` (API keys) and
 ``sender_<n>`` (senders) where ``<n>`` is the integer primary key of the row.
@@ -9,6 +11,13 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from etrans.domain.quota import (
+    QuotaLimits,
+    QuotaUsage,
+    hourly_from_daily,
+    monthly_from_daily,
+    remaining,
+)
 from etrans.errors import InvalidInput
 
 # RFC 1035/1123 host names: labels of letters, digits and inner hyphens, 1..63 characters each,
@@ -133,36 +142,23 @@ def dns_records(template: DnsTemplate, dkim: DkimRecord | None) -> list[dict[str
 # -- quotas --------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class QuotaLimits:
-    daily: int
-    hourly: int
-    monthly: int
+def limits_from_daily(daily: int) -> QuotaLimits:
+    """A pack's daily limit -> hourly = daily / 24 (rounded down), monthly = daily x 31.
 
-    @classmethod
-    def from_daily(cls, daily: int) -> QuotaLimits:
-        """A pack's daily limit -> hourly = daily / 24 (rounded down), monthly = daily x 31.
-
-        The spec's example: 100000 a day -> 4166 an hour, 3100000 a month.
-        """
-        daily = max(0, int(daily))
-        return cls(daily=daily, hourly=daily // 24, monthly=daily * 31)
+    The spec's example: 100000 a day -> 4166 an hour, 3100000 a month.
+    """
+    daily = max(0, int(daily))
+    return QuotaLimits(daily=daily, hourly=hourly_from_daily(daily),
+                       monthly=monthly_from_daily(daily))
 
 
-@dataclass(frozen=True)
-class QuotaUsage:
-    daily: int = 0
-    hourly: int = 0
-    monthly: int = 0
-
-
-def quota_view(limits: QuotaLimits, used: QuotaUsage) -> dict[str, int]:
-    """The nine ``*_limit/_used/_remaining`` fields of the quota responses."""
-    view: dict[str, int] = {}
+def quota_view(limits: QuotaLimits, used: QuotaUsage) -> dict[str, int | None]:
+    """The nine ``*_limit/_used/_remaining`` fields of the quota responses (None = unlimited)."""
+    view: dict[str, int | None] = {}
     for period in ("daily", "hourly", "monthly"):
         limit = getattr(limits, period)
         spent = getattr(used, period)
         view[f"{period}_limit"] = limit
         view[f"{period}_used"] = spent
-        view[f"{period}_remaining"] = max(0, limit - spent)
+        view[f"{period}_remaining"] = remaining(limit, spent)
     return view

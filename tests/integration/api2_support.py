@@ -81,6 +81,9 @@ def build_api(*, usend_db_url: str, redis_url: str, dns_address: str,
               ) -> ApiUnderTest:
     usend = Database(make_engine(usend_db_url, pool_size=5), name="usend_db")
     redis = RedisClient(redis_url)
+    # Ids restart at 1 in every session's fresh database: Redis keys get a prefix of their own.
+    prefix = f"t2:{uuid.uuid4().hex[:12]}:"
+    key_cache = RedisApiKeyCache(redis, prefix=f"{prefix}apikey:")
     reader = DomainReader(reader_db or usend, tables or BillingTables.local())
     services = AccountServices(
         domains=reader,
@@ -90,14 +93,14 @@ def build_api(*, usend_db_url: str, redis_url: str, dns_address: str,
                              timeout_seconds=1.0, lifetime_seconds=2.0),
         events=events or KafkaBillingEvents(None, None),
         template=DnsTemplate(spf_value=SPF, mx_host=MX, mx_priority=5),
-        quota=RedisQuota(redis),
-        api_key_cache=RedisApiKeyCache(redis),
+        quota=RedisQuota(redis, prefix=f"{prefix}quota:"),
+        api_key_cache=key_cache,
         credential_cache=RedisCredentialCache(redis, memo_seconds=0),
         credential_cipher=CredentialCipher(TOKEN_SECRET, TOKEN_IV),
         enable_testing_routes=testing_routes,
     )
     repo = UsendRepository(usend)
-    authenticator = Authenticator(ApiKeyResolver(repo, RedisApiKeyCache(redis)),
+    authenticator = Authenticator(ApiKeyResolver(repo, key_cache),
                                   jwt=JwtVerifier(secret=JWT_SECRET))
     app = create_app(ApiDependencies(authenticator=authenticator,
                                      services={"accounts": services}, routers=ROUTERS))

@@ -65,6 +65,9 @@ async def test_subscription_rules(api):  # noqa: F811
     assert (await api.call("POST", "/billing/subscription/subs", other, json=body))[0] == 404
     assert (await api.call("POST", "/billing/subscription/subs", user,
                            json={"pack_code": "DEDICATED_100K", "domain_id": "dom_1"}))[0] == 400
+    for bad_code in ("m\x00", "\ud961x"):  # not storable in PostgreSQL text: 400, never 500
+        assert (await api.call("POST", "/billing/subscription/subs", user,
+                               json={**body, "pack_code": bad_code}))[0] == 400
     status, ok = await api.call("POST", "/billing/subscription/subs", user, json=body)
     assert (status, ok) == (200, {"success": True, "message": "Subscription created successfully",
                                   "domain_id": domain_id, "pack_code": "DEDICATED_100K"})

@@ -124,7 +124,7 @@ async def test_list_search_pagination_and_total_verified(api, dns_server):
     needle = made[1]["domain"][:8]
     status, found = await api.call("GET", f"/domains?search={needle}", user)
     assert [d["domain"] for d in found["data"]] == [made[1]["domain"]]
-    for bad in ("per_page=0", "per_page=101", "page=0", "page=x"):
+    for bad in ("per_page=0", "per_page=101", "page=0", "page=x", "search=a%00b"):
         status, _ = await api.call("GET", f"/domains?{bad}", user)
         assert status == 400, bad
 

@@ -47,7 +47,8 @@ async def test_expiry_choices_and_invalid_input(api):
                                    json={"name": "k", "expires_in_days": bad})
         assert status == 400, bad
     for body in ({"name": ""}, {}, {"name": "k", "permission": "admin"},
-                 {"name": "a\r\nb"}, {"name": "k", "extra": 1}):
+                 {"name": "a\r\nb"}, {"name": "k", "extra": 1}, {"name": "nul\x00"},
+                 {"name": "lone \ud9dc surrogate"}):
         status, _ = await api.call("POST", "/api-keys", user, json=body)
         assert status == 400, body
 

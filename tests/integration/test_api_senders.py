@@ -51,6 +51,8 @@ async def test_sender_rules(api):  # noqa: F811
          "not one of your domains"),
         ({"account": "no-at-sign", "domain": domain, "password": "12345678"}, None),
         ({"account": f"a@{domain}", "password": "12345678"}, None),
+        ({"account": f"a@{domain}", "domain": domain, "password": "1234567\x00"}, None),
+        ({"account": f"a@{domain}", "domain": domain, "password": "12345678\udc80"}, None),
     ]
     for body, message in cases:
         status, err = await api.call("POST", "/senders", user, json=body)

@@ -220,5 +220,6 @@ async def test_http_mode_failures_answer_502_503_and_leave_nothing(http_api, bil
     billing_service.fail_status = None
     with Session(http_api.usend.engine) as session:
         count = session.scalar(select(func.count()).select_from(DomainSubscriptionStatus)
-                               .where(DomainSubscriptionStatus.domain_id == domain_id))
+                               .where(DomainSubscriptionStatus.domain_id == domain_id,
+                                      DomainSubscriptionStatus.user_id == user))
     assert count == 0

@@ -13,15 +13,15 @@ from etrans.domain.api_keys import expiry_from, generate_api_key, hash_api_key, 
 from etrans.domain.domains import (
     DkimRecord,
     DnsTemplate,
-    QuotaLimits,
-    QuotaUsage,
     dns_records,
     format_domain_id,
+    limits_from_daily,
     normalize_domain_name,
     parse_dkim_tags,
     parse_domain_id,
     quota_view,
 )
+from etrans.domain.quota import QuotaLimits, QuotaUsage
 from etrans.errors import InvalidInput
 
 
@@ -67,13 +67,15 @@ def test_dns_records_follow_the_spec_shape():
 
 
 def test_quota_math_matches_the_spec_examples():
-    assert QuotaLimits.from_daily(100000) == QuotaLimits(100000, 4166, 3100000)
-    assert QuotaLimits.from_daily(500).monthly == 15500
+    assert limits_from_daily(100000) == QuotaLimits(100000, 4166, 3100000)
+    assert limits_from_daily(500).monthly == 15500
     view = quota_view(QuotaLimits(500, 50, 15500), QuotaUsage(daily=120, hourly=10, monthly=3600))
     assert view == {"daily_limit": 500, "daily_used": 120, "daily_remaining": 380,
                     "hourly_limit": 50, "hourly_used": 10, "hourly_remaining": 40,
                     "monthly_limit": 15500, "monthly_used": 3600, "monthly_remaining": 11900}
     assert quota_view(QuotaLimits(1, 0, 31), QuotaUsage(5, 5, 5))["daily_remaining"] == 0
+    unlimited = quota_view(QuotaLimits(), QuotaUsage(5, 5, 5))
+    assert (unlimited["daily_limit"], unlimited["daily_remaining"]) == (None, None)
 
 
 def test_api_keys_are_random_prefixed_and_hashed():
