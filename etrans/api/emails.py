@@ -150,7 +150,8 @@ EMAIL_DETAIL = Object(name="EmailDetail", properties={
         "delivered_at")})
 
 LIST_QUERY = {
-    "page": QueryParam(Integer(minimum=1), default=1, description="Page number (min 1)"),
+    "page": QueryParam(Integer(minimum=1, maximum=1_000_000), default=1,
+                       description="Page number (1..1000000)"),
     "per_page": QueryParam(Integer(minimum=1, maximum=100), default=20,
                            description="Items per page (1-100)"),
     "status": QueryParam(String(max_length=200), description=(

@@ -13,7 +13,8 @@ if TYPE_CHECKING:
 
 _TEXT = String(max_length=320)
 LOGS_QUERY = {
-    "page": QueryParam(Integer(minimum=1), default=1, description="Page number (min 1)"),
+    "page": QueryParam(Integer(minimum=1, maximum=1_000_000), default=1,
+                       description="Page number (1..1000000)"),
     "per_page": QueryParam(Integer(minimum=1, maximum=100), default=20,
                            description="Items per page (1-100)"),
     "log_before": QueryParam(String(max_length=64), description="ISO-8601: logs before"),
