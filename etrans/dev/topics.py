@@ -4,7 +4,8 @@
 directory): records are appended to a partition (by a hash of the key, round-robin without one)
 and get consecutive offsets from 0; a consumer group commits, per partition, the offset of the
 next record to read - Kafka's semantics, so a restarted process resumes where its group left off
-and records not yet committed are delivered again.
+and records not yet committed are delivered again.  Records every group has committed past are
+dropped when the file is opened (so the file does not grow without end).
 
 :class:`LocalPublisher` is the :class:`~etrans.app.ports.EventPublisher` (the shape of
 :class:`~etrans.adapters.kafka_client.KafkaProducer`): ``publish`` returns once the record is
@@ -81,6 +82,7 @@ class LocalTopics:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(_SCHEMA)
+        self.pruned = self._prune()
         self._lock = threading.Lock()
         self.appended = threading.Condition(self._lock)
         self.version = 0  # bumped by every append: consumers wait for it to change
@@ -90,6 +92,20 @@ class LocalTopics:
             (t, p): end + 1 for t, p, end in self._db.execute(
                 "SELECT topic, partition, MAX(offset) FROM records GROUP BY topic, partition")}
         self._round_robin = itertools.count()
+
+    def _prune(self) -> int:
+        """At open: drop the records every consumer group has committed past (keeping the last
+        one of each partition, which carries its end offset).  A group that never committed on a
+        partition keeps all of it.  Returns how many records were dropped."""
+        before = self._db.total_changes
+        self._db.execute("""
+            DELETE FROM records WHERE offset < (
+                SELECT MIN(g.offset) FROM group_offsets g
+                WHERE g.topic = records.topic AND g.partition = records.partition)
+            AND offset < (
+                SELECT MAX(r.offset) FROM records r
+                WHERE r.topic = records.topic AND r.partition = records.partition)""")
+        return self._db.total_changes - before
 
     # -- topics and records ----------------------------------------------------------------------
 

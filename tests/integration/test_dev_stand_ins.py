@@ -145,20 +145,26 @@ async def test_local_topics_resume_from_committed_offsets(tmp_path: Path) -> Non
         assert sorted(offsets) == list(range(len(offsets)))
         assert topics.committed("g", "t", partition) == topics.end_offset("t", partition)
 
-    # A restart (new LocalTopics on the same file) resumes: only new records are delivered.
-    topics.close()
-    topics = LocalTopics(tmp_path / "topics.sqlite3", partitions=3)
-    await LocalPublisher(topics).publish("t", b"new", key=b"k0")
-    seen.clear()
-    await Pipeline(_config(), record, source=topics.source()).run(Shutdown(5.0))
-    assert [m.value for m in seen] == [b"new"]
     # Another group starts from the beginning; from_earliest replays for this group too.
     seen.clear()
     await Pipeline(_config(group_id="g2"), record, source=topics.source()).run(Shutdown(5.0))
-    assert len(seen) == 301
+    assert len(seen) == 300
     seen.clear()
     await Pipeline(_config(from_earliest=True), record, source=topics.source()).run(Shutdown(5.0))
-    assert len(seen) == 301
+    assert len(seen) == 300
+
+    # A restart (new LocalTopics on the same file) drops what every group consumed but keeps
+    # the offsets going; only new records are delivered.
+    ends = [topics.end_offset("t", p) for p in range(3)]
+    topics.close()
+    topics = LocalTopics(tmp_path / "topics.sqlite3", partitions=3)
+    assert topics.pruned == 300 - 3  # the last record of each partition stays
+    assert [topics.end_offset("t", p) for p in range(3)] == ends
+    partition, offset = topics.append("t", b"new", key=b"k0")
+    assert offset == ends[partition]
+    seen.clear()
+    await Pipeline(_config(), record, source=topics.source()).run(Shutdown(5.0))
+    assert [m.value for m in seen] == [b"new"]
     topics.close()
 
 
