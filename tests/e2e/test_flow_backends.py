@@ -177,3 +177,31 @@ def test_dev_with_real_redis(tmp_path: Path, redis_url: str) -> None:
         client.hdel("auth", "1")
         client.close()
     assert json.loads((tmp_path / "data" / "demo.json").read_text())["user_id"] == 1
+
+
+def test_dev_with_real_kafka_and_mongodb(tmp_path: Path, kafka_bootstrap: str,
+                                         new_topic: Any, mongo_uri: str) -> None:
+    import pymongo
+
+    dbname = f"etrans_dev_{uuid.uuid4().hex[:10]}"
+    env = base_env(
+        KAFKA_BOOTSTRAP_SERVERS=kafka_bootstrap, KAFKA_TOPIC=new_topic(prefix="dev-sendmail"),
+        LOG_TOPIC=new_topic(prefix="dev-logs"), KAFKA_GROUP_ID=f"dev-{uuid.uuid4().hex[:8]}",
+        LOG_GROUP_ID=f"dev-logs-{uuid.uuid4().hex[:8]}", KAFKA_CONF_SESSION_TIMEOUT_MS="6000",
+        KAFKA_CONF_HEARTBEAT_INTERVAL_MS="2000", KAFKA_CONF_GROUP_PROTOCOL="classic",
+        MONGODB_URI=mongo_uri, MONGODB_DBNAME=dbname)
+    dev = start_dev(tmp_path / "data", env=env)
+    client: pymongo.MongoClient[dict[str, Any]] = pymongo.MongoClient(mongo_uri)
+    try:
+        message_id = send(dev)
+        wait_delivered(dev, message_id)
+        stored = client[dbname]["email_logs"].find_one({"message_id": message_id})
+        assert stored is not None
+        assert (stored["event"], stored["action"]) == ("Sender", "delivered")
+        assert dev.call("GET", "/logs").json()["total"] == 1
+        assert not (tmp_path / "data" / "topics.sqlite3").exists()
+        assert not (tmp_path / "data" / "logs.sqlite3").exists()
+    finally:
+        assert dev.stop() == [0], dev.tails()
+        client.drop_database(dbname)
+        client.close()
