@@ -556,6 +556,12 @@ async def _dev_services(settings: Settings, data_dir: Path, cipher: Any,
     async with AsyncExitStack() as stack:
         # USEND DB
         usend_uri = settings.databases.usend_uri
+        sqlite_path = data_dir / "usend.sqlite3"
+        if usend_uri is not None and usend_uri.get().startswith("sqlite:///"):
+            # A SQLite USEND_DB_URI is the embedded database at another path.
+            from pathlib import Path
+
+            sqlite_path, usend_uri = Path(usend_uri.get()[len("sqlite:///"):]), None
         if usend_uri is not None:
             from etrans.adapters.email_status import EmailStatusUpdater
             from etrans.adapters.sql import migrations, usend_database
@@ -570,11 +576,11 @@ async def _dev_services(settings: Settings, data_dir: Path, cipher: Any,
         else:
             from etrans.dev import sqlite_db
 
-            usend = sqlite_db.sqlite_database(data_dir / "usend.sqlite3")
+            usend = sqlite_db.sqlite_database(sqlite_path)
             await usend.run(sqlite_db.create_schema, usend)
             usend_repo = sqlite_db.SqliteUsendRepository(usend)
             statuses = sqlite_db.SqliteEmailStatusUpdater(usend)
-            stand_ins["usend db"] = f"SQLite {data_dir / 'usend.sqlite3'}"
+            stand_ins["usend db"] = f"SQLite {sqlite_path}"
         stack.callback(usend.dispose)
 
         # topics
