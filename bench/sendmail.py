@@ -144,7 +144,7 @@ def worker_env(base: dict[str, str], sink: Sink, topic: str, pool: int) -> dict[
         "SMTP_PORT": str(sink.port),
         "SMTP_SECURE": "false",
         "WORKER_POOL_SIZE": str(pool),
-        "ETRANS_LOG_LEVEL": "WARNING",
+        "ETRANS_LOG_LEVEL": os.environ.get("BENCH_SENDMAIL_LOG_LEVEL", "WARNING"),
     })
     return env
 

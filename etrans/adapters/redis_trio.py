@@ -7,8 +7,9 @@ its own reply; commands issued while others are on the wire are written together
 workers thus share one round trip instead of ten thread hops.
 
 Errors: a Redis error reply raises :class:`RedisReplyError`; a connection that fails, or a reply
-later than ``timeout`` seconds, raises :class:`RedisUnavailable` in every caller waiting on that
-connection, and the next command opens a new connection.  A command whose caller gave up may
+later than ``timeout`` seconds (checked every ``min(1, timeout/4)`` s), raises
+:class:`RedisUnavailable` in every caller waiting on that connection, and the next command opens
+a new connection.  A command whose caller gave up may
 still have been executed (as with any client).
 
 Use it as ``async with open_redis(url) as redis: ...`` (it runs its tasks in a nursery).
@@ -130,10 +131,11 @@ def parse_reply(buffer: bytearray | bytes, start: int) -> tuple[Any, int]:
 
 
 class _Call:
-    __slots__ = ("data", "done", "result")
+    __slots__ = ("at", "data", "done", "result")
 
-    def __init__(self, data: bytes) -> None:
+    def __init__(self, data: bytes, at: float) -> None:
         self.data = data
+        self.at = at
         self.done = trio.Event()
         self.result: Any = None
 
@@ -181,7 +183,7 @@ class TrioRedis:
 
     async def execute(self, *args: Any) -> Any:
         """Run one command; its decoded reply (bytes, int, str, None or a list)."""
-        call = _Call(encode_command(args))
+        call = _Call(encode_command(args), trio.current_time())
         connection = self._connection
         if connection is None or connection.failure is not None:
             connection = self._connection = _Connection()
@@ -189,12 +191,9 @@ class TrioRedis:
         connection.queued.append(call)
         connection.wake_writer.set()
         self._commands += 1
-        with trio.move_on_after(self.timeout) as waited:
-            await call.done.wait()
-        if waited.cancelled_caught:
-            # A server that does not answer: start afresh rather than wait behind it.
-            connection.fail(TimeoutError(f"no reply within {self.timeout:g} s"))
-            raise RedisUnavailable(f"redis did not answer within {self.timeout:g} s")
+        # No cancel scope per call (they cost more than the rest of this method): the
+        # connection's watchdog fails every waiting call when the oldest is late.
+        await call.done.wait()
         if isinstance(call.result, RedisUnavailable | RedisReplyError):
             raise call.result
         return call.result
@@ -244,6 +243,7 @@ class TrioRedis:
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(self._write, connection, stream)
                     nursery.start_soon(self._read, connection, stream)
+                    nursery.start_soon(self._watch, connection)
         except Exception as exc:
             log.warning("redis connection failed", error=repr(exc))
             connection.fail(exc)
@@ -252,6 +252,16 @@ class TrioRedis:
             if stream is not None:
                 with trio.CancelScope(shield=True):
                     await trio.aclose_forcefully(stream)
+
+    async def _watch(self, connection: _Connection) -> None:
+        """Fail the connection when a command waits longer than ``timeout`` for its reply:
+        a server that does not answer is left rather than waited behind."""
+        while True:
+            await trio.sleep(min(1.0, self.timeout / 4))
+            oldest = connection.inflight[0] if connection.inflight else (
+                connection.queued[0] if connection.queued else None)
+            if oldest is not None and trio.current_time() - oldest.at > self.timeout:
+                raise RedisUnavailable(f"redis did not answer within {self.timeout:g} s")
 
     async def _write(self, connection: _Connection, stream: trio.abc.Stream) -> None:
         while True:
@@ -298,5 +308,6 @@ async def open_redis(url: str, *, reply_timeout: float = 5.0) -> AsyncIterator[T
         try:
             yield redis
         finally:
+            log.info("redis client closed", **redis.statistics())
             redis.close_connection()
             nursery.cancel_scope.cancel()

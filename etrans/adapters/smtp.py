@@ -213,8 +213,13 @@ class SmtpPool:
         keep = False
         try:
             session = connection.session or await self._open(connection)
-            with trio.fail_after(self.config.timeout_seconds + len(data) / 65536):
+            # A bare cancel scope: cheaper than trio.fail_after (a generator context manager).
+            scope = trio.CancelScope(deadline=trio.current_time()
+                                     + self.config.timeout_seconds + len(data) / 65536)
+            with scope:
                 refused = await session.send_mail(sender, recipients, data)
+            if scope.cancelled_caught:
+                raise trio.TooSlowError
             keep = not session.broken
         except _SESSION_ERRORS as exc:
             failure = classify(exc, self.where)

@@ -251,7 +251,8 @@ class EmailDelivery:
         pending = list(recipients)
         last_reply = "451 4.4.7 etrans: not attempted"
         retry = 0
-        with trio.move_on_after(self.policy.email_timeout) as deadline:
+        deadline = trio.CancelScope(deadline=trio.current_time() + self.policy.email_timeout)
+        with deadline:
             while pending:
                 outcome.attempts += 1
                 try:

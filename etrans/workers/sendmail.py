@@ -22,7 +22,7 @@ import json
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from structlog.contextvars import bound_contextvars
+from structlog.contextvars import bind_contextvars, unbind_contextvars
 
 from etrans.domain.mime import Attachment, Mailbox, OutgoingEmail
 from etrans.errors import PoisonMessage
@@ -178,10 +178,14 @@ class SendmailTask:
             outgoing = decode_request(message.value)
         except InvalidRequest as exc:
             if exc.email is None:
+                unbind_contextvars("message_id")  # not the previous message's any more
                 raise PoisonMessage(f"undeliverable send request: {exc.reason}") from None
             outgoing, invalid_reason = exc.email, exc.reason
-        with bound_contextvars(message_id=outgoing.message_id):
-            await self.delivery.deliver(outgoing, invalid_reason=invalid_reason)
+        # Each pipeline worker runs in its own context (Trio copies it per task): binding
+        # without unbinding is enough (the next message rebinds), and cheaper than
+        # bound_contextvars, a generator context manager.
+        bind_contextvars(message_id=outgoing.message_id)
+        await self.delivery.deliver(outgoing, invalid_reason=invalid_reason)
 
     def statistics(self) -> dict[str, int]:
         return self.delivery.statistics()
