@@ -26,6 +26,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 import trio
 
+from etrans.adapters.fast_stream import FastSocketStream
 from etrans.observability import get_logger
 
 if TYPE_CHECKING:
@@ -201,8 +202,8 @@ class TrioRedis:
     async def _open_stream(self) -> trio.abc.Stream:
         address = self.address
         if address.unix_path is not None:
-            return await trio.open_unix_socket(address.unix_path)
-        stream: trio.abc.Stream = await trio.open_tcp_stream(address.host, address.port)
+            return await FastSocketStream.open_unix(address.unix_path)
+        stream: trio.abc.Stream = await FastSocketStream.open_tcp(address.host, address.port)
         if address.tls:
             tls = trio.SSLStream(stream, ssl.create_default_context(),
                                  server_hostname=address.host)

@@ -24,6 +24,8 @@ from typing import TYPE_CHECKING
 
 import trio
 
+from etrans.adapters.fast_stream import FastSocketStream
+
 if TYPE_CHECKING:
     import ssl
     from collections.abc import Sequence
@@ -136,7 +138,7 @@ class SmtpSession:
         """Connect, greet, EHLO, STARTTLS when offered (unless TLS already), AUTH when offered.
 
         Closes the stream if any step fails."""
-        raw: trio.abc.Stream = await trio.open_tcp_stream(host, port)
+        raw: trio.abc.Stream = await FastSocketStream.open_tcp(host, port)
         session = cls(raw, tls=False)
         try:
             if implicit_tls:
