@@ -3,6 +3,8 @@
 Every method runs its blocking SQLAlchemy work in a worker thread (:meth:`Database.run`).
 ``save`` writes the ``email_messages`` rows and their ``email_outbox`` records in one transaction:
 either both exist or neither does (the outbox relay publishes them, :mod:`etrans.adapters.outbox`).
+Concurrent ``save`` calls share a transaction (:mod:`etrans.adapters.group_commit`): each caller
+still returns only once its rows are committed, and its rows are still all-or-nothing.
 """
 
 from __future__ import annotations
@@ -11,7 +13,9 @@ import json
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import and_, func, select
+from sqlalchemy.exc import DataError, IntegrityError
 
+from etrans.adapters.group_commit import GroupCommit
 from etrans.adapters.sql.usend import (
     ApiKey,
     DomainSubscriptionStatus,
@@ -70,6 +74,10 @@ class UsendRepository:
 
     def __init__(self, db: Database) -> None:
         self._db = db
+        # Requests saving while a commit is in flight are written together by the next one;
+        # a data error in the shared transaction retries each request's rows on their own.
+        self._writer: GroupCommit[NewEmail] = GroupCommit(
+            db.run, self._save, split_on=(IntegrityError, DataError))
 
     # -- API keys ------------------------------------------------------------------------------
 
@@ -144,13 +152,17 @@ class UsendRepository:
     # -- emails ---------------------------------------------------------------------------------
 
     async def save(self, emails: Sequence[NewEmail]) -> None:
-        await self._db.run(self._save, list(emails))
+        if emails:
+            await self._writer.write(list(emails))
+
+    def statistics(self) -> dict[str, Any]:
+        return {"group_commit": self._writer.statistics()}
 
     def _save(self, emails: list[NewEmail]) -> None:
         if not emails:
             return
-        # One statement per email writes both rows (the hot path of POST /emails: one round
-        # trip plus COMMIT); the transaction makes a batch all-or-nothing.
+        # One statement per email writes both rows (several emails: psycopg pipelines the
+        # statements in one round trip); the transaction makes the group all-or-nothing.
         params = [{
             "message_id": e.message_id, "user_id": e.user_id, "domain_id": e.domain_id,
             "from_address": e.from_address, "to": _json(e.to), "cc": _json(e.cc),

@@ -1,0 +1,137 @@
+"""Group commit of POST /emails rows (etrans.adapters.group_commit through UsendRepository.save)
+against real PostgreSQL: concurrent saves share transactions, every caller's rows are committed
+before it returns, a bad caller's rows fail alone, a database outage fails every caller."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+import trio
+from sqlalchemy import func, select
+
+from etrans.adapters.sql import usend_database
+from etrans.adapters.sql.usend import EmailMessage, EmailOutbox
+from etrans.adapters.usend_repo import UsendRepository
+from etrans.app.records import NewEmail
+
+EMAILS = EmailMessage.__table__
+OUTBOX = EmailOutbox.__table__
+
+
+def _email(user_id: int, message_id: str | None = None) -> NewEmail:
+    message_id = message_id or f"<{uuid.uuid4().hex}@group.example>"
+    return NewEmail(
+        message_id=message_id, user_id=user_id, domain_id=None,
+        from_address="a@group.example", to=["b@example.org"], cc=[], bcc=[], reply_to=None,
+        subject="s", html=None, text="t", headers=None, tags=None, attachments=None,
+        template_id=None, template_data=None, created_at=datetime.now(UTC), topic="t",
+        kafka_key=message_id.encode(), kafka_value=b"{}",
+    )
+
+
+@pytest.fixture
+def repo(usend_db_url: str) -> Any:
+    db = usend_database(usend_db_url, pool_size=4)
+    yield UsendRepository(db), db
+    db.dispose()
+
+
+def _counts(db: Any, user_id: int) -> tuple[int, int]:
+    with db.engine.connect() as conn:
+        rows = conn.execute(select(func.count()).select_from(EMAILS)
+                            .where(EMAILS.c.user_id == user_id)).scalar()
+        outbox = conn.execute(
+            select(func.count()).select_from(OUTBOX.join(
+                EMAILS, EMAILS.c.message_id == OUTBOX.c.message_id))
+            .where(EMAILS.c.user_id == user_id)).scalar()
+    return int(rows or 0), int(outbox or 0)
+
+
+def test_concurrent_saves_share_transactions_and_are_committed_on_return(repo: Any) -> None:
+    store, db = repo
+    user_id = 900_000_000 + uuid.uuid4().int % 90_000_000
+    seen_after_return: list[bool] = []
+
+    async def one(email: NewEmail) -> None:
+        await store.save([email])
+        # Committed before save returned: visible from another connection right away.
+        with db.engine.connect() as conn:
+            seen_after_return.append(conn.execute(
+                select(func.count()).select_from(OUTBOX)
+                .where(OUTBOX.c.message_id == email.message_id)).scalar() == 1)
+
+    async def main() -> None:
+        async with trio.open_nursery() as nursery:
+            for _ in range(200):
+                nursery.start_soon(one, _email(user_id))
+
+    trio.run(main)
+    stats = store.statistics()["group_commit"]
+    assert _counts(db, user_id) == (200, 200)
+    assert all(seen_after_return)
+    assert len(seen_after_return) == 200
+    assert stats.items == 200
+    assert stats.rounds < 200  # some callers shared a transaction
+    assert stats.largest_round > 1
+
+
+def test_a_bad_caller_fails_alone_and_its_rows_are_all_or_nothing(repo: Any) -> None:
+    store, db = repo
+    user_id = 900_000_000 + uuid.uuid4().int % 90_000_000
+    taken = f"<{uuid.uuid4().hex}@group.example>"
+    trio.run(store.save, [_email(user_id, taken)])
+    outcomes: dict[int, str] = {}
+
+    async def one(index: int, emails: list[NewEmail]) -> None:
+        try:
+            await store.save(emails)
+            outcomes[index] = "ok"
+        except Exception as exc:
+            outcomes[index] = type(exc).__name__
+
+    async def main() -> None:
+        async with trio.open_nursery() as nursery:
+            for index in range(30):
+                # Caller 7 repeats a taken message_id next to a fresh one: both must fail.
+                emails = ([_email(user_id), _email(user_id, taken)] if index == 7
+                          else [_email(user_id)])
+                nursery.start_soon(one, index, emails)
+
+    trio.run(main)
+    assert outcomes.pop(7) == "IntegrityError"
+    assert set(outcomes.values()) == {"ok"}
+    assert _counts(db, user_id) == (1 + 29, 1 + 29)
+
+
+def test_database_down_fails_every_caller(fresh_database: Any) -> None:
+    from etrans.adapters.sql import migrations
+
+    url = fresh_database("groupdown")
+    migrations.upgrade(url)
+    db = usend_database(url.rsplit("/", 1)[0] + "/no_such_database_" + uuid.uuid4().hex[:8],
+                        pool_size=2)
+    store = UsendRepository(db)
+    outcomes: list[str] = []
+
+    async def one() -> None:
+        try:
+            await store.save([_email(1)])
+            outcomes.append("ok")
+        except Exception as exc:
+            outcomes.append(type(exc).__name__)
+
+    async def main() -> None:
+        async with trio.open_nursery() as nursery:
+            for _ in range(10):
+                nursery.start_soon(one)
+
+    try:
+        trio.run(main)
+    finally:
+        db.dispose()
+    assert outcomes == ["OperationalError"] * 10
+    # No per-caller retries after a connection failure: at most one attempt per round.
+    assert store.statistics()["group_commit"].split_rounds == 0
