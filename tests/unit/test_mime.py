@@ -239,3 +239,27 @@ def test_non_ascii_headers_and_attachments_take_the_email_package_path() -> None
         message_id="m@x", user_id="1", sender=Mailbox("a@x.com"), to=(Mailbox("b@x.com"),),
         subject="s", html="h", attachments=(Attachment("a.bin", b"1"),))
     assert _render_simple(ascii_but_attachment, None) is None
+
+
+def test_plain_address_fast_path_agrees_with_parseaddr() -> None:
+    """Mailbox.parse skips email.utils for bare dot-atom addresses: same answer either way."""
+    import email.utils
+    import random
+
+    from etrans.domain.mime import _PLAIN_ADDRESS
+
+    atext, domain_chars = "abcXYZ019!#$%&'*+/=?^_`{|}~-.", "abz09-."
+    rng = random.Random(7)
+    fast = 0
+    for _ in range(20_000):
+        value = ("".join(rng.choice(atext) for _ in range(rng.randint(1, 6))) + "@"
+                 + "".join(rng.choice(domain_chars) for _ in range(rng.randint(1, 8))))
+        if rng.random() < 0.2:
+            at = rng.randrange(len(value))
+            value = value[:at] + rng.choice('@ "<>().,;:[]\\') + value[at:]
+        if _PLAIN_ADDRESS.fullmatch(value):
+            fast += 1
+            assert email.utils.parseaddr(value) == ("", value), value
+            assert Mailbox.parse(value) == Mailbox(email=value)
+    assert fast > 5_000
+    assert Mailbox.parse("Ann <ann@example.com>") == Mailbox("ann@example.com", "Ann")
