@@ -219,8 +219,8 @@ class EmailDelivery:
             self.counters.rejected += 1
             return REJECTED
         await self.marks.record(outgoing.message_id, DELIVERED)
+        # No log line per delivered email (the hot path: ~5% of its CPU); see statistics().
         self.counters.delivered += 1
-        log.debug("delivered", recipients=len(outcome.accepted), attempts=outcome.attempts)
         return DELIVERED
 
     async def _reject_all(self, outgoing: OutgoingEmail, recipients: list[str],

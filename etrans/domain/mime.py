@@ -20,6 +20,7 @@ import email.policy
 import email.utils
 import re
 import secrets
+import time
 from dataclasses import dataclass, field
 from email.headerregistry import Address
 from email.message import EmailMessage
@@ -174,6 +175,18 @@ def render(outgoing: OutgoingEmail, *, date: str | None = None) -> bytes:
 
 # -- the fast path ------------------------------------------------------------------------------
 
+_date_cache: tuple[int, str] = (0, "")
+
+
+def _now_date() -> str:
+    """``formatdate(usegmt=True)`` for the current second, formatted once per second."""
+    global _date_cache
+    now = int(time.time())
+    if _date_cache[0] != now:
+        _date_cache = (now, email.utils.formatdate(now, usegmt=True))
+    return _date_cache[1]
+
+
 _ATOM_PHRASE = re.compile(r"[A-Za-z0-9!#$%&'*+\-/=?^_`{|}~ ]*")
 _PRINTABLE = re.compile(r"[ -~]*")
 _NEWLINES = re.compile(r"\r\n|\r|\n")
@@ -234,7 +247,7 @@ def _render_simple(outgoing: OutgoingEmail, date: str | None) -> bytes | None:
     subject = _one_line(outgoing.subject)
     headers.append(f"Subject: {subject}" if _PRINTABLE.fullmatch(subject) else None)
     headers.append(f"Message-ID: {outgoing.header_message_id()}")
-    headers.append(f"Date: {date or email.utils.formatdate(usegmt=True)}")
+    headers.append(f"Date: {date or _now_date()}")
     for name, value in outgoing.headers:
         if name.lower() in RESERVED_HEADERS or not _HEADER_NAME.fullmatch(name):
             continue
