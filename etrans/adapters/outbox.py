@@ -6,10 +6,11 @@ without being published eventually, and nothing is published without its row.
 
 One pass: in a worker thread, open a transaction, ``SELECT ... WHERE published_at IS NULL ORDER BY
 id LIMIT batch FOR UPDATE SKIP LOCKED`` (several ``serve`` processes share the work without
-publishing a row twice), publish every row from Trio (``KafkaProducer.publish`` waits for the
-broker's ack), set ``published_at`` on the acknowledged ones and bump ``attempts``/``last_error``
-on the others, commit.  Delivery is at-least-once: a crash between the ack and the commit
-publishes those rows again (the message_id lets consumers recognise a repeat).
+publishing a row twice), publish every row from Trio (``KafkaProducer.publish_many``: the rows of
+the pass, one wait for all the broker's acks), set ``published_at`` on the acknowledged ones and
+bump ``attempts``/``last_error`` on the others, commit.  Delivery is at-least-once: a crash
+between the ack and the commit publishes those rows again (the message_id lets consumers
+recognise a repeat).
 
 While the broker is unreachable, publishing waits (up to librdkafka's ``message.timeout.ms``),
 the rows stay pending and are retried with a back-off; requests keep being accepted.
@@ -126,6 +127,16 @@ class OutboxRelay:
         return len(done), len(failed)
 
     async def _publish_all(self, rows: list[Any]) -> dict[int, str | None]:
+        publish_many = getattr(self._publisher, "publish_many", None)
+        if publish_many is not None:
+            # One wait for the whole pass instead of a task and a wake-up per row.
+            try:
+                errors = await publish_many([
+                    (row.topic, bytes(row.payload), row.key.encode() if row.key is not None
+                     else None) for row in rows])
+            except Exception as exc:
+                errors = [repr(exc)] * len(rows)
+            return {row.id: error for row, error in zip(rows, errors, strict=True)}
         outcomes: dict[int, str | None] = {}
 
         async def publish(row: Any) -> None:

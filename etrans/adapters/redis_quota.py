@@ -62,6 +62,7 @@ class RedisQuota:
         self._redis = redis
         self._prefix = prefix
         self._fast: TrioRedis | None = None
+        self._keys_memo: dict[tuple[int, int], tuple[list[str], list[int]]] = {}
         self._reserve = redis.client.register_script(_RESERVE)
         self._release = redis.client.register_script(_RELEASE)
 
@@ -79,10 +80,20 @@ class RedisQuota:
         return await fast.execute("EVAL", _RESERVE, len(keys), *keys, *args)
 
     def keys(self, domain_id: int, now: datetime) -> tuple[list[str], list[int]]:
+        # The UTC hour decides all three windows: remembered per (domain, hour), since every
+        # send asks (strftime x3 per request showed in profiles).
+        memo_key = (domain_id, int(now.timestamp() // 3600))
+        hit = self._keys_memo.get(memo_key)
+        if hit is not None:
+            return hit
         w = windows(now)
         base = f"{self._prefix}{domain_id}"
-        return ([f"{base}:d:{w.day}", f"{base}:h:{w.hour}", f"{base}:m:{w.month}"],
+        keys = ([f"{base}:d:{w.day}", f"{base}:h:{w.hour}", f"{base}:m:{w.month}"],
                 [w.day_ttl, w.hour_ttl, w.month_ttl])
+        if len(self._keys_memo) > 10_000:
+            self._keys_memo.clear()
+        self._keys_memo[memo_key] = keys
+        return keys
 
     async def reserve(self, domain_id: int, limits: QuotaLimits, count: int,
                       now: datetime) -> str | None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 
 MAX_ADDRESS_LENGTH = 254
 MAX_LOCAL_LENGTH = 64
@@ -75,8 +76,13 @@ def validate_email(email: str) -> str:
     return email
 
 
+@lru_cache(maxsize=4096)
 def parse_address(text: str) -> Address:
-    """Parse ``email@domain`` or ``Name <email@domain>``; raise AddressError with the reason."""
+    """Parse ``email@domain`` or ``Name <email@domain>``; raise AddressError with the reason.
+
+    Remembered for the last 4096 texts (a pure function returning a frozen value; errors are not
+    remembered): one send parses the same sender up to three times (schema, rules, message).
+    """
     if has_line_break(text):
         raise AddressError("address must not contain line breaks")
     value = text.strip()
