@@ -135,3 +135,30 @@ def test_database_down_fails_every_caller(fresh_database: Any) -> None:
     assert outcomes == ["OperationalError"] * 10
     # No per-caller retries after a connection failure: at most one attempt per round.
     assert store.statistics()["group_commit"].split_rounds == 0
+
+
+def test_cancelled_callers_are_committed_as_if_uncancelled(repo: Any) -> None:
+    # Like a cancelled uncancellable thread call: a caller cancelled while waiting for its round
+    # (or while leading one) gets its rows committed; nobody's round is left half-handled.
+    store, db = repo
+    user_id = 900_000_000 + uuid.uuid4().int % 90_000_000
+    finished: list[str] = []
+
+    async def one(email: NewEmail) -> None:
+        try:
+            await store.save([email])
+        finally:
+            finished.append(email.message_id)
+
+    async def main() -> None:
+        with trio.CancelScope() as scope:
+            async with trio.open_nursery() as nursery:
+                for _ in range(40):
+                    nursery.start_soon(one, _email(user_id))
+                await trio.lowlevel.checkpoint()
+                scope.cancel()
+        # The cancellation reached every caller only after its save had an outcome.
+        assert len(finished) == 40
+
+    trio.run(main)
+    assert _counts(db, user_id) == (40, 40)
