@@ -76,9 +76,13 @@ class FastSocketStream(trio.abc.HalfCloseableStream):
             except OSError as exc:
                 raise trio.BrokenResourceError(f"receive failed: {exc}") from exc
 
-    async def aclose(self) -> None:
+    def close_now(self) -> None:
+        """Close synchronously; a task waiting on this socket gets ``ClosedResourceError``."""
         if not self._closed:
             self._closed = True
             trio.lowlevel.notify_closing(self._sock)
             self._sock.close()
+
+    async def aclose(self) -> None:
+        self.close_now()
         await trio.lowlevel.checkpoint()

@@ -14,7 +14,11 @@ AUTH.  PIPELINING is used when the server offers it.
 
 Timeouts: connecting and setting a session up must finish within ``timeout_seconds``; a
 transaction within ``timeout_seconds`` plus one second per 64 KiB of content (large attachments
-on a slow link).
+on a slow link); neither later than the caller's ``deadline`` (the email's own cap).  Set-up runs
+in a cancel scope; transactions (the hot path) do not: the pool's watchdog, a Trio system task
+started on first use, checks the deadlines of the transactions in progress every
+``min(1 s, timeout_seconds / 4)`` and closes the socket of one that is late, which makes it fail
+as a timeout (451 4.4.2).  A cancel scope per message cost more than the rest of the pool.
 
 Every outcome is reported as data (:class:`SendResult`) or as :class:`SmtpFailure`, which says
 whether the failure is transient (connection errors, timeouts, 4xx) or permanent (5xx).
@@ -22,6 +26,7 @@ whether the failure is transient (connection errors, timeouts, 4xx) or permanent
 
 from __future__ import annotations
 
+import math
 import socket
 import ssl
 import time
@@ -115,6 +120,8 @@ class SmtpConnection:
         self.session: SmtpSession | None = None
         self.last_used = time.monotonic()
         self.transactions = 0
+        self.deadline = math.inf  # of the transaction in progress (trio clock)
+        self.timed_out = False  # the watchdog aborted it
 
     @property
     def tls(self) -> bool:
@@ -140,10 +147,16 @@ class SmtpPool:
         self.size = size
         self._context = config.ssl_context()
         self._local_hostname = config.local_hostname
+        # Idle connections, least recently used first (appended when released).
         self._idle: list[SmtpConnection] = []
         self._busy = 0
         self._opened = 0
         self._reused = 0
+        self._timeouts = 0
+        # Connections in a transaction, watched for their deadline by _watch.
+        self._watched: set[SmtpConnection] = set()
+        self._tick = max(0.01, min(1.0, config.timeout_seconds / 4))
+        self._watchdog: trio.CancelScope | None = None
 
     @property
     def where(self) -> str:
@@ -151,37 +164,45 @@ class SmtpPool:
 
     def statistics(self) -> dict[str, int]:
         return {"idle": len(self._idle), "opened": self._opened, "reused": self._reused,
-                "busy": self._busy}
+                "busy": self._busy, "timeouts": self._timeouts}
 
     def _checkout(self, credentials: SmtpCredentials) -> tuple[SmtpConnection | None,
                                                                    list[SmtpConnection]]:
         """An idle connection for these credentials (or None), and idle ones to close."""
-        now = time.monotonic()
-        stale = [c for c in self._idle if now - c.last_used > self.config.idle_seconds]
-        if stale:
-            self._idle = [c for c in self._idle if c not in stale]
-        for index in range(len(self._idle) - 1, -1, -1):
-            if self._idle[index].credentials == credentials:
-                return self._idle.pop(index), stale
+        idle = self._idle
+        stale: list[SmtpConnection] = []
+        # Least recently used first: the stale ones are a prefix.
+        oldest_allowed = time.monotonic() - self.config.idle_seconds
+        while idle and idle[0].last_used < oldest_allowed:
+            stale.append(idle.pop(0))
+        for index in range(len(idle) - 1, -1, -1):
+            known = idle[index].credentials
+            if known is credentials or known == credentials:
+                return idle.pop(index), stale
         # No match: the caller opens a new one.  Keep the total at most `size` by closing the
         # least recently used idle connection of other credentials when we are at the limit.
-        if len(self._idle) >= self.size:
-            stale.append(self._idle.pop(0))
+        if len(idle) >= self.size:
+            stale.append(idle.pop(0))
         return None, stale
 
     async def send(self, credentials: SmtpCredentials, sender: str, recipients: Sequence[str],
-                   data: bytes) -> SendResult:
-        """Send one message; raises :class:`SmtpFailure`."""
+                   data: bytes, *, deadline: float | None = None) -> SendResult:
+        """Send one message, finished before ``deadline`` (trio clock) if given; raises
+        :class:`SmtpFailure`."""
         connection, to_close = self._checkout(credentials)
         for old in to_close:
             await old.close()
+        if self._watchdog is None:
+            self._watchdog = trio.CancelScope()
+            trio.lowlevel.spawn_system_task(self._watch, self._watchdog,
+                                            name="etrans.smtp.pool-watchdog")
         self._busy += 1
         try:
             if connection is not None:
                 self._reused += 1
                 try:
                     return await self._transaction(connection, sender, recipients, data,
-                                                   reused=True)
+                                                   deadline, reused=True)
                 except SmtpFailure as failure:
                     # A reused session may have been dropped by the server while idle: one
                     # fresh attempt now, without counting as a retry, when the server said
@@ -191,16 +212,40 @@ class SmtpPool:
                     log.debug("smtp reused connection failed, reconnecting", reply=failure.reply)
             connection = SmtpConnection(credentials)
             self._opened += 1
-            return await self._transaction(connection, sender, recipients, data, reused=False)
+            return await self._transaction(connection, sender, recipients, data, deadline,
+                                           reused=False)
         finally:
             self._busy -= 1
 
-    async def _open(self, connection: SmtpConnection) -> SmtpSession:
+    async def _watch(self, scope: trio.CancelScope) -> None:
+        """Abort the transactions that overran their deadline (see the module docstring)."""
+        try:
+            with scope:
+                while True:
+                    await trio.sleep(self._tick)
+                    now = trio.current_time()
+                    late = [c for c in self._watched if c.deadline <= now]
+                    for connection in late:
+                        self._watched.discard(connection)
+                        connection.timed_out = True
+                        self._timeouts += 1
+                        if connection.session is not None:
+                            connection.session.abort()
+        except Exception as exc:  # a system task must not raise; the next send restarts it
+            log.error("smtp pool watchdog failed", error=repr(exc))
+        finally:
+            if self._watchdog is scope:
+                self._watchdog = None
+
+    async def _open(self, connection: SmtpConnection, deadline: float | None) -> SmtpSession:
         cfg = self.config
         if self._local_hostname is None:
             # What smtplib says in EHLO too; getfqdn may do a DNS lookup, hence the thread.
             self._local_hostname = await trio.to_thread.run_sync(socket.getfqdn)
-        with trio.fail_after(cfg.timeout_seconds):
+        limit = trio.current_time() + cfg.timeout_seconds
+        if deadline is not None and deadline < limit:
+            limit = deadline
+        with trio.fail_at(limit):
             session = await SmtpSession.connect(
                 cfg.host, cfg.port, implicit_tls=cfg.implicit_tls, context=self._context,
                 local_hostname=self._local_hostname, credentials=connection.credentials)
@@ -208,21 +253,28 @@ class SmtpPool:
         return session
 
     async def _transaction(self, connection: SmtpConnection, sender: str,
-                           recipients: Sequence[str], data: bytes, *,
+                           recipients: Sequence[str], data: bytes, deadline: float | None, *,
                            reused: bool) -> SendResult:
         keep = False
         try:
-            session = connection.session or await self._open(connection)
-            # A bare cancel scope: cheaper than trio.fail_after (a generator context manager).
-            scope = trio.CancelScope(deadline=trio.current_time()
-                                     + self.config.timeout_seconds + len(data) / 65536)
-            with scope:
+            session = connection.session or await self._open(connection, deadline)
+            limit = trio.current_time() + self.config.timeout_seconds + len(data) / 65536
+            if deadline is not None and deadline < limit:
+                limit = deadline
+            connection.deadline = limit
+            self._watched.add(connection)
+            try:
                 refused = await session.send_mail(sender, recipients, data)
-            if scope.cancelled_caught:
-                raise trio.TooSlowError
+            finally:
+                self._watched.discard(connection)
+            # Aborted by the watchdog during the RSET after a refusal: the refusal stands, the
+            # session (broken) is not kept.
             keep = not session.broken
         except _SESSION_ERRORS as exc:
-            failure = classify(exc, self.where)
+            # The watchdog closed the socket: a timeout, unless the server had replied.
+            error = (trio.TooSlowError() if connection.timed_out
+                     and not isinstance(exc, SmtpProtocolError) else exc)
+            failure = classify(error, self.where)
             keep = (isinstance(exc, SmtpProtocolError) and connection.session is not None
                     and not connection.session.broken and exc.code != 421)
             raise failure from exc
@@ -235,15 +287,19 @@ class SmtpPool:
             else:
                 with trio.CancelScope(shield=True):
                     await connection.discard()
-        accepted = [r for r in recipients if r not in refused]
+        tls = connection.session is not None and connection.session.tls
+        if not refused:
+            return SendResult(list(recipients), {}, tls, reused)
         return SendResult(
-            accepted=accepted,
+            accepted=[r for r in recipients if r not in refused],
             refused={r: (reply.code, reply_text(reply.code, reply.text))
                      for r, reply in refused.items()},
-            tls=connection.tls, reused_connection=reused)
+            tls=tls, reused_connection=reused)
 
     async def aclose(self) -> None:
-        """QUIT every idle connection."""
+        """QUIT every idle connection; stop the watchdog."""
+        if self._watchdog is not None:
+            self._watchdog.cancel()
         idle, self._idle = self._idle, []
         with trio.move_on_after(5):
             for connection in idle:

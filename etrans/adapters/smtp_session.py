@@ -19,8 +19,7 @@ from __future__ import annotations
 import base64
 import hmac
 import re
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 import trio
 
@@ -49,8 +48,9 @@ class SmtpProtocolError(Exception):
         self.command = command
 
 
-@dataclass(frozen=True)
-class Reply:
+class Reply(NamedTuple):
+    """One SMTP reply (a named tuple: built per reply, several per message)."""
+
     code: int
     text: str  # the lines' texts joined with "\n"
 
@@ -61,7 +61,8 @@ class Reply:
 
 def dot_stuffed(data: bytes) -> bytes:
     """``data`` with CRLF line ends, leading dots doubled and a final CRLF (not the ``.``)."""
-    if data.count(b"\n") != data.count(b"\r\n") or data.count(b"\r") != data.count(b"\r\n"):
+    crlf = data.count(b"\r\n")
+    if data.count(b"\n") != crlf or data.count(b"\r") != crlf:
         data = _BARE_EOL.sub(b"\r\n", data)
     if data.startswith(b".") or b"\n." in data:
         data = _LEADING_DOT.sub(b"..", data)
@@ -81,6 +82,8 @@ class SmtpSession:
 
     def __init__(self, stream: trio.abc.Stream, *, tls: bool) -> None:
         self.stream = stream
+        # The socket stream under any TLS layer: abort() closes it.
+        self.raw = stream if isinstance(stream, FastSocketStream) else None
         self.tls = tls
         self.extensions: dict[str, str] = {}
         self.esmtp = False
@@ -89,35 +92,70 @@ class SmtpSession:
 
     # -- reading and writing -------------------------------------------------------------------
 
-    async def _line(self) -> bytes:
-        while True:
-            end = self._buffer.find(b"\r\n")
-            if end < 0:
-                end = self._buffer.find(b"\n")  # lenient with servers that send bare LF
-                width = 1
-            else:
-                width = 2
-            if end >= 0:
-                line = bytes(self._buffer[:end])
-                del self._buffer[:end + width]
-                return line
-            if len(self._buffer) > _MAX_LINE:
-                raise SmtpProtocolError(500, "reply line too long", command="(read)")
-            chunk = await self.stream.receive_some(65536)
-            if not chunk:
-                raise EOFError("the SMTP server closed the connection")
-            self._buffer += chunk
+    async def _fill(self) -> None:
+        """Receive more reply bytes into the buffer."""
+        if len(self._buffer) > _MAX_LINE * _MAX_REPLY_LINES:
+            raise SmtpProtocolError(500, "reply too long", command="(read)")
+        chunk = await self.stream.receive_some(65536)
+        if not chunk:
+            raise EOFError("the SMTP server closed the connection")
+        self._buffer += chunk
 
-    async def read_reply(self, command: str = "(read)") -> Reply:
+    def _take_reply(self, command: str) -> Reply | None:
+        """The next complete reply in the buffer, else None (the buffer is left as it was).
+
+        Parsed on bytes: the common single-line ``250 2.0.0 Ok`` costs one ``find``."""
+        buffer = self._buffer
+        end = buffer.find(b"\n")
+        if end < 0:
+            if len(buffer) > _MAX_LINE:
+                raise SmtpProtocolError(500, "reply line too long", command=command)
+            return None
+        stop = end - 1 if end and buffer[end - 1] == 13 else end
+        head = bytes(buffer[:3])
+        if stop < 3 or not head.isdigit():
+            raise SmtpProtocolError(500, f"malformed reply {bytes(buffer[:min(stop, 80)])!r}",
+                                    command=command)
+        if stop == 3 or buffer[3] != 45:  # not '-': the last (here the only) line
+            text = buffer[4:stop].decode("utf-8", "replace").strip()
+            del buffer[:end + 1]
+            return Reply(int(head), text)
+        # A multi-line reply: complete only when its last line is in the buffer.
         texts: list[str] = []
+        position = 0
         for _ in range(_MAX_REPLY_LINES):
-            line = await self._line()
+            end = buffer.find(b"\n", position)
+            if end < 0:
+                return None
+            stop = end - 1 if end > position and buffer[end - 1] == 13 else end
+            line = bytes(buffer[position:stop])
             if len(line) < 3 or not line[:3].isdigit():
                 raise SmtpProtocolError(500, f"malformed reply {line[:80]!r}", command=command)
             texts.append(line[4:].decode("utf-8", "replace").strip())
+            position = end + 1
             if line[3:4] != b"-":
+                del buffer[:position]
                 return Reply(int(line[:3]), "\n".join(texts))
         raise SmtpProtocolError(500, "reply has too many lines", command=command)
+
+    async def _replies(self, count: int, command: str) -> list[Reply]:
+        """The next ``count`` replies (pipelined commands), waiting only for missing bytes."""
+        replies: list[Reply] = []
+        while True:
+            reply = self._take_reply(command)
+            if reply is None:
+                await self._fill()
+                continue
+            replies.append(reply)
+            if len(replies) == count:
+                return replies
+
+    async def read_reply(self, command: str = "(read)") -> Reply:
+        while True:
+            reply = self._take_reply(command)
+            if reply is not None:
+                return reply
+            await self._fill()
 
     async def command(self, line: bytes, name: str) -> Reply:
         await self.stream.send_all(line + b"\r\n")
@@ -128,6 +166,14 @@ class SmtpSession:
         if reply.code not in codes:
             raise SmtpProtocolError(reply.code, reply.text, command=name)
         return reply
+
+    def abort(self) -> None:
+        """Close the socket now, from another task: a task waiting on it gets
+        ``trio.ClosedResourceError`` (how the pool enforces its timeouts without a cancel scope
+        per transaction).  The session is broken afterwards."""
+        self.broken = True
+        if self.raw is not None:
+            self.raw.close_now()
 
     # -- session set-up -------------------------------------------------------------------------
 
@@ -211,8 +257,7 @@ class SmtpSession:
         options = b""
         if "size" in self.extensions:
             options += b" SIZE=%d" % len(content)
-        everything = [sender, *recipients]
-        if not all(a.isascii() for a in everything):
+        if not (sender.isascii() and all(r.isascii() for r in recipients)):
             if "smtputf8" not in self.extensions:
                 raise SmtpProtocolError(553, "5.6.7 non-ASCII address and the server does not "
                                         "offer SMTPUTF8", command="MAIL")
@@ -220,10 +265,11 @@ class SmtpSession:
         mail = b"MAIL FROM:" + _address(sender) + options
         rcpts = [b"RCPT TO:" + _address(r) for r in recipients]
         if "pipelining" in self.extensions:
-            await self.stream.send_all(b"\r\n".join([mail, *rcpts, b"DATA"]) + b"\r\n")
-            mail_reply = await self.read_reply("MAIL")
-            rcpt_replies = [await self.read_reply("RCPT") for _ in rcpts]
-            data_reply = await self.read_reply("DATA")
+            rcpts.append(b"DATA\r\n")
+            await self.stream.send_all(mail + b"\r\n" + b"\r\n".join(rcpts))
+            replies = await self._replies(len(rcpts) + 1, "MAIL")
+            mail_reply, data_reply = replies[0], replies[-1]
+            rcpt_replies = replies[1:-1]
         else:
             mail_reply = await self.command(mail, "MAIL")
             if not mail_reply.ok:
@@ -235,8 +281,10 @@ class SmtpSession:
             else:
                 data_reply = await self.command(b"DATA", "DATA")
 
-        refused = {r: reply for r, reply in zip(recipients, rcpt_replies, strict=True)
-                   if not reply.ok}
+        refused = {}
+        for recipient, reply in zip(recipients, rcpt_replies, strict=True):
+            if not 200 <= reply.code < 300:
+                refused[recipient] = reply
         if data_reply is not None and data_reply.code == 354 and (
                 not mail_reply.ok or len(refused) == len(recipients)):
             # RFC 2920 3.1: DATA accepted although nothing can be sent: end it empty.

@@ -74,7 +74,7 @@ class MailTransport(Protocol):
     """Sends one message over SMTP; raises ``SmtpFailure`` (transient or permanent)."""
 
     async def send(self, credentials: Any, sender: str, recipients: Sequence[str],
-                   data: bytes) -> Any: ...
+                   data: bytes, *, deadline: float | None = None) -> Any: ...
 
 
 class EventPublisher(Protocol):

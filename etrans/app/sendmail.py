@@ -247,47 +247,67 @@ class EmailDelivery:
 
     async def _send_with_retries(self, outgoing: OutgoingEmail, credentials: Any,
                                  recipients: list[str], data: bytes) -> DeliveryOutcome:
+        # The email's cap (email_timeout) covers every attempt and every wait.  The first attempt
+        # runs without a cancel scope (the hot path): the transport enforces the deadline it is
+        # given.  Retries, rare, run in a scope that also covers the backoff sleeps.
+        deadline = trio.current_time() + self.policy.email_timeout
         outcome = DeliveryOutcome()
-        pending = list(recipients)
-        last_reply = "451 4.4.7 etrans: not attempted"
-        retry = 0
-        deadline = trio.CancelScope(deadline=trio.current_time() + self.policy.email_timeout)
-        with deadline:
-            while pending:
-                outcome.attempts += 1
-                try:
-                    result = await self.transport.send(credentials, outgoing.sender.email,
-                                                       pending, data)
-                except SmtpFailure as failure:
-                    if not failure.transient:
-                        outcome.rejected.update(dict.fromkeys(pending, failure.reply))
-                        pending = []
-                        break
-                    last_reply = failure.reply
-                else:
-                    outcome.accepted.extend(result.accepted)
-                    still: list[str] = []
-                    for recipient, (code, reply) in result.refused.items():
-                        if 500 <= code < 600:
-                            outcome.rejected[recipient] = reply
-                        else:
-                            still.append(recipient)
-                            last_reply = reply
-                    pending = [r for r in pending if r in still]
-                    if not pending:
-                        break
-                if retry >= self.policy.attempts:
-                    break
-                delay = self.policy.backoff(retry)
-                retry += 1
+        state = _Attempts(recipients)
+        await self._attempt(outgoing, credentials, data, deadline, outcome, state)
+        if not state.pending:
+            return outcome
+        with trio.CancelScope(deadline=deadline) as scope:
+            while state.pending and state.retry < self.policy.attempts:
+                delay = self.policy.backoff(state.retry)
+                state.retry += 1
                 self.counters.retries += 1
-                log.info("transient smtp failure, will retry", retry=retry, delay=delay,
-                         reply=last_reply)
+                log.info("transient smtp failure, will retry", retry=state.retry, delay=delay,
+                         reply=state.last_reply)
                 await trio.sleep(delay)
-        if deadline.cancelled_caught:
-            last_reply = (f"{last_reply} (etrans: gave up after "
-                          f"{self.policy.email_timeout:g} s)")
-        if pending:
-            log.warning("giving up", attempts=outcome.attempts, reply=last_reply)
-            outcome.rejected.update(dict.fromkeys(pending, last_reply))
+                await self._attempt(outgoing, credentials, data, deadline, outcome, state)
+        if state.pending and (scope.cancelled_caught or trio.current_time() >= deadline):
+            state.last_reply = (f"{state.last_reply} (etrans: gave up after "
+                                f"{self.policy.email_timeout:g} s)")
+        if state.pending:
+            log.warning("giving up", attempts=outcome.attempts, reply=state.last_reply)
+            outcome.rejected.update(dict.fromkeys(state.pending, state.last_reply))
         return outcome
+
+    async def _attempt(self, outgoing: OutgoingEmail, credentials: Any, data: bytes,
+                       deadline: float, outcome: DeliveryOutcome, state: _Attempts) -> None:
+        """One SMTP transaction for the pending recipients; updates ``outcome`` and ``state``."""
+        outcome.attempts += 1
+        pending = state.pending
+        try:
+            result = await self.transport.send(credentials, outgoing.sender.email, pending,
+                                               data, deadline=deadline)
+        except SmtpFailure as failure:
+            if not failure.transient:
+                outcome.rejected.update(dict.fromkeys(pending, failure.reply))
+                state.pending = []
+            else:
+                state.last_reply = failure.reply
+            return
+        outcome.accepted.extend(result.accepted)
+        if not result.refused:
+            state.pending = []
+            return
+        still: list[str] = []
+        for recipient, (code, reply) in result.refused.items():
+            if 500 <= code < 600:
+                outcome.rejected[recipient] = reply
+            else:
+                still.append(recipient)
+                state.last_reply = reply
+        state.pending = [r for r in pending if r in still]
+
+
+class _Attempts:
+    """Where the retries of one email stand."""
+
+    __slots__ = ("last_reply", "pending", "retry")
+
+    def __init__(self, recipients: list[str]) -> None:
+        self.pending = recipients
+        self.last_reply = "451 4.4.7 etrans: not attempted"
+        self.retry = 0

@@ -23,6 +23,7 @@ import trio
 from etrans.adapters.credentials import SmtpCredentials
 from etrans.adapters.smtp import SmtpConfig, SmtpPool
 from etrans.adapters.smtp_session import dot_stuffed
+from etrans.app.sendmail import SmtpFailure
 from tests.harness.servers import free_port, port_open
 
 CREDENTIALS = SmtpCredentials("user", "password")
@@ -33,6 +34,8 @@ class ScriptedServer:
     """A minimal SMTP server: records, per received chunk, the command lines it held."""
 
     pipelining: bool
+    # Answer nothing after the content of message number N (0-based): a server that hangs.
+    stall_after: int | None = None
     chunks: list[list[bytes]] = field(default_factory=list)
     messages: list[bytes] = field(default_factory=list)
     port: int = 0
@@ -93,6 +96,8 @@ class ScriptedServer:
                         break
                     body.append(line)
                 self.messages.append(b"\r\n".join(body))
+                if self.stall_after is not None and len(self.messages) > self.stall_after:
+                    await trio.sleep_forever()
                 await stream.send_all(b"250 queued\r\n")
 
 
@@ -129,6 +134,37 @@ async def test_pipelining_is_used_exactly_when_offered(pipelining: bool) -> None
         assert all(len(chunk) == 1 for chunk in envelope_chunks)
     # Dot-stuffed on the wire, i.e. leading dots doubled.
     assert server.messages == [dot_stuffed(MESSAGE).rstrip(b"\r\n")] * 2
+
+
+@pytest.mark.parametrize("cap", ["timeout_seconds", "deadline"])
+async def test_a_server_that_stops_answering_times_out(cap: str) -> None:
+    """The pool's watchdog (no cancel scope per transaction) aborts a late transaction: a
+    transient timeout; the session is dropped and the next message opens a new one."""
+    server = ScriptedServer(pipelining=True, stall_after=0)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(server.serve)
+        timeout = 0.4 if cap == "timeout_seconds" else 30.0
+        pool = SmtpPool(SmtpConfig("127.0.0.1", server.port, timeout_seconds=timeout,
+                                   local_hostname="client.test"), size=1)
+        recipients = ["a@example.com"]
+        started = trio.current_time()
+        deadline = started + 0.4 if cap == "deadline" else None
+        with pytest.raises(SmtpFailure) as caught:
+            await pool.send(CREDENTIALS, "from@example.com", recipients, MESSAGE,
+                            deadline=deadline)
+        waited = trio.current_time() - started
+        assert caught.value.transient
+        assert caught.value.reply.startswith("451 4.4.2 etrans: timeout")
+        # Checked every min(1 s, timeout/4): late by at most one tick (plus a loaded machine).
+        assert 0.4 <= waited < 0.4 + 1.0 + 2.0
+        assert pool.statistics()["timeouts"] == 1
+        assert pool.statistics()["idle"] == 0  # the aborted session was not kept
+        server.stall_after = None
+        result = await pool.send(CREDENTIALS, "from@example.com", recipients, MESSAGE)
+        assert result.accepted == recipients
+        assert pool.statistics()["opened"] == 2
+        await pool.aclose()
+        nursery.cancel_scope.cancel()
 
 
 def test_dot_stuffing_and_line_ends() -> None:
