@@ -9,7 +9,15 @@ Back-pressure: when ``outstanding`` (handed to Trio, not finished) reaches ``cha
 thread waits up to ``pause_after`` for room; if the workers are still busy it pauses every
 assigned partition and keeps calling ``consume`` - so the consumer stays in the group however
 long the workers take - and resumes once half of that room is free again.
-Messages returned while pausing are handed out like any other: nothing is dropped or reordered.
+Records that arrive when there is no room (``consume`` returns at least one, and a partition may
+still deliver around the moment it is paused) are held on this thread, in order, and handed out
+first once there is room: the messages held in memory - channel, dispatcher inbox, in flight and
+held here - never exceed ``channel_size`` + ``held`` (``statistics()`` shows both), and the
+handed-out part never exceeds ``channel_size``.
+
+``consume`` is called without waiting while librdkafka has records, and otherwise waits for the
+first one only (``consume(n, timeout)`` would wait for ``n``), so the workers are fed as soon as a
+fetch arrives.
 """
 
 from __future__ import annotations
@@ -64,6 +72,8 @@ class ConsumerThread:
         self._consumer: Any = None
         self._paused = False
         self._seen: set[TopicPartition] = set()
+        # Records consumed while there was no room for them (see _loop), oldest first.
+        self._held: list[Message] = []
         self._end_notified = False
         self._thread = threading.Thread(target=self._main, name="kafka-consumer", daemon=True)
 
@@ -113,11 +123,21 @@ class ConsumerThread:
         next_commit = time.monotonic() + config.commit_interval
         while not self._close_requested.is_set():
             self._apply_back_pressure(consumer)
-            # Never ask for more than there is room for: outstanding stays <= channel_size
-            # (plus what paused partitions may still deliver, which is handed out, not dropped).
-            room = config.channel_size - state.outstanding
-            records = consumer.consume(max(1, min(config.poll_batch, room)), config.poll_timeout)
-            if records:
+            # Never ask for more than there is room for.  What arrives beyond the room anyway
+            # (consume() returns at least one record, paused or not) is held here, counted in
+            # ``state.held``, and handed out first once there is room: outstanding never
+            # exceeds channel_size.
+            room = config.channel_size - state.outstanding - len(self._held)
+            wanted = max(1, min(config.poll_batch, room))
+            # Take what librdkafka already has without waiting; only when it has nothing, wait
+            # for the first record (consume(n, timeout) would wait for n records, starving
+            # the workers meanwhile), then take the rest of what arrived with it.
+            records = consumer.consume(wanted, 0)
+            if not records:
+                records = consumer.consume(1, config.poll_timeout)
+                if records and wanted > 1:
+                    records += consumer.consume(wanted - 1, 0)
+            if records or self._held:
                 self._hand_out(consumer, records)
             now = time.monotonic()
             if now >= next_commit:
@@ -146,8 +166,13 @@ class ConsumerThread:
                            record.timestamp()[1]))
         if self.config.stop_at_end and messages:
             self._note_ends(consumer, messages)
-        if messages:
-            envelopes = self.state.track(messages)
+        if self._held:
+            messages[:0] = self._held
+        room = self.config.channel_size - self.state.outstanding
+        self._held = messages[max(0, room):]
+        self.state.held = len(self._held)
+        if room > 0 and messages:
+            envelopes = self.state.track(messages[:room] if self._held else messages)
             if envelopes:
                 self._to_trio(self._deliver, envelopes)
 
@@ -200,12 +225,13 @@ class ConsumerThread:
                 # Full: wait for room without calling consume (librdkafka keeps prefetching
                 # into its own bounded queue).  Pausing costs a fetch round trip on resume, so
                 # it is kept for workers that stay busy longer than ``pause_after``.
+                # (Woken only once there is room: see SharedState.wait_for_room.)
                 deadline = time.monotonic() + self.config.pause_after
                 while state.outstanding > limit - wanted and not state.stopping:
                     remaining = deadline - time.monotonic()
                     if remaining <= 0 or self._close_requested.is_set():
                         break
-                    state.wait_changed(remaining)
+                    state.wait_for_room(limit - wanted, min(remaining, 0.1))
             outstanding, stopping = state.outstanding, state.stopping
         if not self._paused and (stopping or outstanding > limit - wanted):
             assignment = consumer.assignment()
@@ -287,6 +313,7 @@ class ConsumerThread:
     def _on_revoke(self, consumer: Any, partitions: list[Any]) -> None:
         tps = [(p.topic, p.partition) for p in partitions]
         state = self.state
+        self._drop_held(tps)
         state.begin_revoke(tps)
         if not state.wait_idle(tps, self.config.revoke_timeout):
             log.warning("revoke: in-flight messages did not finish in time; they will be "
@@ -296,9 +323,16 @@ class ConsumerThread:
         state.end_revoke(tps)
         log.info("partitions revoked", partitions=[f"{t}/{p}" for t, p in tps])
 
+    def _drop_held(self, tps: list[TopicPartition]) -> None:
+        # Never tracked, so never committed past: the partitions' next owner reads them.
+        gone = set(tps)
+        self._held = [m for m in self._held if (m.topic, m.partition) not in gone]
+        self.state.held = len(self._held)
+
     def _on_lost(self, consumer: Any, partitions: list[Any]) -> None:
         tps = [(p.topic, p.partition) for p in partitions]
         # Lost, not revoked: the group has moved on, a commit would be rejected.
+        self._drop_held(tps)
         self.state.begin_revoke(tps)
         self.state.end_revoke(tps)
         log.warning("partitions lost", partitions=[f"{t}/{p}" for t, p in tps])

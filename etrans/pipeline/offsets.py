@@ -11,6 +11,10 @@ Pure data structure, no locking: the pipeline guards it with its own lock.
 from __future__ import annotations
 
 from collections import deque
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 TopicPartition = tuple[str, int]
 
@@ -36,6 +40,10 @@ class PartitionOffsets:
         if offset <= last:
             raise ValueError(f"offset {offset} tracked out of order (last {last})")
         self._pending.append(offset)
+
+    def appender(self) -> Callable[[int], None]:
+        """A fast ``track`` for a caller that checked the order itself (against last_tracked)."""
+        return self._pending.append
 
     def mark_done(self, offset: int) -> None:
         pending = self._pending
@@ -92,6 +100,10 @@ class OffsetTracker:
 
     def track(self, tp: TopicPartition, offset: int) -> None:
         self._partitions[tp].track(offset)
+
+    def partition(self, tp: TopicPartition) -> PartitionOffsets:
+        """The offsets of an assigned partition (KeyError when not assigned)."""
+        return self._partitions[tp]
 
     def last_tracked(self, tp: TopicPartition) -> int | None:
         partition = self._partitions.get(tp)

@@ -78,10 +78,10 @@ class Pipeline:
         with state.lock:
             committed = dict(state.committed_offsets)
             counters = (state.processed, state.failed, state.poisoned, state.dead_lettered,
-                        state.outstanding, state.paused, state.commits, state.rebalances)
-        processed, failed, poisoned, dead_lettered, outstanding, paused, commits, rebalances = (
-            counters
-        )
+                        state.outstanding, state.paused, state.commits, state.rebalances,
+                        state.held)
+        (processed, failed, poisoned, dead_lettered, outstanding, paused, commits, rebalances,
+         held) = counters
         return PipelineStats(
             processed=processed,
             failed=failed,
@@ -95,6 +95,7 @@ class Pipeline:
             rebalances=rebalances,
             partitions=state.partition_stats(),
             committed=committed,
+            held=held,
         )
 
     def stop(self) -> None:
@@ -171,23 +172,27 @@ class Pipeline:
         send: trio.MemorySendChannel[Envelope],
         receive: trio.MemoryReceiveChannel[Envelope],
     ) -> None:
-        async with trio.open_nursery() as workers:
-            dispatch_scope = trio.CancelScope()
+        async with trio.open_nursery() as reporting:
+            reporting.start_soon(processor.report_periodically)
+            async with trio.open_nursery() as workers:
+                dispatch_scope = trio.CancelScope()
 
-            async def dispatcher() -> None:
-                with dispatch_scope:
-                    await dispatch(self._inbox, send)
-                # Cancelled: close the channel so that workers end after what is buffered.
-                await send.aclose()
+                async def dispatcher() -> None:
+                    with dispatch_scope:
+                        await dispatch(self._inbox, send)
+                    # Cancelled: close the channel so that workers end after what is buffered.
+                    await send.aclose()
 
-            workers.start_soon(dispatcher)
-            async with receive:
-                for _ in range(self.config.workers):
-                    workers.start_soon(processor.work, receive.clone())
-            await self._stop.wait()
-            # Stop intake: waiting messages are skipped (uncommitted); started ones finish.
-            self._state.request_stop()
-            dispatch_scope.cancel()
+                workers.start_soon(dispatcher)
+                async with receive:
+                    for _ in range(self.config.workers):
+                        workers.start_soon(processor.work, receive.clone())
+                await self._stop.wait()
+                # Stop intake: waiting messages are skipped (uncommitted); started ones finish.
+                self._state.request_stop()
+                dispatch_scope.cancel()
+            reporting.cancel_scope.cancel()
+        processor.report()
 
     async def _watch_stop(self, shutdown: Shutdown) -> None:
         await _first_of(shutdown.wait_requested, self._thread_exited.wait)

@@ -29,8 +29,10 @@ class PipelineStats:
     failed: int = 0  # transient failures (each retry counts)
     poisoned: int = 0  # messages given up on (PoisonMessage or too many attempts)
     dead_lettered: int = 0  # of those, published to the dead-letter topic
-    in_flight: int = 0  # messages handed to Trio and not yet finished
-    channel_fill: int = 0  # messages waiting in the channel for a worker
+    # Messages handed to Trio and not yet finished: waiting in the channel or the dispatcher's
+    # inbox, running, or waiting for a retry.  Never more than channel_size.
+    in_flight: int = 0
+    channel_fill: int = 0  # of those, messages waiting in the channel (and inbox) for a worker
     channel_size: int = 0
     paused: bool = False  # back-pressure: partitions paused because the channel is full
     commits: int = 0
@@ -39,3 +41,6 @@ class PipelineStats:
     # Every offset this pipeline committed, last value per (topic, partition) - kept after a
     # partition is revoked, so the stats returned by ``run`` show what the shutdown committed.
     committed: dict[tuple[str, int], int] = field(default_factory=dict)
+    # Records the consumer thread received while there was no room for them, held back (not
+    # yet handed to Trio).  Messages in memory: in_flight + held.
+    held: int = 0

@@ -3,8 +3,14 @@
 The dispatcher moves lists handed over by the consumer thread into the bounded memory channel;
 each worker receives from its own clone, claims the message in the :class:`SharedState` (skipping
 it if its partition was revoked or the pipeline is stopping), runs the task under the retry
-policy and a per-message cancel scope, and reports the outcome.  What returning or raising means
-is the contract of :mod:`etrans.pipeline.task`.
+policy (and a per-message cancel scope when ``message_timeout`` is set), and reports the outcome.
+What returning or raising means is the contract of :mod:`etrans.pipeline.task`.
+
+Outcomes are reported in batches: the workers append to one list (they all run in the Trio
+thread) that is handed to :meth:`SharedState.finish_many` - one lock acquisition - when it holds
+``_REPORT_EVERY`` outcomes, when a worker is about to wait for a message, when a revoke or stop
+is in progress, and otherwise within ``_REPORT_AFTER`` seconds.  Until reported, a finished
+message still counts as outstanding (it holds no memory of its own: the list only refers to it).
 """
 
 from __future__ import annotations
@@ -14,27 +20,26 @@ from collections import deque
 from typing import TYPE_CHECKING, Any
 
 import trio
-from structlog.contextvars import bind_contextvars
 
 from etrans.errors import PoisonMessage
 from etrans.observability import get_logger
 from etrans.pipeline.dead_letter import publish_dead_letter
+from etrans.pipeline.state import ABANDONED, PROCESSED, SKIPPED
 
 if TYPE_CHECKING:
     from etrans.adapters.kafka_client import KafkaProducer
     from etrans.pipeline.config import PipelineConfig
-    from etrans.pipeline.state import Envelope, SharedState
+    from etrans.pipeline.state import Envelope, Finished, SharedState
     from etrans.pipeline.task import BatchTask, Task
 
 log = get_logger(__name__)
 
-# Outcomes of _settle, per message.
-ABANDONED = 0  # not done: stays uncommitted (stopping, revoked)
-PROCESSED = 1  # the task returned
-SKIPPED = 2  # poison: logged (and dead-lettered), may be committed past
-
 # A worker that keeps finding messages ready yields to the scheduler every this many messages.
 _YIELD_EVERY = 64
+# Outcomes are reported to the SharedState once this many are waiting ...
+_REPORT_EVERY = 32
+# ... or at the latest this long after the first one (seconds).
+_REPORT_AFTER = 0.01
 
 
 class Inbox:
@@ -89,48 +94,98 @@ class Processor:
         self._batch_task = batch_task
         self._producer = producer
         self._timeout = config.message_timeout or None
+        # Outcomes not yet reported to the state (shared by the workers: all in the Trio thread).
+        self._finished: list[Finished] = []
+        self._skipped = 0
+        self._pending = trio.Event()  # set when _finished/_skipped become non-empty
+
+    def report(self) -> None:
+        """Hand the outcomes gathered so far to the SharedState (one lock acquisition)."""
+        finished, skipped = self._finished, self._skipped
+        if finished or skipped:
+            self._finished, self._skipped = [], 0
+            self.state.finish_many(finished, skipped)
+
+    async def report_periodically(self) -> None:
+        """Report outcomes at most ``_REPORT_AFTER`` seconds after they were gathered."""
+        while True:
+            await self._pending.wait()
+            await trio.sleep(_REPORT_AFTER)
+            self._pending = trio.Event()
+            self.report()
+
+    def _finish(self, message: Any, epoch: int, outcome: int) -> None:
+        finished = self._finished
+        if not finished and not self._skipped:
+            self._pending.set()
+        finished.append((message, epoch, outcome))
+        state = self.state
+        if len(finished) >= _REPORT_EVERY or state.stopping or state.revoking:
+            self.report()
 
     async def work(self, receive: trio.MemoryReceiveChannel[Envelope]) -> None:
         """One worker: process messages until the channel is closed and empty."""
         async with receive:
-            if self._batch_task is not None:
-                await self._work_batches(receive)
-                return
-            since_yield = 0
-            while True:
+            try:
+                if self._batch_task is not None:
+                    await self._work_batches(receive)
+                else:
+                    await self._work(receive)
+            finally:
+                self.report()
+
+    async def _work(self, receive: trio.MemoryReceiveChannel[Envelope]) -> None:
+        state, task, finish = self.state, self._task, self._finish
+        assert task is not None
+        timed = self._timeout is not None
+        since_yield = 0
+        while True:
+            try:
+                message, epoch = receive.receive_nowait()
+                since_yield += 1
+            except trio.WouldBlock:
+                self.report()  # nothing to do: let the consumer thread see the room now
                 try:
-                    envelope = receive.receive_nowait()
-                    since_yield += 1
-                except trio.WouldBlock:
-                    try:
-                        envelope = await receive.receive()
-                    except trio.EndOfChannel:
-                        return
-                    since_yield = 0
+                    message, epoch = await receive.receive()
                 except trio.EndOfChannel:
                     return
-                message, epoch = envelope
-                if not self.state.try_start(message, epoch):
-                    continue
-                outcome = ABANDONED
-                try:
-                    # This worker's context is its own (Trio copies it per task): binding
-                    # without unbinding is enough, and much cheaper than a context manager.
-                    bind_contextvars(topic=message.topic, partition=message.partition,
-                                     offset=message.offset)
-                    outcome = (await self._settle([envelope]))[0]
-                finally:
-                    self.state.finish(message, epoch, done=outcome != ABANDONED,
-                                      processed=outcome == PROCESSED)
-                if since_yield >= _YIELD_EVERY:
-                    since_yield = 0
-                    await trio.lowlevel.checkpoint()
+                since_yield = 0
+            except trio.EndOfChannel:
+                return
+            if not state.try_start(message, epoch):
+                if not self._finished and not self._skipped:
+                    self._pending.set()
+                self._skipped += 1
+                continue
+            outcome = ABANDONED
+            try:
+                if timed:
+                    outcome = (await self._settle([(message, epoch)]))[0]
+                else:
+                    # No timeout: call the task directly; the retry machinery (and its
+                    # coroutine frames) only when it raises.
+                    try:
+                        await task(message)
+                        outcome = PROCESSED
+                    except Exception as exc:
+                        outcome = (await self._settle([(message, epoch)], exc))[0]
+            finally:
+                finish(message, epoch, outcome)
+            if since_yield >= _YIELD_EVERY:
+                since_yield = 0
+                await trio.lowlevel.checkpoint()
 
     async def _work_batches(self, receive: trio.MemoryReceiveChannel[Envelope]) -> None:
         size, linger = self.config.batch_size, self.config.batch_linger
         while True:
             try:
-                first = await receive.receive()
+                first = receive.receive_nowait()
+            except trio.WouldBlock:
+                self.report()
+                try:
+                    first = await receive.receive()
+                except trio.EndOfChannel:
+                    return
             except trio.EndOfChannel:
                 return
             batch = [first]
@@ -155,14 +210,15 @@ class Processor:
                         closed = True
                 break
             started = [e for e in batch if self.state.try_start(*e)]
+            self._skipped += len(batch) - len(started)
             outcomes = [ABANDONED] * len(started)
             try:
                 if started:
                     outcomes = await self._settle(started)
             finally:
-                for (message, epoch), outcome in zip(started, outcomes, strict=True):
-                    self.state.finish(message, epoch, done=outcome != ABANDONED,
-                                      processed=outcome == PROCESSED)
+                self._finished.extend((message, epoch, outcome) for (message, epoch), outcome
+                                      in zip(started, outcomes, strict=True))
+                self.report()
             if closed:
                 return
 
@@ -173,13 +229,20 @@ class Processor:
             assert self._task is not None
             await self._task(envelopes[0][0])
 
-    async def _settle(self, envelopes: list[Envelope]) -> list[int]:
-        """Run the task until each message is PROCESSED, SKIPPED (poison) or ABANDONED."""
+    async def _settle(self, envelopes: list[Envelope],
+                      failed: Exception | None = None) -> list[int]:
+        """Run the task until each message is PROCESSED, SKIPPED (poison) or ABANDONED.
+
+        ``failed``: the error of a first attempt already made by the caller.
+        """
         retry = self.config.retry
         attempt = 0
         while True:
             attempt += 1
             try:
+                if failed is not None:
+                    error, failed = failed, None
+                    raise error
                 if self._timeout is None:
                     await self._call(envelopes)
                 else:
