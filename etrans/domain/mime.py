@@ -24,6 +24,7 @@ import time
 from dataclasses import dataclass, field
 from email.headerregistry import Address
 from email.message import EmailMessage
+from functools import lru_cache
 
 # Headers that build_mime writes itself: a custom header with one of these names is dropped.
 RESERVED_HEADERS = frozenset(
@@ -72,6 +73,13 @@ class Mailbox:
         return Address(display_name=self.name, username=local, domain=domain)
 
 
+@lru_cache(maxsize=8192)
+def parse_mailbox(value: str) -> Mailbox:
+    """:meth:`Mailbox.parse`, memoised (pure, and its result is immutable): requests repeat
+    the same few addresses."""
+    return Mailbox.parse(value)
+
+
 @dataclass(frozen=True)
 class Attachment:
     filename: str
@@ -99,6 +107,8 @@ class OutgoingEmail:
 
     def envelope_recipients(self) -> list[str]:
         """RCPT TO addresses: to, cc and bcc, each once, in that order."""
+        if not self.cc and not self.bcc and len(self.to) == 1:
+            return [self.to[0].email]
         seen: set[str] = set()
         recipients: list[str] = []
         for mailbox in (*self.to, *self.cc, *self.bcc):
@@ -208,6 +218,7 @@ def _simple_address(mailbox: Mailbox) -> str | None:
     return f"{name} <{mailbox.email}>"
 
 
+@lru_cache(maxsize=4096)  # pure, on immutable values: the same senders/recipients recur
 def _address_header(name: str, mailboxes: tuple[Mailbox, ...]) -> str | None:
     addresses = [_simple_address(m) for m in mailboxes]
     if any(a is None for a in addresses):
@@ -216,8 +227,13 @@ def _address_header(name: str, mailboxes: tuple[Mailbox, ...]) -> str | None:
     return f"{name}: " + ",\r\n ".join(addresses)  # type: ignore[arg-type]
 
 
+def _printable(value: str) -> bool:
+    """Only printable ASCII (``[ -~]*``)."""
+    return value.isascii() and value.isprintable()
+
+
 def _body(content: str, subtype: str) -> bytes:
-    lines = _NEWLINES.split(content)
+    lines = content.split("\n") if "\r" not in content else _NEWLINES.split(content)
     if content.isascii() and all(len(line) <= _MAX_BODY_LINE for line in lines):
         encoding, payload = "7bit", "\r\n".join(lines).encode("ascii")
         if not payload.endswith(b"\r\n"):
@@ -245,14 +261,14 @@ def _render_simple(outgoing: OutgoingEmail, date: str | None) -> bytes | None:
     if outgoing.reply_to:
         headers.append(_address_header("Reply-To", outgoing.reply_to))
     subject = _one_line(outgoing.subject)
-    headers.append(f"Subject: {subject}" if _PRINTABLE.fullmatch(subject) else None)
+    headers.append(f"Subject: {subject}" if _printable(subject) else None)
     headers.append(f"Message-ID: {outgoing.header_message_id()}")
     headers.append(f"Date: {date or _now_date()}")
     for name, value in outgoing.headers:
         if name.lower() in RESERVED_HEADERS or not _HEADER_NAME.fullmatch(name):
             continue
         value = _one_line(value)
-        headers.append(f"{name}: {value}" if _PRINTABLE.fullmatch(value) else None)
+        headers.append(f"{name}: {value}" if _printable(value) else None)
     headers.append("MIME-Version: 1.0")
     if any(h is None for h in headers):
         return None

@@ -20,11 +20,12 @@ import base64
 import binascii
 import json
 from collections.abc import Mapping
+from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
 from structlog.contextvars import bind_contextvars, unbind_contextvars
 
-from etrans.domain.mime import Attachment, Mailbox, OutgoingEmail
+from etrans.domain.mime import Attachment, Mailbox, OutgoingEmail, parse_mailbox
 from etrans.errors import PoisonMessage
 
 if TYPE_CHECKING:
@@ -51,24 +52,39 @@ def _text(value: Any, what: str) -> str:
     raise ValueError(f"{what} must be a string")
 
 
+@lru_cache(maxsize=4096)
+def _sender_mailbox(address: str, name: str) -> Mailbox:
+    """Mailbox of a ``{email, name}`` sender (memoised: a pure function of immutable values;
+    most requests come from few senders)."""
+    address = address.strip()
+    if "@" not in address:
+        raise ValueError(f"sender.email is not an address: {address!r}")
+    return Mailbox(email=address, name=name.strip())
+
+
 def _sender(value: Any) -> Mailbox:
+    if isinstance(value, dict):
+        address, name = value.get("email"), value.get("name")
+        if type(address) is str and (name is None or type(name) is str):
+            return _sender_mailbox(address, name or "")
     if isinstance(value, Mapping):
-        address = _text(value.get("email"), "sender.email").strip()
-        if "@" not in address:
-            raise ValueError(f"sender.email is not an address: {address!r}")
-        return Mailbox(email=address, name=_text(value.get("name"), "sender.name").strip())
+        return _sender_mailbox(_text(value.get("email"), "sender.email"),
+                               _text(value.get("name"), "sender.name"))
     if isinstance(value, str):
-        return Mailbox.parse(value)
+        return parse_mailbox(value)
     raise ValueError("sender must be an object {name, email}")
 
 
 def _mailboxes(value: Any, what: str) -> tuple[Mailbox, ...]:
     if value is None or value == "":
         return ()
-    items = [value] if isinstance(value, str) else value
-    if not isinstance(items, list):
+    if isinstance(value, str):
+        return (parse_mailbox(value),)
+    if not isinstance(value, list):
         raise ValueError(f"{what} must be a list of addresses")
-    return tuple(Mailbox.parse(_text(item, what)) for item in items if item)
+    if len(value) == 1 and type(value[0]) is str and value[0]:
+        return (parse_mailbox(value[0]),)
+    return tuple(parse_mailbox(_text(item, what)) for item in value if item)
 
 
 def _attachments(value: Any) -> tuple[Attachment, ...]:
@@ -114,7 +130,10 @@ def decode_request(raw: bytes | None) -> OutgoingEmail:
     if raw is None:
         raise InvalidRequest("empty message (no value)")
     try:
-        document = json.loads(raw)
+        # UTF-8 (the spec's encoding) decoded here: json.loads(bytes) would first sniff for
+        # UTF-16/32; anything else (a BOM, NULs) still goes through that path.
+        document = (json.loads(raw.decode()) if raw[:1] == b"{" and raw[1:2] != b"\x00"
+                    else json.loads(raw))
     except (ValueError, UnicodeDecodeError) as exc:
         raise InvalidRequest(f"not JSON: {exc}") from None
     if not isinstance(document, Mapping):
@@ -124,45 +143,53 @@ def decode_request(raw: bytes | None) -> OutgoingEmail:
         raise InvalidRequest("payload is not an object")
 
     # First what a Reject event needs: message_id, sender, recipients.
+    get = payload.get
     try:
-        message_id = _text(payload.get("message_id"), "message_id").strip()
+        message_id = get("message_id")
+        if type(message_id) is not str:
+            message_id = _text(message_id, "message_id")
+        message_id = message_id.strip()
         if not message_id:
             raise ValueError("message_id is missing")
-        envelope = OutgoingEmail(
-            message_id=message_id,
-            user_id=_text(payload.get("user_id"), "user_id").strip(),
-            sender=_sender(payload.get("sender")),
-            to=_mailboxes(payload.get("recipients"), "recipients"),
-            cc=_mailboxes(payload.get("cc"), "cc"),
-            bcc=_mailboxes(payload.get("bcc"), "bcc"),
-            subject="",
-        )
+        user_id = get("user_id")
+        user_id = (user_id if type(user_id) is str else _text(user_id, "user_id")).strip()
+        sender = _sender(get("sender"))
+        to = _mailboxes(get("recipients"), "recipients")
+        cc = _mailboxes(get("cc"), "cc")
+        bcc = _mailboxes(get("bcc"), "bcc")
     except ValueError as exc:
         raise InvalidRequest(str(exc)) from None
-    if not envelope.envelope_recipients():
+    if not (to or cc or bcc):
         raise InvalidRequest("no recipients")
 
     try:
-        html = payload.get("body")
+        html = get("body")
         if html is None:
-            html = payload.get("html")
-        text = payload.get("text")
+            html = get("html")
+        text = get("text")
+        subject = get("subject")
+        reply_to, headers, attachments, tags = (get("reply_to"), get("headers"),
+                                                get("attachments"), get("tags"))
         return OutgoingEmail(
-            message_id=envelope.message_id,
-            user_id=envelope.user_id,
-            sender=envelope.sender,
-            to=envelope.to,
-            cc=envelope.cc,
-            bcc=envelope.bcc,
-            subject=_text(payload.get("subject"), "subject"),
-            html=_text(html, "body") if html is not None else None,
-            text=_text(text, "text") if text is not None else None,
-            reply_to=_mailboxes(payload.get("reply_to"), "reply_to"),
-            headers=_pairs(payload.get("headers"), "headers"),
-            attachments=_attachments(payload.get("attachments")),
-            tags=_pairs(payload.get("tags"), "tags"),
+            message_id=message_id,
+            user_id=user_id,
+            sender=sender,
+            to=to,
+            cc=cc,
+            bcc=bcc,
+            subject=subject if type(subject) is str else _text(subject, "subject"),
+            html=(html if type(html) is str else _text(html, "body")) if html is not None
+            else None,
+            text=(text if type(text) is str else _text(text, "text")) if text is not None
+            else None,
+            reply_to=_mailboxes(reply_to, "reply_to") if reply_to is not None else (),
+            headers=_pairs(headers, "headers") if headers else (),
+            attachments=_attachments(attachments) if attachments else (),
+            tags=_pairs(tags, "tags") if tags else (),
         )
     except ValueError as exc:
+        envelope = OutgoingEmail(message_id=message_id, user_id=user_id, sender=sender, to=to,
+                                 cc=cc, bcc=bcc, subject="")
         raise InvalidRequest(str(exc), envelope) from None
 
 
