@@ -156,6 +156,12 @@ def cpu_times(pid: int) -> tuple[float, float]:
     return int(fields[11]) / tick, int(fields[12]) / tick
 
 
+def thread_cpu_seconds(pid: int, tid: int) -> float:
+    """User + system CPU seconds of one thread (``tid == pid``: the main thread, Trio's)."""
+    fields = Path(f"/proc/{pid}/task/{tid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def cpu_seconds(pid: int) -> float:
     """User + system CPU time of a process (all its threads) so far, from /proc."""
     return sum(cpu_times(pid))
@@ -191,7 +197,9 @@ def run_etrans(env: dict[str, str], sink: Sink, count: int, timeout: float,
             while sink.count == start_count and process.poll() is None:
                 sink.changed.wait(0.5)
             with contextlib.suppress(OSError):
-                cpu_at_first.append((sink.count, *cpu_times(process.pid)))
+                cpu_at_first.append((sink.count, *cpu_times(process.pid),
+                                     thread_cpu_seconds(process.pid, process.pid),
+                                     time.monotonic()))
 
     watcher = threading.Thread(target=note_first_delivery, daemon=True)
     watcher.start()
@@ -199,8 +207,12 @@ def run_etrans(env: dict[str, str], sink: Sink, count: int, timeout: float,
         finished = sink.wait_for(start_count + count, timeout)
         with contextlib.suppress(OSError):
             user_at_end, sys_at_end = cpu_times(process.pid)
+            main_at_end = thread_cpu_seconds(process.pid, process.pid)
             if cpu_at_first:
-                counted, user_start, sys_start = cpu_at_first[0]
+                counted, user_start, sys_start, main_start, wall_start = cpu_at_first[0]
+                # How busy the Trio thread was: near 100% = CPU-bound in that thread.
+                CPU_PER_MESSAGE["trio-thread-busy"] = (
+                    100 * (main_at_end - main_start) / max(finished - wall_start, 1e-9))
                 sent = max(start_count + count - counted, 1)
                 CPU_PER_MESSAGE["etrans"] = ((user_at_end - user_start + sys_at_end - sys_start)
                                              * 1e6 / sent)
@@ -320,7 +332,8 @@ def main() -> None:
             print(f"CPU per message: etrans {CPU_PER_MESSAGE['etrans']:.0f} us (whole process: "
                   f"Kafka, Redis, SMTP; kernel {SYS_PER_MESSAGE['etrans']:.0f} us), "
                   f"raw smtplib {CPU_PER_MESSAGE['raw']:.0f} us "
-                  f"(kernel {SYS_PER_MESSAGE['raw']:.0f} us)")
+                  f"(kernel {SYS_PER_MESSAGE['raw']:.0f} us); etrans Trio thread busy "
+                  f"{CPU_PER_MESSAGE.get('trio-thread-busy', 0):.0f}% of the time")
 
         with tempfile.NamedTemporaryFile("wb", suffix=".eml", delete=False) as handle:
             handle.write(prebuilt[0][2].replace(b"\r\n", b"\n"))

@@ -43,8 +43,16 @@ class FastSocketStream(trio.abc.HalfCloseableStream):
 
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
         self._check_open()
+        try:
+            sent = self._sock.send(data)  # small writes: all of it at once, no memoryview
+        except BlockingIOError:
+            sent = 0
+        except OSError as exc:
+            raise trio.BrokenResourceError(f"send failed: {exc}") from exc
+        total = len(data)
+        if sent == total:
+            return
         view = memoryview(data)
-        sent, total = 0, len(view)
         while sent < total:
             try:
                 sent += self._sock.send(view[sent:])
@@ -82,6 +90,19 @@ class FastSocketStream(trio.abc.HalfCloseableStream):
             self._closed = True
             trio.lowlevel.notify_closing(self._sock)
             self._sock.close()
+
+    async def receive_reply(self, max_bytes: int | None = None) -> bytes:
+        """:meth:`receive_some` for a reply to what was just sent: it cannot be there yet, so
+        wait for the socket first instead of trying ``recv`` (an ``EAGAIN`` exception) first."""
+        self._check_open()
+        await trio.lowlevel.wait_readable(self._sock)
+        self._check_open()
+        try:
+            return self._sock.recv(max_bytes or _RECEIVE_SIZE)
+        except BlockingIOError:  # spurious wake-up
+            return await self.receive_some(max_bytes)
+        except OSError as exc:
+            raise trio.BrokenResourceError(f"receive failed: {exc}") from exc
 
     async def aclose(self) -> None:
         self.close_now()

@@ -322,8 +322,12 @@ class TrioRedis:
 
     async def _read(self, connection: _Connection, stream: trio.abc.Stream) -> None:
         buffer = bytearray()
+        # Replies come after commands were written: wait for the socket before recv (see
+        # FastSocketStream.receive_reply); TLS streams read as usual.
+        receive = (stream.receive_reply if isinstance(stream, FastSocketStream)
+                   else stream.receive_some)
         while True:
-            chunk = await stream.receive_some(65536)
+            chunk = await receive(65536)
             if not chunk:
                 raise RedisUnavailable("redis closed the connection")
             buffer += chunk

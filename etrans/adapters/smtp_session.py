@@ -96,7 +96,11 @@ class SmtpSession:
         """Receive more reply bytes into the buffer."""
         if len(self._buffer) > _MAX_LINE * _MAX_REPLY_LINES:
             raise SmtpProtocolError(500, "reply too long", command="(read)")
-        chunk = await self.stream.receive_some(65536)
+        stream = self.stream
+        # Replies are awaited right after a command was sent: on a plain socket, wait for it
+        # to become readable first (a recv now would only fail with EAGAIN).
+        chunk = await (stream.receive_reply(65536) if stream is self.raw  # type: ignore[union-attr]
+                       else stream.receive_some(65536))
         if not chunk:
             raise EOFError("the SMTP server closed the connection")
         self._buffer += chunk
