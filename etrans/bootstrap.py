@@ -67,6 +67,7 @@ def _api_part1(settings: Settings, *, billing_db: Any, usend_db: Any, stores: Ap
     ``temporary_password`` (external billing only); domains and ``mkt_domain`` from the Billing DB,
     or from the ``local_*`` tables of the USEND DB when BILLING_V4_URI is unset (local billing).
     """
+    from etrans.adapters.account_repo import AccountRepo
     from etrans.adapters.auth_gateway import HttpAuthGateway
     from etrans.adapters.billing_repo import BillingRepository
     from etrans.adapters.credentials import CredentialCipher
@@ -84,7 +85,7 @@ def _api_part1(settings: Settings, *, billing_db: Any, usend_db: Any, stores: Ap
     usend_repo = stores.usend_repo
     billing_repo = BillingRepository(usend_db if local_billing else billing_db,
                                      local=local_billing)
-    domains = DomainDirectory(billing_repo, usend_repo)
+    domains = DomainDirectory(billing_repo, AccountRepo(usend_db))
     cipher = CredentialCipher(settings.tokens.secret.get(), settings.tokens.iv.get())
     key_cache, quota = stores.key_cache, stores.quota
 

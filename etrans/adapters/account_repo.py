@@ -23,6 +23,7 @@ from sqlalchemy.orm import Session
 
 from etrans.adapters.sql import billing as ext
 from etrans.adapters.sql import usend as own
+from etrans.domain.quota import MktLimits, PackLimits, QuotaFacts
 
 if TYPE_CHECKING:
     from etrans.adapters.sql import Database
@@ -156,14 +157,14 @@ class DomainReader:
             ).all()
             return [self._row(session, r) for r in rows]
 
-    def mkt_domain(self, domain_id: int) -> dict[str, Any] | None:
+    def mkt_domain(self, domain_id: int) -> MktLimits | None:
         with Session(self.db.engine) as session:
             row = session.get(self.t.mkt_domain, domain_id)
             if row is None:
                 return None
-            return {"pack_code": row.pack_code, "pack_name": row.pack_name,
-                    "daily_limit": row.daily_limit, "hourly_limit": row.hourly_limit,
-                    "monthly_limit": row.monthly_limit}
+            return MktLimits(pack_code=row.pack_code, pack_name=row.pack_name,
+                             daily=row.daily_limit, hourly=row.hourly_limit,
+                             monthly=row.monthly_limit)
 
     def user_account(self, user_id: int) -> tuple[float, bool] | None:
         """(balance, is_owner) or None when the user has no row."""
@@ -219,6 +220,34 @@ class AccountRepo:
         with Session(self.db.engine) as session:
             return list(session.scalars(
                 select(s.pack_code).where(s.user_id == user_id, s.status == "active")))
+
+    def quota_facts(self, user_id: int, domain_id: int, mkt: MktLimits | None,
+                    default_pack_code: str) -> QuotaFacts:
+        """The USEND DB half of the quota rule (:func:`etrans.domain.quota.domain_quota`): the
+        domain's active subscription, the user-level pack and the catalogue rows of every
+        candidate pack code, in one statement.  ``mkt`` is the Billing DB half."""
+        s, up, p = own.DomainSubscriptionStatus, own.UserPack, own.EmailTransactionPack
+        sub_code = (select(s.pack_code).where(s.domain_id == domain_id, s.user_id == user_id,
+                                              s.status == "active")
+                    .order_by(s.id.desc()).limit(1).scalar_subquery())
+        user_code = select(up.pack_code).where(up.user_id == user_id).scalar_subquery()
+        fixed = [c for c in (default_pack_code, mkt.pack_code if mkt else None) if c]
+        query = (select(sub_code.label("sub"), user_code.label("user"), p.pack_code,
+                        p.pack_name, p.daily_email_limit, p.hourly_email_limit,
+                        p.monthly_email_limit)
+                 .select_from(p)
+                 .where(or_(p.pack_code.in_(fixed), p.pack_code == sub_code,
+                            p.pack_code == user_code)))
+        with Session(self.db.engine) as session:
+            rows = session.execute(query).all()
+            if rows:
+                sub, user = rows[0].sub, rows[0].user
+            else:  # no candidate in the catalogue: the codes alone
+                sub, user = session.execute(select(sub_code, user_code)).one()
+        packs = {r.pack_code: PackLimits(pack_code=r.pack_code, pack_name=r.pack_name,
+                                         daily=r.daily_email_limit, hourly=r.hourly_email_limit,
+                                         monthly=r.monthly_email_limit) for r in rows}
+        return QuotaFacts(mkt=mkt, subscription_pack=sub, user_pack=user, packs=packs)
 
     def user_pack_code(self, user_id: int) -> str | None:
         with Session(self.db.engine) as session:

@@ -1,9 +1,9 @@
 """The user's sending domains with their limits, and the SMTP credentials to cache for them.
 
 :class:`DomainDirectory` (port ``SendingDomains``) joins the Billing DB's ``domain`` and
-``mkt_domain`` (read-only) with the pack tables of the USEND DB: limits come from ``mkt_domain``
-when its row has them (missing hourly/monthly derived from daily: /24, x31), else from the
-domain's pack (:meth:`UsendRepository.pack_limits`); no row and no pack = unlimited.  Verified
+``mkt_domain`` (read-only) with the pack tables of the USEND DB
+(:meth:`AccountRepo.quota_facts`); the limits are THE quota rule,
+:func:`etrans.domain.quota.domain_quota` - the one GET /domains/{id}/quota shows.  Verified
 domains are cached in memory for ``ttl_seconds`` (5 s) - the hot path of POST /emails; others are
 looked up on every request, so a domain works the moment it is verified.
 
@@ -20,20 +20,22 @@ import trio
 
 from etrans.adapters.credentials import SmtpCredentials
 from etrans.app.records import SendingDomain
-from etrans.domain.quota import QuotaLimits, hourly_from_daily, monthly_from_daily
+from etrans.domain.quota import DEFAULT_PACK_CODE, MktLimits, QuotaLimits, domain_quota
 
 if TYPE_CHECKING:
+    from etrans.adapters.account_repo import AccountRepo
     from etrans.adapters.billing_repo import BillingRepository, DomainRow
     from etrans.adapters.credentials import CredentialCipher
     from etrans.adapters.usend_repo import UsendRepository
 
 
 class DomainDirectory:
-    def __init__(self, billing: BillingRepository, usend: UsendRepository, *,
-                 ttl_seconds: float = 5.0) -> None:
+    def __init__(self, billing: BillingRepository, accounts: AccountRepo, *,
+                 ttl_seconds: float = 5.0, default_pack_code: str = DEFAULT_PACK_CODE) -> None:
         self._billing = billing
-        self._usend = usend
+        self._accounts = accounts
         self._ttl = ttl_seconds
+        self._default_pack = default_pack_code
         self._cache: dict[tuple[int, str], tuple[float, SendingDomain]] = {}
 
     async def find(self, user_id: int, name: str) -> SendingDomain | None:
@@ -58,22 +60,13 @@ class DomainDirectory:
         return domain
 
     async def _limits(self, row: DomainRow) -> QuotaLimits:
-        if row.daily_limit is not None:
-            return QuotaLimits(
-                daily=row.daily_limit,
-                hourly=row.hourly_limit if row.hourly_limit is not None
-                else hourly_from_daily(row.daily_limit),
-                monthly=row.monthly_limit if row.monthly_limit is not None
-                else monthly_from_daily(row.daily_limit),
-            )
-        pack = await self._usend.pack_limits(row.id, row.user_id, row.pack_code)
-        if pack is None:
-            return QuotaLimits(hourly=row.hourly_limit, monthly=row.monthly_limit)
-        return QuotaLimits(
-            daily=pack.daily,
-            hourly=row.hourly_limit if row.hourly_limit is not None else pack.hourly,
-            monthly=row.monthly_limit if row.monthly_limit is not None else pack.monthly,
-        )
+        mkt = None
+        if row.has_mkt_row:
+            mkt = MktLimits(pack_code=row.pack_code, pack_name=None, daily=row.daily_limit,
+                            hourly=row.hourly_limit, monthly=row.monthly_limit)
+        facts = await self._accounts.db.run(self._accounts.quota_facts, row.user_id, row.id, mkt,
+                                            self._default_pack)
+        return domain_quota(facts, self._default_pack).limits
 
     async def names(self, user_id: int) -> list[str]:
         return await self._billing.names(user_id)

@@ -16,18 +16,9 @@ from sqlalchemy import and_, func, select
 from sqlalchemy.exc import DataError, IntegrityError
 
 from etrans.adapters.group_commit import GroupCommit
-from etrans.adapters.sql.usend import (
-    ApiKey,
-    DomainSubscriptionStatus,
-    EmailMessage,
-    EmailOutbox,
-    EmailTransactionPack,
-    Transport,
-    UserPack,
-)
+from etrans.adapters.sql.usend import ApiKey, EmailMessage, EmailOutbox, Transport
 from etrans.app.records import ApiKeyRecord, EmailPage
 from etrans.domain.api_keys import Permission
-from etrans.domain.quota import QuotaLimits, hourly_from_daily, monthly_from_daily
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -39,9 +30,6 @@ _KEYS = ApiKey.__table__
 _EMAILS = EmailMessage.__table__
 _OUTBOX = EmailOutbox.__table__
 _TRANSPORT = Transport.__table__
-_PACKS = EmailTransactionPack.__table__
-_SUBS = DomainSubscriptionStatus.__table__
-_USER_PACK = UserPack.__table__
 
 _INSERT_EMAIL_AND_OUTBOX = """
 WITH email AS (
@@ -111,43 +99,6 @@ class UsendRepository:
         )
         with self._db.engine.connect() as conn:
             return conn.execute(query).scalar()
-
-    # -- packs ----------------------------------------------------------------------------------
-
-    async def pack_limits(self, domain_id: int, user_id: int,
-                          pack_code: str | None) -> QuotaLimits | None:
-        """Limits of the domain's pack: ``pack_code`` (from mkt_domain) when given, else the
-        domain's active subscription, else the user-level pack; None when there is no pack."""
-        return await self._db.run(self._pack_limits, domain_id, user_id, pack_code)
-
-    def _pack_limits(self, domain_id: int, user_id: int,
-                     pack_code: str | None) -> QuotaLimits | None:
-        with self._db.engine.connect() as conn:
-            if pack_code is None:
-                pack_code = conn.execute(
-                    select(_SUBS.c.pack_code).where(_SUBS.c.domain_id == domain_id,
-                                                    _SUBS.c.status == "active").limit(1)
-                ).scalar()
-            if pack_code is None:
-                pack_code = conn.execute(
-                    select(_USER_PACK.c.pack_code).where(_USER_PACK.c.user_id == user_id)
-                ).scalar()
-            if pack_code is None:
-                return None
-            row = conn.execute(
-                select(_PACKS.c.daily_email_limit, _PACKS.c.hourly_email_limit,
-                       _PACKS.c.monthly_email_limit).where(_PACKS.c.pack_code == pack_code)
-            ).first()
-        if row is None:
-            return None
-        daily = row.daily_email_limit
-        return QuotaLimits(
-            daily=daily,
-            hourly=row.hourly_email_limit if row.hourly_email_limit is not None
-            else hourly_from_daily(daily),
-            monthly=row.monthly_email_limit if row.monthly_email_limit is not None
-            else monthly_from_daily(daily),
-        )
 
     # -- emails ---------------------------------------------------------------------------------
 

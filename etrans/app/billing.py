@@ -11,14 +11,14 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from etrans.app.domains import (
+    domain_limit,
     iso,
-    limits_of,
     owned_domain,
+    quota_of,
     usage_of,
-    user_pack,
 )
 from etrans.domain.domains import format_domain_id, quota_view
-from etrans.domain.quota import QuotaUsage
+from etrans.domain.quota import QuotaLimits, QuotaUsage
 from etrans.errors import InvalidInput, NotFound
 from etrans.observability import get_logger
 
@@ -54,27 +54,33 @@ async def list_packs(s: AccountServices) -> dict[str, Any]:
     return {"success": True, "packages": [_pack_view(p) for p in packs if not p.is_payg]}
 
 
+def _sum(values: list[int | None]) -> int | None:
+    return None if any(v is None for v in values) else sum(v for v in values if v is not None)
+
+
 async def current_pack(s: AccountServices, user_id: int) -> dict[str, Any]:
+    """The pack of the user's newest domain by the quota rule (without domains: the user-level
+    pack, else the default pack); ``quota`` sums the domains' limits (each by the rule POST
+    /emails enforces) and usage; ``domain_limit`` is what POST /domains enforces."""
     domains = await s.read(s.domains.all_for_user, user_id)
-    pack = None
-    for row in reversed(domains):  # the newest domain's subscription names the current pack
-        sub = await s.usend(s.accounts.active_subscription, user_id, row.id)
-        if sub is not None:
-            pack = await s.usend(s.accounts.pack, sub.pack_code)
-            break
-    if pack is None:
-        pack = await user_pack(s, user_id)
-    limits = limits_of(pack, None)
+    quotas = [await quota_of(s, user_id, row.id) for row in domains] or \
+        [await quota_of(s, user_id, None)]
+    limits = QuotaLimits(daily=_sum([q.limits.daily for q in quotas]),
+                         hourly=_sum([q.limits.hourly for q in quotas]),
+                         monthly=_sum([q.limits.monthly for q in quotas]))
     used = QuotaUsage(daily=0, hourly=0, monthly=0)
     for row in domains:
         u = await usage_of(s, row.id)
         used = QuotaUsage(used.daily + u.daily, used.hourly + u.hourly, used.monthly + u.monthly)
+    newest = quotas[-1]  # all_for_user is ordered by id
+    pack = await s.usend(s.accounts.pack, newest.pack_code) if newest.pack_code else None
+    limit, _ = await domain_limit(s, user_id)
     return {
-        "pack_code": pack.pack_code if pack else None,
-        "pack_name": pack.pack_name if pack else None,
+        "pack_code": newest.pack_code,
+        "pack_name": newest.pack_name,
         "pack_type": pack.pack_type if pack else None,
-        "daily_email_limit": pack.daily_email_limit if pack else 0,
-        "domain_limit": pack.domain_limit if pack else s.fallback_domain_limit,
+        "daily_email_limit": pack.daily_email_limit if pack else newest.limits.daily,
+        "domain_limit": limit,
         "quota": quota_view(limits, used),
         "domains": [{"domain_id": format_domain_id(r.id), "domain_name": r.name,
                      "status": r.status} for r in domains],

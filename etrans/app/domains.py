@@ -1,12 +1,10 @@
 """Use cases of sending domains: create, verify, get, list, update tracking, delete, quota.
 
-Also the pack rules shared by the billing use cases (:func:`pack_for_domain`,
-:func:`quota_limits`, :func:`domain_limit`):
+Also the pack rules shared by the billing use cases (:func:`quota_of`, :func:`domain_limit`):
 
-- a domain's pack: its active subscription, else ``mkt_domain.pack_code``, else the user-level
-  pack (``user_pack``), else the default pack (FREE);
-- a domain's limits: ``mkt_domain`` when it gives them, else the pack's (hourly = daily / 24,
-  monthly = daily x 31 when the pack does not say);
+- a domain's pack and sending limits: :func:`etrans.domain.quota.domain_quota`, the rule
+  POST /emails enforces (``mkt_domain`` limits when set, else the pack of the active
+  subscription / ``mkt_domain.pack_code`` / ``user_pack`` / the default pack FREE);
 - the domain limit of a user: the largest ``domain_limit`` among the packs of the user's active
   subscriptions, else that of the user-level pack, else that of the default pack.
 """
@@ -19,17 +17,17 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
+from etrans.domain import quota as quota_rule
 from etrans.domain.domains import (
     DKIM_SELECTOR,
     DkimRecord,
     DnsTemplate,
     dns_records,
     format_domain_id,
-    limits_from_daily,
     normalize_domain_name,
     quota_view,
 )
-from etrans.domain.quota import QuotaLimits, QuotaUsage
+from etrans.domain.quota import DEFAULT_PACK_CODE, DomainQuota, QuotaUsage
 from etrans.errors import InvalidInput, NotFound
 from etrans.observability import get_logger
 
@@ -40,8 +38,6 @@ if TYPE_CHECKING:
     from etrans.app.ports import BillingEvents, BillingGateway, DomainVerifier, QuotaCounter
 
 log = get_logger(__name__)
-
-DEFAULT_PACK_CODE = "FREE"
 
 
 @dataclass
@@ -104,33 +100,13 @@ async def owned_domain(s: AccountServices, user_id: int, domain_id: int) -> Doma
 
 # -- packs and limits ------------------------------------------------------------------------
 
-async def pack_for_domain(s: AccountServices, user_id: int, domain_id: int
-                          ) -> tuple[PackRow | None, dict[str, Any] | None]:
-    sub = await s.usend(s.accounts.active_subscription, user_id, domain_id)
-    mkt = await s.read(s.domains.mkt_domain, domain_id)
-    code = sub.pack_code if sub is not None else None
-    if code is None and mkt is not None and mkt.get("pack_code"):
-        code = mkt["pack_code"]
-    if code is None:
-        code = await s.usend(s.accounts.user_pack_code, user_id) or s.default_pack_code
-    return await s.usend(s.accounts.pack, code), mkt
-
-
-def limits_of(pack: PackRow | None, mkt: dict[str, Any] | None) -> QuotaLimits:
-    daily = pack.daily_email_limit if pack else 0
-    derived = limits_from_daily(daily)
-    hourly = pack.hourly_email_limit if pack and pack.hourly_email_limit is not None \
-        else derived.hourly
-    monthly = pack.monthly_email_limit if pack and pack.monthly_email_limit is not None \
-        else derived.monthly
-    if mkt is not None and mkt.get("daily_limit") is not None:
-        daily = mkt["daily_limit"]
-        hourly, monthly = limits_from_daily(daily).hourly, limits_from_daily(daily).monthly
-    if mkt is not None and mkt.get("hourly_limit") is not None:
-        hourly = mkt["hourly_limit"]
-    if mkt is not None and mkt.get("monthly_limit") is not None:
-        monthly = mkt["monthly_limit"]
-    return QuotaLimits(daily=daily, hourly=hourly, monthly=monthly)
+async def quota_of(s: AccountServices, user_id: int, domain_id: int | None) -> DomainQuota:
+    """The limits and pack of a domain by THE quota rule (:func:`etrans.domain.quota.domain_quota`)
+    - the rule POST /emails enforces.  ``domain_id`` None: a user without domains (user-level
+    pack, else the default pack)."""
+    mkt = None if domain_id is None else await s.read(s.domains.mkt_domain, domain_id)
+    facts = await s.usend(s.accounts.quota_facts, user_id, domain_id, mkt, s.default_pack_code)
+    return quota_rule.domain_quota(facts, s.default_pack_code)
 
 
 async def usage_of(s: AccountServices, domain_id: int) -> QuotaUsage:
@@ -240,10 +216,7 @@ async def delete_domain(s: AccountServices, user_id: int, domain_id: int) -> dic
 
 async def domain_quota(s: AccountServices, user_id: int, domain_id: int) -> dict[str, Any]:
     row = await owned_domain(s, user_id, domain_id)
-    pack, mkt = await pack_for_domain(s, user_id, row.id)
-    limits = limits_of(pack, mkt)
+    quota = await quota_of(s, user_id, row.id)
     used = await usage_of(s, row.id)
-    pack_name = pack.pack_name if pack else (mkt or {}).get("pack_name")
-    return {"domain": row.name, **quota_view(limits, used),
-            "pack_code": pack.pack_code if pack else (mkt or {}).get("pack_code"),
-            "pack_name": pack_name}
+    return {"domain": row.name, **quota_view(quota.limits, used),
+            "pack_code": quota.pack_code, "pack_name": quota.pack_name}

@@ -11,13 +11,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from etrans.domain.quota import (
-    QuotaLimits,
-    QuotaUsage,
-    hourly_from_daily,
-    monthly_from_daily,
-    remaining,
-)
+from etrans.domain.quota import QuotaLimits, QuotaUsage, remaining
 from etrans.errors import InvalidInput
 
 # RFC 1035/1123 host names: labels of letters, digits and inner hyphens, 1..63 characters each,
@@ -140,16 +134,6 @@ def dns_records(template: DnsTemplate, dkim: DkimRecord | None) -> list[dict[str
 
 
 # -- quotas --------------------------------------------------------------------------------
-
-
-def limits_from_daily(daily: int) -> QuotaLimits:
-    """A pack's daily limit -> hourly = daily / 24 (rounded down), monthly = daily x 31.
-
-    The spec's example: 100000 a day -> 4166 an hour, 3100000 a month.
-    """
-    daily = max(0, int(daily))
-    return QuotaLimits(daily=daily, hourly=hourly_from_daily(daily),
-                       monthly=monthly_from_daily(daily))
 
 
 def quota_view(limits: QuotaLimits, used: QuotaUsage) -> dict[str, int | None]:

@@ -68,3 +68,92 @@ def exceeded_message(window: str, limit: int) -> str:
     """``("hourly", 50)`` -> "Hourly sending quota exceeded: the limit is 50 emails per hour"."""
     return (f"{window.capitalize()} sending quota exceeded: the limit is {limit} emails per "
             f"{_PERIOD.get(window, window)}")
+
+
+# -- which limits apply to a domain ---------------------------------------------------------------
+
+DEFAULT_PACK_CODE = "FREE"
+
+
+@dataclass(frozen=True)
+class PackLimits:
+    """A row of the pack catalogue, as far as limits go (hourly/monthly None = derived)."""
+
+    pack_code: str
+    pack_name: str
+    daily: int
+    hourly: int | None = None
+    monthly: int | None = None
+
+
+@dataclass(frozen=True)
+class MktLimits:
+    """The domain's ``mkt_domain`` row (Billing DB, or ``local_mkt_domain``): None = not set."""
+
+    pack_code: str | None = None
+    pack_name: str | None = None
+    daily: int | None = None
+    hourly: int | None = None
+    monthly: int | None = None
+
+
+@dataclass(frozen=True)
+class QuotaFacts:
+    """What the quota rule needs to know about one domain, looked up in one go
+    (:meth:`etrans.adapters.account_repo.AccountRepo.quota_facts`)."""
+
+    mkt: MktLimits | None
+    subscription_pack: str | None  # pack code of the domain's active subscription
+    user_pack: str | None  # pack code of the user-level pack (``user_pack``)
+    packs: dict[str, PackLimits]  # the catalogue rows of the candidate codes that exist
+
+
+@dataclass(frozen=True)
+class DomainQuota:
+    limits: QuotaLimits
+    pack_code: str | None
+    pack_name: str | None
+
+
+def pack_code_for(facts: QuotaFacts, default_pack_code: str = DEFAULT_PACK_CODE) -> str:
+    """The domain's pack: its active subscription, else ``mkt_domain.pack_code``, else the
+    user-level pack, else the default pack."""
+    mkt_code = facts.mkt.pack_code if facts.mkt is not None else None
+    return facts.subscription_pack or mkt_code or facts.user_pack or default_pack_code
+
+
+def domain_quota(facts: QuotaFacts, default_pack_code: str = DEFAULT_PACK_CODE) -> DomainQuota:
+    """THE quota rule, used by POST /emails (enforcing) and by GET /domains/{id}/quota and
+    current-pack (showing).  Per window:
+
+    1. the ``mkt_domain`` value when set;
+    2. else, when ``mkt_domain.daily_limit`` is set, derived from it (hourly = daily / 24,
+       monthly = daily x 31);
+    3. else the pack's value (:func:`pack_code_for`), derived from the pack's daily limit when
+       the pack does not give it;
+    4. no ``mkt_domain`` limit and no pack row (the default pack missing from the catalogue):
+       unlimited (None).
+    """
+    mkt = facts.mkt or MktLimits()
+    code = pack_code_for(facts, default_pack_code)
+    pack = facts.packs.get(code)
+    base: QuotaLimits
+    if mkt.daily is not None:
+        base = QuotaLimits(daily=mkt.daily, hourly=hourly_from_daily(mkt.daily),
+                           monthly=monthly_from_daily(mkt.daily))
+    elif pack is not None:
+        base = QuotaLimits(
+            daily=pack.daily,
+            hourly=pack.hourly if pack.hourly is not None else hourly_from_daily(pack.daily),
+            monthly=pack.monthly if pack.monthly is not None else monthly_from_daily(pack.daily))
+    else:
+        base = QuotaLimits()
+    limits = QuotaLimits(
+        daily=base.daily,
+        hourly=mkt.hourly if mkt.hourly is not None else base.hourly,
+        monthly=mkt.monthly if mkt.monthly is not None else base.monthly,
+    )
+    if pack is not None:
+        return DomainQuota(limits, pack.pack_code, pack.pack_name)
+    # The chosen code names no catalogue row (a pack the billing system knows and we do not).
+    return DomainQuota(limits, code, mkt.pack_name if mkt.pack_code == code else None)

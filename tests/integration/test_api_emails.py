@@ -137,7 +137,7 @@ async def test_template_data_is_rendered(api: Api1) -> None:
 
 
 async def test_size_limits(api: Api1) -> None:
-    user, _, domain = api.sender(daily=None, hourly=None)
+    user, _, domain = api.sender(daily=1000, hourly=1000)
     headers = {**api.bearer(user), "Content-Type": "application/json"}
     # Over 25 MB of decoded attachments (but under the body cap): refused after parsing.
     big = base64.b64encode(b"\0" * (25 * 1024 * 1024 + 1)).decode()
@@ -318,7 +318,7 @@ async def test_batch(api: Api1) -> None:
 
 
 async def test_list_and_get_emails(api: Api1) -> None:
-    user, _, domain = api.sender(daily=None, hourly=None)
+    user, _, domain = api.sender(daily=1000, hourly=1000)
     ids = []
     for i in range(5):
         status, sent = await api.call("POST", "/emails", api.bearer(user),

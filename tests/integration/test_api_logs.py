@@ -31,7 +31,7 @@ def _doc(domain: str, message_id: str, minute: int, *, event_type: str = "Sender
 
 
 async def test_logs(api: Api1) -> None:
-    user, _, domain = api.sender(daily=None, hourly=None)
+    user, _, domain = api.sender(daily=1000, hourly=1000)
     h = api.bearer(user)
     api_ids = []
     for i in range(3):

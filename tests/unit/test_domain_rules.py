@@ -15,13 +15,19 @@ from etrans.domain.domains import (
     DnsTemplate,
     dns_records,
     format_domain_id,
-    limits_from_daily,
     normalize_domain_name,
     parse_dkim_tags,
     parse_domain_id,
     quota_view,
 )
-from etrans.domain.quota import QuotaLimits, QuotaUsage
+from etrans.domain.quota import (
+    MktLimits,
+    PackLimits,
+    QuotaFacts,
+    QuotaLimits,
+    QuotaUsage,
+    domain_quota,
+)
 from etrans.errors import InvalidInput
 
 
@@ -67,8 +73,11 @@ def test_dns_records_follow_the_spec_shape():
 
 
 def test_quota_math_matches_the_spec_examples():
-    assert limits_from_daily(100000) == QuotaLimits(100000, 4166, 3100000)
-    assert limits_from_daily(500).monthly == 15500
+    pack = PackLimits("DEDICATED_100K", "Dedicated 100K", 100000)
+    facts = QuotaFacts(mkt=None, subscription_pack="DEDICATED_100K", user_pack=None,
+                       packs={"DEDICATED_100K": pack})
+    assert domain_quota(facts).limits == QuotaLimits(100000, 4166, 3100000)
+    assert domain_quota(QuotaFacts(MktLimits(daily=500), None, None, {})).limits.monthly == 15500
     view = quota_view(QuotaLimits(500, 50, 15500), QuotaUsage(daily=120, hourly=10, monthly=3600))
     assert view == {"daily_limit": 500, "daily_used": 120, "daily_remaining": 380,
                     "hourly_limit": 50, "hourly_used": 10, "hourly_remaining": 40,
