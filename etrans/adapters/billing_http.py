@@ -79,7 +79,11 @@ class HttpBillingGateway:
         raise BillingBadGateway(f"Billing service error (HTTP {status})")
 
     async def create_domain(self, *, user_id: int, name: str, dkim_selector: str,
-                            dkim_public_key: str, dkim_private_key_pem: bytes) -> int:
+                            dkim_public_key: str, dkim_private_key_pem: bytes,
+                            max_domains: int | None = None) -> int:
+        # ``max_domains`` is not sent: the billing system owns the domains and enforces the
+        # pack's domain limit itself (docs/billing-gateway.md); etrans's check before this
+        # call is only a quick refusal.
         data = await self._call("POST", "/domains", {
             "user_id": user_id, "domain": name,
             "dkim": {"selector": dkim_selector, "public_key": dkim_public_key,

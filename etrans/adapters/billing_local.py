@@ -4,7 +4,10 @@ For self-hosted installs with no external billing system (the default when BILLI
 unset).  Implements :class:`etrans.app.ports.BillingGateway`:
 
 - domains, their DKIM keys (private key encrypted at rest, :mod:`etrans.adapters.dkim_keys`)
-  and verification state are rows of ``local_domain`` / ``local_dkim``;
+  and verification state are rows of ``local_domain`` / ``local_dkim``; creating one counts the
+  user's live domains and inserts in one transaction serialized per user (PostgreSQL
+  ``pg_advisory_xact_lock``; a process-wide lock on SQLite, whose ``etrans dev`` is one process),
+  so concurrent POST /domains never exceed the pack's domain limit;
 - a subscription checks ``local_users`` (``is_owner``, ``balance`` >= the pack's price), debits
   the price and writes the pack into ``local_mkt_domain`` (limits NULL = derived from the pack),
   in one transaction.  A user without a ``local_users`` row is an owner with balance 0: free
@@ -13,16 +16,22 @@ unset).  Implements :class:`etrans.app.ports.BillingGateway`:
 
 from __future__ import annotations
 
+import threading
 from decimal import Decimal
 from typing import TYPE_CHECKING
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from etrans.adapters.account_repo import utcnow
 from etrans.adapters.sql import usend as own
+from etrans.domain.domains import domain_limit_message
 from etrans.errors import Forbidden, InvalidInput, NotFound
+
+# One lock key per user, namespaced so that it cannot meet another advisory lock of ours.
+_USER_DOMAINS_LOCK = text(
+    "SELECT pg_advisory_xact_lock(hashtextextended('etrans:domains:' || :user_id, 0))")
 
 if TYPE_CHECKING:
     from datetime import datetime
@@ -37,13 +46,36 @@ class LocalBillingGateway:
     def __init__(self, db: Database, dkim_cipher: DkimKeyCipher) -> None:
         self._db = db
         self._cipher = dkim_cipher
+        self._sqlite_lock = threading.Lock()
 
     # -- domains ---------------------------------------------------------------------------
 
     def _create_domain(self, user_id: int, name: str, selector: str, public_key: str,
-                       private_encrypted: str) -> int:
+                       private_encrypted: str, max_domains: int | None) -> int:
+        if self._db.engine.dialect.name == "sqlite":
+            with self._sqlite_lock:
+                return self._insert_domain(user_id, name, selector, public_key,
+                                           private_encrypted, max_domains)
+        return self._insert_domain(user_id, name, selector, public_key, private_encrypted,
+                                   max_domains)
+
+    def _check_domain_limit(self, session: Session, user_id: int,
+                            max_domains: int | None) -> None:
+        if max_domains is None:
+            return
+        if self._db.engine.dialect.name == "postgresql":
+            session.execute(_USER_DOMAINS_LOCK, {"user_id": str(user_id)})
+        d = own.LocalDomain
+        live = session.scalar(select(func.count()).select_from(d)
+                              .where(d.user_id == user_id, d.deleted_at.is_(None))) or 0
+        if live >= max_domains:
+            raise InvalidInput(domain_limit_message(max_domains))
+
+    def _insert_domain(self, user_id: int, name: str, selector: str, public_key: str,
+                       private_encrypted: str, max_domains: int | None) -> int:
         try:
             with Session(self._db.engine) as session, session.begin():
+                self._check_domain_limit(session, user_id, max_domains)
                 domain = own.LocalDomain(user_id=user_id, name=name, status="pending")
                 session.add(domain)
                 session.flush()
@@ -55,10 +87,11 @@ class LocalBillingGateway:
             raise InvalidInput(f"Domain {name} already exists") from None
 
     async def create_domain(self, *, user_id: int, name: str, dkim_selector: str,
-                            dkim_public_key: str, dkim_private_key_pem: bytes) -> int:
+                            dkim_public_key: str, dkim_private_key_pem: bytes,
+                            max_domains: int | None = None) -> int:
         sealed = self._cipher.encrypt(dkim_private_key_pem, domain=name)
         return await self._db.run(self._create_domain, user_id, name, dkim_selector,
-                                  dkim_public_key, sealed)
+                                  dkim_public_key, sealed, max_domains)
 
     def _delete_domain(self, user_id: int, domain_id: int) -> None:
         d = own.LocalDomain

@@ -23,6 +23,7 @@ from etrans.domain.domains import (
     DkimRecord,
     DnsTemplate,
     dns_records,
+    domain_limit_message,
     format_domain_id,
     normalize_domain_name,
     quota_view,
@@ -142,14 +143,16 @@ async def create_domain(s: AccountServices, user_id: int, raw_name: object) -> d
     if await s.read(s.domains.find_live_by_name, name) is not None:
         raise InvalidInput(f"Domain {name} already exists")
     limit, pack_code = await domain_limit(s, user_id)
+    # A quick refusal; the gateway checks again atomically with the insert (local billing:
+    # serialized per user), the billing system itself in the http mode.
     if await s.read(s.domains.count, user_id) >= limit:
-        raise InvalidInput(f"Domain limit reached: your pack ({pack_code or 'none'}) allows "
-                           f"{limit} domain{'s' if limit != 1 else ''}")
+        raise InvalidInput(domain_limit_message(limit, pack_code))
     # RSA key generation is CPU work (tens of ms): keep it off the event loop.
     pair = await trio.to_thread.run_sync(generate_dkim_key_pair)
     domain_id = await s.billing.create_domain(
         user_id=user_id, name=name, dkim_selector=pair.record.selector,
-        dkim_public_key=pair.record.public_key_b64, dkim_private_key_pem=pair.private_key_pem)
+        dkim_public_key=pair.record.public_key_b64, dkim_private_key_pem=pair.private_key_pem,
+        max_domains=limit)
     log.info("domain created", user_id=user_id, domain_id=domain_id, domain=name)
     row = await s.read(s.domains.get, user_id, domain_id)
     created_at = row.created_at if row else datetime.now(UTC)

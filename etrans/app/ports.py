@@ -201,8 +201,12 @@ class BillingGateway(Protocol):
     mode: str  # "local" | "http"
 
     async def create_domain(self, *, user_id: int, name: str, dkim_selector: str,
-                            dkim_public_key: str, dkim_private_key_pem: bytes) -> int:
-        """Creates the domain (status pending) with its DKIM key; returns its id."""
+                            dkim_public_key: str, dkim_private_key_pem: bytes,
+                            max_domains: int | None = None) -> int:
+        """Creates the domain (status pending) with its DKIM key; returns its id.  InvalidInput
+        when the user already has ``max_domains`` live domains, checked atomically with the
+        insert where the gateway owns the tables (local); the http gateway leaves that decision
+        to the billing system."""
         ...
 
     async def delete_domain(self, *, user_id: int, domain_id: int) -> None: ...

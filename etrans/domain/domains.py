@@ -44,6 +44,12 @@ def normalize_domain_name(raw: object) -> str:
     return name
 
 
+def domain_limit_message(limit: int, pack_code: str | None = None) -> str:
+    """The 400 of POST /domains when the user's pack allows no more domains."""
+    pack = f"your pack ({pack_code})" if pack_code else "your pack"
+    return f"Domain limit reached: {pack} allows {limit} domain{'s' if limit != 1 else ''}"
+
+
 def _format_id(prefix: str, number: int) -> str:
     return f"{prefix}_{number}"
 

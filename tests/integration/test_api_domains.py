@@ -7,12 +7,14 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import pytest
+import trio
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from etrans.adapters.dkim_keys import DkimKeyCipher
+from etrans.adapters.dkim_keys import DkimKeyCipher, generate_dkim_key_pair
 from etrans.adapters.sql.usend import LocalDkim, LocalMktDomain
 from etrans.domain.quota import QuotaLimits
+from etrans.errors import InvalidInput
 from tests.integration.api2_support import (
     MX,
     TOKEN_SECRET,
@@ -104,6 +106,55 @@ async def test_domain_limit_of_the_pack(api):
     status, err = await api.call("POST", "/domains", user, json={"domain": new_domain_name()})
     assert status == 400
     assert "5 domains" in err["detail"]
+
+
+async def test_concurrent_creates_never_exceed_the_domain_limit(api):
+    user = new_user_id()
+    status, _ = await api.call("POST", "/testing/set-pack", user,
+                               json={"pack_code": "DEDICATED_100K"})  # 5 domains
+    assert status == 200
+    outcomes: list[tuple[int, object]] = []
+
+    async def create() -> None:
+        outcomes.append(await api.call("POST", "/domains", user,
+                                       json={"domain": new_domain_name()}))
+
+    # Every request passes the quick count before any insert (the RSA keys take a while):
+    # only the check made with the insert, serialized per user, keeps the limit.
+    async with trio.open_nursery() as nursery:
+        for _ in range(12):
+            nursery.start_soon(create)
+    statuses = sorted(status for status, _ in outcomes)
+    assert statuses == [200] * 5 + [400] * 7, outcomes
+    assert all("Domain limit reached" in body["detail"] for status, body in outcomes
+               if status == 400)
+    listed = (await api.call("GET", "/domains?per_page=100", user))[1]
+    assert listed["total"] == 5
+
+
+async def test_gateway_count_and_insert_are_serialized_per_user(api):
+    # Straight at the local gateway (no quick check before it): 30 concurrent inserts with a
+    # limit of 3, on as many connections as the pool has.
+    user = new_user_id()
+    gateway = api.services.billing
+    pair = generate_dkim_key_pair()
+    created: list[int] = []
+    refused: list[str] = []
+
+    async def create(i: int) -> None:
+        try:
+            created.append(await gateway.create_domain(
+                user_id=user, name=f"g{i}-{new_domain_name()}", dkim_selector="dkim",
+                dkim_public_key=pair.record.public_key_b64,
+                dkim_private_key_pem=pair.private_key_pem, max_domains=3))
+        except InvalidInput as exc:
+            refused.append(str(exc))
+
+    async with trio.open_nursery() as nursery:
+        for i in range(30):
+            nursery.start_soon(create, i)
+    assert (len(created), len(refused)) == (3, 27)
+    assert api.services.domains.count(user) == 3
 
 
 async def test_list_search_pagination_and_total_verified(api, dns_server):
