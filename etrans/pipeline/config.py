@@ -53,10 +53,13 @@ class PipelineConfig:
     group_id: str
     kafka: Mapping[str, str | int | bool]
     workers: int = 10
-    # Messages handed to Trio and not yet finished, at most (the bound on buffered memory).
-    # When it is reached, the consumer thread waits for room (librdkafka keeps prefetching into
-    # its bounded queue); if there is still none after ``pause_after`` seconds it pauses its
-    # partitions and keeps polling, so it is never evicted; it resumes at half of it.
+    # Messages handed to Trio and not yet finished, at most (the bound on buffered memory):
+    # waiting in the channel or the dispatcher's inbox, running (even past message_timeout, if a
+    # task ignores its cancellation), waiting for a retry.  When it is reached, the consumer
+    # thread waits for room (librdkafka keeps prefetching into its bounded queue); if there is
+    # still none after ``pause_after`` seconds it pauses its partitions and keeps polling, so it
+    # is never evicted; it resumes at half of it.  Records that arrive without room are held
+    # back on the consumer thread (``PipelineStats.held``), not handed out.
     channel_size: int = 1000
     pause_after: float = 0.5
     commit_interval: float = 1.0

@@ -155,15 +155,16 @@ class ConsumerThread:
     def _hand_out(self, consumer: Any, records: list[Any]) -> None:
         messages: list[Message] = []
         append = messages.append
+        new = tuple.__new__  # Message(...) without its Python-level __new__: one per record
         for record in records:
             err = record.error()
             if err is not None:
                 self._record_error(consumer, record, err)
                 continue
-            headers = record.headers()
-            append(Message(record.topic(), record.partition(), record.offset(), record.key(),
-                           record.value(), tuple(headers) if headers else (),
-                           record.timestamp()[1]))
+            headers = record.headers()  # None when the record has none: nothing to copy
+            append(new(Message, (record.topic(), record.partition(), record.offset(),
+                                 record.key(), record.value(),
+                                 tuple(headers) if headers else (), record.timestamp()[1])))
         if self.config.stop_at_end and messages:
             self._note_ends(consumer, messages)
         if self._held:

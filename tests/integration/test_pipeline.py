@@ -168,16 +168,75 @@ async def test_stalled_workers_are_not_evicted(
                  kafka={"max.poll.interval.ms": 6000})
     pipeline = Pipeline(cfg, task)
     paused_seen = False
+    max_in_flight = 0
     with trio.fail_after(90):
         async with trio.open_nursery() as nursery:
             await nursery.start(pipeline.run, Shutdown(drain_seconds=10))
             await pipeline.wait_assigned()
             for _ in range(80):
                 await trio.sleep(0.1)
-                paused_seen = paused_seen or pipeline.statistics().paused
+                sample = pipeline.statistics()
+                paused_seen = paused_seen or sample.paused
+                max_in_flight = max(max_in_flight, sample.in_flight)
     stats = pipeline.statistics()
     assert paused_seen  # the channel filled up and the partitions were paused
+    assert 0 < max_in_flight <= 50  # held in memory while paused: bounded by channel_size
     assert stats.rebalances == 1  # the first assignment only: never evicted, never reassigned
+    assert set(seen) == {(p, o) for p, end in ends.items() for o in range(end)}
+    assert all(count == 1 for count in seen.values())
+    assert stats.committed == {(topic, p): end for p, end in ends.items()}
+
+
+async def test_messages_in_memory_stay_bounded_while_a_task_is_stuck_past_its_timeout(
+    kafka_bootstrap: str, kafka_test_config: dict[str, Any], new_topic: Any
+) -> None:
+    """A task that ignores its timeout (shielded) keeps its message in flight and its worker
+    busy: the other workers go on, the commit of its partition stays behind it, and the messages
+    held in memory (channel + inbox + in flight, and what the consumer thread holds back) stay
+    within channel_size - with a poll batch larger than the channel."""
+    topic = new_topic(partitions=2, prefix="pipeline-bound")
+    ends = produce(kafka_bootstrap, topic, 3000, 2)
+    release = trio.Event()
+    attempts: Counter[tuple[int, int]] = Counter()
+    seen: Counter[tuple[int, int]] = Counter()
+    stuck_at: list[float] = []
+
+    async def task(message: Message) -> None:
+        where = (message.partition, message.offset)
+        attempts[where] += 1
+        if where == (0, 10) and attempts[where] == 1:
+            stuck_at.append(trio.current_time())
+            with trio.CancelScope(shield=True):  # deaf to the per-message timeout
+                await release.wait()
+        await trio.lowlevel.checkpoint()  # the expired timeout is delivered here
+        seen[where] += 1
+
+    cfg = config(kafka_bootstrap, topic, kafka_test_config, workers=4, channel_size=40,
+                 poll_batch=500, message_timeout=0.3, stop_at_end=True, commit_interval=0.2,
+                 retry=RetryPolicy(initial_backoff=0.05))
+    pipeline = Pipeline(cfg, task)
+    samples: list[tuple[int, int, int]] = []
+    with trio.fail_after(90):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(pipeline.run, Shutdown(drain_seconds=10))
+            # Stuck well past the message timeout, while everything else gets done.
+            while len(seen) < 2999 or not stuck_at or trio.current_time() < stuck_at[0] + 1:
+                await trio.sleep(0.01)
+                sample = pipeline.statistics()
+                samples.append((sample.in_flight, sample.channel_fill, sample.held))
+            stuck = pipeline.statistics()
+            release.set()
+    stats = pipeline.statistics()
+    in_flight = [s[0] for s in samples]
+    print(f"max in flight {max(in_flight)}, max channel fill {max(s[1] for s in samples)}, "
+          f"max held {max(s[2] for s in samples)} (channel_size 40), {len(samples)} samples")
+    assert max(in_flight) <= 40
+    assert max(s[1] for s in samples) <= 40
+    assert max(in_flight) + max(s[2] for s in samples) <= 40 + cfg.poll_batch
+    # While stuck: only the stuck message is left, and partition 0 is not committed past it.
+    assert stuck.in_flight == 1
+    assert stuck.committed.get((topic, 0), 0) <= 10
+    assert stats.failed == 1  # the stuck attempt counted as a timeout, then retried
     assert set(seen) == {(p, o) for p, end in ends.items() for o in range(end)}
     assert all(count == 1 for count in seen.values())
     assert stats.committed == {(topic, p): end for p, end in ends.items()}
