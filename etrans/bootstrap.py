@@ -109,12 +109,12 @@ def _api_part1(settings: Settings, *, billing_db: Any, usend_db: Any, stores: Ap
     services: dict[str, Any] = {
         "bus": bus, "idempotency": stores.idempotency,
         "api_key_cache": key_cache, "quota": quota, "sending_domains": domains,
-        "credential_cache": stores.credential_cache,
+        "credential_cache": stores.credential_cache, "outbox": relay,
     }
     return authenticator, services
 
 
-def _api_part2(settings: Settings, *, billing_db: Any, usend_db: Any, producer: Any,
+def _api_part2(settings: Settings, *, billing_db: Any, usend_db: Any,
                services: dict[str, Any]) -> Any:
     """Domains, API keys, senders, billing (API part 2): ``services["accounts"]``.
 
@@ -124,7 +124,7 @@ def _api_part2(settings: Settings, *, billing_db: Any, usend_db: Any, producer: 
     increments and DELETE /api-keys revokes the entries authentication reads.
     """
     from etrans.adapters.account_repo import AccountRepo, BillingTables, DomainReader
-    from etrans.adapters.billing_events import KafkaBillingEvents
+    from etrans.adapters.billing_events import BillingEventOutbox
     from etrans.adapters.billing_http import HttpBillingGateway
     from etrans.adapters.billing_local import LocalBillingGateway
     from etrans.adapters.credentials import CredentialCipher
@@ -148,11 +148,11 @@ def _api_part2(settings: Settings, *, billing_db: Any, usend_db: Any, producer: 
 
     return AccountServices(
         domains=reader,
-        accounts=AccountRepo(usend_db),
+        accounts=AccountRepo(usend_db, BillingEventOutbox(settings.kafka.billing_topic)),
         billing=billing,
         verifier=DnsVerifier(spf_value=http.default_spf_value, mx_host=http.default_mx_host,
                              nameservers=http.dns_nameservers),
-        events=KafkaBillingEvents(producer, settings.kafka.billing_topic),
+        outbox=services.get("outbox"),
         template=DnsTemplate(spf_value=http.default_spf_value, mx_host=http.default_mx_host,
                              mx_priority=http.default_mx_priority),
         quota=services["quota"],
@@ -193,7 +193,7 @@ def serve(settings: Settings) -> ServiceMain:
     authenticator, services = _api_part1(settings, billing_db=billing, usend_db=usend,
                                          stores=stores, relay=relay)
     services["accounts"] = _api_part2(settings, billing_db=billing, usend_db=usend,
-                                      producer=producer, services=services)
+                                      services=services)
     app = create_app(ApiDependencies(probes=[billing, usend, redis, producer, mongo],
                                      authenticator=authenticator, services=services))
 
@@ -456,7 +456,7 @@ async def _dev_main(settings: Settings, data_dir: Path, services: _DevServices,
     authenticator, api_services = _api_part1(settings, billing_db=None, usend_db=usend,
                                              stores=services.stores, relay=relay)
     api_services["accounts"] = _api_part2(settings, billing_db=None, usend_db=usend,
-                                          producer=publisher, services=api_services)
+                                          services=api_services)
     app = create_app(ApiDependencies(probes=[usend, publisher, services.log_writer],
                                      authenticator=authenticator, services=api_services))
     config = Config()

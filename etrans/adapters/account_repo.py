@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import func, or_, select, update
 from sqlalchemy.orm import Session
 
+from etrans.adapters.billing_events import BillingEventOutbox
 from etrans.adapters.sql import billing as ext
 from etrans.adapters.sql import usend as own
 from etrans.domain.quota import MktLimits, PackLimits, QuotaFacts
@@ -174,10 +175,12 @@ class DomainReader:
 
 
 class AccountRepo:
-    """The USEND DB tables of the part 2 use cases."""
+    """The USEND DB tables of the part 2 use cases.  Subscription changes write their
+    KAFKA_BILLING_TOPIC event into the outbox in the same transaction (``events``)."""
 
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, events: BillingEventOutbox | None = None) -> None:
         self.db = db
+        self.events = events or BillingEventOutbox()
 
     # -- packs -------------------------------------------------------------------------------
 
@@ -256,8 +259,10 @@ class AccountRepo:
 
     def replace_subscription(self, *, user_id: int, domain_id: int, pack_code: str, kind: str,
                              external_id: str | None = None,
-                             details: dict[str, Any] | None = None) -> str | None:
-        """Cancel the domain's active subscription (if any) and start a new one, atomically.
+                             details: dict[str, Any] | None = None,
+                             event: str | None = None) -> str | None:
+        """Cancel the domain's active subscription (if any) and start a new one, atomically,
+        with the billing ``event`` (when given) queued in the outbox in the same transaction.
 
         Returns the previous pack code."""
         s = own.DomainSubscriptionStatus
@@ -274,18 +279,28 @@ class AccountRepo:
             session.add(s(domain_id=domain_id, user_id=user_id, pack_code=pack_code, kind=kind,
                           status="active", previous_pack_code=previous, external_id=external_id,
                           details=details, started_at=now))
+            if event is not None:
+                self.events.add(session, event=event, user_id=user_id, domain_id=domain_id,
+                                pack_code=pack_code, previous_pack_code=previous, kind=kind)
             return previous
 
-    def cancel_subscription(self, user_id: int, domain_id: int, kind: str) -> bool:
+    def cancel_subscription(self, user_id: int, domain_id: int, kind: str,
+                            event: str | None = None) -> bool:
+        """Ends the domain's active subscription of ``kind``, with the billing ``event`` (when
+        given) queued in the outbox in the same transaction; False when there was none."""
         s = own.DomainSubscriptionStatus
         now = utcnow()
         with Session(self.db.engine) as session, session.begin():
-            result = session.execute(
+            cancelled = session.execute(
                 update(s).where(s.user_id == user_id, s.domain_id == domain_id,
                                 s.status == "active", s.kind == kind)
                 .values(status="cancelled", cancelled_at=now, updated_at=now)
-            )
-            return bool(result.rowcount)
+                .returning(s.pack_code)
+            ).scalars().all()
+            if cancelled and event is not None:
+                self.events.add(session, event=event, user_id=user_id, domain_id=domain_id,
+                                pack_code=None, previous_pack_code=cancelled[0], kind=kind)
+            return bool(cancelled)
 
     def set_pack_for_testing(self, user_id: int, domain_ids: list[int], pack_code: str) -> int:
         """Testing route: every given domain and the user-level pack get ``pack_code``."""

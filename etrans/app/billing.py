@@ -1,9 +1,9 @@
 """Use cases of billing: packs, current pack, subscriptions, pay as you go, testing set-pack.
 
 Order of every change: the billing gateway first (it may refuse: 403/404, or fail: 502/503, and
-then nothing of ours has changed), then our ``domain_subscription_status`` row, then the
-KAFKA_BILLING_TOPIC event.  An event that cannot be published is logged, not retried: the
-subscription itself is done (``docs/wire-formats.md``).
+then nothing of ours has changed), then our ``domain_subscription_status`` row together with its
+KAFKA_BILLING_TOPIC event in the outbox, one transaction (:class:`AccountRepo`); the outbox relay
+publishes the event, later if the broker is down (``docs/wire-formats.md``).
 """
 
 from __future__ import annotations
@@ -42,11 +42,9 @@ def _subscription_view(sub: DomainSubscriptionStatus) -> dict[str, Any]:
             "previous_pack_code": sub.previous_pack_code, "started_at": iso(sub.started_at)}
 
 
-async def _announce(s: AccountServices, **event: Any) -> None:
-    try:
-        await s.events.subscription_changed(**event)
-    except Exception as exc:  # the change is done; a lost event is logged for replay
-        log.error("billing event not published", error=repr(exc), billing_event=event)
+def _published_soon(s: AccountServices) -> None:
+    if s.outbox is not None:
+        s.outbox.notify()
 
 
 async def list_packs(s: AccountServices) -> dict[str, Any]:
@@ -98,11 +96,10 @@ async def create_subscription(s: AccountServices, user_id: int, *, pack_code: st
     external_id = await s.billing.create_subscription(
         user_id=user_id, domain_id=row.id, pack_code=pack.pack_code, pack_name=pack.pack_name,
         price=pack.price)
-    previous = await s.usend(lambda: s.accounts.replace_subscription(
+    await s.usend(lambda: s.accounts.replace_subscription(
         user_id=user_id, domain_id=row.id, pack_code=pack.pack_code, kind="subscription",
-        external_id=external_id))
-    await _announce(s, event="subscription.created", user_id=user_id, domain_id=row.id,
-                    pack_code=pack.pack_code, previous_pack_code=previous, kind="subscription")
+        external_id=external_id, event="subscription.created"))
+    _published_soon(s)
     return {"success": True, "message": "Subscription created successfully",
             "domain_id": row.id, "pack_code": pack.pack_code}
 
@@ -127,9 +124,8 @@ async def create_payg(s: AccountServices, user_id: int, domain_id: int) -> dict[
         user_id=user_id, domain_id=row.id, pack_code=pack.pack_code, pack_name=pack.pack_name)
     previous = await s.usend(lambda: s.accounts.replace_subscription(
         user_id=user_id, domain_id=row.id, pack_code=pack.pack_code, kind="payg",
-        external_id=external_id))
-    await _announce(s, event="payg.created", user_id=user_id, domain_id=row.id,
-                    pack_code=pack.pack_code, previous_pack_code=previous, kind="payg")
+        external_id=external_id, event="payg.created"))
+    _published_soon(s)
     sub = await s.usend(s.accounts.active_subscription, user_id, row.id, "payg")
     return {"success": True, "message": "PAYG subscription created",
             "subscription": _subscription_view(sub) if sub else {}, "previous_pack": previous}
@@ -149,9 +145,8 @@ async def cancel_payg(s: AccountServices, user_id: int, domain_id: int) -> dict[
     if sub is None:
         raise NotFound("No pay-as-you-go subscription for this domain")
     await s.billing.cancel_payg_subscription(user_id=user_id, domain_id=row.id)
-    await s.usend(s.accounts.cancel_subscription, user_id, row.id, "payg")
-    await _announce(s, event="payg.cancelled", user_id=user_id, domain_id=row.id,
-                    pack_code=None, previous_pack_code=sub.pack_code, kind="payg")
+    await s.usend(s.accounts.cancel_subscription, user_id, row.id, "payg", "payg.cancelled")
+    _published_soon(s)
     return {"success": True, "message": "PAYG subscription cancelled"}
 
 

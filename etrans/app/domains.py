@@ -36,7 +36,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from etrans.adapters.account_repo import AccountRepo, DomainReader, DomainRow, PackRow
-    from etrans.app.ports import BillingEvents, BillingGateway, DomainVerifier, QuotaCounter
+    from etrans.app.ports import BillingGateway, DomainVerifier, OutboxNotifier, QuotaCounter
 
 log = get_logger(__name__)
 
@@ -49,8 +49,8 @@ class AccountServices:
     accounts: AccountRepo
     billing: BillingGateway
     verifier: DomainVerifier
-    events: BillingEvents
     template: DnsTemplate
+    outbox: OutboxNotifier | None = None  # the relay that publishes billing events
     quota: QuotaCounter | None = None
     api_key_cache: Any = None  # ApiKeyCache: revoke(key_hash) on delete
     credential_cache: Any = None  # CredentialCache: store(user_id, value)

@@ -226,14 +226,6 @@ class BillingGateway(Protocol):
     async def cancel_payg_subscription(self, *, user_id: int, domain_id: int) -> None: ...
 
 
-class BillingEvents(Protocol):
-    """Announces subscription changes on KAFKA_BILLING_TOPIC (``docs/wire-formats.md``)."""
-
-    async def subscription_changed(self, *, event: str, user_id: int, domain_id: int,
-                                   pack_code: str | None, previous_pack_code: str | None,
-                                   kind: str) -> None: ...
-
-
 class DomainVerifier(Protocol):
     """Looks up a domain's SPF, MX and DKIM records (:mod:`etrans.adapters.dns_verify`)."""
 

@@ -15,7 +15,7 @@ import pytest
 
 from etrans.adapters.account_repo import AccountRepo, BillingTables, DomainReader
 from etrans.adapters.api_key_cache import RedisApiKeyCache
-from etrans.adapters.billing_events import KafkaBillingEvents
+from etrans.adapters.billing_events import BillingEventOutbox
 from etrans.adapters.billing_local import LocalBillingGateway
 from etrans.adapters.credentials import CredentialCipher
 from etrans.adapters.dkim_keys import DkimKeyCipher
@@ -76,7 +76,8 @@ class ApiUnderTest:
 
 
 def build_api(*, usend_db_url: str, redis_url: str, dns_address: str,
-              billing: Any = None, events: Any = None, testing_routes: bool = True,
+              billing: Any = None, billing_topic: str | None = None,
+              testing_routes: bool = True,
               reader_db: Database | None = None, tables: BillingTables | None = None
               ) -> ApiUnderTest:
     usend = Database(make_engine(usend_db_url, pool_size=5), name="usend_db")
@@ -87,11 +88,10 @@ def build_api(*, usend_db_url: str, redis_url: str, dns_address: str,
     reader = DomainReader(reader_db or usend, tables or BillingTables.local())
     services = AccountServices(
         domains=reader,
-        accounts=AccountRepo(usend),
+        accounts=AccountRepo(usend, BillingEventOutbox(billing_topic)),
         billing=billing or LocalBillingGateway(usend, DkimKeyCipher(TOKEN_SECRET)),
         verifier=DnsVerifier(spf_value=SPF, mx_host=MX, nameservers=[dns_address],
                              timeout_seconds=1.0, lifetime_seconds=2.0),
-        events=events or KafkaBillingEvents(None, None),
         template=DnsTemplate(spf_value=SPF, mx_host=MX, mx_priority=5),
         quota=RedisQuota(redis, prefix=f"{prefix}quota:"),
         api_key_cache=key_cache,

@@ -8,11 +8,13 @@ import json
 from decimal import Decimal
 
 from confluent_kafka import Consumer
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from etrans.adapters.billing_events import KafkaBillingEvents
 from etrans.adapters.kafka_client import KafkaProducer
-from etrans.adapters.sql.usend import LocalUser
+from etrans.adapters.outbox import OutboxRelay
+from etrans.adapters.sql.usend import EmailOutbox, LocalUser
+from tests.harness.servers import free_port
 from tests.integration.api2_support import (  # noqa: F401 - api is a fixture
     api,
     build_api,
@@ -141,29 +143,61 @@ async def test_testing_route_is_404_when_disabled(usend_db_url, redis_url, dns_s
         built.redis.close()
 
 
-async def test_subscription_changes_publish_billing_events(usend_db_url, redis_url, dns_server,
-                                                           kafka_bootstrap, kafka_test_config,
-                                                           new_topic):
+async def test_subscription_changes_publish_billing_events_through_the_outbox(
+        fresh_database, redis_url, dns_server, kafka_bootstrap, kafka_test_config, new_topic):
+    from etrans.adapters.sql import migrations
+
+    # A database of its own: the relays below publish every pending row of their database.
+    usend_db_url = fresh_database("usend_outbox")
+    migrations.upgrade(usend_db_url)
     topic = new_topic()
-    producer = KafkaProducer({"bootstrap.servers": kafka_bootstrap})
     built = build_api(usend_db_url=usend_db_url, redis_url=redis_url,
-                      dns_address=dns_server.address,
-                      events=KafkaBillingEvents(producer, topic))
+                      dns_address=dns_server.address, billing_topic=topic)
+    outbox = EmailOutbox.__table__
     try:
         user = new_user_id()
         domain_id = int((await create_domain(built, user))["id"][4:])
         _fund(built, user, 500000)
-        await built.call("POST", "/billing/subscription/subs", user,
-                         json={"pack_code": "DEDICATED_100K", "domain_id": domain_id})
-        await built.call("POST", "/billing/payg/subscriptions", user,
-                         json={"domain_id": domain_id})
-        await built.call("DELETE", f"/billing/payg/subscriptions/{domain_id}", user)
+        # No relay runs and no broker is reachable: the changes succeed all the same, their
+        # events wait in the outbox, written in the changes' transactions.
+        assert (await built.call("POST", "/billing/subscription/subs", user,
+                                 json={"pack_code": "DEDICATED_100K",
+                                       "domain_id": domain_id}))[0] == 200
+        assert (await built.call("POST", "/billing/payg/subscriptions", user,
+                                 json={"domain_id": domain_id}))[0] == 200
+        assert (await built.call("DELETE", f"/billing/payg/subscriptions/{domain_id}",
+                                 user))[0] == 200
         # set-pack must NOT publish
         await built.call("POST", "/testing/set-pack", user, json={"pack_code": "FREE"})
+        mine = (outbox.c.topic == topic)
+        with built.usend.engine.connect() as conn:
+            pending = conn.execute(select(func.count()).where(
+                mine, outbox.c.published_at.is_(None))).scalar()
+        assert pending == 3
+        # A relay whose broker is down: nothing published, the rows stay pending.
+        dead = KafkaProducer({"bootstrap.servers": f"127.0.0.1:{free_port()}",
+                              "message.timeout.ms": 1500})
+        try:
+            await OutboxRelay(built.usend, dead).relay_once()
+        finally:
+            dead.close(1.0)
+        with built.usend.engine.connect() as conn:
+            rows = conn.execute(select(outbox.c.published_at, outbox.c.attempts,
+                                       outbox.c.last_error).where(mine)).all()
+        assert [(r.published_at, r.attempts) for r in rows] == [(None, 1)] * 3
+        assert all(r.last_error for r in rows)
+        # The broker is back: the next pass publishes them, in order.
+        producer = KafkaProducer({"bootstrap.servers": kafka_bootstrap})
+        try:
+            await OutboxRelay(built.usend, producer).relay_once()
+        finally:
+            producer.close(5.0)
+        with built.usend.engine.connect() as conn:
+            assert conn.execute(select(func.count()).where(
+                mine, outbox.c.published_at.is_(None))).scalar() == 0
     finally:
         built.usend.dispose()
         built.redis.close()
-        producer.close()
     consumer = Consumer({"bootstrap.servers": kafka_bootstrap, "group.id": f"g-{topic}",
                          "auto.offset.reset": "earliest", **kafka_test_config})
     consumer.subscribe([topic])

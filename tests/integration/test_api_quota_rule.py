@@ -41,7 +41,7 @@ class FullApi:
                                                        usend_db=self.usend, stores=stores,
                                                        relay=None)
         services["accounts"] = bootstrap._api_part2(conf, billing_db=None, usend_db=self.usend,
-                                                    producer=None, services=services)
+                                                    services=services)
         self.services = services
         self.app = create_app(ApiDependencies(authenticator=authenticator, services=services))
         self.client = self.app.test_client()
