@@ -340,10 +340,18 @@ class AccountRepo:
             row.updated_at = utcnow()
             return row.click_tracking, row.open_tracking
 
-    def forget_domain(self, user_id: int, domain_id: int) -> None:
-        """After a domain is deleted: its tracking settings go, its subscriptions end."""
+    def forget_domain(self, user_id: int, domain_id: int, name: str) -> list[str]:
+        """After a domain is deleted: its tracking settings go, its subscriptions end, its
+        senders (``transport``) are deactivated.  Returns the deactivated senders' encrypted
+        credentials (to drop from the credential cache)."""
         now = utcnow()
+        t = own.Transport
         with Session(self.db.engine) as session, session.begin():
+            senders = session.execute(
+                update(t).where(t.user_id == user_id, t.active.is_(True),
+                                or_(t.domain_id == domain_id, t.domain == name))
+                .values(active=False, updated_at=now).returning(t.password_encrypted)
+            ).scalars().all()
             session.execute(own.DomainTrackingSettings.__table__.delete().where(
                 own.DomainTrackingSettings.domain_id == domain_id,
                 own.DomainTrackingSettings.user_id == user_id))
@@ -351,6 +359,7 @@ class AccountRepo:
             session.execute(update(s).where(s.domain_id == domain_id, s.user_id == user_id,
                                             s.status == "active")
                             .values(status="cancelled", cancelled_at=now, updated_at=now))
+            return list(senders)
 
     # -- API keys ----------------------------------------------------------------------------
 

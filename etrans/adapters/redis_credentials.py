@@ -2,19 +2,33 @@
 user_id (decimal), value = the encrypted form of :mod:`etrans.adapters.credentials`.
 
 A value this process wrote less than ``memo_seconds`` ago is not written again (the hot path of
-POST /emails); a changed value is always written.
+POST /emails); a changed value is always written.  :meth:`RedisCredentialCache.forget` removes a
+user's field only while it still holds one of the given values (a Lua compare-and-delete): a
+deleted domain's sender stops being cached, a newer credential written meanwhile is kept.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import trio
 
 from etrans.adapters.credentials import AUTH_HASH
 
 if TYPE_CHECKING:
+    from collections.abc import Collection
+
     from etrans.adapters.redis_store import RedisClient
+
+# KEYS[1] = hash, ARGV[1] = field, ARGV[2..] = the values that may be removed.
+_DELETE_IF_ONE_OF = """
+local current = redis.call('HGET', KEYS[1], ARGV[1])
+if not current then return 0 end
+for i = 2, #ARGV do
+  if current == ARGV[i] then return redis.call('HDEL', KEYS[1], ARGV[1]) end
+end
+return 0
+"""
 
 
 class RedisCredentialCache:
@@ -24,6 +38,7 @@ class RedisCredentialCache:
         self._hash = hash_name
         self._memo_seconds = memo_seconds
         self._memo: dict[int, tuple[float, str]] = {}
+        self._delete_if: Any = None
 
     async def store(self, user_id: int, value: str) -> None:
         now = trio.current_time()
@@ -34,3 +49,14 @@ class RedisCredentialCache:
         if len(self._memo) > 100_000:
             self._memo.clear()
         self._memo[user_id] = (now + self._memo_seconds, value)
+
+    async def forget(self, user_id: int, values: Collection[str]) -> bool:
+        """Remove the user's field if it holds one of ``values``; True when removed."""
+        self._memo.pop(user_id, None)
+        if not values:
+            return False
+        if self._delete_if is None:
+            self._delete_if = self._redis.client.register_script(_DELETE_IF_ONE_OF)
+        removed = await self._redis.run(self._delete_if, keys=[self._hash],
+                                        args=[str(user_id), *values])
+        return bool(removed)

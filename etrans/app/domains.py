@@ -212,8 +212,13 @@ async def update_tracking(s: AccountServices, user_id: int, domain_id: int,
 async def delete_domain(s: AccountServices, user_id: int, domain_id: int) -> dict[str, Any]:
     row = await owned_domain(s, user_id, domain_id)
     await s.billing.delete_domain(user_id=user_id, domain_id=row.id)
-    await s.usend(s.accounts.forget_domain, user_id, row.id)
-    log.info("domain deleted", user_id=user_id, domain_id=row.id, domain=row.name)
+    credentials = await s.usend(s.accounts.forget_domain, user_id, row.id, row.name)
+    # The sendmail worker must stop using a deleted domain's sender: drop the cached credential
+    # when it is one of them (another domain's credential stays).
+    dropped = bool(credentials) and s.credential_cache is not None and \
+        await s.credential_cache.forget(user_id, credentials)
+    log.info("domain deleted", user_id=user_id, domain_id=row.id, domain=row.name,
+             senders_deactivated=len(credentials), cached_credential_dropped=dropped)
     return {"id": format_domain_id(row.id), "deleted": True}
 
 

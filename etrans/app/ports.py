@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping, Sequence
+    from collections.abc import Collection, Mapping, Sequence
     from datetime import datetime
 
     from etrans.adapters.dns_verify import DnsVerification
@@ -133,6 +133,10 @@ class CredentialCache(Protocol):
     """Redis hash ``auth``: user_id -> encrypted credentials (the sendmail worker reads it)."""
 
     async def store(self, user_id: int, value: str) -> None: ...
+
+    async def forget(self, user_id: int, values: Collection[str]) -> bool:
+        """Remove the user's field while it holds one of ``values`` (compare-and-delete)."""
+        ...
 
 
 class QuotaCounter(Protocol):

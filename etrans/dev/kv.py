@@ -39,7 +39,7 @@ from etrans.domain.api_keys import Permission
 from etrans.domain.quota import QuotaUsage, windows
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator
+    from collections.abc import Callable, Collection, Iterator
     from pathlib import Path
 
     from etrans.adapters.credentials import CredentialCipher, SmtpCredentials
@@ -138,6 +138,14 @@ class LocalStore:
             self._db.execute("INSERT INTO hashes VALUES (?, ?, ?) ON CONFLICT (name, field)"
                              " DO UPDATE SET value = excluded.value", (name, field, value))
 
+    def hdel_if(self, name: str, field: str, values: Collection[str]) -> bool:
+        """Delete the field when its value is one of ``values``; True when deleted."""
+        with self.atomic():
+            if self.hget(name, field) not in values:
+                return False
+            self._db.execute("DELETE FROM hashes WHERE name = ? AND field = ?", (name, field))
+            return True
+
     async def check(self) -> None:
         await self.run(self.get, "-")
 
@@ -157,6 +165,9 @@ class LocalCredentialCache:
 
     async def store(self, user_id: int, value: str) -> None:
         await self._store.run(self._store.hset, self._hash, str(user_id), value)
+
+    async def forget(self, user_id: int, values: Collection[str]) -> bool:
+        return await self._store.run(self._store.hdel_if, self._hash, str(user_id), set(values))
 
 
 class LocalCredentialSource:

@@ -65,3 +65,40 @@ async def test_sender_rules(api):  # noqa: F811
     assert status == 400
     assert "already exists" in err["detail"]
     api.redis.client.hdel(AUTH_HASH, str(user))
+
+
+async def test_deleting_a_domain_deactivates_its_senders_and_drops_their_cached_credential(
+        api):  # noqa: F811
+    user = new_user_id()
+    assert (await api.call("POST", "/testing/set-pack", user,
+                           json={"pack_code": "DEDICATED_100K"}))[0] == 200
+    first, second = await create_domain(api, user), await create_domain(api, user)
+
+    async def add_sender(domain):
+        status, body = await api.call("POST", "/senders", user, json={
+            "account": f"hello@{domain['domain']}", "domain": domain["domain"],
+            "password": "sender-pw-123"})
+        assert status == 200, body
+
+    def cached():
+        value = api.redis.client.hget(AUTH_HASH, str(user))
+        return value.decode() if value is not None else None
+
+    def senders():
+        with Session(api.usend.engine) as session:
+            return {(t.domain, t.active, t.password_encrypted) for t in session.scalars(
+                select(Transport).where(Transport.user_id == user))}
+
+    await add_sender(first)
+    await add_sender(second)  # the cache now holds the second domain's credential
+    second_value = cached()
+    assert second_value is not None
+    # Deleting the first domain: its sender is deactivated, the cached (second) one stays.
+    assert (await api.call("DELETE", f"/domains/{first['id']}", user))[0] == 200
+    assert {(d, active) for d, active, _ in senders()} == \
+        {(first["domain"], False), (second["domain"], True)}
+    assert cached() == second_value
+    # Deleting the second domain: its sender is deactivated and its cached credential dropped.
+    assert (await api.call("DELETE", f"/domains/{second['id']}", user))[0] == 200
+    assert all(not active for _, active, _ in senders())
+    assert cached() is None
