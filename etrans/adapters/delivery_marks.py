@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from etrans.adapters.redis_trio import encode_command
 from etrans.errors import RetryLater
 
 if TYPE_CHECKING:
@@ -38,21 +39,32 @@ class RedisDeliveryMarks:
         self._redis = redis
         self.ttl_seconds = ttl_seconds
         self.prefix = prefix
+        # The commands in RESP, built around the key: two per message, always the same shape.
+        self._prefix = prefix.encode()
+        self._ttl_tail = encode_command(("EX", ttl_seconds)).partition(b"\r\n")[2]
 
     def key(self, message_id: str) -> str:
         return self.prefix + message_id
 
+    def _key_argument(self, message_id: str) -> bytes:
+        key = self._prefix + message_id.encode()
+        return b"$%d\r\n%s\r\n" % (len(key), key)
+
     async def outcome(self, message_id: str) -> str | None:
         """``delivered``/``rejected`` when this message was finished before, else None."""
+        command = b"*2\r\n$3\r\nGET\r\n" + self._key_argument(message_id)
         try:
-            value = await self._redis.execute("GET", self.key(message_id))
+            value = await self._redis.execute_encoded(command)
         except Exception as exc:
             raise RetryLater(f"redis unavailable reading delivery mark: {exc!r}") from exc
         return None if value is None else value.decode()
 
     async def record(self, message_id: str, outcome: str) -> None:
+        """Store the outcome (SET key outcome EX ttl); returns once Redis confirmed it."""
+        value = outcome.encode()
+        command = (b"*5\r\n$3\r\nSET\r\n" + self._key_argument(message_id)
+                   + b"$%d\r\n%s\r\n" % (len(value), value) + self._ttl_tail)
         try:
-            await self._redis.execute("SET", self.key(message_id), outcome,
-                                      "EX", self.ttl_seconds)
+            await self._redis.execute_encoded(command)
         except Exception as exc:
             raise RetryLater(f"redis unavailable writing delivery mark: {exc!r}") from exc

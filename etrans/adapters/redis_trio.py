@@ -213,7 +213,12 @@ class TrioRedis:
 
     async def execute(self, *args: Any) -> Any:
         """Run one command; its decoded reply (bytes, int, str, None or a list)."""
-        call = _Call(encode_command(args), trio.current_time())
+        return await self.execute_encoded(encode_command(args))
+
+    async def execute_encoded(self, command: bytes) -> Any:
+        """:meth:`execute` for a command already in RESP (:func:`encode_command`'s output):
+        callers that send the same command shapes over and over prebuild the constant parts."""
+        call = _Call(command, trio.current_time())
         connection = self._connection
         if connection is None or connection.failure is not None:
             connection = self._connection = _Connection()

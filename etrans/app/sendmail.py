@@ -69,7 +69,7 @@ class CredentialsUnavailable(Exception):
         self.reply = reply
 
 
-@dataclass
+@dataclass(slots=True)
 class SendResult:
     """One SMTP transaction.  ``refused``: recipient -> (code, reply) for refused recipients."""
 
@@ -144,7 +144,7 @@ def reject_event(outgoing: OutgoingEmail, recipient: str, response: str, *, agen
     }
 
 
-@dataclass
+@dataclass(slots=True)
 class DeliveryOutcome:
     accepted: list[str] = field(default_factory=list)
     rejected: dict[str, str] = field(default_factory=dict)  # recipient -> response

@@ -137,3 +137,26 @@ async def test_credentials_are_cached_for_a_short_time_and_misses_are_not(
     finally:
         admin.hdel(AUTH_HASH, user_id)
         admin.close()
+
+
+async def test_delivery_marks_prebuilt_commands(redis_url: str) -> None:
+    """RedisDeliveryMarks writes its GET/SET in RESP itself (execute_encoded): the same bytes
+    as encode_command, and Redis stores the mark with its TTL (non-ASCII ids included)."""
+    from etrans.adapters.delivery_marks import RedisDeliveryMarks
+
+    prefix = f"etrans-test:marks:{uuid.uuid4().hex}:"
+    message_id = "<é-" + uuid.uuid4().hex + "@example.com>"
+    plain = redis.Redis.from_url(redis_url)
+    async with open_redis(redis_url) as client:
+        marks = RedisDeliveryMarks(client, ttl_seconds=3600, prefix=prefix)
+        assert await marks.outcome(message_id) is None
+        await marks.record(message_id, "rejecting:{\"a@b\": \"550 nö\"}")
+        assert await marks.outcome(message_id) == "rejecting:{\"a@b\": \"550 nö\"}"
+        await marks.record(message_id, "delivered")
+        assert await marks.outcome(message_id) == "delivered"
+    try:
+        key = marks.key(message_id)
+        assert plain.get(key) == b"delivered"
+        assert 3590 <= plain.ttl(key) <= 3600
+    finally:
+        plain.delete(marks.key(message_id))
