@@ -23,6 +23,31 @@ if TYPE_CHECKING:
 PREFIX = "etrans:apikey:"
 
 
+def encode_entry(record: ApiKeyRecord) -> str:
+    """A positive cache entry (also the ``etrans dev`` store's format)."""
+    return json.dumps({
+        "id": record.id, "user_id": record.user_id, "permission": record.permission.name,
+        "expires_at": record.expires_at.isoformat() if record.expires_at else None,
+    })
+
+
+def decode_entry(text: str) -> ApiKeyRecord | str | None:
+    """``missing``/``revoked`` as they are, a record, or None for an unreadable entry (then the
+    key is looked up again)."""
+    if text in (MISSING, REVOKED):
+        return text
+    try:
+        data = json.loads(text)
+        expires = data["expires_at"]
+        return ApiKeyRecord(
+            id=int(data["id"]), user_id=int(data["user_id"]),
+            permission=Permission[data["permission"]],
+            expires_at=datetime.fromisoformat(expires) if expires else None,
+        )
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
 class RedisApiKeyCache:
     def __init__(self, redis: RedisClient, *, ttl_seconds: int = 30, missing_ttl_seconds: int = 10,
                  revoked_ttl_seconds: int = 86_400, prefix: str = PREFIX) -> None:
@@ -44,29 +69,13 @@ class RedisApiKeyCache:
             raw = await self._redis.run(self._redis.client.get, self._prefix + key_hash)
         if raw is None:
             return None
-        text = raw.decode() if isinstance(raw, bytes) else str(raw)
-        if text in (MISSING, REVOKED):
-            return text
-        try:
-            data = json.loads(text)
-            expires = data["expires_at"]
-            return ApiKeyRecord(
-                id=int(data["id"]), user_id=int(data["user_id"]),
-                permission=Permission[data["permission"]],
-                expires_at=datetime.fromisoformat(expires) if expires else None,
-            )
-        except (ValueError, KeyError, TypeError):
-            return None  # unreadable entry: look the key up again
+        return decode_entry(raw.decode() if isinstance(raw, bytes) else str(raw))
 
     async def put(self, key_hash: str, record: ApiKeyRecord | None) -> None:
         if record is None:
             value, ttl = MISSING, self._missing_ttl
         else:
-            value = json.dumps({
-                "id": record.id, "user_id": record.user_id, "permission": record.permission.name,
-                "expires_at": record.expires_at.isoformat() if record.expires_at else None,
-            })
-            ttl = self._ttl
+            value, ttl = encode_entry(record), self._ttl
         await self._redis.run(self._redis.client.set, self._prefix + key_hash, value, ex=ttl,
                               nx=True)
 

@@ -18,6 +18,11 @@ if TYPE_CHECKING:
 PREFIX = "etrans:idem:"
 
 
+def record_key(prefix: str, scope: str) -> str:
+    """``<prefix><sha256(scope)>`` (also the ``etrans dev`` store's key)."""
+    return prefix + hashlib.sha256(scope.encode("utf-8", "surrogatepass")).hexdigest()
+
+
 class RedisIdempotencyStore:
     def __init__(self, redis: RedisClient, *, ttl_seconds: int = 86_400,
                  in_flight_seconds: int = 120, prefix: str = PREFIX) -> None:
@@ -27,7 +32,7 @@ class RedisIdempotencyStore:
         self._prefix = prefix
 
     def _key(self, scope: str) -> str:
-        return self._prefix + hashlib.sha256(scope.encode("utf-8", "surrogatepass")).hexdigest()
+        return record_key(self._prefix, scope)
 
     async def begin(self, scope: str, fingerprint: str) -> tuple[str, Any]:
         key = self._key(scope)

@@ -50,6 +50,15 @@ return 1
 """
 
 
+def quota_keys(prefix: str, domain_id: int, now: datetime) -> tuple[list[str], list[int]]:
+    """The counters of a domain at ``now`` (day, hour, month) and their lifetimes in seconds:
+    ``<prefix><domain_id>:{d:YYYYMMDD,h:YYYYMMDDHH,m:YYYYMM}`` (also the ``etrans dev`` store's)."""
+    w = windows(now)
+    base = f"{prefix}{domain_id}"
+    return ([f"{base}:d:{w.day}", f"{base}:h:{w.hour}", f"{base}:m:{w.month}"],
+            [w.day_ttl, w.hour_ttl, w.month_ttl])
+
+
 def _limit(value: int | None) -> int:
     return -1 if value is None else value
 
@@ -86,10 +95,7 @@ class RedisQuota:
         hit = self._keys_memo.get(memo_key)
         if hit is not None:
             return hit
-        w = windows(now)
-        base = f"{self._prefix}{domain_id}"
-        keys = ([f"{base}:d:{w.day}", f"{base}:h:{w.hour}", f"{base}:m:{w.month}"],
-                [w.day_ttl, w.hour_ttl, w.month_ttl])
+        keys = quota_keys(self._prefix, domain_id, now)
         if len(self._keys_memo) > 10_000:
             self._keys_memo.clear()
         self._keys_memo[memo_key] = keys

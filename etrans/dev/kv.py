@@ -21,25 +21,26 @@ adapter                    port (app.ports)   Redis original
 
 from __future__ import annotations
 
-import hashlib
 import json
 import sqlite3
 import threading
 import time
 from contextlib import contextmanager
-from datetime import datetime
 from functools import partial
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 import trio
 
+from etrans.adapters.api_key_cache import decode_entry, encode_entry
 from etrans.adapters.credentials import AUTH_HASH, CredentialError
+from etrans.adapters.idempotency import record_key
+from etrans.adapters.redis_quota import quota_keys
 from etrans.app.records import MISSING, REVOKED, ApiKeyRecord
-from etrans.domain.api_keys import Permission
-from etrans.domain.quota import QuotaUsage, windows
+from etrans.domain.quota import QuotaUsage
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Collection, Iterator
+    from datetime import datetime
     from pathlib import Path
 
     from etrans.adapters.credentials import CredentialCipher, SmtpCredentials
@@ -214,28 +215,13 @@ class LocalApiKeyCache:
 
     async def get(self, key_hash: str) -> ApiKeyRecord | str | None:
         text = await self._store.run(self._store.get, self._prefix + key_hash)
-        if text is None or text in (MISSING, REVOKED):
-            return text
-        try:
-            data = json.loads(text)
-            expires = data["expires_at"]
-            return ApiKeyRecord(
-                id=int(data["id"]), user_id=int(data["user_id"]),
-                permission=Permission[data["permission"]],
-                expires_at=datetime.fromisoformat(expires) if expires else None,
-            )
-        except (ValueError, KeyError, TypeError):
-            return None
+        return None if text is None else decode_entry(text)
 
     async def put(self, key_hash: str, record: ApiKeyRecord | None) -> None:
         if record is None:
             value, ttl = MISSING, self._missing_ttl
         else:
-            value = json.dumps({
-                "id": record.id, "user_id": record.user_id, "permission": record.permission.name,
-                "expires_at": record.expires_at.isoformat() if record.expires_at else None,
-            })
-            ttl = self._ttl
+            value, ttl = encode_entry(record), self._ttl
         await self._store.run(self._store.set, self._prefix + key_hash, value, ttl=ttl, nx=True)
 
     async def revoke(self, key_hash: str) -> None:
@@ -254,10 +240,7 @@ class LocalQuota:
         self._prefix = prefix
 
     def keys(self, domain_id: int, now: datetime) -> tuple[list[str], list[int]]:
-        w = windows(now)
-        base = f"{self._prefix}{domain_id}"
-        return ([f"{base}:d:{w.day}", f"{base}:h:{w.hour}", f"{base}:m:{w.month}"],
-                [w.day_ttl, w.hour_ttl, w.month_ttl])
+        return quota_keys(self._prefix, domain_id, now)
 
     def _reserve(self, domain_id: int, limits: QuotaLimits, count: int,
                  now: datetime) -> str | None:
@@ -307,7 +290,7 @@ class LocalIdempotencyStore:
         self._prefix = prefix
 
     def _key(self, scope: str) -> str:
-        return self._prefix + hashlib.sha256(scope.encode("utf-8", "surrogatepass")).hexdigest()
+        return record_key(self._prefix, scope)
 
     def _begin(self, scope: str, fingerprint: str) -> tuple[str, Any]:
         key = self._key(scope)
