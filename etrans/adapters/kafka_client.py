@@ -148,14 +148,21 @@ class KafkaProducer:
         token = trio.lowlevel.current_trio_token()
         all_answered = trio.Event()
         errors: list[str | None] = [None] * len(records)
-        waiting = [len(records)]  # only the polling thread touches it after produce()
+        # Records not answered yet; decremented by the polling thread (delivery reports) and by
+        # this task (records librdkafka refused at once), hence the lock.
+        waiting = [len(records)]
+        lock = threading.Lock()
+
+        def answered() -> bool:
+            with lock:
+                waiting[0] -= 1
+                return waiting[0] == 0
 
         def on_delivery_of(index: int) -> Any:
             def on_delivery(err: Any, _msg: Any) -> None:  # runs on the polling thread
                 if err is not None:
                     errors[index] = str(err)
-                waiting[0] -= 1
-                if waiting[0] == 0:
+                if answered():
                     with contextlib.suppress(trio.RunFinishedError):
                         token.run_sync_soon(all_answered.set)
             return on_delivery
@@ -168,6 +175,11 @@ class KafkaProducer:
                     break
                 except BufferError:
                     await trio.sleep(0.01)  # local queue full: let the polling thread drain it
+                except Exception as exc:  # refused at once (e.g. an invalid topic name): only
+                    errors[index] = repr(exc)  # this record fails, the others go on
+                    if answered():
+                        all_answered.set()
+                    break
         await all_answered.wait()
         return errors
 

@@ -82,7 +82,10 @@ class OutboxRelay:
                 log.warning("outbox pass failed", error=repr(exc))
                 self.stats.last_error = repr(exc)
                 published, failed = 0, 1
-            if failed:
+            if failed and not published:
+                # Nothing got through (broker or database down): back off.  A pass that
+                # published some rows goes on at once, so a row that keeps failing (say, a
+                # topic the broker refuses) does not slow the rows behind it.
                 backoff = min(self._max_backoff, max(backoff * 2, 0.2))
                 await trio.sleep(backoff)
                 continue
