@@ -78,6 +78,7 @@ def ensure_demo(db: Database, cipher: CredentialCipher, data_dir: Path) -> DemoA
         LocalMktDomain,
         LocalUser,
         Transport,
+        UserPack,
     )
 
     saved_path = data_dir / DEMO_FILE
@@ -87,6 +88,12 @@ def ensure_demo(db: Database, cipher: CredentialCipher, data_dir: Path) -> DemoA
         if conn.execute(select(LocalUser.id).where(LocalUser.id == DEMO_USER_ID)).first() is None:
             conn.execute(insert(LocalUser).values(id=DEMO_USER_ID, email=DEMO_EMAIL, balance=0,
                                                   is_owner=True))
+        if conn.execute(select(UserPack.user_id).where(
+                UserPack.user_id == DEMO_USER_ID)).first() is None:
+            # A pack with room for a few domains, so a newcomer can try POST /domains too
+            # (the FREE pack allows one, the demo domain).
+            conn.execute(insert(UserPack).values(user_id=DEMO_USER_ID,
+                                                 pack_code="DEDICATED_100K"))
         domain_id = conn.execute(select(LocalDomain.id).where(
             LocalDomain.user_id == DEMO_USER_ID, LocalDomain.name == DEMO_DOMAIN,
             LocalDomain.deleted_at.is_(None))).scalar()

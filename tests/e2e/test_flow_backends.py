@@ -142,6 +142,11 @@ def test_dev_data_persists_across_restart(tmp_path: Path) -> None:
         after = send(again, subject="After restart")
         wait_delivered(again, after)
         assert set(stored_messages(again.mail_dir)) == {delivered, in_flight, after}
+        # The demo user's pack leaves room to try POST /domains (FREE would allow only one).
+        created = again.call("POST", "/domains", json={"domain": "second.example.com"})
+        assert created.status_code == 200, created.text
+        assert created.json()["status"] == "pending"
+        assert again.call("GET", "/domains").json()["total"] == 2
     finally:
         assert again.stop() == [0], again.tails()
 
