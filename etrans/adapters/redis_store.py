@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import TYPE_CHECKING, ParamSpec, TypeVar
 
 import trio
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     import redis
 
 P = ParamSpec("P")

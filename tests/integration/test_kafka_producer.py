@@ -37,7 +37,8 @@ async def test_publish_many_isolates_a_record_refused_at_once(
             errors = await producer.publish_many(records)
     finally:
         producer.close()
-    assert errors[0] is None and errors[2] is None
+    assert errors[0] is None
+    assert errors[2] is None
     assert errors[1] is not None
     values = await trio.to_thread.run_sync(_read_all, kafka_bootstrap, topic, 2,
                                            kafka_test_config)
