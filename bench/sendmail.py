@@ -3,16 +3,32 @@
 1. etrans sendmail (a subprocess, WORKER_POOL_SIZE=10) drains a 20,000-message backlog from Kafka
    until smtp-sink has counted them all;
 2. a raw smtplib loop: 10 threads, each with one reused connection, sends the same messages
-   pre-built (MIME rendered before the clock starts);
+   pre-built (MIME rendered before the clock starts), in its own Python process (as etrans
+   runs in its own: this process has the smtp-sink counter thread, which would compete with
+   the senders for the GIL);
 3. Postfix's smtp-source with 10 sessions (``-d``: connections reused) sends 20,000 messages;
 4. with smtp-sink delaying each DATA reply by 1 s (simulated latency), etrans with pool sizes 1
    and 10 (goal: the pool of 10 is at least 8x faster).
 
-Prints the rates, then ``ratio <etrans / raw smtplib>`` last (goal >= 0.8).
+Steps 1 and 2 run in ``--rounds`` (default 5) alternating rounds, the side that goes first
+alternating too: each round produces a fresh backlog (new topic, new message_ids: the worker
+skips message_ids it already delivered, so an old backlog cannot be replayed) and the raw side
+sends that round's messages.  The raw baseline's 10 threads share the GIL with the rest of the
+machine, so one round per side is not a stable measurement: every round's rates and CPU per
+message are printed, and the ratio compares the medians of both sides.
+
+A third side per round, printed for reference only (not in the ratio): the same raw loop
+pinned to one CPU.  Unpinned, its 10 threads sometimes fall into a GIL hand-off regime across
+the 2 CPUs (kernel CPU per message ~35 -> 150-240 us, rate ~9,000 -> 4,000-6,600 msg/s) that
+lasts minutes, so medians of 5 rounds do not remove it; pinned, its CPU per message stays
+54-58 us.
+
+Prints the rates, then ``ratio <median etrans / median raw smtplib>`` last (goal >= 0.8).
 
 Needs ``smtp-sink``/``smtp-source`` (Debian package ``postfix``: ``apt-get install postfix``),
 a Kafka-API broker (tansu is started unless $ETRANS_TEST_KAFKA_BOOTSTRAP is set) and Redis
-(127.0.0.1:6379 or $ETRANS_TEST_REDIS_URL).  Options: ``--messages N``, ``--skip-latency``.
+(127.0.0.1:6379 or $ETRANS_TEST_REDIS_URL).  Options: ``--messages N``, ``--rounds N``,
+``--skip-latency``.
 """
 
 from __future__ import annotations
@@ -21,10 +37,12 @@ import argparse
 import contextlib
 import json
 import os
+import pickle
 import re
 import shutil
 import signal
 import smtplib
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -272,6 +290,41 @@ def run_raw_smtplib(port: int, messages: list[tuple[str, list[str], bytes]],
     return len(messages) / elapsed
 
 
+def run_raw_subprocess(port: int, messages: list[tuple[str, list[str], bytes]],
+                       pin_cpu: int | None = None) -> float:
+    """``run_raw_smtplib`` in a fresh Python process, as etrans runs in its own process.
+
+    In this process the smtp-sink counter thread wakes for every accepted message (``-c``
+    updates on each ".") and would compete with the 10 sender threads for the GIL (and be
+    counted in their CPU time); the subprocess holds only the senders.  The messages are
+    handed over pre-built (pickled), so the subprocess renders nothing.  ``pin_cpu``: the
+    subprocess (all its threads) runs on that one CPU only."""
+    with tempfile.NamedTemporaryFile("wb", suffix=".pickle", delete=False) as handle:
+        pickle.dump(messages, handle, protocol=pickle.HIGHEST_PROTOCOL)
+    try:
+        command = [sys.executable, __file__, "--raw-phase", str(port), handle.name]
+        if pin_cpu is not None:
+            command += ["--pin-cpu", str(pin_cpu)]
+        out = subprocess.run(command, check=True, capture_output=True, text=True, cwd=str(ROOT))
+    finally:
+        os.unlink(handle.name)
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    CPU_PER_MESSAGE["raw"] = result["cpu_us"]
+    SYS_PER_MESSAGE["raw"] = result["sys_us"]
+    return float(result["rate"])
+
+
+def raw_phase(port: int, path: str, pin_cpu: int | None) -> None:
+    """Runs in the subprocess: send the pickled messages, print rate and CPU as JSON."""
+    if pin_cpu is not None:
+        os.sched_setaffinity(0, {pin_cpu})  # before the sender threads: they inherit it
+    with open(path, "rb") as handle:
+        messages = pickle.load(handle)  # our own file, written just before
+    rate = run_raw_smtplib(port, messages)
+    print(json.dumps({"rate": rate, "cpu_us": CPU_PER_MESSAGE["raw"],
+                      "sys_us": SYS_PER_MESSAGE["raw"]}))
+
+
 def run_smtp_source(port: int, count: int, message_file: Path, sessions: int = 10) -> float:
     started = time.monotonic()
     subprocess.run([tool("smtp-source"), "-d", "-s", str(sessions), "-m", str(count),
@@ -280,11 +333,45 @@ def run_smtp_source(port: int, count: int, message_file: Path, sessions: int = 1
     return count / (time.monotonic() - started)
 
 
+def fresh_backlog(bootstrap: str, user_id: str, count: int,
+                  label: str) -> tuple[str, list[tuple[str, list[str], bytes]]]:
+    """A new topic holding ``count`` new requests, and the same requests pre-built for smtplib.
+
+    Every round needs new message_ids: the worker records each delivered message_id in Redis
+    and skips one already recorded, so a new consumer group over an old backlog sends nothing."""
+    requests = [simple_request(f"<bench-{label}-{i}-{uuid.uuid4().hex[:10]}@etrans.bench>",
+                               user_id) for i in range(count)]
+    topic = create_topic(bootstrap, unique_name("bench-sendmail"), partitions=3)
+    started = time.monotonic()
+    produce_requests(bootstrap, topic, requests, partitions=3)
+    produced = time.monotonic() - started
+    prebuilt = []
+    for request in requests:
+        outgoing = decode_request(json.dumps(request).encode())
+        prebuilt.append((outgoing.sender.email, outgoing.envelope_recipients(),
+                         render(outgoing)))
+    print(f"{label}: backlog of {count} messages on {topic} (3 partitions, produced in "
+          f"{produced:.1f} s); the same messages pre-built for raw smtplib")
+    return topic, prebuilt
+
+
+def spread(values: list[float], fmt: str = ",.0f") -> str:
+    return f"median {statistics.median(values):{fmt}} (min {min(values):{fmt}}, " \
+           f"max {max(values):{fmt}}; {', '.join(format(v, fmt) for v in values)})"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--messages", type=int, default=20_000)
+    parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--skip-latency", action="store_true")
+    parser.add_argument("--raw-phase", nargs=2, metavar=("PORT", "PICKLE"),
+                        help=argparse.SUPPRESS)
+    parser.add_argument("--pin-cpu", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.raw_phase:
+        raw_phase(int(args.raw_phase[0]), args.raw_phase[1], args.pin_cpu)
+        return
     need_postfix_tools()
     count = args.messages
 
@@ -308,32 +395,76 @@ def main() -> None:
             "KAFKA_CONF_GROUP_PROTOCOL": "classic",
             "REDIS_URI": redis_url, "TOKEN_SECRET": secret, "TOKEN_IV": iv,
         }
-        requests = [simple_request(f"<bench-{i}-{uuid.uuid4().hex[:10]}@etrans.bench>", user_id)
-                    for i in range(count)]
-        topic = create_topic(bootstrap, unique_name("bench-sendmail"), partitions=3)
-        produce_requests(bootstrap, topic, requests, partitions=3)
-        print(f"backlog: {count} messages on {topic} (3 partitions)")
-
+        print(f"{args.rounds} rounds of {count} messages per side, etrans, raw smtplib and raw "
+              "smtplib pinned to one CPU (reference) alternating (the order reverses every "
+              "round); the ratio compares the medians of etrans and unpinned raw smtplib")
         sink = Sink()
         sinks.append(sink)
-        steady, overall = run_etrans(worker_env(base_env, sink, topic, 10), sink, count,
-                                     timeout=max(300.0, count / 50))
-        print(f"etrans sendmail (pool 10):       {steady:9.0f} msg/s  "
-              f"(including start-up and group join: {overall:.0f} msg/s)")
+        etrans_rates: list[float] = []
+        etrans_overall: list[float] = []
+        etrans_cpu: list[float] = []
+        raw_rates: list[float] = []
+        raw_cpu: list[float] = []
+        pinned_rates: list[float] = []
+        pinned_cpu: list[float] = []
+        pin_cpu = max(os.sched_getaffinity(0))
+        prebuilt: list[tuple[str, list[str], bytes]] = []
+        for round_number in range(1, args.rounds + 1):
+            topic, prebuilt = fresh_backlog(bootstrap, user_id, count, f"round {round_number}")
+            figures: dict[str, str] = {}
+            order = ("etrans", "raw", "pinned")
+            if not round_number % 2:
+                order = order[::-1]
+            for side in order:
+                CPU_PER_MESSAGE.clear()
+                SYS_PER_MESSAGE.clear()
+                if side == "etrans":
+                    steady, overall = run_etrans(worker_env(base_env, sink, topic, 10), sink,
+                                                 count, timeout=max(300.0, count / 50))
+                    etrans_rates.append(steady)
+                    etrans_overall.append(overall)
+                    cpu = CPU_PER_MESSAGE.get("etrans", float("nan"))
+                    etrans_cpu.append(cpu)
+                    figures[side] = (
+                        f"etrans sendmail (pool 10) {steady:,.0f} msg/s (with start-up and "
+                        f"group join {overall:,.0f}), CPU {cpu:.0f} us/msg (kernel "
+                        f"{SYS_PER_MESSAGE.get('etrans', float('nan')):.0f} us), Trio thread "
+                        f"busy {CPU_PER_MESSAGE.get('trio-thread-busy', float('nan')):.0f}%")
+                elif side == "pinned":
+                    rate = run_raw_subprocess(sink.port, prebuilt, pin_cpu=pin_cpu)
+                    pinned_rates.append(rate)
+                    pinned_cpu.append(CPU_PER_MESSAGE["raw"])
+                    figures[side] = (
+                        f"raw smtplib pinned to CPU {pin_cpu} (reference) {rate:,.0f} msg/s, CPU "
+                        f"{CPU_PER_MESSAGE['raw']:.0f} us/msg (kernel "
+                        f"{SYS_PER_MESSAGE['raw']:.0f} us)")
+                else:
+                    rate = run_raw_subprocess(sink.port, prebuilt)
+                    raw_rates.append(rate)
+                    raw_cpu.append(CPU_PER_MESSAGE["raw"])
+                    figures[side] = (
+                        f"raw smtplib (10 connections) {rate:,.0f} msg/s, CPU "
+                        f"{CPU_PER_MESSAGE['raw']:.0f} us/msg (kernel "
+                        f"{SYS_PER_MESSAGE['raw']:.0f} us)")
+            print(f"round {round_number} ({order[0]} first): {figures['etrans']}; "
+                  f"{figures['raw']}; {figures['pinned']}; "
+                  f"ratio {etrans_rates[-1] / raw_rates[-1]:.3f}")
 
-        prebuilt = []
-        for request in requests:
-            outgoing = decode_request(json.dumps(request).encode())
-            prebuilt.append((outgoing.sender.email, outgoing.envelope_recipients(),
-                             render(outgoing)))
-        raw = run_raw_smtplib(sink.port, prebuilt)
-        print(f"raw smtplib (10 connections):    {raw:9.0f} msg/s")
-        if "etrans" in CPU_PER_MESSAGE:
-            print(f"CPU per message: etrans {CPU_PER_MESSAGE['etrans']:.0f} us (whole process: "
-                  f"Kafka, Redis, SMTP; kernel {SYS_PER_MESSAGE['etrans']:.0f} us), "
-                  f"raw smtplib {CPU_PER_MESSAGE['raw']:.0f} us "
-                  f"(kernel {SYS_PER_MESSAGE['raw']:.0f} us); etrans Trio thread busy "
-                  f"{CPU_PER_MESSAGE.get('trio-thread-busy', 0):.0f}% of the time")
+        steady, raw = statistics.median(etrans_rates), statistics.median(raw_rates)
+        print(f"etrans sendmail (pool 10):       {steady:9.0f} msg/s  {spread(etrans_rates)}; "
+              f"with start-up and group join {spread(etrans_overall)}")
+        print(f"raw smtplib (10 connections):    {raw:9.0f} msg/s  {spread(raw_rates)}")
+        print(f"CPU per message: etrans {spread(etrans_cpu)} us (whole process: Kafka, Redis, "
+              f"SMTP), raw smtplib {spread(raw_cpu)} us (its own process: "
+              "the 10 sender threads)")
+        pinned = statistics.median(pinned_rates)
+        print(f"raw smtplib pinned to one CPU:   {pinned:9.0f} msg/s  {spread(pinned_rates)}; "
+              f"CPU {spread(pinned_cpu)} us/msg (reference only: the same loop without "
+              f"cross-CPU GIL hand-offs; etrans / this = {steady / pinned:.3f})")
+        ratios = [e / r for e, r in zip(etrans_rates, raw_rates, strict=True)]
+        print("per-round ratios: " + ", ".join(f"{r:.3f}" for r in ratios)
+              + f" (their median {statistics.median(ratios):.3f}, reference only: the ratio "
+              "below is median etrans / median raw)")
 
         with tempfile.NamedTemporaryFile("wb", suffix=".eml", delete=False) as handle:
             handle.write(prebuilt[0][2].replace(b"\r\n", b"\n"))
