@@ -67,6 +67,36 @@ def redact_uri(uri: str) -> str:
     return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
 
 
+# librdkafka properties that apply to one kind of client only (CONFIGURATION.md marks them C or
+# P); given to another kind, librdkafka prints a warning on stderr at every start.
+_CONSUMER_ONLY = frozenset({
+    "group.id", "group.instance.id", "group.protocol", "group.remote.assignor",
+    "partition.assignment.strategy", "session.timeout.ms", "heartbeat.interval.ms",
+    "group.protocol.type", "coordinator.query.interval.ms", "max.poll.interval.ms",
+    "enable.auto.commit", "auto.commit.interval.ms", "enable.auto.offset.store",
+    "auto.offset.reset", "queued.min.messages", "queued.max.messages.kbytes",
+    "fetch.wait.max.ms", "fetch.queue.backoff.ms", "fetch.message.max.bytes",
+    "max.partition.fetch.bytes", "fetch.max.bytes", "fetch.min.bytes", "fetch.error.backoff.ms",
+    "offset.store.method", "isolation.level", "enable.partition.eof", "check.crcs",
+    "consume.callback.max.messages",
+})
+_PRODUCER_ONLY = frozenset({
+    "transactional.id", "transaction.timeout.ms", "enable.idempotence",
+    "enable.gapless.guarantee", "queue.buffering.max.messages", "queue.buffering.max.kbytes",
+    "queue.buffering.max.ms", "linger.ms", "message.send.max.retries", "retries",
+    "queue.buffering.backpressure.threshold", "compression.codec", "compression.type",
+    "batch.num.messages", "batch.size", "delivery.report.only.error",
+    "sticky.partitioning.linger.ms",
+    "acks", "request.required.acks", "request.timeout.ms", "message.timeout.ms",
+    "delivery.timeout.ms", "partitioner", "compression.level",
+})
+_NOT_FOR_ROLE = {
+    "consumer": _PRODUCER_ONLY,
+    "producer": _CONSUMER_ONLY,
+    "admin": _CONSUMER_ONLY | _PRODUCER_ONLY,
+}
+
+
 @dataclass(frozen=True)
 class KafkaSettings:
     bootstrap_servers: str
@@ -81,10 +111,17 @@ class KafkaSettings:
     commit_interval_seconds: float = 1.0
     assignment_strategy: str = "range,roundrobin"
 
-    def librdkafka(self, **overrides: str | int | bool) -> dict[str, str | int | bool]:
-        """The full librdkafka configuration: bootstrap + security + pass-through + overrides."""
+    def librdkafka(self, role: str = "consumer",
+                   **overrides: str | int | bool) -> dict[str, str | int | bool]:
+        """The librdkafka configuration of one client: bootstrap + security + pass-through +
+        overrides.  ``role`` ("consumer", "producer" or "admin") leaves out the pass-through
+        properties librdkafka would only warn about for that kind of client (KAFKA_CONF_* is one
+        set of variables for every client of the process)."""
+        if role not in _NOT_FOR_ROLE:
+            raise ValueError(f"unknown Kafka client role {role!r}")
+        unwanted = _NOT_FOR_ROLE[role]
         conf: dict[str, str | int | bool] = {"bootstrap.servers": self.bootstrap_servers}
-        conf.update({k: v.get() for k, v in self.client_config.items()})
+        conf.update({k: v.get() for k, v in self.client_config.items() if k not in unwanted})
         conf.update(overrides)
         return conf
 

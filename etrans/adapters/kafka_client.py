@@ -34,7 +34,7 @@ class KafkaAdmin:
     def __init__(self, settings: KafkaSettings, *, timeout: float = 3.0) -> None:
         from confluent_kafka.admin import AdminClient
 
-        self._admin = AdminClient(settings.librdkafka())
+        self._admin = AdminClient(settings.librdkafka("admin"))
         self._timeout = timeout
 
     def _list_topics(self) -> None:
@@ -77,7 +77,7 @@ class KafkaProducer:
 
     @classmethod
     def from_settings(cls, settings: KafkaSettings, **overrides: str | int | bool) -> KafkaProducer:
-        return cls(settings.librdkafka(**overrides))
+        return cls(settings.librdkafka("producer", **overrides))
 
     def _serve_delivery_reports(self) -> None:
         # Delivery callbacks run here, inside poll().

@@ -281,3 +281,23 @@ def test_env_file_syntax_error_names_the_line(tmp_path: Path):
 
 def test_every_subcommand_has_a_section_list():
     assert set(settings.SECTIONS) == {"serve", "sendmail", "fetchlog", "db", "dev"}
+
+
+def test_each_kafka_client_gets_only_the_pass_through_properties_it_understands():
+    env = {**SENDMAIL_ENV, "KAFKA_CONF_SESSION_TIMEOUT_MS": "6000",
+           "KAFKA_CONF_LINGER_MS": "5", "KAFKA_CONF_SOCKET_TIMEOUT_MS": "30000"}
+    kafka = for_command("sendmail", env).kafka
+    assert kafka is not None
+    consumer = kafka.librdkafka()
+    assert consumer["session.timeout.ms"] == "6000"
+    assert "linger.ms" not in consumer
+    producer = kafka.librdkafka("producer")
+    assert producer["linger.ms"] == "5"
+    assert "session.timeout.ms" not in producer
+    admin = kafka.librdkafka("admin")
+    assert "linger.ms" not in admin
+    assert "session.timeout.ms" not in admin
+    for conf in (consumer, producer, admin):  # properties of every client stay everywhere
+        assert conf["socket.timeout.ms"] == "30000"
+    with pytest.raises(ValueError, match="role"):
+        kafka.librdkafka("stream")
