@@ -33,14 +33,13 @@ import trio
 
 from etrans.observability import get_logger
 from etrans.pipeline.message import Message
+from etrans.pipeline.source import SourceThread
 
 if TYPE_CHECKING:
     from collections.abc import Callable
     from pathlib import Path
 
-    from etrans.pipeline.config import PipelineConfig
     from etrans.pipeline.offsets import TopicPartition
-    from etrans.pipeline.state import Envelope, SharedState
 
 log = get_logger(__name__)
 
@@ -223,53 +222,23 @@ class LocalPublisher:
         return 0  # nothing is ever queued: publish returns once the record is stored
 
 
-class LocalMessageSource:
+class LocalMessageSource(SourceThread):
     """The consumer thread of a pipeline reading :class:`LocalTopics` (see the module docstring).
 
     Same constructor and callbacks as :class:`etrans.pipeline.consumer_thread.ConsumerThread`.
     """
 
-    def __init__(
-        self,
-        topics: LocalTopics,
-        config: PipelineConfig,
-        state: SharedState,
-        token: trio.lowlevel.TrioToken,
-        *,
-        deliver: Callable[[list[Envelope]], None],
-        on_subscribed: Callable[[], None],
-        on_assigned: Callable[[], None],
-        on_end_reached: Callable[[], None],
-        on_exit: Callable[[BaseException | None], None],
-    ) -> None:
-        self.topics = topics
-        self.config = config
-        self.state = state
-        self._token = token
-        self._deliver = deliver
-        self._on_subscribed = on_subscribed
-        self._on_assigned = on_assigned
-        self._on_end_reached = on_end_reached
-        self._on_exit = on_exit
-        self._close_requested = threading.Event()
-        self._positions: dict[TopicPartition, int] = {}
-        self._end_notified = False
-        self._thread = threading.Thread(target=self._main, name="local-topic-consumer",
-                                        daemon=True)
+    thread_name = "local-topic-consumer"
 
-    def start(self) -> None:
-        self._thread.start()
+    def __init__(self, topics: LocalTopics, *args: Any, **callbacks: Any) -> None:
+        self.topics = topics
+        super().__init__(*args, **callbacks)
+        self._positions: dict[TopicPartition, int] = {}
 
     def request_close(self) -> None:
-        self._close_requested.set()
-        with self.topics.appended:
+        super().request_close()
+        with self.topics.appended:  # wake the thread if it waits for new records
             self.topics.appended.notify_all()
-
-    def _to_trio(self, fn: Callable[..., object], *args: object) -> None:
-        try:
-            self._token.run_sync_soon(fn, *args)
-        except trio.RunFinishedError:
-            self._close_requested.set()
 
     def _main(self) -> None:
         error: BaseException | None = None

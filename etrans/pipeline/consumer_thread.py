@@ -22,73 +22,36 @@ fetch arrives.
 
 from __future__ import annotations
 
-import threading
 import time
 from typing import TYPE_CHECKING, Any
 
-import trio
-
 from etrans.observability import get_logger
 from etrans.pipeline.message import Message
+from etrans.pipeline.source import SourceThread
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
 
-    from etrans.pipeline.config import PipelineConfig
     from etrans.pipeline.offsets import TopicPartition
-    from etrans.pipeline.state import Envelope, SharedState
 
 log = get_logger(__name__)
 
 
-class ConsumerThread:
+class ConsumerThread(SourceThread):
     """Runs the consumer loop on its own thread; Trio is told about events via callbacks.
 
     ``deliver(envelopes)``, ``on_subscribed()``, ``on_assigned()``, ``on_end_reached()`` and
     ``on_exit(error)`` are called in the Trio thread (through ``run_sync_soon``).
     """
 
-    def __init__(
-        self,
-        config: PipelineConfig,
-        state: SharedState,
-        token: trio.lowlevel.TrioToken,
-        *,
-        deliver: Callable[[list[Envelope]], None],
-        on_subscribed: Callable[[], None],
-        on_assigned: Callable[[], None],
-        on_end_reached: Callable[[], None],
-        on_exit: Callable[[BaseException | None], None],
-    ) -> None:
-        self.config = config
-        self.state = state
-        self._token = token
-        self._deliver = deliver
-        self._on_subscribed = on_subscribed
-        self._on_assigned = on_assigned
-        self._on_end_reached = on_end_reached
-        self._on_exit = on_exit
-        self._close_requested = threading.Event()
+    thread_name = "kafka-consumer"
+
+    def __init__(self, *args: Any, **callbacks: Any) -> None:
+        super().__init__(*args, **callbacks)
         self._consumer: Any = None
         self._paused = False
         self._seen: set[TopicPartition] = set()
         # Records consumed while there was no room for them (see _loop), oldest first.
         self._held: list[Message] = []
-        self._end_notified = False
-        self._thread = threading.Thread(target=self._main, name="kafka-consumer", daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def request_close(self) -> None:
-        """Ask the thread to commit, close the consumer and exit."""
-        self._close_requested.set()
-
-    def _to_trio(self, fn: Callable[..., object], *args: object) -> None:
-        try:
-            self._token.run_sync_soon(fn, *args)
-        except trio.RunFinishedError:
-            self._close_requested.set()
 
     # -- the loop --------------------------------------------------------------------------------
 

@@ -12,12 +12,13 @@ consumer, the default) and :class:`etrans.dev.topics.LocalMessageSource` (the in
 
 from __future__ import annotations
 
+import threading
 from typing import TYPE_CHECKING, Protocol
+
+import trio
 
 if TYPE_CHECKING:
     from collections.abc import Callable
-
-    import trio
 
     from etrans.pipeline.config import PipelineConfig
     from etrans.pipeline.state import Envelope, SharedState
@@ -44,3 +45,52 @@ class MessageSourceFactory(Protocol):
         on_end_reached: Callable[[], None],
         on_exit: Callable[[BaseException | None], None],
     ) -> MessageSource: ...
+
+
+class SourceThread:
+    """Base of both message sources: the callbacks, one daemon thread running :meth:`_main`, and
+    the hand-over of callbacks to Trio.  Subclasses implement ``_main`` (read, track, deliver,
+    commit until ``_close_requested`` is set, then call ``on_exit`` through :meth:`_to_trio`).
+    """
+
+    thread_name = "message-source"
+
+    def __init__(
+        self,
+        config: PipelineConfig,
+        state: SharedState,
+        token: trio.lowlevel.TrioToken,
+        *,
+        deliver: Callable[[list[Envelope]], None],
+        on_subscribed: Callable[[], None],
+        on_assigned: Callable[[], None],
+        on_end_reached: Callable[[], None],
+        on_exit: Callable[[BaseException | None], None],
+    ) -> None:
+        self.config = config
+        self.state = state
+        self._token = token
+        self._deliver = deliver
+        self._on_subscribed = on_subscribed
+        self._on_assigned = on_assigned
+        self._on_end_reached = on_end_reached
+        self._on_exit = on_exit
+        self._close_requested = threading.Event()
+        self._end_notified = False
+        self._thread = threading.Thread(target=self._main, name=self.thread_name, daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def request_close(self) -> None:
+        """Ask the thread to commit, let go of its partitions and exit."""
+        self._close_requested.set()
+
+    def _to_trio(self, fn: Callable[..., object], *args: object) -> None:
+        try:
+            self._token.run_sync_soon(fn, *args)
+        except trio.RunFinishedError:  # Trio is gone: nobody to deliver to, stop reading
+            self._close_requested.set()
+
+    def _main(self) -> None:
+        raise NotImplementedError
