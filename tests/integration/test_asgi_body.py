@@ -80,3 +80,98 @@ def test_next_request_is_answered_after_an_early_response(server_port, method, p
         assert _status(sock) == first_status
         sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n")
         assert _status(sock) == 200
+
+
+@pytest.fixture
+def limited_server_port():
+    """An app whose one route reads its body the way the API's routes do (read_body), with a
+    1 MiB limit, served by hypercorn's trio worker."""
+    from etrans.api.routing import read_body
+
+    limit = 1024 * 1024
+    app = create_app(ApiDependencies(routers=[], max_body_bytes=limit))
+
+    @app.post("/upload")
+    async def upload():
+        body = await read_body(app.config["MAX_CONTENT_LENGTH"])
+        return {"bytes": len(body)}
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    config = Config()
+    config.bind = [f"127.0.0.1:{port}"]
+    config.accesslog = None
+    config.errorlog = None
+    stop = threading.Event()
+
+    async def main() -> None:
+        async def trigger() -> None:
+            await trio.to_thread.run_sync(stop.wait)
+
+        await serve(app, config, shutdown_trigger=trigger)
+
+    thread = threading.Thread(target=trio.run, args=(main,), daemon=True)
+    thread.start()
+    for _ in range(100):
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            break
+        except OSError:
+            time.sleep(0.05)
+    yield port
+    stop.set()
+    thread.join(timeout=10)
+
+
+def _read_response(sock: socket.socket) -> bytes:
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
+def test_a_chunked_body_over_the_limit_is_refused_while_it_streams(limited_server_port):
+    """No Content-Length to refuse up front: the server must answer 400 once the streamed body
+    passes the limit, long before the client has sent everything (it never buffers it all)."""
+    chunk = b"x" * 65536
+    planned = 64 * 1024 * 1024  # 64 MiB, far past the 1 MiB limit
+    sent = 0
+    answer = b""
+    with socket.create_connection(("127.0.0.1", limited_server_port)) as sock:
+        sock.settimeout(5)
+        sock.sendall(b"POST /upload HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+                     b"Transfer-Encoding: chunked\r\n\r\n")
+        try:
+            while sent < planned:
+                sock.sendall(b"%x\r\n" % len(chunk) + chunk + b"\r\n")
+                sent += len(chunk)
+                sock.setblocking(False)
+                try:
+                    answer = sock.recv(65536)
+                except BlockingIOError:
+                    answer = b""
+                finally:
+                    sock.settimeout(5)
+                if answer:
+                    break
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the server stopped reading: the answer is waiting
+        sock.setblocking(True)
+        sock.settimeout(5)
+        answer += _read_response(sock) if b"\r\n\r\n" not in answer else b""
+        head, _, body = answer.partition(b"\r\n\r\n")
+        length = next((int(line.split(b":")[1]) for line in head.split(b"\r\n")
+                       if line.lower().startswith(b"content-length:")), 0)
+        while len(body) < length:
+            more = sock.recv(65536)
+            if not more:
+                break
+            body += more
+    print(f"\nanswered after {sent // 1024} KiB of a planned {planned // 1024} KiB")
+    assert head.startswith(b"HTTP/1.1 400"), answer[:200]
+    assert b"too large" in body, body
+    assert sent < planned // 4
