@@ -3,9 +3,11 @@ alone) must not stall the next request on the same keep-alive connection (hyperc
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import threading
 import time
+from collections.abc import Iterator
 
 import pytest
 import trio
@@ -15,14 +17,9 @@ from hypercorn.trio import serve
 from etrans.api.app import ApiDependencies, create_app
 
 
-@pytest.fixture
-def server_port():
-    app = create_app(ApiDependencies(routers=[]))
-
-    @app.post("/echo")
-    async def echo():  # answers without reading the body
-        return {"ok": True}
-
+@contextlib.contextmanager
+def served(app) -> Iterator[int]:
+    """Serve ``app`` with hypercorn's trio worker in a thread; yields the port."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
@@ -46,9 +43,23 @@ def server_port():
             break
         except OSError:
             time.sleep(0.05)
-    yield port
-    stop.set()
-    thread.join(timeout=10)
+    try:
+        yield port
+    finally:
+        stop.set()
+        thread.join(timeout=10)
+
+
+@pytest.fixture
+def server_port():
+    app = create_app(ApiDependencies(routers=[]))
+
+    @app.post("/echo")
+    async def echo():  # answers without reading the body
+        return {"ok": True}
+
+    with served(app) as port:
+        yield port
 
 
 def _status(sock: socket.socket) -> int:
@@ -96,32 +107,8 @@ def limited_server_port():
         body = await read_body(app.config["MAX_CONTENT_LENGTH"])
         return {"bytes": len(body)}
 
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    config = Config()
-    config.bind = [f"127.0.0.1:{port}"]
-    config.accesslog = None
-    config.errorlog = None
-    stop = threading.Event()
-
-    async def main() -> None:
-        async def trigger() -> None:
-            await trio.to_thread.run_sync(stop.wait)
-
-        await serve(app, config, shutdown_trigger=trigger)
-
-    thread = threading.Thread(target=trio.run, args=(main,), daemon=True)
-    thread.start()
-    for _ in range(100):
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            break
-        except OSError:
-            time.sleep(0.05)
-    yield port
-    stop.set()
-    thread.join(timeout=10)
+    with served(app) as port:
+        yield port
 
 
 def _read_response(sock: socket.socket) -> bytes:
