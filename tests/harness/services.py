@@ -87,6 +87,17 @@ def _need(ensure: Ensure) -> tuple[str, ManagedServer | None]:
     pytest.fail(problem, pytrace=False)
 
 
+def _session_service(ensure: Ensure) -> Iterator[str]:
+    """A session fixture's body: the service's address, and the private server (if one was
+    started for it) cleaned up afterwards."""
+    address, server = _need(ensure)
+    try:
+        yield address
+    finally:
+        if server is not None:
+            server.cleanup()
+
+
 def random_token(length: int) -> str:
     """ASCII secret of exactly ``length`` bytes (TOKEN_SECRET=32, TOKEN_IV=16)."""
     alphabet = string.ascii_letters + string.digits
@@ -125,32 +136,17 @@ def new_topic(kafka_bootstrap: str) -> Iterator[Callable[..., str]]:
 
 @pytest.fixture(scope="session")
 def mongo_uri() -> Iterator[str]:
-    uri, server = _need(ensure_mongo)
-    try:
-        yield uri
-    finally:
-        if server is not None:
-            server.cleanup()
+    yield from _session_service(ensure_mongo)
 
 
 @pytest.fixture(scope="session")
 def redis_url() -> Iterator[str]:
-    url, server = _need(ensure_redis)
-    try:
-        yield url
-    finally:
-        if server is not None:
-            server.cleanup()
+    yield from _session_service(ensure_redis)
 
 
 @pytest.fixture(scope="session")
 def postgres_admin_url() -> Iterator[str]:
-    url, server = _need(ensure_postgres)
-    try:
-        yield url
-    finally:
-        if server is not None:
-            server.cleanup()
+    yield from _session_service(ensure_postgres)
 
 
 @pytest.fixture(scope="session")

@@ -6,54 +6,22 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
-import threading
 from pathlib import Path
 
 import pytest
-import trio
-from hypercorn.config import Config
-from hypercorn.trio import serve
 
+from tests.harness.http import served
 from tests.integration.api2_support import ApiUnderTest, build_api, new_user_id
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture
 def served_api(usend_db_url, redis_url, dns_server):
     built = build_api(usend_db_url=usend_db_url, redis_url=redis_url,
                       dns_address=dns_server.address)
-    port = _free_port()
-    config = Config()
-    config.bind = [f"127.0.0.1:{port}"]
-    config.accesslog = None
-    config.errorlog = None
-    stop = threading.Event()
-
-    async def main() -> None:
-        async def trigger() -> None:
-            await trio.to_thread.run_sync(stop.wait)
-
-        await serve(built.app, config, shutdown_trigger=trigger)
-
-    thread = threading.Thread(target=trio.run, args=(main,), daemon=True)
-    thread.start()
-    for _ in range(100):
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            break
-        except OSError:
-            threading.Event().wait(0.05)
-    yield built, f"http://127.0.0.1:{port}"
-    stop.set()
-    thread.join(timeout=10)
+    with served(built.app) as port:
+        yield built, f"http://127.0.0.1:{port}"
     built.usend.dispose()
     built.redis.close()
 

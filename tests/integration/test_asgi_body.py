@@ -3,51 +3,13 @@ alone) must not stall the next request on the same keep-alive connection (hyperc
 
 from __future__ import annotations
 
-import contextlib
 import socket
-import threading
 import time
-from collections.abc import Iterator
 
 import pytest
-import trio
-from hypercorn.config import Config
-from hypercorn.trio import serve
 
 from etrans.api.app import ApiDependencies, create_app
-
-
-@contextlib.contextmanager
-def served(app) -> Iterator[int]:
-    """Serve ``app`` with hypercorn's trio worker in a thread; yields the port."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    config = Config()
-    config.bind = [f"127.0.0.1:{port}"]
-    config.accesslog = None
-    config.errorlog = None
-    stop = threading.Event()
-
-    async def main() -> None:
-        async def trigger() -> None:
-            await trio.to_thread.run_sync(stop.wait)
-
-        await serve(app, config, shutdown_trigger=trigger)
-
-    thread = threading.Thread(target=trio.run, args=(main,), daemon=True)
-    thread.start()
-    for _ in range(100):
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            break
-        except OSError:
-            time.sleep(0.05)
-    try:
-        yield port
-    finally:
-        stop.set()
-        thread.join(timeout=10)
+from tests.harness.http import served
 
 
 @pytest.fixture
