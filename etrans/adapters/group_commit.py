@@ -1,21 +1,19 @@
-"""Group commit: concurrent writes share one worker-thread call and one transaction.
+"""Group commit: concurrent writes share one statement (one transaction).
 
-The hot path of POST /emails ends in a blocking write (the ``email_messages`` row and its
-``email_outbox`` row, one transaction).  One thread hop and one commit per request costs a pool
-checkout (with its pre-ping), BEGIN, INSERT and COMMIT round trips and several GIL hand-overs per
-email.  :class:`GroupCommit` lets the requests that arrive while a write is in flight wait for it,
-then writes all of them with one call of ``write_group`` (one thread hop, one transaction): the
-cost per email falls as the load rises, and an idle server writes each request at once (no timer,
-no added latency).
+The hot path of POST /emails ends in a write (the ``email_messages`` row and its ``email_outbox``
+row, all or nothing).  One statement per request costs a round trip to PostgreSQL and a commit
+per email.  :class:`GroupCommit` lets the requests that arrive while a write is in flight wait for
+it, then writes all of them with one call of ``write_group``: the cost per email falls as the load
+rises, and an idle server writes each request at once (no timer, no added latency).
 
 Guarantees, unchanged from one transaction per request:
 
 - :meth:`GroupCommit.write` returns only after the caller's items are committed, and raises when
   they are not; each caller's items are all-or-nothing.
-- When the shared transaction fails with an error that belongs to the data (``split_on``, e.g. an
-  integrity error), every caller's items are written again in a transaction of their own, so one
-  bad request cannot fail the others.  Other errors (database down) fail every caller of the
-  group at once, without retrying one by one.
+- When the shared write fails with an error that belongs to the data (``split_on``, e.g. an
+  integrity error), every caller's items are written again on their own, so one bad request
+  cannot fail the others.  Other errors (database down) fail every caller of the group at once,
+  without retrying one by one.
 - A caller cancelled while waiting behaves like a cancelled uncancellable thread call: its items
   are committed or not as if it had not been cancelled (waiters park with
   ``wait_task_rescheduled`` refusing to abort, the leader's round runs in a shielded scope; the
@@ -69,17 +67,11 @@ def _refuse_abort(_raise_cancel: Any) -> trio.lowlevel.Abort:
 
 
 class GroupCommit(Generic[T]):
-    """``write(items)`` batches concurrent callers into ``write_group(list of all items)``.
+    """``write(items)`` batches concurrent callers into ``await write_group(list of all items)``,
+    which writes ``items`` in one transaction (all or nothing) or raises."""
 
-    ``run_in_thread(fn, *args)`` runs blocking ``fn`` off the Trio thread (e.g.
-    :meth:`etrans.adapters.sql.Database.run`); ``write_group(items)`` writes ``items`` in one
-    transaction (all or nothing) or raises.
-    """
-
-    def __init__(self, run_in_thread: Callable[..., Awaitable[Any]],
-                 write_group: Callable[[list[T]], None], *,
+    def __init__(self, write_group: Callable[[list[T]], Awaitable[None]], *,
                  split_on: tuple[type[BaseException], ...] = (), max_items: int = 256) -> None:
-        self._run = run_in_thread
         self._write_group = write_group
         self._split_on = split_on
         self._max_items = max(1, max_items)
@@ -117,8 +109,8 @@ class GroupCommit(Generic[T]):
             batch.append(queued)
             count += len(queued.items)
         try:
-            errors = await self._run(self._write_batch, batch)
-        except BaseException as exc:  # the thread call itself failed: nobody's items are known
+            errors = await self._write_batch(batch)
+        except BaseException as exc:  # the write itself failed: nobody's items are known
             errors = [exc] * len(batch)
         finally:
             # Hand the lead to the oldest waiter (its items go in the next round), or stop.
@@ -136,11 +128,10 @@ class GroupCommit(Generic[T]):
             queued.finished = True
             queued.wake()
 
-    def _write_batch(self, batch: list[_Job[T]]) -> list[BaseException | None]:
-        """In the worker thread: one transaction for the whole batch; on a data error, one
-        transaction per job."""
+    async def _write_batch(self, batch: list[_Job[T]]) -> list[BaseException | None]:
+        """One transaction for the whole batch; on a data error, one transaction per job."""
         try:
-            self._write_group([item for job in batch for item in job.items])
+            await self._write_group([item for job in batch for item in job.items])
             return [None] * len(batch)
         except self._split_on as exc:
             if len(batch) == 1:
@@ -149,7 +140,7 @@ class GroupCommit(Generic[T]):
         errors: list[BaseException | None] = []
         for job in batch:
             try:
-                self._write_group(job.items)
+                await self._write_group(job.items)
                 errors.append(None)
             except Exception as exc:
                 errors.append(exc)

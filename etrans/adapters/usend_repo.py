@@ -1,10 +1,12 @@
 """Queries of the API on the USEND DB: API keys (auth), emails (send, list, get), senders.
 
-Every method runs its blocking SQLAlchemy work in a worker thread (:meth:`Database.run`).
-``save`` writes the ``email_messages`` rows and their ``email_outbox`` records in one transaction:
-either both exist or neither does (the outbox relay publishes them, :mod:`etrans.adapters.outbox`).
-Concurrent ``save`` calls share a transaction (:mod:`etrans.adapters.group_commit`): each caller
-still returns only once its rows are committed, and its rows are still all-or-nothing.
+Every method but ``save`` runs its blocking SQLAlchemy work in a worker thread
+(:meth:`Database.run`).  ``save`` writes the ``email_messages`` rows and their ``email_outbox``
+records with one statement (one transaction): either both exist or neither does (the outbox relay
+publishes them, :mod:`etrans.adapters.outbox`).  It is the hot path of POST /emails, so it runs on
+the Trio thread over a connection of its own (:mod:`etrans.adapters.sql.trio_pq`), and concurrent
+``save`` calls share a statement (:mod:`etrans.adapters.group_commit`): each caller still returns
+only once its rows are committed, and its rows are still all-or-nothing.
 """
 
 from __future__ import annotations
@@ -12,10 +14,11 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING, Any
 
+import psycopg
 from sqlalchemy import and_, func, select
-from sqlalchemy.exc import DataError, IntegrityError
 
 from etrans.adapters.group_commit import GroupCommit
+from etrans.adapters.sql.trio_pq import TrioPqConnection
 from etrans.adapters.sql.usend import ApiKey, EmailMessage, EmailOutbox, Transport
 from etrans.app.records import ApiKeyRecord, EmailPage
 from etrans.domain.api_keys import Permission
@@ -31,24 +34,42 @@ _EMAILS = EmailMessage.__table__
 _OUTBOX = EmailOutbox.__table__
 _TRANSPORT = Transport.__table__
 
-_INSERT_EMAIL_AND_OUTBOX = """
-WITH email AS (
+# One statement writes every email of a group and its outbox record (autocommit: one statement,
+# one transaction).  $1 is a JSON array of rows (see ``_row``); ``n`` keeps the outbox ids in the
+# callers' order.  ``payload`` is the Kafka message as text: convert_to gives back its UTF-8 bytes.
+_INSERT_EMAILS_AND_OUTBOX = b"""
+WITH r AS (
+    SELECT * FROM json_to_recordset($1::json) AS r(
+        n int, message_id text, user_id bigint, domain_id bigint, from_address text,
+        to_addresses jsonb, cc_addresses jsonb, bcc_addresses jsonb, reply_to text, subject text,
+        html text, "text" text, headers jsonb, tags jsonb, attachments jsonb, template_id text,
+        template_data jsonb, created_at timestamptz, topic text, key text, payload text)
+), email AS (
     INSERT INTO email_messages (message_id, user_id, domain_id, from_address, to_addresses,
         cc_addresses, bcc_addresses, reply_to, subject, html, text, headers, tags, attachments,
         template_id, template_data, status, created_at, updated_at)
-    VALUES (%(message_id)s, %(user_id)s, %(domain_id)s, %(from_address)s, %(to)s::jsonb,
-        %(cc)s::jsonb, %(bcc)s::jsonb, %(reply_to)s, %(subject)s, %(html)s, %(text)s,
-        %(headers)s::jsonb, %(tags)s::jsonb, %(attachments)s::jsonb, %(template_id)s,
-        %(template_data)s::jsonb, 'queued', %(created_at)s, %(created_at)s)
+    SELECT message_id, user_id, domain_id, from_address, to_addresses, cc_addresses,
+        bcc_addresses, reply_to, subject, html, "text", headers, tags, attachments, template_id,
+        template_data, 'queued', created_at, created_at
+    FROM r ORDER BY n
     RETURNING message_id
 )
 INSERT INTO email_outbox (topic, key, payload, message_id, created_at)
-SELECT %(topic)s, %(key)s, %(payload)s, message_id, %(created_at)s FROM email
+SELECT r.topic, r.key, convert_to(r.payload, 'UTF8'), email.message_id, r.created_at
+FROM email JOIN r USING (message_id) ORDER BY r.n
 """
 
 
-def _json(value: Any) -> str | None:
-    return None if value is None else json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+def _row(n: int, e: NewEmail) -> dict[str, Any]:
+    return {
+        "n": n, "message_id": e.message_id, "user_id": e.user_id, "domain_id": e.domain_id,
+        "from_address": e.from_address, "to_addresses": e.to, "cc_addresses": e.cc,
+        "bcc_addresses": e.bcc, "reply_to": e.reply_to, "subject": e.subject, "html": e.html,
+        "text": e.text, "headers": e.headers, "tags": e.tags, "attachments": e.attachments,
+        "template_id": e.template_id, "template_data": e.template_data,
+        "created_at": e.created_at.isoformat(), "topic": e.topic, "key": e.kafka_key.decode(),
+        "payload": e.kafka_value.decode(),
+    }
 
 
 _LIST_COLUMNS = (
@@ -62,10 +83,11 @@ class UsendRepository:
 
     def __init__(self, db: Database) -> None:
         self._db = db
+        self._writer_connection = TrioPqConnection.from_sqlalchemy_url(db.engine.url)
         # Requests saving while a commit is in flight are written together by the next one;
-        # a data error in the shared transaction retries each request's rows on their own.
+        # a data error in the shared statement retries each request's rows on their own.
         self._writer: GroupCommit[NewEmail] = GroupCommit(
-            db.run, self._save, split_on=(IntegrityError, DataError))
+            self._save, split_on=(psycopg.IntegrityError, psycopg.DataError))
 
     # -- API keys ------------------------------------------------------------------------------
 
@@ -109,22 +131,14 @@ class UsendRepository:
     def statistics(self) -> dict[str, Any]:
         return {"group_commit": self._writer.statistics()}
 
-    def _save(self, emails: list[NewEmail]) -> None:
-        if not emails:
-            return
-        # One statement per email writes both rows (several emails: psycopg pipelines the
-        # statements in one round trip); the transaction makes the group all-or-nothing.
-        params = [{
-            "message_id": e.message_id, "user_id": e.user_id, "domain_id": e.domain_id,
-            "from_address": e.from_address, "to": _json(e.to), "cc": _json(e.cc),
-            "bcc": _json(e.bcc), "reply_to": e.reply_to, "subject": e.subject, "html": e.html,
-            "text": e.text, "headers": _json(e.headers), "tags": _json(e.tags),
-            "attachments": _json(e.attachments), "template_id": e.template_id,
-            "template_data": _json(e.template_data), "created_at": e.created_at,
-            "topic": e.topic, "key": e.kafka_key.decode(), "payload": e.kafka_value,
-        } for e in emails]
-        with self._db.engine.begin() as conn:
-            conn.exec_driver_sql(_INSERT_EMAIL_AND_OUTBOX, params if len(params) > 1 else params[0])
+    async def _save(self, emails: list[NewEmail]) -> None:
+        if emails:
+            rows = json.dumps([_row(n, e) for n, e in enumerate(emails)], ensure_ascii=False,
+                              separators=(",", ":"))
+            await self._writer_connection.execute(_INSERT_EMAILS_AND_OUTBOX, [rows])
+
+    async def aclose(self) -> None:
+        await self._writer_connection.aclose()
 
     async def list(self, query: EmailFilter) -> EmailPage:
         return await self._db.run(self._list, query)

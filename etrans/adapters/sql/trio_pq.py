@@ -1,0 +1,204 @@
+"""One PostgreSQL connection driven from the Trio thread: libpq in non-blocking mode, no worker
+thread per statement.
+
+The hot write of POST /emails (:mod:`etrans.adapters.group_commit`) used to cost a thread hop, a
+pool checkout with its pre-ping, BEGIN, INSERT and COMMIT round trips, and a GIL hand-over after
+each of them, while the Trio thread was busy serving requests: the waits added up to more than
+the work.  :class:`TrioPqConnection` sends one statement with ``PQsendQueryParams`` and waits for
+its result in Trio's epoll loop (``wait_readable``), like :mod:`etrans.adapters.redis_trio` does
+for Redis.  Only the connect runs in a worker thread (libpq's connect may resolve a host name).
+
+It speaks through :mod:`psycopg.pq`, psycopg's documented libpq wrapper, and raises psycopg's
+exception classes (``psycopg.errors.lookup(sqlstate)``: ``UniqueViolation`` is a
+``psycopg.IntegrityError``, a lost connection a ``psycopg.OperationalError``), so callers handle
+errors as with psycopg itself.
+
+Statements run in autocommit: one statement is one transaction (a ``WITH ... INSERT ... INSERT``
+statement writes both of its tables or neither).  Parameters are sent in text format (``str``,
+``bytes`` already encoded, or ``None`` for NULL); results come back in text format.
+
+A statement that takes longer than ``timeout`` seconds, a cancelled statement, or a connection
+error closes the connection (its state is unknown) and raises ``psycopg.OperationalError``; the
+next :meth:`execute` connects again.  As with any client, a statement whose answer was lost may
+still have been committed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import psycopg
+import psycopg.errors
+import trio
+from psycopg import pq
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from psycopg.pq.abc import PGresult
+    from sqlalchemy.engine import URL
+
+
+@dataclass(frozen=True)
+class QueryResult:
+    """Rows of a statement, text format (``None`` for NULL), and the affected row count."""
+
+    rows: list[tuple[str | None, ...]]
+    rowcount: int
+
+
+def _error_from(result: PGresult | None, pgconn: pq.PGconn) -> psycopg.Error:
+    if result is not None:
+        message = (result.error_field(pq.DiagnosticField.MESSAGE_PRIMARY)
+                   or result.error_message)
+        detail = result.error_field(pq.DiagnosticField.MESSAGE_DETAIL)
+        if detail:
+            message = bytes(message) + b"\nDETAIL:  " + bytes(detail)
+    else:
+        message = pgconn.error_message
+    text = bytes(message).decode("utf-8", "replace").strip() or "PostgreSQL error"
+    sqlstate = result.error_field(pq.DiagnosticField.SQLSTATE) if result is not None else None
+    if sqlstate:
+        try:
+            return psycopg.errors.lookup(sqlstate.decode())(text)
+        except KeyError:
+            return psycopg.DatabaseError(text)
+    return psycopg.OperationalError(text)
+
+
+class TrioPqConnection:
+    """``await conn.execute(sql, params)`` from Trio; one statement at a time (a lock)."""
+
+    def __init__(self, conninfo: str, *, timeout: float = 30.0) -> None:
+        self._conninfo = conninfo.encode()
+        self._timeout = timeout
+        self._pgconn: pq.PGconn | None = None
+        self._fd = -1
+        self._lock = trio.Lock()
+
+    @classmethod
+    def from_sqlalchemy_url(cls, url: str | URL, *, application_name: str = "etrans",
+                            connect_timeout: int = 5, timeout: float = 30.0) -> TrioPqConnection:
+        """From a SQLAlchemy ``postgresql+psycopg://`` URL (e.g. ``engine.url``)."""
+        from psycopg.conninfo import make_conninfo
+        from sqlalchemy.engine import make_url
+
+        parsed = make_url(url)
+        params: dict[str, object] = {
+            "host": parsed.host, "port": parsed.port, "dbname": parsed.database,
+            "user": parsed.username, "password": parsed.password,
+            "connect_timeout": connect_timeout, "application_name": application_name,
+        }
+        for name, value in parsed.query.items():  # e.g. ?sslmode=require, ?host=/run/postgresql
+            params[name] = value if isinstance(value, str) else value[-1]
+        conninfo = make_conninfo("", **{k: v for k, v in params.items() if v is not None})
+        return cls(conninfo, timeout=timeout)
+
+    @property
+    def connected(self) -> bool:
+        return self._pgconn is not None
+
+    async def execute(self, sql: bytes, params: Sequence[str | bytes | None] = ()
+                      ) -> QueryResult:
+        """Run one statement; raise a psycopg error when PostgreSQL refuses it."""
+        values = [p.encode() if isinstance(p, str) else p for p in params]
+        async with self._lock:
+            if self._pgconn is None:
+                await self._connect()
+            pgconn = self._pgconn
+            assert pgconn is not None
+            try:
+                with trio.fail_after(self._timeout):
+                    results = await self._round_trip(pgconn, sql, values)
+            except trio.TooSlowError:
+                self._close()
+                raise psycopg.OperationalError(
+                    f"no answer from PostgreSQL within {self._timeout:g} s") from None
+            except BaseException:
+                # Cancelled or failed mid-statement: the connection's state is unknown.
+                self._close()
+                raise
+        return self._outcome(pgconn, results)
+
+    def _outcome(self, pgconn: pq.PGconn, results: list[PGresult]) -> QueryResult:
+        rows: list[tuple[str | None, ...]] = []
+        rowcount = 0
+        for result in results:
+            status = result.status
+            if status == pq.ExecStatus.TUPLES_OK:
+                ncols = result.nfields
+                for row in range(result.ntuples):
+                    values = []
+                    for col in range(ncols):
+                        value = result.get_value(row, col)
+                        values.append(None if value is None else bytes(value).decode())
+                    rows.append(tuple(values))
+            elif status != pq.ExecStatus.COMMAND_OK:
+                error = _error_from(result, pgconn)
+                if pgconn.status != pq.ConnStatus.OK:
+                    self._close()
+                raise error
+            status_text = result.command_status or b""
+            last = status_text.rsplit(b" ", 1)[-1]
+            rowcount = int(last) if last.isdigit() else rowcount
+        if pgconn.status != pq.ConnStatus.OK:
+            self._close()
+            raise _error_from(None, pgconn)
+        return QueryResult(rows=rows, rowcount=rowcount)
+
+    async def _round_trip(self, pgconn: pq.PGconn, sql: bytes,
+                          values: list[bytes | None]) -> list[PGresult]:
+        # psycopg.pq raises psycopg.OperationalError when the connection fails.
+        fd = self._fd
+        pgconn.send_query_params(sql, values)
+        while pgconn.flush():  # a large statement: libpq's output buffer is not empty yet
+            await self._wait_read_or_write(pgconn, fd)
+        results: list[PGresult] = []
+        while True:
+            while pgconn.is_busy():
+                await trio.lowlevel.wait_readable(fd)
+                pgconn.consume_input()
+            result = pgconn.get_result()
+            if result is None:
+                return results
+            results.append(result)
+
+    @staticmethod
+    async def _wait_read_or_write(pgconn: pq.PGconn, fd: int) -> None:
+        # libpq: while PQflush returns 1, wait for read- or write-readiness; on read-readiness
+        # consume input (the server may be answering while we are still sending).
+        async def readable() -> None:
+            await trio.lowlevel.wait_readable(fd)
+            pgconn.consume_input()
+            nursery.cancel_scope.cancel()
+
+        async def writable() -> None:
+            await trio.lowlevel.wait_writable(fd)
+            nursery.cancel_scope.cancel()
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(readable)
+            nursery.start_soon(writable)
+
+    async def _connect(self) -> None:
+        pgconn = await trio.to_thread.run_sync(pq.PGconn.connect, self._conninfo)
+        if pgconn.status != pq.ConnStatus.OK:
+            message = bytes(pgconn.error_message).decode("utf-8", "replace").strip()
+            pgconn.finish()
+            raise psycopg.OperationalError(message or "could not connect to PostgreSQL")
+        pgconn.nonblocking = 1
+        self._pgconn, self._fd = pgconn, pgconn.socket
+
+    def _close(self) -> None:
+        pgconn, self._pgconn = self._pgconn, None
+        if pgconn is None:
+            return
+        if self._fd >= 0:
+            trio.lowlevel.notify_closing(self._fd)
+        self._fd = -1
+        pgconn.finish()
+
+    async def aclose(self) -> None:
+        async with self._lock:
+            self._close()
