@@ -222,6 +222,8 @@ def serve(settings: Settings) -> ServiceMain:
                 relay_done.set()
                 relay.notify()
         finally:
+            with trio.CancelScope(shield=True):
+                await stores.usend_repo.aclose()
             producer.close(timeout=5.0)
             billing.dispose()
             usend.dispose()

@@ -81,13 +81,15 @@ _LIST_COLUMNS = (
 class UsendRepository:
     name = "usend_db"
 
+    # Errors of ``_save`` that belong to the data (one caller's rows), not to the connection.
+    data_errors: tuple[type[Exception], ...] = (psycopg.IntegrityError, psycopg.DataError)
+
     def __init__(self, db: Database) -> None:
         self._db = db
-        self._writer_connection = TrioPqConnection.from_sqlalchemy_url(db.engine.url)
+        self._writer_connection: TrioPqConnection | None = None  # opened by the first save
         # Requests saving while a commit is in flight are written together by the next one;
         # a data error in the shared statement retries each request's rows on their own.
-        self._writer: GroupCommit[NewEmail] = GroupCommit(
-            self._save, split_on=(psycopg.IntegrityError, psycopg.DataError))
+        self._writer: GroupCommit[NewEmail] = GroupCommit(self._save, split_on=self.data_errors)
 
     # -- API keys ------------------------------------------------------------------------------
 
@@ -132,13 +134,17 @@ class UsendRepository:
         return {"group_commit": self._writer.statistics()}
 
     async def _save(self, emails: list[NewEmail]) -> None:
-        if emails:
-            rows = json.dumps([_row(n, e) for n, e in enumerate(emails)], ensure_ascii=False,
-                              separators=(",", ":"))
-            await self._writer_connection.execute(_INSERT_EMAILS_AND_OUTBOX, [rows])
+        if not emails:
+            return
+        if self._writer_connection is None:
+            self._writer_connection = TrioPqConnection.from_sqlalchemy_url(self._db.engine.url)
+        rows = json.dumps([_row(n, e) for n, e in enumerate(emails)], ensure_ascii=False,
+                          separators=(",", ":"))
+        await self._writer_connection.execute(_INSERT_EMAILS_AND_OUTBOX, [rows])
 
     async def aclose(self) -> None:
-        await self._writer_connection.aclose()
+        if self._writer_connection is not None:
+            await self._writer_connection.aclose()
 
     async def list(self, query: EmailFilter) -> EmailPage:
         return await self._db.run(self._list, query)

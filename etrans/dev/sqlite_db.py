@@ -18,6 +18,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import MetaData, event, insert, select, text
+from sqlalchemy.exc import DataError, IntegrityError
 
 from etrans.adapters.sql import Database
 from etrans.adapters.usend_repo import UsendRepository
@@ -111,15 +112,19 @@ def _default_packs() -> list[dict[str, Any]]:
 class SqliteUsendRepository(UsendRepository):
     """The API's USEND queries; ``save`` without PostgreSQL's data-modifying CTE."""
 
+    data_errors = (IntegrityError, DataError)
+
     def __init__(self, db: Database) -> None:
         super().__init__(db)
         self._database = db
 
-    def _save(self, emails: list[NewEmail]) -> None:
+    async def _save(self, emails: list[NewEmail]) -> None:
+        if emails:
+            await self._database.run(self._insert, emails)
+
+    def _insert(self, emails: list[NewEmail]) -> None:
         from etrans.adapters.sql.usend import EmailMessage, EmailOutbox
 
-        if not emails:
-            return
         rows = [{
             "message_id": e.message_id, "user_id": e.user_id, "domain_id": e.domain_id,
             "from_address": e.from_address, "to_addresses": e.to, "cc_addresses": e.cc,

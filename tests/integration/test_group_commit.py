@@ -4,6 +4,7 @@ before it returns, a bad caller's rows fail alone, a database outage fails every
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from datetime import UTC, datetime
 from typing import Any
@@ -165,3 +166,31 @@ def test_cancelled_callers_are_committed_as_if_uncancelled(repo: Any) -> None:
 
     trio.run(main)
     assert _counts(db, user_id) == (40, 40)
+
+
+def test_the_outbox_payload_is_the_exact_bytes_and_json_columns_keep_null(repo: Any) -> None:
+    # The group's rows travel as one JSON document: the Kafka payload must come back byte for
+    # byte (non-ASCII, escapes, quotes), a NULL column must stay NULL, an empty list stay [].
+    store, db = repo
+    user_id = 900_000_000 + uuid.uuid4().int % 90_000_000
+    payload = ('{"payload":{"subject":"Grüße \\"quoted\\" ✓","body":"line\\nnext\\\\ \\u0000",'
+               '"to":["Zoë <z@example.org>"]}}').encode()
+    plain, rich = _email(user_id), _email(user_id)
+    rich = dataclasses.replace(rich, kafka_value=payload, headers={"X-A": "é"},
+                               tags=[{"name": "t"}], cc=[], subject="Grüße ✓")
+
+    async def main() -> None:
+        async with trio.open_nursery() as nursery:
+            for email in (plain, rich):
+                nursery.start_soon(store.save, [email])
+
+    trio.run(main)
+    with db.engine.connect() as conn:
+        stored = conn.execute(select(OUTBOX.c.payload).where(
+            OUTBOX.c.message_id == rich.message_id)).scalar()
+        row = conn.execute(select(EMAILS).where(EMAILS.c.message_id == rich.message_id)).one()
+        other = conn.execute(select(EMAILS).where(EMAILS.c.message_id == plain.message_id)).one()
+    assert bytes(stored) == rich.kafka_value
+    assert (row.headers, row.tags, row.cc_addresses, row.subject) == (
+        rich.headers, rich.tags, [], rich.subject)
+    assert (other.headers, other.tags, other.attachments) == (None, None, None)

@@ -1,0 +1,97 @@
+"""The Trio-native PostgreSQL connection (etrans.adapters.sql.trio_pq) against real PostgreSQL:
+results, psycopg's error classes, a statement larger than libpq's buffers, timeouts and
+cancellation (the connection is dropped and the next statement reconnects), a refused connect."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import psycopg
+import pytest
+import trio
+
+from etrans.adapters.sql.trio_pq import TrioPqConnection
+
+
+@pytest.fixture
+async def conn(fresh_database: Any) -> Any:
+    connection = TrioPqConnection.from_sqlalchemy_url(fresh_database("triopq"), timeout=5.0)
+    yield connection
+    await connection.aclose()
+
+
+async def test_rows_nulls_rowcount_and_parameters(conn: TrioPqConnection) -> None:
+    result = await conn.execute(b"SELECT $1::int + 1, NULL::text, $2::text", ["41", "é✓"])
+    assert result.rows == [("42", None, "é✓")]
+    assert result.rowcount == 1
+    await conn.execute(b"CREATE TABLE t (a int PRIMARY KEY, b text)")
+    inserted = await conn.execute(b"INSERT INTO t SELECT g, NULL FROM generate_series(1, 5) g")
+    assert inserted.rowcount == 5
+    assert (await conn.execute(b"SELECT count(*) FROM t WHERE b IS NULL")).rows == [("5",)]
+
+
+async def test_errors_are_psycopgs_classes_and_the_connection_stays(
+        conn: TrioPqConnection) -> None:
+    await conn.execute(b"CREATE TABLE u (a int PRIMARY KEY)")
+    await conn.execute(b"INSERT INTO u VALUES (1)")
+    with pytest.raises(psycopg.errors.UniqueViolation, match="duplicate key") as caught:
+        await conn.execute(b"INSERT INTO u VALUES (1)")
+    assert isinstance(caught.value, psycopg.IntegrityError)
+    assert "Key (a)=(1)" in str(caught.value)  # the DETAIL line is kept
+    with pytest.raises(psycopg.DataError):
+        await conn.execute(b"SELECT $1::int", ["not a number"])
+    with pytest.raises(psycopg.errors.UndefinedTable):
+        await conn.execute(b"SELECT * FROM no_such_table")
+    # Autocommit: the failed statements left no transaction open; the connection goes on.
+    assert conn.connected
+    assert (await conn.execute(b"SELECT count(*) FROM u")).rows == [("1",)]
+
+
+async def test_a_statement_larger_than_the_socket_buffers(conn: TrioPqConnection) -> None:
+    big = "x" * (20 * 1024 * 1024)
+    assert (await conn.execute(b"SELECT length($1::text)", [big])).rows == [(str(len(big)),)]
+
+
+async def test_concurrent_callers_take_turns(conn: TrioPqConnection) -> None:
+    results: list[str] = []
+
+    async def one(n: int) -> None:
+        rows = (await conn.execute(b"SELECT $1::int * 2, pg_sleep(0.01)", [str(n)])).rows
+        results.append(str(rows[0][0]))
+
+    async with trio.open_nursery() as nursery:
+        for n in range(20):
+            nursery.start_soon(one, n)
+    assert sorted(results, key=int) == [str(2 * n) for n in range(20)]
+
+
+async def test_timeout_and_cancellation_drop_the_connection_then_reconnect(
+        fresh_database: Any) -> None:
+    url = fresh_database("triopq")
+    conn = TrioPqConnection.from_sqlalchemy_url(url, timeout=0.3)
+    try:
+        marker = f"etrans-test-{uuid.uuid4().hex[:8]}"
+        await conn.execute(b"SELECT set_config('application_name', $1, false)", [marker])
+        with pytest.raises(psycopg.OperationalError, match="within 0.3 s"):
+            await conn.execute(b"SELECT pg_sleep(5)")
+        assert not conn.connected
+        # A new connection (the old one, with its session setting, is gone).
+        name = (await conn.execute(b"SELECT current_setting('application_name')")).rows
+        assert name == [("etrans",)]
+
+        with trio.move_on_after(0.1) as scope:
+            await conn.execute(b"SELECT pg_sleep(5)")
+        assert scope.cancelled_caught
+        assert not conn.connected
+        assert (await conn.execute(b"SELECT 1")).rows == [("1",)]
+    finally:
+        await conn.aclose()
+
+
+async def test_a_refused_connect_is_an_operational_error(postgres_admin_url: str) -> None:
+    url = postgres_admin_url.rsplit("/", 1)[0] + f"/no_such_db_{uuid.uuid4().hex[:8]}"
+    conn = TrioPqConnection.from_sqlalchemy_url(url)
+    with pytest.raises(psycopg.OperationalError, match="does not exist"):
+        await conn.execute(b"SELECT 1")
+    assert not conn.connected
