@@ -73,7 +73,7 @@ async def test_timeout_and_cancellation_drop_the_connection_then_reconnect(
     try:
         marker = f"etrans-test-{uuid.uuid4().hex[:8]}"
         await conn.execute(b"SELECT set_config('application_name', $1, false)", [marker])
-        with pytest.raises(psycopg.OperationalError, match="within 0.3 s"):
+        with pytest.raises(psycopg.OperationalError, match=r"within 0\.3 s"):
             await conn.execute(b"SELECT pg_sleep(5)")
         assert not conn.connected
         # A new connection (the old one, with its session setting, is gone).
@@ -95,3 +95,22 @@ async def test_a_refused_connect_is_an_operational_error(postgres_admin_url: str
     with pytest.raises(psycopg.OperationalError, match="does not exist"):
         await conn.execute(b"SELECT 1")
     assert not conn.connected
+
+
+async def test_a_connection_lost_while_idle_is_replaced_before_the_statement(
+        fresh_database: Any) -> None:
+    # As pool_pre_ping: the server ended the idle session (restart, idle timeout, an operator's
+    # pg_terminate_backend); the next statement reconnects instead of failing.
+    url = fresh_database("triopq")
+    conn = TrioPqConnection.from_sqlalchemy_url(url, ping_after_idle=0.05)
+    other = TrioPqConnection.from_sqlalchemy_url(url)
+    try:
+        first_pid = (await conn.execute(b"SELECT pg_backend_pid()")).rows[0][0]
+        assert first_pid is not None
+        await other.execute(b"SELECT pg_terminate_backend($1::int)", [first_pid])
+        await trio.sleep(0.1)
+        second_pid = (await conn.execute(b"SELECT pg_backend_pid()")).rows[0][0]
+        assert second_pid != first_pid
+    finally:
+        await conn.aclose()
+        await other.aclose()

@@ -20,7 +20,10 @@ statement writes both of its tables or neither).  Parameters are sent in text fo
 A statement that takes longer than ``timeout`` seconds, a cancelled statement, or a connection
 error closes the connection (its state is unknown) and raises ``psycopg.OperationalError``; the
 next :meth:`execute` connects again.  As with any client, a statement whose answer was lost may
-still have been committed.
+still have been committed.  Like SQLAlchemy's ``pool_pre_ping``, a connection that has been idle
+for ``ping_after_idle`` seconds is checked with ``SELECT 1`` first (a server restart or an idle
+timeout in between is then met by reconnecting, not by failing the statement); under load the
+connection is never idle and pays nothing.
 """
 
 from __future__ import annotations
@@ -70,16 +73,20 @@ def _error_from(result: PGresult | None, pgconn: pq.PGconn) -> psycopg.Error:
 class TrioPqConnection:
     """``await conn.execute(sql, params)`` from Trio; one statement at a time (a lock)."""
 
-    def __init__(self, conninfo: str, *, timeout: float = 30.0) -> None:
+    def __init__(self, conninfo: str, *, timeout: float = 30.0,
+                 ping_after_idle: float = 5.0) -> None:
         self._conninfo = conninfo.encode()
         self._timeout = timeout
+        self._ping_after_idle = ping_after_idle
         self._pgconn: pq.PGconn | None = None
         self._fd = -1
+        self._last_used = 0.0
         self._lock = trio.Lock()
 
     @classmethod
     def from_sqlalchemy_url(cls, url: str | URL, *, application_name: str = "etrans",
-                            connect_timeout: int = 5, timeout: float = 30.0) -> TrioPqConnection:
+                            connect_timeout: int = 5, timeout: float = 30.0,
+                            ping_after_idle: float = 5.0) -> TrioPqConnection:
         """From a SQLAlchemy ``postgresql+psycopg://`` URL (e.g. ``engine.url``)."""
         from psycopg.conninfo import make_conninfo
         from sqlalchemy.engine import make_url
@@ -93,7 +100,7 @@ class TrioPqConnection:
         for name, value in parsed.query.items():  # e.g. ?sslmode=require, ?host=/run/postgresql
             params[name] = value if isinstance(value, str) else value[-1]
         conninfo = make_conninfo("", **{k: v for k, v in params.items() if v is not None})
-        return cls(conninfo, timeout=timeout)
+        return cls(conninfo, timeout=timeout, ping_after_idle=ping_after_idle)
 
     @property
     def connected(self) -> bool:
@@ -104,22 +111,33 @@ class TrioPqConnection:
         """Run one statement; raise a psycopg error when PostgreSQL refuses it."""
         values = [p.encode() if isinstance(p, str) else p for p in params]
         async with self._lock:
+            if (self._pgconn is not None
+                    and trio.current_time() - self._last_used > self._ping_after_idle):
+                try:
+                    self._outcome(self._pgconn, await self._send(self._pgconn, b"SELECT 1", []))
+                except psycopg.OperationalError:
+                    self._close()  # gone while idle: connect again below
             if self._pgconn is None:
                 await self._connect()
             pgconn = self._pgconn
             assert pgconn is not None
-            try:
-                with trio.fail_after(self._timeout):
-                    results = await self._round_trip(pgconn, sql, values)
-            except trio.TooSlowError:
-                self._close()
-                raise psycopg.OperationalError(
-                    f"no answer from PostgreSQL within {self._timeout:g} s") from None
-            except BaseException:
-                # Cancelled or failed mid-statement: the connection's state is unknown.
-                self._close()
-                raise
+            results = await self._send(pgconn, sql, values)
+            self._last_used = trio.current_time()
         return self._outcome(pgconn, results)
+
+    async def _send(self, pgconn: pq.PGconn, sql: bytes,
+                    values: list[bytes | None]) -> list[PGresult]:
+        try:
+            with trio.fail_after(self._timeout):
+                return await self._round_trip(pgconn, sql, values)
+        except trio.TooSlowError:
+            self._close()
+            raise psycopg.OperationalError(
+                f"no answer from PostgreSQL within {self._timeout:g} s") from None
+        except BaseException:
+            # Cancelled or failed mid-statement: the connection's state is unknown.
+            self._close()
+            raise
 
     def _outcome(self, pgconn: pq.PGconn, results: list[PGresult]) -> QueryResult:
         rows: list[tuple[str | None, ...]] = []
