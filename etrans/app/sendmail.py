@@ -9,6 +9,8 @@
    ``attempts`` times after ``base``, ``2*base``, ``4*base``... seconds (1, 2, 4, 8, 16 by
    default), everything within ``email_timeout`` (5 minutes); 5xx is permanent at once;
 4. accepted: recorded as delivered before returning (so before the offset can be committed);
+   accepted for some recipients while others wait for a retry: recorded as ``partial:`` first,
+   so a redelivery after a crash sends to the waiting recipients only;
 5. permanent failure or retries exhausted: one Filebeat-format ``Reject`` event per recipient is
    published to LOG_TOPIC (see :func:`reject_event`), then the message is recorded as rejected.
    The task then returns: the email shows as Bounced, it is never retried forever.
@@ -44,6 +46,10 @@ REJECTED = "rejected"
 # Recorded while Reject events of some recipients are being published after the others were
 # accepted: a redelivery publishes them again (same Event_ID) instead of sending the mail again.
 REJECTING_PREFIX = "rejecting:"
+# Recorded before waiting to retry some recipients after others were accepted:
+# {"pending": [recipient, ...], "rejected": {recipient: response}}.  A redelivery (after a crash
+# during the wait) sends to the pending recipients only and keeps the rejected ones' replies.
+PARTIAL_PREFIX = "partial:"
 
 AGENT_TYPE = "etrans-sendmail"
 # Event_ID = uuid5(this namespace, "<message_id>\n<recipient>"): stable across redeliveries, so
@@ -149,6 +155,7 @@ class DeliveryOutcome:
     accepted: list[str] = field(default_factory=list)
     rejected: dict[str, str] = field(default_factory=dict)  # recipient -> response
     attempts: int = 0
+    accepted_before: bool = False  # resumed: some recipients were accepted by an earlier run
 
 
 @dataclass
@@ -187,29 +194,38 @@ class EmailDelivery:
         it is rejected with that reason.
         """
         done = await self.marks.outcome(outgoing.message_id)
-        if done is not None and not done.startswith(REJECTING_PREFIX):
-            self.counters.skipped += 1
-            log.info("already done, skipped", outcome=done)
-            return "skipped"
-        if done is not None:
+        resumed: dict[str, Any] | None = None
+        if done is not None and done.startswith(REJECTING_PREFIX):
             # Accepted for some recipients before a crash; finish publishing the others' rejects.
             pending = json.loads(done[len(REJECTING_PREFIX):])
             await self._publish_rejects(outgoing, pending)
             await self.marks.record(outgoing.message_id, DELIVERED)
             return DELIVERED
+        if done is not None and done.startswith(PARTIAL_PREFIX):
+            # Accepted for some recipients, the others were waiting for a retry: go on with those.
+            resumed = json.loads(done[len(PARTIAL_PREFIX):])
+            log.info("resuming a partly delivered email", pending=resumed["pending"])
+        elif done is not None:
+            self.counters.skipped += 1
+            log.info("already done, skipped", outcome=done)
+            return "skipped"
 
-        recipients = outgoing.envelope_recipients()
+        recipients = (outgoing.envelope_recipients() if resumed is None
+                      else list(resumed["pending"]))
+        earlier = resumed["rejected"] if resumed is not None else {}
         if invalid_reason is not None:
-            return await self._reject_all(outgoing, recipients,
-                                          f"554 5.6.0 etrans: invalid request: {invalid_reason}")
+            return await self._reject_all(
+                outgoing, recipients, f"554 5.6.0 etrans: invalid request: {invalid_reason}",
+                earlier)
         try:
             credentials = await self.credentials.fetch(outgoing.user_id)
         except CredentialsUnavailable as exc:
-            return await self._reject_all(outgoing, recipients, exc.reply)
+            return await self._reject_all(outgoing, recipients, exc.reply, earlier)
 
         data = render(outgoing)
-        outcome = await self._send_with_retries(outgoing, credentials, recipients, data)
-        if outcome.accepted and outcome.rejected:
+        outcome = DeliveryOutcome(rejected=dict(earlier), accepted_before=resumed is not None)
+        await self._send_with_retries(outgoing, credentials, recipients, data, outcome)
+        if (outcome.accepted or outcome.accepted_before) and outcome.rejected:
             await self.marks.record(outgoing.message_id,
                                     REJECTING_PREFIX + json.dumps(outcome.rejected))
             await self._publish_rejects(outgoing, outcome.rejected)
@@ -224,9 +240,11 @@ class EmailDelivery:
         return DELIVERED
 
     async def _reject_all(self, outgoing: OutgoingEmail, recipients: list[str],
-                          response: str) -> str:
+                          response: str, earlier: dict[str, str]) -> str:
+        """Reject ``recipients`` with ``response`` (and publish the ``earlier`` rejections of a
+        resumed email)."""
         log.warning("rejected without sending", response=response)
-        await self._publish_rejects(outgoing, dict.fromkeys(recipients, response))
+        await self._publish_rejects(outgoing, {**earlier, **dict.fromkeys(recipients, response)})
         await self.marks.record(outgoing.message_id, REJECTED)
         self.counters.rejected += 1
         return REJECTED
@@ -246,16 +264,16 @@ class EmailDelivery:
             iter(rejected.values()), ""))
 
     async def _send_with_retries(self, outgoing: OutgoingEmail, credentials: Any,
-                                 recipients: list[str], data: bytes) -> DeliveryOutcome:
+                                 recipients: list[str], data: bytes,
+                                 outcome: DeliveryOutcome) -> None:
         # The email's cap (email_timeout) covers every attempt and every wait.  The first attempt
         # runs without a cancel scope (the hot path): the transport enforces the deadline it is
         # given.  Retries, rare, run in a scope that also covers the backoff sleeps.
         deadline = trio.current_time() + self.policy.email_timeout
-        outcome = DeliveryOutcome()
         state = _Attempts(recipients)
         await self._attempt(outgoing, credentials, data, deadline, outcome, state)
         if not state.pending:
-            return outcome
+            return
         with trio.CancelScope(deadline=deadline) as scope:
             while state.pending and state.retry < self.policy.attempts:
                 delay = self.policy.backoff(state.retry)
@@ -263,6 +281,11 @@ class EmailDelivery:
                 self.counters.retries += 1
                 log.info("transient smtp failure, will retry", retry=state.retry, delay=delay,
                          reply=state.last_reply)
+                if outcome.accepted or outcome.accepted_before:
+                    # A crash during the wait must not send the email again to those who have
+                    # it: the redelivery goes on with the pending recipients only.
+                    await self.marks.record(outgoing.message_id, PARTIAL_PREFIX + json.dumps(
+                        {"pending": state.pending, "rejected": outcome.rejected}))
                 await trio.sleep(delay)
                 await self._attempt(outgoing, credentials, data, deadline, outcome, state)
         if state.pending and (scope.cancelled_caught or trio.current_time() >= deadline):
@@ -271,7 +294,6 @@ class EmailDelivery:
         if state.pending:
             log.warning("giving up", attempts=outcome.attempts, reply=state.last_reply)
             outcome.rejected.update(dict.fromkeys(state.pending, state.last_reply))
-        return outcome
 
     async def _attempt(self, outgoing: OutgoingEmail, credentials: Any, data: bytes,
                        deadline: float, outcome: DeliveryOutcome, state: _Attempts) -> None:

@@ -422,6 +422,46 @@ async def test_refused_recipient_is_rejected_and_the_others_delivered(
     assert await worker.marks.outcome(message_id) == "delivered"
 
 
+async def test_a_crash_while_some_recipients_wait_for_a_retry_does_not_resend_to_the_others(
+    smtp_server_factory: Callable[..., SmtpTestServer], make_worker: Callable[..., Worker],
+    credentials: CredentialFixture,
+) -> None:
+    # to@ accepts, later@ answers 451 (retry), gone@ 550 (rejected).  The worker "crashes" while
+    # waiting to retry later@ (its task is abandoned; the offset was never committed), then the
+    # request is delivered again: only later@ gets the email this time, gone@'s Reject is still
+    # published, and the email ends up delivered.
+    server = smtp_server_factory(rcpt_replies={"later@example.com": "451 4.3.0 Try again later",
+                                               "gone@example.com": "550 5.1.1 No such user"})
+    worker = make_worker(server, base=30.0)
+    user_id = credentials.add("pam", "pw")
+    message_id = new_id()
+    request = simple_request(
+        message_id, user_id, recipients=["to@example.com", "later@example.com", "gone@example.com"])
+    with trio.move_on_after(20) as crash:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(worker.task, worker.message(request))
+            await server.wait_received_async(1)
+            # Polls Redis (another process's view): there is no event to wait on.
+            while not (  # noqa: ASYNC110
+                    await worker.marks.outcome(message_id) or "").startswith("partial:"):
+                await trio.sleep(0.02)
+            crash.cancel()
+    assert crash.cancelled_caught
+    mark = json.loads((await worker.marks.outcome(message_id) or "")[len("partial:"):])
+    assert mark == {"pending": ["later@example.com"],
+                    "rejected": {"gone@example.com": "550 5.1.1 No such user"}}
+
+    del server.rcpt_replies["later@example.com"]
+    restarted = make_worker(server)
+    restarted.log_topic = restarted.delivery.log_topic = worker.log_topic
+    await restarted.task(restarted.message(request))
+    assert [m.rcpt_tos for m in server.received] == [["to@example.com"], ["later@example.com"]]
+    [event] = await worker.events(1, settle=0.3)
+    assert (event["recipient"], event["response"]) == (
+        "gone@example.com", "550 5.1.1 No such user")
+    assert await worker.marks.outcome(message_id) == "delivered"
+
+
 async def test_connection_is_reused_per_credentials(
     smtp_server_factory: Callable[..., SmtpTestServer], make_worker: Callable[..., Worker],
     credentials: CredentialFixture,
