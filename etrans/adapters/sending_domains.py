@@ -5,7 +5,8 @@
 (:meth:`AccountRepo.quota_facts`); the limits are THE quota rule,
 :func:`etrans.domain.quota.domain_quota` - the one GET /domains/{id}/quota shows.  Verified
 domains are cached in memory for ``ttl_seconds`` (5 s) - the hot path of POST /emails; others are
-looked up on every request, so a domain works the moment it is verified.
+looked up on every request, so a domain works the moment it is verified; a domain deleted through
+this process is dropped from the cache at once (:meth:`DomainDirectory.forget`).
 
 :class:`CredentialDirectory` (port ``SenderCredentials``): the user's active sender
 (``transport``, already stored in the cache format) first, else the newest unexpired
@@ -70,6 +71,11 @@ class DomainDirectory:
 
     async def names(self, user_id: int) -> list[str]:
         return await self._billing.names(user_id)
+
+    def forget(self, user_id: int, name: str) -> None:
+        """DELETE /domains in this process: the next send from it is refused at once (other
+        ``serve`` processes notice within ``ttl_seconds``)."""
+        self._cache.pop((user_id, name.lower()), None)
 
 
 class CredentialDirectory:

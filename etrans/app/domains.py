@@ -36,7 +36,13 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from etrans.adapters.account_repo import AccountRepo, DomainReader, DomainRow, PackRow
-    from etrans.app.ports import BillingGateway, DomainVerifier, OutboxNotifier, QuotaCounter
+    from etrans.app.ports import (
+        BillingGateway,
+        DomainVerifier,
+        OutboxNotifier,
+        QuotaCounter,
+        SendingDomains,
+    )
 
 log = get_logger(__name__)
 
@@ -53,6 +59,7 @@ class AccountServices:
     outbox: OutboxNotifier | None = None  # the relay that publishes billing events
     quota: QuotaCounter | None = None
     api_key_cache: Any = None  # ApiKeyCache: revoke(key_hash) on delete
+    sending_domains: SendingDomains | None = None  # POST /emails' domain cache: forget on delete
     credential_cache: Any = None  # CredentialCache: store(user_id, value)
     credential_cipher: Any = None  # CredentialCipher
     default_pack_code: str = DEFAULT_PACK_CODE
@@ -213,6 +220,8 @@ async def delete_domain(s: AccountServices, user_id: int, domain_id: int) -> dic
     row = await owned_domain(s, user_id, domain_id)
     await s.billing.delete_domain(user_id=user_id, domain_id=row.id)
     credentials = await s.usend(s.accounts.forget_domain, user_id, row.id, row.name)
+    if s.sending_domains is not None:
+        s.sending_domains.forget(user_id, row.name)  # no more sends from it, from now on
     # The sendmail worker must stop using a deleted domain's sender: drop the cached credential
     # when it is one of them (another domain's credential stays).
     dropped = bool(credentials) and s.credential_cache is not None and \

@@ -121,6 +121,9 @@ class SendingDomains(Protocol):
 
     async def names(self, user_id: int) -> list[str]: ...
 
+    def forget(self, user_id: int, name: str) -> None:
+        """Drop what is remembered of the domain (it was deleted or changed)."""
+
 
 class SenderCredentials(Protocol):
     """The user's SMTP credentials for a sending domain, already in the Redis cache format

@@ -75,6 +75,12 @@ def test_domain_sender_send_and_quota_through_serve(serve: ServeProcess, dns_ser
         assert client.post("/testing/set-pack",
                            json={"pack_code": "DEDICATED_100K"}).json()["domains_updated"] == 1
 
+        # Deleted: the next send from it is refused at once (not after the 5 s domain cache).
+        assert client.delete(f"/domains/{body['id']}").status_code == 200
+        refused = client.post("/emails", json={"from": f"hello@{name}", "to": ["a@example.org"],
+                                               "subject": "after delete", "text": "no"})
+        assert (refused.status_code, refused.json()) == (400, {"detail": "Domain not verified"})
+
 
 @pytest.mark.slow
 def test_schemathesis_whole_openapi(serve: ServeProcess, tmp_path: Path):
