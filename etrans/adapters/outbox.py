@@ -4,11 +4,13 @@ POST /emails commits the ``email_messages`` row and its outbox row in one transa
 returns; this relay (a task of ``etrans serve``) does the publishing.  So a row never exists
 without being published eventually, and nothing is published without its row.
 
-One pass: in a worker thread, open a transaction, ``SELECT ... WHERE published_at IS NULL ORDER BY
-id LIMIT batch FOR UPDATE SKIP LOCKED`` (several ``serve`` processes share the work without
-publishing a row twice), publish every row from Trio (``KafkaProducer.publish_many``: the rows of
-the pass, one wait for all the broker's acks), set ``published_at`` on the acknowledged ones and
-bump ``attempts``/``last_error`` on the others, commit.  Delivery is at-least-once: a crash
+One pass: open a transaction, ``SELECT ... WHERE published_at IS NULL ORDER BY id LIMIT batch FOR
+UPDATE SKIP LOCKED`` (several ``serve`` processes share the work without publishing a row twice),
+publish every row (``KafkaProducer.publish_many``: the rows of the pass, one wait for all the
+broker's acks), set ``published_at`` on the acknowledged ones and bump ``attempts``/``last_error``
+on the others, commit.  On PostgreSQL the pass runs on the Trio thread over a connection of its
+own (:mod:`etrans.adapters.sql.trio_pq`: no worker thread competing for the GIL with the
+requests); on SQLite (``etrans dev``) in a worker thread.  Delivery is at-least-once: a crash
 between the ack and the commit publishes those rows again (the message_id lets consumers
 recognise a repeat).
 
@@ -20,11 +22,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import trio
 from sqlalchemy import select, update
 
+from etrans.adapters.sql.trio_pq import TrioPqConnection
 from etrans.adapters.sql.usend import EmailOutbox
 from etrans.observability import get_logger
 
@@ -35,6 +38,32 @@ if TYPE_CHECKING:
 log = get_logger(__name__)
 
 _OUTBOX = EmailOutbox.__table__
+
+_SELECT_PENDING = b"""
+SELECT id, topic, key, payload FROM email_outbox WHERE published_at IS NULL
+ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED
+"""
+_MARK_PUBLISHED = b"""
+UPDATE email_outbox SET published_at = now(), attempts = attempts + 1 WHERE id = ANY($1::bigint[])
+"""
+_MARK_FAILED = b"""
+UPDATE email_outbox SET attempts = attempts + 1, last_error = $2 WHERE id = $1::bigint
+"""
+
+
+class _Row(NamedTuple):
+    id: int
+    topic: str
+    key: str | None
+    payload: bytes
+
+    @classmethod
+    def from_text(cls, row_id: str | None, topic: str | None, key: str | None,
+                  payload: str | None) -> _Row:
+        """From the text-format columns of ``_SELECT_PENDING`` (bytea comes as ``\\x<hex>``)."""
+        if row_id is None or topic is None or payload is None:  # NOT NULL columns
+            raise ValueError(f"email_outbox row {row_id} without topic or payload")
+        return cls(int(row_id), topic, key, bytes.fromhex(payload[2:]))
 
 
 @dataclass
@@ -59,6 +88,8 @@ class OutboxRelay:
         self._max_backoff = max_backoff_seconds
         self._wakeup = trio.Event()
         self._token: trio.lowlevel.TrioToken | None = None
+        self._connection = (TrioPqConnection.from_sqlalchemy_url(db.engine.url)
+                            if db.engine.dialect.name == "postgresql" else None)
         self.stats = RelayStatistics()
 
     def statistics(self) -> RelayStatistics:
@@ -73,6 +104,17 @@ class OutboxRelay:
         """Relay until cancelled or ``shutdown_requested`` (then one last pass)."""
         self._token = trio.lowlevel.current_trio_token()
         task_status.started()
+        try:
+            await self._relay(shutdown_requested)
+        finally:
+            with trio.CancelScope(shield=True):
+                await self.aclose()
+
+    async def aclose(self) -> None:
+        if self._connection is not None:
+            await self._connection.aclose()
+
+    async def _relay(self, shutdown_requested: trio.Event | None) -> None:
         backoff = self._idle
         while True:
             self._wakeup = trio.Event()
@@ -101,7 +143,44 @@ class OutboxRelay:
     async def relay_once(self) -> tuple[int, int]:
         """One pass; returns (published, failed)."""
         self.stats.passes += 1
+        if self._connection is not None:
+            return await self._trio_pass(self._connection)
         return await self._db.run(self._pass)
+
+    async def _trio_pass(self, conn: TrioPqConnection) -> tuple[int, int]:
+        await conn.execute(b"BEGIN")
+        try:
+            found = await conn.execute(_SELECT_PENDING, [str(self._batch)])
+            rows = [_Row.from_text(*values) for values in found.rows]
+            outcomes = await self._publish_all(rows) if rows else {}
+            done = [row_id for row_id, error in outcomes.items() if error is None]
+            failed = {row_id: error for row_id, error in outcomes.items() if error is not None}
+            if done:
+                await conn.execute(_MARK_PUBLISHED, ["{" + ",".join(map(str, done)) + "}"])
+            for row_id, error in failed.items():
+                await conn.execute(_MARK_FAILED, [str(row_id), error[:500]])
+            await conn.execute(b"COMMIT")
+        except BaseException:
+            with trio.move_on_after(5) as cleanup:
+                cleanup.shield = True
+                if conn.connected:  # else the transaction went with the connection
+                    try:
+                        await conn.execute(b"ROLLBACK")
+                    except Exception:
+                        await conn.aclose()
+            if cleanup.cancelled_caught:
+                await conn.aclose()
+            raise
+        return self._count(done, failed)
+
+    def _count(self, done: list[int], failed: dict[int, str]) -> tuple[int, int]:
+        self.stats.published += len(done)
+        self.stats.failed += len(failed)
+        if failed:
+            self.stats.last_error = next(iter(failed.values()))
+            log.warning("outbox publish failed", failed=len(failed), published=len(done),
+                        error=self.stats.last_error)
+        return len(done), len(failed)
 
     def _pass(self) -> tuple[int, int]:
         query = (select(_OUTBOX.c.id, _OUTBOX.c.topic, _OUTBOX.c.key, _OUTBOX.c.payload)
@@ -121,13 +200,7 @@ class OutboxRelay:
             for row_id, error in failed.items():
                 conn.execute(update(_OUTBOX).where(_OUTBOX.c.id == row_id)
                              .values(attempts=_OUTBOX.c.attempts + 1, last_error=error[:500]))
-        self.stats.published += len(done)
-        self.stats.failed += len(failed)
-        if failed:
-            self.stats.last_error = next(iter(failed.values()))
-            log.warning("outbox publish failed", failed=len(failed), published=len(done),
-                        error=self.stats.last_error)
-        return len(done), len(failed)
+        return self._count(done, failed)
 
     async def _publish_all(self, rows: list[Any]) -> dict[int, str | None]:
         publish_many = getattr(self._publisher, "publish_many", None)
