@@ -61,6 +61,11 @@ class PipelineConfig:
     # is never evicted; it resumes at half of it.  Records that arrive without room are held
     # back on the consumer thread (``PipelineStats.held``), not handed out.
     channel_size: int = 1000
+    # Finished messages whose offsets cannot be committed yet (an earlier message of their
+    # partition still runs or waits for a retry) are remembered, ~70 bytes each.  Past this many,
+    # the excess counts against channel_size: no new message is handed out until the earlier
+    # one finishes.  Bounds that memory while one message retries for minutes.
+    max_done_behind: int = 100_000
     pause_after: float = 0.5
     commit_interval: float = 1.0
     # Per-message (per-batch) timeout; exceeding it is a transient failure.  None: no limit.
@@ -90,6 +95,8 @@ class PipelineConfig:
             object.__setattr__(self, "topics", (self.topics,))
         if not self.topics:
             raise ValueError("PipelineConfig.topics is empty")
+        if self.max_done_behind < 0:
+            raise ValueError("max_done_behind must not be negative")
         if self.workers < 1 or self.channel_size < 1 or self.batch_size < 1:
             raise ValueError("workers, channel_size and batch_size must be at least 1")
 

@@ -45,20 +45,30 @@ class PartitionOffsets:
         """A fast ``track`` for a caller that checked the order itself (against last_tracked)."""
         return self._pending.append
 
-    def mark_done(self, offset: int) -> None:
+    def mark_done(self, offset: int) -> int:
+        """Returns how many more done offsets wait behind an unfinished one (negative: fewer)."""
         pending = self._pending
         if not pending or offset < pending[0]:
-            return  # already committable (or never tracked): nothing to do
+            return 0  # already committable (or never tracked): nothing to do
+        done = self._done
         if offset == pending[0]:
+            before = len(done)
             pending.popleft()
             self.next_offset = offset + 1
-            done = self._done
             while pending and pending[0] in done:
                 head = pending.popleft()
                 done.discard(head)
                 self.next_offset = head + 1
-        else:
-            self._done.add(offset)
+            return len(done) - before
+        if offset in done:
+            return 0
+        done.add(offset)
+        return 1
+
+    @property
+    def done_behind(self) -> int:
+        """Done offsets that cannot be committed yet: an earlier one is unfinished."""
+        return len(self._done)
 
     def committable(self) -> int | None:
         """The offset to commit (the next one to read), or None when nothing was tracked."""
@@ -83,13 +93,18 @@ class OffsetTracker:
     def __init__(self) -> None:
         self._partitions: dict[TopicPartition, PartitionOffsets] = {}
         self._committed: dict[TopicPartition, int] = {}
+        # Done offsets waiting behind an unfinished one, over every partition (the memory the
+        # tracker holds beyond the messages in flight).
+        self.done_behind = 0
 
     def assign(self, tp: TopicPartition, start: int | None = None) -> None:
+        self.revoke(tp)
         self._partitions[tp] = PartitionOffsets(start)
-        self._committed.pop(tp, None)
 
     def revoke(self, tp: TopicPartition) -> None:
-        self._partitions.pop(tp, None)
+        partition = self._partitions.pop(tp, None)
+        if partition is not None:
+            self.done_behind -= partition.done_behind
         self._committed.pop(tp, None)
 
     def __contains__(self, tp: object) -> bool:
@@ -112,7 +127,7 @@ class OffsetTracker:
     def mark_done(self, tp: TopicPartition, offset: int) -> None:
         partition = self._partitions.get(tp)
         if partition is not None:  # a revoked partition's late completion is ignored
-            partition.mark_done(offset)
+            self.done_behind += partition.mark_done(offset)
 
     def committable(self, tp: TopicPartition) -> int | None:
         partition = self._partitions.get(tp)

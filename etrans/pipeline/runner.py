@@ -59,7 +59,7 @@ class Pipeline:
         self._producer = producer
         # Where messages come from (etrans.pipeline.source): a Kafka consumer thread by default.
         self._source: MessageSourceFactory = source or ConsumerThread
-        self._state = SharedState()
+        self._state = SharedState(max_done_behind=config.max_done_behind)
         self._inbox = Inbox()
         self._send: trio.MemorySendChannel[Envelope] | None = None
         self._assigned = trio.Event()

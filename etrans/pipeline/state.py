@@ -10,7 +10,9 @@ The per-message path is kept cheap: workers claim a message without the lock
 the claim re-checks the revoke *after* counting itself in - see there), and report finished
 messages in batches (:meth:`SharedState.finish_many`, one lock acquisition per batch).  The
 number of messages held (``outstanding``) is ``handed_out - released``: each counter has a single
-writer (the source thread, the Trio thread), so neither needs the lock to stay exact.  Threads
+writer (the source thread, the Trio thread), so neither needs the lock to stay exact.  Finished
+messages whose offsets wait behind an unfinished one count too, past ``max_done_behind``: a
+message that runs or retries for long cannot make the tracker's memory grow without bound.  Threads
 waiting for room are woken only when there is room (:meth:`SharedState.wait_for_room`), not at
 every finished message, which would make the two threads fight for the GIL.
 """
@@ -42,7 +44,10 @@ Finished = tuple["Message", int, int]
 
 
 class SharedState:
-    def __init__(self) -> None:
+    def __init__(self, *, max_done_behind: int | None = None) -> None:
+        # Past this many done offsets waiting behind an unfinished message, the excess counts as
+        # outstanding: the source stops handing out messages until that message finishes.
+        self.max_done_behind = max_done_behind
         self.lock = threading.Lock()
         self.changed = threading.Condition(self.lock)
         self.tracker = OffsetTracker()
@@ -98,8 +103,12 @@ class SharedState:
 
     @property
     def outstanding(self) -> int:
-        """Messages handed to Trio and not yet released (waiting, in flight, retrying)."""
-        return self.handed_out - self.released
+        """Messages handed to Trio and not yet released (waiting, in flight, retrying), plus
+        the done offsets over ``max_done_behind`` that wait behind an unfinished message."""
+        held = self.handed_out - self.released
+        if self.max_done_behind is not None:
+            held += max(0, self.tracker.done_behind - self.max_done_behind)
+        return held
 
     def wait_changed(self, timeout: float) -> None:
         """Wait (lock held) until a worker finishes or skips a message, or ``timeout``."""

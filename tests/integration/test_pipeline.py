@@ -242,6 +242,46 @@ async def test_messages_in_memory_stay_bounded_while_a_task_is_stuck_past_its_ti
     assert stats.committed == {(topic, p): end for p, end in ends.items()}
 
 
+async def test_done_offsets_behind_a_long_running_message_stay_bounded(
+    kafka_bootstrap: str, kafka_test_config: dict[str, Any], new_topic: Any
+) -> None:
+    """One message runs for long (a retried email): the messages after it are processed, but
+    their offsets cannot be committed, so the tracker remembers them.  Past max_done_behind the
+    consumer stops handing out messages until the long one finishes: memory stays bounded, and
+    everything is processed once it does."""
+    topic = new_topic(partitions=1, prefix="pipeline-behind")
+    ends = produce(kafka_bootstrap, topic, 1000, 1)
+    cap, channel = 100, 40
+    release, reached_cap = trio.Event(), trio.Event()
+    seen: Counter[int] = Counter()
+
+    async def task(message: Message) -> None:
+        if message.offset == 5:
+            await release.wait()
+        seen[message.offset] += 1
+        if len(seen) >= cap:
+            reached_cap.set()
+
+    cfg = config(kafka_bootstrap, topic, kafka_test_config, workers=4, channel_size=channel,
+                 max_done_behind=cap, stop_at_end=True, commit_interval=0.2)
+    pipeline = Pipeline(cfg, task)
+    with trio.fail_after(90):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(pipeline.run, Shutdown(drain_seconds=10))
+            await reached_cap.wait()
+            await trio.sleep(1.0)  # would go on to all 999 without the cap
+            stalled = len(seen)
+            stuck = pipeline.statistics()
+            release.set()
+    stats = pipeline.statistics()
+    print(f"processed while offset 5 ran: {stalled} (cap {cap}, channel {channel})")
+    assert cap <= stalled <= cap + channel + cfg.workers
+    assert stuck.committed.get((topic, 0), 0) <= 5
+    assert set(seen) == set(range(ends[0]))
+    assert all(count == 1 for count in seen.values())
+    assert stats.committed == {(topic, 0): ends[0]}
+
+
 async def test_batch_task_gets_batches_and_commits_after_the_call(
     kafka_bootstrap: str, kafka_test_config: dict[str, Any], new_topic: Any
 ) -> None:

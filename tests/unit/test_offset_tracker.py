@@ -133,3 +133,42 @@ def test_shared_state_drops_a_rewound_fetch_instead_of_failing() -> None:
     again = state.track(batch(range(0, 8)))  # reset to the beginning, then new messages
     assert [m.offset for m, _ in again] == [5, 6, 7]
     assert state.rewound == 5
+
+
+def test_done_behind_counts_what_waits_for_an_unfinished_offset() -> None:
+    tracker = OffsetTracker()
+    tracker.assign(TP)
+    tracker.assign(("topic", 1))
+    for offset in range(10):
+        tracker.track(TP, offset)
+        tracker.track(("topic", 1), offset)
+    for offset in range(1, 10):
+        tracker.mark_done(TP, offset)
+    tracker.mark_done(TP, 5)  # twice: counted once
+    for offset in (3, 4):
+        tracker.mark_done(("topic", 1), offset)
+    assert tracker.done_behind == 9 + 2
+    tracker.mark_done(TP, 0)  # the head: everything behind it becomes committable
+    assert tracker.done_behind == 2
+    assert tracker.committable(TP) == 10
+    tracker.revoke(("topic", 1))
+    assert tracker.done_behind == 0
+
+
+def test_shared_state_counts_done_offsets_past_the_cap_as_outstanding() -> None:
+    from etrans.pipeline.message import Message
+    from etrans.pipeline.state import PROCESSED, SharedState
+
+    state = SharedState(max_done_behind=10)
+    state.assign([("t", 0)])
+    messages = [Message(topic="t", partition=0, offset=o, key=None, value=b"x", headers=(),
+                        timestamp_ms=0) for o in range(30)]
+    envelopes = state.track(messages)
+    for message, epoch in envelopes:
+        assert state.try_start(message, epoch)
+    state.finish_many([(m, e, PROCESSED) for m, e in envelopes[1:]])  # all but offset 0
+    # 1 in flight, 29 done behind it: 19 over the cap count as outstanding.
+    assert state.outstanding == 1 + 19
+    state.finish_many([(envelopes[0][0], envelopes[0][1], PROCESSED)])
+    assert state.outstanding == 0
+    assert state.offsets_to_commit() == {("t", 0): 30}
