@@ -265,7 +265,7 @@ class ConsumerThread(SourceThread):
                     p.offset = OFFSET_BEGINNING
         self._seen.update(tps)
         if "cooperative" in self.config.assignment_strategy:
-            consumer.incremental_assign(partitions)  # cooperative-sticky: untested here
+            consumer.incremental_assign(partitions)  # cooperative-sticky (tested: rebalance)
         else:
             consumer.assign(partitions)
         if self._paused and partitions:

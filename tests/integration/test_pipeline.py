@@ -9,6 +9,7 @@ import random
 from collections import Counter
 from typing import Any
 
+import pytest
 import trio
 
 from etrans.errors import PoisonMessage, RetryLater
@@ -309,11 +310,14 @@ async def test_batch_task_gets_batches_and_commits_after_the_call(
     assert stats.committed == {(topic, p): end for p, end in ends.items()}
 
 
+@pytest.mark.parametrize("strategy", ["range,roundrobin", "cooperative-sticky"])
 async def test_rebalance_to_a_second_consumer_loses_and_repeats_nothing(
-    kafka_bootstrap: str, kafka_test_config: dict[str, Any], new_topic: Any
+    kafka_bootstrap: str, kafka_test_config: dict[str, Any], new_topic: Any, strategy: str
 ) -> None:
     """A second pipeline joins the group mid-run: the first one's revoke waits for its started
-    messages and commits them, so the partitions move without loss or repeats."""
+    messages and commits them, so the partitions move without loss or repeats - with the eager
+    assignors (the default) and with cooperative-sticky (incremental assign and revoke: the
+    first pipeline keeps the partitions it is not asked to give up)."""
     topic = new_topic(partitions=4, prefix="pipeline-rebalance")
     ends = produce(kafka_bootstrap, topic, 4000, 4)
     seen: Counter[tuple[int, int]] = Counter()
@@ -331,7 +335,8 @@ async def test_rebalance_to_a_second_consumer_loses_and_repeats_nothing(
         return task
 
     group = unique_name("pipeline-rebalance-group")
-    first_config = config(kafka_bootstrap, topic, kafka_test_config, stop_at_end=True)
+    first_config = config(kafka_bootstrap, topic, kafka_test_config, stop_at_end=True,
+                          assignment_strategy=strategy)
     first_config = PipelineConfig(**{**first_config.__dict__, "group_id": group})
     second_config = PipelineConfig(**{**first_config.__dict__})
     first, second = Pipeline(first_config, task_for("first")), Pipeline(second_config,
