@@ -71,10 +71,16 @@ class GroupCommit(Generic[T]):
     which writes ``items`` in one transaction (all or nothing) or raises."""
 
     def __init__(self, write_group: Callable[[list[T]], Awaitable[None]], *,
-                 split_on: tuple[type[BaseException], ...] = (), max_items: int = 256) -> None:
+                 split_on: tuple[type[BaseException], ...] = (), max_items: int = 256,
+                 weight: Callable[[T], int] | None = None, max_weight: int | None = None) -> None:
         self._write_group = write_group
         self._split_on = split_on
         self._max_items = max(1, max_items)
+        # A round also stops before the total ``weight`` of its items passes ``max_weight``
+        # (e.g. bytes: one statement must stay far below the server's limits); it always takes
+        # at least one caller, whatever its weight.
+        self._weight = weight
+        self._max_weight = max_weight
         self._queue: deque[_Job[T]] = deque()
         self._leading = False
         self.stats = GroupCommitStatistics()
@@ -103,11 +109,19 @@ class GroupCommit(Generic[T]):
 
     async def _lead_one_round(self) -> None:
         batch: list[_Job[T]] = []
-        count = 0
-        while self._queue and (not batch or count + len(self._queue[0].items) <= self._max_items):
-            queued = self._queue.popleft()
+        count = weight = 0
+        weigh, max_weight = self._weight, self._max_weight
+        while self._queue:
+            queued = self._queue[0]
+            job_weight = (sum(weigh(item) for item in queued.items)
+                          if weigh is not None and max_weight is not None else 0)
+            if batch and (count + len(queued.items) > self._max_items or (
+                    max_weight is not None and weight + job_weight > max_weight)):
+                break
+            self._queue.popleft()
             batch.append(queued)
             count += len(queued.items)
+            weight += job_weight
         try:
             errors = await self._write_batch(batch)
         except BaseException as exc:  # the write itself failed: nobody's items are known

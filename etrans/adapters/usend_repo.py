@@ -60,6 +60,16 @@ FROM email JOIN r USING (message_id) ORDER BY r.n
 """
 
 
+# A round's statement carries every email of the round (Kafka payload with attachments, html,
+# text) in one parameter, and PostgreSQL refuses a value over 1 GB: rounds stop at 64 MB (one
+# email alone may pass it; the API caps a request at 25 MB).
+_MAX_ROUND_BYTES = 64 * 1024 * 1024
+
+
+def _size(e: NewEmail) -> int:
+    return len(e.kafka_value) + len(e.html or "") + len(e.text or "") + 1024
+
+
 def _row(n: int, e: NewEmail) -> dict[str, Any]:
     return {
         "n": n, "message_id": e.message_id, "user_id": e.user_id, "domain_id": e.domain_id,
@@ -89,7 +99,8 @@ class UsendRepository:
         self._writer_connection: TrioPqConnection | None = None  # opened by the first save
         # Requests saving while a commit is in flight are written together by the next one;
         # a data error in the shared statement retries each request's rows on their own.
-        self._writer: GroupCommit[NewEmail] = GroupCommit(self._save, split_on=self.data_errors)
+        self._writer: GroupCommit[NewEmail] = GroupCommit(
+            self._save, split_on=self.data_errors, weight=_size, max_weight=_MAX_ROUND_BYTES)
 
     # -- API keys ------------------------------------------------------------------------------
 
