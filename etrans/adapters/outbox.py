@@ -39,8 +39,9 @@ log = get_logger(__name__)
 
 _OUTBOX = EmailOutbox.__table__
 
+# The payload as plain hex: the same text whatever the server's bytea_output setting.
 _SELECT_PENDING = b"""
-SELECT id, topic, key, payload FROM email_outbox WHERE published_at IS NULL
+SELECT id, topic, key, encode(payload, 'hex') FROM email_outbox WHERE published_at IS NULL
 ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED
 """
 _MARK_PUBLISHED = b"""
@@ -60,10 +61,10 @@ class _Row(NamedTuple):
     @classmethod
     def from_text(cls, row_id: str | None, topic: str | None, key: str | None,
                   payload: str | None) -> _Row:
-        """From the text-format columns of ``_SELECT_PENDING`` (bytea comes as ``\\x<hex>``)."""
+        """From the text-format columns of ``_SELECT_PENDING`` (the payload hex-encoded)."""
         if row_id is None or topic is None or payload is None:  # NOT NULL columns
             raise ValueError(f"email_outbox row {row_id} without topic or payload")
-        return cls(int(row_id), topic, key, bytes.fromhex(payload[2:]))
+        return cls(int(row_id), topic, key, bytes.fromhex(payload))
 
 
 @dataclass
@@ -87,7 +88,6 @@ class OutboxRelay:
         self._linger = linger_seconds
         self._max_backoff = max_backoff_seconds
         self._wakeup = trio.Event()
-        self._token: trio.lowlevel.TrioToken | None = None
         self._connection = (TrioPqConnection.from_sqlalchemy_url(db.engine.url)
                             if db.engine.dialect.name == "postgresql" else None)
         self.stats = RelayStatistics()
@@ -102,7 +102,6 @@ class OutboxRelay:
     async def run(self, shutdown_requested: trio.Event | None = None, *,
                   task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Relay until cancelled or ``shutdown_requested`` (then one last pass)."""
-        self._token = trio.lowlevel.current_trio_token()
         task_status.started()
         try:
             await self._relay(shutdown_requested)
@@ -161,6 +160,8 @@ class OutboxRelay:
                 await conn.execute(_MARK_FAILED, [str(row_id), error[:500]])
             await conn.execute(b"COMMIT")
         except BaseException:
+            # Roll back, shielded but within 5 s (a ROLLBACK that fails or is cut short closes
+            # the connection: the transaction goes with it, the next pass reconnects).
             with trio.move_on_after(5) as cleanup:
                 cleanup.shield = True
                 if conn.connected:  # else the transaction went with the connection
@@ -168,8 +169,6 @@ class OutboxRelay:
                         await conn.execute(b"ROLLBACK")
                     except Exception:
                         await conn.aclose()
-            if cleanup.cancelled_caught:
-                await conn.aclose()
             raise
         return self._count(done, failed)
 
