@@ -114,3 +114,24 @@ async def test_a_connection_lost_while_idle_is_replaced_before_the_statement(
     finally:
         await conn.aclose()
         await other.aclose()
+
+
+async def test_a_connection_lost_inside_a_transaction_fails_instead_of_reconnecting(
+        fresh_database: Any) -> None:
+    # After BEGIN, reconnecting would run the next statements outside the transaction.
+    url = fresh_database("triopq")
+    conn = TrioPqConnection.from_sqlalchemy_url(url, ping_after_idle=0.05)
+    other = TrioPqConnection.from_sqlalchemy_url(url)
+    try:
+        await conn.execute(b"CREATE TABLE v (a int)")
+        await conn.execute(b"BEGIN")
+        pid = (await conn.execute(b"SELECT pg_backend_pid()")).rows[0][0]
+        await other.execute(b"SELECT pg_terminate_backend($1::int)", [pid])
+        await trio.sleep(0.1)
+        with pytest.raises(psycopg.OperationalError):
+            await conn.execute(b"INSERT INTO v VALUES (1)")
+        assert not conn.connected
+        assert (await other.execute(b"SELECT count(*) FROM v")).rows == [("0",)]
+    finally:
+        await conn.aclose()
+        await other.aclose()

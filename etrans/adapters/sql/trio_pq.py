@@ -23,7 +23,8 @@ next :meth:`execute` connects again.  As with any client, a statement whose answ
 still have been committed.  Like SQLAlchemy's ``pool_pre_ping``, a connection that has been idle
 for ``ping_after_idle`` seconds is checked with ``SELECT 1`` first (a server restart or an idle
 timeout in between is then met by reconnecting, not by failing the statement); under load the
-connection is never idle and pays nothing.
+connection is never idle and pays nothing.  Inside a transaction (after ``BEGIN``) there is no
+such check: a lost connection fails the statement, it never reconnects into autocommit.
 """
 
 from __future__ import annotations
@@ -112,7 +113,9 @@ class TrioPqConnection:
         values = [p.encode() if isinstance(p, str) else p for p in params]
         async with self._lock:
             if (self._pgconn is not None
+                    and self._pgconn.transaction_status == pq.TransactionStatus.IDLE
                     and trio.current_time() - self._last_used > self._ping_after_idle):
+                # Not inside a transaction (a reconnect there would silently leave it).
                 try:
                     self._outcome(self._pgconn, await self._send(self._pgconn, b"SELECT 1", []))
                 except psycopg.OperationalError:
@@ -123,7 +126,7 @@ class TrioPqConnection:
             assert pgconn is not None
             results = await self._send(pgconn, sql, values)
             self._last_used = trio.current_time()
-        return self._outcome(pgconn, results)
+            return self._outcome(pgconn, results)
 
     async def _send(self, pgconn: pq.PGconn, sql: bytes,
                     values: list[bytes | None]) -> list[PGresult]:
