@@ -97,41 +97,43 @@ async def test_a_refused_connect_is_an_operational_error(postgres_admin_url: str
     assert not conn.connected
 
 
-async def test_a_connection_lost_while_idle_is_replaced_before_the_statement(
-        fresh_database: Any) -> None:
-    # As pool_pre_ping: the server ended the idle session (restart, idle timeout, an operator's
-    # pg_terminate_backend); the next statement reconnects instead of failing.
+@pytest.fixture
+async def idle_checked_pair(fresh_database: Any) -> Any:
+    """A connection checked after 50 ms idle, and a second one to end its session with."""
     url = fresh_database("triopq")
     conn = TrioPqConnection.from_sqlalchemy_url(url, ping_after_idle=0.05)
     other = TrioPqConnection.from_sqlalchemy_url(url)
-    try:
-        first_pid = (await conn.execute(b"SELECT pg_backend_pid()")).rows[0][0]
-        assert first_pid is not None
-        await other.execute(b"SELECT pg_terminate_backend($1::int)", [first_pid])
-        await trio.sleep(0.1)
-        second_pid = (await conn.execute(b"SELECT pg_backend_pid()")).rows[0][0]
-        assert second_pid != first_pid
-    finally:
-        await conn.aclose()
-        await other.aclose()
+    yield conn, other
+    await conn.aclose()
+    await other.aclose()
+
+
+async def _end_session(conn: TrioPqConnection, other: TrioPqConnection) -> str | None:
+    pid = (await conn.execute(b"SELECT pg_backend_pid()")).rows[0][0]
+    await other.execute(b"SELECT pg_terminate_backend($1::int)", [pid])
+    await trio.sleep(0.1)
+    return pid
+
+
+async def test_a_connection_lost_while_idle_is_replaced_before_the_statement(
+        idle_checked_pair: Any) -> None:
+    # As pool_pre_ping: the server ended the idle session (restart, idle timeout, an operator's
+    # pg_terminate_backend); the next statement reconnects instead of failing.
+    conn, other = idle_checked_pair
+    first_pid = await _end_session(conn, other)
+    assert first_pid is not None
+    second_pid = (await conn.execute(b"SELECT pg_backend_pid()")).rows[0][0]
+    assert second_pid != first_pid
 
 
 async def test_a_connection_lost_inside_a_transaction_fails_instead_of_reconnecting(
-        fresh_database: Any) -> None:
+        idle_checked_pair: Any) -> None:
     # After BEGIN, reconnecting would run the next statements outside the transaction.
-    url = fresh_database("triopq")
-    conn = TrioPqConnection.from_sqlalchemy_url(url, ping_after_idle=0.05)
-    other = TrioPqConnection.from_sqlalchemy_url(url)
-    try:
-        await conn.execute(b"CREATE TABLE v (a int)")
-        await conn.execute(b"BEGIN")
-        pid = (await conn.execute(b"SELECT pg_backend_pid()")).rows[0][0]
-        await other.execute(b"SELECT pg_terminate_backend($1::int)", [pid])
-        await trio.sleep(0.1)
-        with pytest.raises(psycopg.OperationalError):
-            await conn.execute(b"INSERT INTO v VALUES (1)")
-        assert not conn.connected
-        assert (await other.execute(b"SELECT count(*) FROM v")).rows == [("0",)]
-    finally:
-        await conn.aclose()
-        await other.aclose()
+    conn, other = idle_checked_pair
+    await conn.execute(b"CREATE TABLE v (a int)")
+    await conn.execute(b"BEGIN")
+    await _end_session(conn, other)
+    with pytest.raises(psycopg.OperationalError):
+        await conn.execute(b"INSERT INTO v VALUES (1)")
+    assert not conn.connected
+    assert (await other.execute(b"SELECT count(*) FROM v")).rows == [("0",)]
