@@ -55,6 +55,19 @@ class _Context:
             sys.exit(2)
         observability.configure(service, level=level)
 
+    def start_error_reporting(self, service: str, settings: Settings) -> None:
+        """SENTRY_DSN: error lines with an exception go to Sentry (every subcommand; fetchlog
+        also reports its retried failures itself, see its bootstrap)."""
+        if settings.sentry_dsn is None:
+            return
+        from etrans import observability
+        from etrans.adapters.sentry_reporter import ErrorReporter
+
+        reporter = ErrorReporter.start(settings.sentry_dsn.get(), service=service,
+                                       release=__version__)
+        if reporter.enabled:
+            observability.forward_errors(reporter.capture)
+
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, "--version", prog_name="etrans")
@@ -80,6 +93,7 @@ def serve(obj: _Context, bind: str | None) -> None:
         os.environ["ETRANS_BIND"] = bind
     settings = obj.settings("serve")
     obj.start_logging("serve")
+    obj.start_error_reporting("serve", settings)
     from etrans import bootstrap, runtime
 
     sys.exit(runtime.run(bootstrap.serve(settings), settings.drain_seconds))
@@ -91,6 +105,7 @@ def sendmail(obj: _Context) -> None:
     """Consume send requests from KAFKA_TOPIC and deliver them over SMTP."""
     settings = obj.settings("sendmail")
     obj.start_logging("sendmail")
+    obj.start_error_reporting("sendmail", settings)
     from etrans import bootstrap, runtime
 
     sys.exit(runtime.run(bootstrap.sendmail(settings), settings.drain_seconds))
@@ -132,6 +147,7 @@ def dev(obj: _Context, data_dir: Path | None, bind: str | None) -> None:
         os.environ["ETRANS_BIND"] = bind
     settings = obj.settings("dev")
     obj.start_logging("dev")
+    obj.start_error_reporting("dev", settings)
     from etrans import bootstrap, runtime
 
     if data_dir is None:
@@ -153,6 +169,7 @@ def upgrade(obj: _Context, revision: str) -> None:
     """Apply the USEND DB migrations (Alembic)."""
     settings = obj.settings("db")
     obj.start_logging("db")
+    obj.start_error_reporting("db", settings)
     from etrans.adapters.sql import migrations
 
     assert settings.databases is not None

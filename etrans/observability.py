@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from structlog.typing import EventDict, WrappedLogger
 
 # Keys whose values are never written, whatever logs them.
@@ -26,6 +28,28 @@ def _redact(_: WrappedLogger, __: str, event: EventDict) -> EventDict:
     for name in list(event):
         if name.lower() in SECRET_KEYS:
             event[name] = "**********"
+    return event
+
+
+# Where error lines with an exception are also sent (the Sentry reporter when SENTRY_DSN is set).
+_error_sinks: list[Callable[..., object]] = []
+
+
+def forward_errors(sink: Callable[..., object]) -> None:
+    """Also hand every ``error``/``critical`` line that carries an exception to
+    ``sink(exc, event=..., **fields)`` (after redaction): the API's "unhandled error" and the
+    workers' task-boundary failures reach Sentry without each call site knowing about it."""
+    _error_sinks.append(sink)
+
+
+def _forward_errors(_: WrappedLogger, method: str, event: EventDict) -> EventDict:
+    if _error_sinks and method in ("error", "critical", "exception"):
+        exc = event.get("exc_info")
+        if isinstance(exc, BaseException):
+            fields = {k: v for k, v in event.items()
+                      if k not in ("exc_info", "event") and isinstance(v, str | int | float)}
+            for sink in _error_sinks:
+                sink(exc, event=str(event.get("event")), **fields)
     return event
 
 
@@ -45,6 +69,7 @@ def configure(service: str, *, level: str = "INFO", json: bool | None = None) ->
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
         _redact,
+        _forward_errors,
     ]
     renderer: Any
     if json:
