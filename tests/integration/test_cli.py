@@ -259,6 +259,9 @@ def test_log_level_from_the_env_file(etrans_env, tmp_path: Path):
     env_file.write_text("ETRANS_LOG_LEVEL=WARNING\n")
     process = start(["--env-file", str(env_file), "sendmail"], etrans_env())
     try:
+        # At WARNING nothing says it is up: wait until it catches SIGTERM (its runtime installs
+        # the handler before starting; a fixed sleep raced with a slow start on a loaded machine).
+        wait_until_catching(process, signal.SIGTERM)
         time.sleep(3)  # it would have logged its start at INFO by now
         _took, out, err = stop(process)
     finally:
@@ -276,6 +279,18 @@ def test_invalid_log_level_in_the_env_file_exits_2(etrans_env, tmp_path: Path):
     assert result.returncode == 2
     assert "ETRANS_LOG_LEVEL" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def wait_until_catching(process: subprocess.Popen[str], sig: int, timeout: float = 60) -> None:
+    """Until ``process`` has a handler for ``sig`` (SigCgt in /proc/PID/status)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert process.poll() is None, process.communicate()
+        for line in Path(f"/proc/{process.pid}/status").read_text().splitlines():
+            if line.startswith("SigCgt:") and int(line.split()[1], 16) & (1 << (sig - 1)):
+                return
+        time.sleep(0.05)
+    pytest.fail(f"etrans did not install its {signal.Signals(sig).name} handler in {timeout} s")
 
 
 def json_records(out: str) -> list[dict[str, object]]:
