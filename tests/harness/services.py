@@ -223,6 +223,8 @@ def etrans_env(
             "USEND_DB_URI": usend_url,
             "ETRANS_BIND": f"127.0.0.1:{free_port()}",
         }
+        if "PYTHONPATH" in os.environ:  # a checkout run without installing it (git worktrees)
+            env["PYTHONPATH"] = os.environ["PYTHONPATH"]
         for name, value in overrides.items():
             if value is None:
                 env.pop(name, None)
