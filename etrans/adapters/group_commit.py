@@ -11,9 +11,11 @@ Guarantees, unchanged from one transaction per request:
 - :meth:`GroupCommit.write` returns only after the caller's items are committed, and raises when
   they are not; each caller's items are all-or-nothing.
 - When the shared write fails with an error that belongs to the data (``split_on``, e.g. an
-  integrity error), every caller's items are written again on their own, so one bad request
-  cannot fail the others.  Other errors (database down) fail every caller of the group at once,
-  without retrying one by one.
+  integrity error), the round is split in halves and each half written again, down to single
+  callers, so one bad request fails alone and cannot fail the others.  Halving, not one
+  statement per caller: a round of 50 good callers and 1 bad one took 52 statements one by
+  one, 13 by halving (``tests/integration/test_group_commit.py``); the good callers stay grouped.
+  Other errors (database down) fail every caller not yet committed at once, without retrying.
 - A caller cancelled while waiting behaves like a cancelled uncancellable thread call: its items
   are committed or not as if it had not been cancelled (waiters park with
   ``wait_task_rescheduled`` refusing to abort, the leader's round runs in a shielded scope; the
@@ -44,7 +46,8 @@ T = TypeVar("T")
 class GroupCommitStatistics:
     rounds: int = 0
     items: int = 0
-    split_rounds: int = 0  # shared transaction failed on the data: written one caller at a time
+    split_rounds: int = 0  # shared transaction failed on the data: the round was halved
+    statements: int = 0  # calls of write_group (one per round, more when a round is split)
     largest_round: int = 0
 
 
@@ -123,9 +126,7 @@ class GroupCommit(Generic[T]):
             count += len(queued.items)
             weight += job_weight
         try:
-            errors = await self._write_batch(batch)
-        except BaseException as exc:  # the write itself failed: nobody's items are known
-            errors = [exc] * len(batch)
+            errors = await self._write_batch(batch)  # an outcome per job, never raises
         finally:
             # Hand the lead to the oldest waiter (its items go in the next round), or stop.
             if self._queue:
@@ -143,19 +144,25 @@ class GroupCommit(Generic[T]):
             queued.wake()
 
     async def _write_batch(self, batch: list[_Job[T]]) -> list[BaseException | None]:
-        """One transaction for the whole batch; on a data error, one transaction per job."""
-        try:
-            await self._write_group([item for job in batch for item in job.items])
-            return [None] * len(batch)
-        except self._split_on as exc:
-            if len(batch) == 1:
-                return [exc]
-        self.stats.split_rounds += 1
-        errors: list[BaseException | None] = []
-        for job in batch:
+        """One transaction for the whole batch; on a data error, halves of it, recursively."""
+        errors: list[BaseException | None] = [None] * len(batch)
+        ranges = [(0, len(batch))]  # a stack: the first half is written first
+        while ranges:
+            start, end = ranges.pop()
+            self.stats.statements += 1
             try:
-                await self._write_group(job.items)
-                errors.append(None)
-            except Exception as exc:
-                errors.append(exc)
+                await self._write_group([item for job in batch[start:end] for item in job.items])
+            except self._split_on as exc:
+                if end - start == 1:
+                    errors[start] = exc
+                    continue
+                if end - start == len(batch):
+                    self.stats.split_rounds += 1
+                middle = (start + end) // 2
+                ranges += [(middle, end), (start, middle)]
+            except BaseException as exc:
+                # Not the data: every caller not yet written fails with it, none is retried.
+                for first, last in [(start, end), *ranges]:
+                    errors[first:last] = [exc] * (last - first)
+                return errors
         return errors

@@ -194,3 +194,49 @@ def test_the_outbox_payload_is_the_exact_bytes_and_json_columns_keep_null(repo: 
     assert (row.headers, row.tags, row.cc_addresses, row.subject) == (
         rich.headers, rich.tags, [], rich.subject)
     assert (other.headers, other.tags, other.attachments) == (None, None, None)
+
+
+def test_a_bad_caller_among_50_good_ones_splits_the_round_by_halves(repo: Any) -> None:
+    # A data error (here NUL, which PostgreSQL text cannot store) in a round of 51 callers: the
+    # bad one fails alone and the 50 good ones are still written in shared statements, not one
+    # statement each (52 statements before: the failed round, then one per caller).
+    store, db = repo
+    user_id = 900_000_000 + uuid.uuid4().int % 90_000_000
+    outcomes: dict[int, str] = {}
+    statements: list[int] = []
+    write_group = store._writer._write_group
+
+    async def counted(emails: list[NewEmail]) -> None:
+        statements.append(len(emails))
+        await write_group(emails)
+
+    store._writer._write_group = counted
+
+    async def one(index: int, email: NewEmail) -> None:
+        try:
+            await store.save([email])
+            outcomes[index] = "ok"
+        except psycopg.DataError:
+            outcomes[index] = "DataError"
+
+    async def main() -> None:
+        async with trio.open_nursery() as nursery:
+            # The first caller leads a round alone; the 51 others queue behind it: one round.
+            nursery.start_soon(one, -1, _email(user_id))
+            await trio.lowlevel.checkpoint()
+            for index in range(51):
+                email = _email(user_id)
+                if index == 30:
+                    email = dataclasses.replace(email, subject="bad \x00 subject")
+                nursery.start_soon(one, index, email)
+
+    trio.run(main)
+    stats = store.statistics()["group_commit"]
+    assert outcomes.pop(30) == "DataError"
+    assert set(outcomes.values()) == {"ok"}
+    assert _counts(db, user_id) == (51, 51)
+    assert stats.largest_round == 51
+    assert stats.split_rounds == 1
+    # 1 (the first round) + 1 (the failed round) + halving down to the bad caller: 2 per level.
+    assert len(statements) <= 2 + 2 * 6, statements
+    assert stats.statements == len(statements)
