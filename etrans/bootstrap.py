@@ -37,6 +37,25 @@ class ApiStores:
     idempotency: Any  # IdempotencyStore
     credential_cache: Any  # CredentialCache (hash ``auth``)
     log_reader: Any  # LogReader
+    rate_counter: Any = None  # RateCounter (None: no request rate limits)
+
+
+def _rate_limiter(settings: Settings, counter: Any) -> Any:
+    """The API's request rate limits (etrans.api.rate_limit), or None without a counter store."""
+    import ipaddress
+
+    from etrans.api.rate_limit import RateLimiter, RateLimitPolicy
+
+    assert settings.http is not None
+    if counter is None:
+        return None
+    http = settings.http
+    return RateLimiter(counter, RateLimitPolicy(
+        requests=http.rate_limit_requests,
+        anonymous_requests=http.rate_limit_anonymous_requests,
+        window_seconds=http.rate_limit_window_seconds,
+        trusted_proxies=tuple(ipaddress.ip_network(n, strict=False)
+                              for n in http.rate_limit_trusted_proxies)))
 
 
 def _redis_api_stores(settings: Settings, *, usend_db: Any, redis: Any, mongo: Any) -> ApiStores:
@@ -45,6 +64,7 @@ def _redis_api_stores(settings: Settings, *, usend_db: Any, redis: Any, mongo: A
     from etrans.adapters.mongo_logs import MongoLogReader
     from etrans.adapters.redis_credentials import RedisCredentialCache
     from etrans.adapters.redis_quota import RedisQuota
+    from etrans.adapters.redis_rate_limit import RedisRateCounter
     from etrans.adapters.usend_repo import UsendRepository
 
     assert settings.http is not None
@@ -56,6 +76,7 @@ def _redis_api_stores(settings: Settings, *, usend_db: Any, redis: Any, mongo: A
         idempotency=RedisIdempotencyStore(redis, prefix=f"{prefix}idem:"),
         credential_cache=RedisCredentialCache(redis),
         log_reader=MongoLogReader(mongo),
+        rate_counter=RedisRateCounter(redis, prefix=f"{prefix}ratelimit:"),
     )
 
 
@@ -196,7 +217,8 @@ def serve(settings: Settings) -> ServiceMain:
     services["accounts"] = _api_part2(settings, billing_db=billing, usend_db=usend,
                                       services=services)
     app = create_app(ApiDependencies(probes=[billing, usend, redis, producer, mongo],
-                                     authenticator=authenticator, services=services))
+                                     authenticator=authenticator, services=services,
+                                     rate_limiter=_rate_limiter(settings, stores.rate_counter)))
 
     config = Config()
     config.bind = [settings.http.bind]
@@ -214,6 +236,7 @@ def serve(settings: Settings) -> ServiceMain:
                 # Per-request Redis calls (quota script, API key lookups) skip worker threads.
                 stores.quota.use_trio_client(fast_redis)
                 stores.key_cache.use_trio_client(fast_redis)
+                stores.rate_counter.use_trio_client(fast_redis)
                 # The outbox relay publishes what requests committed; it runs until the HTTP
                 # server has drained, then makes one last pass.
                 relay_done = trio.Event()
@@ -461,7 +484,9 @@ async def _dev_main(settings: Settings, data_dir: Path, services: _DevServices,
     api_services["accounts"] = _api_part2(settings, billing_db=None, usend_db=usend,
                                           services=api_services)
     app = create_app(ApiDependencies(probes=[usend, publisher, services.log_writer],
-                                     authenticator=authenticator, services=api_services))
+                                     authenticator=authenticator, services=api_services,
+                                     rate_limiter=_rate_limiter(settings,
+                                                                services.stores.rate_counter)))
     config = Config()
     config.bind = [http.bind]
     config.graceful_timeout = settings.drain_seconds
@@ -610,6 +635,7 @@ async def _dev_services(settings: Settings, data_dir: Path, cipher: Any,
             from etrans.adapters.idempotency import RedisIdempotencyStore
             from etrans.adapters.redis_credentials import RedisCredentialCache
             from etrans.adapters.redis_quota import RedisQuota
+            from etrans.adapters.redis_rate_limit import RedisRateCounter
             from etrans.adapters.redis_store import RedisClient
             from etrans.adapters.redis_trio import open_redis
             from etrans.adapters.smtp_credentials import RedisCredentialSource
@@ -623,7 +649,9 @@ async def _dev_services(settings: Settings, data_dir: Path, cipher: Any,
                 key_cache=RedisApiKeyCache(redis, prefix=f"{prefix}apikey:"),
                 quota=RedisQuota(redis, prefix=f"{prefix}quota:"),
                 idempotency=RedisIdempotencyStore(redis, prefix=f"{prefix}idem:"),
-                credential_cache=RedisCredentialCache(redis), log_reader=None)
+                credential_cache=RedisCredentialCache(redis), log_reader=None,
+                rate_counter=RedisRateCounter(redis, prefix=f"{prefix}ratelimit:"))
+            stores.rate_counter.use_trio_client(trio_redis)
             credentials: Any = RedisCredentialSource(trio_redis, cipher)
             marks: Any = RedisDeliveryMarks(trio_redis)
             stand_ins["redis"] = settings.redis.redacted()

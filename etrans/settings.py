@@ -204,6 +204,13 @@ class HttpSettings:
     # Prefix of etrans's own Redis keys (API key cache, quotas, idempotency); not of hash ``auth``.
     redis_prefix: str = "etrans:"
     session_cookie_name: str = "session"
+    # Request rate limits (etrans.api.rate_limit): per API key / user, and per client address for
+    # requests without valid credentials, per fixed window; 0 turns one off.
+    rate_limit_requests: int = 6000
+    rate_limit_anonymous_requests: int = 600
+    rate_limit_window_seconds: int = 60
+    # Peers whose X-Forwarded-For is believed (addresses or CIDR networks).
+    rate_limit_trusted_proxies: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -548,7 +555,26 @@ def _http(r: _Reader) -> HttpSettings:
         enable_testing_routes=r.boolean("ETRANS_ENABLE_TESTING_ROUTES", False),
         redis_prefix=r.text("ETRANS_REDIS_PREFIX", "etrans:"),
         session_cookie_name=r.text("SESSION_COOKIE_NAME", "session"),
+        rate_limit_requests=r.integer("RATE_LIMIT_REQUESTS", 6000, minimum=0),
+        rate_limit_anonymous_requests=r.integer("RATE_LIMIT_ANONYMOUS_REQUESTS", 600, minimum=0),
+        rate_limit_window_seconds=r.integer("RATE_LIMIT_WINDOW_SECONDS", 60, minimum=1,
+                                            maximum=86_400),
+        rate_limit_trusted_proxies=_trusted_proxies(r),
     )
+
+
+def _trusted_proxies(r: _Reader) -> tuple[str, ...]:
+    import ipaddress
+
+    networks = tuple(s.strip() for s in r.text("RATE_LIMIT_TRUSTED_PROXIES", "").split(",")
+                     if s.strip())
+    for item in networks:
+        try:
+            ipaddress.ip_network(item, strict=False)
+        except ValueError:
+            r.problems.append("RATE_LIMIT_TRUSTED_PROXIES must be comma-separated addresses or"
+                              f" CIDR networks, got {item!r}")
+    return networks
 
 
 def _dev(r: _Reader) -> dict[str, object]:

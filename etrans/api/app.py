@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import trio
-from quart import Response
+from quart import Response, g
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
@@ -26,6 +26,7 @@ from etrans.observability import get_logger
 
 if TYPE_CHECKING:
     from etrans.api.auth import Authenticator
+    from etrans.api.rate_limit import RateLimiter
     from etrans.app.ports import HealthProbe
 
 log = get_logger(__name__)
@@ -69,6 +70,7 @@ class ApiDependencies:
     services: dict[str, Any] = field(default_factory=dict)
     routers: Sequence[Router] | None = None  # None: default_routers()
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    rate_limiter: RateLimiter | None = None  # None: no request rate limits
 
 
 async def _probe(probe: HealthProbe, limit_seconds: float, results: dict[str, str]) -> None:
@@ -87,8 +89,16 @@ def create_app(deps: ApiDependencies) -> QuartTrio:
     app.config["MAX_CONTENT_LENGTH"] = deps.max_body_bytes
     app.config["PROVIDE_AUTOMATIC_OPTIONS"] = True
     app.extensions["etrans"] = deps
-    api = Api(app, deps.authenticator, deps.services)
+    api = Api(app, deps.authenticator, deps.services, rate_limiter=deps.rate_limiter)
     app.extensions["etrans_api"] = api
+
+    @app.after_request
+    async def _rate_limit_headers(response: Response) -> Response:
+        decision = g.get("rate_limit")
+        if decision is not None:
+            for name, value in decision.headers().items():
+                response.headers[name] = value
+        return response
 
     @app.errorhandler(AppError)
     async def _app_error(exc: AppError) -> Any:

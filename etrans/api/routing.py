@@ -21,15 +21,16 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from quart import Response, request
+from quart import Response, g, request
 
 from etrans.api.schema import SchemaError, parse_query
-from etrans.errors import AppError, InvalidInput, UpstreamUnavailable
+from etrans.errors import AppError, InvalidInput, Unauthorized, UpstreamUnavailable
 
 if TYPE_CHECKING:
     from quart_trio import QuartTrio
 
     from etrans.api.auth import Authenticator, Principal
+    from etrans.api.rate_limit import RateLimiter
     from etrans.api.schema import QueryParam, Spec
     from etrans.domain.api_keys import Permission
 
@@ -84,9 +85,11 @@ class Api:
     """The route registry of one application (what :func:`etrans.api.app.create_app` builds)."""
 
     def __init__(self, app: QuartTrio, authenticator: Authenticator | None,
-                 services: Mapping[str, Any] | None = None) -> None:
+                 services: Mapping[str, Any] | None = None, *,
+                 rate_limiter: RateLimiter | None = None) -> None:
         self.app = app
         self.authenticator = authenticator
+        self.rate_limiter = rate_limiter
         self.services: dict[str, Any] = dict(services or {})
         self.operations: list[Operation] = []
 
@@ -133,8 +136,16 @@ class Api:
         if op.permission is not None:
             if self.authenticator is None:
                 raise UpstreamUnavailable("authentication is not configured")
-            principal = await self.authenticator.authenticate(request.headers, request.cookies)
+            try:
+                principal = await self.authenticator.authenticate(request.headers,
+                                                                  request.cookies)
+            except Unauthorized:
+                await self._count_request(None)  # guessing keys costs the address's budget
+                raise
+            await self._count_request(principal)
             principal.require(op.permission)
+        else:
+            await self._count_request(None)
         try:
             query = parse_query(op.query, request.args) if op.query else {}
         except SchemaError as exc:
@@ -151,6 +162,20 @@ class Api:
                     raise ValidationFailed(exc.errors) from None
         return RequestContext(principal=principal, query=query, body=body, path=path_args,
                               headers=request.headers, raw_body=raw)
+
+
+    async def _count_request(self, principal: Principal | None) -> None:
+        """Rate limits (:mod:`etrans.api.rate_limit`): 429 over the budget; the decision goes to
+        ``g.rate_limit``, whose headers :func:`etrans.api.app.create_app` adds to the response."""
+        if self.rate_limiter is None:
+            return
+        client = self.rate_limiter.client_address(request.remote_addr,
+                                                  request.headers.get("X-Forwarded-For"))
+        try:
+            g.rate_limit = await self.rate_limiter.check(principal, client)
+        except AppError as exc:
+            g.rate_limit = getattr(exc, "decision", None)
+            raise
 
 
 class BodyTooLarge(InvalidInput):

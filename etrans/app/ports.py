@@ -31,6 +31,15 @@ class HealthProbe(Protocol):
     async def check(self) -> None: ...
 
 
+class RateCounter(Protocol):
+    """Request counters of the API's rate limits, one fixed window per bucket."""
+
+    async def hit(self, bucket: str, window_seconds: int) -> tuple[int, float]:
+        """Count one request in ``bucket``; answer the requests counted in its current window
+        (this one included) and the seconds until that window ends."""
+        ...
+
+
 # -- fetchlog (delivery logs) ---------------------------------------------------------------------
 
 class LogInsertResult(Protocol):

@@ -129,8 +129,9 @@ def build_api1(etrans_env: Any, billing_db: Any, *, with_relay: bool = False,
     stores = bootstrap._redis_api_stores(conf, usend_db=usend, redis=redis, mongo=mongo)
     authenticator, services = bootstrap._api_part1(conf, billing_db=billing, usend_db=usend,
                                                    stores=stores, relay=relay)
-    app = create_app(ApiDependencies(authenticator=authenticator, services=services,
-                                     routers=[emails.register, logs.register]))
+    app = create_app(ApiDependencies(
+        authenticator=authenticator, services=services, routers=[emails.register, logs.register],
+        rate_limiter=bootstrap._rate_limiter(conf, stores.rate_counter)))
     api = Api1(app=app, client=app.test_client(), settings=conf, redis=redis, usend=usend,
                billing=billing, mongo=mongo, seed=BillingSeeder(billing_db.owner_url),
                cipher=CredentialCipher(conf.tokens.secret.get(), conf.tokens.iv.get()), env=env,
