@@ -111,10 +111,13 @@ def _api_part1(settings: Settings, *, billing_db: Any, usend_db: Any, stores: Ap
     key_cache, quota = stores.key_cache, stores.quota
 
     jwt = None
-    if http.jwt_secret is not None:
-        jwt = JwtVerifier(secret=http.jwt_secret.get())
-    elif http.jwt_public_key is not None:
-        jwt = JwtVerifier(public_key=http.jwt_public_key.get())
+    if http.jwt_secret is not None or http.jwt_public_key is not None:
+        jwt = JwtVerifier(
+            secret=http.jwt_secret.get() if http.jwt_secret is not None else None,
+            public_key=(http.jwt_public_key.get()
+                        if http.jwt_secret is None and http.jwt_public_key is not None else None),
+            audience=http.jwt_audience, issuer=http.jwt_issuer,
+            leeway_seconds=http.jwt_leeway_seconds)
     gateway = (HttpAuthGateway(http.manage_auth_uri, cookie_name=http.session_cookie_name)
                if http.manage_auth_uri else None)
     authenticator = Authenticator(ApiKeyResolver(usend_repo, key_cache), jwt=jwt,

@@ -196,6 +196,10 @@ class HttpSettings:
     billing_v4_uri: str | None = None
     jwt_secret: Secret | None = None
     jwt_public_key: Secret | None = None
+    # Checked in tokens verified locally (not by MANAGE_AUTH_URI): one of these `aud`, this `iss`.
+    jwt_audience: tuple[str, ...] = ()
+    jwt_issuer: str | None = None
+    jwt_leeway_seconds: float = 5.0
     default_spf_value: str = "v=spf1 include:_spf.etrans.local ~all"
     default_mx_host: str = "mx.etrans.local"
     default_mx_priority: int = 5
@@ -540,7 +544,10 @@ def _http(r: _Reader) -> HttpSettings:
     manage_auth = r.uri("MANAGE_AUTH_URI", ("http", "https"), required=False)
     billing = r.uri("BILLING_V4_URI", ("http", "https"), required=False)
     jwt_secret = r.raw("JWT_SECRET")
-    jwt_public = r.raw("JWT_PUBLIC_KEY")
+    jwt_public = _jwt_public_key(r) if jwt_secret is None else None
+    leeway = r.number("JWT_LEEWAY_SECONDS", 5.0)
+    if leeway > 300:
+        r.problems.append(f"JWT_LEEWAY_SECONDS must be at most 300, got {leeway:g}")
     nameservers = tuple(s.strip() for s in r.text("DNS_NAMESERVERS", "").split(",") if s.strip())
     return HttpSettings(
         bind=bind,
@@ -548,6 +555,9 @@ def _http(r: _Reader) -> HttpSettings:
         billing_v4_uri=billing.get() if billing else None,
         jwt_secret=Secret(jwt_secret) if jwt_secret else None,
         jwt_public_key=Secret(jwt_public) if jwt_public else None,
+        jwt_audience=tuple(a.strip() for a in r.text("JWT_AUDIENCE", "").split(",") if a.strip()),
+        jwt_issuer=r.raw("JWT_ISSUER"),
+        jwt_leeway_seconds=min(leeway, 300.0),
         default_spf_value=r.text("DEFAULT_SPF_VALUE", HttpSettings.default_spf_value),
         default_mx_host=r.text("DEFAULT_MX_HOST", HttpSettings.default_mx_host),
         default_mx_priority=r.integer("DEFAULT_MX_PRIORITY", 5, minimum=0, maximum=65535),
@@ -575,6 +585,24 @@ def _trusted_proxies(r: _Reader) -> tuple[str, ...]:
             r.problems.append("RATE_LIMIT_TRUSTED_PROXIES must be comma-separated addresses or"
                               f" CIDR networks, got {item!r}")
     return networks
+
+
+def _jwt_public_key(r: _Reader) -> str | None:
+    """JWT_PUBLIC_KEY: a PEM public key of a type bearer tokens can be verified with.  An env file
+    may write the PEM on one line with ``\\n`` for its line breaks."""
+    value = r.raw("JWT_PUBLIC_KEY")
+    if value is None:
+        return None
+    if "\n" not in value and "\\n" in value:
+        value = value.replace("\\n", "\n")
+    from etrans.api.auth import load_jwt_public_key
+
+    try:
+        load_jwt_public_key(value)
+    except ValueError as exc:
+        r.problems.append(f"JWT_PUBLIC_KEY must be a PEM public key (RSA, EC P-256/P-384/P-521 "
+                          f"or Ed25519/Ed448): {exc}")
+    return value
 
 
 def _dev(r: _Reader) -> dict[str, object]:

@@ -6,7 +6,8 @@ Credentials, in order of precedence (the first one present is the only one tried
    permission applies.  Expired, deleted or unknown keys answer 401.
 2. ``Authorization: Bearer <JWT>`` - always ``full_access``; ``sub`` is the user id.  Verified by
    MANAGE_AUTH_URI when it is set (:mod:`etrans.adapters.auth_gateway`), else locally with
-   JWT_SECRET (HS256) or JWT_PUBLIC_KEY (RS256/ES256); ``exp`` is required and enforced.
+   JWT_SECRET (HS256) or JWT_PUBLIC_KEY (the algorithms of its key type: :class:`JwtVerifier`);
+   ``exp`` is required and enforced, ``aud``/``iss`` when JWT_AUDIENCE/JWT_ISSUER are set.
 3. The session cookie (``SESSION_COOKIE_NAME``, default ``session``) - passed through to
    MANAGE_AUTH_URI (only when it is set); ``full_access``.
 
@@ -20,7 +21,7 @@ import hashlib
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from etrans.app.records import MISSING, REVOKED
 from etrans.domain.api_keys import Permission, hash_api_key, is_expired
@@ -28,7 +29,7 @@ from etrans.errors import Forbidden, Unauthorized
 from etrans.observability import get_logger
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Mapping, Sequence
 
     from etrans.app.ports import ApiKeyCache, ApiKeyStore, AuthGateway
     from etrans.app.records import ApiKeyRecord
@@ -88,16 +89,32 @@ class ApiKeyResolver:
 
 
 class JwtVerifier:
-    """Local verification of bearer tokens (PyJWT): HS256 with a secret, or RS256/ES256 with a
-    PEM public key.  ``exp`` and ``sub`` are required.  A verified token is remembered (at most
+    """Local verification of bearer tokens (PyJWT).
+
+    With ``secret``: HS256.  With ``public_key`` (PEM): the algorithms of that key's type only
+    (:func:`jwt_algorithms`), so a token can never pick its own verification method (``none``,
+    HS256 keyed with the public key text, ES256 against an RSA key, another curve).  ``exp`` and
+    ``sub`` are required; ``aud`` and ``iss`` too when ``audience``/``issuer`` are given.  Every
+    token error is :class:`Unauthorized`.  A verified token is remembered (at most
     ``cache_size``) until its ``exp``: signatures are not checked again on every request."""
 
     def __init__(self, *, secret: str | None = None, public_key: str | None = None,
-                 leeway_seconds: float = 0.0, cache_size: int = 10_000) -> None:
+                 audience: Sequence[str] = (), issuer: str | None = None,
+                 leeway_seconds: float = 5.0, cache_size: int = 10_000) -> None:
         if (secret is None) == (public_key is None):
             raise ValueError("give exactly one of secret and public_key")
-        self._key = secret if secret is not None else public_key
-        self._algorithms = ["HS256"] if secret is not None else ["RS256", "ES256"]
+        self._key: Any
+        if secret is not None:
+            self._key, self._algorithms = secret, ["HS256"]
+        else:
+            assert public_key is not None
+            self._key = load_jwt_public_key(public_key)
+            self._algorithms = list(jwt_algorithms(self._key))
+        self._audience = list(audience) or None
+        self._issuer = issuer
+        required = ["exp", "sub"] + (["aud"] if self._audience else []) \
+            + (["iss"] if issuer else [])
+        self._options = {"require": required, "verify_aud": self._audience is not None}
         self._leeway = leeway_seconds
         self._cache_size = cache_size
         self._verified: dict[str, tuple[float, int]] = {}
@@ -119,18 +136,54 @@ class JwtVerifier:
 
         try:
             claims = jwt.decode(
-                token, self._key, algorithms=self._algorithms, leeway=self._leeway,
-                options={"require": ["exp", "sub"], "verify_aud": False},
+                token, self._key, algorithms=self._algorithms, audience=self._audience,
+                issuer=self._issuer, leeway=self._leeway, options=self._options,  # type: ignore[arg-type]
             )
         except jwt.ExpiredSignatureError:
             raise Unauthorized("Token expired") from None
-        except (jwt.InvalidTokenError, ValueError, TypeError):
+        except (jwt.PyJWTError, ValueError, TypeError, KeyError):
+            # PyJWTError, not only InvalidTokenError: InvalidKeyError (a token of another key
+            # type) is a refusal of the token too, never a 500.
             raise Unauthorized("Invalid token") from None
         try:
             expires = float(claims["exp"])
         except (KeyError, TypeError, ValueError):
             raise Unauthorized("Invalid token") from None
         return parse_user_id(claims.get("sub")), expires
+
+
+_EC_ALGORITHMS = {"secp256r1": "ES256", "secp384r1": "ES384", "secp521r1": "ES512",
+                  "secp256k1": "ES256K"}
+
+
+def load_jwt_public_key(pem: str) -> Any:
+    """The key of a PEM ``SubjectPublicKeyInfo``; ValueError when it is none we can verify with."""
+    from cryptography.hazmat.primitives.serialization import load_pem_public_key
+
+    try:
+        key = load_pem_public_key(pem.encode())
+    except (ValueError, TypeError) as exc:
+        raise ValueError("not a PEM public key") from exc
+    jwt_algorithms(key)
+    return key
+
+
+def jwt_algorithms(key: object) -> tuple[str, ...]:
+    """The JWS algorithms a public key may verify: RS*/PS* for RSA, the ES* of an EC key's curve,
+    EdDSA for Ed25519/Ed448.  ValueError for any other key."""
+    from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
+
+    if isinstance(key, rsa.RSAPublicKey):
+        return ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512")
+    if isinstance(key, ec.EllipticCurvePublicKey):
+        algorithm = _EC_ALGORITHMS.get(key.curve.name)
+        if algorithm is None:
+            raise ValueError(f"unsupported EC curve {key.curve.name} (P-256, P-384, P-521 or "
+                             "secp256k1)")
+        return (algorithm,)
+    if isinstance(key, ed25519.Ed25519PublicKey | ed448.Ed448PublicKey):
+        return ("EdDSA",)
+    raise ValueError(f"unsupported key type {type(key).__name__} (RSA, EC or Ed25519/Ed448)")
 
 
 class Authenticator:

@@ -15,7 +15,7 @@ from typing import Any
 import jwt
 import pytest
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
 from etrans.domain.api_keys import hash_api_key
 from tests.integration.api1_support import Api1, build_api1, email
@@ -223,5 +223,124 @@ async def test_manage_auth_gateway(etrans_env: Any, billing_db: Any) -> None:
         server.server_close()
         status, body = await api.call("GET", "/emails", {"Authorization": "Bearer other"})
         assert status == 503, body
+    finally:
+        api.close()
+
+
+# -- JWT with a public key: every token error is 401 (issue 13.3) ----------------------------------
+
+def _public_pem(private: Any) -> str:
+    return private.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo).decode()
+
+
+@pytest.fixture(scope="module")
+def jwt_keys() -> dict[str, Any]:
+    return {"rsa": rsa.generate_private_key(public_exponent=65537, key_size=2048),
+            "p256": ec.generate_private_key(ec.SECP256R1()),
+            "p384": ec.generate_private_key(ec.SECP384R1()),
+            "ed25519": ed25519.Ed25519PrivateKey.generate()}
+
+
+def _claims(user: int, **extra: Any) -> dict[str, Any]:
+    claims: dict[str, Any] = {"sub": str(user), "exp": int(time.time()) + 60}
+    claims.update(extra)
+    return {k: v for k, v in claims.items() if v is not None}
+
+
+async def test_jwt_public_key_matrix_every_token_error_is_401(
+        etrans_env: Any, billing_db: Any, jwt_keys: dict[str, Any]) -> None:
+    rsa_key, p256, p384 = jwt_keys["rsa"], jwt_keys["p256"], jwt_keys["p384"]
+    api = build_api1(etrans_env, billing_db, JWT_SECRET=None, JWT_PUBLIC_KEY=_public_pem(rsa_key),
+                     JWT_AUDIENCE="etrans-api", JWT_ISSUER="https://auth.example.test/")
+    try:
+        user = api.user()
+        good = {"aud": "etrans-api", "iss": "https://auth.example.test/"}
+        now = int(time.time())
+        ok = {
+            "RS256": jwt.encode(_claims(user, **good), rsa_key, algorithm="RS256"),
+            "PS256": jwt.encode(_claims(user, **good), rsa_key, algorithm="PS256"),
+            "RS512": jwt.encode(_claims(user, **good), rsa_key, algorithm="RS512"),
+            "aud list": jwt.encode(_claims(user, iss=good["iss"], aud=["other", "etrans-api"]),
+                                   rsa_key, algorithm="RS256"),
+            # JWT_LEEWAY_SECONDS (default 5) absorbs a little clock skew.
+            "expired within leeway": jwt.encode(_claims(user, exp=now - 2, **good), rsa_key,
+                                                algorithm="RS256"),
+        }
+        for name, token in ok.items():
+            status, body = await api.call("GET", "/emails", {"Authorization": f"Bearer {token}"})
+            assert status == 200, (name, status, body)
+        unsigned = jwt.encode(_claims(user, **good), None, algorithm="none")
+        bad = {
+            "alg none": unsigned,
+            "alg none, signature kept": unsigned + "c2ln",
+            "HS256 signed with the public key": _hs256_with(_public_pem(rsa_key),
+                                                            _claims(user, **good)),
+            "ES256 against an RSA key": jwt.encode(_claims(user, **good), p256, algorithm="ES256"),
+            "RS256 signed by another key": jwt.encode(
+                _claims(user, **good), rsa.generate_private_key(public_exponent=65537,
+                                                                key_size=2048), algorithm="RS256"),
+            "ES384 against an RSA key": jwt.encode(_claims(user, **good), p384,
+                                                   algorithm="ES384"),
+            "expired": jwt.encode(_claims(user, exp=now - 60, **good), rsa_key,
+                                  algorithm="RS256"),
+            "not yet valid": jwt.encode(_claims(user, nbf=now + 60, **good), rsa_key,
+                                        algorithm="RS256"),
+            "wrong aud": jwt.encode(_claims(user, aud="other", iss=good["iss"]), rsa_key,
+                                    algorithm="RS256"),
+            "no aud": jwt.encode(_claims(user, iss=good["iss"]), rsa_key, algorithm="RS256"),
+            "wrong iss": jwt.encode(_claims(user, aud="etrans-api", iss="https://evil.test/"),
+                                    rsa_key, algorithm="RS256"),
+            "no iss": jwt.encode(_claims(user, aud="etrans-api"), rsa_key, algorithm="RS256"),
+            "no sub": jwt.encode(_claims(user, sub=None, **good), rsa_key, algorithm="RS256"),
+            "sub not a user id": jwt.encode(_claims(user, **good) | {"sub": "admin"}, rsa_key,
+                                            algorithm="RS256"),
+            "bad header": "eyJhbGciOi.eyJzdWIiOiIxIn0.c2ln",
+        }
+        for name, token in bad.items():
+            status, body = await api.call("GET", "/emails", {"Authorization": f"Bearer {token}"})
+            assert status == 401, (name, status, body)
+            assert body["detail"].startswith(("Invalid token", "Token expired")), (name, body)
+    finally:
+        api.close()
+
+
+def _hs256_with(secret: str, claims: dict[str, Any]) -> str:
+    """An HS256 token keyed with ``secret`` (PyJWT refuses PEM text as an HMAC key: sign by hand,
+    as an attacker would)."""
+    import base64
+    import hashlib
+    import hmac
+
+    def b64(data: bytes) -> str:
+        return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+    signing_input = (b64(json.dumps({"alg": "HS256", "typ": "JWT"}).encode()) + "."
+                     + b64(json.dumps(claims).encode()))
+    signature = hmac.new(secret.encode(), signing_input.encode(), hashlib.sha256).digest()
+    return signing_input + "." + b64(signature)
+
+
+@pytest.mark.parametrize(("key", "algorithm", "refused"), [
+    ("p256", "ES256", ["ES384 with P-384", "RS256", "EdDSA"]),
+    ("p384", "ES384", ["ES256 with P-256", "RS256"]),
+    ("ed25519", "EdDSA", ["ES256 with P-256", "RS256"]),
+])
+async def test_jwt_algorithm_follows_the_key_type(etrans_env: Any, billing_db: Any,
+                                                  jwt_keys: dict[str, Any], key: str,
+                                                  algorithm: str, refused: list[str]) -> None:
+    api = build_api1(etrans_env, billing_db, JWT_SECRET=None,
+                     JWT_PUBLIC_KEY=_public_pem(jwt_keys[key]))
+    signers = {"ES256 with P-256": ("p256", "ES256"), "ES384 with P-384": ("p384", "ES384"),
+               "RS256": ("rsa", "RS256"), "EdDSA": ("ed25519", "EdDSA")}
+    try:
+        user = api.user()
+        good = jwt.encode(_claims(user), jwt_keys[key], algorithm=algorithm)
+        assert (await api.call("GET", "/emails", {"Authorization": f"Bearer {good}"}))[0] == 200
+        for name in refused:
+            signer, alg = signers[name]
+            token = jwt.encode(_claims(user), jwt_keys[signer], algorithm=alg)
+            status, body = await api.call("GET", "/emails", {"Authorization": f"Bearer {token}"})
+            assert status == 401, (name, status, body)
     finally:
         api.close()

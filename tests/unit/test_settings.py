@@ -301,3 +301,37 @@ def test_each_kafka_client_gets_only_the_pass_through_properties_it_understands(
         assert conf["socket.timeout.ms"] == "30000"
     with pytest.raises(ValueError, match="role"):
         kafka.librdkafka("stream")
+
+
+def _pem(private) -> str:
+    from cryptography.hazmat.primitives import serialization
+
+    return private.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo).decode()
+
+
+def test_jwt_claim_settings_defaults_and_values():
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    http = for_command("serve", SERVE_ENV).http
+    assert (http.jwt_audience, http.jwt_issuer, http.jwt_leeway_seconds) == ((), None, 5.0)
+    pem = _pem(ec.generate_private_key(ec.SECP256R1()))
+    http = for_command("serve", {**SERVE_ENV, "JWT_PUBLIC_KEY": pem.replace("\n", "\\n"),
+                                 "JWT_AUDIENCE": "etrans-api, other", "JWT_ISSUER": "https://i/",
+                                 "JWT_LEEWAY_SECONDS": "0"}).http
+    # A PEM written on one line with \n escapes (an env file) is the same key.
+    assert http.jwt_public_key.get().strip() == pem.strip()
+    assert (http.jwt_audience, http.jwt_issuer, http.jwt_leeway_seconds) == \
+        (("etrans-api", "other"), "https://i/", 0.0)
+
+
+def test_jwt_public_key_and_leeway_are_validated_at_start():
+    from cryptography.hazmat.primitives.asymmetric import ec, x25519
+
+    for bad in ("not a key", _pem(x25519.X25519PrivateKey.generate()),
+                _pem(ec.generate_private_key(ec.SECP224R1()))):
+        problems = "\n".join(problems_of("serve", {**SERVE_ENV, "JWT_PUBLIC_KEY": bad}))
+        assert "JWT_PUBLIC_KEY must be a PEM public key" in problems
+    for bad in ("-1", "301", "soon"):
+        problems = "\n".join(problems_of("serve", {**SERVE_ENV, "JWT_LEEWAY_SECONDS": bad}))
+        assert "JWT_LEEWAY_SECONDS" in problems
