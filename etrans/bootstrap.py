@@ -128,6 +128,7 @@ def _api_part1(settings: Settings, *, billing_db: Any, usend_db: Any, stores: Ap
         domains=domains, credentials=CredentialDirectory(usend_repo, billing_repo, cipher),
         credential_cache=stores.credential_cache, quota=quota, store=usend_repo,
         outbox=relay, topic=settings.kafka.topic,
+        max_record_bytes=settings.kafka.max_record_bytes,
     )))
     log_cases.register(bus, log_cases.LogService(stores.log_reader, usend_repo, domains))
     services: dict[str, Any] = {

@@ -29,6 +29,18 @@ KAFKA_CONF_PREFIX = "KAFKA_CONF_"
 
 DEFAULT_STORE_EVENT_TYPES = ("Sender", "Queue", "Deferred", "Reject")
 
+# The largest Kafka record (key + value) etrans produces, by default the record of the largest
+# email the API accepts: 25 MiB of attachments is 34,952,536 bytes of base64, plus 1 MiB for the
+# rest of the JSON (addresses, subject, headers, ...).  Emails whose record is larger are refused
+# with 400 before they are stored (a text-only email carries its text twice: as the HTML ``body``
+# the old worker reads and as ``text``).
+DEFAULT_MAX_RECORD_BYTES = (25 * 1024 * 1024 + 2) // 3 * 4 + 1024 * 1024
+# What a record batch adds around one record (batch header, record header, varints): the
+# producer's message.max.bytes and the topic's max.message.bytes must leave this much room.
+RECORD_FRAMING_BYTES = 1024
+# librdkafka's upper bound for message.max.bytes.
+_LIBRDKAFKA_MAX_MESSAGE_BYTES = 1_000_000_000
+
 
 class Secret:
     """A string that never shows itself in ``repr``/``str`` (logs, tracebacks, error output)."""
@@ -110,6 +122,14 @@ class KafkaSettings:
     client_config: Mapping[str, Secret] = field(default_factory=dict)
     commit_interval_seconds: float = 1.0
     assignment_strategy: str = "range,roundrobin"
+    # KAFKA_MAX_RECORD_BYTES: see DEFAULT_MAX_RECORD_BYTES.
+    max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES
+
+    @property
+    def max_batch_bytes(self) -> int:
+        """The producer's ``message.max.bytes``, and the least ``max.message.bytes`` a topic
+        must allow: the largest record plus its batch framing."""
+        return self.max_record_bytes + RECORD_FRAMING_BYTES
 
     def librdkafka(self, role: str = "consumer",
                    **overrides: str | int | bool) -> dict[str, str | int | bool]:
@@ -121,7 +141,13 @@ class KafkaSettings:
             raise ValueError(f"unknown Kafka client role {role!r}")
         unwanted = _NOT_FOR_ROLE[role]
         conf: dict[str, str | int | bool] = {"bootstrap.servers": self.bootstrap_servers}
+        if role == "producer":
+            conf["message.max.bytes"] = self.max_batch_bytes
         conf.update({k: v.get() for k, v in self.client_config.items() if k not in unwanted})
+        if role == "producer" and "message.max.bytes" in self.client_config:
+            # KAFKA_CONF_MESSAGE_MAX_BYTES may only raise it (checked when loading).
+            conf["message.max.bytes"] = max(self.max_batch_bytes,
+                                            int(self.client_config["message.max.bytes"].get()))
         conf.update(overrides)
         return conf
 
@@ -190,6 +216,16 @@ class SendmailSettings:
 
 
 @dataclass(frozen=True)
+class OutboxSettings:
+    """The outbox relay of ``serve`` and ``dev`` (``etrans/adapters/outbox.py``)."""
+
+    # A row the broker answered with an error this many times is marked failed (its email too).
+    max_attempts: int = 10
+    # Published rows are deleted this long after publication.
+    retention_hours: float = 24.0
+
+
+@dataclass(frozen=True)
 class HttpSettings:
     bind: str = "0.0.0.0:8000"
     manage_auth_uri: str | None = None
@@ -232,6 +268,7 @@ class Settings:
     fetchlog: FetchlogSettings | None = None
     sendmail: SendmailSettings | None = None
     http: HttpSettings | None = None
+    outbox: OutboxSettings | None = None
 
 
 class _Reader:
@@ -367,6 +404,15 @@ def _kafka(r: _Reader, *, consumer_of: str | None) -> KafkaSettings:
             if key:
                 conf[key] = Secret(value)
     _check_librdkafka(r, conf)
+    max_record = r.integer("KAFKA_MAX_RECORD_BYTES", DEFAULT_MAX_RECORD_BYTES, minimum=65536,
+                           maximum=_LIBRDKAFKA_MAX_MESSAGE_BYTES - RECORD_FRAMING_BYTES)
+    given = conf.get("message.max.bytes")
+    if given is not None and given.get().isdigit() and (
+            int(given.get()) < max_record + RECORD_FRAMING_BYTES):
+        r.problems.append(
+            f"KAFKA_CONF_MESSAGE_MAX_BYTES ({given.get()}) is smaller than KAFKA_MAX_RECORD_BYTES"
+            f" + {RECORD_FRAMING_BYTES} ({max_record + RECORD_FRAMING_BYTES}): leave it unset"
+            " (KAFKA_MAX_RECORD_BYTES sets the producer's message.max.bytes) or raise it")
 
     return KafkaSettings(
         bootstrap_servers=bootstrap,
@@ -379,6 +425,7 @@ def _kafka(r: _Reader, *, consumer_of: str | None) -> KafkaSettings:
         client_config=conf,
         commit_interval_seconds=r.number("KAFKA_COMMIT_INTERVAL_SECONDS", 1.0, minimum=0.01),
         assignment_strategy=r.text("KAFKA_ASSIGNMENT_STRATEGY", "range,roundrobin"),
+        max_record_bytes=max_record,
     )
 
 
@@ -605,6 +652,13 @@ def _jwt_public_key(r: _Reader) -> str | None:
     return value
 
 
+def _outbox(r: _Reader) -> OutboxSettings:
+    return OutboxSettings(
+        max_attempts=r.integer("ETRANS_OUTBOX_MAX_ATTEMPTS", 10, minimum=1, maximum=1000),
+        retention_hours=r.number("ETRANS_OUTBOX_RETENTION_HOURS", 24.0, minimum=0.0),
+    )
+
+
 def _dev(r: _Reader) -> dict[str, object]:
     """``etrans dev``: every service is optional; a section is set only when its real service is
     given (KAFKA_BOOTSTRAP_SERVERS, REDIS_URI/REDIS_HOST, MONGODB_URI, SMTP_HOST, USEND_DB_URI,
@@ -619,6 +673,7 @@ def _dev(r: _Reader) -> dict[str, object]:
         "fetchlog": _fetchlog(r),
         "sendmail": _sendmail(r),
         "databases": _databases(r, billing=False, usend=False),
+        "outbox": _outbox(r),
     }
     if r.raw("KAFKA_BOOTSTRAP_SERVERS"):
         kafka = _kafka(r, consumer_of=None)
@@ -642,7 +697,7 @@ def _dev(r: _Reader) -> dict[str, object]:
 
 # What each subcommand needs.  Sections not named are left as None.
 SECTIONS = {
-    "serve": ("kafka_producer", "redis", "mongo", "tokens", "databases_api", "http"),
+    "serve": ("kafka_producer", "redis", "mongo", "tokens", "databases_api", "http", "outbox"),
     "sendmail": ("kafka_sendmail", "redis", "tokens", "smtp", "sendmail"),
     "fetchlog": ("kafka_fetchlog", "mongo", "databases_optional", "fetchlog"),
     "db": ("databases_usend",),
@@ -686,6 +741,8 @@ def load(env: Mapping[str, str] | None = None, *sections: str) -> Settings:
                 values["sendmail"] = _sendmail(r)
             case "http":
                 values["http"] = _http(r)
+            case "outbox":
+                values["outbox"] = _outbox(r)
             case "dev":
                 values.update(_dev(r))
             case _:

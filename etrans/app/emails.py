@@ -87,6 +87,8 @@ class EmailDeps:
     outbox: OutboxNotifier | None
     topic: str
     clock: Any = field(default=lambda: datetime.now(UTC))
+    # KAFKA_MAX_RECORD_BYTES: an email whose Kafka record (key + value) is larger is refused.
+    max_record_bytes: int | None = None
 
 
 def iso(moment: datetime | None) -> str | None:
@@ -131,6 +133,9 @@ class EmailService:
             raise InvalidInput(NO_CREDENTIALS)
         message_id = new_message_id(domain.name)
         message = sendmail_message(rendered, message_id=message_id, user_id=user_id)
+        kafka_key = message_id.encode()
+        kafka_value = json.dumps(message, ensure_ascii=False, separators=(",", ":")).encode()
+        self._check_record_size(len(kafka_key) + len(kafka_value))
         new = NewEmail(
             message_id=message_id, user_id=user_id, domain_id=domain.id,
             from_address=rendered["from"], to=list(rendered["to"]),
@@ -142,11 +147,20 @@ class EmailService:
                           "size": decoded_size(a["content"])}
                          for a in rendered.get("attachments") or []] or None,
             template_id=email.get("template_id"), template_data=email.get("template_data"),
-            created_at=now, topic=self.deps.topic, kafka_key=message_id.encode(),
-            kafka_value=json.dumps(message, ensure_ascii=False, separators=(",", ":")).encode(),
+            created_at=now, topic=self.deps.topic, kafka_key=kafka_key, kafka_value=kafka_value,
         )
         await self.deps.credential_cache.store(user_id, credentials)
         return new, domain
+
+    def _check_record_size(self, size: int) -> None:
+        """The record must fit what the producer and the topic take, else it could never be
+        published: refuse it now (400) rather than queue an email that stays Queued."""
+        limit = self.deps.max_record_bytes
+        if limit is not None and size > limit:
+            raise InvalidInput(
+                f"Email too large to queue: its message would be {size} bytes and this server "
+                f"takes at most {limit} (attachments count 4/3 of their size once base64-encoded,"
+                " and the text of a text-only email is carried twice, also as HTML)")
 
     async def _reserve(self, domain: SendingDomain, now: datetime) -> None:
         refused = await self.deps.quota.reserve(domain.id, domain.limits, 1, now)

@@ -1,0 +1,112 @@
+"""Big emails end to end: the producer takes the record of any email the API accepts
+(KAFKA_MAX_RECORD_BYTES, applied as librdkafka's message.max.bytes), and an email whose record
+could not fit is refused with 400 before anything is stored.  Real PostgreSQL, Redis, MongoDB and
+the Kafka-API broker."""
+
+from __future__ import annotations
+
+import base64
+import json
+from typing import Any
+
+import trio
+from sqlalchemy import func, select
+
+from etrans.adapters.sql.usend import EmailMessage, EmailOutbox
+from tests.e2e.send_support import read_topic
+from tests.integration.api1_support import Api1, build_api1, email
+
+EMAILS = EmailMessage.__table__
+OUTBOX = EmailOutbox.__table__
+
+
+def _rows_of(api: Api1, user: int) -> int:
+    with api.usend.engine.connect() as conn:
+        return int(conn.execute(select(func.count()).select_from(EMAILS)
+                                .where(EMAILS.c.user_id == user)).scalar())
+
+
+def _attachment(size: int) -> dict[str, str]:
+    return {"filename": "big.bin", "content": base64.b64encode(b"\x01" * size).decode(),
+            "content_type": "application/octet-stream"}
+
+
+async def test_an_email_over_librdkafkas_default_limit_is_published(
+        etrans_env: Any, billing_db: Any, kafka_test_config: dict[str, Any]) -> None:
+    # 1.1 MB of attachment: a 1.5 MB record, over librdkafka's default message.max.bytes
+    # (1,000,000), which refused it at once and left the email Queued forever.
+    api = build_api1(etrans_env, billing_db, with_relay=True)
+    try:
+        user, _, domain = api.sender()
+        status, sent = await api.call("POST", "/emails", api.bearer(user),
+                                      json=email(domain, attachments=[_attachment(1_100_000)]))
+        assert status == 200, sent
+        assert await api.relay.relay_once() == (1, 0), api.relay.stats
+        records = await trio.to_thread.run_sync(
+            lambda: read_topic(api.env["KAFKA_BOOTSTRAP_SERVERS"], api.env["KAFKA_TOPIC"], want=1,
+                               overrides=kafka_test_config))
+        assert [r["value"]["payload"]["message_id"] for r in records] == [sent["id"]]
+    finally:
+        api.close()
+
+
+async def test_an_email_whose_record_cannot_fit_is_refused_before_it_is_stored(
+        etrans_env: Any, billing_db: Any) -> None:
+    limit = 65536
+    api = build_api1(etrans_env, billing_db, KAFKA_MAX_RECORD_BYTES=str(limit))
+    try:
+        user, _, domain = api.sender(daily=1000, hourly=1000)
+        # 48 KiB of attachment: 64 KiB of base64, plus the rest of the record: over the limit.
+        status, answer = await api.call("POST", "/emails", api.bearer(user),
+                                        json=email(domain, attachments=[_attachment(49152)]))
+        assert status == 400, answer
+        assert "too large to queue" in answer["detail"]
+        assert str(limit) in answer["detail"]
+        assert _rows_of(api, user) == 0
+
+        # The check is on the record itself, not an estimate: 40,000 characters of text-only
+        # body are carried twice (as HTML `body` and as `text`), 40,000 of HTML once.
+        body = "x" * 40_000
+        status, answer = await api.call("POST", "/emails", api.bearer(user),
+                                        json=email(domain, html=None, text=body))
+        assert status == 400, answer
+        status, sent = await api.call("POST", "/emails", api.bearer(user),
+                                      json=email(domain, html=body))
+        assert status == 200, sent
+        with api.usend.engine.connect() as conn:
+            payload = conn.execute(select(OUTBOX.c.payload, OUTBOX.c.key)
+                                   .where(OUTBOX.c.message_id == sent["id"])).one()
+        assert len(payload.payload) + len(payload.key) <= limit
+        assert json.loads(payload.payload)["payload"]["body"] == body
+
+        # In a batch, only the item that cannot fit is refused.
+        status, batch = await api.call("POST", "/emails/batch", api.bearer(user), json={
+            "emails": [email(domain, attachments=[_attachment(49152)]), email(domain)]})
+        assert status == 200, batch
+        assert [e["index"] for e in batch["errors"]] == [0]
+        assert "too large to queue" in batch["errors"][0]["error"]
+        assert len(batch["data"]) == 1
+        assert _rows_of(api, user) == 2
+    finally:
+        api.close()
+
+
+def test_the_record_limit_sets_the_producers_message_max_bytes() -> None:
+    import pytest
+
+    from etrans.errors import ConfigError
+    from etrans.settings import DEFAULT_MAX_RECORD_BYTES, load
+
+    base = {"KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:9"}
+    kafka = load(base, "kafka_producer").kafka
+    assert kafka is not None
+    assert kafka.max_record_bytes == DEFAULT_MAX_RECORD_BYTES == 36_001_112
+    assert kafka.librdkafka("producer")["message.max.bytes"] == DEFAULT_MAX_RECORD_BYTES + 1024
+    assert "message.max.bytes" not in kafka.librdkafka("consumer")
+    kafka = load({**base, "KAFKA_MAX_RECORD_BYTES": "2000000"}, "kafka_producer").kafka
+    assert kafka is not None
+    assert kafka.librdkafka("producer")["message.max.bytes"] == 2_001_024
+    with pytest.raises(ConfigError, match="KAFKA_CONF_MESSAGE_MAX_BYTES"):
+        load({**base, "KAFKA_CONF_MESSAGE_MAX_BYTES": "1000000"}, "kafka_producer")
+    with pytest.raises(ConfigError, match="KAFKA_MAX_RECORD_BYTES must be at least"):
+        load({**base, "KAFKA_MAX_RECORD_BYTES": "10"}, "kafka_producer")
