@@ -121,7 +121,8 @@ def _api_part1(settings: Settings, *, billing_db: Any, usend_db: Any, stores: Ap
     gateway = (HttpAuthGateway(http.manage_auth_uri, cookie_name=http.session_cookie_name)
                if http.manage_auth_uri else None)
     authenticator = Authenticator(ApiKeyResolver(usend_repo, key_cache), jwt=jwt,
-                                  gateway=gateway, session_cookie=http.session_cookie_name)
+                                  gateway=gateway, session_cookie=http.session_cookie_name,
+                                  allowed_origins=http.allowed_origins)
 
     bus = MessageBus()
     email_cases.register(bus, email_cases.EmailService(email_cases.EmailDeps(

@@ -244,6 +244,8 @@ class HttpSettings:
     # Prefix of etrans's own Redis keys (API key cache, quotas, idempotency); not of hash ``auth``.
     redis_prefix: str = "etrans:"
     session_cookie_name: str = "session"
+    # Origins (scheme://host[:port]) besides the API's own allowed to change state with the cookie.
+    allowed_origins: tuple[str, ...] = ()
     # Request rate limits (etrans.api.rate_limit): per API key / user, and per client address for
     # requests without valid credentials, per fixed window; 0 turns one off.
     rate_limit_requests: int = 6000
@@ -612,6 +614,7 @@ def _http(r: _Reader) -> HttpSettings:
         enable_testing_routes=r.boolean("ETRANS_ENABLE_TESTING_ROUTES", False),
         redis_prefix=r.text("ETRANS_REDIS_PREFIX", "etrans:"),
         session_cookie_name=r.text("SESSION_COOKIE_NAME", "session"),
+        allowed_origins=_allowed_origins(r),
         rate_limit_requests=r.integer("RATE_LIMIT_REQUESTS", 6000, minimum=0),
         rate_limit_anonymous_requests=r.integer("RATE_LIMIT_ANONYMOUS_REQUESTS", 600, minimum=0),
         rate_limit_window_seconds=r.integer("RATE_LIMIT_WINDOW_SECONDS", 60, minimum=1,
@@ -632,6 +635,27 @@ def _trusted_proxies(r: _Reader) -> tuple[str, ...]:
             r.problems.append("RATE_LIMIT_TRUSTED_PROXIES must be comma-separated addresses or"
                               f" CIDR networks, got {item!r}")
     return networks
+
+
+def _allowed_origins(r: _Reader) -> tuple[str, ...]:
+    """ETRANS_ALLOWED_ORIGINS: comma-separated ``scheme://host[:port]`` (as in Origin headers)."""
+    origins = []
+    for item in (s.strip() for s in r.text("ETRANS_ALLOWED_ORIGINS", "").split(",")):
+        if not item:
+            continue
+        try:
+            parts = urlsplit(item)
+            parts.port  # noqa: B018 - raises on a malformed port
+        except ValueError:
+            parts = None
+        if (parts is None or parts.scheme.lower() not in ("http", "https") or not parts.hostname
+                or "@" in parts.netloc or parts.path not in ("", "/") or parts.query
+                or parts.fragment):
+            r.problems.append("ETRANS_ALLOWED_ORIGINS must be comma-separated origins "
+                              f"(scheme://host[:port]), got {item!r}")
+            continue
+        origins.append(f"{parts.scheme}://{parts.netloc}".lower())
+    return tuple(origins)
 
 
 def _jwt_public_key(r: _Reader) -> str | None:

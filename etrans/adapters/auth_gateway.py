@@ -10,11 +10,17 @@ Contract (``docs/api.md``, "External authentication"): etrans sends
 
 Answers are cached in memory, keyed by the SHA-256 of the credential: valid ones for
 ``ttl_seconds`` (default 30), refusals for ``negative_ttl_seconds`` (default 5).
+
+A cookie value is forwarded only when it is made of RFC 6265 ``cookie-octet`` characters (no
+space, ``"``, ``,``, ``;`` or ``\\``): the request's cookie parser unquotes
+``sid="abc; role=admin"`` to ``abc; role=admin``, which would otherwise add a cookie of the
+caller's choosing to the header sent upstream.  Any other value is refused (None), no call made.
 """
 
 from __future__ import annotations
 
 import hashlib
+import re
 from collections import OrderedDict
 from typing import Any
 
@@ -25,6 +31,15 @@ from etrans.errors import UpstreamUnavailable
 from etrans.observability import get_logger
 
 log = get_logger(__name__)
+
+
+# RFC 6265 section 4.1.1: cookie-octet = %x21 / %x23-2B / %x2D-3A / %x3C-5B / %x5D-7E
+_COOKIE_VALUE = re.compile(r"[\x21\x23-\x2B\x2D-\x3A\x3C-\x5B\x5D-\x7E]+")
+
+
+def is_cookie_value(value: str) -> bool:
+    """True when ``value`` can be written as ``name=value`` in a Cookie header as it is."""
+    return _COOKIE_VALUE.fullmatch(value) is not None
 
 
 class HttpAuthGateway:
@@ -46,6 +61,8 @@ class HttpAuthGateway:
     async def validate(self, *, bearer: str | None = None, cookie: str | None = None) -> str | None:
         if (bearer is None) == (cookie is None):
             raise ValueError("give exactly one of bearer and cookie")
+        if cookie is not None and not is_cookie_value(cookie):
+            return None
         credential = f"b:{bearer}" if bearer is not None else f"c:{cookie}"
         key = hashlib.sha256(credential.encode("utf-8", "surrogatepass")).hexdigest()
         now = trio.current_time()

@@ -9,7 +9,8 @@ Credentials, in order of precedence (the first one present is the only one tried
    JWT_SECRET (HS256) or JWT_PUBLIC_KEY (the algorithms of its key type: :class:`JwtVerifier`);
    ``exp`` is required and enforced, ``aud``/``iss`` when JWT_AUDIENCE/JWT_ISSUER are set.
 3. The session cookie (``SESSION_COOKIE_NAME``, default ``session``) - passed through to
-   MANAGE_AUTH_URI (only when it is set); ``full_access``.
+   MANAGE_AUTH_URI (only when it is set); ``full_access``.  A state-changing request must pass
+   the CSRF rules of :mod:`etrans.api.csrf` first (403).
 
 No or bad credential: 401 ``{"detail": "Not authenticated"}`` / ``"Invalid API key"`` /
 ``"Invalid token"``.  A permission below the route's: 403 ``"Insufficient permissions: ..."``.
@@ -23,13 +24,14 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from etrans.api.csrf import CookieCsrfPolicy
 from etrans.app.records import MISSING, REVOKED
 from etrans.domain.api_keys import Permission, hash_api_key, is_expired
 from etrans.errors import Forbidden, Unauthorized
 from etrans.observability import get_logger
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping, Sequence
+    from collections.abc import Iterable, Mapping, Sequence
 
     from etrans.app.ports import ApiKeyCache, ApiKeyStore, AuthGateway
     from etrans.app.records import ApiKeyRecord
@@ -194,14 +196,17 @@ class Authenticator:
         jwt: JwtVerifier | None = None,
         gateway: AuthGateway | None = None,
         session_cookie: str = "session",
+        allowed_origins: Iterable[str] = (),
     ) -> None:
         self._api_keys = api_keys
         self._jwt = jwt
         self._gateway = gateway
         self._session_cookie = session_cookie
+        self._csrf = CookieCsrfPolicy(allowed_origins)
 
-    async def authenticate(self, headers: Mapping[str, str],
-                           cookies: Mapping[str, str]) -> Principal:
+    async def authenticate(self, headers: Mapping[str, str], cookies: Mapping[str, str], *,
+                           method: str, scheme: str = "http") -> Principal:
+        """``method`` and ``scheme`` (of the request) are what the cookie's CSRF rules need."""
         now = datetime.now(UTC)
         key = headers.get("X-API-KEY")
         if key is not None:
@@ -223,6 +228,7 @@ class Authenticator:
         if cookie and self._gateway is not None:
             if len(cookie) > MAX_CREDENTIAL_LENGTH:
                 raise Unauthorized("Invalid session")
+            self._csrf.check(method, headers, scheme=scheme)
             user = await self._gateway.validate(cookie=cookie)
             if user is None:
                 raise Unauthorized("Invalid session")

@@ -137,8 +137,9 @@ class Api:
             if self.authenticator is None:
                 raise UpstreamUnavailable("authentication is not configured")
             try:
-                principal = await self.authenticator.authenticate(request.headers,
-                                                                  request.cookies)
+                principal = await self.authenticator.authenticate(
+                    request.headers, request.cookies, method=request.method,
+                    scheme=request.scheme)
             except Unauthorized:
                 await self._count_request(None)  # guessing keys costs the address's budget
                 raise

@@ -344,3 +344,94 @@ async def test_jwt_algorithm_follows_the_key_type(etrans_env: Any, billing_db: A
             assert status == 401, (name, status, body)
     finally:
         api.close()
+
+
+# -- cookie sessions: CSRF and the forwarded cookie (issue 13.2) -----------------------------------
+
+@pytest.fixture
+def auth_service() -> Any:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _AuthService)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/v1/validate"
+    server.shutdown()
+    server.server_close()
+
+
+async def test_cookie_session_state_changes_need_json_and_an_allowed_origin(
+        etrans_env: Any, billing_db: Any, auth_service: str) -> None:
+    api = build_api1(etrans_env, billing_db, MANAGE_AUTH_URI=auth_service,
+                     SESSION_COOKIE_NAME="sid",
+                     ETRANS_ALLOWED_ORIGINS="https://app.example.test, http://localhost:3000")
+    try:
+        user = api.user()
+        _AuthService.users = {"sid=csrf-cookie": str(user)}
+        _AuthService.calls.clear()
+        body = json.dumps(email("nowhere.example.test"))
+        cookie = {"Cookie": "sid=csrf-cookie"}
+
+        async def post(headers: dict[str, str], data: str = body) -> tuple[int, Any]:
+            response = await api.client.post("/emails", data=data, headers={**cookie, **headers})
+            return response.status_code, await response.get_json()
+
+        # The attack of the issue: a cross-site form (text/plain) with the victim's cookie.
+        refused = [
+            {"Content-Type": "text/plain", "Origin": "https://evil.test"},
+            {"Content-Type": "text/plain"},
+            {"Content-Type": "application/x-www-form-urlencoded"},
+            {"Content-Type": "multipart/form-data; boundary=x"},
+            {},
+            {"Content-Type": "application/json", "Origin": "https://evil.test"},
+            {"Content-Type": "application/json", "Origin": "null"},
+            {"Content-Type": "application/json", "Origin": "https://app.example.test.evil.test"},
+            {"Content-Type": "application/json", "Origin": "http://app.example.test"},
+        ]
+        for headers in refused:
+            status, answer = await post(headers)
+            assert status == 403, (headers, status, answer)
+            assert "Cross-site request refused" in answer["detail"], answer
+        # Refused before the session is looked up: nothing reached the auth service.
+        assert _AuthService.calls == []
+        # JSON from no Origin (a non-browser client), an allowed one, or the API's own origin
+        # gets past authentication (400: the domain is unknown).
+        allowed = [
+            {"Content-Type": "application/json"},
+            {"Content-Type": "application/json; charset=utf-8",
+             "Origin": "https://app.example.test"},
+            {"Content-Type": "Application/JSON", "Origin": "http://localhost:3000"},
+            {"Content-Type": "application/json", "Origin": "http://localhost"},  # same origin
+        ]
+        for headers in allowed:
+            status, answer = await post(headers)
+            assert status == 400, (headers, status, answer)
+        # Safe methods are not state changes: any Origin may read (the browser keeps the answer
+        # from a cross-site page without CORS, which etrans does not send).
+        status, _ = await api.call("GET", "/emails", {**cookie, "Origin": "https://evil.test"})
+        assert status == 200
+        # Other credentials are not sent by browsers on their own: no CSRF rule for them.
+        status, _ = await post({"Content-Type": "text/plain", "Origin": "https://evil.test",
+                                "X-API-KEY": api.api_key(user)[0]})
+        assert status == 400
+    finally:
+        api.close()
+
+
+async def test_session_cookie_is_forwarded_only_when_it_is_a_plain_cookie_value(
+        etrans_env: Any, billing_db: Any, auth_service: str) -> None:
+    api = build_api1(etrans_env, billing_db, MANAGE_AUTH_URI=auth_service,
+                     SESSION_COOKIE_NAME="sid")
+    try:
+        user = api.user()
+        # An auth service that grants whatever the forwarded Cookie header says.
+        _AuthService.users = {"sid=abc; role=admin": str(user), "sid=abc": str(user)}
+        _AuthService.calls.clear()
+        for cookie in ['sid="abc; role=admin"', r'sid="abc\073 role=admin"',
+                       'sid="abc, role=admin"', 'sid="a\\"b"', 'sid="abc role"']:
+            status, body = await api.call("GET", "/emails", {"Cookie": cookie})
+            assert status == 401, (cookie, status, body)
+        assert _AuthService.calls == []  # nothing was forwarded
+        status, _ = await api.call("GET", "/emails", {"Cookie": 'sid="abc"'})  # quoted form
+        assert status == 200
+        assert _AuthService.calls == ["sid=abc"]
+    finally:
+        api.close()

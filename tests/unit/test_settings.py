@@ -335,3 +335,15 @@ def test_jwt_public_key_and_leeway_are_validated_at_start():
     for bad in ("-1", "301", "soon"):
         problems = "\n".join(problems_of("serve", {**SERVE_ENV, "JWT_LEEWAY_SECONDS": bad}))
         assert "JWT_LEEWAY_SECONDS" in problems
+
+
+def test_allowed_origins_are_normalised_and_validated():
+    http = for_command("serve", SERVE_ENV).http
+    assert http.allowed_origins == ()
+    http = for_command("serve", {**SERVE_ENV, "ETRANS_ALLOWED_ORIGINS":
+                                 " https://App.Example.test/ ,http://localhost:3000,"}).http
+    assert http.allowed_origins == ("https://app.example.test", "http://localhost:3000")
+    for bad in ("app.example.test", "ftp://x.test", "https://x.test/path", "https://u@x.test",
+                "https://x.test:99999", "*", "https://"):
+        problems = "\n".join(problems_of("serve", {**SERVE_ENV, "ETRANS_ALLOWED_ORIGINS": bad}))
+        assert "ETRANS_ALLOWED_ORIGINS must be comma-separated origins" in problems, bad
