@@ -36,12 +36,14 @@ class KafkaAdmin:
 
         self._admin = AdminClient(settings.librdkafka("admin"))
         self._timeout = timeout
+        self._probe_limiter = trio.CapacityLimiter(1)  # /readyz: one list_topics at a time
 
     def _list_topics(self) -> None:
         self._admin.list_topics(timeout=self._timeout)
 
     async def check(self) -> None:
-        await trio.to_thread.run_sync(self._list_topics, abandon_on_cancel=True)
+        await trio.to_thread.run_sync(self._list_topics, limiter=self._probe_limiter,
+                                      abandon_on_cancel=True)
 
 
 # Producer defaults: acknowledged by all in-sync replicas, idempotent (no duplicates on retry).
@@ -70,6 +72,7 @@ class KafkaProducer:
         conf.update(config)
         self._producer = Producer(conf)
         self._poll_timeout = poll_timeout
+        self._probe_limiter = trio.CapacityLimiter(1)  # /readyz: one list_topics at a time
         self._closing = threading.Event()
         self._thread = threading.Thread(target=self._serve_delivery_reports,
                                         name="kafka-producer-poll", daemon=True)
@@ -198,7 +201,8 @@ class KafkaProducer:
         return len(self._producer)
 
     async def check(self) -> None:
-        await trio.to_thread.run_sync(self._list_topics, abandon_on_cancel=True)
+        await trio.to_thread.run_sync(self._list_topics, limiter=self._probe_limiter,
+                                      abandon_on_cancel=True)
 
     def _list_topics(self) -> None:
         self._producer.list_topics(timeout=3.0)

@@ -22,12 +22,14 @@ class MongoStore:
         )
         self.collection = self.client[settings.dbname][settings.collection]
         self.limiter = trio.CapacityLimiter(20)
+        self._probe_limiter = trio.CapacityLimiter(1)  # /readyz: not a request slot
 
     def _ping(self) -> None:
         self.client.admin.command("ping")
 
     async def check(self) -> None:
-        await trio.to_thread.run_sync(self._ping, limiter=self.limiter, abandon_on_cancel=True)
+        await trio.to_thread.run_sync(self._ping, limiter=self._probe_limiter,
+                                      abandon_on_cancel=True)
 
     def close(self) -> None:
         self.client.close()

@@ -72,6 +72,7 @@ class MongoLogWriter:
             settings.collection
         ]
         self.limiter = trio.CapacityLimiter(max(threads, 1))
+        self._probe_limiter = trio.CapacityLimiter(1)  # /readyz: not a request slot
 
     # -- indexes ---------------------------------------------------------------------------------
 
@@ -126,7 +127,8 @@ class MongoLogWriter:
         self._client.admin.command("ping")
 
     async def check(self) -> None:
-        await trio.to_thread.run_sync(self._ping, limiter=self.limiter, abandon_on_cancel=True)
+        await trio.to_thread.run_sync(self._ping, limiter=self._probe_limiter,
+                                      abandon_on_cancel=True)
 
     def close(self) -> None:
         self._client.close()

@@ -14,6 +14,8 @@ if TYPE_CHECKING:
 P = ParamSpec("P")
 T = TypeVar("T")
 
+PROBE_TIMEOUT_SECONDS = 2.0
+
 
 class RedisClient:
     """A sync redis-py client with a connection pool and a matching CapacityLimiter."""
@@ -28,12 +30,29 @@ class RedisClient:
             socket_connect_timeout=timeout, health_check_interval=30,
         )
         self.limiter = trio.CapacityLimiter(max_connections)
+        # /readyz probes (check): one connection and thread of their own, short timeouts.
+        self._url = url
+        self._probe_client: redis.Redis | None = None
+        self._probe_limiter = trio.CapacityLimiter(1)
 
     async def run(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         return await trio.to_thread.run_sync(lambda: fn(*args, **kwargs), limiter=self.limiter)
 
+    def _ping(self) -> None:
+        if self._probe_client is None:
+            import redis as redis_lib
+
+            self._probe_client = redis_lib.Redis.from_url(
+                self._url, max_connections=1, socket_timeout=PROBE_TIMEOUT_SECONDS,
+                socket_connect_timeout=PROBE_TIMEOUT_SECONDS)
+        self._probe_client.ping()
+
     async def check(self) -> None:
-        await self.run(self.client.ping)
+        """PING on the probe's own connection (not from the request pool)."""
+        await trio.to_thread.run_sync(self._ping, limiter=self._probe_limiter,
+                                      abandon_on_cancel=True)
 
     def close(self) -> None:
         self.client.close()
+        if self._probe_client is not None:
+            self._probe_client.close()

@@ -13,13 +13,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-import trio
 from quart import Response, g
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
 from etrans.api import openapi
 from etrans.api.asgi_body import CompleteBodyBeforeResponse
+from etrans.api.readiness import Readiness
 from etrans.api.routing import Api, json_response
 from etrans.errors import AppError
 from etrans.observability import get_logger
@@ -73,16 +73,6 @@ class ApiDependencies:
     rate_limiter: RateLimiter | None = None  # None: no request rate limits
 
 
-async def _probe(probe: HealthProbe, limit_seconds: float, results: dict[str, str]) -> None:
-    with trio.move_on_after(limit_seconds) as scope:
-        try:
-            await probe.check()
-        except Exception as exc:  # any failure of a dependency means "down"; say which
-            results[probe.name] = f"down: {type(exc).__name__}"
-            return
-    results[probe.name] = "down: timeout" if scope.cancelled_caught else "ok"
-
-
 def create_app(deps: ApiDependencies) -> QuartTrio:
     app = QuartTrio("etrans")
     app.config["JSON_SORT_KEYS"] = False
@@ -124,12 +114,12 @@ def create_app(deps: ApiDependencies) -> QuartTrio:
     async def healthz() -> Any:
         return json_response({"status": "ok", "service": SERVICE_NAME})
 
+    readiness = Readiness(deps.probes, timeout_seconds=deps.probe_timeout_seconds)
+    app.extensions["etrans_readiness"] = readiness
+
     @app.get("/readyz")
     async def readyz() -> Any:
-        results: dict[str, str] = {}
-        async with trio.open_nursery() as nursery:
-            for probe in deps.probes:
-                nursery.start_soon(_probe, probe, deps.probe_timeout_seconds, results)
+        results = await readiness.wait_checks()
         down = sorted(name for name, state in results.items() if state != "ok")
         body: dict[str, Any] = {"status": "ok" if not down else "unavailable",
                                 "service": SERVICE_NAME, "checks": results}

@@ -111,6 +111,9 @@ def test_readyz_turns_503_naming_redis_when_redis_stops(etrans_env):
         with serving(env) as served:
             assert served.get("/readyz").status_code == 200
             private_redis.stop()
+            # /readyz remembers a probe round for a second (issue 13 item 6): wait for the next.
+            wait_until_ready(lambda: _assert_status(served.get("/readyz"), 503),
+                             what="/readyz 503 after Redis stopped", timeout=10)
             down = served.get("/readyz")
             body = down.json()
             assert down.status_code == 503, body

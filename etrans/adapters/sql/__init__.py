@@ -24,6 +24,9 @@ if TYPE_CHECKING:
 P = ParamSpec("P")
 T = TypeVar("T")
 
+# Connecting and answering SELECT 1 for a /readyz probe.
+PROBE_TIMEOUT_SECONDS = 2.0
+
 
 def sqlalchemy_url(uri: str) -> str:
     """Pin PostgreSQL URIs to the psycopg 3 driver; leave other dialects as given."""
@@ -93,6 +96,10 @@ class Database:
         self.limiter = trio.CapacityLimiter(max(1, pool_size))
         # expire_on_commit=False: rows returned from a thread stay readable after the commit.
         self.sessions: sessionmaker[Session] = sessionmaker(engine, expire_on_commit=False)
+        # /readyz probes (check) use a connection and a thread of their own: they never wait
+        # behind requests for a pool slot nor take one from them.
+        self._probe_engine: Engine | None = None
+        self._probe_limiter = trio.CapacityLimiter(1)
 
     async def run(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         """Run blocking ``fn(*args)`` in a worker thread, at most pool-size at a time."""
@@ -111,13 +118,24 @@ class Database:
         return await self.run(in_session)
 
     def _ping(self) -> None:
-        from sqlalchemy import text
+        from sqlalchemy import create_engine, text
 
-        with self.engine.connect() as conn:
+        if self._probe_engine is None:
+            url = self.engine.url
+            self._probe_engine = self.engine if url.get_backend_name() == "sqlite" else \
+                create_engine(url, pool_size=1, max_overflow=0, pool_pre_ping=True,
+                              pool_timeout=PROBE_TIMEOUT_SECONDS,
+                              connect_args={"connect_timeout": int(PROBE_TIMEOUT_SECONDS),
+                                            "application_name": "etrans-readyz"})
+        with self._probe_engine.connect() as conn:
             conn.execute(text("SELECT 1"))
 
     async def check(self) -> None:
-        await self.run(self._ping)
+        """One ``SELECT 1`` on the probe's own connection (not from the request pool)."""
+        await trio.to_thread.run_sync(self._ping, limiter=self._probe_limiter,
+                                      abandon_on_cancel=True)
 
     def dispose(self) -> None:
         self.engine.dispose()
+        if self._probe_engine is not None:
+            self._probe_engine.dispose()
