@@ -166,7 +166,9 @@ def _api_part2(settings: Settings, *, billing_db: Any, usend_db: Any,
     secret = settings.tokens.secret.get()
     billing: Any
     if http.billing_v4_uri:
-        billing = HttpBillingGateway(http.billing_v4_uri)
+        billing = HttpBillingGateway(
+            http.billing_v4_uri,
+            api_token=http.billing_v4_token.get() if http.billing_v4_token else None)
         reader = DomainReader(billing_db, BillingTables.external())
     else:
         billing = LocalBillingGateway(usend_db, DkimKeyCipher(secret))
@@ -320,7 +322,9 @@ def sendmail(settings: Settings) -> ServiceMain:
         pool = SmtpPool(SmtpConfig(host=smtp.host, port=smtp.port, implicit_tls=smtp.secure,
                                    timeout_seconds=smtp.timeout_seconds,
                                    idle_seconds=smtp.idle_seconds, ca_file=smtp.ca_file,
-                                   verify_tls=smtp.tls_verify), size=pool_size)
+                                   verify_tls=smtp.tls_verify,
+                                   allow_plaintext_auth=smtp.allow_plaintext_auth),
+                        size=pool_size)
         cipher = CredentialCipher(settings.tokens.secret.get(), settings.tokens.iv.get())
         delivery = EmailDelivery(
             credentials=RedisCredentialSource(redis, cipher),
@@ -541,7 +545,10 @@ async def _dev_main(settings: Settings, data_dir: Path, services: _DevServices,
         pool = SmtpPool(SmtpConfig(host=smtp_host, port=smtp_port, implicit_tls=secure,
                                    timeout_seconds=smtp.timeout_seconds if smtp else 30.0,
                                    ca_file=smtp.ca_file if smtp else None,
-                                   verify_tls=smtp.tls_verify if smtp else True),
+                                   verify_tls=smtp.tls_verify if smtp else True,
+                                   # the built-in sink listens on 127.0.0.1 only
+                                   allow_plaintext_auth=smtp.allow_plaintext_auth if smtp
+                                   else True),
                         size=pool_size)
         delivery = EmailDelivery(
             credentials=services.credentials, marks=services.marks, transport=pool,

@@ -184,6 +184,8 @@ class SmtpSettings:
     # TLS trust: a CA bundle (default: the system's) and whether to verify at all.
     ca_file: str | None = None
     tls_verify: bool = True
+    # AUTH on a connection without TLS (a relay on the loopback interface); never by default.
+    allow_plaintext_auth: bool = False
 
 
 @dataclass(frozen=True)
@@ -230,6 +232,11 @@ class HttpSettings:
     bind: str = "0.0.0.0:8000"
     manage_auth_uri: str | None = None
     billing_v4_uri: str | None = None
+    # Sent as "Authorization: Bearer <token>" to BILLING_V4_URI.
+    billing_v4_token: Secret | None = None
+    # Plain http to a host that is not loopback (the token and every call in clear; the DKIM
+    # private key is never sent so, see adapters/billing_http.py).
+    billing_v4_allow_http: bool = False
     jwt_secret: Secret | None = None
     jwt_public_key: Secret | None = None
     # Checked in tokens verified locally (not by MANAGE_AUTH_URI): one of these `aud`, this `iss`.
@@ -544,6 +551,7 @@ def _smtp(r: _Reader) -> SmtpSettings:
         idle_seconds=r.number("SMTP_IDLE_SECONDS", 60.0, minimum=0.0),
         ca_file=r.raw("SMTP_CA_FILE"),
         tls_verify=r.boolean("SMTP_TLS_VERIFY", True),
+        allow_plaintext_auth=r.boolean("SMTP_ALLOW_PLAINTEXT_AUTH", False),
     )
 
 
@@ -586,7 +594,44 @@ def _sendmail(r: _Reader) -> SendmailSettings:
     )
 
 
-def _http(r: _Reader) -> HttpSettings:
+def is_loopback_host(host: str | None) -> bool:
+    """``localhost`` or a loopback address (127.0.0.0/8, ::1): traffic that never leaves the
+    machine."""
+    import ipaddress
+
+    if not host:
+        return False
+    host = host.strip("[]").lower().rstrip(".")
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _secret_or_none(value: str | None) -> Secret | None:
+    return Secret(value) if value else None
+
+
+def _billing_allow_http(r: _Reader, billing: Secret | None) -> bool:
+    allow = r.boolean("BILLING_V4_ALLOW_HTTP", False)
+    if billing is None or not billing.get().lower().startswith("http://"):
+        return allow
+    try:
+        host = urlsplit(billing.get()).hostname
+    except ValueError:
+        return allow
+    if not allow and not is_loopback_host(host):
+        r.problems.append(
+            f"BILLING_V4_URI must be https:// (plain http to {host!r} would send the billing "
+            "token and the calls in clear); use https, a loopback host, or set "
+            "BILLING_V4_ALLOW_HTTP=true")
+    return allow
+
+
+def _http(r: _Reader, *, billing_api: bool = True) -> HttpSettings:
+    """``billing_api=False``: BILLING_V4_URI is not used (``etrans dev``), nor checked."""
     bind = r.text("ETRANS_BIND", "0.0.0.0:8000")
     if ":" not in bind:
         r.problems.append(f"ETRANS_BIND must be HOST:PORT, got {bind!r}")
@@ -602,6 +647,8 @@ def _http(r: _Reader) -> HttpSettings:
         bind=bind,
         manage_auth_uri=manage_auth.get() if manage_auth else None,
         billing_v4_uri=billing.get() if billing else None,
+        billing_v4_token=_secret_or_none(r.raw("BILLING_V4_TOKEN")),
+        billing_v4_allow_http=_billing_allow_http(r, billing if billing_api else None),
         jwt_secret=Secret(jwt_secret) if jwt_secret else None,
         jwt_public_key=Secret(jwt_public) if jwt_public else None,
         jwt_audience=tuple(a.strip() for a in r.text("JWT_AUDIENCE", "").split(",") if a.strip()),
@@ -690,7 +737,7 @@ def _dev(r: _Reader) -> dict[str, object]:
     local mode; the API listens on 127.0.0.1:8000 unless ETRANS_BIND says otherwise."""
     from dataclasses import replace
 
-    http = _http(r)
+    http = _http(r, billing_api=False)
     values: dict[str, object] = {
         "http": replace(http, bind=http.bind if r.raw("ETRANS_BIND") else "127.0.0.1:8000",
                         billing_v4_uri=None),

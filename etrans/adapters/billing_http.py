@@ -10,6 +10,12 @@ The contract (paths, bodies, status codes) is ``docs/billing-gateway.md``.  Impl
 
 etrans writes nothing of its own before a billing call succeeds, so a failed call leaves no
 partial state behind.
+
+Credentials: ``api_token`` (BILLING_V4_TOKEN) goes in ``Authorization: Bearer``.  Settings refuse
+a plain ``http://`` BILLING_V4_URI to a host other than loopback unless BILLING_V4_ALLOW_HTTP; even
+then, ``create_domain`` (whose body carries the DKIM private key) refuses to call such a URL
+(503, nothing sent): the private key only travels over TLS or within the machine.  Redirects are
+not followed, so an https URL cannot be downgraded.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ import httpx
 
 from etrans.errors import Forbidden, InvalidInput, NotFound, UpstreamUnavailable
 from etrans.observability import get_logger
+from etrans.settings import is_loopback_host
 
 if TYPE_CHECKING:
     from datetime import datetime
@@ -43,7 +50,11 @@ class HttpBillingGateway:
         if api_token:
             headers["Authorization"] = f"Bearer {api_token}"
         self._client = httpx.AsyncClient(base_url=base_url.rstrip("/"), timeout=timeout_seconds,
-                                         transport=transport, headers=headers)
+                                         transport=transport, headers=headers,
+                                         follow_redirects=False)
+        url = httpx.URL(base_url)
+        # Plain http that leaves the machine: no private key goes there.
+        self._cleartext_remote = url.scheme == "http" and not is_loopback_host(url.host)
 
     async def aclose(self) -> None:
         await self._client.aclose()
@@ -84,6 +95,11 @@ class HttpBillingGateway:
         # ``max_domains`` is not sent: the billing system owns the domains and enforces the
         # pack's domain limit itself (docs/billing-gateway.md); etrans's check before this
         # call is only a quick refusal.
+        if self._cleartext_remote:
+            log.error("billing api over plain http: DKIM private key not sent",
+                      path="/domains")
+            raise UpstreamUnavailable("Billing service unavailable: BILLING_V4_URI is plain http,"
+                                      " and the DKIM private key is only sent over https")
         data = await self._call("POST", "/domains", {
             "user_id": user_id, "domain": name,
             "dkim": {"selector": dkim_selector, "public_key": dkim_public_key,

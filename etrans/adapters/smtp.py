@@ -10,7 +10,9 @@ never reused.
 Security (``SMTP_SECURE``): ``False`` = plain connection upgraded with STARTTLS whenever the
 server offers it (and used as is when it does not); ``True`` = implicit TLS from the first byte.
 AUTH (PLAIN, else LOGIN, else CRAM-MD5) runs with the user's credentials when the server offers
-AUTH.  PIPELINING is used when the server offers it.
+AUTH, over TLS only: on a plain session AUTH is not sent and the message fails with a transient
+454 4.7.0 (retried later) unless ``allow_plaintext_auth`` (``SMTP_ALLOW_PLAINTEXT_AUTH``, meant
+for a relay on the loopback interface).  PIPELINING is used when the server offers it.
 
 Timeouts: connecting and setting a session up must finish within ``timeout_seconds``; a
 transaction within ``timeout_seconds`` plus one second per 64 KiB of content (large attachments
@@ -58,6 +60,8 @@ class SmtpConfig:
     ca_file: str | None = None
     verify_tls: bool = True
     local_hostname: str | None = None
+    # Send AUTH on a session without TLS (a loopback relay only): SMTP_ALLOW_PLAINTEXT_AUTH.
+    allow_plaintext_auth: bool = False
 
     def ssl_context(self) -> ssl.SSLContext:
         context = ssl.create_default_context(cafile=self.ca_file)
@@ -248,7 +252,8 @@ class SmtpPool:
         with trio.fail_at(limit):
             session = await SmtpSession.connect(
                 cfg.host, cfg.port, implicit_tls=cfg.implicit_tls, context=self._context,
-                local_hostname=self._local_hostname, credentials=connection.credentials)
+                local_hostname=self._local_hostname, credentials=connection.credentials,
+                allow_plaintext_auth=cfg.allow_plaintext_auth)
         connection.session = session
         return session
 

@@ -4,6 +4,11 @@ Owns: connecting (plain, or implicit TLS), the greeting, EHLO (HELO as a fallbac
 (the stream is wrapped in a :class:`trio.SSLStream` and EHLO is said again), AUTH (PLAIN, LOGIN
 or CRAM-MD5 with the user's credentials when the server offers AUTH) and mail transactions.
 
+Credentials never cross the network in clear: on a session without TLS (the server offered no
+STARTTLS) AUTH is not sent and :func:`SmtpSession.connect` raises a 454 4.7.0 (transient: the
+message is tried again later), unless ``allow_plaintext_auth`` (``SMTP_ALLOW_PLAINTEXT_AUTH``, for
+a relay on the loopback interface) says otherwise.
+
 When the server advertises PIPELINING (RFC 2920) ``MAIL FROM``, every ``RCPT TO`` and ``DATA``
 are written at once and their replies read afterwards: a transaction costs two round trips
 (commands, then the content) instead of ``3 + recipients``.  Without it, each command waits for
@@ -184,8 +189,10 @@ class SmtpSession:
     @classmethod
     async def connect(cls, host: str, port: int, *, implicit_tls: bool,
                       context: ssl.SSLContext, local_hostname: str,
-                      credentials: SmtpCredentials | None) -> SmtpSession:
-        """Connect, greet, EHLO, STARTTLS when offered (unless TLS already), AUTH when offered.
+                      credentials: SmtpCredentials | None,
+                      allow_plaintext_auth: bool = False) -> SmtpSession:
+        """Connect, greet, EHLO, STARTTLS when offered (unless TLS already), AUTH when offered
+        (over TLS only, unless ``allow_plaintext_auth``).
 
         Closes the stream if any step fails."""
         raw: trio.abc.Stream = await FastSocketStream.open_tcp(host, port)
@@ -208,6 +215,10 @@ class SmtpSession:
                 session.tls = True
                 await session.hello(local_hostname)
             if credentials is not None and "auth" in session.extensions:
+                if not session.tls and not allow_plaintext_auth:
+                    raise SmtpProtocolError(
+                        454, "4.7.0 etrans: AUTH not sent: the server offered no STARTTLS and "
+                        "SMTP_ALLOW_PLAINTEXT_AUTH is not set", command="AUTH")
                 await session.authenticate(credentials)
         except BaseException:
             await trio.aclose_forcefully(session.stream)

@@ -201,7 +201,9 @@ def start_real(env: dict[str, str], work_dir: Path) -> tuple[Backend, SinkThread
     """serve + sendmail + fetchlog on the services of ``env`` (the harness's ``etrans_env``)."""
     mail_dir = work_dir / "mail"
     sink = SinkThread(mail_dir, env["KAFKA_BOOTSTRAP_SERVERS"], env["LOG_TOPIC"]).start()
+    # The sink listens on 127.0.0.1 and offers AUTH without TLS: the loopback relay opt-in.
     env = {**env, "SMTP_HOST": "127.0.0.1", "SMTP_PORT": str(sink.port),
+           "SMTP_ALLOW_PLAINTEXT_AUTH": "true",
            "SENDMAIL_RETRY_BASE_SECONDS": "0.2", "KAFKA_COMMIT_INTERVAL_SECONDS": "0.2"}
     env.pop("BILLING_V4_URI", None)
     key, domain = seed_account(env["USEND_DB_URI"], env["TOKEN_SECRET"], env["TOKEN_IV"])

@@ -80,7 +80,9 @@ async def make_worker(
 
         def make(server: SmtpTestServer, *, attempts: int = 5, base: float = 0.05,
                  email_timeout: float = 60.0, pool_size: int = 2, **smtp: Any) -> Worker:
-            options = {"ca_file": smtp_certificates.ca_file, "timeout_seconds": 10.0, **smtp}
+            # A plain test server on 127.0.0.1 offering AUTH: the loopback relay opt-in.
+            options = {"ca_file": smtp_certificates.ca_file, "timeout_seconds": 10.0,
+                       "allow_plaintext_auth": server.tls == "none", **smtp}
             config = SmtpConfig(host=server.host, port=server.port,
                                 implicit_tls=server.tls == "implicit", **options)
             pool = SmtpPool(config, size=pool_size)
