@@ -364,11 +364,20 @@ class AccountRepo:
     # -- API keys ----------------------------------------------------------------------------
 
     def create_api_key(self, *, user_id: int, name: str, key_hash: str, key_prefix: str,
-                       permission: str, expires_at: datetime | None) -> own.ApiKey:
+                       permission: str, expires_at: datetime | None,
+                       created_by_key_id: int | None = None) -> own.ApiKey | None:
+        """The new row; None when ``created_by_key_id`` is no live key of the user.  The creator
+        is locked (shared) until the commit: a deletion of it waits, then deletes this key too."""
+        k = own.ApiKey
         with Session(self.db.engine, expire_on_commit=False) as session, session.begin():
+            if created_by_key_id is not None and session.scalars(
+                    select(k.id).where(k.id == created_by_key_id, k.user_id == user_id,
+                                       k.deleted_at.is_(None)).with_for_update(read=True)
+            ).first() is None:
+                return None
             row = own.ApiKey(user_id=user_id, name=name, key_hash=key_hash,
                              key_prefix=key_prefix, permission=permission, expires_at=expires_at,
-                             active=True)
+                             active=True, created_by_key_id=created_by_key_id)
             session.add(row)
             session.flush()
             session.refresh(row)
@@ -391,8 +400,9 @@ class AccountRepo:
             return session.scalars(select(k).where(k.id == key_id, k.user_id == user_id,
                                                    k.deleted_at.is_(None))).first()
 
-    def delete_api_key(self, user_id: int, key_id: int) -> str | None:
-        """Soft-deletes; returns the key's hash (to evict caches) or None when not found."""
+    def delete_api_key(self, user_id: int, key_id: int) -> list[str] | None:
+        """Soft-deletes the key and every live key it created, recursively; returns their hashes
+        (the key's first, to evict caches) or None when the key is not found."""
         k = own.ApiKey
         now = utcnow()
         with Session(self.db.engine) as session, session.begin():
@@ -402,7 +412,15 @@ class AccountRepo:
             if row is None:
                 return None
             row.active, row.deleted_at, row.updated_at = False, now, now
-            return row.key_hash
+            tree = select(k.id).where(k.created_by_key_id == key_id).cte("created", recursive=True)
+            tree = tree.union(select(k.id).where(k.created_by_key_id == tree.c.id))
+            minted = session.scalars(select(k).where(k.id.in_(select(tree.c.id)),
+                                                     k.user_id == user_id,
+                                                     k.deleted_at.is_(None)).with_for_update()
+                                     ).all()
+            for child in minted:
+                child.active, child.deleted_at, child.updated_at = False, now, now
+            return [row.key_hash] + [child.key_hash for child in minted]
 
     # -- senders (transport) ----------------------------------------------------------------
 

@@ -33,9 +33,11 @@ def register(api: Api) -> None:
                tag=TAG, body=CREATE, errors=(400, 401, 403))
     async def create_api_key(ctx: RequestContext) -> Any:
         b = ctx.body
+        assert ctx.principal is not None
         return await uc.create_api_key(s, ctx.user_id, name=b["name"],
                                        permission=b.get("permission"),
-                                       expires_in_days=b.get("expires_in_days"))
+                                       expires_in_days=b.get("expires_in_days"),
+                                       created_by_key_id=ctx.principal.key_id)
 
     @api.route("GET", "/api-keys", permission=Permission.read_only, summary="List API keys",
                tag=TAG, query=PAGE, errors=(400, 401))

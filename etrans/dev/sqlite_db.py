@@ -5,8 +5,9 @@ in PostgreSQL's dialect.
   every transaction starts with ``BEGIN IMMEDIATE`` (writers queue on the busy timeout instead of
   failing on a lock upgrade), which serialises writes - plenty for one developer's machine.
 - :func:`create_schema` - the models' tables (``metadata.create_all`` on a copy adapted to SQLite:
-  PostgreSQL casts in server defaults and the regex CHECK are left out), idempotent; then the
-  default packs of migration 0002.
+  PostgreSQL casts in server defaults and the regex CHECK are left out), idempotent; columns and
+  indexes a later migration added to an existing table are added to a data directory made before
+  it; then the default packs of migration 0002.
 - :class:`SqliteUsendRepository` - :class:`~etrans.adapters.usend_repo.UsendRepository` whose
   ``save`` writes the email and outbox rows with portable INSERTs (same transaction).
 - :class:`SqliteEmailStatusUpdater` - the :class:`~etrans.app.ports.EmailStatusStore` of fetchlog
@@ -90,10 +91,36 @@ def create_schema(db: Database) -> None:
 
     metadata = _sqlite_metadata()
     metadata.create_all(db.engine)
+    _add_missing_columns(db.engine, metadata)
     packs = EmailTransactionPack.__table__
     with db.engine.begin() as conn:
         if conn.execute(select(packs.c.id).limit(1)).first() is None:
             conn.execute(insert(packs), _default_packs())
+
+
+def _add_missing_columns(engine: Engine, metadata: MetaData) -> None:
+    """``create_all`` skips tables that exist: add the nullable columns (with their single-column
+    foreign key) and the indexes of newer models to them, as the migrations did on PostgreSQL."""
+    from sqlalchemy import inspect
+    from sqlalchemy.schema import CreateColumn
+
+    with engine.begin() as conn:
+        existing = inspect(conn)
+        for table in metadata.sorted_tables:
+            present = {c["name"] for c in existing.get_columns(table.name)}
+            for column in table.columns:
+                if column.name in present:
+                    continue
+                if not column.nullable and column.server_default is None:
+                    raise RuntimeError(f"cannot add {table.name}.{column.name} to an existing "
+                                       "etrans dev database: it is NOT NULL without a default")
+                ddl = str(CreateColumn(column).compile(dialect=engine.dialect))
+                for fk in column.foreign_keys:
+                    ddl += (f" REFERENCES {fk.column.table.name} ({fk.column.name})"
+                            + (f" ON DELETE {fk.ondelete}" if fk.ondelete else ""))
+                conn.exec_driver_sql(f"ALTER TABLE {table.name} ADD COLUMN {ddl}")
+            for index in table.indexes:
+                index.create(conn, checkfirst=True)
 
 
 def _default_packs() -> list[dict[str, Any]]:

@@ -2,7 +2,8 @@
 
 A key is ``etrans_live_`` followed by 43 URL-safe base64 characters of 32 bytes from the
 operating system's CSPRNG (``secrets``).  Only its SHA-256 (lower-case hex) is stored; the key
-itself is shown once, in the creation response.
+itself is shown once, in the creation response.  A key created with an API key has neither more
+permission nor a later expiry than that key (:func:`check_delegation`).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import secrets
 from datetime import datetime, timedelta
 from enum import IntEnum
 
-from etrans.errors import InvalidInput
+from etrans.errors import Forbidden, InvalidInput
 
 KEY_PREFIX = "etrans_live_"
 ALLOWED_EXPIRY_DAYS = (7, 30, 60, 90, 180, 365)
@@ -54,3 +55,20 @@ def expiry_from(now: datetime, expires_in_days: object) -> datetime | None:
 
 def is_expired(expires_at: datetime | None, now: datetime) -> bool:
     return expires_at is not None and expires_at <= now
+
+
+def check_delegation(*, creator_permission: Permission, creator_expires_at: datetime | None,
+                     permission: Permission, expires_at: datetime | None) -> None:
+    """Forbidden unless a key created by an API key stays within that key's rights: no more
+    permission, no later expiry (never-expiring only when the creator never expires)."""
+    if permission > creator_permission:
+        raise Forbidden(
+            "An API key cannot create a key with more permission than its own: this key has "
+            f"{creator_permission.name}, {permission.name} was asked"
+        )
+    if creator_expires_at is not None and (expires_at is None or expires_at > creator_expires_at):
+        raise Forbidden(
+            "An API key cannot create a key that outlives it: this key expires at "
+            f"{creator_expires_at.isoformat()}, so expires_in_days must end by then (create "
+            "longer-lived keys with a session or a Bearer token)"
+        )

@@ -133,3 +133,52 @@ async def test_expired_key_is_401_and_listed_as_expired(api):
     assert (status, body) == (401, {"detail": "API key expired"})
     listed = (await api.call("GET", f"/api-keys/{created['id']}", user))[1]
     assert listed["is_expired"] is True
+
+
+# -- a key cannot escalate (issue 13.4) ------------------------------------------------------------
+
+async def test_a_key_cannot_mint_a_key_that_outlives_it(api):
+    user = new_user_id()
+    parent = await _key(api, user, name="parent", expires_in_days=30)
+    as_parent = {"X-API-KEY": parent["key"]}
+    for days in (None, 60, 365):
+        status, body = await api.call("POST", "/api-keys", as_parent,
+                                      json={"name": "child", "expires_in_days": days})
+        assert status == 403, (days, status, body)
+        assert "cannot create a key that outlives it" in body["detail"], body
+    status, body = await api.call("POST", "/api-keys", as_parent, json={"name": "child"})
+    assert status == 403, body  # the default is "never expires"
+    status, child = await api.call("POST", "/api-keys", as_parent,
+                                   json={"name": "child", "expires_in_days": 7})
+    assert status == 200, child
+    assert child["expires_at"] < parent["expires_at"]
+    # A never-expiring key may mint keys of any lifetime; sessions and tokens keep full rights.
+    forever = await _key(api, user, name="forever")
+    status, _ = await api.call("POST", "/api-keys", {"X-API-KEY": forever["key"]},
+                               json={"name": "child"})
+    assert status == 200
+    assert (await _key(api, user, name="by token"))["expires_at"] is None
+
+
+async def test_a_minted_key_is_deleted_with_the_key_that_created_it(api):
+    user = new_user_id()
+    root = await _key(api, user, name="root")
+    status, child = await api.call("POST", "/api-keys", {"X-API-KEY": root["key"]},
+                                   json={"name": "child"})
+    assert status == 200, child
+    status, grandchild = await api.call("POST", "/api-keys", {"X-API-KEY": child["key"]},
+                                        json={"name": "grandchild", "permission": "read_only"})
+    assert status == 200, grandchild
+    sibling = await _key(api, user, name="sibling")  # made with a token: not the root's
+    for made in (child, grandchild, sibling):  # warm the cache: cached as valid
+        assert (await api.call("GET", "/api-keys", {"X-API-KEY": made["key"]}))[0] == 200
+    # The child deletes its creator (it has full_access): it goes too, with its own child.
+    status, _ = await api.call("DELETE", f"/api-keys/{root['id']}", {"X-API-KEY": child["key"]})
+    assert status == 200
+    for gone in (root, child, grandchild):
+        status, _ = await api.call("GET", "/api-keys", {"X-API-KEY": gone["key"]})
+        assert status == 401, gone["name"]
+        assert (await api.call("GET", f"/api-keys/{gone['id']}", user))[0] == 404
+    assert (await api.call("GET", "/api-keys", {"X-API-KEY": sibling["key"]}))[0] == 200
+    listed = (await api.call("GET", "/api-keys", user))[1]
+    assert [k["id"] for k in listed["data"]] == [sibling["id"]]

@@ -303,3 +303,46 @@ async def test_publisher_spreads_unkeyed_records(tmp_path: Path, partitions: int
     assert sum(topics.end_offset("u", p) for p in range(partitions)) == 8
     assert all(topics.end_offset("u", p) == 8 // partitions for p in range(partitions))
     topics.close()
+
+
+def test_sqlite_schema_of_an_older_data_dir_gets_the_new_columns(tmp_path: Path) -> None:
+    """A data directory made before migration 0003 gets api_keys.created_by_key_id (with its
+    foreign key and index) at the next start, and keeps its rows."""
+    import sqlite3
+
+    from sqlalchemy import inspect
+
+    from etrans.dev.sqlite_db import create_schema, sqlite_database
+
+    db = sqlite_database(tmp_path / "usend.sqlite3")
+    create_schema(db)
+    db.dispose()
+    raw = sqlite3.connect(tmp_path / "usend.sqlite3")
+    columns = [row[1] for row in raw.execute("PRAGMA table_info(api_keys)")
+               if row[1] != "created_by_key_id"]
+    # SQLite cannot drop a column with a foreign key: rebuild the table as it was before 0003.
+    raw.executescript(f"""
+        CREATE TABLE old_keys AS SELECT {", ".join(columns)} FROM api_keys;
+        DROP TABLE api_keys;
+        ALTER TABLE old_keys RENAME TO api_keys;
+        INSERT INTO api_keys (id, user_id, name, key_hash, key_prefix, permission, active,
+                              created_at, updated_at)
+        VALUES (1, 1, 'old', 'ab', 'etrans_live_x', 'full_access', 1, '2026-01-01', '2026-01-01');
+    """)
+    raw.commit()
+    raw.close()
+    db = sqlite_database(tmp_path / "usend.sqlite3")
+    try:
+        create_schema(db)
+        with db.engine.connect() as conn:
+            found = inspect(conn)
+            assert "created_by_key_id" in {c["name"] for c in found.get_columns("api_keys")}
+            assert "ix_api_keys_created_by_key_id" in {i["name"] for i in
+                                                       found.get_indexes("api_keys")}
+            # (table, from, to, on_delete) of the foreign keys
+            assert [(r[2], r[3], r[4], r[6]) for r in
+                    conn.exec_driver_sql("PRAGMA foreign_key_list(api_keys)")] == \
+                [("api_keys", "created_by_key_id", "id", "CASCADE")]
+            assert conn.exec_driver_sql("SELECT name FROM api_keys").scalars().all() == ["old"]
+    finally:
+        db.dispose()

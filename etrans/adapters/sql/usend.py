@@ -91,7 +91,9 @@ class UsendBase(DeclarativeBase):
 class ApiKey(UsendBase):
     """An API key.  Only ``key_hash`` = lower-case hex SHA-256 of the full key is stored; the key
     itself is shown once.  ``key_prefix`` (e.g. ``etrans_live_ab12``) lets a user recognise it.
-    A key works while ``active``, ``deleted_at IS NULL`` and ``expires_at`` is NULL or future."""
+    A key works while ``active``, ``deleted_at IS NULL`` and ``expires_at`` is NULL or future.
+    ``created_by_key_id``: the key that created this one through the API (NULL when a session or
+    Bearer token did); deleting a key deletes the keys it created, so none outlives its creator."""
 
     __tablename__ = "api_keys"
     __table_args__ = (
@@ -112,6 +114,9 @@ class ApiKey(UsendBase):
     created_at: Mapped[datetime] = _now()
     updated_at: Mapped[datetime] = _now()
     deleted_at: Mapped[datetime | None]
+    created_by_key_id: Mapped[int | None] = mapped_column(
+        ForeignKey("api_keys.id", ondelete="CASCADE"), index=True
+    )
 
 
 class EmailMessage(UsendBase):
