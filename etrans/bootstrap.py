@@ -307,8 +307,9 @@ def sendmail(settings: Settings) -> ServiceMain:
         # Sendmail messages may carry 25 MB of attachments: buffer few of them.
         channel_size=max(50, pool_size * 5),
         commit_interval=kafka.commit_interval_seconds,
-        # The task enforces the per-email cap itself; this only catches a stuck Redis/Kafka call.
-        message_timeout=options.email_timeout_seconds + 120.0,
+        # The task enforces the per-email cap itself, then may retry recording the outcome
+        # while Redis is down; this only catches a stuck call.
+        message_timeout=options.email_timeout_seconds + policy.record_patience + 10.0,
         dead_letter_topic=kafka.dead_letter_topic,
         assignment_strategy=kafka.assignment_strategy,
     )
@@ -508,7 +509,8 @@ async def _dev_main(settings: Settings, data_dir: Path, services: _DevServices,
         topics=(kafka.topic,), group_id=kafka.group_id or "etrans-dev-sendmail",
         kafka=librdkafka, workers=pool_size, channel_size=max(50, pool_size * 5),
         commit_interval=kafka.commit_interval_seconds,
-        message_timeout=mail_options.email_timeout_seconds + 120.0)
+        message_timeout=(mail_options.email_timeout_seconds
+                         + DeliveryPolicy.record_patience + 10.0))
     fetchlog_config = PipelineConfig(
         topics=(log_topic,), group_id=kafka.log_group_id or "etrans-dev-fetchlog",
         kafka=librdkafka, workers=log_options.worker_pool_size,

@@ -23,7 +23,12 @@ started on first use, checks the deadlines of the transactions in progress every
 as a timeout (451 4.4.2).  A cancel scope per message cost more than the rest of the pool.
 
 Every outcome is reported as data (:class:`SendResult`) or as :class:`SmtpFailure`, which says
-whether the failure is transient (connection errors, timeouts, 4xx) or permanent (5xx).
+whether the failure is transient (connection errors, timeouts, 4xx) or permanent (5xx).  A
+failure to set a session up without any reply from the server (connection refused, reset or
+timed out; the server closing before its greeting) is :class:`SmtpUnavailable`: the server is
+down, and the email waits for it (the use case hands it back to the pipeline) instead of using
+up its retries.  TLS failures other than a dropped connection (an untrusted certificate, no
+common protocol) are configuration problems and stay ordinary transient failures.
 """
 
 from __future__ import annotations
@@ -38,7 +43,7 @@ from typing import TYPE_CHECKING
 import trio
 
 from etrans.adapters.smtp_session import SmtpProtocolError, SmtpSession
-from etrans.app.sendmail import SendResult, SmtpFailure
+from etrans.app.sendmail import SendResult, SmtpFailure, SmtpUnavailable
 from etrans.observability import get_logger
 
 if TYPE_CHECKING:
@@ -94,10 +99,38 @@ def _cert_error(exc: BaseException) -> ssl.SSLCertVerificationError | None:
     return None
 
 
-def classify(exc: BaseException, where: str) -> SmtpFailure:
-    """Map a protocol/stream/socket/ssl exception to transient or permanent."""
+def _tls_problem(exc: BaseException) -> bool:
+    """An SSL error other than the peer going away somewhere in the chain of ``exc``."""
+    seen: BaseException | None = exc
+    for _ in range(5):
+        if seen is None:
+            return False
+        if isinstance(seen, ssl.SSLError) and not isinstance(
+                seen, ssl.SSLEOFError | ssl.SSLZeroReturnError):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+def classify(exc: BaseException, where: str, *, setting_up: bool = False) -> SmtpFailure:
+    """Map a protocol/stream/socket/ssl exception to transient or permanent.
+
+    ``setting_up``: raised before the session was ready (connect, greeting, EHLO, STARTTLS,
+    AUTH); a failure there without a reply is :class:`SmtpUnavailable`."""
     if isinstance(exc, SmtpProtocolError):
         return _failure_from_code(exc.code, exc.text)
+    failure = _transport_failure(exc, where)
+    if setting_up and isinstance(exc, _UNREACHABLE) and not _tls_problem(exc):
+        return SmtpUnavailable(failure.reply)
+    return failure
+
+
+# What a server that is down, restarting or unreachable makes the set-up raise.
+_UNREACHABLE = (OSError, EOFError, trio.BrokenResourceError, trio.ClosedResourceError,
+                trio.TooSlowError, TimeoutError)
+
+
+def _transport_failure(exc: BaseException, where: str) -> SmtpFailure:
     if isinstance(exc, trio.TooSlowError | TimeoutError | socket.timeout):
         return SmtpFailure(f"451 4.4.2 etrans: timeout talking to {where}", transient=True)
     cert = _cert_error(exc)
@@ -279,7 +312,8 @@ class SmtpPool:
             # The watchdog closed the socket: a timeout, unless the server had replied.
             error = (trio.TooSlowError() if connection.timed_out
                      and not isinstance(exc, SmtpProtocolError) else exc)
-            failure = classify(error, self.where)
+            # No session yet: it failed while being set up.
+            failure = classify(error, self.where, setting_up=connection.session is None)
             keep = (isinstance(exc, SmtpProtocolError) and connection.session is not None
                     and not connection.session.broken and exc.code != 421)
             raise failure from exc

@@ -5,7 +5,7 @@
 1. a message already recorded as done (:class:`~etrans.app.ports.DeliveryMarks`) is skipped:
    a redelivery after a crash or a rebalance never sends it twice;
 2. the user's SMTP credentials are fetched; none, or undecryptable: a permanent failure;
-3. the message is sent; transient failures (connection errors, timeouts, 4xx) are retried
+3. the message is sent; transient failures (a session that broke, timeouts, 4xx) are retried
    ``attempts`` times after ``base``, ``2*base``, ``4*base``... seconds (1, 2, 4, 8, 16 by
    default), everything within ``email_timeout`` (5 minutes); 5xx is permanent at once;
 4. accepted: recorded as delivered before returning (so before the offset can be committed);
@@ -15,8 +15,15 @@
    published to LOG_TOPIC (see :func:`reject_event`), then the message is recorded as rejected.
    The task then returns: the email shows as Bounced, it is never retried forever.
 
-Infrastructure failures (Redis, Kafka) raise :class:`~etrans.errors.RetryLater`: the pipeline
-retries the whole message, and step 1 keeps that safe.
+Outages are not bounces.  The SMTP server unreachable (:class:`SmtpUnavailable`: connection
+refused, reset or timed out before the session was set up) and infrastructure failures (Redis,
+Kafka) raise :class:`~etrans.errors.RetryLater`: the pipeline retries the whole message after
+its capped back-off, for as long as the outage lasts, and its workers waiting on those retries
+are the back-pressure (no new message is started meanwhile).  Step 1 keeps that safe.  Only a
+5xx reply, retries of 4xx replies exhausted, and credentials that do not exist (or cannot be
+decrypted) reject an email.  Once the SMTP server accepted an email, recording that is retried
+for up to ``record_patience`` seconds rather than handed back to the pipeline, whose retry would
+send the email again.
 """
 
 from __future__ import annotations
@@ -67,6 +74,14 @@ class SmtpFailure(Exception):
         self.code = code
 
 
+class SmtpUnavailable(SmtpFailure):
+    """The SMTP server could not be reached, or dropped the connection before the session was
+    set up: an outage, retried later (:class:`~etrans.errors.RetryLater`), never a bounce."""
+
+    def __init__(self, reply: str) -> None:
+        super().__init__(reply, transient=True)
+
+
 class CredentialsUnavailable(Exception):
     """No usable SMTP credentials for the user: permanent for this email."""
 
@@ -90,6 +105,11 @@ class DeliveryPolicy:
     attempts: int = 5  # retries after the first try
     base_seconds: float = 1.0
     email_timeout: float = 300.0
+    # How long recording an outcome is retried while Redis is unavailable.  Giving up would
+    # hand an email the SMTP server accepted back to the pipeline, which would send it again.
+    # The pipeline's per-message timeout must leave this much beyond ``email_timeout``
+    # (``etrans.bootstrap`` gives it ``email_timeout + record_patience + 10``).
+    record_patience: float = 110.0
 
     def backoff(self, retry: int) -> float:
         """Seconds before retry number ``retry`` (0-based): base * 2**retry."""
@@ -164,6 +184,7 @@ class DeliveryCounters:
     rejected: int = 0
     skipped: int = 0
     retries: int = 0
+    deferred: int = 0  # handed back to the pipeline: the SMTP server was unreachable
 
     def as_dict(self) -> dict[str, int]:
         return dict(self.__dict__)
@@ -199,7 +220,7 @@ class EmailDelivery:
             # Accepted for some recipients before a crash; finish publishing the others' rejects.
             pending = json.loads(done[len(REJECTING_PREFIX):])
             await self._publish_rejects(outgoing, pending)
-            await self.marks.record(outgoing.message_id, DELIVERED)
+            await self._record(outgoing.message_id, DELIVERED)
             return DELIVERED
         if done is not None and done.startswith(PARTIAL_PREFIX):
             # Accepted for some recipients, the others were waiting for a retry: go on with those.
@@ -226,15 +247,15 @@ class EmailDelivery:
         outcome = DeliveryOutcome(rejected=dict(earlier), accepted_before=resumed is not None)
         await self._send_with_retries(outgoing, credentials, recipients, data, outcome)
         if (outcome.accepted or outcome.accepted_before) and outcome.rejected:
-            await self.marks.record(outgoing.message_id,
-                                    REJECTING_PREFIX + json.dumps(outcome.rejected))
+            await self._record(outgoing.message_id,
+                               REJECTING_PREFIX + json.dumps(outcome.rejected))
             await self._publish_rejects(outgoing, outcome.rejected)
         elif outcome.rejected:
             await self._publish_rejects(outgoing, outcome.rejected)
-            await self.marks.record(outgoing.message_id, REJECTED)
+            await self._record(outgoing.message_id, REJECTED)
             self.counters.rejected += 1
             return REJECTED
-        await self.marks.record(outgoing.message_id, DELIVERED)
+        await self._record(outgoing.message_id, DELIVERED)
         # No log line per delivered email (the hot path: ~5% of its CPU); see statistics().
         self.counters.delivered += 1
         return DELIVERED
@@ -245,9 +266,28 @@ class EmailDelivery:
         resumed email)."""
         log.warning("rejected without sending", response=response)
         await self._publish_rejects(outgoing, {**earlier, **dict.fromkeys(recipients, response)})
-        await self.marks.record(outgoing.message_id, REJECTED)
+        await self._record(outgoing.message_id, REJECTED)
         self.counters.rejected += 1
         return REJECTED
+
+    async def _record(self, message_id: str, outcome: str) -> None:
+        """Record ``outcome``, retrying while Redis is unavailable (up to ``record_patience``
+        seconds, then :class:`RetryLater`): after the SMTP server accepted an email, the
+        pipeline's retry would send it again."""
+        give_up_at = trio.current_time() + self.policy.record_patience
+        delay = 0.1
+        while True:
+            try:
+                await self.marks.record(message_id, outcome)
+            except RetryLater as exc:
+                if trio.current_time() + delay > give_up_at:
+                    raise
+                log.warning("could not record the outcome, will retry", retry_in=delay,
+                            outcome=outcome.partition(":")[0], error=str(exc))
+                await trio.sleep(delay)
+                delay = min(2 * delay, 5.0)
+            else:
+                return
 
     async def _publish_rejects(self, outgoing: OutgoingEmail, rejected: dict[str, str]) -> None:
         now = datetime.now(UTC)
@@ -284,7 +324,7 @@ class EmailDelivery:
                 if outcome.accepted or outcome.accepted_before:
                     # A crash during the wait must not send the email again to those who have
                     # it: the redelivery goes on with the pending recipients only.
-                    await self.marks.record(outgoing.message_id, PARTIAL_PREFIX + json.dumps(
+                    await self._record(outgoing.message_id, PARTIAL_PREFIX + json.dumps(
                         {"pending": state.pending, "rejected": outcome.rejected}))
                 await trio.sleep(delay)
                 await self._attempt(outgoing, credentials, data, deadline, outcome, state)
@@ -304,6 +344,12 @@ class EmailDelivery:
             result = await self.transport.send(credentials, outgoing.sender.email, pending,
                                                data, deadline=deadline)
         except SmtpFailure as failure:
+            if isinstance(failure, SmtpUnavailable):
+                # An outage, not this email's fault: no attempt is used up, nothing is rejected.
+                # Recipients accepted by an earlier attempt were recorded (partial:) before
+                # the wait that preceded this one.
+                self.counters.deferred += 1
+                raise RetryLater(f"smtp server unavailable: {failure.reply}") from failure
             if not failure.transient:
                 outcome.rejected.update(dict.fromkeys(pending, failure.reply))
                 state.pending = []

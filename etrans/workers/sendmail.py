@@ -11,7 +11,7 @@ What the pipeline sees (:mod:`etrans.pipeline.task`):
   (dead-lettered, committed past; there is no email to mark as bounced);
 - known message, invalid detail (bad attachment base64, ...): rejected with a Reject event;
 - delivered, rejected or skipped: returns;
-- Redis/Kafka unavailable: :class:`RetryLater` (retried by the pipeline).
+- Redis/Kafka unavailable, SMTP server unreachable: :class:`RetryLater` (retried by the pipeline).
 """
 
 from __future__ import annotations

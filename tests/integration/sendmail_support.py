@@ -12,6 +12,7 @@ import redis
 from confluent_kafka import Consumer, Producer, TopicPartition
 
 from etrans.adapters.credentials import AUTH_HASH, CredentialCipher, SmtpCredentials
+from tests.harness.servers import RedisServer
 
 PDF = b"%PDF-1.4\n" + bytes(range(256)) * 8
 
@@ -47,6 +48,16 @@ def simple_request(message_id: str, user_id: str, **overrides: Any) -> dict[str,
     }
     payload.update(overrides)
     return {"payload": payload}
+
+
+class PersistentRedis(RedisServer):
+    """A private redis-server whose data survives a restart (saved at shutdown, loaded at
+    start), as a production Redis's would: for tests that stop and restart it."""
+
+    def command(self) -> list[str]:
+        command = super().command()
+        command[command.index("--save") + 1] = "3600 1"
+        return command
 
 
 class CredentialFixture:

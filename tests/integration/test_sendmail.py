@@ -25,13 +25,14 @@ from etrans.adapters.redis_trio import open_redis
 from etrans.adapters.smtp import SmtpConfig, SmtpPool
 from etrans.adapters.smtp_credentials import RedisCredentialSource
 from etrans.app.sendmail import DeliveryPolicy, EmailDelivery, reject_event_id
-from etrans.errors import PoisonMessage
+from etrans.errors import PoisonMessage, RetryLater
 from etrans.pipeline import Message
 from etrans.workers.sendmail import SendmailTask
 from tests.harness.smtp import SmtpTestServer
 from tests.integration.sendmail_support import (
     PDF,
     CredentialFixture,
+    PersistentRedis,
     read_events,
     simple_request,
     spec_request,
@@ -79,7 +80,8 @@ async def make_worker(
     async with open_redis(redis_url) as redis_client:
 
         def make(server: SmtpTestServer, *, attempts: int = 5, base: float = 0.05,
-                 email_timeout: float = 60.0, pool_size: int = 2, **smtp: Any) -> Worker:
+                 email_timeout: float = 60.0, pool_size: int = 2, redis: Any = None,
+                 **smtp: Any) -> Worker:
             # A plain test server on 127.0.0.1 offering AUTH: the loopback relay opt-in.
             options = {"ca_file": smtp_certificates.ca_file, "timeout_seconds": 10.0,
                        "allow_plaintext_auth": server.tls == "none", **smtp}
@@ -87,9 +89,10 @@ async def make_worker(
                                 implicit_tls=server.tls == "implicit", **options)
             pool = SmtpPool(config, size=pool_size)
             pools.append(pool)
-            marks = RedisDeliveryMarks(redis_client)
+            marks = RedisDeliveryMarks(redis or redis_client)
             delivery = EmailDelivery(
-                credentials=RedisCredentialSource(redis_client, CredentialCipher(SECRET, IV)),
+                credentials=RedisCredentialSource(redis or redis_client,
+                                                  CredentialCipher(SECRET, IV)),
                 marks=marks, transport=pool, events=producer,
                 log_topic=new_topic(prefix="logs"),
                 policy=DeliveryPolicy(attempts=attempts, base_seconds=base,
@@ -290,11 +293,12 @@ async def test_default_schedule_is_1_2_4_8_16_seconds(
     credentials: CredentialFixture, mock_clock: trio.testing.MockClock,
 ) -> None:
     """The spec's schedule, with Trio's autojump clock standing in for 31 s of waiting: the
-    server is down for good, the message is given up after 5 retries with one Reject event."""
+    server answers 4xx for good, the message is given up after 5 retries with one Reject event.
+    (Until issue 12 item 7 this test used a server that was down; an unreachable server is now
+    an outage, retried later and never bounced: see the tests below.)"""
     # Jump only after 0.1 s of real idleness, so that threads (connect, Kafka) finish first.
     mock_clock.autojump_threshold = 0.1
-    server = smtp_server_factory()
-    server.stop()
+    server = smtp_server_factory(replies=["451 4.3.2 System busy"] * 10)
     worker = make_worker(server, base=1.0)
     user_id = credentials.add("hank", "pw")
     message_id = new_id()
@@ -303,43 +307,110 @@ async def test_default_schedule_is_1_2_4_8_16_seconds(
     delays = [e["delay"] for e in logs if e["event"] == "transient smtp failure, will retry"]
     assert delays == [1.0, 2.0, 4.0, 8.0, 16.0]
     [event] = await worker.events(1)
-    assert event["response"].startswith("451 4.4.1 etrans: connection to")
+    assert event["response"] == "451 4.3.2 System busy"
 
 
-async def test_server_down_then_back_up_within_the_retry_window(
+async def test_server_down_is_retried_later_never_bounced(
     smtp_server_factory: Callable[..., SmtpTestServer], make_worker: Callable[..., Worker],
     credentials: CredentialFixture,
 ) -> None:
+    """SMTP server unreachable: the task hands the message back to the pipeline (RetryLater)
+    at once, without using up its retries, publishing a Reject or recording anything; once the
+    server is back, the pipeline's next try delivers it.  (Issue 12 item 7; this test used to
+    expect a delivery by the task's own retries within its retry window.)"""
     server = smtp_server_factory()
     server.stop()
     worker = make_worker(server, base=0.2)
     user_id = credentials.add("ivan", "pw")
     message_id = new_id()
+    message = worker.message(simple_request(message_id, user_id))
+    for _ in range(2):
+        with pytest.raises(RetryLater, match=r"smtp server unavailable: 451 4\.4\.1"):
+            await worker.task(message)
+    assert worker.delivery.statistics()["retries"] == 0
+    assert worker.delivery.statistics()["deferred"] == 2
+    assert await worker.marks.outcome(message_id) is None
 
-    async def bring_back() -> None:
-        await trio.sleep(0.5)
-        await trio.to_thread.run_sync(server.start)
-
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(bring_back)
-        await worker.task(worker.message(simple_request(message_id, user_id)))
+    await trio.to_thread.run_sync(server.start)
+    await worker.task(message)
     assert [m.message_id for m in server.received] == [message_id]
-    assert worker.delivery.statistics()["retries"] >= 1
     assert await worker.marks.outcome(message_id) == "delivered"
+    assert await worker.events(0, settle=0.5) == []
+
+
+async def test_connection_closed_before_the_greeting_is_retried_later(
+    smtp_server_factory: Callable[..., SmtpTestServer], make_worker: Callable[..., Worker],
+    credentials: CredentialFixture,
+) -> None:
+    """A listener that accepts and hangs up before any reply (a server starting or stopping,
+    a proxy whose backend is down) is an outage too, not a bounce."""
+    server = smtp_server_factory()
+    server.stop()
+    listeners = await trio.open_tcp_listeners(server.port, host=server.host)
+
+    async def hang_up(stream: trio.SocketStream) -> None:
+        await stream.aclose()
+
+    worker = make_worker(server)
+    user_id = credentials.add("ivy", "pw")
+    message_id = new_id()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(trio.serve_listeners, hang_up, listeners)
+        with pytest.raises(RetryLater, match="closed the connection"):
+            await worker.task(worker.message(simple_request(message_id, user_id)))
+        nursery.cancel_scope.cancel()
+    assert await worker.marks.outcome(message_id) is None
+    assert await worker.events(0, settle=0.5) == []
 
 
 async def test_email_timeout_caps_the_retries(
     smtp_server_factory: Callable[..., SmtpTestServer], make_worker: Callable[..., Worker],
     credentials: CredentialFixture,
 ) -> None:
-    server = smtp_server_factory()
-    server.stop()
+    # 4xx replies (a server that is down is retried later instead: see above).
+    server = smtp_server_factory(replies=["451 4.3.2 System busy"] * 20)
     worker = make_worker(server, base=0.2, email_timeout=0.5)
     user_id = credentials.add("judy", "pw")
     await worker.task(worker.message(simple_request(new_id(), user_id)))
     [event] = await worker.events(1)
     assert "gave up after 0.5 s" in event["response"]
     assert worker.delivery.statistics()["retries"] < 5
+
+
+async def test_redis_down_when_the_smtp_server_accepted_waits_to_record_it(
+    smtp_server_factory: Callable[..., SmtpTestServer], make_worker: Callable[..., Worker],
+) -> None:
+    """Redis goes down while the SMTP server holds the DATA: recording "delivered" is retried
+    until Redis is back, instead of handing the message back to the pipeline, whose retry
+    would find no mark and send it a second time."""
+    private = PersistentRedis().start()
+    credentials = CredentialFixture(private.url, SECRET, IV)
+    try:
+        user_id = credentials.add("lea", "pw")
+        server = smtp_server_factory(data_delay=2.0)
+        message_id = new_id()
+        async with open_redis(private.url) as client:
+            worker = make_worker(server, redis=client)
+            message = worker.message(simple_request(message_id, user_id))
+
+            async def restart_redis_during_data() -> None:
+                while worker.pool.statistics()["busy"] == 0:  # noqa: ASYNC110
+                    await trio.sleep(0.01)
+                await trio.to_thread.run_sync(private.stop)
+                await trio.sleep(4.0)  # past the DATA reply: the record fails and waits
+                await trio.to_thread.run_sync(private.start)
+
+            with capture_logs() as logs:
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(restart_redis_during_data)
+                    await worker.task(message)
+            assert any(e["event"] == "could not record the outcome, will retry" for e in logs)
+            assert await worker.marks.outcome(message_id) == "delivered"
+            await worker.task(message)  # redelivered: skipped
+            assert [m.message_id for m in server.received] == [message_id]
+    finally:
+        credentials.cleanup()
+        private.cleanup()
 
 
 # -- credentials -----------------------------------------------------------------------------------

@@ -3,10 +3,15 @@
 The subprocess tests kill the worker mid-run (``kill -9``, then SIGTERM) and restart it: no email
 may be lost; after ``kill -9`` at most the pool size may be sent twice (printed); after SIGTERM
 none.
+
+The outage tests take the SMTP server or Redis down in the middle of a stream of 500 messages for
+``ETRANS_TEST_OUTAGE_SECONDS`` (default 10 s in the suite; issue 12 item 7 asks for 60 s:
+``ETRANS_TEST_OUTAGE_SECONDS=60``): every message is delivered once it is back, none bounced.
 """
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -25,6 +30,7 @@ from etrans.runtime import Shutdown
 from tests.harness.smtp import SmtpTestServer
 from tests.integration.sendmail_support import (
     CredentialFixture,
+    PersistentRedis,
     produce_requests,
     read_events,
     simple_request,
@@ -32,6 +38,7 @@ from tests.integration.sendmail_support import (
 )
 
 POOL_SIZE = 10
+OUTAGE_SECONDS = float(os.environ.get("ETRANS_TEST_OUTAGE_SECONDS", "10"))
 
 
 @pytest.fixture
@@ -86,6 +93,93 @@ async def test_spec_message_through_kafka_in_process(
     [event] = events
     assert event["message_id"] == bad
     assert event["Event"] == "Reject"
+
+
+# -- outages: retried later, never bounced ---------------------------------------------------------
+
+async def deliver_through_an_outage(
+    env: dict[str, str], server: SmtpTestServer, ids: list[str], redis_url: str,
+    take_down: Callable[[], None], bring_back: Callable[[], None],
+) -> None:
+    """Run ``etrans sendmail`` in process over ``ids`` (already produced); once 100 are
+    delivered, take a service down for OUTAGE_SECONDS, then bring it back.  Asserts that every
+    message was delivered, none rejected, and at most the pool size twice (the transactions the
+    outage cut after the server had the message but before we had its reply)."""
+    import redis
+
+    main = bootstrap.sendmail(settings.for_command("sendmail", env))
+    shutdown = Shutdown(drain_seconds=10)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(main, shutdown)
+        await server.wait_received_async(100, seconds=60)
+        await trio.to_thread.run_sync(take_down)
+        down_at = len(server.received)
+        await trio.sleep(OUTAGE_SECONDS)
+        await trio.to_thread.run_sync(bring_back)
+        with trio.fail_after(OUTAGE_SECONDS + 120):
+            while set(ids) - set(server.message_ids()):  # noqa: ASYNC110
+                await trio.sleep(0.1)
+        await trio.sleep(1)  # late duplicates would show
+        shutdown.request()
+    counts = Counter(server.message_ids())
+    duplicates = sum(n - 1 for n in counts.values() if n > 1)
+    print(f"\n{len(ids)} messages, {down_at} delivered when the service went down for "
+          f"{OUTAGE_SECONDS:g} s; {duplicates} sent twice")
+    assert down_at < len(ids), "the stream was over before the outage"
+    assert set(counts) == set(ids)
+    assert duplicates <= POOL_SIZE
+    rejects = await trio.to_thread.run_sync(
+        lambda: read_events(env["KAFKA_BOOTSTRAP_SERVERS"], env["LOG_TOPIC"], 0, settle=1.0))
+    assert rejects == []
+    client = redis.Redis.from_url(redis_url)
+    try:
+        marks = client.mget([f"etrans:sendmail:done:{mid}" for mid in ids])
+    finally:
+        client.close()
+    assert set(marks) == {b"delivered"}
+
+
+@pytest.mark.slow
+async def test_smtp_server_down_mid_stream_delays_and_bounces_nothing(
+    sendmail_env: tuple[Callable[..., dict[str, str]], CredentialFixture],
+    smtp_server_factory: Callable[..., SmtpTestServer], kafka_bootstrap: str, redis_url: str,
+) -> None:
+    """Issue 12 item 7: the SMTP server stopped for ETRANS_TEST_OUTAGE_SECONDS (default 10;
+    the issue's 60 s with ETRANS_TEST_OUTAGE_SECONDS=60) during a stream of 500 messages."""
+    make_env, credentials = sendmail_env
+    # A slow DATA reply keeps the stream going when the server is stopped, and transactions
+    # in flight are cut in the middle.
+    server = smtp_server_factory(users={"stream": "stream-pass"}, data_delay=0.02)
+    env = make_env(server)
+    user_id = credentials.add("stream", "stream-pass")
+    ids = message_ids(500, "smtp-outage")
+    produce_requests(kafka_bootstrap, env["KAFKA_TOPIC"],
+                     [simple_request(mid, user_id) for mid in ids])
+    await deliver_through_an_outage(env, server, ids, redis_url, server.stop, server.start)
+
+
+@pytest.mark.slow
+async def test_redis_restart_mid_stream_delays_and_bounces_nothing(
+    sendmail_env: tuple[Callable[..., dict[str, str]], CredentialFixture],
+    smtp_server_factory: Callable[..., SmtpTestServer], kafka_bootstrap: str,
+) -> None:
+    """Issue 12 item 7: the worker's Redis (a private one, kept across its restart) is down for
+    ETRANS_TEST_OUTAGE_SECONDS during a stream of 500 messages."""
+    make_env, _ = sendmail_env
+    private = PersistentRedis().start()
+    server = smtp_server_factory(users={"stream": "stream-pass"}, data_delay=0.02)
+    env = make_env(server, REDIS_URI=private.url)
+    credentials = CredentialFixture(private.url, env["TOKEN_SECRET"], env["TOKEN_IV"])
+    try:
+        user_id = credentials.add("stream", "stream-pass")
+        ids = message_ids(500, "redis-outage")
+        produce_requests(kafka_bootstrap, env["KAFKA_TOPIC"],
+                         [simple_request(mid, user_id) for mid in ids])
+        await deliver_through_an_outage(env, server, ids, private.url, private.stop,
+                                        private.start)
+    finally:
+        credentials.cleanup()
+        private.cleanup()
 
 
 # -- subprocess: kill -9 and SIGTERM ---------------------------------------------------------------
