@@ -192,13 +192,27 @@ def _api_part2(settings: Settings, *, billing_db: Any, usend_db: Any,
     )
 
 
+def _outbox_relay(settings: Settings, usend: Any, publisher: Any) -> Any:
+    """The outbox relay of ``serve`` and ``dev``: a row that can never be published fails its
+    email and queues Reject events for LOG_TOPIC (default ``email-logs``, as sendmail)."""
+    from etrans.adapters.outbox import OutboxRelay
+    from etrans.settings import OutboxSettings
+    from etrans.workers.reject_events import outbox_agent, reject_events
+
+    assert settings.kafka is not None
+    options = settings.outbox or OutboxSettings()
+    return OutboxRelay(usend, publisher, max_attempts=options.max_attempts,
+                       retention_seconds=options.retention_hours * 3600.0,
+                       log_topic=settings.kafka.log_topic or "email-logs",
+                       reject_events=partial(reject_events, agent=outbox_agent()))
+
+
 def serve(settings: Settings) -> ServiceMain:
     from hypercorn.config import Config
     from hypercorn.trio import serve as hypercorn_serve
 
     from etrans.adapters.kafka_client import KafkaProducer
     from etrans.adapters.mongo import MongoStore
-    from etrans.adapters.outbox import OutboxRelay
     from etrans.adapters.redis_store import RedisClient
     from etrans.adapters.sql import billing_database, usend_database
     from etrans.api.app import ApiDependencies, create_app
@@ -217,7 +231,7 @@ def serve(settings: Settings) -> ServiceMain:
     redis = RedisClient(settings.redis.url.get(), max_connections=max(20, dbs.pool_size * 2))
     producer = KafkaProducer.from_settings(settings.kafka)
     mongo = MongoStore(settings.mongo)
-    relay = OutboxRelay(usend, producer)
+    relay = _outbox_relay(settings, usend, producer)
     stores = _redis_api_stores(settings, usend_db=usend, redis=redis, mongo=mongo)
     authenticator, services = _api_part1(settings, billing_db=billing, usend_db=usend,
                                          stores=stores, relay=relay)
@@ -255,7 +269,9 @@ def serve(settings: Settings) -> ServiceMain:
         finally:
             with trio.CancelScope(shield=True):
                 await stores.usend_repo.aclose()
-            producer.close(timeout=5.0)
+            # Only the relay produces here, and it has returned: what is still queued belongs to
+            # a pass that was cut short and rolled back, published again at the next start.
+            producer.close(timeout=1.0)
             billing.dispose()
             usend.dispose()
             redis.close()
@@ -468,7 +484,6 @@ async def _dev_main(settings: Settings, data_dir: Path, services: _DevServices,
     from hypercorn.config import Config
     from hypercorn.trio import serve as hypercorn_serve
 
-    from etrans.adapters.outbox import OutboxRelay
     from etrans.adapters.smtp import SmtpConfig, SmtpPool
     from etrans.api.app import ApiDependencies, create_app
     from etrans.app.sendmail import DeliveryPolicy, EmailDelivery
@@ -488,7 +503,7 @@ async def _dev_main(settings: Settings, data_dir: Path, services: _DevServices,
     usend, publisher = services.usend, services.publisher
 
     account = await usend.run(demo.ensure_demo, usend, services.cipher, data_dir)
-    relay = OutboxRelay(usend, publisher)
+    relay = _outbox_relay(settings, usend, publisher)
     authenticator, api_services = _api_part1(settings, billing_db=None, usend_db=usend,
                                              stores=services.stores, relay=relay)
     api_services["accounts"] = _api_part2(settings, billing_db=None, usend_db=usend,

@@ -12,7 +12,8 @@ from __future__ import annotations
 import contextlib
 import threading
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal
 
 import trio
 
@@ -26,6 +27,46 @@ Headers = Sequence[tuple[str, bytes | str]] | Mapping[str, bytes | str]
 
 class DeliveryFailed(UpstreamUnavailable):
     """The broker did not acknowledge a record (librdkafka delivery report with an error)."""
+
+
+# Delivery errors that say nothing against the record itself: the broker or the cluster is
+# unavailable, or the topic is missing or forbidden (librdkafka already retried until
+# message.timeout.ms).  Any other error the broker answers counts against the record.
+_NOT_THE_RECORDS_FAULT = frozenset({
+    "_MSG_TIMED_OUT", "_TIMED_OUT", "_TRANSPORT", "_ALL_BROKERS_DOWN", "_RESOLVE", "_DESTROY",
+    "_UNKNOWN_TOPIC", "_UNKNOWN_PARTITION", "UNKNOWN_TOPIC_OR_PART", "_PURGE_QUEUE",
+    "_PURGE_INFLIGHT", "_AUTHENTICATION", "_SSL", "SASL_AUTHENTICATION_FAILED",
+    "TOPIC_AUTHORIZATION_FAILED", "CLUSTER_AUTHORIZATION_FAILED", "NOT_ENOUGH_REPLICAS",
+    "NOT_ENOUGH_REPLICAS_AFTER_APPEND", "REQUEST_TIMED_OUT", "NOT_LEADER_FOR_PARTITION",
+    "LEADER_NOT_AVAILABLE", "_FENCED", "PRODUCER_FENCED", "INVALID_PRODUCER_EPOCH",
+    "OUT_OF_ORDER_SEQUENCE_NUMBER", "UNKNOWN_PRODUCER_ID", "_FATAL", "_NODE_UPDATE",
+})
+
+
+@dataclass(frozen=True)
+class PublishFailure:
+    """Why one record of :meth:`KafkaProducer.publish_many` was not acknowledged.
+
+    ``refused``: the producer refused it at once (too large for ``message.max.bytes``, an
+    invalid topic name): it can never be published as it is.  ``unreachable``: the brokers
+    could not be reached or the topic is unavailable: nothing against the record, retry.
+    ``answered``: the broker answered with an error about this record (e.g. larger than the
+    topic's ``max.message.bytes``, a failed validation): retry, but not forever.
+    """
+
+    kind: Literal["refused", "unreachable", "answered"]
+    error: str
+
+    def __str__(self) -> str:
+        return self.error
+
+    @classmethod
+    def of_delivery_error(cls, err: Any) -> PublishFailure:
+        """From the ``KafkaError`` of a delivery report."""
+        name = err.name() if hasattr(err, "name") else ""
+        unreachable = (name in _NOT_THE_RECORDS_FAULT or bool(getattr(err, "retriable", bool)())
+                       or bool(getattr(err, "fatal", bool)()))
+        return cls("unreachable" if unreachable else "answered", str(err))
 
 
 class KafkaAdmin:
@@ -137,9 +178,9 @@ class KafkaProducer:
 
     async def publish_many(
         self, records: Sequence[tuple[str, bytes | None, bytes | None]]
-    ) -> list[str | None]:
+    ) -> list[PublishFailure | None]:
         """Produce ``(topic, value, key)`` records and wait until the broker answered for all of
-        them: one error text per record, None where it was acknowledged.
+        them: one :class:`PublishFailure` per record, None where it was acknowledged.
 
         Cheaper than one :meth:`publish` per record (one wake-up of Trio for the whole batch,
         no task per record); used by the outbox relay.
@@ -150,7 +191,7 @@ class KafkaProducer:
             return []
         token = trio.lowlevel.current_trio_token()
         all_answered = trio.Event()
-        errors: list[str | None] = [None] * len(records)
+        errors: list[PublishFailure | None] = [None] * len(records)
         # Records not answered yet; decremented by the polling thread (delivery reports) and by
         # this task (records librdkafka refused at once), hence the lock.
         waiting = [len(records)]
@@ -164,7 +205,7 @@ class KafkaProducer:
         def on_delivery_of(index: int) -> Any:
             def on_delivery(err: Any, _msg: Any) -> None:  # runs on the polling thread
                 if err is not None:
-                    errors[index] = str(err)
+                    errors[index] = PublishFailure.of_delivery_error(err)
                 if answered():
                     with contextlib.suppress(trio.RunFinishedError):
                         token.run_sync_soon(all_answered.set)
@@ -178,8 +219,9 @@ class KafkaProducer:
                     break
                 except BufferError:
                     await trio.sleep(0.01)  # local queue full: let the polling thread drain it
-                except Exception as exc:  # refused at once (e.g. an invalid topic name): only
-                    errors[index] = repr(exc)  # this record fails, the others go on
+                except Exception as exc:  # refused at once (too large, an invalid topic name):
+                    # only this record fails, the others go on
+                    errors[index] = PublishFailure("refused", repr(exc))
                     if answered():
                         all_answered.set()
                     break

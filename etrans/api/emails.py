@@ -147,7 +147,7 @@ EMAIL_DETAIL = Object(name="EmailDetail", properties={
     key: Prop(AnyJson()) for key in (
         "id", "from", "to", "cc", "bcc", "reply_to", "subject", "html", "text", "headers", "tags",
         "attachments", "template_id", "template_data", "status", "created_at", "sent_at",
-        "delivered_at")})
+        "delivered_at", "failure_reason")})
 
 LIST_QUERY = {
     "page": QueryParam(Integer(minimum=1, maximum=1_000_000), default=1,
@@ -155,7 +155,8 @@ LIST_QUERY = {
     "per_page": QueryParam(Integer(minimum=1, maximum=100), default=20,
                            description="Items per page (1-100)"),
     "status": QueryParam(String(max_length=200), description=(
-        "Comma-separated: queued, sent, delivered, bounced, deferred, delayed (raw or display)")),
+        "Comma-separated: queued, sent, delivered, bounced, deferred, delayed, failed (raw or "
+        "display)")),
     "created_at_from": QueryParam(String(max_length=64), description="ISO-8601 UTC lower bound"),
     "created_at_to": QueryParam(String(max_length=64), description="ISO-8601 UTC upper bound"),
 }

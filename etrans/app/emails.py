@@ -252,6 +252,9 @@ class EmailService:
             "status": status_rules.display_label(row["status"]),
             "created_at": iso(row["created_at"]), "sent_at": iso(row["sent_at"]),
             "delivered_at": iso(row["delivered_at"]),
+            # Why a Failed email was never handed to the delivery queue (else null).
+            "failure_reason": row["response"] if row["status"] == status_rules.FAILED.lower()
+            else None,
         }
 
 

@@ -92,6 +92,8 @@ def create_schema(db: Database) -> None:
     metadata = _sqlite_metadata()
     metadata.create_all(db.engine)
     _add_missing_columns(db.engine, metadata)
+    with db.engine.begin() as conn:
+        _upgrade(conn, metadata)
     packs = EmailTransactionPack.__table__
     with db.engine.begin() as conn:
         if conn.execute(select(packs.c.id).limit(1)).first() is None:
@@ -121,6 +123,33 @@ def _add_missing_columns(engine: Engine, metadata: MetaData) -> None:
                 conn.exec_driver_sql(f"ALTER TABLE {table.name} ADD COLUMN {ddl}")
             for index in table.indexes:
                 index.create(conn, checkfirst=True)
+
+
+def _upgrade(conn: Any, metadata: MetaData) -> None:
+    """What :func:`_add_missing_columns` cannot do for a data directory made by an older etrans:
+    the changed index and CHECK constraint of the outbox failures (migration 0004 on PostgreSQL)."""
+    outbox = metadata.tables["email_outbox"]
+    unpublished = conn.exec_driver_sql("SELECT sql FROM sqlite_master WHERE type = 'index' AND "
+                                       "name = 'ix_email_outbox_unpublished'").scalar()
+    if unpublished and "failed_at" not in unpublished:
+        conn.exec_driver_sql("DROP INDEX ix_email_outbox_unpublished")
+        for index in outbox.indexes:
+            index.create(conn, checkfirst=True)
+    ddl = conn.exec_driver_sql("SELECT sql FROM sqlite_master WHERE type = 'table' AND "
+                               "name = 'email_messages'").scalar()
+    if ddl and "'failed'" not in ddl:
+        # SQLite cannot change a CHECK constraint: rebuild the table with the new one.
+        emails = metadata.tables["email_messages"]
+        for (name,) in conn.exec_driver_sql(
+                "SELECT name FROM sqlite_master WHERE type = 'index' AND "
+                "tbl_name = 'email_messages' AND sql IS NOT NULL").all():
+            conn.exec_driver_sql(f'DROP INDEX "{name}"')
+        conn.exec_driver_sql("ALTER TABLE email_messages RENAME TO email_messages_before_0004")
+        emails.create(conn)
+        names = ", ".join(f'"{column.name}"' for column in emails.columns)
+        conn.exec_driver_sql(f"INSERT INTO email_messages ({names}) SELECT {names} "
+                             "FROM email_messages_before_0004")
+        conn.exec_driver_sql("DROP TABLE email_messages_before_0004")
 
 
 def _default_packs() -> list[dict[str, Any]]:

@@ -149,10 +149,14 @@ def _text(value: object) -> str:
 # Statuses only move forward along this order; delivered and bounced are both final, and whichever
 # is stored first stays (equal rank: neither overwrites the other).  A late Deferred (rank 2) never
 # overwrites delivered/bounced (rank 3), a late Sender/Queue (rank 1) never overwrites deferred.
+# failed is set by the outbox relay of an email that never reached Kafka; no event moves it (the
+# Reject events the relay publishes for it would otherwise make it bounced).
 
 QUEUED, SENT, DEFERRED, DELIVERED, BOUNCED = "queued", "sent", "deferred", "delivered", "bounced"
+FAILED = "failed"
 
-STATUS_RANK: Mapping[str, int] = {QUEUED: 0, SENT: 1, DEFERRED: 2, DELIVERED: 3, BOUNCED: 3}
+STATUS_RANK: Mapping[str, int] = {QUEUED: 0, SENT: 1, DEFERRED: 2, DELIVERED: 3, BOUNCED: 3,
+                                  FAILED: 4}
 
 # SMTP_Action values (lower-cased) that name an outcome, -> the email status they mean.
 _ACTION_STATUS: Mapping[str, str] = {

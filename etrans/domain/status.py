@@ -1,8 +1,9 @@
 """Raw delivery statuses (database rows, log documents) and the API's display labels.
 
 The table of the spec: queued -> Queued; sender/sent -> Sent; delivered/delivery -> Delivered;
-deferred -> Delayed; bounced/reject/rejected -> Bounced.  Filters accept raw and display names,
-case-insensitively (``delayed`` and ``deferred`` both select Delayed).
+deferred -> Delayed; bounced/reject/rejected -> Bounced; and etrans's own failed -> Failed (the
+outbox could never hand the email to Kafka: ``docs/api.md``).  Filters accept raw and display
+names, case-insensitively (``delayed`` and ``deferred`` both select Delayed).
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping
 
 QUEUED, SENT, DELIVERED, DELAYED, BOUNCED = "Queued", "Sent", "Delivered", "Delayed", "Bounced"
-LABELS = (QUEUED, SENT, DELIVERED, DELAYED, BOUNCED)
+FAILED = "Failed"
+LABELS = (QUEUED, SENT, DELIVERED, DELAYED, BOUNCED, FAILED)
 
 # Display label -> every raw value meaning it.
 RAW_BY_LABEL: Mapping[str, tuple[str, ...]] = {
@@ -22,6 +24,7 @@ RAW_BY_LABEL: Mapping[str, tuple[str, ...]] = {
     DELIVERED: ("delivered", "delivery"),
     DELAYED: ("deferred",),
     BOUNCED: ("bounced", "reject", "rejected"),
+    FAILED: ("failed",),
 }
 LABEL_BY_RAW: Mapping[str, str] = {
     raw: label for label, raws in RAW_BY_LABEL.items() for raw in raws
@@ -74,7 +77,7 @@ def parse_status_filter(text: str) -> tuple[str, ...]:
             continue
         label = FILTER_NAMES.get(name)
         if label is None:
-            allowed = "queued, sent, delivered, bounced, deferred, delayed"
+            allowed = "queued, sent, delivered, bounced, deferred, delayed, failed"
             raise StatusFilterError(f"invalid status {part.strip()!r}: use {allowed}")
         if label not in labels:
             labels.append(label)

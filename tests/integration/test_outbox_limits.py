@@ -9,6 +9,7 @@ import base64
 import json
 from typing import Any
 
+import pytest
 import trio
 from sqlalchemy import func, select
 
@@ -18,6 +19,16 @@ from tests.integration.api1_support import Api1, build_api1, email
 
 EMAILS = EmailMessage.__table__
 OUTBOX = EmailOutbox.__table__
+
+
+@pytest.fixture
+def own_usend(fresh_database: Any) -> str:
+    """A USEND DB of the test's own: the relay's passes see only the test's rows."""
+    from etrans.adapters.sql import migrations
+
+    url = fresh_database("outbox")
+    migrations.upgrade(url)
+    return url
 
 
 def _rows_of(api: Api1, user: int) -> int:
@@ -32,10 +43,11 @@ def _attachment(size: int) -> dict[str, str]:
 
 
 async def test_an_email_over_librdkafkas_default_limit_is_published(
-        etrans_env: Any, billing_db: Any, kafka_test_config: dict[str, Any]) -> None:
+        etrans_env: Any, billing_db: Any, kafka_test_config: dict[str, Any],
+        own_usend: str) -> None:
     # 1.1 MB of attachment: a 1.5 MB record, over librdkafka's default message.max.bytes
     # (1,000,000), which refused it at once and left the email Queued forever.
-    api = build_api1(etrans_env, billing_db, with_relay=True)
+    api = build_api1(etrans_env, billing_db, with_relay=True, USEND_DB_URI=own_usend)
     try:
         user, _, domain = api.sender()
         status, sent = await api.call("POST", "/emails", api.bearer(user),
@@ -92,8 +104,6 @@ async def test_an_email_whose_record_cannot_fit_is_refused_before_it_is_stored(
 
 
 def test_the_record_limit_sets_the_producers_message_max_bytes() -> None:
-    import pytest
-
     from etrans.errors import ConfigError
     from etrans.settings import DEFAULT_MAX_RECORD_BYTES, load
 
@@ -110,3 +120,68 @@ def test_the_record_limit_sets_the_producers_message_max_bytes() -> None:
         load({**base, "KAFKA_CONF_MESSAGE_MAX_BYTES": "1000000"}, "kafka_producer")
     with pytest.raises(ConfigError, match="KAFKA_MAX_RECORD_BYTES must be at least"):
         load({**base, "KAFKA_MAX_RECORD_BYTES": "10"}, "kafka_producer")
+
+
+async def test_an_email_kafka_refuses_fails_with_its_reason_and_reject_events(
+        etrans_env: Any, billing_db: Any, kafka_test_config: dict[str, Any],
+        own_usend: str) -> None:
+    """A record the producer refuses at once (here: a producer whose message.max.bytes is
+    smaller than the API's limit, as after lowering it by hand) fails its email in the first
+    pass: GET /emails/{id} shows Failed and why, and one Reject event per recipient is queued
+    for LOG_TOPIC in the format sendmail uses.  It is never tried again."""
+    from etrans import bootstrap
+    from etrans.adapters.kafka_client import KafkaProducer
+    from etrans.app.sendmail import reject_event_id
+
+    api = build_api1(etrans_env, billing_db, USEND_DB_URI=own_usend)
+    producer = KafkaProducer.from_settings(api.settings.kafka, **{"message.max.bytes": 20000})
+    relay = bootstrap._outbox_relay(api.settings, api.usend, producer)
+    try:
+        user, _, domain = api.sender()
+        status, sent = await api.call("POST", "/emails", api.bearer(user), json=email(
+            domain, to=["One <one@example.org>"], cc=["two@example.org"],
+            attachments=[_attachment(30000)]))
+        assert status == 200, sent
+        status, small = await api.call("POST", "/emails", api.bearer(user), json=email(domain))
+        assert status == 200, small
+        assert await relay.relay_once() == (1, 1)
+        assert relay.stats.given_up == 1
+
+        status, got = await api.call("GET", f"/emails/{sent['id']}", api.bearer(user))
+        assert status == 200, got
+        assert got["status"] == "Failed"
+        assert "MSG_SIZE_TOO_LARGE" in got["failure_reason"]
+        assert got["failure_reason"].startswith("etrans: not queued for delivery: the Kafka "
+                                                "producer refused the record")
+        status, other = await api.call("GET", f"/emails/{small['id']}", api.bearer(user))
+        assert (other["status"], other["failure_reason"]) == ("Queued", None)
+        status, listed = await api.call("GET", "/emails?status=failed", api.bearer(user))
+        assert [e["id"] for e in listed["data"]] == [sent["id"]]
+
+        # The next pass publishes the two Reject events (and never the failed row again).
+        assert await relay.relay_once() == (2, 0)
+        assert await relay.relay_once() == (0, 0)
+        records = await trio.to_thread.run_sync(
+            lambda: read_topic(api.env["KAFKA_BOOTSTRAP_SERVERS"], api.env["LOG_TOPIC"], want=2,
+                               overrides=kafka_test_config))
+        events = [r["value"] for r in records]
+        assert [e["recipient"] for e in events] == ["one@example.org", "two@example.org"]
+        for record, event in zip(records, events, strict=True):
+            assert record["key"] == sent["id"].encode()
+            assert event["Event"] == "Reject"
+            assert event["SMTP_Action"] == "rejected"
+            assert event["message_id"] == sent["id"]
+            assert event["from"] == f"hello@{domain}"
+            assert event["Event_ID"] == reject_event_id(sent["id"], event["recipient"])
+            assert event["response"].startswith("554 5.3.4 etrans: not queued for delivery")
+            assert event["agent"]["type"] == "etrans-outbox"
+        assert events[0]["to_name"] == "One"
+        with api.usend.engine.connect() as conn:
+            row = conn.execute(select(OUTBOX.c.failed_at, OUTBOX.c.published_at)
+                               .where(OUTBOX.c.message_id == sent["id"])).one()
+        assert row.failed_at is not None
+        assert row.published_at is None
+    finally:
+        await relay.aclose()
+        producer.close(1.0)
+        api.close()

@@ -4,7 +4,9 @@ and a connection lost between passes costs one failed pass, not the relay."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+import json
+from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Any
 
 import psycopg
@@ -15,7 +17,8 @@ from sqlalchemy import func, insert, select, text
 from etrans.adapters.kafka_client import KafkaProducer
 from etrans.adapters.outbox import OutboxRelay
 from etrans.adapters.sql import migrations, usend_database
-from etrans.adapters.sql.usend import EmailOutbox
+from etrans.adapters.sql.usend import EmailMessage, EmailOutbox
+from tests.harness.servers import TansuBroker, create_topic, unique_name
 
 OUTBOX = EmailOutbox.__table__
 
@@ -84,4 +87,217 @@ async def test_trio_pass_publishes_the_stored_bytes_and_survives_a_lost_connecti
     finally:
         await relay.aclose()
         producer.close(5.0)
+        db.dispose()
+
+
+def _migrated(fresh_database: Any, prefix: str) -> Any:
+    url = fresh_database(prefix)
+    migrations.upgrade(url)
+    return usend_database(url, pool_size=2)
+
+
+async def test_unpublishable_rows_at_the_head_do_not_hold_back_a_good_row(
+        fresh_database: Any, kafka_bootstrap: str, kafka_test_config: dict[str, Any],
+        new_topic: Any) -> None:
+    """300 rows the producer refuses (larger than its message.max.bytes), left at the head of
+    the table by a relay that retried them, ahead of one good row: the good row is published in
+    the first pass, and every bad row is failed within two passes, never to take a slot again.
+    (Before: the 200 oldest rows were selected whatever their attempts, the bad ones failed
+    forever, and the good row was never published.)"""
+    db = _migrated(fresh_database, "relay_hol")
+    topic = new_topic()
+    now = datetime.now(UTC)
+    too_large = b"{" + b" " * 20_000 + b"}"
+    with db.engine.begin() as conn:
+        conn.execute(insert(OUTBOX), [{"topic": topic, "key": f"bad{i}", "payload": too_large,
+                                       "created_at": now, "attempts": 3,
+                                       "last_error": "refused"} for i in range(300)])
+        conn.execute(insert(OUTBOX).values(topic=topic, key="good", payload=b'{"good":1}',
+                                           created_at=now))
+    producer = KafkaProducer({"bootstrap.servers": kafka_bootstrap, "message.max.bytes": 10_000})
+    relay = OutboxRelay(db, producer)
+    try:
+        assert await relay.relay_once() == (1, 199)
+        records = await trio.to_thread.run_sync(
+            _raw_records, kafka_bootstrap, topic, 1, kafka_test_config)
+        assert records == [(b"good", b'{"good":1}')]
+        assert await relay.relay_once() == (0, 101)
+        assert await relay.relay_once() == (0, 0)
+        assert relay.stats.given_up == 300
+        with db.engine.connect() as conn:
+            failed = conn.execute(select(func.count()).select_from(OUTBOX).where(
+                OUTBOX.c.failed_at.is_not(None), OUTBOX.c.attempts == 3,
+                OUTBOX.c.last_error.contains("MSG_SIZE_TOO_LARGE"))).scalar()
+        assert failed == 300
+    finally:
+        await relay.aclose()
+        producer.close(1.0)
+        db.dispose()
+
+
+async def test_published_rows_are_deleted_after_the_retention_in_batches(
+        fresh_database: Any) -> None:
+    db = _migrated(fresh_database, "relay_retention")
+    now = datetime.now(UTC)
+    old = now - timedelta(days=3)
+    with db.engine.begin() as conn:
+        conn.execute(insert(OUTBOX), [
+            {"topic": "t", "key": str(i), "payload": b"{}", "created_at": now,
+             "published_at": now - timedelta(hours=25 if i < 2500 else 23)} for i in range(3000)])
+        conn.execute(insert(OUTBOX), [
+            {"topic": "t", "key": "pending", "payload": b"{}", "created_at": old},
+            {"topic": "t", "key": "failed", "payload": b"{}", "created_at": old, "failed_at": old}])
+    relay = OutboxRelay(db, object(), retention_seconds=24 * 3600)  # type: ignore[arg-type]
+    try:
+        assert await relay.delete_published(batch=1000, max_batches=2) == 2000
+        assert await relay.delete_published(batch=1000) == 500
+        assert await relay.delete_published(batch=1000) == 0
+        with db.engine.connect() as conn:
+            left = conn.execute(select(OUTBOX.c.key, OUTBOX.c.published_at)).all()
+        assert len(left) == 502
+        assert {r.key for r in left if r.published_at is None} == {"pending", "failed"}
+    finally:
+        await relay.aclose()
+        db.dispose()
+
+
+class _ValidatingTansu(TansuBroker):
+    """tansu with a JSON schema for topic ``strict`` that no record of ours satisfies: the
+    broker answers INVALID_RECORD for every record sent to it (a real broker's refusal)."""
+
+    def prepare(self) -> None:
+        assert self.workdir is not None
+        schemas = self.workdir / "schema"
+        schemas.mkdir()
+        (schemas / "strict.json").write_text(json.dumps({
+            "type": "object",
+            "properties": {"value": {"type": "object", "required": ["never-present"]}}}))
+
+    def command(self) -> list[str]:
+        return [*super().command(), "--schema-registry", "file://./schema"]
+
+
+async def test_a_row_the_broker_refuses_max_attempts_times_fails_its_email(
+        fresh_database: Any, kafka_test_config: dict[str, Any]) -> None:
+    from etrans.workers.reject_events import outbox_agent, reject_events
+
+    db = _migrated(fresh_database, "relay_attempts")
+    broker = _ValidatingTansu().start()
+    try:
+        create_topic(broker.bootstrap, "strict")
+        good_topic = create_topic(broker.bootstrap, unique_name("good"))
+        log_topic = create_topic(broker.bootstrap, unique_name("logs"))
+        now = datetime.now(UTC)
+        message_id = "msg_refused@example.test"
+        request = {"payload": {"sender": {"name": "S", "email": "s@example.test"},
+                               "recipients": ["r@example.org"], "cc": [], "bcc": [],
+                               "subject": "Hi", "body": "<p>Hi</p>", "message_id": message_id,
+                               "attachments": [], "user_id": "7"}}
+        with db.engine.begin() as conn:
+            conn.execute(insert(EmailMessage.__table__).values(
+                message_id=message_id, user_id=7, from_address="S <s@example.test>",
+                to_addresses=["r@example.org"], subject="Hi", html="<p>Hi</p>", created_at=now))
+            conn.execute(insert(OUTBOX).values(topic="strict", key=message_id,
+                                               payload=json.dumps(request).encode(),
+                                               message_id=message_id, created_at=now))
+        # Not idempotent: tansu fences an idempotent producer after it refused a batch.
+        producer = KafkaProducer({"bootstrap.servers": broker.bootstrap,
+                                  "enable.idempotence": False})
+        relay = OutboxRelay(db, producer, max_attempts=3, log_topic=log_topic,
+                            reject_events=partial(reject_events, agent=outbox_agent()))
+        try:
+            for attempt in (1, 2):
+                with db.engine.begin() as conn:
+                    conn.execute(insert(OUTBOX).values(topic=good_topic, key=f"g{attempt}",
+                                                       payload=b"{}", created_at=now))
+                # The good row is published, the refused one retried (behind untried rows).
+                assert await relay.relay_once() == (1, 1)
+                with db.engine.connect() as conn:
+                    row = conn.execute(select(OUTBOX).where(OUTBOX.c.topic == "strict")).one()
+                assert (row.attempts, row.failed_at) == (attempt, None)
+                assert "INVALID_RECORD" in row.last_error
+            assert await relay.relay_once() == (0, 1)
+            assert relay.stats.given_up == 1
+            with db.engine.connect() as conn:
+                row = conn.execute(select(OUTBOX).where(OUTBOX.c.topic == "strict")).one()
+                email = conn.execute(select(EmailMessage.__table__).where(
+                    EmailMessage.__table__.c.message_id == message_id)).one()
+            assert row.attempts == 3
+            assert row.failed_at is not None
+            assert email.status == "failed"
+            assert email.response.startswith(
+                "etrans: not queued for delivery: the Kafka broker refused the record 3 times:")
+            assert "INVALID_RECORD" in email.response
+            # The Reject event is published by the next pass; the failed row never again.
+            assert await relay.relay_once() == (1, 0)
+            assert await relay.relay_once() == (0, 0)
+            records = await trio.to_thread.run_sync(
+                _raw_records, broker.bootstrap, log_topic, 1, kafka_test_config)
+            assert len(records) == 1
+            event = json.loads(records[0][1] or b"")
+            assert (event["Event"], event["recipient"], event["message_id"]) == (
+                "Reject", "r@example.org", message_id)
+            assert event["response"] == "554 5.3.4 " + email.response
+        finally:
+            await relay.aclose()
+            producer.close(1.0)
+    finally:
+        broker.cleanup()
+        db.dispose()
+
+
+async def test_etrans_dev_sqlite_upgrades_an_older_data_dir_and_fails_rows_the_same_way(
+        tmp_path: Any, kafka_bootstrap: str, new_topic: Any) -> None:
+    """``etrans dev``'s SQLite: a data directory made before failed_at and the failed status
+    is brought up to date at start (rows kept), and the relay's SQLite pass fails a refused
+    row and its email like the PostgreSQL pass."""
+    from etrans.dev import sqlite_db
+
+    db = sqlite_db.sqlite_database(tmp_path / "usend.sqlite3")
+    sqlite_db.create_schema(db)
+    now = datetime.now(UTC)
+    with db.engine.begin() as conn:  # back to the schema of an older etrans
+        conn.exec_driver_sql("DROP INDEX ix_email_outbox_unpublished")
+        conn.exec_driver_sql("DROP INDEX ix_email_outbox_published_at")
+        conn.exec_driver_sql("ALTER TABLE email_outbox DROP COLUMN failed_at")
+        conn.exec_driver_sql("CREATE INDEX ix_email_outbox_unpublished ON email_outbox (id) "
+                             "WHERE published_at IS NULL")
+        ddl = conn.exec_driver_sql("SELECT sql FROM sqlite_master WHERE name = "
+                                   "'email_messages'").scalar()
+        assert ", 'failed')" in ddl
+        for (name,) in conn.exec_driver_sql(
+                "SELECT name FROM sqlite_master WHERE type = 'index' AND "
+                "tbl_name = 'email_messages' AND sql IS NOT NULL").all():
+            conn.exec_driver_sql(f'DROP INDEX "{name}"')
+        conn.exec_driver_sql("DROP TABLE email_messages")
+        conn.exec_driver_sql(ddl.replace(", 'failed')", ")"))
+    topic = new_topic()
+    with db.engine.begin() as conn:
+        conn.execute(insert(EmailMessage.__table__).values(
+            message_id="m-big", user_id=7, from_address="s@example.test",
+            to_addresses=["r@example.org"], subject="Hi", html="x", created_at=now))
+        conn.exec_driver_sql(
+            "INSERT INTO email_outbox (topic, key, payload, message_id, created_at, attempts) "
+            "VALUES (?, 'm-big', ?, 'm-big', ?, 0)", (topic, b"{" + b" " * 20_000 + b"}", now))
+    sqlite_db.create_schema(db)  # what `etrans dev` does at start
+    sqlite_db.create_schema(db)  # and again: idempotent
+    producer = KafkaProducer({"bootstrap.servers": kafka_bootstrap, "message.max.bytes": 10_000})
+    relay = OutboxRelay(db, producer)
+    try:
+        assert await relay.relay_once() == (0, 1)
+        assert relay.stats.given_up == 1
+        with db.engine.connect() as conn:
+            email = conn.execute(select(EmailMessage.__table__)).one()
+            row = conn.execute(select(OUTBOX)).one()
+            indexes = {r[0] for r in conn.exec_driver_sql(
+                "SELECT name FROM sqlite_master WHERE type = 'index'")}
+        assert (email.message_id, email.status) == ("m-big", "failed")
+        assert "MSG_SIZE_TOO_LARGE" in email.response
+        assert row.failed_at is not None
+        assert {"ix_email_outbox_unpublished", "ix_email_outbox_published_at",
+                "ix_email_messages_user_id_status"} <= indexes
+        assert await relay.relay_once() == (0, 0)
+    finally:
+        await relay.aclose()
+        producer.close(1.0)
         db.dispose()

@@ -56,7 +56,7 @@ NAMING_CONVENTION = {
 
 # Raw statuses of email_messages.status, in the order a message can advance through them
 # (fetchlog owns the transition rules; the database only refuses unknown values).
-EMAIL_STATUSES = ("queued", "sent", "deferred", "delivered", "bounced")
+EMAIL_STATUSES = ("queued", "sent", "deferred", "delivered", "bounced", "failed")
 PERMISSIONS = ("read_only", "sending_access", "full_access")
 SUBSCRIPTION_KINDS = ("subscription", "payg")
 SUBSCRIPTION_STATES = ("active", "cancelled")
@@ -160,14 +160,21 @@ class EmailMessage(UsendBase):
 
 class EmailOutbox(UsendBase):
     """The transactional outbox: a Kafka message to publish, inserted in the same transaction as
-    the row it announces.  A relay publishes rows ``WHERE published_at IS NULL ORDER BY id``
-    (``FOR UPDATE SKIP LOCKED``), then sets ``published_at``; failures bump ``attempts`` and record
-    ``last_error``.  ``payload`` is the exact bytes to publish (JSON for the sendmail topic)."""
+    the row it announces.  A relay publishes pending rows (``published_at`` and ``failed_at``
+    NULL) ``ORDER BY attempts, id`` (``FOR UPDATE SKIP LOCKED``), then sets ``published_at``;
+    a broker's refusal bumps ``attempts`` and records ``last_error``; a row the producer refuses
+    at once, or refused ``ETRANS_OUTBOX_MAX_ATTEMPTS`` times, gets ``failed_at`` and is never
+    tried again.  Published rows are deleted after ``ETRANS_OUTBOX_RETENTION_HOURS``.
+    ``payload`` is the exact bytes to publish (JSON for the sendmail topic)."""
 
     __tablename__ = "email_outbox"
     __table_args__ = (
-        Index("ix_email_outbox_unpublished", "id", postgresql_where=text("published_at IS NULL"),
-              sqlite_where=text("published_at IS NULL")),
+        Index("ix_email_outbox_unpublished", "attempts", "id",
+              postgresql_where=text("published_at IS NULL AND failed_at IS NULL"),
+              sqlite_where=text("published_at IS NULL AND failed_at IS NULL")),
+        Index("ix_email_outbox_published_at", "published_at",
+              postgresql_where=text("published_at IS NOT NULL"),
+              sqlite_where=text("published_at IS NOT NULL")),
     )
 
     id: Mapped[int] = mapped_column(Identity(), primary_key=True)
@@ -179,6 +186,7 @@ class EmailOutbox(UsendBase):
     published_at: Mapped[datetime | None]
     attempts: Mapped[int] = mapped_column(Integer, server_default=text("0"))
     last_error: Mapped[str | None]
+    failed_at: Mapped[datetime | None]
 
 
 class EmailTransactionPack(UsendBase):
