@@ -66,6 +66,11 @@ class Conflict(AppError):
 class UpstreamUnavailable(AppError):
     status_code = 503
 
+    def __init__(self, detail: object, *, retry_after_seconds: int | None = None) -> None:
+        super().__init__(detail)
+        # Sent as Retry-After: the same request may succeed then (a dependency briefly down).
+        self.retry_after_seconds = retry_after_seconds
+
 
 class ProcessingError(EtransError):
     """A worker task could not process one message."""

@@ -4,6 +4,7 @@
 crashed request does not block the key for a day); ``complete`` stores the response for
 ``ttl_seconds`` (24 h); ``abandon`` deletes the claim (a failed request may be retried with the
 same key).  The fingerprint is the SHA-256 of the request (method, path, canonical JSON body).
+Redis not answering raises :class:`~etrans.adapters.redis_store.RedisDown` (503, Retry-After).
 """
 
 from __future__ import annotations
@@ -12,10 +13,13 @@ import hashlib
 import json
 from typing import TYPE_CHECKING, Any
 
+from etrans.adapters.redis_store import unavailable_as_503
+
 if TYPE_CHECKING:
     from etrans.adapters.redis_store import RedisClient
 
 PREFIX = "etrans:idem:"
+_WHAT = "Idempotency-Key store"
 
 
 def record_key(prefix: str, scope: str) -> str:
@@ -35,6 +39,10 @@ class RedisIdempotencyStore:
         return record_key(self._prefix, scope)
 
     async def begin(self, scope: str, fingerprint: str) -> tuple[str, Any]:
+        with unavailable_as_503(_WHAT):
+            return await self._begin(scope, fingerprint)
+
+    async def _begin(self, scope: str, fingerprint: str) -> tuple[str, Any]:
         key = self._key(scope)
         claim = json.dumps({"state": "in_flight", "fp": fingerprint})
         client = self._redis.client
@@ -58,7 +66,9 @@ class RedisIdempotencyStore:
     async def complete(self, scope: str, fingerprint: str, status: int, body: Any) -> None:
         value = json.dumps({"state": "done", "fp": fingerprint, "status": status, "body": body},
                            ensure_ascii=False, separators=(",", ":"))
-        await self._redis.run(self._redis.client.set, self._key(scope), value, ex=self._ttl)
+        with unavailable_as_503(_WHAT):
+            await self._redis.run(self._redis.client.set, self._key(scope), value, ex=self._ttl)
 
     async def abandon(self, scope: str) -> None:
-        await self._redis.run(self._redis.client.delete, self._key(scope))
+        with unavailable_as_503(_WHAT):
+            await self._redis.run(self._redis.client.delete, self._key(scope))

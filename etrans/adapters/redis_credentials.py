@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 from etrans.adapters.credentials import AUTH_HASH
+from etrans.adapters.redis_store import unavailable_as_503
 
 if TYPE_CHECKING:
     from collections.abc import Collection
@@ -45,7 +46,8 @@ class RedisCredentialCache:
         memo = self._memo.get(user_id)
         if memo is not None and memo[0] > now and memo[1] == value:
             return
-        await self._redis.run(self._redis.client.hset, self._hash, str(user_id), value)
+        with unavailable_as_503("Credential cache"):
+            await self._redis.run(self._redis.client.hset, self._hash, str(user_id), value)
         if len(self._memo) > 100_000:
             self._memo.clear()
         self._memo[user_id] = (now + self._memo_seconds, value)

@@ -4,13 +4,15 @@ Keys (``docs/api.md``, "Quotas"): ``etrans:quota:<domain_id>:h:<YYYYMMDDHH>``,
 ``...:d:<YYYYMMDD>``, ``...:m:<YYYYMM>`` (UTC windows), each an integer with a TTL a little longer
 than its window.  :meth:`RedisQuota.reserve` checks every limit and increments every counter in a
 single script run: Redis runs scripts one at a time, so concurrent sends can never overshoot
-(200 concurrent sends against an hourly limit of 50 admit exactly 50).
+(200 concurrent sends against an hourly limit of 50 admit exactly 50).  Redis not answering
+raises :class:`~etrans.adapters.redis_store.RedisDown` (503 with Retry-After).
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from etrans.adapters.redis_store import unavailable_as_503
 from etrans.domain.quota import QuotaLimits, QuotaUsage, windows
 
 if TYPE_CHECKING:
@@ -20,6 +22,7 @@ if TYPE_CHECKING:
     from etrans.adapters.redis_trio import TrioRedis
 
 PREFIX = "etrans:quota:"
+_WHAT = "Quota counter"
 
 # KEYS: daily, hourly, monthly counters.  ARGV: count, the three limits (-1 = none), three TTLs.
 _RESERVE = """
@@ -105,19 +108,22 @@ class RedisQuota:
                       now: datetime) -> str | None:
         keys, ttls = self.keys(domain_id, now)
         args = [count, _limit(limits.daily), _limit(limits.hourly), _limit(limits.monthly), *ttls]
-        if self._fast is not None:
-            refused = await self._reserve_fast(self._fast, keys, args)
-        else:
-            refused = await self._redis.run(self._reserve, keys=keys, args=args)
+        with unavailable_as_503(_WHAT):
+            if self._fast is not None:
+                refused = await self._reserve_fast(self._fast, keys, args)
+            else:
+                refused = await self._redis.run(self._reserve, keys=keys, args=args)
         text = refused.decode() if isinstance(refused, bytes) else str(refused or "")
         return text or None
 
     async def release(self, domain_id: int, count: int, now: datetime) -> None:
         keys, _ = self.keys(domain_id, now)
-        await self._redis.run(self._release, keys=keys, args=[count])
+        with unavailable_as_503(_WHAT):
+            await self._redis.run(self._release, keys=keys, args=[count])
 
     async def usage(self, domain_id: int, now: datetime) -> QuotaUsage:
         keys, _ = self.keys(domain_id, now)
-        daily, hourly, monthly = await self._redis.run(self._redis.client.mget, keys)
+        with unavailable_as_503(_WHAT):
+            daily, hourly, monthly = await self._redis.run(self._redis.client.mget, keys)
         return QuotaUsage(daily=int(daily or 0), hourly=int(hourly or 0),
                           monthly=int(monthly or 0))

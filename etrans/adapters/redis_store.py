@@ -1,13 +1,17 @@
-"""Redis (redis-py, sync client) from Trio through worker threads."""
+"""Redis (redis-py, sync client) from Trio through worker threads; :func:`unavailable_as_503`
+turns "Redis did not answer" (either client) into a 503 with Retry-After for the API."""
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, ParamSpec, TypeVar
 
 import trio
 
+from etrans.errors import UpstreamUnavailable
+
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Iterator
 
     import redis
 
@@ -15,6 +19,38 @@ P = ParamSpec("P")
 T = TypeVar("T")
 
 PROBE_TIMEOUT_SECONDS = 2.0
+
+
+RETRY_AFTER_SECONDS = 5
+
+
+class RedisDown(UpstreamUnavailable):
+    """Redis did not answer (refused, closed, timed out): 503 with Retry-After, never a 500;
+    nothing was done, the request may be retried as is."""
+
+    def __init__(self, what: str) -> None:
+        super().__init__(f"{what} unavailable, please retry",
+                         retry_after_seconds=RETRY_AFTER_SECONDS)
+
+
+def outage_errors() -> tuple[type[BaseException], ...]:
+    """What redis-py and the Trio client raise when Redis does not answer (a Redis error reply,
+    such as a script error, is not an outage: it stays a bug)."""
+    import redis as redis_lib
+
+    from etrans.adapters.redis_trio import RedisUnavailable
+
+    return (redis_lib.exceptions.ConnectionError, redis_lib.exceptions.TimeoutError,
+            RedisUnavailable)
+
+
+@contextmanager
+def unavailable_as_503(what: str) -> Iterator[None]:
+    """Raise :class:`RedisDown` ("<what> unavailable, please retry") for an outage inside."""
+    try:
+        yield
+    except outage_errors() as exc:
+        raise RedisDown(what) from exc
 
 
 class RedisClient:

@@ -22,6 +22,7 @@ from etrans.adapters.sql.trio_pq import TrioPqConnection
 from etrans.adapters.sql.usend import ApiKey, EmailMessage, EmailOutbox, Transport
 from etrans.app.records import ApiKeyRecord, EmailPage
 from etrans.domain.api_keys import Permission
+from etrans.errors import InvalidInput
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -138,8 +139,15 @@ class UsendRepository:
     # -- emails ---------------------------------------------------------------------------------
 
     async def save(self, emails: Sequence[NewEmail]) -> None:
-        if emails:
+        if not emails:
+            return
+        try:
             await self._writer.write(list(emails))
+        except psycopg.DataError as exc:
+            # The data itself was refused (the request schema should have caught it): a 400,
+            # not a 503 "please retry" that could never succeed.
+            raise InvalidInput(f"The email could not be stored: {exc.sqlstate} "
+                               f"{type(exc).__name__}") from exc
 
     def statistics(self) -> dict[str, Any]:
         return {"group_commit": self._writer.statistics()}

@@ -92,7 +92,9 @@ def create_app(deps: ApiDependencies) -> QuartTrio:
 
     @app.errorhandler(AppError)
     async def _app_error(exc: AppError) -> Any:
-        return json_response({"detail": exc.detail}, exc.status_code)
+        retry_after = getattr(exc, "retry_after_seconds", None)
+        headers = {"Retry-After": str(retry_after)} if retry_after is not None else None
+        return json_response({"detail": exc.detail}, exc.status_code, headers)
 
     @app.errorhandler(HTTPException)
     async def _http_error(exc: HTTPException) -> Any:

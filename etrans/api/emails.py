@@ -10,9 +10,12 @@ import hashlib
 import json
 from typing import TYPE_CHECKING, Any
 
+import trio
+
 from etrans.api.routing import RequestContext, json_response
 from etrans.api.schema import (
     NO_LINE_BREAKS,
+    TIMESTAMP,
     AnyJson,
     Array,
     Integer,
@@ -35,12 +38,15 @@ from etrans.domain.emails import (
     check_base64,
     check_header_name,
 )
-from etrans.errors import Conflict, InvalidInput
+from etrans.errors import Conflict, InvalidInput, UpstreamUnavailable
+from etrans.observability import get_logger
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
 
     from etrans.api.routing import Api
+
+log = get_logger(__name__)
 
 MAX_BATCH = 100
 
@@ -55,7 +61,7 @@ ADDRESS = String(min_length=3, max_length=640, pattern=NO_LINE_BREAKS,
                  example="Acme <hello@example.com>")
 ADDRESS_LIST = Array(ADDRESS, max_items=MAX_RECIPIENTS)
 SINGLE_LINE = String(pattern=NO_LINE_BREAKS, checks=(_no_line_breaks,))
-BODY_TEXT = String(max_length=MAX_EMAIL_BYTES)
+BODY_TEXT = String(max_length=MAX_EMAIL_BYTES, text=True)
 
 ATTACHMENT = Object(
     name="Attachment",
@@ -105,7 +111,7 @@ SEND_EMAIL = Object(
         "template_id": Prop(String(max_length=255,
                                    description="Refused: no template store (docs/api.md)"),
                             nullable=True),
-        "template_data": Prop(MapOf(AnyJson(), key=String(
+        "template_data": Prop(MapOf(AnyJson(text=True), key=String(
             min_length=1, max_length=100, pattern=r"^[A-Za-z_][A-Za-z0-9_.-]*$"),
             max_properties=200, description="Values for {{ name }} placeholders"),
             nullable=True),
@@ -118,7 +124,7 @@ SEND_BATCH = Object(
 )
 # The batch route validates each item on its own (per-item errors): the request itself only needs
 # to be an object with an array of at most 100 items.
-_BATCH_ENVELOPE = Object(properties={"emails": Prop(Array(AnyJson(), min_items=1,
+_BATCH_ENVELOPE = Object(properties={"emails": Prop(Array(AnyJson(checked=False), min_items=1,
                                                           max_items=MAX_BATCH), required=True)})
 
 _STR = String()
@@ -157,8 +163,8 @@ LIST_QUERY = {
     "status": QueryParam(String(max_length=200), description=(
         "Comma-separated: queued, sent, delivered, bounced, deferred, delayed, failed (raw or "
         "display)")),
-    "created_at_from": QueryParam(String(max_length=64), description="ISO-8601 UTC lower bound"),
-    "created_at_to": QueryParam(String(max_length=64), description="ISO-8601 UTC upper bound"),
+    "created_at_from": QueryParam(TIMESTAMP, description="ISO-8601 UTC lower bound"),
+    "created_at_to": QueryParam(TIMESTAMP, description="ISO-8601 UTC upper bound"),
 }
 IDEMPOTENCY_HEADER = {
     "Idempotency-Key": QueryParam(String(min_length=1, max_length=256, pattern=r"^[!-~]+$"),
@@ -198,10 +204,25 @@ async def idempotent(api: Api, ctx: RequestContext, path: str,
     try:
         body = await run()
     except BaseException:
-        await store.abandon(scope)
+        await _release(store, scope)
         raise
-    await store.complete(scope, fingerprint, 200, body)
+    try:
+        await store.complete(scope, fingerprint, 200, body)
+    except UpstreamUnavailable as exc:
+        # The email is queued: a 503 would invite a retry that sends it twice.  Answer what
+        # happened; the key's in-flight claim expires on its own (120 s).
+        log.error("idempotency record not stored", error=str(exc))
     return body
+
+
+async def _release(store: Any, scope: str) -> None:
+    """Drop the key's claim so the request may be retried at once, also when it was cancelled
+    (shielded, at most 5 s); a failure is logged: the request already fails for its own reason."""
+    with trio.CancelScope(shield=True), trio.move_on_after(5):
+        try:
+            await store.abandon(scope)
+        except Exception as exc:
+            log.warning("idempotency claim not released", error=str(exc))
 
 
 def register(api: Api) -> None:

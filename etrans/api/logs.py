@@ -4,7 +4,16 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from etrans.api.schema import AnyJson, Array, Integer, Object, Prop, QueryParam, String
+from etrans.api.schema import (
+    TIMESTAMP,
+    AnyJson,
+    Array,
+    Integer,
+    Object,
+    Prop,
+    QueryParam,
+    String,
+)
 from etrans.app.logs import ListLogs
 from etrans.domain.api_keys import Permission
 
@@ -17,8 +26,8 @@ LOGS_QUERY = {
                        description="Page number (1..1000000)"),
     "per_page": QueryParam(Integer(minimum=1, maximum=100), default=20,
                            description="Items per page (1-100)"),
-    "log_before": QueryParam(String(max_length=64), description="ISO-8601: logs before"),
-    "log_after": QueryParam(String(max_length=64), description="ISO-8601: logs after"),
+    "log_before": QueryParam(TIMESTAMP, description="ISO-8601: logs before"),
+    "log_after": QueryParam(TIMESTAMP, description="ISO-8601: logs after"),
     "action": QueryParam(String(max_length=200),
                          description="Raw actions (comma-separated): delivered, deferred..."),
     "sender": QueryParam(_TEXT, description="Sender email"),

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from etrans import __version__
-from etrans.api.schema import query_parameters
+from etrans.api.schema import PATH_PARAMETER, query_parameters
 
 if TYPE_CHECKING:
     from etrans.api.routing import Api, Operation
@@ -73,8 +73,8 @@ def _operation(op: Operation, components: dict[str, Any]) -> dict[str, Any]:
                            "tags": [op.tag]}
     if op.description:
         doc["description"] = op.description
-    params = [{"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
-              for name in _path_names(op.path)]
+    params = [{"name": name, "in": "path", "required": True,
+               "schema": PATH_PARAMETER.json_schema()} for name in _path_names(op.path)]
     params += query_parameters(op.query)
     for name, header in op.headers.items():
         param = header.openapi(name)

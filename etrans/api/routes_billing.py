@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import TYPE_CHECKING, Any
 
 from etrans.api.routes_domains import TEXT
@@ -23,7 +24,8 @@ PAYG = Object({"domain_id": Prop(DOMAIN_ID, required=True)}, name="CreatePaygReq
 
 
 def _domain_id(raw: str) -> int:
-    if not raw.isdigit() or not 0 < int(raw) < 2**63:
+    # ASCII digits only: "\u00b2".isdigit() is true but int() refuses it (that was a 500).
+    if re.fullmatch(r"[0-9]{1,19}", raw) is None or not 0 < int(raw) < 2**63:
         raise InvalidInput(f"invalid domain_id {raw!r}: expected a positive integer")
     return int(raw)
 

@@ -6,8 +6,9 @@ Every endpoint is declared once with :meth:`Api.route`::
                summary="Get email", tag="Emails", response=EMAIL_DETAIL)
     async def get_email(ctx: RequestContext) -> dict: ...
 
-The wrapper, in this order: authenticates (401), checks the permission (403), parses the query
-string and the JSON body with the declared specs (400), then calls the handler with a
+The wrapper, in this order: authenticates (401), checks the permission (403), checks the path
+parameters, parses the query string and the JSON body with the declared specs (400: see
+:mod:`etrans.api.schema` for what any request is held to), then calls the handler with a
 :class:`RequestContext`.  A handler returns a JSON-able value (200) or ``(value, status)`` or a
 Quart response.  The same declarations produce ``/openapi.json`` (:mod:`etrans.api.openapi`).
 Routers of other resources (domains, api-keys, ...) use the same :class:`Api` instance.
@@ -23,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from quart import Response, g, request
 
-from etrans.api.schema import SchemaError, parse_query
+from etrans.api.schema import SchemaError, check_path, decode_json, parse_query
 from etrans.errors import AppError, InvalidInput, Unauthorized, UpstreamUnavailable
 
 if TYPE_CHECKING:
@@ -148,14 +149,16 @@ class Api:
         else:
             await self._count_request(None)
         try:
+            path_args = check_path(path_args)
             query = parse_query(op.query, request.args) if op.query else {}
         except SchemaError as exc:
             raise ValidationFailed(exc.errors) from None
         body: Any = None
         raw = b""
         if op.body is not None:
-            raw = await read_body(self.app.config.get("MAX_CONTENT_LENGTH"))
-            body = parse_json_body(raw, required=op.body_required)
+            limit = self.app.config.get("MAX_CONTENT_LENGTH")
+            raw = await read_body(limit)
+            body = parse_json_body(raw, required=op.body_required, max_bytes=limit)
             if op.validate_body and (body is not None or op.body_required):
                 try:
                     body = op.body.validate(body, ("body",))
@@ -197,24 +200,16 @@ async def read_body(limit: int | None) -> bytes:
         raise
 
 
-def parse_json_body(raw: bytes, *, required: bool) -> Any:
+def parse_json_body(raw: bytes, *, required: bool, max_bytes: int | None = None) -> Any:
     if not raw.strip():
         if required:
             raise ValidationFailed([{"loc": ["body"], "msg": "Request body is required",
                                      "type": "missing"}])
         return None
     try:
-        value = json.loads(raw)
-        if _SURROGATE_ESCAPE.search(raw):
-            # "\ud800" alone is valid JSON but no valid text: refuse it here, not in a driver.
-            json.dumps(value, ensure_ascii=False).encode("utf-8")
-        return value
-    except (ValueError, UnicodeError) as exc:
-        raise ValidationFailed([{"loc": ["body"], "msg": f"Invalid JSON: {exc}",
-                                 "type": "json_invalid"}]) from None
-
-
-_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+        return decode_json(raw, max_bytes=max_bytes)
+    except SchemaError as exc:
+        raise ValidationFailed(exc.errors) from None
 
 
 def json_response(value: Any, status: int = 200,

@@ -12,20 +12,46 @@ Specs are immutable dataclasses: :class:`String`, :class:`Integer`, :class:`Bool
 absent optional fields left out) or raises :class:`SchemaError` listing *every* problem.
 ``spec.json_schema()`` is the JSON Schema (OpenAPI 3.1 dialect).  :class:`QueryParam` does the
 same for query strings (values are text; integers are parsed).
+
+Bad input is a 400, never a 500, whatever its shape (docs/api.md, "Errors"):
+
+- every string of a request (path parameters, query values, body strings and keys, at any depth)
+  is refused when it holds a C0 control character (U+0000..U+001F): NUL cannot be stored by
+  PostgreSQL, and the others have no business in names, addresses or ids.  TAB, CR and LF are
+  allowed only where text is free (``String(text=True)``: the html/text bodies, template values);
+- a JSON body is bounded before it is decoded (:func:`decode_json`: size, nesting depth, number
+  of arrays and objects), and NaN, Infinity and numbers beyond a float are refused;
+- path parameters are 1..1024 characters (:func:`check_path`), and timestamps are parsed and
+  range-checked here (:data:`TIMESTAMP`), so the use cases never see one they cannot convert.
 """
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+
+from etrans.domain.timestamps import parse_timestamp
 
 Loc = tuple[str | int, ...]
 # A check beyond the JSON Schema keywords: returns an error message or None.
 Check = Callable[[Any], str | None]
 
 NO_LINE_BREAKS = r"^[^\r\n]*$"
+
+_CONTROL = re.compile(r"[\x00-\x1f]")
+_CONTROL_IN_TEXT = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f]")  # TAB, LF, CR allowed
+
+
+def control_character(value: str, *, text: bool = False) -> str | None:
+    """The error message when ``value`` holds a C0 control character (TAB, CR and LF are
+    allowed when ``text``), else None."""
+    found = (_CONTROL_IN_TEXT if text else _CONTROL).search(value)
+    if found is None:
+        return None
+    return f"must not contain control characters (U+{ord(found.group()):04X} found)"
 
 
 class SchemaError(ValueError):
@@ -93,6 +119,7 @@ class String(Spec):
     pattern_message: str = "has an invalid format"
     description: str | None = None
     example: str | None = None
+    text: bool = False  # free text: TAB, CR and LF allowed (other control characters never)
 
     def json_schema(self) -> dict[str, Any]:
         schema: dict[str, Any] = {"type": "string"}
@@ -113,6 +140,10 @@ class String(Spec):
     def check(self, value: Any, loc: Loc, errors: _Errors) -> Any:
         if not isinstance(value, str):
             errors.add(loc, f"must be a string, got {_type_name(value)}", "string_type")
+            return None
+        problem = control_character(value, text=self.text)
+        if problem:
+            errors.add(loc, problem, "value_error")
             return None
         if len(value) < self.min_length:
             msg = "must not be empty" if self.min_length == 1 else \
@@ -181,12 +212,33 @@ class Boolean(Spec):
 
 @dataclass(frozen=True)
 class AnyJson(Spec):
+    """Any JSON value; its strings and keys, at any depth, hold no control characters (TAB, CR
+    and LF allowed in strings when ``text``; not checked when ``checked`` is False: the value is
+    validated later by another spec).  Depth is bounded by :func:`decode_json`."""
+
     description: str | None = None
+    text: bool = False
+    checked: bool = True
 
     def json_schema(self) -> dict[str, Any]:
         return self._described({})
 
     def check(self, value: Any, loc: Loc, errors: _Errors) -> Any:
+        if not self.checked:
+            return value
+        if isinstance(value, str):
+            problem = control_character(value, text=self.text)
+            if problem:
+                errors.add(loc, problem, "value_error")
+        elif isinstance(value, list):
+            for index, item in enumerate(value):
+                self.check(item, (*loc, index), errors)
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                problem = control_character(key)
+                if problem:
+                    errors.add((*loc, key), f"key {problem}", "value_error")
+                self.check(item, (*loc, key), errors)
         return value
 
 
@@ -343,6 +395,105 @@ def parse_query(params: Mapping[str, QueryParam], args: Mapping[str, str]) -> di
     if errors.items:
         raise SchemaError(errors.items)
     return result
+
+
+MAX_PATH_PARAMETER = 1024
+PATH_PARAMETER = String(min_length=1, max_length=MAX_PATH_PARAMETER)
+
+
+def check_path(args: Mapping[str, str]) -> dict[str, str]:
+    """Path parameters: 1..1024 characters, no control characters (NUL reached the database
+    as a message id); ``loc`` is ``["path", name]``."""
+    errors = _Errors()
+    for name, value in args.items():
+        PATH_PARAMETER.check(value, ("path", name), errors)
+    if errors.items:
+        raise SchemaError(errors.items)
+    return dict(args)
+
+
+def _timestamp(value: str) -> str | None:
+    if not value:
+        return None  # an empty filter is no filter
+    try:
+        parse_timestamp(value)
+    except ValueError as exc:
+        return str(exc)
+    return None
+
+
+# ISO-8601, no offset = UTC; parsed and range-checked here (an offset that moves the moment out
+# of datetime's range raised OverflowError in the use case: a 500).  The value stays text.
+TIMESTAMP = String(max_length=64, checks=(_timestamp,), format="date-time",
+                   pattern_message="must be an ISO-8601 timestamp")
+
+
+# -- JSON bodies ---------------------------------------------------------------------------------
+
+MAX_JSON_DEPTH = 32
+MAX_JSON_CONTAINERS = 100_000
+_JSON_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
+_NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
+
+
+def _json_error(msg: str) -> SchemaError:
+    return SchemaError([{"loc": ["body"], "msg": msg, "type": "json_invalid"}])
+
+
+def _nesting_problem(raw: bytes, max_depth: int, max_containers: int) -> str | None:
+    """Depth and count of arrays/objects, from the bytes (before decoding: a deep document made
+    the decoder raise RecursionError, a 500 on every JSON endpoint)."""
+    if raw.count(b"[") + raw.count(b"{") <= max_depth:
+        return None  # the common case: cannot be deeper, whatever is in strings
+    structure = _JSON_STRING.sub(b"", raw).translate(None, _NOT_BRACKETS)
+    opened = structure.count(b"[") + structure.count(b"{")
+    if opened > max_containers:
+        return f"more than {max_containers} arrays and objects"
+    if opened <= max_depth:
+        return None
+    depth = 0
+    for byte in structure:
+        if byte in (0x5B, 0x7B):  # [ {
+            depth += 1
+            if depth > max_depth:
+                return f"nested deeper than {max_depth} levels"
+        else:
+            depth -= 1
+    return None
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _finite_float(text: str) -> float:
+    number = float(text)
+    if number in (float("inf"), float("-inf")):
+        raise ValueError(f"number out of range: {text[:40]}")
+    return number
+
+
+def decode_json(raw: bytes, *, max_bytes: int | None = None, max_depth: int = MAX_JSON_DEPTH,
+                max_containers: int = MAX_JSON_CONTAINERS) -> Any:
+    """The JSON document ``raw``, bounded before decoding (size, depth, arrays and objects);
+    NaN, Infinity, numbers that overflow a float, and text that is not valid Unicode (a lone
+    surrogate escape) are refused.  Raises :class:`SchemaError` (``json_invalid``)."""
+    if max_bytes is not None and len(raw) > max_bytes:
+        raise _json_error(f"JSON body larger than {max_bytes} bytes")
+    problem = _nesting_problem(raw, max_depth, max_containers)
+    if problem:
+        raise _json_error(f"Invalid JSON: {problem}")
+    try:
+        value = json.loads(raw, parse_constant=_refuse_constant, parse_float=_finite_float)
+        if _SURROGATE_ESCAPE.search(raw):
+            # "\ud800" alone is valid JSON but no valid text: refuse it here, not in a driver.
+            json.dumps(value, ensure_ascii=False).encode("utf-8")
+    except (ValueError, UnicodeError, RecursionError) as exc:
+        raise _json_error(f"Invalid JSON: {exc}") from None
+    return value
+
+
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
 
 
 def query_parameters(params: Mapping[str, QueryParam]) -> list[dict[str, Any]]:

@@ -5,6 +5,9 @@ domain must be the user's and verified (400 "Domain not verified"), the user mus
 credentials (400), quota reserved atomically (400 when exceeded), credentials cached in Redis
 ``auth``, then the row and its outbox record committed in one transaction.  If the commit fails the
 quota is given back and the request fails (503): nothing half-done.  The outbox relay publishes.
+Whatever stops a request after its quota was reserved (a failed commit, a dependency down on a
+later batch item, a cancelled request), the reserved quota of every uncommitted email is given
+back (:meth:`EmailService._give_back`).
 """
 
 from __future__ import annotations
@@ -13,6 +16,8 @@ import json
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
+
+import trio
 
 from etrans.app.records import EmailFilter, NewEmail
 from etrans.domain import status as status_rules
@@ -26,6 +31,7 @@ from etrans.domain.emails import (
     sendmail_message,
 )
 from etrans.domain.quota import exceeded_message
+from etrans.domain.timestamps import parse_timestamp
 from etrans.errors import AppError, InvalidInput, NotFound, UpstreamUnavailable
 from etrans.observability import get_logger
 
@@ -43,6 +49,7 @@ if TYPE_CHECKING:
 log = get_logger(__name__)
 
 DOMAIN_NOT_VERIFIED = "Domain not verified"
+GIVE_BACK_SECONDS = 5.0
 NO_CREDENTIALS = ("No SMTP credentials for this account: create a sender with POST /senders "
                   "(or have the billing system issue one)")
 
@@ -98,17 +105,11 @@ def iso(moment: datetime | None) -> str | None:
 
 
 def parse_iso(text: str, name: str) -> datetime:
-    """ISO-8601; a value without offset is UTC."""
-    value = text.strip()
-    if value.endswith(("Z", "z")):
-        value = value[:-1] + "+00:00"
+    """ISO-8601, no offset = UTC (:func:`etrans.domain.timestamps.parse_timestamp`)."""
     try:
-        moment = datetime.fromisoformat(value)
-    except ValueError:
-        raise InvalidInput(f"{name}: invalid ISO-8601 timestamp {text!r}") from None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return moment.astimezone(UTC)
+        return parse_timestamp(text)
+    except ValueError as exc:
+        raise InvalidInput(f"{name}: {exc}") from None
 
 
 class EmailService:
@@ -168,23 +169,44 @@ class EmailService:
             limit = getattr(domain.limits, refused)
             raise InvalidInput(exceeded_message(refused, limit))
 
-    async def _commit(self, accepted: list[tuple[NewEmail, SendingDomain]], now: datetime) -> None:
+    async def _commit(self, accepted: list[tuple[NewEmail, SendingDomain]]) -> None:
+        """Commit the emails or raise (nothing committed then; the caller gives the quota back).
+        A store never raises Cancelled once it has committed (the group commit's guarantee)."""
         try:
             await self.deps.store.save([new for new, _ in accepted])
+        except InvalidInput:
+            raise  # the database refused the data itself: retrying cannot help
         except Exception as exc:
-            # Nothing was committed: give the quota back, fail the request.
-            for _, domain in accepted:
-                await self.deps.quota.release(domain.id, 1, now)
             log.error("saving emails failed", error=repr(exc), count=len(accepted))
-            raise UpstreamUnavailable("Could not queue the email, please retry") from None
+            raise UpstreamUnavailable("Could not queue the email, please retry",
+                                      retry_after_seconds=5) from None
         if self.deps.outbox is not None:
             self.deps.outbox.notify()
+
+    async def _give_back(self, domains: list[SendingDomain], now: datetime) -> None:
+        """Release the quota reserved for emails that were not committed.  It runs even when
+        the request is being cancelled (shielded, at most 5 s), and a failure is logged, not
+        raised: the request already fails for its own reason."""
+        counts: dict[int, int] = {}
+        for domain in domains:
+            counts[domain.id] = counts.get(domain.id, 0) + 1
+        with trio.CancelScope(shield=True), trio.move_on_after(GIVE_BACK_SECONDS):
+            for domain_id, count in counts.items():
+                try:
+                    await self.deps.quota.release(domain_id, count, now)
+                except Exception as exc:
+                    log.error("giving quota back failed", domain_id=domain_id, count=count,
+                              error=repr(exc))
 
     async def send_email(self, cmd: SendEmail) -> dict[str, Any]:
         now = self.deps.clock()
         new, domain = await self._prepare(cmd.user_id, cmd.email, now)
         await self._reserve(domain, now)
-        await self._commit([(new, domain)], now)
+        try:
+            await self._commit([(new, domain)])
+        except BaseException:
+            await self._give_back([domain], now)
+            raise
         return {"id": new.message_id, "from": new.from_address, "to": new.to,
                 "status": "queued", "created_at": iso(now)}
 
@@ -192,15 +214,21 @@ class EmailService:
         now = self.deps.clock()
         errors: list[dict[str, Any]] = [{"index": i, "error": msg} for i, msg in cmd.invalid]
         accepted: list[tuple[int, NewEmail, SendingDomain]] = []
-        for index, email in cmd.emails:
-            try:
-                new, domain = await self._prepare(cmd.user_id, email, now)
-                await self._reserve(domain, now)
-            except (InvalidInput, NotFound) as exc:
-                errors.append({"index": index, "error": _text(exc)})
-                continue
-            accepted.append((index, new, domain))
-        await self._commit([(new, domain) for _, new, domain in accepted], now)
+        try:
+            for index, email in cmd.emails:
+                try:
+                    new, domain = await self._prepare(cmd.user_id, email, now)
+                    await self._reserve(domain, now)
+                except (InvalidInput, NotFound) as exc:
+                    errors.append({"index": index, "error": _text(exc)})
+                    continue
+                accepted.append((index, new, domain))
+            await self._commit([(new, domain) for _, new, domain in accepted])
+        except BaseException:
+            # Any failure after some reservations (a dependency down on a later item, the
+            # commit, a cancelled request): none of the batch is sent, all of it is given back.
+            await self._give_back([domain for _, _, domain in accepted], now)
+            raise
         errors.sort(key=lambda e: e["index"])
         return {"data": [{"id": new.message_id} for _, new, _ in accepted], "errors": errors}
 
