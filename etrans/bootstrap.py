@@ -368,6 +368,7 @@ def fetchlog(settings: Settings, *, from_earliest: bool, stop_at_end: bool) -> S
     """LOG_TOPIC -> MongoDB (+ email_messages.status when USEND_DB_URI is set)."""
     from etrans import __version__
     from etrans.adapters.email_status import EmailStatusUpdater
+    from etrans.adapters.message_owners import MessageOwnerLookup
     from etrans.adapters.mongo_logs_writer import MongoLogWriter
     from etrans.adapters.sentry_reporter import ErrorReporter
     from etrans.adapters.sql import Database, make_engine
@@ -416,6 +417,7 @@ def fetchlog(settings: Settings, *, from_earliest: bool, stop_at_end: bool) -> S
             writer,
             EmailStatusUpdater(usend) if usend is not None else None,
             reporter,
+            MessageOwnerLookup(usend) if usend is not None else None,
         )
         try:
             await run_fetchlog(config, task, shutdown,
@@ -484,6 +486,7 @@ async def _dev_main(settings: Settings, data_dir: Path, services: _DevServices,
     from hypercorn.config import Config
     from hypercorn.trio import serve as hypercorn_serve
 
+    from etrans.adapters.message_owners import MessageOwnerLookup
     from etrans.adapters.smtp import SmtpConfig, SmtpPool
     from etrans.api.app import ApiDependencies, create_app
     from etrans.app.sendmail import DeliveryPolicy, EmailDelivery
@@ -536,7 +539,7 @@ async def _dev_main(settings: Settings, data_dir: Path, services: _DevServices,
     fetchlog_task = FetchlogTask(
         EventFilter.from_settings(log_options.store_event_types,
                                   log_options.skip_message_id_pattern),
-        services.log_writer, services.statuses)
+        services.log_writer, services.statuses, owners=MessageOwnerLookup(usend))
 
     async def api() -> None:
         relay_done = trio.Event()

@@ -125,6 +125,16 @@ class DomainReader:
             ).first()
             return self._row(session, domain) if domain else None
 
+    def verified_by_another(self, user_id: int, name: str) -> bool:
+        """Whether another user holds a live, verified domain of that name: GET /logs shows a
+        verified domain's events, so one name is verified by one user at a time."""
+        d = self.t.domain
+        with Session(self.db.engine) as session:
+            return session.scalars(
+                select(d.id).where(d.name == name, d.user_id != user_id, d.status == "verified",
+                                   self._live()).limit(1)
+            ).first() is not None
+
     def count(self, user_id: int) -> int:
         with Session(self.db.engine) as session:
             return session.scalar(

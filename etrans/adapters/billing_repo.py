@@ -68,14 +68,23 @@ class BillingRepository:
                          hourly_limit=row.hourly_limit, monthly_limit=row.monthly_limit,
                          has_mkt_row=row.mkt_id is not None)
 
-    async def names(self, user_id: int) -> list[str]:
-        return await self._db.run(self._names, user_id)
+    async def verified_since(self, user_id: int) -> dict[str, datetime]:
+        return await self._db.run(self._verified_since, user_id)
 
-    def _names(self, user_id: int) -> list[str]:
+    def _verified_since(self, user_id: int) -> dict[str, datetime]:
         d = self._domain
-        query = select(d.c.name).where(d.c.user_id == user_id, d.c.deleted_at.is_(None))
+        query = select(d.c.name, d.c.verified_at, d.c.created_at).where(
+            d.c.user_id == user_id, d.c.status == "verified", d.c.deleted_at.is_(None))
+        since: dict[str, datetime] = {}
         with self._db.engine.connect() as conn:
-            return sorted({row[0] for row in conn.execute(query)})
+            for name, verified_at, created_at in conn.execute(query):
+                # A verified row without verified_at (written by another billing system): never
+                # earlier than the row itself, so never the time of a previous holder.
+                moment = verified_at or created_at or datetime.now(UTC)
+                if moment.tzinfo is None:
+                    moment = moment.replace(tzinfo=UTC)
+                since[name] = max(moment, since.get(name, moment))
+        return since
 
     async def issued_credentials(self, user_id: int) -> IssuedCredentials | None:
         if self.local:

@@ -2,8 +2,11 @@
 
 Documents have the fields of the spec's "MongoDB Document" (``event``, ``timestamp`` as a BSON
 date, ``action``, ``sender``, ``recipient``, ``response``, ``from_domain``, ``message_id``,
-``to_domain``, ...).  Every query is restricted to ``from_domain $in <the user's domains>``
-(index ``idx_from_domain_timestamp``).
+``to_domain``, ...) plus etrans's ``source`` and ``user_id`` (recorded by fetchlog).  Every query
+is restricted to what the user may see, :func:`visible`: their own messages (index
+``idx_user_id_timestamp``) or one of their verified domains from its verification on (index
+``idx_from_domain_timestamp``), so MongoDB walks only the user's documents and no message id list
+is ever sent.
 """
 
 from __future__ import annotations
@@ -16,31 +19,50 @@ import trio
 from etrans.app.records import LogGroup
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
-
     from etrans.adapters.mongo import MongoStore
     from etrans.app.records import LogFilter
 
 _PROJECTION = {"_id": 0, "event": 1, "timestamp": 1, "action": 1, "response": 1, "sender": 1,
-               "recipient": 1, "from_domain": 1, "to_domain": 1, "message_id": 1}
+               "recipient": 1, "from_domain": 1, "to_domain": 1, "message_id": 1, "source": 1}
+
+
+def visible(query: LogFilter) -> list[dict[str, Any]]:
+    """The ``$or`` branches of the documents the user may see (each one rides an index)."""
+    branches: list[dict[str, Any]] = []
+    if query.owner is not None:
+        branches.append({"user_id": query.owner})
+    branches += [{"from_domain": name, "timestamp": {"$gte": since}}
+                 for name, since in query.domains]
+    return branches
 
 
 def mongo_filter(query: LogFilter) -> dict[str, Any]:
-    clauses: dict[str, Any] = {"from_domain": {"$in": list(query.domains)}}
+    branches = visible(query)
+    clauses: dict[str, Any] = branches[0] if len(branches) == 1 else {"$or": branches}
+    filters: dict[str, Any] = {}
     moment: dict[str, Any] = {}
     if query.after is not None:
         moment["$gt"] = query.after
     if query.before is not None:
         moment["$lt"] = query.before
     if moment:
-        clauses["timestamp"] = moment
+        filters["timestamp"] = moment
     if query.actions:
-        clauses["action"] = {"$in": list(query.actions)}
+        filters["action"] = {"$in": list(query.actions)}
     for name in ("sender", "recipient", "message_id"):
         value = getattr(query, name)
         if value is not None:
-            clauses[name] = value
-    return clauses
+            filters[name] = value
+    if query.source == "API":
+        filters["source"] = "API"
+    elif query.source == "SMTP":
+        # A document not yet backfilled counts as SMTP (docs/delivery-logs.md).
+        filters["source"] = {"$ne": "API"}
+    if not filters:
+        return clauses
+    if set(filters) & set(clauses):
+        return {"$and": [clauses, filters]}
+    return {**clauses, **filters}
 
 
 class MongoLogReader:
@@ -50,43 +72,29 @@ class MongoLogReader:
     async def _run(self, fn: Any, *args: Any) -> Any:
         return await trio.to_thread.run_sync(partial(fn, *args), limiter=self._store.limiter)
 
-    async def groups(self, query: LogFilter) -> list[LogGroup]:
-        if not query.domains:
+    async def counts(self, query: LogFilter) -> list[LogGroup]:
+        if query.empty:
             return []
-        return await self._run(self._groups, query)
+        return await self._run(self._counts, query)
 
-    def _groups(self, query: LogFilter) -> list[LogGroup]:
+    def _counts(self, query: LogFilter) -> list[LogGroup]:
         pipeline = [
             {"$match": mongo_filter(query)},
-            {"$group": {"_id": {"m": "$message_id", "a": "$action", "e": "$event"},
+            {"$group": {"_id": {"a": "$action", "e": "$event", "s": "$source"},
                         "n": {"$sum": 1}}},
         ]
         return [
-            LogGroup(message_id=g["_id"].get("m"), action=g["_id"].get("a"),
-                     event=g["_id"].get("e"), count=int(g["n"]))
+            LogGroup(action=g["_id"].get("a"), event=g["_id"].get("e"),
+                     source=g["_id"].get("s"), count=int(g["n"]))
             for g in self._store.collection.aggregate(pipeline)
         ]
 
-    async def page(self, query: LogFilter, *, include_ids: Sequence[str] | None,
-                   exclude_ids: Sequence[str] | None, skip: int,
-                   limit: int) -> list[dict[str, Any]]:
-        if not query.domains:
+    async def page(self, query: LogFilter, *, skip: int, limit: int) -> list[dict[str, Any]]:
+        if query.empty:
             return []
-        return await self._run(self._page, query, include_ids, exclude_ids, skip, limit)
+        return await self._run(self._page, query, skip, limit)
 
-    def _page(self, query: LogFilter, include_ids: Sequence[str] | None,
-              exclude_ids: Sequence[str] | None, skip: int, limit: int) -> list[dict[str, Any]]:
-        clauses = mongo_filter(query)
-        if include_ids is not None or exclude_ids is not None:
-            ids: dict[str, Any] = {}
-            if include_ids is not None:
-                ids["$in"] = list(include_ids)
-            if exclude_ids is not None:
-                ids["$nin"] = list(exclude_ids)
-            if "message_id" in clauses:
-                clauses = {"$and": [clauses, {"message_id": ids}]}
-            else:
-                clauses["message_id"] = ids
-        cursor = (self._store.collection.find(clauses, _PROJECTION)
+    def _page(self, query: LogFilter, skip: int, limit: int) -> list[dict[str, Any]]:
+        cursor = (self._store.collection.find(mongo_filter(query), _PROJECTION)
                   .sort(list(query.sorts)).skip(skip).limit(limit))
         return list(cursor)

@@ -26,9 +26,11 @@ if TYPE_CHECKING:
 
 DUPLICATE_KEY = 11000
 
-# name -> (keys, options): the spec's three query indexes and the unique key of idempotence.
+# name -> (keys, options): the spec's three query indexes, the unique key of idempotence and
+# GET /logs's "own messages" branch (``user_id``, recorded by fetchlog).
 INDEXES: Mapping[str, tuple[list[tuple[str, int]], dict[str, Any]]] = {
     "idx_from_domain_timestamp": ([("from_domain", 1), ("timestamp", -1)], {}),
+    "idx_user_id_timestamp": ([("user_id", 1), ("timestamp", -1)], {}),
     "idx_message_id": ([("message_id", 1)], {}),
     "idx_event_timestamp": ([("event", 1), ("timestamp", -1)], {}),
     "uniq_event_id": ([("event_id", 1)], {"unique": True}),
@@ -122,6 +124,37 @@ class MongoLogWriter:
         return await trio.to_thread.run_sync(
             self._insert, documents, limiter=self.limiter, abandon_on_cancel=True
         )
+
+    # -- the backfill of ``source`` / ``user_id`` (LogLabels) -------------------------------------
+
+    def _unlabelled(self, after: Any, limit: int) -> tuple[list[str], Any]:
+        clauses: dict[str, Any] = {"source": {"$exists": False}}
+        if after is not None:
+            clauses["_id"] = {"$gt": after}
+        rows = list(self.collection.find(clauses, {"_id": 1, "message_id": 1})
+                    .sort("_id", 1).limit(limit))
+        position = rows[-1]["_id"] if len(rows) == limit else None
+        return [str(row.get("message_id") or "") for row in rows], position
+
+    async def unlabelled(self, after: Any, limit: int) -> tuple[list[str], Any]:
+        return await trio.to_thread.run_sync(self._unlabelled, after, limit,
+                                             limiter=self.limiter, abandon_on_cancel=True)
+
+    def _label(self, message_ids: Sequence[str], source: str, user_id: int | None) -> int:
+        values: dict[str, Any] = {"source": source}
+        if user_id is not None:
+            values["user_id"] = user_id
+        result = self.collection.update_many(
+            {"message_id": {"$in": list(message_ids)}, "source": {"$exists": False}},
+            {"$set": values})
+        return int(result.modified_count)
+
+    async def label(self, message_ids: Sequence[str], source: str,
+                    user_id: int | None) -> int:
+        if not message_ids:
+            return 0
+        return await trio.to_thread.run_sync(self._label, message_ids, source, user_id,
+                                             limiter=self.limiter, abandon_on_cancel=True)
 
     def _ping(self) -> None:
         self._client.admin.command("ping")

@@ -24,6 +24,8 @@ from etrans.app.records import SendingDomain
 from etrans.domain.quota import DEFAULT_PACK_CODE, MktLimits, QuotaLimits, domain_quota
 
 if TYPE_CHECKING:
+    from datetime import datetime
+
     from etrans.adapters.account_repo import AccountRepo
     from etrans.adapters.billing_repo import BillingRepository, DomainRow
     from etrans.adapters.credentials import CredentialCipher
@@ -69,8 +71,8 @@ class DomainDirectory:
                                             self._default_pack)
         return domain_quota(facts, self._default_pack).limits
 
-    async def names(self, user_id: int) -> list[str]:
-        return await self._billing.names(user_id)
+    async def verified_since(self, user_id: int) -> dict[str, datetime]:
+        return await self._billing.verified_since(user_id)
 
     def forget(self, user_id: int, name: str) -> None:
         """DELETE /domains in this process: the next send from it is refused at once (other

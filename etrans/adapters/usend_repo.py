@@ -205,9 +205,14 @@ class UsendRepository:
         return await self._db.run(self._existing, ids)
 
     def _existing(self, ids: list[str]) -> set[str]:
-        query = select(_EMAILS.c.message_id).where(_EMAILS.c.message_id.in_(ids))
+        found: set[str] = set()
         with self._db.engine.connect() as conn:
-            return {row[0] for row in conn.execute(query)}
+            # Chunks: one statement stays far below PostgreSQL's 65,535 bind parameters.
+            for start in range(0, len(ids), 5_000):
+                query = select(_EMAILS.c.message_id).where(
+                    _EMAILS.c.message_id.in_(ids[start:start + 5_000]))
+                found.update(row[0] for row in conn.execute(query))
+        return found
 
 
 __all__ = ["UsendRepository"]

@@ -21,7 +21,8 @@ _ERROR_DESCRIPTIONS = {
     401: "No credential, or an invalid, expired or deleted one",
     403: "The credential's permission is too low",
     404: "Not found (or owned by another user)",
-    409: "Idempotency-Key conflict",
+    409: ("Conflict: an Idempotency-Key used with another body (or in flight), or a domain "
+          "name verified by another account"),
     503: "A dependency is unavailable",
 }
 

@@ -68,7 +68,7 @@ def register(api: Api) -> None:
         return await uc.domain_quota(s, ctx.user_id, parse_domain_id(ctx.path["domain_id"]))
 
     @api.route("POST", "/domains/{domain_id}/verify", permission=Permission.full_access,
-               summary="Verify domain DNS", tag=TAG, errors=(400, 401, 403, 404))
+               summary="Verify domain DNS", tag=TAG, errors=(400, 401, 403, 404, 409))
     async def verify_domain(ctx: RequestContext) -> Any:
         return await uc.verify_domain(s, ctx.user_id, parse_domain_id(ctx.path["domain_id"]))
 

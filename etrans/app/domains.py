@@ -29,7 +29,7 @@ from etrans.domain.domains import (
     quota_view,
 )
 from etrans.domain.quota import DEFAULT_PACK_CODE, DomainQuota, QuotaUsage
-from etrans.errors import InvalidInput, NotFound
+from etrans.errors import Conflict, InvalidInput, NotFound
 from etrans.observability import get_logger
 
 if TYPE_CHECKING:
@@ -195,6 +195,10 @@ async def verify_domain(s: AccountServices, user_id: int, domain_id: int) -> dic
         raise InvalidInput({"message": "DNS verification failed",
                             "id": format_domain_id(row.id), "domain": row.name,
                             "status": row.status, "dns_records": records})
+    if row.status != "verified" and await s.read(s.domains.verified_by_another, user_id,
+                                                 row.name):
+        # Its delivery logs are another user's (GET /logs shows a verified domain's events).
+        raise Conflict(f"Domain {row.name} is verified by another account")
     verified_at = row.verified_at if row.status == "verified" and row.verified_at else \
         datetime.now(UTC)
     if row.status != "verified":

@@ -1,9 +1,14 @@
-"""Use case GET /logs: delivery-log documents of the user's own domains.
+"""Use case GET /logs: the delivery-log documents a user may see.
 
-``source`` of a document is "API" when its message_id is an email sent through the API (a row of
-``email_messages``), else "SMTP".  It is computed with ONE USEND query per request: the distinct
-message ids of the filtered set (one MongoDB aggregation, which also gives the status counts) are
-looked up together; the page, the ``source`` filter and the stats all use that answer.
+A user sees the events of their own messages (``user_id`` recorded on each document by fetchlog
+at ingestion, from ``email_messages``) and the events of the domains they hold verified, from the
+moment each was verified - never those of a domain name someone else held before
+(``docs/delivery-logs.md``, "Who sees an event").  ``source`` ("API" when the message is a row of
+``email_messages``, else "SMTP") is recorded at ingestion too, so a request is two indexed MongoDB
+queries - one page, one count by (action, event, source) - and no USEND query, whatever the size
+of the set.  Documents stored before those fields existed get them from the backfill
+(:func:`etrans.workers.fetchlog.backfill_labels`); until then a page's unlabelled rows are looked
+up in the USEND DB (at most ``per_page`` ids) and they count as SMTP in the stats.
 """
 
 from __future__ import annotations
@@ -12,13 +17,17 @@ from dataclasses import dataclass
 from datetime import UTC
 from typing import TYPE_CHECKING, Any
 
+import trio
+
 from etrans.app.emails import iso, parse_iso
 from etrans.app.records import LogFilter
 from etrans.domain import status as status_rules
+from etrans.domain.delivery_log import bare_message_id
 from etrans.errors import InvalidInput
 
 if TYPE_CHECKING:
     from etrans.app.ports import EmailStore, LogReader, SendingDomains
+    from etrans.app.records import LogGroup
 
 SORTABLE = ("timestamp", "event", "action", "sender", "recipient", "message_id", "from_domain",
             "to_domain")
@@ -84,38 +93,50 @@ class LogService:
         actions = None
         if cmd.action and cmd.action.strip():
             actions = tuple(a.strip() for a in cmd.action.split(",") if a.strip())
+        verified = await self._domains.verified_since(cmd.user_id)
         query = LogFilter(
-            domains=tuple(await self._domains.names(cmd.user_id)), before=before, after=after,
-            actions=actions, sender=_opt(cmd.sender), recipient=_opt(cmd.recipient),
-            message_id=_opt(cmd.message_id), sorts=parse_sorts(cmd.sorts),
+            owner=cmd.user_id, domains=tuple(sorted(verified.items())), before=before,
+            after=after, actions=actions, sender=_opt(cmd.sender),
+            recipient=_opt(cmd.recipient), message_id=_opt(cmd.message_id),
+            source=next(iter(sources)) if len(sources) == 1 else None,
+            sorts=parse_sorts(cmd.sorts),
         )
-        groups = await self._logs.groups(query)
-        api_ids = await self._emails.existing_message_ids(
-            [g.message_id for g in groups if g.message_id])
+        groups: list[LogGroup] = []
+        docs: list[dict[str, Any]] = []
+
+        async def count() -> None:
+            groups.extend(await self._logs.counts(query))
+
+        async def fetch() -> None:
+            docs.extend(await self._logs.page(query, skip=(cmd.page - 1) * cmd.per_page,
+                                              limit=cmd.per_page))
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(count)
+            nursery.start_soon(fetch)
 
         status_counts: dict[str, int] = {}
         source_counts = {"API": 0, "SMTP": 0}
         for group in groups:
-            source = "API" if group.message_id in api_ids else "SMTP"
-            if source not in sources:
-                continue
             label = status_rules.log_label(group.action, group.event)
             status_counts[label] = status_counts.get(label, 0) + group.count
-            source_counts[source] += group.count
+            source_counts["API" if group.source == "API" else "SMTP"] += group.count
         total = sum(source_counts.values())
 
-        include = exclude = None
-        if sources == {"API"}:
-            include = sorted(api_ids)
-        elif sources == {"SMTP"}:
-            exclude = sorted(api_ids)
-        docs = await self._logs.page(query, include_ids=include, exclude_ids=exclude,
-                                     skip=(cmd.page - 1) * cmd.per_page, limit=cmd.per_page)
+        # Rows stored before fetchlog recorded ``source`` (not yet backfilled): at most a page.
+        unlabelled = [d.get("message_id") or "" for d in docs if d.get("source") is None]
+        api_ids = await self._emails.existing_message_ids(
+            sorted({bare_message_id(m) for m in unlabelled if m})) if unlabelled else set()
+        for doc in docs:
+            if doc.get("source") is None:
+                api = bare_message_id(doc.get("message_id") or "") in api_ids
+                doc["source"] = "API" if api else "SMTP"
+
         stats = status_rules.percentages(status_counts)
         stats += status_rules.percentages({k: v for k, v in source_counts.items() if v},
                                           order=("API", "SMTP"))
         return {
-            "logs": [_log(doc, api_ids) for doc in docs],
+            "logs": [_log(doc) for doc in docs],
             "total": total,
             "page": cmd.page,
             "per_page": cmd.per_page,
@@ -127,7 +148,7 @@ def _opt(value: str | None) -> str | None:
     return value.strip() if value is not None and value.strip() else None
 
 
-def _log(doc: dict[str, Any], api_ids: set[str]) -> dict[str, Any]:
+def _log(doc: dict[str, Any]) -> dict[str, Any]:
     timestamp = doc.get("timestamp")
     if timestamp is not None and getattr(timestamp, "tzinfo", None) is None \
             and hasattr(timestamp, "replace"):
@@ -144,7 +165,7 @@ def _log(doc: dict[str, Any], api_ids: set[str]) -> dict[str, Any]:
         "from_domain": doc.get("from_domain"),
         "to_domain": doc.get("to_domain"),
         "message_id": doc.get("message_id"),
-        "source": "API" if doc.get("message_id") in api_ids else "SMTP",
+        "source": doc["source"],
     }
 
 

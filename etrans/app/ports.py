@@ -56,6 +56,28 @@ class LogDocumentWriter(Protocol):
     async def insert(self, documents: Sequence[Mapping[str, Any]]) -> LogInsertResult: ...
 
 
+class MessageOwners(Protocol):
+    """Who sent each message through the API: bare message id (no angle brackets) -> user id,
+    for the ids that are rows of ``email_messages``; an id missing from the answer is SMTP mail.
+    Raises :class:`etrans.errors.RetryLater` when the USEND DB does not answer."""
+
+    async def owners(self, message_ids: Sequence[str]) -> dict[str, int]: ...
+
+
+class LogLabels(Protocol):
+    """Documents stored before fetchlog recorded ``source`` / ``user_id`` (the backfill)."""
+
+    async def unlabelled(self, after: Any, limit: int) -> tuple[list[str], Any]:
+        """Message ids of up to ``limit`` documents without ``source`` after the position
+        ``after`` (None: from the start), and the position to continue from (None: done)."""
+        ...
+
+    async def label(self, message_ids: Sequence[str], source: str,
+                    user_id: int | None) -> int:
+        """Record ``source`` (and ``user_id``) on the unlabelled documents of ``message_ids``."""
+        ...
+
+
 class EmailStatusStore(Protocol):
     """Advances ``email_messages.status`` monotonically; returns the number of rows changed."""
 
@@ -128,7 +150,10 @@ class AuthGateway(Protocol):
 class SendingDomains(Protocol):
     async def find(self, user_id: int, name: str) -> SendingDomain | None: ...
 
-    async def names(self, user_id: int) -> list[str]: ...
+    async def verified_since(self, user_id: int) -> dict[str, datetime]:
+        """The user's live verified domains: name -> since when (``verified_at``; the domain's
+        creation when the billing system left it empty)."""
+        ...
 
     def forget(self, user_id: int, name: str) -> None:
         """Drop what is remembered of the domain (it was deleted or changed)."""
@@ -173,7 +198,7 @@ class EmailStore(Protocol):
     async def get(self, user_id: int, message_id: str) -> dict[str, Any] | None: ...
 
     async def existing_message_ids(self, message_ids: Sequence[str]) -> set[str]:
-        """Which of ``message_ids`` are emails sent through the API (one query)."""
+        """Which of ``message_ids`` are emails sent through the API."""
 
 
 class OutboxNotifier(Protocol):
@@ -193,13 +218,16 @@ class IdempotencyStore(Protocol):
 
 
 class LogReader(Protocol):
-    """Delivery-log documents of MongoDB (read side)."""
+    """Delivery-log documents of MongoDB (read side).  Both calls are indexed queries of the
+    visible set (:class:`~etrans.app.records.LogFilter`): no list of message ids goes in."""
 
-    async def groups(self, query: LogFilter) -> list[LogGroup]: ...
+    async def counts(self, query: LogFilter) -> list[LogGroup]:
+        """The filtered set counted by (action, event, source)."""
+        ...
 
-    async def page(self, query: LogFilter, *, include_ids: Sequence[str] | None,
-                   exclude_ids: Sequence[str] | None, skip: int,
-                   limit: int) -> list[dict[str, Any]]: ...
+    async def page(self, query: LogFilter, *, skip: int, limit: int) -> list[dict[str, Any]]:
+        """One page of documents (with ``source`` when fetchlog recorded it), sorted."""
+        ...
 
 
 # -- billing (API part 2: domains, subscriptions) --------------------------------------------------

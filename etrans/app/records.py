@@ -82,21 +82,36 @@ class EmailPage:
 
 @dataclass(frozen=True)
 class LogFilter:
-    domains: tuple[str, ...]
+    """The delivery-log documents a user may see, narrowed by the GET /logs filters.
+
+    Visible: the events of the user's own messages (documents whose ``user_id`` is ``owner``,
+    recorded by fetchlog at ingestion) and the events of the domains the user holds verified,
+    from the moment each was verified (``domains``: (name, verified since)).  ``source`` is
+    "API", "SMTP" or None (both).
+    """
+
+    owner: int | None
+    domains: tuple[tuple[str, datetime], ...] = ()
     before: datetime | None = None
     after: datetime | None = None
     actions: tuple[str, ...] | None = None
     sender: str | None = None
     recipient: str | None = None
     message_id: str | None = None
+    source: str | None = None
     sorts: tuple[tuple[str, int], ...] = (("timestamp", -1),)
+
+    @property
+    def empty(self) -> bool:
+        return self.owner is None and not self.domains
 
 
 @dataclass(frozen=True)
 class LogGroup:
-    """Documents of the filtered set sharing (message_id, action, event): for the stats."""
+    """Documents of the filtered set sharing (action, event, source): for the stats.
+    ``source`` is None for a document stored before fetchlog recorded it (not yet backfilled)."""
 
-    message_id: str | None
     action: str | None
     event: str | None
+    source: str | None
     count: int

@@ -7,16 +7,20 @@
    time, so only the bad message is dead-lettered and committed past;
 2. drops events whose ``Event`` is not in STORE_EVENT_TYPES (*filtered*) and those whose message
    id matches SKIP_MESSAGE_ID_PATTERN (*skipped*) - counted, and committed past like the others;
-3. writes the documents with one unordered ``insert_many``; events already stored (a replay, a
-   retried batch) are duplicate keys on the unique ``event_id`` index and are ignored;
+3. records on each document who sent its message (``user_id``, ``source``: "API" for a row of
+   ``email_messages``, else "SMTP"; one USEND lookup per batch, remembered) when the USEND DB is
+   configured, then writes the documents with one unordered ``insert_many``; events already
+   stored (a replay, a retried batch) are duplicate keys on the unique ``event_id`` index and
+   are ignored;
 4. advances ``email_messages.status`` in the USEND DB (when configured) for the batch's messages.
 
 Only when all of it succeeded does the call return, and only then may the pipeline commit the
 batch's offsets.  MongoDB or PostgreSQL unavailable -> :class:`~etrans.errors.RetryLater`: the
 pipeline retries the batch with backoff and commits nothing past it.
 
-:func:`run_fetchlog` runs the whole service: indexes, the pipeline, the TTY progress line and the
-final summary.
+:func:`run_fetchlog` runs the whole service: indexes, the backfill of documents stored without
+``source`` (:func:`backfill_labels`, in the background), the pipeline, the TTY progress line and
+the final summary.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from etrans.domain.delivery_log import (
     EventFilter,
     InvalidEvent,
     Verdict,
+    bare_message_id,
     decode_event,
     status_changes,
     to_document,
@@ -43,7 +48,7 @@ if TYPE_CHECKING:
     from collections.abc import Sequence
 
     from etrans.adapters.sentry_reporter import ErrorReporter
-    from etrans.app.ports import EmailStatusStore, LogDocumentWriter
+    from etrans.app.ports import EmailStatusStore, LogDocumentWriter, LogLabels, MessageOwners
     from etrans.pipeline import Message, Pipeline, PipelineConfig, PipelineStats
     from etrans.pipeline.source import MessageSourceFactory
     from etrans.runtime import Shutdown
@@ -80,11 +85,13 @@ class FetchlogTask:
         writer: LogDocumentWriter,
         statuses: EmailStatusStore | None = None,
         reporter: ErrorReporter | None = None,
+        owners: MessageOwners | None = None,
     ) -> None:
         self.event_filter = event_filter
         self.writer = writer
         self.statuses = statuses
         self.reporter = reporter
+        self.owners = owners
         self.counters = FetchlogCounters()
 
     def statistics(self) -> FetchlogCounters:
@@ -120,6 +127,8 @@ class FetchlogTask:
             elif verdict is Verdict.SKIPPED:
                 skipped += 1
 
+        if self.owners is not None and documents:
+            await label_documents(documents, self.owners)
         result = await self.writer.insert(documents)
         updated = 0
         if self.statuses is not None and documents:
@@ -138,6 +147,68 @@ class FetchlogTask:
             first = messages[0] if messages else None
             self.reporter.capture(exc, batch_size=len(messages),
                                   **(first.where() if first is not None else {}))
+
+
+async def label_documents(documents: Sequence[dict[str, Any]], owners: MessageOwners) -> None:
+    """Add ``source`` and (for API mail) ``user_id`` to each document, in place."""
+    ids = [bare_message_id(str(d.get("message_id") or "")) for d in documents]
+    found = await owners.owners(ids)
+    for document, message_id in zip(documents, ids, strict=True):
+        user_id = found.get(message_id)
+        if user_id is None:
+            document["source"] = "SMTP"
+        else:
+            document["source"] = "API"
+            document["user_id"] = user_id
+
+
+async def backfill_labels(labels: LogLabels, owners: MessageOwners, *,
+                          batch: int = 1000) -> int:
+    """Record ``source`` / ``user_id`` on the documents stored without them (before fetchlog
+    recorded them, or while USEND_DB_URI was unset), ``batch`` documents at a time in stored
+    order; returns how many documents changed.  Idempotent and resumable: only documents still
+    without ``source`` are read and written, so a restart simply continues."""
+    changed = 0
+    position: Any = None
+    while True:
+        message_ids, position = await labels.unlabelled(position, batch)
+        bare = {m: bare_message_id(m) for m in message_ids}
+        found = await owners.owners(list(bare.values()))
+        by_owner: dict[int | None, list[str]] = {}
+        for stored, message_id in bare.items():
+            by_owner.setdefault(found.get(message_id), []).append(stored)
+        for user_id, group in by_owner.items():
+            changed += await labels.label(group, "SMTP" if user_id is None else "API", user_id)
+        if position is None:
+            return changed
+
+
+async def _first_of(*waits: Any) -> None:
+    async with trio.open_nursery() as nursery:
+        async def until(wait: Any) -> None:
+            await wait()
+            nursery.cancel_scope.cancel()
+
+        for wait in waits:
+            nursery.start_soon(until, wait)
+
+
+async def _run_backfill(labels: LogLabels, owners: MessageOwners,
+                        reporter: ErrorReporter | None, done: trio.Event) -> None:
+    delay = 1.0
+    while True:
+        try:
+            changed = await backfill_labels(labels, owners)
+        except Exception as exc:  # a task boundary: log, report, try again later
+            log.warning("log backfill failed, retrying", error=str(exc), retry_in=delay)
+            if reporter is not None:
+                reporter.capture(exc, step="backfill")
+            await trio.sleep(delay)
+            delay = min(delay * 2, 60.0)
+            continue
+        log.info("log backfill done", documents=changed)
+        done.set()
+        return
 
 
 # -- the service ----------------------------------------------------------------------------------
@@ -223,10 +294,18 @@ async def run_fetchlog(
     log.info("consuming", topics=list(config.topics), group_id=config.group_id,
              workers=config.workers, batch_size=config.batch_size,
              from_earliest=config.from_earliest, stop_at_end=config.stop_at_end)
+    backfilled: trio.Event | None = None
     async with trio.open_nursery() as nursery:
         if progress_stream is not None:
             nursery.start_soon(Progress(task, progress_stream).run, pipeline)
+        if task.owners is not None and hasattr(task.writer, "unlabelled"):
+            backfilled = trio.Event()
+            nursery.start_soon(_run_backfill, task.writer, task.owners, task.reporter,
+                               backfilled)
         stats = await pipeline.run(shutdown)
+        if backfilled is not None and config.stop_at_end:
+            # A replay to the end also finishes the backfill (unless asked to stop first).
+            await _first_of(backfilled.wait, shutdown.wait_requested)
         nursery.cancel_scope.cancel()
 
     counters = task.statistics()

@@ -76,11 +76,13 @@ class Api1:
         return user_id
 
     def sender(self, *, daily: int | None = 500, hourly: int | None = 50,
-               status: str = "verified", credentials: bool = True) -> tuple[int, int, str]:
+               status: str = "verified", credentials: bool = True,
+               verified_at: datetime | None = None,
+               name: str | None = None) -> tuple[int, int, str]:
         """A user, one domain (limits as given), SMTP credentials: (user, domain_id, name)."""
         user_id = self.user()
-        name = f"d{uuid.uuid4().hex[:12]}.example.test"
-        domain_id = self.seed.domain(user_id, name, status=status)
+        name = name or f"d{uuid.uuid4().hex[:12]}.example.test"
+        domain_id = self.seed.domain(user_id, name, status=status, verified_at=verified_at)
         self.seed.mkt_domain(domain_id, daily_limit=daily, hourly_limit=hourly)
         if credentials:
             self.seed.temporary_password(user_id, f"smtp-{user_id}", f"pw-{user_id}-secret")

@@ -1,15 +1,25 @@
-"""GET /logs against a real MongoDB-wire server (documents as the fetchlog worker writes them)
-and the USEND DB (``source`` cross-reference: one query per request, however many rows)."""
+"""GET /logs against a real MongoDB-wire server (documents as the fetchlog worker writes them,
+``source`` and ``user_id`` included) and the Billing/USEND DBs.
+
+Who sees an event (docs/delivery-logs.md): the sender of its message, and the user holding its
+domain verified from the moment it was verified - never the user who registers a name someone else
+used.  Documents stored before fetchlog recorded ``source`` are served through the backfill."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import psycopg
 import pytest
 from sqlalchemy import event
 
+from etrans.adapters.message_owners import MessageOwnerLookup
+from etrans.adapters.mongo_logs_writer import MongoLogWriter
+from etrans.workers.fetchlog import backfill_labels, label_documents
 from tests.integration.api1_support import Api1, build_api1, email
+
+EARLY = datetime(2026, 3, 1, tzinfo=UTC)  # the test domains are verified before their events
 
 
 @pytest.fixture
@@ -30,15 +40,28 @@ def _doc(domain: str, message_id: str, minute: int, *, event_type: str = "Sender
     }
 
 
+async def _ingest(api: Api1, docs: list[dict[str, Any]]) -> None:
+    """Store as fetchlog does: ``source`` / ``user_id`` looked up in the USEND DB, then insert."""
+    await label_documents(docs, MessageOwnerLookup(api.usend))
+    api.mongo.collection.insert_many(docs)
+
+
+async def _visible(api: Api1, user: int, query: str = "") -> list[dict[str, Any]]:
+    status, page = await api.call("GET", f"/logs?per_page=100&{query}", api.bearer(user))
+    assert status == 200, page
+    assert page["total"] == len(page["logs"])
+    return page["logs"]
+
+
 async def test_logs(api: Api1) -> None:
-    user, _, domain = api.sender(daily=1000, hourly=1000)
+    user, _, domain = api.sender(daily=1000, hourly=1000, verified_at=EARLY)
     h = api.bearer(user)
     api_ids = []
     for i in range(3):
         status, sent = await api.call("POST", "/emails", h, json=email(domain, subject=str(i)))
         assert status == 200
         api_ids.append(sent["id"])
-    other_user, _, other_domain = api.sender()
+    other_user, _, other_domain = api.sender(verified_at=EARLY)
     docs = [
         _doc(domain, api_ids[0], 1),
         _doc(domain, api_ids[1], 2, event_type="Deferred", action="deferred",
@@ -49,7 +72,7 @@ async def test_logs(api: Api1) -> None:
         _doc(domain, "smtp-2@" + domain, 5, event_type="Queue", action="queued", response=""),
         _doc(other_domain, "foreign@" + other_domain, 6),
     ]
-    api.mongo.collection.insert_many(docs)
+    await _ingest(api, docs)
 
     statements: list[str] = []
 
@@ -63,7 +86,7 @@ async def test_logs(api: Api1) -> None:
     finally:
         event.remove(api.usend.engine, "before_cursor_execute", count)
     assert status == 200, page
-    assert len(statements) == 1  # source of every row and the stats: one USEND query
+    assert statements == []  # ``source`` was recorded at ingestion: no USEND query at all
     assert (page["total"], page["page"], page["per_page"]) == (5, 1, 2)
     first = page["logs"][0]  # default sort: -timestamp
     assert first["message_id"] == "smtp-2@" + domain
@@ -126,3 +149,90 @@ async def test_logs(api: Api1) -> None:
     # A user with no domain gets an empty answer.
     status, page = await api.call("GET", "/logs", api.bearer(api.user()))
     assert (status, page["total"], page["logs"], page["stats"]) == (200, 0, [], [])
+
+
+def _billing_sql(api: Api1, statement: str, *params: Any) -> None:
+    """A change the billing system makes (the API reads the Billing DB read-only)."""
+    with psycopg.connect(api.seed.owner_url, autocommit=True) as conn:
+        conn.execute(statement, params)
+
+
+async def test_a_name_used_before_shows_none_of_its_past_events(api: Api1) -> None:
+    """Issue 13.1: A sends from a domain and deletes it; B registers the same name (pending,
+    then verified) and sees none of A's events - only those after B verified it.  A keeps the
+    events of A's own messages."""
+    a, a_domain_id, name = api.sender(daily=100, hourly=100, verified_at=EARLY)
+    status, sent = await api.call("POST", "/emails", api.bearer(a), json=email(name))
+    assert status == 200, sent
+    await _ingest(api, [
+        _doc(name, sent["id"], 1, recipient="secret-customer@example.org"),
+        _doc(name, "smtp-a@" + name, 2, recipient="another-customer@example.org"),
+    ])
+    assert {log["message_id"] for log in await _visible(api, a)} == {sent["id"],
+                                                                     "smtp-a@" + name}
+    _billing_sql(api, "UPDATE domain SET deleted_at = now() WHERE id = %s", a_domain_id)
+
+    b = api.user()
+    b_domain_id = api.seed.domain(b, name, status="pending")
+    assert await _visible(api, b) == []
+    for query in ("sorts=recipient", f"sender=hello@{name}", "source=smtp", "source=api",
+                  "recipient=secret-customer@example.org"):
+        assert await _visible(api, b, query) == [], query
+    _billing_sql(api, "UPDATE domain SET status = 'verified', verified_at = now() WHERE id = %s",
+                 b_domain_id)
+    assert await _visible(api, b) == []
+
+    later = _doc(name, "smtp-b@" + name, 0)
+    later["timestamp"] = datetime.now(UTC) + timedelta(seconds=5)
+    await _ingest(api, [later])
+    assert [log["message_id"] for log in await _visible(api, b)] == ["smtp-b@" + name]
+    # A no longer holds the domain: only A's own message remains visible to A.
+    assert [log["message_id"] for log in await _visible(api, a)] == [sent["id"]]
+
+
+async def test_own_messages_are_visible_outside_held_domains(api: Api1) -> None:
+    """The events of a user's own API messages are theirs whatever the domain's state (pending,
+    deleted), and nobody else's unless they hold the domain verified."""
+    user, _, domain = api.sender(daily=100, hourly=100, verified_at=EARLY)
+    status, sent = await api.call("POST", "/emails", api.bearer(user), json=email(domain))
+    assert status == 200, sent
+    doc = _doc("not-held.example", sent["id"], 7)
+    await _ingest(api, [doc])
+    assert (doc["source"], doc["user_id"]) == ("API", user)
+    logs = await _visible(api, user)
+    assert [(log["message_id"], log["source"]) for log in logs] == [(sent["id"], "API")]
+    assert await _visible(api, api.user()) == []
+
+
+async def test_documents_stored_before_source_are_served_then_backfilled(api: Api1) -> None:
+    """Documents without ``source``/``user_id`` (written before this version): a page's rows get
+    their source from a bounded USEND lookup; the backfill then records both fields, after which
+    the stats, the source filter and the own-message branch are exact."""
+    user, _, domain = api.sender(daily=100, hourly=100, verified_at=EARLY)
+    ids = []
+    for i in range(2):
+        status, sent = await api.call("POST", "/emails", api.bearer(user),
+                                      json=email(domain, subject=str(i)))
+        assert status == 200, sent
+        ids.append(sent["id"])
+    legacy = [_doc(domain, f"<{ids[0]}>", 1), _doc(domain, "smtp-old@" + domain, 2),
+              _doc("released.example", ids[1], 3)]  # own message, domain not held
+    api.mongo.collection.insert_many([dict(d) for d in legacy])
+
+    logs = {log["message_id"]: log["source"] for log in await _visible(api, user)}
+    assert logs == {f"<{ids[0]}>": "API", "smtp-old@" + domain: "SMTP"}
+
+    writer = MongoLogWriter(api.settings.mongo)
+    try:
+        changed = await backfill_labels(writer, MessageOwnerLookup(api.usend), batch=2)
+        assert changed >= 3
+        assert await backfill_labels(writer, MessageOwnerLookup(api.usend)) == 0  # idempotent
+    finally:
+        writer.close()
+    status, page = await api.call("GET", "/logs", api.bearer(user))
+    assert {log["message_id"]: log["source"] for log in page["logs"]} == {
+        f"<{ids[0]}>": "API", "smtp-old@" + domain: "SMTP", ids[1]: "API"}
+    stats = {s["label"]: s["count"] for s in page["stats"]}
+    assert (stats["API"], stats["SMTP"]) == (2, 1)
+    assert {log["message_id"] for log in await _visible(api, user, "source=smtp")} \
+        == {"smtp-old@" + domain}

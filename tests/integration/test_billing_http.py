@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session
 
 from etrans.adapters.account_repo import BillingTables
 from etrans.adapters.billing_http import BillingBadGateway, HttpBillingGateway
+from etrans.adapters.dkim_keys import generate_dkim_key_pair
 from etrans.adapters.sql import Database, make_engine
 from etrans.adapters.sql.usend import DomainSubscriptionStatus
 from etrans.errors import Forbidden, InvalidInput, NotFound, UpstreamUnavailable
@@ -223,3 +224,47 @@ async def test_http_mode_failures_answer_502_503_and_leave_nothing(http_api, bil
                                .where(DomainSubscriptionStatus.domain_id == domain_id,
                                       DomainSubscriptionStatus.user_id == user))
     assert count == 0
+
+
+async def test_verify_is_409_while_another_user_holds_the_name_verified(
+        http_api, billing_service, billing_seed, dns_server):
+    """GET /logs shows a verified domain's events, so one name is verified by one user at a time
+    (the billing system may hold the same name twice: etrans checks before it marks)."""
+    holder, claimant = billing_seed.user(), billing_seed.user(balance=600000)
+    name = new_domain_name()
+    held = billing_seed.domain(holder, name, status="verified")
+    status, _ = await http_api.call("POST", "/domains", claimant, json={"domain": name})
+    assert status == 400  # a live name is refused at creation already
+    # ...but a billing system whose ``domain`` lacks our test schema's unique index on live names
+    # can hold the second row itself.
+    drop_unique = "DROP INDEX domain_name_live"
+    restore_unique = ("CREATE UNIQUE INDEX domain_name_live ON domain (name)"
+                      " WHERE deleted_at IS NULL")
+    _ddl(billing_service.owner_url, drop_unique)
+    try:
+        pending = billing_seed.domain(claimant, name, status="pending")
+        billing_seed.dkim(pending, generate_dkim_key_pair().record.public_key_b64)
+        status, got = await http_api.call("GET", f"/domains/dom_{pending}", claimant)
+        assert status == 200, got
+        spf, mx, dkim = got["dns_records"]
+        dns_server.set_records(name, "TXT", [f'"{spf["value"]}"'])
+        dns_server.set_records(name, "MX", [f'5 {mx["value"]}.'])
+        value = dkim["value"]
+        dns_server.set_records(
+            f"dkim._domainkey.{name}", "TXT",
+            [" ".join(f'"{value[i:i + 200]}"' for i in range(0, len(value), 200))])
+        status, answer = await http_api.call("POST", f"/domains/dom_{pending}/verify", claimant)
+        assert status == 409, answer
+        assert "verified by another account" in answer["detail"]
+        assert (await http_api.call("GET", f"/domains/dom_{pending}", claimant))[1]["status"] \
+            == "pending"
+    finally:
+        billing_service.sql("UPDATE domain SET deleted_at=now() WHERE id=%s RETURNING id", held)
+        _ddl(billing_service.owner_url, restore_unique)
+    status, answer = await http_api.call("POST", f"/domains/dom_{pending}/verify", claimant)
+    assert status == 200, answer
+
+
+def _ddl(owner_url: str, statement: str) -> None:
+    with psycopg.connect(owner_url, autocommit=True) as conn:
+        conn.execute(statement)

@@ -16,9 +16,10 @@ from pymongo import MongoClient
 from sqlalchemy import text
 
 from etrans.adapters.email_status import EmailStatusUpdater
+from etrans.adapters.message_owners import MessageOwnerLookup
 from etrans.adapters.mongo_logs_writer import MongoLogWriter
 from etrans.adapters.sql import Database, make_engine
-from etrans.domain.delivery_log import EventFilter
+from etrans.domain.delivery_log import EventFilter, decode_event, to_document
 from etrans.errors import PoisonMessage, RetryLater
 from etrans.pipeline import Message
 from etrans.settings import MongoSettings, Secret
@@ -66,12 +67,13 @@ def usend(usend_db_url: str) -> Iterator[Database]:
     database.dispose()
 
 
-def _insert_email(database: Database, message_id: str, status: str = "queued") -> None:
+def _insert_email(database: Database, message_id: str, status: str = "queued",
+                  user_id: int = 1) -> None:
     with database.engine.begin() as conn:
         conn.execute(
             text("INSERT INTO email_messages (message_id, user_id, from_address, to_addresses,"
-                 " subject, status) VALUES (:m, 1, 'hello@shop.example', '[\"u@x\"]', 's', :s)"),
-            {"m": message_id, "s": status},
+                 " subject, status) VALUES (:m, :u, 'hello@shop.example', '[\"u@x\"]', 's', :s)"),
+            {"m": message_id, "s": status, "u": user_id},
         )
 
 
@@ -94,6 +96,8 @@ async def test_indexes_are_created(mongo_settings: MongoSettings, collection) ->
         ("from_domain", 1), ("timestamp", -1)]
     assert list(indexes["idx_message_id"]["key"].items()) == [("message_id", 1)]
     assert list(indexes["idx_event_timestamp"]["key"].items()) == [("event", 1), ("timestamp", -1)]
+    assert list(indexes["idx_user_id_timestamp"]["key"].items()) == [
+        ("user_id", 1), ("timestamp", -1)]
     assert list(indexes["uniq_event_id"]["key"].items()) == [("event_id", 1)]
     assert indexes["uniq_event_id"].get("unique") is True
 
@@ -208,3 +212,75 @@ async def test_mongo_down_is_retry_later_and_nothing_is_lost(tmp_path) -> None: 
             assert task.statistics().stored == 1  # the failed attempt is not counted
         finally:
             writer.close()
+
+
+async def test_documents_record_who_sent_the_message(
+    mongo_settings: MongoSettings, collection, usend: Database  # type: ignore[no-untyped-def]
+) -> None:
+    """``source`` / ``user_id`` looked up in ``email_messages`` once per batch (ids with or without
+    angle brackets), remembered for the next batches; the spec's fields are unchanged."""
+    api_id = unique_name("api") + "@shop.example"
+    _insert_email(usend, api_id, user_id=42)
+    owners = MessageOwnerLookup(usend)
+    writer = MongoLogWriter(mongo_settings)
+    task = FetchlogTask(EventFilter(), writer, owners=owners)
+    events = [_event("o1", message_id=f"<{api_id}>"), _event("o2", message_id="smtp-1@mx"),
+              _event("o3", "Deferred", message_id=api_id, action="deferred")]
+    try:
+        await writer.ensure_indexes()
+        await task(_messages(events))
+        assert owners.queries == 1
+        await task(_messages([_event("o4", message_id=api_id),
+                              _event("o5", message_id="smtp-1@mx")]))
+        assert owners.queries == 1  # remembered: no query for ids seen before
+    finally:
+        writer.close()
+    stored = {d["event_id"]: d for d in collection.find({}, {"_id": 0})}
+    assert {k: (d.get("source"), d.get("user_id")) for k, d in stored.items()} == {
+        "o1": ("API", 42), "o2": ("SMTP", None), "o3": ("API", 42), "o4": ("API", 42),
+        "o5": ("SMTP", None)}
+    spec = to_document(decode_event(json.dumps(events[0]).encode()))
+    assert {k: v for k, v in stored["o1"].items() if k not in ("source", "user_id")} == spec
+
+
+async def test_owner_lookup_of_more_ids_than_one_statement_takes(usend: Database) -> None:
+    """100k ids (a replay's worth) in chunks: never one IN list above PostgreSQL's 65,535
+    parameters."""
+    known = unique_name("many") + "@shop.example"
+    _insert_email(usend, known, user_id=9)
+    owners = MessageOwnerLookup(usend)
+    ids = [f"{i}-{known}" for i in range(100_000)] + [known]
+    assert await owners.owners(ids) == {known: 9}
+    assert owners.queries == 21
+
+
+async def test_fetchlog_run_backfills_documents_stored_before(
+    mongo_settings: MongoSettings, collection, usend: Database, tmp_path  # type: ignore[no-untyped-def]
+) -> None:
+    """Documents without ``source`` (stored by an older version) are labelled by the backfill
+    that ``etrans fetchlog`` runs at start; a replay to the end (--stop-at-end) waits for it."""
+    from etrans.dev.topics import LocalPublisher, LocalTopics
+    from etrans.pipeline import PipelineConfig
+    from etrans.runtime import Shutdown
+    from etrans.workers.fetchlog import run_fetchlog
+
+    api_id = unique_name("old") + "@shop.example"
+    _insert_email(usend, api_id, user_id=77)
+    old = [to_document(decode_event(json.dumps(_event(f"b{i}", message_id=m)).encode()))
+           for i, m in enumerate([f"<{api_id}>", "smtp-old@mx", api_id] * 700)]
+    collection.insert_many(old)
+    topics = LocalTopics(tmp_path / "topics.sqlite3", partitions=1)
+    await LocalPublisher(topics).publish("logs", json.dumps(_event("new-1")).encode())
+    writer = MongoLogWriter(mongo_settings)
+    task = FetchlogTask(EventFilter(), writer, owners=MessageOwnerLookup(usend))
+    config = PipelineConfig(topics=("logs",), group_id="g", kafka={}, workers=2,
+                            channel_size=100, commit_interval=0.05, stop_at_end=True)
+    try:
+        with trio.fail_after(60):
+            await run_fetchlog(config, task, Shutdown(5.0), source=topics.source())
+    finally:
+        writer.close()
+        topics.close()
+    assert collection.count_documents({"source": {"$exists": False}}) == 0
+    assert collection.count_documents({"source": "API", "user_id": 77}) == 1400
+    assert collection.count_documents({"source": "SMTP"}) == 701  # 700 old + the new event
