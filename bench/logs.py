@@ -3,7 +3,8 @@
 Starts (or reuses, like the tests: $ETRANS_TEST_*) PostgreSQL, Redis, a Kafka-API broker and a
 MongoDB-wire server (secantus, or $ETRANS_TEST_MONGODB_URI for a real MongoDB); creates a migrated
 USEND DB and a Billing DB with one user holding one verified domain; seeds ``--events`` delivery
-events (default 200,000) over ``--events / 2`` message ids (default 100,000), ``--api-share`` of
+events over ``--events / 2`` message ids (default 200,000 / 100,000 with a real MongoDB; 20,000 /
+10,000 on secantus, see ``--help``), ``--api-share`` of
 them sent through the API (rows of ``email_messages``, owned by the user), the rest SMTP mail of
 the domain.  The documents are labelled by the code fetchlog runs on every batch
 (:func:`etrans.workers.fetchlog.label_documents`, one USEND lookup per 5,000 ids) and inserted
@@ -28,6 +29,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import statistics
 import sys
 import time
@@ -57,6 +59,7 @@ from tests.harness.databases import (  # noqa: E402
     drop_billing_role,
 )
 from tests.harness.servers import (  # noqa: E402
+    ENV_MONGODB,
     create_database,
     create_topic,
     drop_database,
@@ -157,13 +160,18 @@ def log_filter(user_id: int, domain: str, verified_at: datetime,
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--events", type=int, default=200_000)
+    parser.add_argument("--events", type=int, default=None,
+                        help="events to seed (default: 200,000 with a real MongoDB given in "
+                             f"${ENV_MONGODB}; 20,000 on secantus, whose every query of a set "
+                             "walks it in Python: 200,000 takes about half an hour there)")
     parser.add_argument("--api-share", type=float, default=0.8,
                         help="share of the message ids sent through the API")
     parser.add_argument("--repeat", type=int, default=3, help="measurements per case and side")
     parser.add_argument("--batch", type=int, default=5000, help="documents per seeding batch")
     parser.add_argument("--serve-cwd", help="run etrans serve from this checkout")
     args = parser.parse_args()
+    if args.events is None:
+        args.events = 200_000 if os.environ.get(ENV_MONGODB) else 20_000
 
     started: list[Any] = []
     cleanups: list[Any] = []
@@ -226,8 +234,6 @@ def main() -> None:
             "ETRANS_REDIS_PREFIX": f"bench:{uuid.uuid4().hex[:8]}:",
             "ETRANS_BIND": f"127.0.0.1:{free_port()}", "ETRANS_LOG_LEVEL": "WARNING",
         }
-        import os
-
         here = os.getcwd()
         os.chdir(args.serve_cwd or str(ROOT))  # `python -m etrans` runs the checkout it starts in
         try:
