@@ -167,3 +167,46 @@ def test_secrets_stay_out_of_logs_when_dependencies_fail(etrans_env, mongo_uri):
     for secret in [*secrets.values(), *env_secrets]:
         assert secret not in served.output, f"a secret leaked into the output: {secret[:4]}..."
     assert "Traceback" not in served.err
+
+
+def test_sigterm_drains_in_seconds_while_the_outbox_cannot_publish(etrans_env, billing_db,
+                                                                   fresh_database):
+    """Rows pending while the broker does not answer (SIGSTOPped: connections hang): the
+    relay's last pass is bounded, so SIGTERM stops serve within seconds, drained, instead of
+    waiting for librdkafka's message.timeout.ms until the 25 s drain deadline cancels it."""
+    import os
+
+    from etrans.adapters.sql import migrations
+    from tests.e2e.send_support import JWT_SECRET, bearer, seed_sender
+    from tests.harness.databases import BillingSeeder
+    from tests.harness.servers import TansuBroker, create_topic, unique_name
+
+    broker = TansuBroker().start()
+    try:
+        topic = create_topic(broker.bootstrap, unique_name("sendmail"))
+        usend = fresh_database("drain")  # its own: no other test's rows in the relay's passes
+        migrations.upgrade(usend)
+        env = etrans_env(DB_URI=billing_db.readonly_url, BILLING_V4_URI="http://127.0.0.1:9/",
+                         JWT_SECRET=JWT_SECRET, ETRANS_REDIS_PREFIX=f"drain:{uuid.uuid4().hex}:",
+                         KAFKA_BOOTSTRAP_SERVERS=broker.bootstrap, KAFKA_TOPIC=topic,
+                         USEND_DB_URI=usend)
+        user, domain = seed_sender(BillingSeeder(billing_db.owner_url))
+        with serving(env) as served:
+            assert broker.process is not None
+            os.kill(broker.process.pid, signal.SIGSTOP)
+            for i in range(3):
+                sent = httpx.post(served.base_url + "/emails", headers=bearer(user), timeout=30,
+                                  json={"from": f"a@{domain}", "to": ["x@example.org"],
+                                        "subject": f"pending {i}", "text": "t"})
+                assert sent.status_code == 200, sent.text
+            time.sleep(1.0)  # the relay's pass is waiting for the broker
+            served.stop(signal.SIGTERM)
+        print(f"etrans serve exited {served.stop_seconds:.1f} s after SIGTERM with rows pending")
+        assert served.process.returncode == 0, served.err
+        stopped = [r for r in json_lines(served.out) if r.get("event") == "stopped"]
+        assert stopped, served.output[-3000:]
+        assert stopped[-1]["drained"] is True, served.output[-3000:]
+    finally:
+        if broker.process is not None:
+            os.kill(broker.process.pid, signal.SIGCONT)
+        broker.cleanup()
