@@ -5,6 +5,14 @@
 ``"revoked"`` (a day: longer than any positive entry can live).  Positive and negative entries are
 written with ``SET NX``, so a lookup racing with a deletion can never overwrite the revocation:
 a deleted key fails on the very next request.  Expiry is checked by the caller on every request.
+
+Redis is a cache here, never the authority: when a command fails (down, timeout, an error reply
+such as NOREPLICAS), ``get`` answers "not cached" so the caller asks the database, ``put`` is
+skipped, and Redis is left alone for ``retry_after_seconds`` (1 s) so that requests do not each
+wait for it.  A revocation that could not be written is kept in memory (``pending_revocations``):
+``get`` answers ``revoked`` for it in this process, and it is written before anything else once
+Redis takes commands again.  The row is deleted in the database first, so the key stays refused
+by every process whatever Redis holds once the positive entries (30 s) have expired.
 """
 
 from __future__ import annotations
@@ -13,14 +21,20 @@ import json
 from datetime import datetime
 from typing import TYPE_CHECKING
 
+import trio
+
+from etrans.adapters.redis_trio import RedisReplyError, RedisUnavailable
 from etrans.app.records import MISSING, REVOKED, ApiKeyRecord
 from etrans.domain.api_keys import Permission
+from etrans.observability import get_logger
 
 if TYPE_CHECKING:
     from etrans.adapters.redis_store import RedisClient
     from etrans.adapters.redis_trio import TrioRedis
 
 PREFIX = "etrans:apikey:"
+
+log = get_logger(__name__)
 
 
 def encode_entry(record: ApiKeyRecord) -> str:
@@ -50,23 +64,42 @@ def decode_entry(text: str) -> ApiKeyRecord | str | None:
 
 class RedisApiKeyCache:
     def __init__(self, redis: RedisClient, *, ttl_seconds: int = 30, missing_ttl_seconds: int = 10,
-                 revoked_ttl_seconds: int = 86_400, prefix: str = PREFIX) -> None:
+                 revoked_ttl_seconds: int = 86_400, prefix: str = PREFIX,
+                 retry_after_seconds: float = 1.0) -> None:
         self._redis = redis
         self._fast: TrioRedis | None = None
         self._ttl = ttl_seconds
         self._missing_ttl = missing_ttl_seconds
         self._revoked_ttl = revoked_ttl_seconds
         self._prefix = prefix
+        self._retry_after = retry_after_seconds
+        import redis as redis_lib
+
+        # What a failing Redis raises: redis-py's errors, the Trio client's, a socket's.
+        self._failures = (redis_lib.RedisError, RedisUnavailable, RedisReplyError, OSError)
+        self._down_until: float | None = None  # trio.current_time() before which Redis is skipped
+        # Revocations not yet written to Redis (a dict: insertion-ordered, no duplicates).
+        self.pending_revocations: dict[str, None] = {}
 
     def use_trio_client(self, fast: TrioRedis | None) -> None:
         """Lookups (one per request with a key) go through the Trio-native client: no thread."""
         self._fast = fast
 
     async def get(self, key_hash: str) -> ApiKeyRecord | str | None:
-        if self._fast is not None:
-            raw = await self._fast.execute("GET", self._prefix + key_hash)
-        else:
-            raw = await self._redis.run(self._redis.client.get, self._prefix + key_hash)
+        if key_hash in self.pending_revocations:
+            await self._available()  # a chance to write it
+            return REVOKED
+        if not await self._available():
+            return None
+        try:
+            if self._fast is not None:
+                raw = await self._fast.execute("GET", self._prefix + key_hash)
+            else:
+                raw = await self._redis.run(self._redis.client.get, self._prefix + key_hash)
+        except self._failures as exc:
+            self._failed("get", exc)
+            return None
+        self._recovered()
         if raw is None:
             return None
         return decode_entry(raw.decode() if isinstance(raw, bytes) else str(raw))
@@ -76,9 +109,50 @@ class RedisApiKeyCache:
             value, ttl = MISSING, self._missing_ttl
         else:
             value, ttl = encode_entry(record), self._ttl
-        await self._redis.run(self._redis.client.set, self._prefix + key_hash, value, ex=ttl,
-                              nx=True)
+        if not await self._available():
+            return
+        try:
+            await self._redis.run(self._redis.client.set, self._prefix + key_hash, value, ex=ttl,
+                                  nx=True)
+        except self._failures as exc:
+            self._failed("put", exc)
+            return
+        self._recovered()
 
     async def revoke(self, key_hash: str) -> None:
-        await self._redis.run(self._redis.client.set, self._prefix + key_hash, REVOKED,
-                              ex=self._revoked_ttl)
+        """Never raises for Redis: a revocation that cannot be written now is kept and retried."""
+        self.pending_revocations[key_hash] = None
+        if self._down_until is None or trio.current_time() >= self._down_until:
+            await self._write_pending()
+
+    async def _available(self) -> bool:
+        """False while Redis is being left alone; pending revocations go first when it is back."""
+        if self._down_until is not None and trio.current_time() < self._down_until:
+            return False
+        if self.pending_revocations:
+            return await self._write_pending()
+        return True
+
+    async def _write_pending(self) -> bool:
+        for key_hash in list(self.pending_revocations):
+            try:
+                await self._redis.run(self._redis.client.set, self._prefix + key_hash, REVOKED,
+                                      ex=self._revoked_ttl)
+            except self._failures as exc:
+                self._failed("revoke", exc)
+                return False
+            self.pending_revocations.pop(key_hash, None)
+        self._recovered()
+        return True
+
+    def _recovered(self) -> None:
+        if self._down_until is not None:
+            self._down_until = None
+            log.info("api key cache: redis answers again")
+
+    def _failed(self, operation: str, exc: BaseException) -> None:
+        if self._down_until is None:  # one warning per outage, not one per request
+            log.warning("api key cache: redis failed, keys are looked up in the database",
+                        operation=operation, error=type(exc).__name__,
+                        revocations_pending=len(self.pending_revocations))
+        self._down_until = trio.current_time() + self._retry_after

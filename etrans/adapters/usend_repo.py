@@ -22,13 +22,16 @@ from etrans.adapters.sql.trio_pq import TrioPqConnection
 from etrans.adapters.sql.usend import ApiKey, EmailMessage, EmailOutbox, Transport
 from etrans.app.records import ApiKeyRecord, EmailPage
 from etrans.domain.api_keys import Permission
-from etrans.errors import InvalidInput
+from etrans.errors import InvalidInput, UpstreamUnavailable
+from etrans.observability import get_logger
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
     from etrans.adapters.sql import Database
     from etrans.app.records import EmailFilter, NewEmail
+
+log = get_logger(__name__)
 
 _KEYS = ApiKey.__table__
 _EMAILS = EmailMessage.__table__
@@ -106,7 +109,16 @@ class UsendRepository:
     # -- API keys ------------------------------------------------------------------------------
 
     async def find_by_hash(self, key_hash: str) -> ApiKeyRecord | None:
-        return await self._db.run(self._find_by_hash, key_hash)
+        """The live key of that hash; UpstreamUnavailable (503) when the database cannot answer
+        (authentication must not turn an outage into a 500, nor into a 401)."""
+        from sqlalchemy.exc import InterfaceError, OperationalError
+        from sqlalchemy.exc import TimeoutError as PoolTimeout
+
+        try:
+            return await self._db.run(self._find_by_hash, key_hash)
+        except (OperationalError, InterfaceError, PoolTimeout) as exc:
+            log.warning("api key lookup: database unavailable", error=type(exc).__name__)
+            raise UpstreamUnavailable("Database unavailable") from None
 
     def _find_by_hash(self, key_hash: str) -> ApiKeyRecord | None:
         query = select(_KEYS.c.id, _KEYS.c.user_id, _KEYS.c.permission, _KEYS.c.expires_at).where(

@@ -129,7 +129,9 @@ class ApiKeyCache(Protocol):
 
     ``get`` -> the record, ``MISSING`` (known not to exist), ``REVOKED`` or None (not cached).
     ``put`` never overwrites a revocation; ``revoke`` must be called when a key is deleted: the
-    very next request with that key fails whatever was cached.
+    very next request with that key fails whatever was cached.  A cache that cannot reach its
+    store answers None (the caller asks :class:`ApiKeyStore`) and never raises from ``revoke``:
+    the store is the source of truth.
     """
 
     async def get(self, key_hash: str) -> ApiKeyRecord | str | None: ...
