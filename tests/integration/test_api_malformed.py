@@ -265,6 +265,31 @@ async def test_control_characters_anywhere_in_a_body_are_400(api: Api1) -> None:
     assert status == 200, answer
 
 
+async def test_one_bad_send_among_50_good_ones_does_not_split_their_rounds(api: Api1) -> None:
+    # A NUL used to reach the group commit and make its round fall back to one statement per
+    # caller; now it is refused at the schema and the good sends share their rounds untouched.
+    user, _, domain = api.sender(daily=None, hourly=None)
+    headers = api.bearer(user)
+    statuses: dict[int, int] = {}
+
+    async def send(index: int) -> None:
+        body = email(domain, subject="bad \x00" if index == 25 else f"good {index}")
+        status, _ = await _send(api, "POST", "/emails", headers, json.dumps(body).encode())
+        statuses[index] = status
+
+    import trio
+
+    stats = api.stores.usend_repo.statistics()["group_commit"]
+    before = (stats.rounds, stats.statements)
+    async with trio.open_nursery() as nursery:
+        for index in range(51):
+            nursery.start_soon(send, index)
+    assert statuses.pop(25) == 400
+    assert set(statuses.values()) == {200}
+    assert stats.split_rounds == 0
+    assert stats.statements - before[1] == stats.rounds - before[0]  # one statement per round
+
+
 # -- timestamps -------------------------------------------------------------------------------
 
 

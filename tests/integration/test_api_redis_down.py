@@ -10,6 +10,8 @@ redis-server this test starts and stops, and real PostgreSQL and MongoDB:
 
 from __future__ import annotations
 
+import signal
+import time
 from datetime import UTC, datetime
 from typing import Any
 
@@ -77,6 +79,41 @@ async def test_redis_down_answers_503_with_retry_after(api: Api1,
     again = await api.client.post("/emails", json=email(domain), headers=keyed)
     assert (first.status_code, again.status_code) == (200, 200)
     assert again.headers.get("Idempotent-Replayed") == "true"
+    assert _rows(api, user) == 2
+
+
+async def test_redis_blocked_answers_503_after_the_reply_timeout(api: Api1,
+                                                                 redis_server: RedisServer) -> None:
+    # SIGSTOP: connections stay open and nothing answers.  Both clients give up at their reply
+    # timeout: the Trio-native one of the quota script (as etrans serve uses it), then redis-py.
+    from etrans.adapters.redis_trio import open_redis
+
+    user, _, domain = api.sender()
+    headers = api.bearer(user)
+    async with open_redis(redis_server.url, reply_timeout=1.0) as fast:
+        api.stores.quota.use_trio_client(fast)
+        try:
+            response = await api.client.post("/emails", json=email(domain), headers=headers)
+            assert response.status_code == 200
+            assert redis_server.process is not None
+            redis_server.process.send_signal(signal.SIGSTOP)
+            try:
+                for extra, what in (({}, "Quota counter"),
+                                    ({"Idempotency-Key": "blocked"}, "Idempotency-Key store")):
+                    started = time.monotonic()
+                    response = await api.client.post("/emails", json=email(domain),
+                                                     headers={**headers, **extra})
+                    answer = await response.get_json()
+                    assert response.status_code == 503, answer
+                    assert answer["detail"] == f"{what} unavailable, please retry"
+                    assert response.headers.get("Retry-After") == "5"
+                    assert time.monotonic() - started < 20
+            finally:
+                redis_server.process.send_signal(signal.SIGCONT)
+            response = await api.client.post("/emails", json=email(domain), headers=headers)
+            assert response.status_code == 200, await response.get_json()
+        finally:
+            api.stores.quota.use_trio_client(None)
     assert _rows(api, user) == 2
 
 
