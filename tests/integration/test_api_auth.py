@@ -73,6 +73,10 @@ async def test_bad_credentials_matrix(api: Api1) -> None:
     wrong_jwt = jwt.encode({"sub": str(user), "exp": int(time.time()) + 60}, "w" * 40,
                            algorithm="HS256")
     no_exp = jwt.encode({"sub": str(user)}, "api1-jwt-secret-" + "y" * 32, algorithm="HS256")
+    unsigned = jwt.encode({"sub": str(user), "exp": int(time.time()) + 60}, None,
+                          algorithm="none")
+    hs384 = jwt.encode({"sub": str(user), "exp": int(time.time()) + 60},
+                       "api1-jwt-secret-" + "y" * 32, algorithm="HS384")
     cases = {
         "missing": {},
         "unknown key": {"X-API-KEY": "etrans_live_nope"},
@@ -82,6 +86,8 @@ async def test_bad_credentials_matrix(api: Api1) -> None:
         "expired jwt": {"Authorization": f"Bearer {expired_jwt}"},
         "wrong jwt": {"Authorization": f"Bearer {wrong_jwt}"},
         "jwt without exp": {"Authorization": f"Bearer {no_exp}"},
+        "jwt alg none": {"Authorization": f"Bearer {unsigned}"},
+        "jwt HS384 (JWT_SECRET is HS256 only)": {"Authorization": f"Bearer {hs384}"},
         "not bearer": {"Authorization": "Basic dXNlcjpwdw=="},
         "garbage bearer": {"Authorization": "Bearer abc.def.ghi"},
     }
