@@ -140,6 +140,16 @@ def _api_part1(settings: Settings, *, billing_db: Any, usend_db: Any, stores: Ap
     return authenticator, services
 
 
+def _http_billing_gateway(http: Any) -> Any:
+    """BILLING_V4_URI with its token (``Authorization: Bearer BILLING_V4_TOKEN``)."""
+    from etrans.adapters.billing_http import HttpBillingGateway
+
+    assert http.billing_v4_uri
+    return HttpBillingGateway(
+        http.billing_v4_uri,
+        api_token=http.billing_v4_token.get() if http.billing_v4_token else None)
+
+
 def _api_part2(settings: Settings, *, billing_db: Any, usend_db: Any,
                services: dict[str, Any]) -> Any:
     """Domains, API keys, senders, billing (API part 2): ``services["accounts"]``.
@@ -151,7 +161,6 @@ def _api_part2(settings: Settings, *, billing_db: Any, usend_db: Any,
     """
     from etrans.adapters.account_repo import AccountRepo, BillingTables, DomainReader
     from etrans.adapters.billing_events import BillingEventOutbox
-    from etrans.adapters.billing_http import HttpBillingGateway
     from etrans.adapters.billing_local import LocalBillingGateway
     from etrans.adapters.credentials import CredentialCipher
     from etrans.adapters.dkim_keys import DkimKeyCipher
@@ -166,9 +175,7 @@ def _api_part2(settings: Settings, *, billing_db: Any, usend_db: Any,
     secret = settings.tokens.secret.get()
     billing: Any
     if http.billing_v4_uri:
-        billing = HttpBillingGateway(
-            http.billing_v4_uri,
-            api_token=http.billing_v4_token.get() if http.billing_v4_token else None)
+        billing = _http_billing_gateway(http)
         reader = DomainReader(billing_db, BillingTables.external())
     else:
         billing = LocalBillingGateway(usend_db, DkimKeyCipher(secret))

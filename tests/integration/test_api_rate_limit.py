@@ -6,6 +6,7 @@ Redis lets requests through."""
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 import pytest
@@ -120,3 +121,29 @@ async def test_a_dead_limiter_store_lets_requests_through(api: Api1) -> None:
         assert len(warnings) == 1  # throttled, not one line per request
     finally:
         dead.close()
+
+
+def test_etrans_serve_limits_through_its_trio_redis_client(etrans_env: Any,
+                                                           redis_url: str) -> None:
+    """The wiring of ``etrans serve`` (bootstrap): the counter on the Trio-native Redis client,
+    keys under ETRANS_REDIS_PREFIX, the budget from the environment."""
+    import httpx
+    import redis
+
+    from tests.integration.test_serve import serving
+
+    prefix = f"rl:{uuid.uuid4().hex[:10]}:"
+    env = etrans_env(RATE_LIMIT_ANONYMOUS_REQUESTS="3", RATE_LIMIT_WINDOW_SECONDS="120",
+                     ETRANS_REDIS_PREFIX=prefix)
+    with serving(env) as served:
+        responses = [httpx.get(served.base_url + "/emails", timeout=30) for _ in range(5)]
+    assert [r.status_code for r in responses] == [401, 401, 401, 429, 429]
+    assert responses[0].headers["RateLimit-Policy"] == '"anonymous";q=3;w=120'
+    assert responses[2].headers["RateLimit"].startswith('"anonymous";r=0;t=')
+    assert 1 <= int(responses[4].headers["Retry-After"]) <= 120
+    client = redis.Redis.from_url(redis_url)
+    try:
+        assert int(client.get(f"{prefix}ratelimit:addr:127.0.0.1") or 0) == 5
+        assert 0 < client.ttl(f"{prefix}ratelimit:addr:127.0.0.1") <= 120
+    finally:
+        client.close()
