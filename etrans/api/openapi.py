@@ -23,6 +23,8 @@ _ERROR_DESCRIPTIONS = {
     404: "Not found (or owned by another user)",
     409: ("Conflict: an Idempotency-Key used with another body (or in flight), or a domain "
           "name verified by another account"),
+    429: ("Too many requests: over the rate limit of the credential (or of the client address "
+          "without a valid one); retry after `Retry-After` seconds"),
     503: "A dependency is unavailable",
 }
 
@@ -69,7 +71,17 @@ def _hoist(schema: Any, components: dict[str, Any]) -> Any:
     return out
 
 
-def _operation(op: Operation, components: dict[str, Any]) -> dict[str, Any]:
+_RATE_LIMIT_HEADERS: dict[str, Any] = {
+    "RateLimit-Policy": {"description": 'the budget (draft-ietf-httpapi-ratelimit-headers): '
+                                        '`"api-key";q=6000;w=60`',
+                         "schema": {"type": "string"}},
+    "RateLimit": {"description": 'what is left and when the window ends: `"api-key";r=0;t=41`',
+                  "schema": {"type": "string"}},
+}
+
+
+def _operation(op: Operation, components: dict[str, Any], *,
+               rate_limited: bool = False) -> dict[str, Any]:
     doc: dict[str, Any] = {"operationId": op.operation_id, "summary": op.summary,
                            "tags": [op.tag]}
     if op.description:
@@ -95,7 +107,7 @@ def _operation(op: Operation, components: dict[str, Any]) -> dict[str, Any]:
     responses: dict[str, Any] = {"200": ok}
     codes = set(op.errors)
     if op.permission is not None:
-        codes |= {401, 403}
+        codes |= {401, 403, 429} if rate_limited else {401, 403}
         doc["security"] = [{"ApiKey": []}, {"Bearer": []}]
     if op.query or op.body is not None or params:
         codes.add(400)
@@ -104,6 +116,10 @@ def _operation(op: Operation, components: dict[str, Any]) -> dict[str, Any]:
             "description": _ERROR_DESCRIPTIONS.get(code, "Error"),
             "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
         }
+    if "429" in responses:
+        responses["429"]["headers"] = {
+            "Retry-After": {"description": "seconds until the window ends",
+                            "schema": {"type": "integer"}}, **_RATE_LIMIT_HEADERS}
     doc["responses"] = responses
     if op.permission is not None:
         doc["x-permission"] = op.permission.name
@@ -120,7 +136,8 @@ def build(api: Api, *, title: str = "etrans - Email Transactional API") -> dict[
     components: dict[str, Any] = {"Error": ERROR_SCHEMA}
     paths: dict[str, Any] = {}
     for op in api.operations:
-        paths.setdefault(op.path, {})[op.method.lower()] = _operation(op, components)
+        paths.setdefault(op.path, {})[op.method.lower()] = _operation(
+            op, components, rate_limited=api.rate_limiter is not None)
     return {
         "openapi": "3.1.0",
         "info": {"title": title, "version": __version__,

@@ -147,3 +147,12 @@ def test_etrans_serve_limits_through_its_trio_redis_client(etrans_env: Any,
         assert 0 < client.ttl(f"{prefix}ratelimit:addr:127.0.0.1") <= 120
     finally:
         client.close()
+
+
+async def test_openapi_documents_429_and_the_rate_limit_headers(api: Api1) -> None:
+    spec = await (await api.client.get("/openapi.json")).get_json()
+    for path, methods in spec["paths"].items():
+        for method, operation in methods.items():
+            refused = operation["responses"]["429"]
+            assert set(refused["headers"]) == {"Retry-After", "RateLimit-Policy", "RateLimit"}, (
+                path, method)
