@@ -214,6 +214,39 @@ def _outbox_relay(settings: Settings, usend: Any, publisher: Any) -> Any:
                        reject_events=partial(reject_events, agent=outbox_agent()))
 
 
+def check_kafka_topic(settings: Settings, *, timeout: float = 5.0) -> None:
+    """``serve`` at start: KAFKA_TOPIC must take the largest record etrans produces (its
+    ``max.message.bytes`` at least KAFKA_MAX_RECORD_BYTES + framing), else ConfigError (exit 2)
+    naming both settings.  A broker that cannot be asked, or a topic that does not report the
+    value, is a warning: the check cannot be made, serving goes on."""
+    from etrans.adapters.kafka_client import KafkaAdmin
+    from etrans.errors import ConfigError
+
+    assert settings.kafka is not None
+    kafka = settings.kafka
+    try:
+        limit = KafkaAdmin(kafka, timeout=timeout).topic_max_message_bytes(kafka.topic)
+    except Exception as exc:
+        log.warning("could not check that KAFKA_TOPIC takes the largest email record",
+                    topic=kafka.topic, error=repr(exc), needed=kafka.max_batch_bytes)
+        return
+    if limit is None:
+        log.info("KAFKA_TOPIC does not report max.message.bytes: not checked", topic=kafka.topic)
+        return
+    if limit < kafka.max_batch_bytes:
+        raise ConfigError([
+            f"Kafka topic {kafka.topic!r} (KAFKA_TOPIC) takes records of at most {limit} bytes "
+            f"(its max.message.bytes), but etrans produces records of up to "
+            f"KAFKA_MAX_RECORD_BYTES={kafka.max_record_bytes} bytes (+1024 of framing): raise the "
+            f"topic's max.message.bytes to at least {kafka.max_batch_bytes} (kafka-configs.sh "
+            f"--alter --entity-type topics --entity-name {kafka.topic} --add-config "
+            f"max.message.bytes={kafka.max_batch_bytes}), or lower KAFKA_MAX_RECORD_BYTES to "
+            f"{limit - 1024} or less (larger emails are then refused with 400); see "
+            "docs/configuration.md, 'Large emails and Kafka size limits'"])
+    log.info("KAFKA_TOPIC takes the largest email record", topic=kafka.topic,
+             max_message_bytes=limit, needed=kafka.max_batch_bytes)
+
+
 def serve(settings: Settings) -> ServiceMain:
     from hypercorn.config import Config
     from hypercorn.trio import serve as hypercorn_serve

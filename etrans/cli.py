@@ -95,7 +95,13 @@ def serve(obj: _Context, bind: str | None) -> None:
     obj.start_logging("serve")
     obj.start_error_reporting("serve", settings)
     from etrans import bootstrap, runtime
+    from etrans.errors import ConfigError
 
+    try:
+        bootstrap.check_kafka_topic(settings)
+    except ConfigError as exc:
+        click.echo(f"etrans serve: {exc.render()}", err=True)
+        sys.exit(2)
     sys.exit(runtime.run(bootstrap.serve(settings), settings.drain_seconds))
 
 

@@ -86,6 +86,20 @@ class KafkaAdmin:
         await trio.to_thread.run_sync(self._list_topics, limiter=self._probe_limiter,
                                       abandon_on_cancel=True)
 
+    def topic_max_message_bytes(self, topic: str) -> int | None:
+        """The topic's ``max.message.bytes`` (DescribeConfigs; blocking, up to the timeout), or
+        None when the broker does not report it.  Raises ``KafkaException`` when the broker
+        cannot be asked or the topic does not exist."""
+        from confluent_kafka.admin import ConfigResource
+
+        resource = ConfigResource(ConfigResource.Type.TOPIC, topic)
+        futures = self._admin.describe_configs([resource], request_timeout=self._timeout)
+        entries = next(iter(futures.values())).result(timeout=self._timeout + 1)
+        entry = entries.get("max.message.bytes")
+        if entry is None or entry.value is None or not str(entry.value).isdigit():
+            return None
+        return int(entry.value)
+
 
 # Producer defaults: acknowledged by all in-sync replicas, idempotent (no duplicates on retry).
 DEFAULT_PRODUCER_CONFIG: dict[str, str | int | bool] = {

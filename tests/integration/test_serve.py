@@ -210,3 +210,30 @@ def test_sigterm_drains_in_seconds_while_the_outbox_cannot_publish(etrans_env, b
         if broker.process is not None:
             os.kill(broker.process.pid, signal.SIGCONT)
         broker.cleanup()
+
+
+def test_serve_refuses_to_start_when_the_topic_cannot_take_the_largest_email(etrans_env,
+                                                                             kafka_bootstrap):
+    """KAFKA_TOPIC's max.message.bytes (DescribeConfigs at start) below KAFKA_MAX_RECORD_BYTES
+    + 1024: exit 2 naming both settings and the value to set.  Lowering KAFKA_MAX_RECORD_BYTES
+    to fit the topic is accepted."""
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    from tests.harness.servers import unique_name
+
+    topic = unique_name("small-sendmail")
+    admin = AdminClient({"bootstrap.servers": kafka_bootstrap})
+    futures = admin.create_topics([NewTopic(topic, num_partitions=1, replication_factor=1,
+                                            config={"max.message.bytes": "1000000"})])
+    futures[topic].result(timeout=15)
+    env = etrans_env(KAFKA_TOPIC=topic)
+    refused = subprocess.run([ETRANS, "serve"], env=env, capture_output=True, text=True,
+                             timeout=60)
+    assert refused.returncode == 2, refused.stderr[-2000:]
+    assert "KAFKA_MAX_RECORD_BYTES=36001112" in refused.stderr
+    assert "max.message.bytes to at least 36002136" in refused.stderr
+    assert "Traceback" not in refused.stderr
+    with serving(etrans_env(KAFKA_TOPIC=topic, KAFKA_MAX_RECORD_BYTES="998976")) as served:
+        assert served.get("/healthz").status_code == 200
+    assert served.process.returncode == 0, served.err
+    assert "KAFKA_TOPIC takes the largest email record" in served.out
