@@ -43,7 +43,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, NamedTuple
 
 import trio
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import delete, func, insert, select, update
 
 from etrans.adapters.kafka_client import PublishFailure
 from etrans.adapters.sql.trio_pq import TrioPqConnection
@@ -62,11 +62,17 @@ _EMAILS = EmailMessage.__table__
 # (payload of the failed row, reason) -> the (key, value) of its Reject events.
 RejectEvents = Callable[[bytes, str], Sequence[tuple[bytes | None, bytes]]]
 
-# The payload as plain hex: the same text whatever the server's bytea_output setting.
+# Lock the pass's rows and learn their sizes (octet_length does not read a TOASTed payload)...
 _SELECT_PENDING = b"""
-SELECT id, topic, key, encode(payload, 'hex'), message_id, attempts FROM email_outbox
+SELECT id, octet_length(payload) FROM email_outbox
 WHERE published_at IS NULL AND failed_at IS NULL
 ORDER BY attempts, id LIMIT $1 FOR UPDATE SKIP LOCKED
+"""
+# ... then read the payloads of those within the byte budget, as plain hex: the same text
+# whatever the server's bytea_output setting.
+_SELECT_ROWS = b"""
+SELECT id, topic, key, encode(payload, 'hex'), message_id, attempts FROM email_outbox
+WHERE id = ANY($1::bigint[]) ORDER BY attempts, id
 """
 _MARK_PUBLISHED = b"""
 UPDATE email_outbox SET published_at = now(), attempts = attempts + 1 WHERE id = ANY($1::bigint[])
@@ -149,10 +155,15 @@ class OutboxRelay:
                  max_backoff_seconds: float = 10.0, max_attempts: int = 10,
                  retention_seconds: float = 24 * 3600.0, cleanup_every_seconds: float = 60.0,
                  final_pass_seconds: float = 3.0, log_topic: str | None = None,
-                 reject_events: RejectEvents | None = None) -> None:
+                 reject_events: RejectEvents | None = None,
+                 max_pass_bytes: int = 64 * 1024 * 1024) -> None:
         self._db = db
         self._publisher = publisher
         self._batch = batch_size
+        # Payload bytes one pass holds at most (at least one row): 200 emails of 25 MB would
+        # otherwise be 7 GB in memory at once (twice that while hex-decoded).
+        self._max_pass_bytes = max_pass_bytes
+        self._budget_reached = False  # the last pass left selected rows for the next one
         self._idle = idle_seconds
         # After a wake-up, wait this long so that one pass (one transaction, one commit) takes
         # the rows of many requests: the relay's cost per email falls as the load rises.
@@ -218,7 +229,7 @@ class OutboxRelay:
                 log.warning("outbox pass failed", error=repr(exc))
                 self.stats.last_error = repr(exc)
                 progress, retried = 0, 1
-            if stopping and progress < self._batch:
+            if stopping and progress < self._batch and not self._budget_reached:
                 return  # the last pass is done (rows still pending wait for the next start)
             if retried and not progress:
                 # Nothing got through (broker or database down): back off.  A pass that
@@ -231,7 +242,7 @@ class OutboxRelay:
                         await trio.sleep_forever()
                 continue
             backoff = self._idle
-            if progress >= self._batch:
+            if progress >= self._batch or (progress and self._budget_reached):
                 continue  # more may be waiting
             await self._delete_published_if_due()
             if shutdown_requested is not None and shutdown_requested.is_set():
@@ -255,6 +266,20 @@ class OutboxRelay:
         return outcome
 
     # -- deciding -----------------------------------------------------------------------------
+
+    def _within_budget(self, sizes: Sequence[tuple[int, int]]) -> list[int]:
+        """The ids of the first rows whose payloads fit ``max_pass_bytes`` (at least one); the
+        others stay locked until the commit and go in a later pass."""
+        ids: list[int] = []
+        total = 0
+        self._budget_reached = False
+        for row_id, size in sizes:
+            if ids and total + size > self._max_pass_bytes:
+                self._budget_reached = True
+                break
+            ids.append(row_id)
+            total += size
+        return ids
 
     def _outcome(self, rows: Sequence[_Row], results: dict[int, PublishFailure | str | None]
                  ) -> _Outcome:
@@ -309,7 +334,11 @@ class OutboxRelay:
         await conn.execute(b"BEGIN")
         try:
             found = await conn.execute(_SELECT_PENDING, [str(self._batch)])
-            rows = [_Row.from_text(*values) for values in found.rows]
+            ids = self._within_budget([(int(i or 0), int(n or 0)) for i, n in found.rows])
+            rows: list[_Row] = []
+            if ids:
+                found = await conn.execute(_SELECT_ROWS, [_pg_array(ids)])
+                rows = [_Row.from_text(*values) for values in found.rows]
             outcome = self._outcome(rows, await self._publish_all(rows) if rows else {})
             if outcome.published:
                 await conn.execute(_MARK_PUBLISHED, [_pg_array(outcome.published)])
@@ -345,14 +374,18 @@ class OutboxRelay:
 
     def _pass(self) -> _Outcome:
         c = _OUTBOX.c
-        query = (select(c.id, c.topic, c.key, c.payload, c.message_id, c.attempts)
-                 .where(c.published_at.is_(None), c.failed_at.is_(None))
-                 .order_by(c.attempts, c.id).limit(self._batch).with_for_update(skip_locked=True))
+        pending = (select(c.id, func.length(c.payload))
+                   .where(c.published_at.is_(None), c.failed_at.is_(None))
+                   .order_by(c.attempts, c.id).limit(self._batch)
+                   .with_for_update(skip_locked=True))
         with self._db.engine.begin() as conn:
+            ids = self._within_budget([(r[0], r[1] or 0) for r in conn.execute(pending).all()])
+            if not ids:
+                return _Outcome()
+            query = (select(c.id, c.topic, c.key, c.payload, c.message_id, c.attempts)
+                     .where(c.id.in_(ids)).order_by(c.attempts, c.id))
             rows = [_Row(r.id, r.topic, r.key, bytes(r.payload), r.message_id, r.attempts)
                     for r in conn.execute(query).all()]
-            if not rows:
-                return _Outcome()
             outcome = self._outcome(rows, trio.from_thread.run(self._publish_all, rows))
             now = datetime.now(UTC)
             if outcome.published:

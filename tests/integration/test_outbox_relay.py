@@ -301,3 +301,29 @@ async def test_etrans_dev_sqlite_upgrades_an_older_data_dir_and_fails_rows_the_s
         await relay.aclose()
         producer.close(1.0)
         db.dispose()
+
+
+async def test_a_pass_holds_at_most_max_pass_bytes_of_payloads(
+        fresh_database: Any, kafka_bootstrap: str, kafka_test_config: dict[str, Any],
+        new_topic: Any) -> None:
+    """Big emails: a pass reads payloads up to its byte budget (at least one row), the rest go
+    in the next passes, in order (200 emails of 25 MB would otherwise be 7 GB in one pass)."""
+    db = _migrated(fresh_database, "relay_budget")
+    topic = new_topic()
+    now = datetime.now(UTC)
+    payloads = [bytes([65 + i]) * 1_500_000 for i in range(3)]
+    with db.engine.begin() as conn:
+        conn.execute(insert(OUTBOX), [{"topic": topic, "key": f"k{i}", "payload": p,
+                                       "created_at": now} for i, p in enumerate(payloads)])
+    producer = KafkaProducer({"bootstrap.servers": kafka_bootstrap,
+                              "message.max.bytes": 5_000_000})
+    relay = OutboxRelay(db, producer, max_pass_bytes=2_000_000)
+    try:
+        assert [await relay.relay_once() for _ in range(4)] == [(1, 0), (1, 0), (1, 0), (0, 0)]
+        records = await trio.to_thread.run_sync(
+            _raw_records, kafka_bootstrap, topic, 3, kafka_test_config)
+        assert [value for _, value in records] == payloads
+    finally:
+        await relay.aclose()
+        producer.close(1.0)
+        db.dispose()
