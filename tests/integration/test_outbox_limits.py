@@ -185,3 +185,43 @@ async def test_an_email_kafka_refuses_fails_with_its_reason_and_reject_events(
         await relay.aclose()
         producer.close(1.0)
         api.close()
+
+
+async def test_the_largest_record_goes_through_the_producer_and_the_sendmail_consumer(
+        kafka_bootstrap: str, kafka_test_config: dict[str, Any], new_topic: Any) -> None:
+    """A record of exactly KAFKA_MAX_RECORD_BYTES (36 MB) is taken by etrans's producer and
+    read by the sendmail pipeline's consumer configuration as it is (librdkafka's consumer
+    defaults need no change at this size; docs/configuration.md)."""
+    from confluent_kafka import Consumer
+
+    from etrans.adapters.kafka_client import KafkaProducer
+    from etrans.pipeline.config import PipelineConfig
+    from etrans.settings import KafkaSettings
+
+    settings = KafkaSettings(bootstrap_servers=kafka_bootstrap)
+    topic = new_topic(prefix="largest")
+    key = b"msg_largest@example.test"
+    value = b"x" * (settings.max_record_bytes - len(key))
+    producer = KafkaProducer.from_settings(settings)
+    try:
+        with trio.fail_after(60):
+            assert await producer.publish_many([(topic, value, key)]) == [None]
+    finally:
+        producer.close(5.0)
+    config = PipelineConfig(topics=(topic,), group_id=f"{topic}-g",
+                            kafka={**settings.librdkafka("consumer"), **kafka_test_config},
+                            auto_offset_reset="earliest").consumer_config()
+
+    def consume() -> tuple[bytes | None, int]:
+        consumer = Consumer(config)
+        consumer.subscribe([topic])
+        try:
+            for _ in range(60):
+                message = consumer.poll(1.0)
+                if message is not None and message.error() is None:
+                    return message.key(), len(message.value() or b"")
+        finally:
+            consumer.close()
+        return None, 0
+
+    assert await trio.to_thread.run_sync(consume) == (key, len(value))
