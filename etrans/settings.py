@@ -260,6 +260,13 @@ class HttpSettings:
     rate_limit_window_seconds: int = 60
     # Peers whose X-Forwarded-For is believed (addresses or CIDR networks).
     rate_limit_trusted_proxies: tuple[str, ...] = ()
+    # Server limits (docs/configuration.md, "Server limits"): a connection that sends nothing
+    # for read_timeout_seconds is closed, so is an idle keep-alive connection after
+    # keep_alive_timeout_seconds; request bodies held in memory at once are capped at
+    # body_memory_bytes (503 + Retry-After beyond it).
+    read_timeout_seconds: int = 30
+    keep_alive_timeout_seconds: float = 5.0
+    body_memory_bytes: int = 256 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -630,6 +637,10 @@ def _billing_allow_http(r: _Reader, billing: Secret | None) -> bool:
     return allow
 
 
+# etrans.api.app.DEFAULT_MAX_BODY_BYTES (settings must not import the API layer).
+_LARGEST_BODY_BYTES = 36 * 1024 * 1024
+
+
 def _http(r: _Reader, *, billing_api: bool = True) -> HttpSettings:
     """``billing_api=False``: BILLING_V4_URI is not used (``etrans dev``), nor checked."""
     bind = r.text("ETRANS_BIND", "0.0.0.0:8000")
@@ -667,6 +678,14 @@ def _http(r: _Reader, *, billing_api: bool = True) -> HttpSettings:
         rate_limit_window_seconds=r.integer("RATE_LIMIT_WINDOW_SECONDS", 60, minimum=1,
                                             maximum=86_400),
         rate_limit_trusted_proxies=_trusted_proxies(r),
+        read_timeout_seconds=r.integer("ETRANS_READ_TIMEOUT_SECONDS",
+                                       HttpSettings.read_timeout_seconds, minimum=1),
+        keep_alive_timeout_seconds=r.number("ETRANS_KEEP_ALIVE_TIMEOUT_SECONDS",
+                                            HttpSettings.keep_alive_timeout_seconds,
+                                            minimum=0.1),
+        # At least one largest request body (36 MiB), or no large email could ever be sent.
+        body_memory_bytes=r.integer("ETRANS_BODY_MEMORY_BYTES", HttpSettings.body_memory_bytes,
+                                    minimum=_LARGEST_BODY_BYTES),
     )
 
 

@@ -19,6 +19,7 @@ from werkzeug.exceptions import HTTPException
 
 from etrans.api import openapi
 from etrans.api.asgi_body import CompleteBodyBeforeResponse
+from etrans.api.body_budget import BodyBudget
 from etrans.api.readiness import Readiness
 from etrans.api.routing import Api, json_response
 from etrans.errors import AppError
@@ -71,6 +72,8 @@ class ApiDependencies:
     routers: Sequence[Router] | None = None  # None: default_routers()
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     rate_limiter: RateLimiter | None = None  # None: no request rate limits
+    # Request bodies held in memory at once (etrans.api.body_budget); None: no budget.
+    body_memory_bytes: int | None = None
 
 
 def create_app(deps: ApiDependencies) -> QuartTrio:
@@ -146,6 +149,10 @@ def create_app(deps: ApiDependencies) -> QuartTrio:
     async def docs() -> Any:
         return Response(openapi.docs_page(), content_type="text/html; charset=utf-8")
 
-    # hypercorn stalls a keep-alive connection answered before its body arrived: see asgi_body.
-    app.asgi_app = CompleteBodyBeforeResponse(app.asgi_app)  # type: ignore[method-assign]
+    # Bodies are admitted against the memory budget after authentication, and hypercorn stalls
+    # a keep-alive connection answered before its body arrived: see asgi_body.
+    budget = BodyBudget(deps.body_memory_bytes) if deps.body_memory_bytes is not None else None
+    app.extensions["etrans_body_budget"] = budget
+    app.asgi_app = CompleteBodyBeforeResponse(  # type: ignore[method-assign]
+        app.asgi_app, budget=budget)
     return app

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from quart import Response, g, request
 
+from etrans.api.asgi_body import admit_body
 from etrans.api.schema import SchemaError, check_path, decode_json, parse_query
 from etrans.errors import AppError, InvalidInput, Unauthorized, UpstreamUnavailable
 
@@ -52,7 +53,7 @@ class RequestContext:
     body: Any
     path: dict[str, str]
     headers: Mapping[str, str]
-    raw_body: bytes = b""
+    raw_body: bytes = b""  # only when the request has an Idempotency-Key header
 
     @property
     def user_id(self) -> int:
@@ -164,9 +165,12 @@ class Api:
                     body = op.body.validate(body, ("body",))
                 except SchemaError as exc:
                     raise ValidationFailed(exc.errors) from None
+        # The raw bytes are kept only for the Idempotency-Key fingerprint (api.emails), their
+        # one reader: without the header a body is held once (parsed), not twice.
+        if "Idempotency-Key" not in request.headers:
+            raw = b""
         return RequestContext(principal=principal, query=query, body=body, path=path_args,
                               headers=request.headers, raw_body=raw)
-
 
     async def _count_request(self, principal: Principal | None) -> None:
         """Rate limits (:mod:`etrans.api.rate_limit`): 429 over the budget; the decision goes to
@@ -186,14 +190,22 @@ class BodyTooLarge(InvalidInput):
     pass
 
 
+# What a chunked body reserves of the memory budget when the app sets no MAX_CONTENT_LENGTH.
+DEFAULT_LARGEST_BODY = 36 * 1024 * 1024
+
+
 async def read_body(limit: int | None) -> bytes:
-    """The request body, refusing early (before reading) when Content-Length is over ``limit``;
-    Quart's MAX_CONTENT_LENGTH stops a chunked body at the limit while it streams."""
+    """The request body, refusing early (before reading) when Content-Length is over ``limit``
+    or the body memory budget is full (503, :mod:`etrans.api.body_budget`); Quart's
+    MAX_CONTENT_LENGTH stops a chunked body at the limit while it streams."""
     length = request.content_length
     if limit is not None and length is not None and length > limit:
         raise BodyTooLarge(f"Request body too large: {length} bytes, the limit is {limit}")
+    admit_body(request.scope, limit if limit is not None else DEFAULT_LARGEST_BODY)
     try:
-        return await request.get_data(cache=True, as_text=False, parse_form_data=False)
+        # cache=False: Quart drops its own buffer once the bytes are returned (one copy less
+        # of every body, the whole request long).
+        return await request.get_data(cache=False, as_text=False, parse_form_data=False)
     except Exception as exc:  # werkzeug's RequestEntityTooLarge while streaming
         if getattr(exc, "code", None) == 413:
             raise BodyTooLarge(f"Request body too large: the limit is {limit} bytes") from None

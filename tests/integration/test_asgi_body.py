@@ -124,3 +124,85 @@ def test_a_chunked_body_over_the_limit_is_refused_while_it_streams(limited_serve
     assert head.startswith(b"HTTP/1.1 400"), answer[:200]
     assert b"too large" in body, body
     assert sent < planned // 4
+
+
+@pytest.fixture
+def budgeted_app():
+    """/upload reads its body the way the API's routes do (read_body); /ignore never asks for
+    its body (as a route refusing the request before reading it).  Bodies up to 1 MiB, a
+    budget of 1.5 MiB of bodies in memory."""
+    from etrans.api.routing import read_body
+
+    app = create_app(ApiDependencies(routers=[], max_body_bytes=1024 * 1024,
+                                     body_memory_bytes=1536 * 1024))
+
+    @app.post("/upload")
+    async def upload():
+        body = await read_body(app.config["MAX_CONTENT_LENGTH"])
+        return {"bytes": len(body)}
+
+    @app.post("/ignore")
+    async def ignore():
+        return {"ok": True}
+
+    with served(app) as port:
+        yield app, port
+
+
+def _post(port: int, path: bytes, body: bytes) -> tuple[int, bytes]:
+    with socket.create_connection(("127.0.0.1", port)) as sock:
+        sock.settimeout(15)
+        sock.sendall(b"POST " + path + b" HTTP/1.1\r\nHost: t\r\nContent-Type: application/json"
+                     b"\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
+        head = _read_response(sock)
+        return int(head.split(b" ")[1]), head
+
+
+def _wait_released(budget) -> None:
+    for _ in range(100):  # released when the request ends, just after the answer is sent
+        if not budget.statistics().requests_holding:
+            return
+        time.sleep(0.05)
+
+
+def test_bodies_beyond_the_budget_get_503_with_retry_after_and_it_is_released(budgeted_app):
+    app, port = budgeted_app
+    budget = app.extensions["etrans_body_budget"]
+    body = b"x" * (1024 * 1024)
+    with socket.create_connection(("127.0.0.1", port)) as holder:
+        holder.settimeout(15)
+        holder.sendall(b"POST /upload HTTP/1.1\r\nHost: t\r\nContent-Length: %d\r\n\r\n"
+                       % len(body) + body[:1000])  # admitted: it holds 1 MiB of the budget
+        for _ in range(100):
+            if budget.statistics().reserved_bytes:
+                break
+            time.sleep(0.05)
+        assert budget.statistics().reserved_bytes == len(body)
+        status, head = _post(port, b"/upload", body)
+        assert status == 503, head
+        assert b"\r\nretry-after: 5\r\n" in head.lower()
+        holder.sendall(body[1000:])
+        assert _status(holder) == 200
+    assert _post(port, b"/upload", body)[0] == 200
+    _wait_released(budget)
+    stats = budget.statistics()
+    assert (stats.reserved_bytes, stats.requests_holding, stats.refused_total) == (0, 0, 1)
+
+
+def test_a_body_its_route_never_asks_for_holds_no_budget(budgeted_app):
+    """Like an unauthenticated request (refused before its route reads the body): announcing a
+    body and stalling holds none of the budget, and the body is never buffered."""
+    app, port = budgeted_app
+    budget = app.extensions["etrans_body_budget"]
+    stalled = []
+    try:
+        for _ in range(5):
+            sock = socket.create_connection(("127.0.0.1", port))
+            sock.sendall(b"POST /ignore HTTP/1.1\r\nHost: t\r\nContent-Length: 1048576\r\n\r\n")
+            stalled.append(sock)
+        assert _post(port, b"/upload", b"x" * (1024 * 1024))[0] == 200
+        _wait_released(budget)
+        assert budget.statistics().reserved_bytes == 0
+    finally:
+        for sock in stalled:
+            sock.close()

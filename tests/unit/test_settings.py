@@ -347,3 +347,24 @@ def test_allowed_origins_are_normalised_and_validated():
                 "https://x.test:99999", "*", "https://"):
         problems = "\n".join(problems_of("serve", {**SERVE_ENV, "ETRANS_ALLOWED_ORIGINS": bad}))
         assert "ETRANS_ALLOWED_ORIGINS must be comma-separated origins" in problems, bad
+
+
+def test_server_limits_defaults_and_validation():
+    http = for_command("serve", SERVE_ENV).http
+    assert http is not None
+    assert (http.read_timeout_seconds, http.keep_alive_timeout_seconds,
+            http.body_memory_bytes) == (30, 5.0, 256 * 1024 * 1024)
+    http = for_command("serve", {**SERVE_ENV, "ETRANS_READ_TIMEOUT_SECONDS": "7",
+                                 "ETRANS_KEEP_ALIVE_TIMEOUT_SECONDS": "2.5",
+                                 "ETRANS_BODY_MEMORY_BYTES": str(64 * 1024 * 1024)}).http
+    assert http is not None
+    assert (http.read_timeout_seconds, http.keep_alive_timeout_seconds,
+            http.body_memory_bytes) == (7, 2.5, 64 * 1024 * 1024)
+    with pytest.raises(ConfigError) as error:
+        for_command("serve", {**SERVE_ENV, "ETRANS_READ_TIMEOUT_SECONDS": "0",
+                              "ETRANS_KEEP_ALIVE_TIMEOUT_SECONDS": "soon",
+                              "ETRANS_BODY_MEMORY_BYTES": "1000"})
+    text = str(error.value)
+    for name in ("ETRANS_READ_TIMEOUT_SECONDS", "ETRANS_KEEP_ALIVE_TIMEOUT_SECONDS",
+                 "ETRANS_BODY_MEMORY_BYTES"):
+        assert name in text
