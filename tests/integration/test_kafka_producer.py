@@ -5,7 +5,7 @@ from __future__ import annotations
 import trio
 from confluent_kafka import Consumer
 
-from etrans.adapters.kafka_client import KafkaProducer
+from etrans.adapters.kafka_client import KafkaProducer, PublishFailure
 
 
 def _read_all(bootstrap: str, topic: str, expected: int, config: dict) -> list[bytes]:
@@ -40,6 +40,27 @@ async def test_publish_many_isolates_a_record_refused_at_once(
     assert errors[0] is None
     assert errors[2] is None
     assert errors[1] is not None
+    # The broker answers TOPIC_EXCEPTION: a topic problem (configuration), not the record's.
+    assert errors[1].kind == "unreachable", errors[1]
     values = await trio.to_thread.run_sync(_read_all, kafka_bootstrap, topic, 2,
                                            kafka_test_config)
     assert values == [b"first", b"second"]
+
+
+def test_delivery_errors_are_classified_by_whose_fault_they_are() -> None:
+    """What the outbox does with a failed record depends on it: ``unreachable`` never fails a
+    row, ``answered`` fails it after ETRANS_OUTBOX_MAX_ATTEMPTS."""
+    from confluent_kafka import KafkaError
+
+    def kind(code: int) -> str:
+        return PublishFailure.of_delivery_error(KafkaError(code)).kind
+
+    for code in (KafkaError._MSG_TIMED_OUT, KafkaError._TRANSPORT, KafkaError._ALL_BROKERS_DOWN,
+                 KafkaError.UNKNOWN_TOPIC_OR_PART, KafkaError._UNKNOWN_TOPIC,
+                 KafkaError.TOPIC_EXCEPTION, KafkaError.TOPIC_AUTHORIZATION_FAILED,
+                 KafkaError.NOT_ENOUGH_REPLICAS, KafkaError.NOT_LEADER_FOR_PARTITION,
+                 KafkaError.REQUEST_TIMED_OUT):
+        assert kind(code) == "unreachable", KafkaError(code).name()
+    for code in (KafkaError.MSG_SIZE_TOO_LARGE, KafkaError.INVALID_RECORD,
+                 KafkaError.INVALID_MSG):
+        assert kind(code) == "answered", KafkaError(code).name()
