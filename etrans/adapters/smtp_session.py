@@ -76,7 +76,17 @@ def dot_stuffed(data: bytes) -> bytes:
     return data
 
 
+_UNSAFE_ARGUMENT = re.compile(r"[\r\n\x00<>]")
+
+
 def _address(address: str) -> bytes:
+    """``<address>`` for MAIL FROM / RCPT TO.  An address that could end the command line or
+    the path early (CR, LF, NUL, ``<``, ``>``) is refused before anything is written: the
+    worker's decoder refuses such requests already, this is the last line of defence against a
+    second command smuggled into the transaction."""
+    if _UNSAFE_ARGUMENT.search(address):
+        raise SmtpProtocolError(501, "5.1.7 etrans: CR, LF, NUL or an angle bracket in an "
+                                "address; nothing sent", command="MAIL")
     return f"<{address}>".encode()
 
 

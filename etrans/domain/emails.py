@@ -21,7 +21,7 @@ import re
 import uuid
 from typing import Any
 
-from etrans.domain.addresses import parse_address
+from etrans.domain.addresses import canonical_address, parse_address
 
 MAX_EMAIL_BYTES = 25 * 1024 * 1024
 MAX_RECIPIENTS = 50
@@ -135,14 +135,19 @@ def new_message_id(domain: str) -> str:
 def sendmail_message(email: dict[str, Any], *, message_id: str, user_id: int) -> dict[str, Any]:
     """The Kafka ``sendmail`` record (``docs/wire-formats.md``): the spec's fields, plus
     optional ones the old worker ignores (``text``, ``body_format``, ``reply_to``, ``headers``,
-    ``tags``)."""
+    ``tags``).
+
+    Addresses are written in their canonical text (:func:`~etrans.domain.addresses.
+    format_address`: display names quoted when needed), which the worker reads with the same
+    parser the API validated them with: ``Smith, John <j@example.org>`` becomes
+    ``"Smith, John" <j@example.org>``, never two recipients or none."""
     sender = parse_address(email["from"])
     body_format = "html" if email.get("html") else "text"
     payload: dict[str, Any] = {
         "sender": {"name": sender.name or "", "email": sender.email},
-        "recipients": list(email["to"]),
-        "cc": list(email.get("cc") or []),
-        "bcc": list(email.get("bcc") or []),
+        "recipients": [canonical_address(a) for a in email["to"]],
+        "cc": [canonical_address(a) for a in email.get("cc") or []],
+        "bcc": [canonical_address(a) for a in email.get("bcc") or []],
         "subject": email["subject"],
         "body": email["html"] if body_format == "html" else text_as_html(email["text"]),
         "message_id": message_id,
@@ -155,7 +160,9 @@ def sendmail_message(email: dict[str, Any], *, message_id: str, user_id: int) ->
     }
     if email.get("text"):
         payload["text"] = email["text"]
-    for optional in ("reply_to", "headers", "tags"):
+    if email.get("reply_to"):
+        payload["reply_to"] = canonical_address(email["reply_to"])
+    for optional in ("headers", "tags"):
         if email.get(optional):
             payload[optional] = email[optional]
     return {"payload": payload}

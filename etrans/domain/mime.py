@@ -5,8 +5,11 @@ turns it into the bytes handed to the SMTP server:
 
 - text only -> ``text/plain``; html only -> ``text/html``; both -> ``multipart/alternative``
   (text first, so clients prefer the html); attachments wrap that in ``multipart/mixed``;
-- ``From``/``To``/``Cc``/``Reply-To`` with UTF-8 display names encoded per RFC 2047, the subject
-  too; ``Message-ID`` is the request's message_id; ``Date`` is the build time;
+- ``From``/``To``/``Cc``/``Reply-To`` are written by this module (:func:`address_field`), not by
+  the ``email`` package (whose folding splits UTF-8 characters across encoded words and drops
+  quotes around doubled spaces): a display name is a plain phrase, a quoted-string, or RFC 2047
+  encoded words (non-ASCII, or text that would read as an encoded word); the subject is RFC 2047
+  encoded too; ``Message-ID`` is the request's message_id; ``Date`` is the build time;
 - bcc recipients appear only in the envelope (:meth:`OutgoingEmail.envelope_recipients`), never in
   a header;
 - custom headers are added unless they would replace a header this module owns (listed in
@@ -22,7 +25,6 @@ import re
 import secrets
 import time
 from dataclasses import dataclass, field
-from email.headerregistry import Address
 from email.message import EmailMessage
 from functools import lru_cache
 
@@ -37,47 +39,24 @@ RESERVED_HEADERS = frozenset(
 )
 
 _HEADER_NAME = re.compile(r"[!-9;-~]+")  # RFC 5322 ftext: printable ASCII except ':'
-# A bare dot-atom address (RFC 5322 atext, one "@", no dot at either end of a part): the common
-# case, parsed without email.utils.
-_PLAIN_ADDRESS = re.compile(
-    r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*"
-    r"@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*")
 
 # CRLF line ends, 78-column folding, RFC 2047 for non-ASCII headers (no SMTPUTF8 needed).
-_POLICY = email.policy.SMTP
+# refold_source="none": the address fields, set raw (already folded by address_field), are
+# written as they are instead of being re-folded by the email package.
+_POLICY = email.policy.SMTP.clone(refold_source="none")
 
 
 @dataclass(frozen=True)
 class Mailbox:
-    """An address with an optional display name."""
+    """An address with an optional display name (see :mod:`etrans.domain.addresses` for the
+    parser both the API and the worker read addresses with)."""
 
     email: str
     name: str = ""
 
-    @classmethod
-    def parse(cls, value: str) -> Mailbox:
-        """``"a@b"`` or ``"Name <a@b>"`` -> Mailbox; ``ValueError`` when there is no address."""
-        if _PLAIN_ADDRESS.fullmatch(value):
-            return cls(email=value)  # what parseaddr gives for it, ~20x cheaper
-        name, address = email.utils.parseaddr(value)
-        if "@" not in address:
-            raise ValueError(f"not an email address: {value!r}")
-        return cls(email=address, name=name)
-
     @property
     def domain(self) -> str:
         return self.email.rpartition("@")[2].lower()
-
-    def header_address(self) -> Address:
-        local, _, domain = self.email.rpartition("@")
-        return Address(display_name=self.name, username=local, domain=domain)
-
-
-@lru_cache(maxsize=8192)
-def parse_mailbox(value: str) -> Mailbox:
-    """:meth:`Mailbox.parse`, memoised (pure, and its result is immutable): requests repeat
-    the same few addresses."""
-    return Mailbox.parse(value)
 
 
 @dataclass(frozen=True)
@@ -119,14 +98,84 @@ class OutgoingEmail:
         return recipients
 
     def header_message_id(self) -> str:
-        """The Message-ID header value: the message_id, in angle brackets."""
-        bare = self.message_id.strip().removeprefix("<").removesuffix(">")
+        """The Message-ID header value: the message_id, in angle brackets (on one line)."""
+        bare = _one_line(self.message_id).strip().removeprefix("<").removesuffix(">")
         return f"<{bare}>"
 
 
 def _one_line(value: str) -> str:
-    # Header values never carry their own line breaks: that would let a sender inject headers.
-    return " ".join(value.splitlines())
+    # Header values never carry their own line breaks (nor NULs): that would let a sender inject
+    # headers.  The worker refuses such requests already (etrans.workers.send_request).
+    return " ".join(value.replace("\x00", "").splitlines())
+
+
+# -- address fields -----------------------------------------------------------------------------
+
+_MAX_HEADER_LINE = 78
+_ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]"
+_ATOM_PHRASE = re.compile(rf"{_ATEXT}+(?: {_ATEXT}+)*")
+_QUOTED_FOLD = re.compile(r"(?<=\S) (?=\S)")  # single spaces a quoted-string may fold at
+# UTF-8 bytes per encoded word: 48 base64 characters, a 60-character word, so that "Reply-To: "
+# and one word stay within 78 columns (RFC 2047 allows 75).
+_ENCODED_WORD_BYTES = 36
+# The longest plain or quoted word of a name: "Reply-To: " + word + "," within 78 columns.
+_MAX_NAME_TOKEN = 66
+
+
+def _encoded_words(text: str) -> list[str]:
+    """RFC 2047 ``B`` encoded words for ``text``, never splitting a character between two."""
+    words: list[str] = []
+    chunk = bytearray()
+    for char in text:
+        data = char.encode("utf-8")
+        if len(chunk) + len(data) > _ENCODED_WORD_BYTES:
+            words.append(f"=?utf-8?b?{base64.b64encode(chunk).decode()}?=")
+            chunk.clear()
+        chunk += data
+    words.append(f"=?utf-8?b?{base64.b64encode(chunk).decode()}?=")
+    return words
+
+
+def _name_tokens(name: str) -> list[str]:
+    """The display name as header tokens; the field may be folded between any two of them."""
+    if "=?" not in name:
+        tokens = None
+        if _ATOM_PHRASE.fullmatch(name):
+            tokens = name.split(" ")
+        elif name.isascii() and name.isprintable():
+            quoted = '"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'
+            tokens = _QUOTED_FOLD.split(quoted)
+        if tokens is not None and all(len(token) <= _MAX_NAME_TOKEN for token in tokens):
+            return tokens
+    # Non-ASCII, ASCII that a reader would decode as an encoded word, or a word too long for
+    # one line: encoded words, which RFC 2047 readers join without the folding whitespace
+    # between them.
+    return _encoded_words(name)
+
+
+@lru_cache(maxsize=4096)  # pure, on immutable values: the same senders/recipients recur
+def address_field(name: str, mailboxes: tuple[Mailbox, ...]) -> str:
+    """The value of the address field ``name`` (From, To, Cc, Reply-To), folded with CRLF +
+    space: one address per line, a long display name folded between its words, every line
+    within 78 columns unless one address alone is longer."""
+    lines: list[str] = []
+    line = f"{name}:"
+    last = len(mailboxes) - 1
+    for index, mailbox in enumerate(mailboxes):
+        tokens = ([*_name_tokens(mailbox.name), f"<{mailbox.email}>"] if mailbox.name
+                  else [mailbox.email])
+        if index < last:
+            tokens[-1] += ","
+        for position, token in enumerate(tokens):
+            starts_address = position == 0 and index > 0
+            if starts_address or (len(line) + 1 + len(token) > _MAX_HEADER_LINE
+                                  and line != f"{name}:"):
+                lines.append(line)
+                line = " " + token
+            else:
+                line += " " + token
+    lines.append(line)
+    return "\r\n".join(lines)[len(name) + 2:]
 
 
 def _body_part(outgoing: OutgoingEmail, target: EmailMessage) -> None:
@@ -143,12 +192,12 @@ def _body_part(outgoing: OutgoingEmail, target: EmailMessage) -> None:
 def build_mime(outgoing: OutgoingEmail, *, date: str | None = None) -> EmailMessage:
     """The message as the recipients see it (headers and body); no Bcc header."""
     message = EmailMessage(policy=_POLICY)
-    message["From"] = outgoing.sender.header_address()
-    message["To"] = [m.header_address() for m in outgoing.to]
+    message.set_raw("From", address_field("From", (outgoing.sender,)))
+    message.set_raw("To", address_field("To", outgoing.to))
     if outgoing.cc:
-        message["Cc"] = [m.header_address() for m in outgoing.cc]
+        message.set_raw("Cc", address_field("Cc", outgoing.cc))
     if outgoing.reply_to:
-        message["Reply-To"] = [m.header_address() for m in outgoing.reply_to]
+        message.set_raw("Reply-To", address_field("Reply-To", outgoing.reply_to))
     message["Subject"] = _one_line(outgoing.subject)
     message["Message-ID"] = outgoing.header_message_id()
     message["Date"] = date or email.utils.formatdate(usegmt=True)
@@ -197,34 +246,13 @@ def _now_date() -> str:
     return _date_cache[1]
 
 
-_ATOM_PHRASE = re.compile(r"[A-Za-z0-9!#$%&'*+\-/=?^_`{|}~ ]*")
-_PRINTABLE = re.compile(r"[ -~]*")
 _NEWLINES = re.compile(r"\r\n|\r|\n")
-_MAX_HEADER_LINE = 78
 _MAX_BODY_LINE = 998
 
 
-def _simple_address(mailbox: Mailbox) -> str | None:
-    if not (_PRINTABLE.fullmatch(mailbox.email) and _PRINTABLE.fullmatch(mailbox.name)):
-        return None
-    if " " in mailbox.email or "<" in mailbox.email or '"' in mailbox.email:
-        return None
-    name = mailbox.name.strip()
-    if not name:
-        return mailbox.email
-    if not _ATOM_PHRASE.fullmatch(name) or "  " in name:
-        escaped = name.replace("\\", "\\\\").replace('"', '\\"')
-        name = f'"{escaped}"'
-    return f"{name} <{mailbox.email}>"
-
-
-@lru_cache(maxsize=4096)  # pure, on immutable values: the same senders/recipients recur
 def _address_header(name: str, mailboxes: tuple[Mailbox, ...]) -> str | None:
-    addresses = [_simple_address(m) for m in mailboxes]
-    if any(a is None for a in addresses):
-        return None
-    # One address per line: folding at the commas keeps every line short.
-    return f"{name}: " + ",\r\n ".join(addresses)  # type: ignore[arg-type]
+    value = address_field(name, mailboxes)
+    return f"{name}: {value}" if value.isascii() else None
 
 
 def _printable(value: str) -> bool:

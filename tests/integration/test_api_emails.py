@@ -14,6 +14,7 @@ from sqlalchemy import func, select, update
 
 from etrans.adapters.credentials import AUTH_HASH
 from etrans.adapters.sql.usend import EmailMessage, EmailOutbox
+from etrans.workers.send_request import decode_request
 from tests.integration.api1_support import Api1, build_api1, email
 
 EMAILS = EmailMessage.__table__
@@ -77,6 +78,32 @@ async def test_send_email_queues_row_outbox_and_credentials(api: Api1) -> None:
     assert detail["status"] == "Queued"
     assert detail["html"] == "<p>Hi</p>"
     assert detail["delivered_at"] is None
+
+
+async def test_addresses_reach_kafka_as_the_worker_reads_them(api: Api1) -> None:
+    """What POST /emails validated is what the sendmail worker reads: the record carries each
+    address in its canonical text (display names quoted), which the worker's decoder reads back
+    to exactly the validated addresses - never to the display name, never to nothing."""
+    user, _, domain = api.sender()
+    body = email(domain, to=["Smith, John <john@example.org>", "a@evil.test <bob@example.org>"],
+                 cc=['"Doe; Jane" <jane@example.org>'], bcc=["Ann (ops) <ann@example.org>"],
+                 reply_to="Help, Desk <help@example.org>")
+    status, sent = await api.call("POST", "/emails", api.bearer(user), json=body)
+    assert status == 200, sent
+    assert sent["to"] == body["to"]  # the API answers (and stores) what it was given
+    with api.usend.engine.connect() as conn:
+        outbox = conn.execute(select(OUTBOX).where(OUTBOX.c.message_id == sent["id"])).one()
+    payload = json.loads(bytes(outbox.payload))["payload"]
+    assert payload["recipients"] == ['"Smith, John" <john@example.org>',
+                                     '"a@evil.test" <bob@example.org>']
+    assert payload["cc"] == ['"Doe; Jane" <jane@example.org>']
+    assert payload["bcc"] == ['"Ann (ops)" <ann@example.org>']
+    assert payload["reply_to"] == '"Help, Desk" <help@example.org>'
+    outgoing = decode_request(bytes(outbox.payload))
+    assert outgoing.envelope_recipients() == ["john@example.org", "bob@example.org",
+                                              "jane@example.org", "ann@example.org"]
+    assert [m.name for m in outgoing.to] == ["Smith, John", "a@evil.test"]
+    assert outgoing.reply_to[0].email == "help@example.org"
 
 
 INVALID = {

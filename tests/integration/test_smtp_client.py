@@ -167,6 +167,40 @@ async def test_a_server_that_stops_answering_times_out(cap: str) -> None:
         nursery.cancel_scope.cancel()
 
 
+@pytest.mark.parametrize("pipelining", [True, False])
+@pytest.mark.parametrize(("sender", "recipient"), [
+    ("from@example.com>\r\nRCPT TO:<extra@evil.test", "a@example.com"),
+    ("from@example.com", "a@example.com>\r\nRCPT TO:<extra@evil.test"),
+    ("from@example.com", "a@example.com\nRCPT TO:<extra@evil.test>"),
+    ("from@example.com\x00", "a@example.com"),
+    ("from@example.com", "a@example.com> NOTIFY=NEVER"),
+])
+async def test_no_command_is_smuggled_through_an_address(pipelining: bool, sender: str,
+                                                         recipient: str) -> None:
+    """Defence in depth below the worker's decoder: an address that would end the command
+    line (or the path) early is refused before a byte of the transaction is written."""
+    server = ScriptedServer(pipelining=pipelining)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(server.serve)
+        pool = SmtpPool(SmtpConfig("127.0.0.1", server.port, timeout_seconds=5,
+                                   local_hostname="client.test"), size=1)
+        with pytest.raises(SmtpFailure) as caught:
+            await pool.send(CREDENTIALS, sender, [recipient, "b@example.com"], MESSAGE)
+        assert not caught.value.transient
+        assert caught.value.code == 501
+        # The session is intact and goes on with the next message.
+        result = await pool.send(CREDENTIALS, "from@example.com", ["b@example.com"], MESSAGE)
+        assert result.accepted == ["b@example.com"]
+        assert pool.statistics()["opened"] == 1
+        nursery.cancel_scope.cancel()
+    await pool.aclose()  # the server is gone: no 5 s wait for its QUIT reply
+    lines = [line for chunk in server.chunks for line in chunk]
+    assert not any(b"evil.test" in line or b"NOTIFY" in line for line in lines)
+    assert [line for line in lines if line.upper().startswith((b"MAIL", b"RCPT"))] == [
+        b"MAIL FROM:<from@example.com>", b"RCPT TO:<b@example.com>"]
+    assert server.messages == [dot_stuffed(MESSAGE).rstrip(b"\r\n")]
+
+
 def test_dot_stuffing_and_line_ends() -> None:
     assert dot_stuffed(b".a\r\nb\r\n.c") == b"..a\r\nb\r\n..c\r\n"
     assert dot_stuffed(b"x\ny\rz\r\n") == b"x\r\ny\r\nz\r\n"
