@@ -61,13 +61,27 @@ class PublishFailure:
     def __str__(self) -> str:
         return self.error
 
+    @staticmethod
+    def _not_the_records_fault(err: Any) -> bool:
+        name = err.name() if hasattr(err, "name") else ""
+        return (name in _NOT_THE_RECORDS_FAULT or bool(getattr(err, "retriable", bool)())
+                or bool(getattr(err, "fatal", bool)()))
+
     @classmethod
     def of_delivery_error(cls, err: Any) -> PublishFailure:
         """From the ``KafkaError`` of a delivery report."""
-        name = err.name() if hasattr(err, "name") else ""
-        unreachable = (name in _NOT_THE_RECORDS_FAULT or bool(getattr(err, "retriable", bool)())
-                       or bool(getattr(err, "fatal", bool)()))
-        return cls("unreachable" if unreachable else "answered", str(err))
+        kind = "unreachable" if cls._not_the_records_fault(err) else "answered"
+        return cls(kind, str(err))
+
+    @classmethod
+    def of_produce_error(cls, exc: Exception) -> PublishFailure:
+        """From what ``Producer.produce`` raised: ``refused``, unless it says the topic is
+        unknown or the client unusable (``_UNKNOWN_TOPIC`` when the cluster lacks KAFKA_TOPIC:
+        a configuration problem, which must not fail every email)."""
+        err = exc.args[0] if exc.args else None
+        if err is not None and hasattr(err, "name") and cls._not_the_records_fault(err):
+            return cls("unreachable", repr(exc))
+        return cls("refused", repr(exc))
 
 
 class KafkaAdmin:
@@ -236,7 +250,7 @@ class KafkaProducer:
                     await trio.sleep(0.01)  # local queue full: let the polling thread drain it
                 except Exception as exc:  # refused at once (too large, an invalid topic name):
                     # only this record fails, the others go on
-                    errors[index] = PublishFailure("refused", repr(exc))
+                    errors[index] = PublishFailure.of_produce_error(exc)
                     if answered():
                         all_answered.set()
                     break

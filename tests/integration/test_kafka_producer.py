@@ -64,3 +64,18 @@ def test_delivery_errors_are_classified_by_whose_fault_they_are() -> None:
     for code in (KafkaError.MSG_SIZE_TOO_LARGE, KafkaError.INVALID_RECORD,
                  KafkaError.INVALID_MSG):
         assert kind(code) == "answered", KafkaError(code).name()
+
+
+def test_what_produce_raises_is_refused_unless_the_topic_is_unknown() -> None:
+    """produce() raises _UNKNOWN_TOPIC at once when the cluster has no such topic (auto-create
+    off): a misconfigured KAFKA_TOPIC, which must leave emails pending, not fail them all."""
+    from confluent_kafka import KafkaError, KafkaException
+
+    def kind(code: int) -> str:
+        return PublishFailure.of_produce_error(KafkaException(KafkaError(code))).kind
+
+    assert kind(KafkaError.MSG_SIZE_TOO_LARGE) == "refused"
+    assert kind(KafkaError._INVALID_ARG) == "refused"
+    assert kind(KafkaError._UNKNOWN_TOPIC) == "unreachable"
+    assert kind(KafkaError._UNKNOWN_PARTITION) == "unreachable"
+    assert PublishFailure.of_produce_error(TypeError("bad value")).kind == "refused"
