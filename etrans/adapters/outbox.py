@@ -98,7 +98,7 @@ INSERT INTO email_outbox (topic, key, payload, created_at) VALUES ($1, $2, $3::b
 _DELETE_PUBLISHED = b"""
 DELETE FROM email_outbox WHERE id IN (
     SELECT id FROM email_outbox WHERE published_at < now() - make_interval(secs => $1::float8)
-    ORDER BY published_at LIMIT $2::int)
+    ORDER BY published_at LIMIT $2::int FOR UPDATE SKIP LOCKED)
 """
 
 # The response of the Reject events of a failed email (the shape of docs/wire-formats.md).
@@ -153,7 +153,7 @@ class OutboxRelay:
     def __init__(self, db: Database, publisher: EventPublisher, *, batch_size: int = 200,
                  idle_seconds: float = 0.5, linger_seconds: float = 0.05,
                  max_backoff_seconds: float = 10.0, max_attempts: int = 10,
-                 retention_seconds: float = 24 * 3600.0, cleanup_every_seconds: float = 60.0,
+                 retention_seconds: float = 24 * 3600.0, cleanup_every_seconds: float = 10.0,
                  final_pass_seconds: float = 3.0, log_topic: str | None = None,
                  reject_events: RejectEvents | None = None,
                  max_pass_bytes: int = 64 * 1024 * 1024) -> None:
@@ -242,9 +242,10 @@ class OutboxRelay:
                         await trio.sleep_forever()
                 continue
             backoff = self._idle
+            # Time-gated: also under a load that keeps every pass full.
+            await self._delete_published_if_due()
             if progress >= self._batch or (progress and self._budget_reached):
                 continue  # more may be waiting
-            await self._delete_published_if_due()
             if shutdown_requested is not None and shutdown_requested.is_set():
                 continue  # one last pass
             with trio.move_on_after(self._idle):

@@ -327,3 +327,43 @@ async def test_a_pass_holds_at_most_max_pass_bytes_of_payloads(
         await relay.aclose()
         producer.close(1.0)
         db.dispose()
+
+
+async def test_the_relay_loop_deletes_old_published_rows_while_every_pass_is_full(
+        fresh_database: Any, kafka_bootstrap: str, new_topic: Any) -> None:
+    """run(): the retention runs between passes even when each pass is full (so the table
+    cannot grow without bound under a steady load), and shutdown ends the loop."""
+    db = _migrated(fresh_database, "relay_loop")
+    topic = new_topic()
+    now = datetime.now(UTC)
+    with db.engine.begin() as conn:
+        conn.execute(insert(OUTBOX), [{"topic": topic, "key": f"old{i}", "payload": b"{}",
+                                       "created_at": now - timedelta(days=2),
+                                       "published_at": now - timedelta(days=2)}
+                                      for i in range(5)])
+        conn.execute(insert(OUTBOX), [{"topic": topic, "key": f"new{i}", "payload": b"{}",
+                                       "created_at": now} for i in range(12)])
+    producer = KafkaProducer({"bootstrap.servers": kafka_bootstrap})
+    relay = OutboxRelay(db, producer, batch_size=3, cleanup_every_seconds=0.0,
+                        retention_seconds=3600.0)
+    done = trio.Event()
+
+    def count(*where: Any) -> int:
+        with db.engine.connect() as conn:
+            return int(conn.execute(select(func.count()).select_from(OUTBOX).where(*where))
+                       .scalar())
+
+    try:
+        with trio.fail_after(30):
+            async with trio.open_nursery() as nursery:
+                await nursery.start(relay.run, done)
+                for _ in range(300):  # polls the database: no event to wait for
+                    if not count(OUTBOX.c.published_at.is_(None)) and relay.stats.deleted >= 5:
+                        break
+                    await trio.sleep(0.1)
+                done.set()
+        assert count() == 12
+        assert relay.stats.published == 12
+    finally:
+        producer.close(1.0)
+        db.dispose()
