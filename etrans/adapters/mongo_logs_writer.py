@@ -73,6 +73,10 @@ class MongoLogWriter:
         self.collection: Collection[dict[str, Any]] = self._client[settings.dbname][
             settings.collection
         ]
+        # etrans's own bookkeeping (the backfill marker), beside the spec's collection.
+        self.state: Collection[dict[str, Any]] = self._client[settings.dbname][
+            f"{settings.collection}_etrans_state"
+        ]
         self.limiter = trio.CapacityLimiter(max(threads, 1))
         self._probe_limiter = trio.CapacityLimiter(1)  # /readyz: not a request slot
 
@@ -155,6 +159,21 @@ class MongoLogWriter:
             return 0
         return await trio.to_thread.run_sync(self._label, message_ids, source, user_id,
                                              limiter=self.limiter, abandon_on_cancel=True)
+
+    def _labels_complete(self) -> bool:
+        return self.state.find_one({"_id": "labels", "complete": True}) is not None
+
+    async def labels_complete(self) -> bool:
+        return await trio.to_thread.run_sync(self._labels_complete, limiter=self.limiter,
+                                             abandon_on_cancel=True)
+
+    def _set_labels_complete(self, complete: bool) -> None:
+        self.state.replace_one({"_id": "labels"}, {"_id": "labels", "complete": complete},
+                               upsert=True)
+
+    async def set_labels_complete(self, complete: bool) -> None:
+        await trio.to_thread.run_sync(self._set_labels_complete, complete, limiter=self.limiter,
+                                      abandon_on_cancel=True)
 
     def _ping(self) -> None:
         self._client.admin.command("ping")

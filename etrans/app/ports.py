@@ -77,6 +77,12 @@ class LogLabels(Protocol):
         """Record ``source`` (and ``user_id``) on the unlabelled documents of ``message_ids``."""
         ...
 
+    async def labels_complete(self) -> bool:
+        """Whether a backfill finished since the last time documents were stored unlabelled."""
+        ...
+
+    async def set_labels_complete(self, complete: bool) -> None: ...
+
 
 class EmailStatusStore(Protocol):
     """Advances ``email_messages.status`` monotonically; returns the number of rows changed."""

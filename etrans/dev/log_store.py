@@ -50,6 +50,7 @@ CREATE TABLE IF NOT EXISTS logs (
 # Added after the first release: a logs.sqlite3 of an older etrans dev gets them at start.
 _LATER_COLUMNS = {"source": "TEXT", "user_id": "INTEGER"}
 _INDEXES = """
+CREATE TABLE IF NOT EXISTS log_state (name TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE UNIQUE INDEX IF NOT EXISTS uniq_event_id ON logs (event_id);
 CREATE INDEX IF NOT EXISTS idx_from_domain_timestamp ON logs (from_domain, timestamp DESC);
 CREATE INDEX IF NOT EXISTS idx_user_id_timestamp ON logs (user_id, timestamp DESC);
@@ -153,6 +154,22 @@ class SqliteLogStore:
         if not message_ids:
             return 0
         return await self._run(self._label, list(message_ids), source, user_id)
+
+    def _labels_complete(self) -> bool:
+        with self._lock:
+            row = self._db.execute("SELECT value FROM log_state WHERE name = 'labels'").fetchone()
+        return row is not None and row[0] == "complete"
+
+    async def labels_complete(self) -> bool:
+        return await self._run(self._labels_complete)
+
+    def _set_labels_complete(self, complete: bool) -> None:
+        with self._lock:
+            self._db.execute("INSERT OR REPLACE INTO log_state (name, value) VALUES ('labels', ?)",
+                             ("complete" if complete else "pending",))
+
+    async def set_labels_complete(self, complete: bool) -> None:
+        await self._run(self._set_labels_complete, complete)
 
     # -- LogReader -------------------------------------------------------------------------------
 

@@ -198,7 +198,12 @@ async def _run_backfill(labels: LogLabels, owners: MessageOwners,
     delay = 1.0
     while True:
         try:
+            if await labels.labels_complete():
+                log.info("log backfill: every document is labelled")
+                done.set()
+                return
             changed = await backfill_labels(labels, owners)
+            await labels.set_labels_complete(True)
         except Exception as exc:  # a task boundary: log, report, try again later
             log.warning("log backfill failed, retrying", error=str(exc), retry_in=delay)
             if reporter is not None:
@@ -298,7 +303,14 @@ async def run_fetchlog(
     async with trio.open_nursery() as nursery:
         if progress_stream is not None:
             nursery.start_soon(Progress(task, progress_stream).run, pipeline)
-        if task.owners is not None and hasattr(task.writer, "unlabelled"):
+        if task.owners is None and hasattr(task.writer, "set_labels_complete"):
+            # This run stores documents without labels: the next run with USEND_DB_URI must
+            # walk the collection again.
+            try:
+                await task.writer.set_labels_complete(False)
+            except Exception as exc:  # the documents are still stored; only the marker is late
+                log.warning("could not withdraw the log backfill marker", error=str(exc))
+        elif task.owners is not None and hasattr(task.writer, "unlabelled"):
             backfilled = trio.Event()
             nursery.start_soon(_run_backfill, task.writer, task.owners, task.reporter,
                                backfilled)

@@ -120,6 +120,11 @@ async def test_sqlite_log_store_answers_like_mongodb(mongo_uri: str, tmp_path: P
             assert (sorted(ids), position) == (["msg-8"] * 4, None), store
             assert await store.label(["msg-8"], "SMTP", None) == 4
             assert await store.unlabelled(None, 100) == ([], None)
+            assert await store.labels_complete() is False
+            await store.set_labels_complete(True)
+            assert await store.labels_complete() is True
+            await store.set_labels_complete(False)
+            assert await store.labels_complete() is False
     finally:
         mongo.client.drop_database(mongo_settings.dbname)
         mongo.close()

@@ -257,8 +257,10 @@ async def test_owner_lookup_of_more_ids_than_one_statement_takes(usend: Database
 async def test_fetchlog_run_backfills_documents_stored_before(
     mongo_settings: MongoSettings, collection, usend: Database, tmp_path  # type: ignore[no-untyped-def]
 ) -> None:
-    """Documents without ``source`` (stored by an older version) are labelled by the backfill
-    that ``etrans fetchlog`` runs at start; a replay to the end (--stop-at-end) waits for it."""
+    """Documents without ``source`` (stored by an older version, or by a fetchlog without
+    USEND_DB_URI) are labelled by the backfill that ``etrans fetchlog`` runs at start; a replay to
+    the end (--stop-at-end) waits for it; a finished backfill is remembered, and withdrawn by a
+    run that stores unlabelled documents."""
     from etrans.dev.topics import LocalPublisher, LocalTopics
     from etrans.pipeline import PipelineConfig
     from etrans.runtime import Shutdown
@@ -269,18 +271,35 @@ async def test_fetchlog_run_backfills_documents_stored_before(
     old = [to_document(decode_event(json.dumps(_event(f"b{i}", message_id=m)).encode()))
            for i, m in enumerate([f"<{api_id}>", "smtp-old@mx", api_id] * 700)]
     collection.insert_many(old)
+    state = collection.database[f"{mongo_settings.collection}_etrans_state"]
     topics = LocalTopics(tmp_path / "topics.sqlite3", partitions=1)
-    await LocalPublisher(topics).publish("logs", json.dumps(_event("new-1")).encode())
-    writer = MongoLogWriter(mongo_settings)
-    task = FetchlogTask(EventFilter(), writer, owners=MessageOwnerLookup(usend))
+    publisher = LocalPublisher(topics)
     config = PipelineConfig(topics=("logs",), group_id="g", kafka={}, workers=2,
                             channel_size=100, commit_interval=0.05, stop_at_end=True)
+
+    async def run(*, with_usend: bool, event_id: str) -> None:
+        await publisher.publish("logs", json.dumps(_event(event_id, message_id=api_id)).encode())
+        writer = MongoLogWriter(mongo_settings)
+        owners = MessageOwnerLookup(usend) if with_usend else None
+        try:
+            with trio.fail_after(60):
+                await run_fetchlog(config, FetchlogTask(EventFilter(), writer, owners=owners),
+                                   Shutdown(5.0), source=topics.source())
+        finally:
+            writer.close()
+
     try:
-        with trio.fail_after(60):
-            await run_fetchlog(config, task, Shutdown(5.0), source=topics.source())
+        await run(with_usend=True, event_id="new-1")
+        assert collection.count_documents({"source": {"$exists": False}}) == 0
+        assert collection.count_documents({"source": "API", "user_id": 77}) == 1401
+        assert collection.count_documents({"source": "SMTP"}) == 700
+        assert state.find_one({"_id": "labels"})["complete"] is True
+        await run(with_usend=False, event_id="new-2")  # stored unlabelled: marker withdrawn
+        assert collection.find_one({"event_id": "new-2"}).get("source") is None
+        assert state.find_one({"_id": "labels"})["complete"] is False
+        await run(with_usend=True, event_id="new-3")
+        assert collection.count_documents({"source": {"$exists": False}}) == 0
+        assert collection.find_one({"event_id": "new-2"})["user_id"] == 77
+        assert state.find_one({"_id": "labels"})["complete"] is True
     finally:
-        writer.close()
         topics.close()
-    assert collection.count_documents({"source": {"$exists": False}}) == 0
-    assert collection.count_documents({"source": "API", "user_id": 77}) == 1400
-    assert collection.count_documents({"source": "SMTP"}) == 701  # 700 old + the new event
