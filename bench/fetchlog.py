@@ -9,10 +9,13 @@
    the end (the consumer-group join is not ingest);
 
 prints both rates and, last, ``ratio <fetchlog/raw>`` (goal >= 0.8).  The USEND status update is
-not part of this run (USEND_DB_URI unset).  Services: $ETRANS_TEST_KAFKA_BOOTSTRAP /
-$ETRANS_TEST_MONGODB_URI, else private tansu and secantus started here.
+not part of this run (USEND_DB_URI unset).  With ``--usend``, fetchlog also labels each document
+(``source``/``user_id``: one lookup per batch in a migrated USEND DB where half of the messages are
+API emails), as ``etrans fetchlog`` does with USEND_DB_URI set.  Services:
+$ETRANS_TEST_KAFKA_BOOTSTRAP / $ETRANS_TEST_MONGODB_URI (/ $ETRANS_TEST_POSTGRES_URL), else
+private tansu and secantus (and PostgreSQL) started here.
 
-    .venv/bin/python bench/fetchlog.py [--events 100000] [--partitions 3] [--batch 500]
+    .venv/bin/python bench/fetchlog.py [--events 100000] [--partitions 3] [--batch 500] [--usend]
 """
 
 from __future__ import annotations
@@ -28,7 +31,9 @@ import trio
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from etrans import observability
+from etrans.adapters.message_owners import MessageOwnerLookup
 from etrans.adapters.mongo_logs_writer import INDEXES, MongoLogWriter
+from etrans.adapters.sql import usend_database
 from etrans.domain.delivery_log import EventFilter, decode_event, to_document
 from etrans.pipeline import Pipeline, PipelineConfig
 from etrans.runtime import Shutdown
@@ -36,9 +41,12 @@ from etrans.settings import MongoSettings, Secret
 from etrans.workers.fetchlog import FetchlogTask
 from tests.harness.servers import (
     KAFKA_TEST_CONSUMER_CONFIG,
+    create_database,
     create_topic,
+    drop_database,
     ensure_kafka,
     ensure_mongo,
+    ensure_postgres,
     unique_name,
 )
 
@@ -98,11 +106,31 @@ def raw_insert(uri: str, dbname: str, documents: list[dict[str, object]], batch:
         client.close()
 
 
+def usend_with_emails(pg_url: str, prefix: str, count: int) -> str:
+    """A migrated USEND DB whose ``email_messages`` hold every other message id of the events."""
+    import psycopg
+
+    from etrans.adapters.sql import migrations
+
+    name = unique_name("bench_fl_usend").replace("-", "_")
+    url = create_database(pg_url, name)
+    migrations.upgrade(url)
+    with psycopg.connect(url) as conn, conn.cursor() as cursor, cursor.copy(
+            "COPY email_messages (message_id, user_id, from_address, to_addresses, subject)"
+            " FROM STDIN") as copy:
+        for k in range(0, (count + 2) // 3, 2):
+            copy.write_row((f"msg_{prefix}_{k}", 7, "hello@shop.example", '["u@x"]', "s"))
+    return url
+
+
 async def fetchlog_run(bootstrap: str, topic: str, uri: str, dbname: str, expected: int,
-                       batch: int, workers: int) -> tuple[float, dict[str, int]]:
+                       batch: int, workers: int,
+                       usend_url: str | None = None) -> tuple[float, dict[str, int]]:
     writer = MongoLogWriter(MongoSettings(uri=Secret(uri), dbname=dbname, collection="email_logs"),
                             threads=workers)
-    task = FetchlogTask(EventFilter(), writer)
+    usend = usend_database(usend_url, pool_size=workers) if usend_url else None
+    owners = MessageOwnerLookup(usend) if usend is not None else None
+    task = FetchlogTask(EventFilter(), writer, owners=owners)
     config = PipelineConfig(
         topics=(topic,), group_id=unique_name("bench-fetchlog"),
         kafka={"bootstrap.servers": bootstrap, **KAFKA_TEST_CONSUMER_CONFIG},
@@ -119,7 +147,11 @@ async def fetchlog_run(bootstrap: str, topic: str, uri: str, dbname: str, expect
         elapsed = time.perf_counter() - started
     finally:
         writer.close()
+        if usend is not None:
+            usend.dispose()
     counters = task.statistics().as_dict()
+    if owners is not None:
+        counters["usend_queries"] = owners.queries
     assert counters["stored"] == expected, counters
     return elapsed, counters
 
@@ -130,14 +162,25 @@ def main() -> None:
     parser.add_argument("--partitions", type=int, default=3)
     parser.add_argument("--batch", type=int, default=500)
     parser.add_argument("--workers", type=int, default=10)
+    parser.add_argument("--usend", action="store_true",
+                        help="label documents from a USEND DB (source/user_id), as with "
+                             "USEND_DB_URI")
     args = parser.parse_args()
     observability.configure("bench-fetchlog", level="WARNING", json=False)
 
     bootstrap, broker = ensure_kafka()
     uri, mongo = ensure_mongo()
+    pg = None
+    cleanups = []
     try:
         prefix = unique_name("bench")
         events = make_events(args.events, prefix)
+        usend_url = None
+        if args.usend:
+            pg_url, pg = ensure_postgres()
+            usend_url = usend_with_emails(pg_url, prefix, args.events)
+            name = usend_url.rsplit("/", 1)[1]
+            cleanups.append(lambda: drop_database(pg_url, name))
         topic = create_topic(bootstrap, unique_name("bench-email-logs"),
                              partitions=args.partitions)
         t = time.perf_counter()
@@ -155,7 +198,7 @@ def main() -> None:
         fl_db = unique_name("bench_fl").replace("-", "_")
         try:
             fl_seconds, counters = trio.run(fetchlog_run, bootstrap, topic, uri, fl_db,
-                                            args.events, args.batch, args.workers)
+                                            args.events, args.batch, args.workers, usend_url)
         finally:
             from pymongo import MongoClient
 
@@ -163,10 +206,15 @@ def main() -> None:
             client.drop_database(fl_db)
             client.close()
         fl_rate = args.events / fl_seconds
+        labelled = ", labelled from the USEND DB" if args.usend else ""
         print(f"fetchlog: {args.events} events in {fl_seconds:.2f} s = {fl_rate:,.0f} events/s"
-              f" ({args.workers} workers, batch {args.batch}; {counters})")
+              f" ({args.workers} workers, batch {args.batch}{labelled}; {counters})")
         print(f"ratio {fl_rate / raw_rate:.3f}")
     finally:
+        for cleanup in cleanups:
+            cleanup()
+        if pg is not None:
+            pg.cleanup()
         if mongo is not None:
             mongo.cleanup()
         if broker is not None:
