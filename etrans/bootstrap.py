@@ -404,6 +404,7 @@ def sendmail(settings: Settings) -> ServiceMain:
     config = PipelineConfig(
         topics=(kafka.topic,),
         group_id=kafka.group_id,
+        group_instance_id=kafka.group_instance_id,
         kafka=kafka.librdkafka(),
         workers=pool_size,
         # Sendmail messages may carry 25 MB of attachments: buffer few of them.
@@ -436,8 +437,8 @@ def sendmail(settings: Settings) -> ServiceMain:
         )
         task = SendmailTask(delivery)
         log.info("started", worker="sendmail", topic=kafka.topic, group_id=kafka.group_id,
-                 log_topic=log_topic, workers=pool_size, smtp=f"{smtp.host}:{smtp.port}",
-                 smtp_secure=smtp.secure)
+                 group_instance_id=kafka.group_instance_id, log_topic=log_topic,
+                 workers=pool_size, smtp=f"{smtp.host}:{smtp.port}", smtp_secure=smtp.secure)
         try:
             stats = await run_pipeline(config, task, shutdown, producer=producer)
             log.info("pipeline stopped", pipeline=repr(stats), sendmail=delivery.statistics(),
@@ -472,6 +473,7 @@ def fetchlog(settings: Settings, *, from_earliest: bool, stop_at_end: bool) -> S
     config = PipelineConfig(
         topics=(kafka.log_topic,),
         group_id=kafka.log_group_id,
+        group_instance_id=kafka.group_instance_id,
         kafka=kafka.librdkafka(),
         workers=options.worker_pool_size,
         channel_size=max(1000, 2 * options.worker_pool_size * options.batch_size),
@@ -605,15 +607,19 @@ async def _dev_main(settings: Settings, data_dir: Path, services: _DevServices,
     _mmap_large_allocations()
 
     librdkafka = kafka.librdkafka() if kafka.bootstrap_servers else {}
+    # Two consumers in this process: one static member id each (default "<hostname>-dev-...").
+    instance = kafka.group_instance_id
     pool_size = mail_options.worker_pool_size
     sendmail_config = PipelineConfig(
         topics=(kafka.topic,), group_id=kafka.group_id or "etrans-dev-sendmail",
+        group_instance_id=f"{instance}-sendmail" if instance else None,
         kafka=librdkafka, workers=pool_size, channel_size=max(50, pool_size * 5),
         commit_interval=kafka.commit_interval_seconds,
         message_timeout=(mail_options.email_timeout_seconds
                          + DeliveryPolicy.record_patience + 10.0))
     fetchlog_config = PipelineConfig(
         topics=(log_topic,), group_id=kafka.log_group_id or "etrans-dev-fetchlog",
+        group_instance_id=f"{instance}-fetchlog" if instance else None,
         kafka=librdkafka, workers=log_options.worker_pool_size,
         channel_size=max(1000, 2 * log_options.worker_pool_size * log_options.batch_size),
         commit_interval=kafka.commit_interval_seconds,

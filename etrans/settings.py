@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import re
+import socket
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit, urlunsplit
@@ -124,6 +125,8 @@ class KafkaSettings:
     assignment_strategy: str = "range,roundrobin"
     # KAFKA_MAX_RECORD_BYTES: see DEFAULT_MAX_RECORD_BYTES.
     max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES
+    # KAFKA_GROUP_INSTANCE_ID: static group membership of this process's consumer (None: off).
+    group_instance_id: str | None = None
 
     @property
     def max_batch_bytes(self) -> int:
@@ -419,6 +422,7 @@ def _kafka(r: _Reader, *, consumer_of: str | None) -> KafkaSettings:
             key = name[len(KAFKA_CONF_PREFIX) :].lower().replace("_", ".")
             if key:
                 conf[key] = Secret(value)
+    instance_id = _group_instance_id(r, conf, consumer_of)
     _check_librdkafka(r, conf)
     max_record = r.integer("KAFKA_MAX_RECORD_BYTES", DEFAULT_MAX_RECORD_BYTES, minimum=65536,
                            maximum=_LIBRDKAFKA_MAX_MESSAGE_BYTES - RECORD_FRAMING_BYTES)
@@ -442,7 +446,36 @@ def _kafka(r: _Reader, *, consumer_of: str | None) -> KafkaSettings:
         commit_interval_seconds=r.number("KAFKA_COMMIT_INTERVAL_SECONDS", 1.0, minimum=0.01),
         assignment_strategy=r.text("KAFKA_ASSIGNMENT_STRATEGY", "range,roundrobin"),
         max_record_bytes=max_record,
+        group_instance_id=instance_id,
     )
+
+
+_GROUP_INSTANCE_ID = re.compile(r"[A-Za-z0-9._-]{1,249}")
+
+
+def default_group_instance_id(consumer: str) -> str:
+    """``<hostname>-<consumer>``: stable across restarts of one worker on one host."""
+    host = re.sub(r"[^A-Za-z0-9._-]", "-", socket.gethostname())[:200] or "localhost"
+    return f"{host}-{consumer}"
+
+
+def _group_instance_id(r: _Reader, conf: dict[str, Secret],
+                       consumer_of: str | None) -> str | None:
+    """KAFKA_GROUP_INSTANCE_ID (or KAFKA_CONF_GROUP_INSTANCE_ID), default
+    ``<hostname>-<subcommand>`` for a consumer; ``none`` turns static membership off."""
+    passed_through = conf.pop("group.instance.id", None)
+    value = r.raw("KAFKA_GROUP_INSTANCE_ID")
+    if value is None and passed_through is not None:
+        value = passed_through.get().strip()
+    if value is None:
+        return default_group_instance_id(consumer_of) if consumer_of is not None else None
+    if value.lower() == "none":
+        return None
+    if not _GROUP_INSTANCE_ID.fullmatch(value):
+        r.problems.append("KAFKA_GROUP_INSTANCE_ID must be 1-249 letters, digits, '.', '_' or "
+                          f"'-' (or none), got {value!r}")
+        return None
+    return value
 
 
 _SASL_VARIABLES = {
@@ -766,7 +799,9 @@ def _dev(r: _Reader) -> dict[str, object]:
         "outbox": _outbox(r),
     }
     if r.raw("KAFKA_BOOTSTRAP_SERVERS"):
-        kafka = _kafka(r, consumer_of=None)
+        # Two consumers (sendmail, fetchlog): bootstrap.dev appends "-sendmail"/"-fetchlog" to
+        # the instance id, whose default is "<hostname>-dev".
+        kafka = _kafka(r, consumer_of="dev")
         values["kafka"] = replace(
             kafka, group_id=kafka.group_id or "etrans-dev-sendmail",
             log_topic=kafka.log_topic or "email-logs",

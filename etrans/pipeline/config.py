@@ -45,13 +45,17 @@ class PipelineConfig:
     """Configuration of one pipeline (one consumer, one thread, ``workers`` Trio tasks).
 
     ``kafka`` is the librdkafka configuration (``KafkaSettings.librdkafka()``, plus test overrides);
-    ``group.id``, ``auto.offset.reset``, ``partition.assignment.strategy`` and the forced commit
-    settings are added from the fields below.
+    ``group.id``, ``group.instance.id``, ``auto.offset.reset``, ``partition.assignment.strategy``
+    and the forced commit settings are added from the fields below.
     """
 
     topics: tuple[str, ...]
     group_id: str
     kafka: Mapping[str, str | int | bool]
+    # Static group membership (KIP-345): a consumer restarted with the same id within
+    # ``session.timeout.ms`` gets its partitions back at once, without a rebalance.  None:
+    # dynamic membership.  Unique per consumer within the group.
+    group_instance_id: str | None = None
     workers: int = 10
     # Messages handed to Trio and not yet finished, at most (the bound on buffered memory):
     # waiting in the channel or the dispatcher's inbox, running (even past message_timeout, if a
@@ -111,5 +115,7 @@ class PipelineConfig:
                 "partition.assignment.strategy": self.assignment_strategy,
             }
         )
+        if self.group_instance_id is not None:
+            conf["group.instance.id"] = self.group_instance_id
         conf.update(FORCED_CONSUMER_CONFIG)
         return conf

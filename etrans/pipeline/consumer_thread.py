@@ -152,7 +152,12 @@ class ConsumerThread(SourceThread):
                     self.state.ends[tp] = record.offset()
             return
         if err.fatal():
-            raise RuntimeError(f"fatal kafka consumer error: {err}")
+            hint = ""
+            if err.code() in (KafkaError._FENCED, KafkaError.FENCED_INSTANCE_ID):
+                hint = (f" (another consumer of group {self.config.group_id} joined with this "
+                        f"process's group.instance.id {self.config.group_instance_id}: give "
+                        "each process its own KAFKA_GROUP_INSTANCE_ID)")
+            raise RuntimeError(f"fatal kafka consumer error: {err}{hint}")
         log.warning("kafka consumer error", error=str(err), topic=record.topic(),
                     partition=record.partition())
 

@@ -33,6 +33,8 @@ def main() -> int:
     parser.add_argument("--commit-interval", type=float, default=0.5)
     parser.add_argument("--drain-seconds", type=float, default=20.0)
     parser.add_argument("--stop-at-end", action="store_true")
+    parser.add_argument("--instance-id", default=None, help="group.instance.id (static member)")
+    parser.add_argument("--session-timeout-ms", type=int, default=None)
     args = parser.parse_args()
     configure("pipeline-child", level="INFO", json=True)
 
@@ -44,11 +46,16 @@ def main() -> int:
         record.write(f"{message.partition} {message.offset} {time.monotonic():.4f}\n")
         record.flush()
 
+    kafka: dict[str, str | int] = {"bootstrap.servers": args.bootstrap, "log_level": 3,
+                                   **KAFKA_TEST_CONSUMER_CONFIG}
+    if args.session_timeout_ms is not None:
+        kafka["session.timeout.ms"] = args.session_timeout_ms
+        kafka["heartbeat.interval.ms"] = max(500, args.session_timeout_ms // 3)
     config = PipelineConfig(
         topics=(args.topic,),
         group_id=args.group,
-        kafka={"bootstrap.servers": args.bootstrap, "log_level": 3,
-               **KAFKA_TEST_CONSUMER_CONFIG},
+        group_instance_id=args.instance_id,
+        kafka=kafka,
         workers=args.workers,
         channel_size=args.channel_size,
         poll_batch=args.poll_batch,

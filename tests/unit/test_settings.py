@@ -368,3 +368,50 @@ def test_server_limits_defaults_and_validation():
     for name in ("ETRANS_READ_TIMEOUT_SECONDS", "ETRANS_KEEP_ALIVE_TIMEOUT_SECONDS",
                  "ETRANS_BODY_MEMORY_BYTES"):
         assert name in text
+
+
+# -- static group membership (issue 12 item 9) -----------------------------------------------------
+
+def test_group_instance_id_defaults_to_hostname_and_subcommand(monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setattr(settings.socket, "gethostname", lambda: "mail-1.example")
+    sendmail = for_command("sendmail", SENDMAIL_ENV)
+    fetchlog = for_command("fetchlog", FETCHLOG_ENV)
+    dev = for_command("dev", {"KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:9092"})
+    serve = for_command("serve", SERVE_ENV)
+    assert sendmail.kafka is not None
+    assert fetchlog.kafka is not None
+    assert dev.kafka is not None
+    assert serve.kafka is not None
+    assert sendmail.kafka.group_instance_id == "mail-1.example-sendmail"
+    assert fetchlog.kafka.group_instance_id == "mail-1.example-fetchlog"
+    assert dev.kafka.group_instance_id == "mail-1.example-dev"  # + -sendmail / -fetchlog
+    assert serve.kafka.group_instance_id is None  # no consumer
+
+
+def test_group_instance_id_can_be_set_or_turned_off():
+    def instance_id(**extra: str) -> str | None:
+        loaded = for_command("sendmail", {**SENDMAIL_ENV, **extra})
+        assert loaded.kafka is not None
+        return loaded.kafka.group_instance_id
+
+    assert instance_id(KAFKA_GROUP_INSTANCE_ID="host-a-sendmail-2") == "host-a-sendmail-2"
+    assert instance_id(KAFKA_GROUP_INSTANCE_ID="none") is None
+    assert instance_id(KAFKA_GROUP_INSTANCE_ID="NONE") is None
+    # The librdkafka pass-through names the same property: one value, used the same way.
+    assert instance_id(KAFKA_CONF_GROUP_INSTANCE_ID="from-conf") == "from-conf"
+    assert instance_id(KAFKA_CONF_GROUP_INSTANCE_ID="from-conf",
+                       KAFKA_GROUP_INSTANCE_ID="explicit") == "explicit"
+    loaded = for_command("sendmail", {**SENDMAIL_ENV, "KAFKA_CONF_GROUP_INSTANCE_ID": "x"})
+    assert loaded.kafka is not None
+    assert "group.instance.id" not in loaded.kafka.librdkafka("consumer")
+    [problem] = problems_of("sendmail", {**SENDMAIL_ENV, "KAFKA_GROUP_INSTANCE_ID": "a b/c"})
+    assert problem.startswith("KAFKA_GROUP_INSTANCE_ID must be")
+
+
+def test_pipeline_gives_the_instance_id_to_its_consumer():
+    from etrans.pipeline import PipelineConfig
+
+    static = PipelineConfig(topics=("t",), group_id="g", kafka={}, group_instance_id="h-sendmail")
+    assert static.consumer_config()["group.instance.id"] == "h-sendmail"
+    assert "group.instance.id" not in PipelineConfig(topics=("t",), group_id="g",
+                                                     kafka={}).consumer_config()
