@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 import trio
 
+from etrans.errors import ConfigError
 from etrans.observability import get_logger
 
 log = get_logger(__name__)
@@ -72,7 +73,25 @@ async def supervise(main: ServiceMain, drain_seconds: float) -> bool:
 
 
 def run(main: ServiceMain, drain_seconds: float) -> int:
-    """Run a service under Trio; the process exit status."""
-    completed = trio.run(supervise, main, drain_seconds)
+    """Run a service under Trio; the process exit status (2 when the service found its
+    configuration unusable once started, e.g. a consumer-group member id already in use)."""
+    problems: list[str] = []
+    try:
+        completed = trio.run(supervise, main, drain_seconds)
+    except* ConfigError as group:
+        problems = [p for exc in _leaves(group) for p in exc.problems]
+    if problems:
+        print(ConfigError(problems).render(), file=sys.stderr, flush=True)
+        return 2
     log.info("stopped", drained=completed)
     return 0
+
+
+def _leaves(group: BaseExceptionGroup[ConfigError]) -> list[ConfigError]:
+    found: list[ConfigError] = []
+    for exc in group.exceptions:
+        if isinstance(exc, BaseExceptionGroup):
+            found += _leaves(exc)
+        else:
+            found.append(exc)
+    return found

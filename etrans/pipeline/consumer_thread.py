@@ -26,6 +26,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from etrans.observability import get_logger
+from etrans.pipeline.instance_claim import GroupInstanceIdTaken, claim_group_instance_id
 from etrans.pipeline.message import Message
 from etrans.pipeline.source import SourceThread
 
@@ -60,7 +61,11 @@ class ConsumerThread(SourceThread):
 
         error: BaseException | None = None
         consumer = None
+        claim = None
         try:
+            if self.config.group_instance_id is not None:
+                claim = claim_group_instance_id(self.config.group_id,
+                                                self.config.group_instance_id)
             conf = self.config.consumer_config()
             if self.config.stop_at_end:
                 conf["enable.partition.eof"] = True
@@ -70,6 +75,9 @@ class ConsumerThread(SourceThread):
             self._to_trio(self._on_subscribed)
             self._loop(consumer)
             self._commit(consumer)
+        except GroupInstanceIdTaken as exc:  # a configuration problem: no traceback
+            error = exc
+            log.error("kafka consumer not started", error=str(exc))
         except BaseException as exc:  # reported to Trio, which re-raises it
             error = exc
             log.exception("kafka consumer thread failed")
@@ -79,6 +87,8 @@ class ConsumerThread(SourceThread):
                     consumer.close()  # eager protocol: runs _on_revoke, which commits
                 except Exception:
                     log.exception("kafka consumer close failed")
+            if claim is not None:
+                claim.close()
             self._to_trio(self._on_exit, error)
 
     def _loop(self, consumer: Any) -> None:

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 import trio
 
+from etrans.errors import ConfigError
 from etrans.observability import get_logger
 from etrans.pipeline.consumer_thread import ConsumerThread
 from etrans.pipeline.state import Envelope, SharedState
@@ -208,6 +209,8 @@ class Pipeline:
         self._stop.set()
 
     def _raise_thread_error(self) -> None:
+        if isinstance(self._thread_error, ConfigError):
+            raise self._thread_error  # the process exits 2 with its message (runtime.run)
         if self._thread_error is not None:
             raise RuntimeError("kafka consumer thread failed") from self._thread_error
 

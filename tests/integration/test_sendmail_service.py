@@ -318,3 +318,36 @@ def test_restarted_after_kill_9_it_resumes_before_the_dead_session_expires(
     print(f"\nrestarted after kill -9: first delivery {resumed_after:.1f} s after the kill "
           f"(session timeout {session_seconds} s)")
     assert resumed_after < session_seconds, log_path.read_text()[-3000:]
+
+
+def test_a_second_worker_with_the_same_instance_id_on_this_host_stops_at_start(
+    sendmail_env: tuple[Callable[..., dict[str, str]], CredentialFixture],
+    smtp_server_factory: Callable[..., SmtpTestServer], kafka_bootstrap: str, tmp_path: Path,
+) -> None:
+    """Two workers of one group on one host with the default KAFKA_GROUP_INSTANCE_ID
+    (``<hostname>-sendmail``): on tansu both would consume the same partitions (Kafka would
+    fence the first).  The second stops at start, saying what to set; the first goes on."""
+    make_env, credentials = sendmail_env
+    server = smtp_server_factory(users={"twin": "twin-pass"})
+    env = make_env(server)
+    user_id = credentials.add("twin", "twin-pass")
+    ids = message_ids(2, "twin")
+    produce_requests(kafka_bootstrap, env["KAFKA_TOPIC"], [simple_request(ids[0], user_id)])
+    first_log, second_log = tmp_path / "first.log", tmp_path / "second.log"
+    first = start_worker(env, first_log)
+    try:
+        wait_count(server, 1, first, 60, first_log)
+        second = start_worker(env, second_log)
+        try:
+            status = second.wait(30)
+        finally:
+            stop_worker(second)
+        assert status != 0
+        output = second_log.read_text()
+        assert "KAFKA_GROUP_INSTANCE_ID" in output, output[-3000:]
+        assert "Traceback" not in output, output[-3000:]
+        produce_requests(kafka_bootstrap, env["KAFKA_TOPIC"], [simple_request(ids[1], user_id)])
+        wait_count(server, 2, first, 60, first_log)
+    finally:
+        stop_worker(first)
+    assert server.message_ids() == ids
