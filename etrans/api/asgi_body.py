@@ -17,6 +17,9 @@ headers and body in separate writes, so this happens in practice (schemathesis f
 the final ``http.response.body`` message is held back until the body has been received, at
 most ``wait_seconds``: an admitted body is waited for (Quart is reading it); a body never
 admitted (401, 404, 503, ...) is read here and discarded, never buffered.
+
+Keep-alive.  The final send is shielded from cancellation, or hypercorn's keep-alive timer is
+never started (see ``guarded_send``).
 """
 
 from __future__ import annotations
@@ -119,14 +122,22 @@ class CompleteBodyBeforeResponse:
                 track(await receive())
 
         async def guarded_send(message: Message) -> None:
-            if (message.get("type") == "http.response.body"
-                    and not message.get("more_body", False) and not body_done.is_set()):
+            if message.get("type") != "http.response.body" or message.get("more_body", False):
+                await send(message)
+                return
+            if not body_done.is_set():
                 with trio.move_on_after(self.wait_seconds):
                     if gate.opened.is_set():
                         await body_done.wait()
                     else:
                         await discard_body()
-            await send(message)
+            # Shielded: this send is where hypercorn recycles the connection and starts its
+            # keep-alive timer, and quart-trio cancels the request's tasks as soon as the
+            # response is out; cancelled there, the timer never started and an idle keep-alive
+            # connection stayed open until the read timeout (ETRANS_KEEP_ALIVE_TIMEOUT_SECONDS
+            # was ignored).  hypercorn already shields its socket writes, so this adds no wait.
+            with trio.CancelScope(shield=True):
+                await send(message)
 
         try:
             await self.app(scope, gated_receive, guarded_send)

@@ -53,11 +53,12 @@ def _closed_by_server(sock: socket.socket, deadline: float) -> bool:
 def test_stalled_connections_are_closed_after_the_read_timeout(etrans_env, billing_db):
     """200 connections that stall (100 mid-headers, 100 announcing the largest body allowed and
     sending none of it) neither stop a normal client nor stay open past
-    ETRANS_READ_TIMEOUT_SECONDS.  The body budget is one largest body: the unauthenticated
+    ETRANS_READ_TIMEOUT_SECONDS; an idle keep-alive connection is closed after
+    ETRANS_KEEP_ALIVE_TIMEOUT_SECONDS.  The body budget is one largest body: the unauthenticated
     stalled requests must hold none of it for the normal client's send to be accepted."""
-    read_timeout = 3
+    read_timeout = 5
     env = _env(etrans_env, billing_db, ETRANS_READ_TIMEOUT_SECONDS=str(read_timeout),
-               ETRANS_BODY_MEMORY_BYTES=str(36 * MiB))
+               ETRANS_BODY_MEMORY_BYTES=str(36 * MiB), ETRANS_KEEP_ALIVE_TIMEOUT_SECONDS="1")
     user, domain = seed_sender(BillingSeeder(billing_db.owner_url))
     host, port = env["ETRANS_BIND"].split(":")
     serve = ServeProcess(env).start()
@@ -82,6 +83,12 @@ def test_stalled_connections_are_closed_after_the_read_timeout(etrans_env, billi
             assert client.get("/healthz").status_code == 200
             sent = client.post("/emails", json=_email(domain), headers=bearer(user))
             assert sent.status_code == 200, sent.text
+            # An idle keep-alive connection is closed after ETRANS_KEEP_ALIVE_TIMEOUT_SECONDS
+            # (1 s here), before the read timeout (5 s) or hypercorn's default (5 s) would.
+            with socket.create_connection((host, int(port)), timeout=5) as idle:
+                idle.sendall(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n")
+                assert idle.recv(65536).startswith(b"HTTP/1.1 200")
+                assert _closed_by_server(idle, time.monotonic() + 4)
         deadline = started + read_timeout + 15
         still_open = [s for s in stalled if not _closed_by_server(s, deadline)]
         print(f"{200 - len(still_open)} of 200 stalled connections closed by the server "
