@@ -58,11 +58,18 @@ def test_unit_runs_its_subcommand_with_the_required_settings(command):
     assert unit["Install"]["WantedBy"] == "multi-user.target"
 
 
-@pytest.mark.parametrize("command", sorted(UNITS))
-def test_systemd_analyze_verify_accepts_the_unit(command, tmp_path):
+def systemd_analyze() -> str:
+    """The checker, installed by scripts/system-packages; missing, the test fails (never skips)."""
     tool = shutil.which("systemd-analyze")
     if tool is None:
-        pytest.skip("systemd-analyze is not installed (apt-get install systemd)")
+        pytest.fail("systemd-analyze is not installed: run ./scripts/system-packages "
+                    "(Debian: apt-get install -y systemd)")
+    return tool
+
+
+@pytest.mark.parametrize("command", sorted(UNITS))
+def test_systemd_analyze_verify_accepts_the_unit(command, tmp_path):
+    tool = systemd_analyze()
     text = UNITS[command].read_text()
     assert "ExecStart=/usr/local/bin/etrans " in text
     copy = tmp_path / UNITS[command].name
@@ -78,9 +85,7 @@ def test_systemd_analyze_verify_accepts_the_unit(command, tmp_path):
 
 def test_systemd_analyze_verify_reports_a_broken_unit(tmp_path):
     """The check above is meaningful: verify does report a bad setting in a unit of ours."""
-    tool = shutil.which("systemd-analyze")
-    if tool is None:
-        pytest.skip("systemd-analyze is not installed (apt-get install systemd)")
+    tool = systemd_analyze()
     text = UNITS["serve"].read_text().replace("ExecStart=/usr/local/bin/etrans ",
                                              f"ExecStart={ETRANS} ")
     copy = tmp_path / "etrans-serve.service"
