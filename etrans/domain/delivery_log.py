@@ -15,8 +15,12 @@ import json
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from etrans.domain import timestamps
+
+if TYPE_CHECKING:
+    from datetime import datetime
 
 DEFAULT_STORE_EVENT_TYPES = ("Sender", "Queue", "Deferred", "Reject")
 DEFAULT_SKIP_MESSAGE_ID_PATTERN = "bizfly.vn"
@@ -95,16 +99,10 @@ def parse_timestamp(value: object) -> datetime:
     precision.  A timestamp without zone is taken as UTC (Filebeat always writes ``Z``)."""
     if not isinstance(value, str) or not value:
         raise InvalidEvent(f"@timestamp missing or not a string: {value!r}")
-    text = value.strip()
-    if text.endswith(("Z", "z")):
-        text = text[:-1] + "+00:00"
     try:
-        moment = datetime.fromisoformat(text)
-    except ValueError:
-        raise InvalidEvent(f"@timestamp is not ISO-8601: {value!r}") from None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    moment = moment.astimezone(UTC)
+        moment = timestamps.parse_timestamp(value)
+    except ValueError as exc:
+        raise InvalidEvent(f"@timestamp: {exc}") from None
     return moment.replace(microsecond=moment.microsecond // 1000 * 1000)
 
 

@@ -70,7 +70,9 @@ def test_timestamp_is_a_utc_datetime_at_millisecond_precision() -> None:
     assert parse_timestamp("2026-02-01T10:30:15") == datetime(2026, 2, 1, 10, 30, 15, tzinfo=UTC)
 
 
-@pytest.mark.parametrize("value", [None, "", 1700000000, "yesterday", "2026-13-01T00:00:00Z"])
+@pytest.mark.parametrize("value", [None, "", 1700000000, "yesterday", "2026-13-01T00:00:00Z",
+                                   # an offset that moves it out of datetime's range
+                                   "0001-01-01T00:00:00+01:00", "9999-12-31T23:59:59-01:00"])
 def test_unusable_timestamp_is_invalid(value: object) -> None:
     with pytest.raises(InvalidEvent):
         to_document({"Event": "Sender", "@timestamp": value, "Event_ID": "e"})
