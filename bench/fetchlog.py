@@ -31,9 +31,9 @@ import trio
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from etrans import observability
-from etrans.adapters.message_owners import MessageOwnerLookup
-from etrans.adapters.mongo_logs_writer import INDEXES, MongoLogWriter
+from etrans.adapters.mongo.log_writer import INDEXES, MongoLogWriter
 from etrans.adapters.sql import usend_database
+from etrans.adapters.sql.message_owners import MessageOwnerLookup
 from etrans.domain.delivery_log import EventFilter, decode_event, to_document
 from etrans.pipeline import Pipeline, PipelineConfig
 from etrans.runtime import Shutdown

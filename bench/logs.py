@@ -12,7 +12,7 @@ with the indexes fetchlog creates at start; then ``etrans serve`` is started as 
 
 For each case (a page and its filters) it measures, ``--repeat`` times in alternation, the
 latency of GET /logs over HTTP (keep-alive) and of the raw ``find(filter).sort().skip().limit()``
-that returns the same page - the filter GET /logs sends (:func:`etrans.adapters.mongo_logs.
+that returns the same page - the filter GET /logs sends (:func:`etrans.adapters.mongo.log_reader.
 mongo_filter`), from this process with pymongo on the same server.  The raw find is the floor:
 GET /logs also authenticates, reads the user's verified domains, counts the filtered set by
 (action, event, source) for ``total`` and ``stats``, and serialises the answer.  Each case's
@@ -44,10 +44,10 @@ sys.path.insert(0, str(ROOT))
 import httpx  # noqa: E402
 import trio  # noqa: E402
 
-from etrans.adapters.message_owners import MessageOwnerLookup  # noqa: E402
-from etrans.adapters.mongo_logs import _PROJECTION, mongo_filter  # noqa: E402
-from etrans.adapters.mongo_logs_writer import MongoLogWriter  # noqa: E402
+from etrans.adapters.mongo.log_reader import _PROJECTION, mongo_filter  # noqa: E402
+from etrans.adapters.mongo.log_writer import MongoLogWriter  # noqa: E402
 from etrans.adapters.sql import usend_database  # noqa: E402
+from etrans.adapters.sql.message_owners import MessageOwnerLookup  # noqa: E402
 from etrans.app.logs import ListLogs, parse_sorts  # noqa: E402
 from etrans.app.records import LogFilter  # noqa: E402
 from etrans.settings import MongoSettings, Secret  # noqa: E402

@@ -61,13 +61,13 @@ def _rate_limiter(settings: Settings, counter: Any) -> Any:
 
 
 def _redis_api_stores(settings: Settings, *, usend_db: Any, redis: Any, mongo: Any) -> ApiStores:
-    from etrans.adapters.api_key_cache import RedisApiKeyCache
-    from etrans.adapters.idempotency import RedisIdempotencyStore
-    from etrans.adapters.mongo_logs import MongoLogReader
-    from etrans.adapters.redis_credentials import RedisCredentialCache
-    from etrans.adapters.redis_quota import RedisQuota
-    from etrans.adapters.redis_rate_limit import RedisRateCounter
-    from etrans.adapters.usend_repo import UsendRepository
+    from etrans.adapters.mongo.log_reader import MongoLogReader
+    from etrans.adapters.redis.api_key_cache import RedisApiKeyCache
+    from etrans.adapters.redis.credential_cache import RedisCredentialCache
+    from etrans.adapters.redis.idempotency import RedisIdempotencyStore
+    from etrans.adapters.redis.quota import RedisQuota
+    from etrans.adapters.redis.rate_limit import RedisRateCounter
+    from etrans.adapters.sql.usend_repo import UsendRepository
 
     assert settings.http is not None
     prefix = settings.http.redis_prefix
@@ -82,19 +82,19 @@ def _redis_api_stores(settings: Settings, *, usend_db: Any, redis: Any, mongo: A
     )
 
 
-def _api_part1(settings: Settings, *, billing_db: Any, usend_db: Any, stores: ApiStores,
+def _sending_services(settings: Settings, *, billing_db: Any, usend_db: Any, stores: ApiStores,
                relay: Any) -> tuple[Any, dict[str, Any]]:
-    """Authentication and the services of emails and logs (API part 1): (authenticator, services).
+    """Authentication and the services of emails and logs: (authenticator, services).
 
     SMTP credentials come from the user's sender (``transport``), else from the billing system's
     ``temporary_password`` (external billing only); domains and ``mkt_domain`` from the Billing DB,
     or from the ``local_*`` tables of the USEND DB when BILLING_V4_URI is unset (local billing).
     """
-    from etrans.adapters.account_repo import AccountRepo
-    from etrans.adapters.auth_gateway import HttpAuthGateway
-    from etrans.adapters.billing_repo import BillingRepository
-    from etrans.adapters.credentials import CredentialCipher
-    from etrans.adapters.sending_domains import CredentialDirectory, DomainDirectory
+    from etrans.adapters.crypto.credentials import CredentialCipher
+    from etrans.adapters.http.auth_gateway import HttpAuthGateway
+    from etrans.adapters.sql.account_repo import AccountRepo
+    from etrans.adapters.sql.billing_repo import BillingRepository
+    from etrans.adapters.sql.sending_domains import CredentialDirectory, DomainDirectory
     from etrans.api.auth import ApiKeyResolver, Authenticator, JwtVerifier
     from etrans.app import emails as email_cases
     from etrans.app import logs as log_cases
@@ -144,7 +144,7 @@ def _api_part1(settings: Settings, *, billing_db: Any, usend_db: Any, stores: Ap
 
 def _http_billing_gateway(http: Any) -> Any:
     """BILLING_V4_URI with its token (``Authorization: Bearer BILLING_V4_TOKEN``)."""
-    from etrans.adapters.billing_http import HttpBillingGateway
+    from etrans.adapters.http.billing_gateway import HttpBillingGateway
 
     assert http.billing_v4_uri
     return HttpBillingGateway(
@@ -152,21 +152,21 @@ def _http_billing_gateway(http: Any) -> Any:
         api_token=http.billing_v4_token.get() if http.billing_v4_token else None)
 
 
-def _api_part2(settings: Settings, *, billing_db: Any, usend_db: Any,
+def _account_services(settings: Settings, *, billing_db: Any, usend_db: Any,
                services: dict[str, Any]) -> Any:
-    """Domains, API keys, senders, billing (API part 2): ``services["accounts"]``.
+    """Domains, API keys, senders, billing (the account services): ``services["accounts"]``.
 
     Billing mode: ``http`` (BILLING_V4_URI set; domains read from the read-only Billing DB) or
     ``local`` (etrans's ``local_*`` tables in the USEND DB).  The quota counters and the API key
-    cache are part 1's objects, so GET /domains/{id}/quota reads the counters POST /emails
-    increments and DELETE /api-keys revokes the entries authentication reads.
+    cache are the sending services' objects, so GET /domains/{id}/quota reads the counters
+    POST /emails increments and DELETE /api-keys revokes the entries authentication reads.
     """
-    from etrans.adapters.account_repo import AccountRepo, BillingTables, DomainReader
-    from etrans.adapters.billing_events import BillingEventOutbox
-    from etrans.adapters.billing_local import LocalBillingGateway
-    from etrans.adapters.credentials import CredentialCipher
-    from etrans.adapters.dkim_keys import DkimKeyCipher
-    from etrans.adapters.dns_verify import DnsVerifier
+    from etrans.adapters.crypto.credentials import CredentialCipher
+    from etrans.adapters.crypto.dkim_keys import DkimKeyCipher
+    from etrans.adapters.dns.verify import DnsVerifier
+    from etrans.adapters.sql.account_repo import AccountRepo, BillingTables, DomainReader
+    from etrans.adapters.sql.billing_events import BillingEventOutbox
+    from etrans.adapters.sql.billing_local import LocalBillingGateway
     from etrans.app.domains import AccountServices
     from etrans.domain.domains import DnsTemplate
 
@@ -204,7 +204,7 @@ def _api_part2(settings: Settings, *, billing_db: Any, usend_db: Any,
 def _outbox_relay(settings: Settings, usend: Any, publisher: Any) -> Any:
     """The outbox relay of ``serve`` and ``dev``: a row that can never be published fails its
     email and queues Reject events for LOG_TOPIC (default ``email-logs``, as sendmail)."""
-    from etrans.adapters.outbox import OutboxRelay
+    from etrans.adapters.sql.outbox import OutboxRelay
     from etrans.settings import OutboxSettings
     from etrans.workers.reject_events import outbox_agent, reject_events
 
@@ -221,7 +221,7 @@ def check_kafka_topic(settings: Settings, *, timeout: float = 5.0) -> None:
     ``max.message.bytes`` at least KAFKA_MAX_RECORD_BYTES + framing), else ConfigError (exit 2)
     naming both settings.  A broker that cannot be asked, or a topic that does not report the
     value, is a warning: the check cannot be made, serving goes on."""
-    from etrans.adapters.kafka_client import KafkaAdmin
+    from etrans.adapters.kafka.client import KafkaAdmin
     from etrans.errors import ConfigError
 
     assert settings.kafka is not None
@@ -301,9 +301,9 @@ def hypercorn_config(settings: Settings) -> HypercornConfig:
 def serve(settings: Settings) -> ServiceMain:
     from hypercorn.trio import serve as hypercorn_serve
 
-    from etrans.adapters.kafka_client import KafkaProducer
-    from etrans.adapters.mongo import MongoStore
-    from etrans.adapters.redis_store import RedisClient
+    from etrans.adapters.kafka.client import KafkaProducer
+    from etrans.adapters.mongo.store import MongoStore
+    from etrans.adapters.redis.client import RedisClient
     from etrans.adapters.sql import billing_database, usend_database
     from etrans.api.app import ApiDependencies, create_app
 
@@ -323,9 +323,9 @@ def serve(settings: Settings) -> ServiceMain:
     mongo = MongoStore(settings.mongo)
     relay = _outbox_relay(settings, usend, producer)
     stores = _redis_api_stores(settings, usend_db=usend, redis=redis, mongo=mongo)
-    authenticator, services = _api_part1(settings, billing_db=billing, usend_db=usend,
+    authenticator, services = _sending_services(settings, billing_db=billing, usend_db=usend,
                                          stores=stores, relay=relay)
-    services["accounts"] = _api_part2(settings, billing_db=billing, usend_db=usend,
+    services["accounts"] = _account_services(settings, billing_db=billing, usend_db=usend,
                                       services=services)
     app = create_app(ApiDependencies(probes=[billing, usend, redis, producer, mongo],
                                      authenticator=authenticator, services=services,
@@ -335,7 +335,7 @@ def serve(settings: Settings) -> ServiceMain:
     _mmap_large_allocations()
 
     async def main(shutdown: Shutdown) -> None:
-        from etrans.adapters.redis_trio import open_redis
+        from etrans.adapters._net.redis_trio import open_redis
 
         try:
             async with open_redis(settings.redis.url.get()) as fast_redis, \
@@ -379,12 +379,12 @@ def _idle_worker(name: str) -> ServiceMain:
 
 def sendmail(settings: Settings) -> ServiceMain:
     """KAFKA_TOPIC -> SMTP (credentials from Redis); Reject events to LOG_TOPIC."""
-    from etrans.adapters.credentials import CredentialCipher
-    from etrans.adapters.delivery_marks import RedisDeliveryMarks
-    from etrans.adapters.kafka_client import KafkaProducer
-    from etrans.adapters.redis_trio import open_redis
-    from etrans.adapters.smtp import SmtpConfig, SmtpPool
-    from etrans.adapters.smtp_credentials import RedisCredentialSource
+    from etrans.adapters._net.redis_trio import open_redis
+    from etrans.adapters.crypto.credentials import CredentialCipher
+    from etrans.adapters.kafka.client import KafkaProducer
+    from etrans.adapters.redis.credential_source import RedisCredentialSource
+    from etrans.adapters.redis.delivery_marks import RedisDeliveryMarks
+    from etrans.adapters.smtp.pool import SmtpConfig, SmtpPool
     from etrans.app.sendmail import DeliveryPolicy, EmailDelivery
     from etrans.pipeline import PipelineConfig, run_pipeline
     from etrans.workers.sendmail import SendmailTask
@@ -454,11 +454,11 @@ def sendmail(settings: Settings) -> ServiceMain:
 def fetchlog(settings: Settings, *, from_earliest: bool, stop_at_end: bool) -> ServiceMain:
     """LOG_TOPIC -> MongoDB (+ email_messages.status when USEND_DB_URI is set)."""
     from etrans import __version__
-    from etrans.adapters.email_status import EmailStatusUpdater
-    from etrans.adapters.message_owners import MessageOwnerLookup
-    from etrans.adapters.mongo_logs_writer import MongoLogWriter
-    from etrans.adapters.sentry_reporter import ErrorReporter
+    from etrans.adapters.http.sentry_reporter import ErrorReporter
+    from etrans.adapters.mongo.log_writer import MongoLogWriter
     from etrans.adapters.sql import Database, make_engine
+    from etrans.adapters.sql.email_status import EmailStatusUpdater
+    from etrans.adapters.sql.message_owners import MessageOwnerLookup
     from etrans.domain.delivery_log import EventFilter
     from etrans.pipeline import PipelineConfig
     from etrans.workers.fetchlog import FetchlogTask, progress_stream_for, run_fetchlog
@@ -543,7 +543,7 @@ def dev(settings: Settings, *, data_dir: Path) -> ServiceMain:
     """
     from dataclasses import replace
 
-    from etrans.adapters.credentials import CredentialCipher
+    from etrans.adapters.crypto.credentials import CredentialCipher
     from etrans.dev import demo
     from etrans.settings import KafkaSettings, Secret, TokenSettings
 
@@ -573,8 +573,8 @@ async def _dev_main(settings: Settings, data_dir: Path, services: _DevServices,
                     stand_ins: dict[str, str], shutdown: Shutdown) -> None:
     from hypercorn.trio import serve as hypercorn_serve
 
-    from etrans.adapters.message_owners import MessageOwnerLookup
-    from etrans.adapters.smtp import SmtpConfig, SmtpPool
+    from etrans.adapters.smtp.pool import SmtpConfig, SmtpPool
+    from etrans.adapters.sql.message_owners import MessageOwnerLookup
     from etrans.api.app import ApiDependencies, create_app
     from etrans.app.sendmail import DeliveryPolicy, EmailDelivery
     from etrans.dev import demo
@@ -594,9 +594,9 @@ async def _dev_main(settings: Settings, data_dir: Path, services: _DevServices,
 
     account = await usend.run(demo.ensure_demo, usend, services.cipher, data_dir)
     relay = _outbox_relay(settings, usend, publisher)
-    authenticator, api_services = _api_part1(settings, billing_db=None, usend_db=usend,
+    authenticator, api_services = _sending_services(settings, billing_db=None, usend_db=usend,
                                              stores=services.stores, relay=relay)
-    api_services["accounts"] = _api_part2(settings, billing_db=None, usend_db=usend,
+    api_services["accounts"] = _account_services(settings, billing_db=None, usend_db=usend,
                                           services=api_services)
     app = create_app(ApiDependencies(probes=[usend, publisher, services.log_writer],
                                      authenticator=authenticator, services=api_services,
@@ -713,9 +713,9 @@ async def _dev_services(settings: Settings, data_dir: Path, cipher: Any,
 
             sqlite_path, usend_uri = Path(usend_uri.get()[len("sqlite:///"):]), None
         if usend_uri is not None:
-            from etrans.adapters.email_status import EmailStatusUpdater
             from etrans.adapters.sql import migrations, usend_database
-            from etrans.adapters.usend_repo import UsendRepository
+            from etrans.adapters.sql.email_status import EmailStatusUpdater
+            from etrans.adapters.sql.usend_repo import UsendRepository
             from etrans.settings import redact_uri
 
             await trio.to_thread.run_sync(migrations.upgrade, usend_uri.get())
@@ -736,7 +736,7 @@ async def _dev_services(settings: Settings, data_dir: Path, cipher: Any,
         # topics
         source: Any = None
         if settings.kafka.bootstrap_servers:
-            from etrans.adapters.kafka_client import KafkaProducer
+            from etrans.adapters.kafka.client import KafkaProducer
 
             publisher: Any = KafkaProducer.from_settings(settings.kafka)
             stack.callback(publisher.close, 5.0)
@@ -751,15 +751,15 @@ async def _dev_services(settings: Settings, data_dir: Path, cipher: Any,
 
         # credentials, quotas, idempotency keys, API-key cache, delivery marks
         if settings.redis is not None:
-            from etrans.adapters.api_key_cache import RedisApiKeyCache
-            from etrans.adapters.delivery_marks import RedisDeliveryMarks
-            from etrans.adapters.idempotency import RedisIdempotencyStore
-            from etrans.adapters.redis_credentials import RedisCredentialCache
-            from etrans.adapters.redis_quota import RedisQuota
-            from etrans.adapters.redis_rate_limit import RedisRateCounter
-            from etrans.adapters.redis_store import RedisClient
-            from etrans.adapters.redis_trio import open_redis
-            from etrans.adapters.smtp_credentials import RedisCredentialSource
+            from etrans.adapters._net.redis_trio import open_redis
+            from etrans.adapters.redis.api_key_cache import RedisApiKeyCache
+            from etrans.adapters.redis.client import RedisClient
+            from etrans.adapters.redis.credential_cache import RedisCredentialCache
+            from etrans.adapters.redis.credential_source import RedisCredentialSource
+            from etrans.adapters.redis.delivery_marks import RedisDeliveryMarks
+            from etrans.adapters.redis.idempotency import RedisIdempotencyStore
+            from etrans.adapters.redis.quota import RedisQuota
+            from etrans.adapters.redis.rate_limit import RedisRateCounter
 
             url = settings.redis.url.get()
             redis = RedisClient(url)
@@ -793,9 +793,9 @@ async def _dev_services(settings: Settings, data_dir: Path, cipher: Any,
 
         # delivery logs
         if settings.mongo is not None:
-            from etrans.adapters.mongo import MongoStore
-            from etrans.adapters.mongo_logs import MongoLogReader
-            from etrans.adapters.mongo_logs_writer import MongoLogWriter
+            from etrans.adapters.mongo.log_reader import MongoLogReader
+            from etrans.adapters.mongo.log_writer import MongoLogWriter
+            from etrans.adapters.mongo.store import MongoStore
 
             mongo = MongoStore(settings.mongo)
             writer: Any = MongoLogWriter(settings.mongo)

@@ -61,7 +61,7 @@ class _Context:
         if settings.sentry_dsn is None:
             return
         from etrans import observability
-        from etrans.adapters.sentry_reporter import ErrorReporter
+        from etrans.adapters.http.sentry_reporter import ErrorReporter
 
         reporter = ErrorReporter.start(settings.sentry_dsn.get(), service=service,
                                        release=__version__)

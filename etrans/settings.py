@@ -222,7 +222,7 @@ class SendmailSettings:
 
 @dataclass(frozen=True)
 class OutboxSettings:
-    """The outbox relay of ``serve`` and ``dev`` (``etrans/adapters/outbox.py``)."""
+    """The outbox relay of ``serve`` and ``dev`` (``etrans/adapters/sql/outbox.py``)."""
 
     # A row the broker answered with an error this many times is marked failed (its email too).
     max_attempts: int = 10
@@ -238,7 +238,7 @@ class HttpSettings:
     # Sent as "Authorization: Bearer <token>" to BILLING_V4_URI.
     billing_v4_token: Secret | None = None
     # Plain http to a host that is not loopback (the token and every call in clear; the DKIM
-    # private key is never sent so, see adapters/billing_http.py).
+    # private key is never sent so, see adapters/http/billing_gateway.py).
     billing_v4_allow_http: bool = False
     jwt_secret: Secret | None = None
     jwt_public_key: Secret | None = None

@@ -53,7 +53,8 @@ def default_routers() -> list[Router]:
 # Modules with a ``register(api)`` function, in the order their routes are added.
 ROUTER_MODULES: list[str] = [
     "etrans.api.emails", "etrans.api.logs",
-    # API part 2 (they need ``services["accounts"]``, an etrans.app.domains.AccountServices)
+    # account routes: domains, API keys, senders, billing (they need ``services["accounts"]``,
+    # an etrans.app.domains.AccountServices)
     "etrans.api.routes_domains", "etrans.api.routes_api_keys", "etrans.api.routes_senders",
     "etrans.api.routes_billing", "etrans.api.routes_testing",
 ]

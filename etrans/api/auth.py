@@ -5,7 +5,7 @@ Credentials, in order of precedence (the first one present is the only one tried
 1. ``X-API-KEY: <key>`` - the SHA-256 of the key is looked up (:class:`ApiKeyResolver`); the key's
    permission applies.  Expired, deleted or unknown keys answer 401.
 2. ``Authorization: Bearer <JWT>`` - always ``full_access``; ``sub`` is the user id.  Verified by
-   MANAGE_AUTH_URI when it is set (:mod:`etrans.adapters.auth_gateway`), else locally with
+   MANAGE_AUTH_URI when it is set (:mod:`etrans.adapters.http.auth_gateway`), else locally with
    JWT_SECRET (HS256) or JWT_PUBLIC_KEY (the algorithms of its key type: :class:`JwtVerifier`);
    ``exp`` is required and enforced, ``aud``/``iss`` when JWT_AUDIENCE/JWT_ISSUER are set.
 3. The session cookie (``SESSION_COOKIE_NAME``, default ``session``) - passed through to

@@ -17,7 +17,7 @@ headers of draft-ietf-httpapi-ratelimit-headers (-10)::
     RateLimit-Policy: "api-key";q=6000;w=60
     RateLimit: "api-key";r=5999;t=60
 
-The counters live in Redis (:mod:`etrans.adapters.redis_rate_limit`).  When the store fails or
+The counters live in Redis (:mod:`etrans.adapters.redis.rate_limit`).  When the store fails or
 is slow the request is allowed (fail open: an outage of the limiter must not stop sending) and a
 warning is logged, at most once per ``_WARN_EVERY_SECONDS``.
 """

@@ -26,7 +26,7 @@ CREATE = Object({
 
 def register(api: Api) -> None:
     s: AccountServices | None = api.services.get("accounts")
-    if s is None:  # an app built without the part 2 services (e.g. a test of other routes)
+    if s is None:  # an app built without the account services (e.g. a test of other routes)
         return
 
     @api.route("POST", "/api-keys", permission=Permission.full_access, summary="Create API key",

@@ -32,7 +32,7 @@ def _domain_id(raw: str) -> int:
 
 def register(api: Api) -> None:
     s: AccountServices | None = api.services.get("accounts")
-    if s is None:  # an app built without the part 2 services (e.g. a test of other routes)
+    if s is None:  # an app built without the account services (e.g. a test of other routes)
         return
 
     @api.route("GET", "/billing/subscription/packs", permission=Permission.read_only,

@@ -40,7 +40,7 @@ TRACKING = Object({"click_tracking": Prop(Boolean(), nullable=True),
 
 def register(api: Api) -> None:
     s: uc.AccountServices | None = api.services.get("accounts")
-    if s is None:  # an app built without the part 2 services (e.g. a test of other routes)
+    if s is None:  # an app built without the account services (e.g. a test of other routes)
         return
 
     @api.route("POST", "/domains", permission=Permission.full_access, summary="Create domain",

@@ -23,7 +23,7 @@ from etrans.errors import InvalidInput, NotFound
 from etrans.observability import get_logger
 
 if TYPE_CHECKING:
-    from etrans.adapters.account_repo import PackRow
+    from etrans.adapters.sql.account_repo import PackRow
     from etrans.adapters.sql.usend import DomainSubscriptionStatus
     from etrans.app.domains import AccountServices
 

@@ -35,7 +35,7 @@ from etrans.observability import get_logger
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from etrans.adapters.account_repo import AccountRepo, DomainReader, DomainRow, PackRow
+    from etrans.adapters.sql.account_repo import AccountRepo, DomainReader, DomainRow, PackRow
     from etrans.app.ports import (
         BillingGateway,
         DomainVerifier,
@@ -144,7 +144,7 @@ async def domain_limit(s: AccountServices, user_id: int) -> tuple[int, str | Non
 # -- use cases ---------------------------------------------------------------------------------
 
 async def create_domain(s: AccountServices, user_id: int, raw_name: object) -> dict[str, Any]:
-    from etrans.adapters.dkim_keys import generate_dkim_key_pair
+    from etrans.adapters.crypto.dkim_keys import generate_dkim_key_pair
 
     name = normalize_domain_name(raw_name)
     if await s.read(s.domains.find_live_by_name, name) is not None:

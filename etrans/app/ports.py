@@ -8,7 +8,7 @@ if TYPE_CHECKING:
     from collections.abc import Collection, Mapping, Sequence
     from datetime import datetime
 
-    from etrans.adapters.dns_verify import DnsVerification
+    from etrans.adapters.dns.verify import DnsVerification
     from etrans.app.records import (
         ApiKeyRecord,
         EmailFilter,
@@ -121,7 +121,7 @@ class EventPublisher(Protocol):
                       headers: Any = None) -> None: ...
 
 
-# -- API (part 1): authentication, sending, emails, logs -------------------------------------------
+# -- API: authentication, sending, emails, logs ---------------------------------------------------
 # Records are in :mod:`etrans.app.records`.
 
 class ApiKeyStore(Protocol):
@@ -238,13 +238,13 @@ class LogReader(Protocol):
         ...
 
 
-# -- billing (API part 2: domains, subscriptions) --------------------------------------------------
+# -- billing (accounts: domains, subscriptions) ---------------------------------------------------
 
 class BillingGateway(Protocol):
     """Writes the spec attributes to "BillingSync" / the "External Billing API".
 
-    Two adapters: ``local`` (:mod:`etrans.adapters.billing_local`: etrans owns the billing
-    tables in its USEND DB) and ``http`` (:mod:`etrans.adapters.billing_http`, contract in
+    Two adapters: ``local`` (:mod:`etrans.adapters.sql.billing_local`: etrans owns the billing
+    tables in its USEND DB) and ``http`` (:mod:`etrans.adapters.http.billing_gateway`, contract in
     ``docs/billing-gateway.md``).
     A failed call raises an :class:`etrans.errors.AppError` (Forbidden, NotFound, InvalidInput,
     or UpstreamUnavailable with status 502/503) and has changed nothing.
@@ -279,6 +279,6 @@ class BillingGateway(Protocol):
 
 
 class DomainVerifier(Protocol):
-    """Looks up a domain's SPF, MX and DKIM records (:mod:`etrans.adapters.dns_verify`)."""
+    """Looks up a domain's SPF, MX and DKIM records (:mod:`etrans.adapters.dns.verify`)."""
 
     async def verify(self, domain: str, dkim: DkimRecord) -> DnsVerification: ...

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from etrans.adapters.credentials import SmtpCredentials
+from etrans.adapters.crypto.credentials import SmtpCredentials
 from etrans.app.domains import iso
 from etrans.domain.domains import format_sender_id, normalize_domain_name
 from etrans.errors import InvalidInput

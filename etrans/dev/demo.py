@@ -22,13 +22,13 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import insert, select
 
-from etrans.adapters.credentials import SmtpCredentials
+from etrans.adapters.crypto.credentials import SmtpCredentials
 from etrans.domain.api_keys import generate_api_key, hash_api_key
 
 if TYPE_CHECKING:
     from pathlib import Path
 
-    from etrans.adapters.credentials import CredentialCipher
+    from etrans.adapters.crypto.credentials import CredentialCipher
     from etrans.adapters.sql import Database
 
 DEMO_USER_ID = 1

@@ -31,10 +31,10 @@ from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 import trio
 
-from etrans.adapters.api_key_cache import decode_entry, encode_entry
-from etrans.adapters.credentials import AUTH_HASH, CredentialError
-from etrans.adapters.idempotency import record_key
-from etrans.adapters.redis_quota import quota_keys
+from etrans.adapters.crypto.credentials import AUTH_HASH, CredentialError
+from etrans.adapters.redis.api_key_cache import decode_entry, encode_entry
+from etrans.adapters.redis.idempotency import record_key
+from etrans.adapters.redis.quota import quota_keys
 from etrans.app.records import MISSING, REVOKED, ApiKeyRecord
 from etrans.domain.quota import QuotaUsage
 
@@ -43,7 +43,7 @@ if TYPE_CHECKING:
     from datetime import datetime
     from pathlib import Path
 
-    from etrans.adapters.credentials import CredentialCipher, SmtpCredentials
+    from etrans.adapters.crypto.credentials import CredentialCipher, SmtpCredentials
     from etrans.domain.quota import QuotaLimits
 
 P = ParamSpec("P")

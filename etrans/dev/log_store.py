@@ -7,7 +7,7 @@
   before is counted as a duplicate, as MongoDB's error 11000 is) and the backfill of ``source`` /
   ``user_id``;
 - GET /logs's :class:`~etrans.app.ports.LogReader`: the filters of
-  :func:`etrans.adapters.mongo_logs.mongo_filter` (the user's own messages or verified domains
+  :func:`etrans.adapters.mongo.log_reader.mongo_filter` (the user's own messages or verified domains
   from their verification on, ``timestamp`` strictly between ``after`` and ``before``, actions,
   sender, recipient, message_id, source), the same counts for the stats and the same sorts.
 

@@ -8,7 +8,7 @@ in PostgreSQL's dialect.
   PostgreSQL casts in server defaults and the regex CHECK are left out), idempotent; columns and
   indexes a later migration added to an existing table are added to a data directory made before
   it; then the default packs of migration 0002.
-- :class:`SqliteUsendRepository` - :class:`~etrans.adapters.usend_repo.UsendRepository` whose
+- :class:`SqliteUsendRepository` - :class:`~etrans.adapters.sql.usend_repo.UsendRepository` whose
   ``save`` writes the email and outbox rows with portable INSERTs (same transaction).
 - :class:`SqliteEmailStatusUpdater` - the :class:`~etrans.app.ports.EmailStatusStore` of fetchlog
   with the same monotonic rule as the PostgreSQL ``UPDATE ... FROM unnest``.
@@ -22,7 +22,7 @@ from sqlalchemy import MetaData, event, insert, select, text
 from sqlalchemy.exc import DataError, IntegrityError
 
 from etrans.adapters.sql import Database
-from etrans.adapters.usend_repo import UsendRepository
+from etrans.adapters.sql.usend_repo import UsendRepository
 from etrans.domain.delivery_log import DELIVERED, STATUS_RANK
 from etrans.errors import RetryLater
 

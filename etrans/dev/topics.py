@@ -8,7 +8,7 @@ and records not yet committed are delivered again.  Records every group has comm
 dropped when the file is opened (so the file does not grow without end).
 
 :class:`LocalPublisher` is the :class:`~etrans.app.ports.EventPublisher` (the shape of
-:class:`~etrans.adapters.kafka_client.KafkaProducer`): ``publish`` returns once the record is
+:class:`~etrans.adapters.kafka.client.KafkaProducer`): ``publish`` returns once the record is
 stored.  :class:`LocalMessageSource` is the pipeline's message source
 (:class:`~etrans.pipeline.source.MessageSource`): a thread that plays the part of the Kafka
 consumer thread - one consumer per group owning every partition - on the same

@@ -1,5 +1,5 @@
 """Sending quota arithmetic: windows, limits, remaining.  Counting itself is atomic in Redis
-(:mod:`etrans.adapters.redis_quota`); this module only says which windows and what they allow.
+(:mod:`etrans.adapters.redis.quota`); this module only says which windows and what they allow.
 
 Windows are UTC calendar hours, days and months: an hourly limit of 50 admits 50 emails between
 10:00:00 and 10:59:59 UTC.  A limit of ``None`` means unlimited.
@@ -100,7 +100,7 @@ class MktLimits:
 @dataclass(frozen=True)
 class QuotaFacts:
     """What the quota rule needs to know about one domain, looked up in one go
-    (:meth:`etrans.adapters.account_repo.AccountRepo.quota_facts`)."""
+    (:meth:`etrans.adapters.sql.account_repo.AccountRepo.quota_facts`)."""
 
     mkt: MktLimits | None
     subscription_pack: str | None  # pack code of the domain's active subscription

@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from etrans.adapters.kafka_client import KafkaProducer
+    from etrans.adapters.kafka.client import KafkaProducer
     from etrans.pipeline.message import Message
 
 ERROR_HEADER = "etrans-error"

@@ -25,7 +25,7 @@ from etrans.pipeline.stats import PipelineStats
 from etrans.pipeline.workers import Inbox, Processor, channel_fill, dispatch
 
 if TYPE_CHECKING:
-    from etrans.adapters.kafka_client import KafkaProducer
+    from etrans.adapters.kafka.client import KafkaProducer
     from etrans.pipeline.config import PipelineConfig
     from etrans.pipeline.source import MessageSourceFactory
     from etrans.pipeline.task import BatchTask, Task
@@ -120,7 +120,7 @@ class Pipeline:
         config = self.config
         own_producer = False
         if config.dead_letter_topic and self._producer is None:
-            from etrans.adapters.kafka_client import KafkaProducer
+            from etrans.adapters.kafka.client import KafkaProducer
 
             self._producer = KafkaProducer(
                 {k: v for k, v in config.kafka.items() if not _consumer_only(k)}

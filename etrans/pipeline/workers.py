@@ -27,7 +27,7 @@ from etrans.pipeline.dead_letter import publish_dead_letter
 from etrans.pipeline.state import ABANDONED, PROCESSED, SKIPPED
 
 if TYPE_CHECKING:
-    from etrans.adapters.kafka_client import KafkaProducer
+    from etrans.adapters.kafka.client import KafkaProducer
     from etrans.pipeline.config import PipelineConfig
     from etrans.pipeline.state import Envelope, Finished, SharedState
     from etrans.pipeline.task import BatchTask, Task

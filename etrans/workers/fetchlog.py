@@ -47,7 +47,7 @@ from etrans.observability import get_logger
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-    from etrans.adapters.sentry_reporter import ErrorReporter
+    from etrans.adapters.http.sentry_reporter import ErrorReporter
     from etrans.app.ports import EmailStatusStore, LogDocumentWriter, LogLabels, MessageOwners
     from etrans.pipeline import Message, Pipeline, PipelineConfig, PipelineStats
     from etrans.pipeline.source import MessageSourceFactory

@@ -1,9 +1,9 @@
 """Reject events for a send request that will never reach ``etrans sendmail``.
 
-The outbox relay fails an email whose record Kafka can never take (``etrans/adapters/outbox.py``);
-its log then shows what sendmail would have written for an email it could not deliver: one
-``Reject`` event per envelope recipient, in the format of ``docs/wire-formats.md`` (same
-``Event_ID`` rule), with ``agent.type`` ``etrans-outbox``.
+The outbox relay fails an email whose record Kafka can never take
+(``etrans/adapters/sql/outbox.py``); its log then shows what sendmail would have written for an
+email it could not deliver: one ``Reject`` event per envelope recipient, in the format of
+``docs/wire-formats.md`` (same ``Event_ID`` rule), with ``agent.type`` ``etrans-outbox``.
 """
 
 from __future__ import annotations

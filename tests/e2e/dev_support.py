@@ -131,7 +131,7 @@ class SinkThread:
     """The dev SMTP sink in a thread of this process, publishing to Kafka LOG_TOPIC."""
 
     def __init__(self, mail_dir: Path, bootstrap: str, log_topic: str) -> None:
-        from etrans.adapters.kafka_client import KafkaProducer
+        from etrans.adapters.kafka.client import KafkaProducer
         from etrans.dev.smtp_sink import SmtpSink
 
         self.producer = KafkaProducer({"bootstrap.servers": bootstrap})
@@ -167,7 +167,7 @@ def seed_account(usend_url: str, token_secret: str, token_iv: str) -> tuple[str,
     and a full-access API key; returns (api key, domain)."""
     from sqlalchemy import create_engine, insert
 
-    from etrans.adapters.credentials import CredentialCipher, SmtpCredentials
+    from etrans.adapters.crypto.credentials import CredentialCipher, SmtpCredentials
     from etrans.adapters.sql import sqlalchemy_url
     from etrans.adapters.sql.usend import ApiKey, LocalDomain, LocalMktDomain, LocalUser, Transport
     from etrans.domain.api_keys import generate_api_key, hash_api_key

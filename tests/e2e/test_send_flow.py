@@ -16,7 +16,7 @@ import pytest
 import trio
 from sqlalchemy import create_engine, func, select
 
-from etrans.adapters.credentials import AUTH_HASH, CredentialCipher
+from etrans.adapters.crypto.credentials import AUTH_HASH, CredentialCipher
 from etrans.adapters.sql import sqlalchemy_url
 from etrans.adapters.sql.usend import EmailMessage, EmailOutbox
 from tests.e2e.send_support import (

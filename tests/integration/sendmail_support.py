@@ -11,7 +11,7 @@ from typing import Any
 import redis
 from confluent_kafka import Consumer, Producer, TopicPartition
 
-from etrans.adapters.credentials import AUTH_HASH, CredentialCipher, SmtpCredentials
+from etrans.adapters.crypto.credentials import AUTH_HASH, CredentialCipher, SmtpCredentials
 from tests.harness.servers import RedisServer
 
 PDF = b"%PDF-1.4\n" + bytes(range(256)) * 8

@@ -1,7 +1,7 @@
-"""Authentication and permissions of the API (part 1 endpoints), against real PostgreSQL/Redis:
-the matrix endpoint x permission level x missing/invalid/expired/deleted credential, JWT
-algorithms and expiry, the MANAGE_AUTH_URI gateway (a real HTTP server in the test), and
-revocation of a cached key on the very next request."""
+"""Authentication and permissions of the API (emails and logs endpoints), against real
+PostgreSQL/Redis: the matrix endpoint x permission level x missing/invalid/expired/deleted
+credential, JWT algorithms and expiry, the MANAGE_AUTH_URI gateway (a real HTTP server in the
+test), and revocation of a cached key on the very next request."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
 from etrans.domain.api_keys import hash_api_key
-from tests.integration.api1_support import Api1, build_api1, email
+from tests.integration.sending_api import SendingApi, build_sending_api, email
 
 # (method, path, required level); bodies are valid enough to get past auth.
 ENDPOINTS = [
@@ -34,7 +34,7 @@ RANK = {name: i for i, name in enumerate(LEVELS)}
 
 @pytest.fixture
 def api(etrans_env: Any, billing_db: Any) -> Any:
-    built = build_api1(etrans_env, billing_db)
+    built = build_sending_api(etrans_env, billing_db)
     yield built
     built.close()
 
@@ -46,7 +46,7 @@ def _body(method: str, path: str) -> Any:
     return {"emails": [one]} if path.endswith("batch") else one
 
 
-async def test_permission_matrix(api: Api1) -> None:
+async def test_permission_matrix(api: SendingApi) -> None:
     user = api.user()
     keys = {level: api.api_key(user, level)[0] for level in LEVELS}
     for method, path, needed in ENDPOINTS:
@@ -63,20 +63,20 @@ async def test_permission_matrix(api: Api1) -> None:
         assert status not in (401, 403), (method, path, status, body)
 
 
-async def test_bad_credentials_matrix(api: Api1) -> None:
+async def test_bad_credentials_matrix(api: SendingApi) -> None:
     user = api.user()
     expired, _ = api.api_key(user, "full_access",
                              expires_at=datetime.now(UTC) - timedelta(seconds=1))
     deleted, _ = api.api_key(user, "full_access", deleted=True)
     expired_jwt = jwt.encode({"sub": str(user), "exp": int(time.time()) - 5},
-                             "api1-jwt-secret-" + "y" * 32, algorithm="HS256")
+                             "sending-jwt-secret-" + "y" * 32, algorithm="HS256")
     wrong_jwt = jwt.encode({"sub": str(user), "exp": int(time.time()) + 60}, "w" * 40,
                            algorithm="HS256")
-    no_exp = jwt.encode({"sub": str(user)}, "api1-jwt-secret-" + "y" * 32, algorithm="HS256")
+    no_exp = jwt.encode({"sub": str(user)}, "sending-jwt-secret-" + "y" * 32, algorithm="HS256")
     unsigned = jwt.encode({"sub": str(user), "exp": int(time.time()) + 60}, None,
                           algorithm="none")
     hs384 = jwt.encode({"sub": str(user), "exp": int(time.time()) + 60},
-                       "api1-jwt-secret-" + "y" * 32, algorithm="HS384")
+                       "sending-jwt-secret-" + "y" * 32, algorithm="HS384")
     cases = {
         "missing": {},
         "unknown key": {"X-API-KEY": "etrans_live_nope"},
@@ -100,9 +100,10 @@ async def test_bad_credentials_matrix(api: Api1) -> None:
 
 
 @pytest.mark.parametrize("client", ["redis-py in threads", "trio-native"])
-async def test_deleted_key_fails_on_next_request_despite_cache(api: Api1, client: str) -> None:
+async def test_deleted_key_fails_on_next_request_despite_cache(api: SendingApi,
+                                                                client: str) -> None:
     if client == "trio-native":  # what etrans serve uses for lookups
-        from etrans.adapters.redis_trio import open_redis
+        from etrans.adapters._net.redis_trio import open_redis
 
         async with open_redis(api.env["REDIS_URI"]) as fast:
             api.stores.key_cache.use_trio_client(fast)
@@ -114,7 +115,7 @@ async def test_deleted_key_fails_on_next_request_despite_cache(api: Api1, client
         await _deleted_key_fails(api)
 
 
-async def _deleted_key_fails(api: Api1) -> None:
+async def _deleted_key_fails(api: SendingApi) -> None:
     user = api.user()
     key, key_id = api.api_key(user, "read_only")
     assert (await api.call("GET", "/emails", {"X-API-KEY": key}))[0] == 200  # now cached
@@ -137,7 +138,7 @@ async def _deleted_key_fails(api: Api1) -> None:
     assert (await api.call("GET", "/emails", {"X-API-KEY": key}))[0] == 401
 
 
-async def test_key_expiring_while_cached_fails_next_request(api: Api1) -> None:
+async def test_key_expiring_while_cached_fails_next_request(api: SendingApi) -> None:
     user = api.user()
     key, _ = api.api_key(user, "read_only",
                          expires_at=datetime.now(UTC) + timedelta(seconds=1.5))
@@ -155,7 +156,7 @@ async def test_jwt_public_key(etrans_env: Any, billing_db: Any, algorithm: str) 
                     if algorithm == "RS256" else ec.generate_private_key(ec.SECP256R1()))
     public_pem = private.public_key().public_bytes(
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo).decode()
-    api = build_api1(etrans_env, billing_db, JWT_SECRET=None, JWT_PUBLIC_KEY=public_pem)
+    api = build_sending_api(etrans_env, billing_db, JWT_SECRET=None, JWT_PUBLIC_KEY=public_pem)
     try:
         user = api.user()
         good = jwt.encode({"sub": str(user), "exp": int(time.time()) + 60}, private,
@@ -206,7 +207,7 @@ async def test_manage_auth_gateway(etrans_env: Any, billing_db: Any) -> None:
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     uri = f"http://127.0.0.1:{server.server_address[1]}/v1/validate"
-    api = build_api1(etrans_env, billing_db, MANAGE_AUTH_URI=uri, SESSION_COOKIE_NAME="sid")
+    api = build_sending_api(etrans_env, billing_db, MANAGE_AUTH_URI=uri, SESSION_COOKIE_NAME="sid")
     try:
         user = api.user()
         _AuthService.users = {"Bearer opaque-token": str(user), "sid=cookie-value": str(user)}
@@ -257,8 +258,8 @@ def _claims(user: int, **extra: Any) -> dict[str, Any]:
 async def test_jwt_public_key_matrix_every_token_error_is_401(
         etrans_env: Any, billing_db: Any, jwt_keys: dict[str, Any]) -> None:
     rsa_key, p256, p384 = jwt_keys["rsa"], jwt_keys["p256"], jwt_keys["p384"]
-    api = build_api1(etrans_env, billing_db, JWT_SECRET=None, JWT_PUBLIC_KEY=_public_pem(rsa_key),
-                     JWT_AUDIENCE="etrans-api", JWT_ISSUER="https://auth.example.test/")
+    api = build_sending_api(etrans_env, billing_db, JWT_SECRET=None,
+                            JWT_PUBLIC_KEY=_public_pem(rsa_key), JWT_AUDIENCE="etrans-api", JWT_ISSUER="https://auth.example.test/")
     try:
         user = api.user()
         good = {"aud": "etrans-api", "iss": "https://auth.example.test/"}
@@ -335,7 +336,7 @@ def _hs256_with(secret: str, claims: dict[str, Any]) -> str:
 async def test_jwt_algorithm_follows_the_key_type(etrans_env: Any, billing_db: Any,
                                                   jwt_keys: dict[str, Any], key: str,
                                                   algorithm: str, refused: list[str]) -> None:
-    api = build_api1(etrans_env, billing_db, JWT_SECRET=None,
+    api = build_sending_api(etrans_env, billing_db, JWT_SECRET=None,
                      JWT_PUBLIC_KEY=_public_pem(jwt_keys[key]))
     signers = {"ES256 with P-256": ("p256", "ES256"), "ES384 with P-384": ("p384", "ES384"),
                "RS256": ("rsa", "RS256"), "EdDSA": ("ed25519", "EdDSA")}
@@ -366,7 +367,7 @@ def auth_service() -> Any:
 
 async def test_cookie_session_state_changes_need_json_and_an_allowed_origin(
         etrans_env: Any, billing_db: Any, auth_service: str) -> None:
-    api = build_api1(etrans_env, billing_db, MANAGE_AUTH_URI=auth_service,
+    api = build_sending_api(etrans_env, billing_db, MANAGE_AUTH_URI=auth_service,
                      SESSION_COOKIE_NAME="sid",
                      ETRANS_ALLOWED_ORIGINS="https://app.example.test, http://localhost:3000")
     try:
@@ -424,7 +425,7 @@ async def test_cookie_session_state_changes_need_json_and_an_allowed_origin(
 
 async def test_session_cookie_is_forwarded_only_when_it_is_a_plain_cookie_value(
         etrans_env: Any, billing_db: Any, auth_service: str) -> None:
-    api = build_api1(etrans_env, billing_db, MANAGE_AUTH_URI=auth_service,
+    api = build_sending_api(etrans_env, billing_db, MANAGE_AUTH_URI=auth_service,
                      SESSION_COOKIE_NAME="sid")
     try:
         user = api.user()

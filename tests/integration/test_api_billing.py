@@ -11,11 +11,11 @@ from confluent_kafka import Consumer
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from etrans.adapters.kafka_client import KafkaProducer
-from etrans.adapters.outbox import OutboxRelay
+from etrans.adapters.kafka.client import KafkaProducer
+from etrans.adapters.sql.outbox import OutboxRelay
 from etrans.adapters.sql.usend import EmailOutbox, LocalUser
 from tests.harness.servers import free_port
-from tests.integration.api2_support import (  # noqa: F401 - api is a fixture
+from tests.integration.account_api import (  # noqa: F401 - api is a fixture
     api,
     build_api,
     create_domain,

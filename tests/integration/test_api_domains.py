@@ -11,11 +11,11 @@ import trio
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from etrans.adapters.dkim_keys import DkimKeyCipher, generate_dkim_key_pair
+from etrans.adapters.crypto.dkim_keys import DkimKeyCipher, generate_dkim_key_pair
 from etrans.adapters.sql.usend import LocalDkim, LocalMktDomain
 from etrans.domain.quota import QuotaLimits
 from etrans.errors import InvalidInput
-from tests.integration.api2_support import (
+from tests.integration.account_api import (
     MX,
     TOKEN_SECRET,
     build_api,

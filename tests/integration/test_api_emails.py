@@ -12,10 +12,10 @@ import pytest
 import trio
 from sqlalchemy import func, select, update
 
-from etrans.adapters.credentials import AUTH_HASH
+from etrans.adapters.crypto.credentials import AUTH_HASH
 from etrans.adapters.sql.usend import EmailMessage, EmailOutbox
 from etrans.workers.send_request import decode_request
-from tests.integration.api1_support import Api1, build_api1, email
+from tests.integration.sending_api import SendingApi, build_sending_api, email
 
 EMAILS = EmailMessage.__table__
 OUTBOX = EmailOutbox.__table__
@@ -23,17 +23,17 @@ OUTBOX = EmailOutbox.__table__
 
 @pytest.fixture
 def api(etrans_env: Any, billing_db: Any) -> Any:
-    built = build_api1(etrans_env, billing_db)
+    built = build_sending_api(etrans_env, billing_db)
     yield built
     built.close()
 
 
-def _count(api: Api1, table: Any, *where: Any) -> int:
+def _count(api: SendingApi, table: Any, *where: Any) -> int:
     with api.usend.engine.connect() as conn:
         return int(conn.execute(select(func.count()).select_from(table).where(*where)).scalar())
 
 
-async def test_send_email_queues_row_outbox_and_credentials(api: Api1) -> None:
+async def test_send_email_queues_row_outbox_and_credentials(api: SendingApi) -> None:
     user, _, domain = api.sender()
     key, _ = api.api_key(user, "sending_access")
     attachment = base64.b64encode(b"%PDF-1.4 hello").decode()
@@ -80,7 +80,7 @@ async def test_send_email_queues_row_outbox_and_credentials(api: Api1) -> None:
     assert detail["delivered_at"] is None
 
 
-async def test_addresses_reach_kafka_as_the_worker_reads_them(api: Api1) -> None:
+async def test_addresses_reach_kafka_as_the_worker_reads_them(api: SendingApi) -> None:
     """What POST /emails validated is what the sendmail worker reads: the record carries each
     address in its canonical text (display names quoted), which the worker's decoder reads back
     to exactly the validated addresses - never to the display name, never to nothing."""
@@ -133,7 +133,7 @@ INVALID = {
 }
 
 
-async def test_invalid_requests_are_400(api: Api1) -> None:
+async def test_invalid_requests_are_400(api: SendingApi) -> None:
     user, _, domain = api.sender()
     headers = api.bearer(user)
     for name, change in INVALID.items():
@@ -150,7 +150,7 @@ async def test_invalid_requests_are_400(api: Api1) -> None:
     assert _count(api, EMAILS, EMAILS.c.user_id == user) == 0
 
 
-async def test_template_data_is_rendered(api: Api1) -> None:
+async def test_template_data_is_rendered(api: SendingApi) -> None:
     user, _, domain = api.sender()
     body = email(domain, subject="Hi {{ name }}", html="<p>{{name}} & {{ code }}</p>",
                  text="Code {{ code }}", template_data={"name": "<Ann>", "code": 42})
@@ -163,7 +163,7 @@ async def test_template_data_is_rendered(api: Api1) -> None:
     assert detail["template_data"] == {"name": "<Ann>", "code": 42}
 
 
-async def test_size_limits(api: Api1) -> None:
+async def test_size_limits(api: SendingApi) -> None:
     user, _, domain = api.sender(daily=1000, hourly=1000)
     headers = {**api.bearer(user), "Content-Type": "application/json"}
     # Over 25 MB of decoded attachments (but under the body cap): refused after parsing.
@@ -180,7 +180,7 @@ async def test_size_limits(api: Api1) -> None:
     assert "too large" in (await response.get_json())["detail"]
 
 
-async def test_domain_must_be_owned_and_verified(api: Api1) -> None:
+async def test_domain_must_be_owned_and_verified(api: SendingApi) -> None:
     user, _, _ = api.sender()
     pending_domain = f"pending-{user}.example.test"
     api.seed.domain(user, pending_domain, status="pending")
@@ -191,17 +191,17 @@ async def test_domain_must_be_owned_and_verified(api: Api1) -> None:
     assert _count(api, EMAILS, EMAILS.c.user_id == user) == 0
 
 
-async def test_no_smtp_credentials(api: Api1) -> None:
+async def test_no_smtp_credentials(api: SendingApi) -> None:
     user, _, domain = api.sender(credentials=False)
     status, answer = await api.call("POST", "/emails", api.bearer(user), json=email(domain))
     assert status == 400
     assert "SMTP credentials" in answer["detail"]
 
 
-async def test_transport_sender_credentials_win(api: Api1) -> None:
+async def test_transport_sender_credentials_win(api: SendingApi) -> None:
     from sqlalchemy import insert
 
-    from etrans.adapters.credentials import SmtpCredentials
+    from etrans.adapters.crypto.credentials import SmtpCredentials
     from etrans.adapters.sql.usend import Transport
 
     user, domain_id, domain = api.sender(credentials=False)
@@ -216,9 +216,10 @@ async def test_transport_sender_credentials_win(api: Api1) -> None:
 
 
 @pytest.mark.parametrize("client", ["redis-py in threads", "trio-native"])
-async def test_hourly_quota_is_exact_under_200_concurrent_sends(api: Api1, client: str) -> None:
+async def test_hourly_quota_is_exact_under_200_concurrent_sends(api: SendingApi,
+                                                                 client: str) -> None:
     if client == "trio-native":  # what etrans serve uses
-        from etrans.adapters.redis_trio import open_redis
+        from etrans.adapters._net.redis_trio import open_redis
 
         async with open_redis(api.env["REDIS_URI"]) as fast:
             api.stores.quota.use_trio_client(fast)
@@ -230,7 +231,7 @@ async def test_hourly_quota_is_exact_under_200_concurrent_sends(api: Api1, clien
         await _two_hundred_against_fifty(api)
 
 
-async def _two_hundred_against_fifty(api: Api1) -> None:
+async def _two_hundred_against_fifty(api: SendingApi) -> None:
     user, _, domain = api.sender(daily=1000, hourly=50)
     headers = api.bearer(user)
     statuses: list[int] = []
@@ -252,14 +253,14 @@ async def _two_hundred_against_fifty(api: Api1) -> None:
     assert _count(api, EMAILS, EMAILS.c.user_id == user) == 50
 
 
-async def test_daily_quota(api: Api1) -> None:
+async def test_daily_quota(api: SendingApi) -> None:
     user, _, domain = api.sender(daily=2, hourly=100)
     results = [(await api.call("POST", "/emails", api.bearer(user), json=email(domain)))[0]
                for _ in range(3)]
     assert results == [200, 200, 400]
 
 
-async def test_idempotency_key(api: Api1) -> None:
+async def test_idempotency_key(api: SendingApi) -> None:
     user, _, domain = api.sender()
     headers = {**api.bearer(user), "Idempotency-Key": "order-1234"}
     first = await api.client.post("/emails", json=email(domain), headers=headers)
@@ -320,7 +321,7 @@ async def test_idempotency_key(api: Api1) -> None:
     assert good.status_code == 400  # same body: evaluated again, not replayed as 409
 
 
-async def test_batch(api: Api1) -> None:
+async def test_batch(api: SendingApi) -> None:
     user, _, domain = api.sender(daily=None, hourly=3)
     items = [
         email(domain, subject="one"),
@@ -344,7 +345,7 @@ async def test_batch(api: Api1) -> None:
         assert status == 400, bad
 
 
-async def test_list_and_get_emails(api: Api1) -> None:
+async def test_list_and_get_emails(api: SendingApi) -> None:
     user, _, domain = api.sender(daily=1000, hourly=1000)
     ids = []
     for i in range(5):
@@ -394,7 +395,7 @@ async def test_list_and_get_emails(api: Api1) -> None:
     assert (status, answer) == (404, {"detail": "Email not found"})
 
 
-async def test_tenant_isolation(api: Api1) -> None:
+async def test_tenant_isolation(api: SendingApi) -> None:
     owner, _, domain = api.sender()
     status, sent = await api.call("POST", "/emails", api.bearer(owner), json=email(domain))
     assert status == 200
@@ -410,7 +411,7 @@ async def test_tenant_isolation(api: Api1) -> None:
         assert (status, answer["detail"]) == (400, "Domain not verified")
 
 
-async def test_lone_surrogates_and_bad_utf8_are_400(api: Api1) -> None:
+async def test_lone_surrogates_and_bad_utf8_are_400(api: SendingApi) -> None:
     user, _, domain = api.sender()
     headers = {**api.bearer(user), "Content-Type": "application/json"}
     body = json.dumps(email(domain, subject="x \ud800 y"))  # ensure_ascii: "\\ud800" escape

@@ -15,7 +15,7 @@ from urllib.parse import quote
 import pytest
 from sqlalchemy import text
 
-from tests.integration.api1_support import Api1, build_api1, email
+from tests.integration.sending_api import SendingApi, build_sending_api, email
 
 SQL_PAYLOADS = ["x' OR '1'='1", "1; DROP TABLE email_messages; --", "' UNION SELECT * FROM "
                 "api_keys --", "%", "_", "\\"]
@@ -25,7 +25,7 @@ MONGO_PAYLOADS = ['{"$ne": null}', '{"$gt": ""}', ".*", "^", "$where", "this.sen
 
 @pytest.fixture
 def api(etrans_env: Any, billing_db: Any) -> Any:
-    built = build_api1(etrans_env, billing_db)
+    built = build_sending_api(etrans_env, billing_db)
     yield built
     built.close()
 
@@ -39,7 +39,7 @@ def _doc(domain: str, message_id: str, minute: int) -> dict[str, Any]:
     }
 
 
-async def test_hostile_filters_match_nothing_of_another_tenant(api: Api1) -> None:
+async def test_hostile_filters_match_nothing_of_another_tenant(api: SendingApi) -> None:
     victim, _, victim_domain = api.sender(verified_at=datetime(2026, 3, 1, tzinfo=UTC))
     status, sent = await api.call("POST", "/emails", api.bearer(victim),
                                   json=email(victim_domain))
@@ -74,7 +74,7 @@ async def test_hostile_filters_match_nothing_of_another_tenant(api: Api1) -> Non
         assert conn.execute(text("SELECT count(*) FROM api_keys")).scalar_one() >= 0
 
 
-async def test_mongo_operators_in_the_victims_own_filters_are_literals(api: Api1) -> None:
+async def test_mongo_operators_in_the_victims_own_filters_are_literals(api: SendingApi) -> None:
     """A value that MongoDB would read as an operator or a regex matches only itself."""
     # verified before its events: GET /logs shows a domain's events from its verification on
     user, _, domain = api.sender(verified_at=datetime(2026, 3, 1, tzinfo=UTC))

@@ -9,7 +9,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from etrans.adapters.sql.usend import ApiKey
-from tests.integration.api2_support import api, create_domain, new_user_id
+from tests.integration.account_api import api, create_domain, new_user_id
 
 __all__ = ["api"]
 
@@ -53,7 +53,7 @@ async def test_expiry_choices_and_invalid_input(api):
         assert status == 400, body
 
 
-async def test_permission_matrix_of_part2_routes(api):
+async def test_permission_matrix_of_account_routes(api):
     user = new_user_id()
     keys = {p: (await _key(api, user, permission=p))["key"]
             for p in ("read_only", "sending_access", "full_access")}

@@ -13,8 +13,8 @@ import redis as redis_lib
 
 from etrans.domain.api_keys import hash_api_key
 from tests.harness.servers import RedisServer
-from tests.integration.api1_support import Api1, build_api1
-from tests.integration.api2_support import build_api, new_user_id
+from tests.integration.account_api import build_api, new_user_id
+from tests.integration.sending_api import SendingApi, build_sending_api
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Iterator
@@ -29,12 +29,12 @@ def own_redis() -> Iterator[RedisServer]:
 
 
 @asynccontextmanager
-async def _lookups_through(api: Api1, client: str) -> AsyncIterator[None]:
+async def _lookups_through(api: SendingApi, client: str) -> AsyncIterator[None]:
     """``trio-native``: what etrans serve uses for key lookups; else redis-py in threads."""
     if client != "trio-native":
         yield
         return
-    from etrans.adapters.redis_trio import open_redis
+    from etrans.adapters._net.redis_trio import open_redis
 
     async with open_redis(api.env["REDIS_URI"], reply_timeout=2.0) as fast:
         api.stores.key_cache.use_trio_client(fast)
@@ -47,7 +47,7 @@ async def _lookups_through(api: Api1, client: str) -> AsyncIterator[None]:
 @pytest.mark.parametrize("client", ["redis-py in threads", "trio-native"])
 async def test_api_key_authentication_falls_back_to_the_database_when_redis_is_down(
         etrans_env: Any, billing_db: Any, own_redis: RedisServer, client: str) -> None:
-    api = build_api1(etrans_env, billing_db, REDIS_URI=own_redis.url)
+    api = build_sending_api(etrans_env, billing_db, REDIS_URI=own_redis.url)
     try:
         async with _lookups_through(api, client):
             user = api.user()
@@ -120,7 +120,7 @@ async def test_api_key_lookup_answers_503_when_the_database_cannot_answer(
     from tests.harness.servers import free_port
 
     nowhere = f"postgresql://etrans:pw@127.0.0.1:{free_port()}/usend"
-    api = build_api1(etrans_env, billing_db, REDIS_URI=own_redis.url, USEND_DB_URI=nowhere)
+    api = build_sending_api(etrans_env, billing_db, REDIS_URI=own_redis.url, USEND_DB_URI=nowhere)
     try:
         for redis_up in (True, False):  # a cache miss, then no cache at all
             if not redis_up:

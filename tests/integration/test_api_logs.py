@@ -14,17 +14,17 @@ import psycopg
 import pytest
 from sqlalchemy import event
 
-from etrans.adapters.message_owners import MessageOwnerLookup
-from etrans.adapters.mongo_logs_writer import MongoLogWriter
+from etrans.adapters.mongo.log_writer import MongoLogWriter
+from etrans.adapters.sql.message_owners import MessageOwnerLookup
 from etrans.workers.fetchlog import backfill_labels, label_documents
-from tests.integration.api1_support import Api1, build_api1, email
+from tests.integration.sending_api import SendingApi, build_sending_api, email
 
 EARLY = datetime(2026, 3, 1, tzinfo=UTC)  # the test domains are verified before their events
 
 
 @pytest.fixture
 def api(etrans_env: Any, billing_db: Any) -> Any:
-    built = build_api1(etrans_env, billing_db)
+    built = build_sending_api(etrans_env, billing_db)
     yield built
     built.close()
 
@@ -40,20 +40,20 @@ def _doc(domain: str, message_id: str, minute: int, *, event_type: str = "Sender
     }
 
 
-async def _ingest(api: Api1, docs: list[dict[str, Any]]) -> None:
+async def _ingest(api: SendingApi, docs: list[dict[str, Any]]) -> None:
     """Store as fetchlog does: ``source`` / ``user_id`` looked up in the USEND DB, then insert."""
     await label_documents(docs, MessageOwnerLookup(api.usend))
     api.mongo.collection.insert_many(docs)
 
 
-async def _visible(api: Api1, user: int, query: str = "") -> list[dict[str, Any]]:
+async def _visible(api: SendingApi, user: int, query: str = "") -> list[dict[str, Any]]:
     status, page = await api.call("GET", f"/logs?per_page=100&{query}", api.bearer(user))
     assert status == 200, page
     assert page["total"] == len(page["logs"])
     return page["logs"]
 
 
-async def test_logs(api: Api1) -> None:
+async def test_logs(api: SendingApi) -> None:
     user, _, domain = api.sender(daily=1000, hourly=1000, verified_at=EARLY)
     h = api.bearer(user)
     api_ids = []
@@ -151,13 +151,13 @@ async def test_logs(api: Api1) -> None:
     assert (status, page["total"], page["logs"], page["stats"]) == (200, 0, [], [])
 
 
-def _billing_sql(api: Api1, statement: str, *params: Any) -> None:
+def _billing_sql(api: SendingApi, statement: str, *params: Any) -> None:
     """A change the billing system makes (the API reads the Billing DB read-only)."""
     with psycopg.connect(api.seed.owner_url, autocommit=True) as conn:
         conn.execute(statement, params)
 
 
-async def test_a_name_used_before_shows_none_of_its_past_events(api: Api1) -> None:
+async def test_a_name_used_before_shows_none_of_its_past_events(api: SendingApi) -> None:
     """Issue 13.1: A sends from a domain and deletes it; B registers the same name (pending,
     then verified) and sees none of A's events - only those after B verified it.  A keeps the
     events of A's own messages."""
@@ -190,7 +190,7 @@ async def test_a_name_used_before_shows_none_of_its_past_events(api: Api1) -> No
     assert [log["message_id"] for log in await _visible(api, a)] == [sent["id"]]
 
 
-async def test_own_messages_are_visible_outside_held_domains(api: Api1) -> None:
+async def test_own_messages_are_visible_outside_held_domains(api: SendingApi) -> None:
     """The events of a user's own API messages are theirs whatever the domain's state (pending,
     deleted), and nobody else's unless they hold the domain verified."""
     user, _, domain = api.sender(daily=100, hourly=100, verified_at=EARLY)
@@ -204,7 +204,7 @@ async def test_own_messages_are_visible_outside_held_domains(api: Api1) -> None:
     assert await _visible(api, api.user()) == []
 
 
-async def test_documents_stored_before_source_are_served_then_backfilled(api: Api1) -> None:
+async def test_documents_stored_before_source_are_served_then_backfilled(api: SendingApi) -> None:
     """Documents without ``source``/``user_id`` (written before this version): a page's rows get
     their source from a bounded USEND lookup; the backfill then records both fields, after which
     the stats, the source filter and the own-message branch are exact."""

@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 from etrans import bootstrap
 from etrans.api.app import ApiDependencies, create_app
 from etrans.api.schema import MAX_JSON_DEPTH, Object, String
-from tests.integration.api1_support import Api1, build_api1, email
+from tests.integration.sending_api import SendingApi, build_sending_api, email
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -34,11 +34,12 @@ TEXT_CONTROLS = [c for c in CONTROLS if c not in "\t\r\n"]  # refused even in a 
 
 @pytest.fixture
 def api(etrans_env: Any, billing_db: Any) -> Any:
-    """Part 1 as ``etrans serve`` wires it, plus the part 2 routes (all of /openapi.json)."""
-    built = build_api1(etrans_env, billing_db, ETRANS_ENABLE_TESTING_ROUTES="true")
+    """The sending routes as ``etrans serve`` wires them, plus the account routes (all of
+    /openapi.json)."""
+    built = build_sending_api(etrans_env, billing_db, ETRANS_ENABLE_TESTING_ROUTES="true")
     deps = built.app.extensions["etrans"]
     services = dict(deps.services)
-    services["accounts"] = bootstrap._api_part2(built.settings, billing_db=built.billing,
+    services["accounts"] = bootstrap._account_services(built.settings, billing_db=built.billing,
                                                 usend_db=built.usend, services=services)
     built.app = create_app(ApiDependencies(authenticator=deps.authenticator, services=services))
     built.client = built.app.test_client()
@@ -46,7 +47,7 @@ def api(etrans_env: Any, billing_db: Any) -> Any:
     built.close()
 
 
-def _operations(api: Api1) -> list[Operation]:
+def _operations(api: SendingApi) -> list[Operation]:
     return list(api.app.extensions["etrans_api"].operations)
 
 
@@ -74,7 +75,7 @@ def _fill(path: str, value: str | None = None) -> str:
                   else well_formed[m.group(1)], path)
 
 
-async def _send(api: Api1, method: str, path: str, headers: dict[str, str],
+async def _send(api: SendingApi, method: str, path: str, headers: dict[str, str],
                 data: bytes | None = None) -> tuple[int, Any]:
     extra = {"Content-Type": "application/json"} if data is not None else {}
     response = await api.client.open(path, method=method, headers={**headers, **extra},
@@ -91,7 +92,7 @@ def _nested(depth: int, kind: str) -> bytes:
     return b'{"a":' * depth + b"1" + b"}" * depth
 
 
-async def test_deep_or_huge_json_is_400_on_every_json_endpoint(api: Api1) -> None:
+async def test_deep_or_huge_json_is_400_on_every_json_endpoint(api: SendingApi) -> None:
     user = api.user()
     headers = api.bearer(user)
     bodies = [
@@ -121,7 +122,7 @@ async def test_deep_or_huge_json_is_400_on_every_json_endpoint(api: Api1) -> Non
     assert status == 200, answer
 
 
-async def test_generated_deep_json_is_400(api: Api1) -> None:
+async def test_generated_deep_json_is_400(api: SendingApi) -> None:
     user = api.user()
     headers = api.bearer(user)
     leaf = st.one_of(st.none(), st.booleans(), st.integers(), st.text(max_size=5))
@@ -153,7 +154,7 @@ def _wrap(kinds: list[str]) -> Any:
 # -- control characters: path, query, body ------------------------------------------------------
 
 
-async def test_control_characters_in_path_parameters_are_400(api: Api1) -> None:
+async def test_control_characters_in_path_parameters_are_400(api: SendingApi) -> None:
     user = api.user()
     headers = api.bearer(user)
     with_path = [op for op in _operations(api) if "{" in op.path]
@@ -174,7 +175,7 @@ async def test_control_characters_in_path_parameters_are_400(api: Api1) -> None:
     assert status == 400
 
 
-async def test_control_characters_in_query_values_are_400(api: Api1) -> None:
+async def test_control_characters_in_query_values_are_400(api: SendingApi) -> None:
     user = api.user()
     headers = api.bearer(user)
     strings = [(op, name) for op in _operations(api) for name, param in op.query.items()
@@ -229,7 +230,7 @@ def _free_text(at: tuple[Any, ...]) -> bool:
     return bool(at) and at[0] in ("html", "text", "template_data")
 
 
-async def test_control_characters_anywhere_in_a_body_are_400(api: Api1) -> None:
+async def test_control_characters_anywhere_in_a_body_are_400(api: SendingApi) -> None:
     user, _, domain = api.sender(daily=None, hourly=None)
     headers = api.bearer(user)
     bodies = _valid_bodies(domain)
@@ -265,7 +266,7 @@ async def test_control_characters_anywhere_in_a_body_are_400(api: Api1) -> None:
     assert status == 200, answer
 
 
-async def test_one_bad_send_among_50_good_ones_does_not_split_their_rounds(api: Api1) -> None:
+async def test_one_bad_send_among_50_good_ones_does_not_split_their_rounds(api: SendingApi) -> None:
     # A NUL used to reach the group commit and make its round fall back to one statement per
     # caller; now it is refused at the schema and the good sends share their rounds untouched.
     user, _, domain = api.sender(daily=None, hourly=None)
@@ -293,7 +294,7 @@ async def test_one_bad_send_among_50_good_ones_does_not_split_their_rounds(api: 
 # -- timestamps -------------------------------------------------------------------------------
 
 
-async def test_out_of_range_and_generated_timestamps_are_never_5xx(api: Api1) -> None:
+async def test_out_of_range_and_generated_timestamps_are_never_5xx(api: SendingApi) -> None:
     user = api.user()
     headers = api.bearer(user)
     filters = [("/emails", "created_at_from"), ("/emails", "created_at_to"),

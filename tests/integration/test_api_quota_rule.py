@@ -15,12 +15,12 @@ from sqlalchemy import insert, update
 from sqlalchemy.orm import Session
 
 from etrans import bootstrap, settings
-from etrans.adapters.mongo import MongoStore
-from etrans.adapters.redis_store import RedisClient
+from etrans.adapters.mongo.store import MongoStore
+from etrans.adapters.redis.client import RedisClient
 from etrans.adapters.sql import usend_database
 from etrans.adapters.sql.usend import EmailTransactionPack, LocalDomain, LocalMktDomain
 from etrans.api.app import ApiDependencies, create_app
-from tests.integration.api1_support import JWT_SECRET, Api1, new_user_id
+from tests.integration.sending_api import JWT_SECRET, SendingApi, new_user_id
 
 
 class FullApi:
@@ -37,11 +37,11 @@ class FullApi:
         self.mongo = MongoStore(conf.mongo)
         stores = bootstrap._redis_api_stores(conf, usend_db=self.usend, redis=self.redis,
                                              mongo=self.mongo)
-        authenticator, services = bootstrap._api_part1(conf, billing_db=None,
+        authenticator, services = bootstrap._sending_services(conf, billing_db=None,
                                                        usend_db=self.usend, stores=stores,
                                                        relay=None)
-        services["accounts"] = bootstrap._api_part2(conf, billing_db=None, usend_db=self.usend,
-                                                    services=services)
+        services["accounts"] = bootstrap._account_services(conf, billing_db=None,
+                                                            usend_db=self.usend, services=services)
         self.services = services
         self.app = create_app(ApiDependencies(authenticator=authenticator, services=services))
         self.client = self.app.test_client()
@@ -49,7 +49,7 @@ class FullApi:
     async def call(self, method: str, path: str, user: int, json: Any = None
                    ) -> tuple[int, Any]:
         response = await self.client.open(path, method=method, json=json,
-                                          headers=Api1.bearer(user))
+                                          headers=SendingApi.bearer(user))
         return response.status_code, await response.get_json()
 
     def close(self) -> None:

@@ -13,24 +13,24 @@ import pytest
 import trio
 from structlog.testing import capture_logs
 
-from etrans.adapters.redis_rate_limit import RedisRateCounter
-from etrans.adapters.redis_store import RedisClient
+from etrans.adapters.redis.client import RedisClient
+from etrans.adapters.redis.rate_limit import RedisRateCounter
 from etrans.api.rate_limit import RateLimiter, RateLimitPolicy
-from tests.integration.api1_support import Api1, build_api1
+from tests.integration.sending_api import SendingApi, build_sending_api
 
 LIMIT = 20
 
 
 @pytest.fixture
 def api(etrans_env: Any, billing_db: Any) -> Any:
-    built = build_api1(etrans_env, billing_db, RATE_LIMIT_REQUESTS=str(LIMIT),
+    built = build_sending_api(etrans_env, billing_db, RATE_LIMIT_REQUESTS=str(LIMIT),
                        RATE_LIMIT_ANONYMOUS_REQUESTS="5", RATE_LIMIT_WINDOW_SECONDS="60",
                        RATE_LIMIT_TRUSTED_PROXIES="10.0.0.0/8")
     yield built
     built.close()
 
 
-async def _burst(api: Api1, count: int, headers: dict[str, str],
+async def _burst(api: SendingApi, count: int, headers: dict[str, str],
                  client: tuple[str, int] = ("192.0.2.10", 40000)) -> list[Any]:
     responses: list[Any] = []
 
@@ -44,7 +44,8 @@ async def _burst(api: Api1, count: int, headers: dict[str, str],
     return responses
 
 
-async def test_a_burst_above_the_limit_admits_exactly_the_limit_per_api_key(api: Api1) -> None:
+async def test_a_burst_above_the_limit_admits_exactly_the_limit_per_api_key(
+        api: SendingApi) -> None:
     user = api.user()
     key, _ = api.api_key(user, "read_only")
     other_key, _ = api.api_key(user, "read_only")
@@ -69,7 +70,7 @@ async def test_a_burst_above_the_limit_admits_exactly_the_limit_per_api_key(api:
     assert status == 200
 
 
-async def test_bearer_requests_count_per_user(api: Api1) -> None:
+async def test_bearer_requests_count_per_user(api: SendingApi) -> None:
     user = api.user()
     responses = await _burst(api, LIMIT + 3, api.bearer(user))
     assert sorted(r.status_code for r in responses) == [200] * LIMIT + [429] * 3
@@ -78,7 +79,7 @@ async def test_bearer_requests_count_per_user(api: Api1) -> None:
     assert status == 200
 
 
-async def test_requests_without_valid_credentials_count_per_client_address(api: Api1) -> None:
+async def test_requests_without_valid_credentials_count_per_client_address(api: SendingApi) -> None:
     # A key-guessing client: 5 answers 401, then 429 (the guesses stop being checked).
     responses = await _burst(api, 8, {"X-API-KEY": "guess"}, client=("192.0.2.20", 1))
     assert sorted(r.status_code for r in responses) == [401] * 5 + [429] * 3
@@ -91,7 +92,7 @@ async def test_requests_without_valid_credentials_count_per_client_address(api: 
     assert valid[0].status_code == 200
 
 
-async def test_x_forwarded_for_is_believed_only_from_trusted_proxies(api: Api1) -> None:
+async def test_x_forwarded_for_is_believed_only_from_trusted_proxies(api: SendingApi) -> None:
     proxy = ("10.1.2.3", 5000)
     # Through the trusted proxy, two clients have two budgets.
     first = await _burst(api, 6, {"X-Forwarded-For": "198.51.100.1"}, client=proxy)
@@ -107,7 +108,7 @@ async def test_x_forwarded_for_is_believed_only_from_trusted_proxies(api: Api1) 
     assert [r.status_code for r in spoofed] == [401] * 5 + [429] * 2
 
 
-async def test_a_dead_limiter_store_lets_requests_through(api: Api1) -> None:
+async def test_a_dead_limiter_store_lets_requests_through(api: SendingApi) -> None:
     dead = RedisClient("redis://127.0.0.1:1/0", timeout=0.5)
     try:
         limiter = RateLimiter(RedisRateCounter(dead), RateLimitPolicy(requests=1))
@@ -149,7 +150,7 @@ def test_etrans_serve_limits_through_its_trio_redis_client(etrans_env: Any,
         client.close()
 
 
-async def test_openapi_documents_429_and_the_rate_limit_headers(api: Api1) -> None:
+async def test_openapi_documents_429_and_the_rate_limit_headers(api: SendingApi) -> None:
     spec = await (await api.client.get("/openapi.json")).get_json()
     for path, methods in spec["paths"].items():
         for method, operation in methods.items():

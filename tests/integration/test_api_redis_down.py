@@ -23,7 +23,7 @@ from etrans.adapters.sql.usend import EmailMessage
 from etrans.app.emails import SendBatch, SendEmail
 from etrans.errors import UpstreamUnavailable
 from tests.harness.servers import RedisServer
-from tests.integration.api1_support import Api1, build_api1, email
+from tests.integration.sending_api import SendingApi, build_sending_api, email
 
 EMAILS = EmailMessage.__table__
 
@@ -36,22 +36,22 @@ def redis_server() -> Any:
 
 @pytest.fixture
 def api(etrans_env: Any, billing_db: Any, redis_server: RedisServer) -> Any:
-    built = build_api1(etrans_env, billing_db, REDIS_URI=redis_server.url)
+    built = build_sending_api(etrans_env, billing_db, REDIS_URI=redis_server.url)
     yield built
     built.close()
 
 
-def _rows(api: Api1, user: int) -> int:
+def _rows(api: SendingApi, user: int) -> int:
     with api.usend.engine.connect() as conn:
         return int(conn.execute(select(func.count()).select_from(EMAILS)
                                 .where(EMAILS.c.user_id == user)).scalar())
 
 
-def _handlers(api: Api1) -> dict[Any, Any]:
+def _handlers(api: SendingApi) -> dict[Any, Any]:
     return api.app.extensions["etrans"].services["bus"]._handlers
 
 
-async def test_redis_down_answers_503_with_retry_after(api: Api1,
+async def test_redis_down_answers_503_with_retry_after(api: SendingApi,
                                                       redis_server: RedisServer) -> None:
     user, _, domain = api.sender()
     headers = api.bearer(user)
@@ -82,11 +82,11 @@ async def test_redis_down_answers_503_with_retry_after(api: Api1,
     assert _rows(api, user) == 2
 
 
-async def test_redis_blocked_answers_503_after_the_reply_timeout(api: Api1,
+async def test_redis_blocked_answers_503_after_the_reply_timeout(api: SendingApi,
                                                                  redis_server: RedisServer) -> None:
     # SIGSTOP: connections stay open and nothing answers.  Both clients give up at their reply
     # timeout: the Trio-native one of the quota script (as etrans serve uses it), then redis-py.
-    from etrans.adapters.redis_trio import open_redis
+    from etrans.adapters._net.redis_trio import open_redis
 
     user, _, domain = api.sender()
     headers = api.bearer(user)
@@ -117,7 +117,7 @@ async def test_redis_blocked_answers_503_after_the_reply_timeout(api: Api1,
     assert _rows(api, user) == 2
 
 
-async def test_redis_lost_after_the_send_answers_what_was_done(api: Api1,
+async def test_redis_lost_after_the_send_answers_what_was_done(api: SendingApi,
                                                                redis_server: RedisServer) -> None:
     # The email is committed, then the Idempotency-Key record cannot be written: the answer is
     # the 200 of the queued email (a 503 would invite a retry that sends it twice), not a 500.
@@ -142,7 +142,7 @@ async def test_redis_lost_after_the_send_answers_what_was_done(api: Api1,
     assert _rows(api, user) == 1
 
 
-async def test_a_cancelled_request_releases_its_idempotency_key_at_once(api: Api1) -> None:
+async def test_a_cancelled_request_releases_its_idempotency_key_at_once(api: SendingApi) -> None:
     user, _, domain = api.sender()
     headers = {**api.bearer(user), "Idempotency-Key": "cancel-me"}
     handlers = _handlers(api)
@@ -170,15 +170,15 @@ async def test_a_cancelled_request_releases_its_idempotency_key_at_once(api: Api
     assert _rows(api, user) == 1
 
 
-def _service(api: Api1) -> Any:
+def _service(api: SendingApi) -> Any:
     return _handlers(api)[SendBatch].__self__
 
 
-async def _hourly_used(api: Api1, domain_id: int) -> int:
+async def _hourly_used(api: SendingApi, domain_id: int) -> int:
     return (await api.stores.quota.usage(domain_id, datetime.now(UTC))).hourly
 
 
-async def test_a_failed_batch_gives_back_the_quota_of_every_item(api: Api1) -> None:
+async def test_a_failed_batch_gives_back_the_quota_of_every_item(api: SendingApi) -> None:
     user, domain_id, domain = api.sender(daily=None, hourly=3)
     headers = api.bearer(user)
     deps = _service(api).deps

@@ -6,9 +6,9 @@ from __future__ import annotations
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from etrans.adapters.credentials import AUTH_HASH, CredentialCipher
+from etrans.adapters.crypto.credentials import AUTH_HASH, CredentialCipher
 from etrans.adapters.sql.usend import Transport
-from tests.integration.api2_support import (  # noqa: F401 - api is a fixture
+from tests.integration.account_api import (  # noqa: F401 - api is a fixture
     TOKEN_IV,
     TOKEN_SECRET,
     api,

@@ -12,8 +12,8 @@ from typing import Any
 import httpx
 import pytest
 
-from etrans.adapters.billing_http import HttpBillingGateway
-from etrans.adapters.dkim_keys import generate_dkim_key_pair
+from etrans.adapters.crypto.dkim_keys import generate_dkim_key_pair
+from etrans.adapters.http.billing_gateway import HttpBillingGateway
 from etrans.errors import ConfigError, UpstreamUnavailable
 from etrans.settings import for_command, is_loopback_host
 from tests.unit.test_settings import SERVE_ENV

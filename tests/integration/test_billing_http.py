@@ -20,13 +20,13 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from etrans.adapters.account_repo import BillingTables
-from etrans.adapters.billing_http import BillingBadGateway, HttpBillingGateway
-from etrans.adapters.dkim_keys import generate_dkim_key_pair
+from etrans.adapters.crypto.dkim_keys import generate_dkim_key_pair
+from etrans.adapters.http.billing_gateway import BillingBadGateway, HttpBillingGateway
 from etrans.adapters.sql import Database, make_engine
+from etrans.adapters.sql.account_repo import BillingTables
 from etrans.adapters.sql.usend import DomainSubscriptionStatus
 from etrans.errors import Forbidden, InvalidInput, NotFound, UpstreamUnavailable
-from tests.integration.api2_support import build_api, new_domain_name
+from tests.integration.account_api import build_api, new_domain_name
 
 
 class FakeBillingService:

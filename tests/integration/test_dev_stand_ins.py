@@ -82,9 +82,9 @@ def _labelled(documents: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 async def test_sqlite_log_store_answers_like_mongodb(mongo_uri: str, tmp_path: Path) -> None:
-    from etrans.adapters.mongo import MongoStore
-    from etrans.adapters.mongo_logs import MongoLogReader
-    from etrans.adapters.mongo_logs_writer import MongoLogWriter
+    from etrans.adapters.mongo.log_reader import MongoLogReader
+    from etrans.adapters.mongo.log_writer import MongoLogWriter
+    from etrans.adapters.mongo.store import MongoStore
     from etrans.settings import MongoSettings, Secret
 
     mongo_settings = MongoSettings(uri=Secret(mongo_uri), dbname=f"dev_{uuid.uuid4().hex[:10]}",

@@ -6,8 +6,8 @@ import uuid
 
 import pytest
 
-from etrans.adapters.dkim_keys import generate_dkim_key_pair
-from etrans.adapters.dns_verify import DnsVerifier, parse_nameservers
+from etrans.adapters.crypto.dkim_keys import generate_dkim_key_pair
+from etrans.adapters.dns.verify import DnsVerifier, parse_nameservers
 
 SPF = "v=spf1 include:_spf.etrans.test ~all"
 MX = "mx1.etrans.test"

@@ -10,7 +10,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from etrans.adapters.sentry_reporter import ErrorReporter
+from etrans.adapters.http.sentry_reporter import ErrorReporter
 from etrans.errors import RetryLater
 
 

@@ -15,10 +15,10 @@ import trio
 from pymongo import MongoClient
 from sqlalchemy import text
 
-from etrans.adapters.email_status import EmailStatusUpdater
-from etrans.adapters.message_owners import MessageOwnerLookup
-from etrans.adapters.mongo_logs_writer import MongoLogWriter
+from etrans.adapters.mongo.log_writer import MongoLogWriter
 from etrans.adapters.sql import Database, make_engine
+from etrans.adapters.sql.email_status import EmailStatusUpdater
+from etrans.adapters.sql.message_owners import MessageOwnerLookup
 from etrans.domain.delivery_log import EventFilter, decode_event, to_document
 from etrans.errors import PoisonMessage, RetryLater
 from etrans.pipeline import Message

@@ -1,4 +1,4 @@
-"""Group commit of POST /emails rows (etrans.adapters.group_commit through UsendRepository.save)
+"""Group commit of POST /emails rows (etrans.adapters.sql.group_commit through UsendRepository.save)
 against real PostgreSQL: concurrent saves share transactions, every caller's rows are committed
 before it returns, a bad caller's rows fail alone, a database outage fails every caller."""
 
@@ -16,7 +16,7 @@ from sqlalchemy import func, select
 
 from etrans.adapters.sql import usend_database
 from etrans.adapters.sql.usend import EmailMessage, EmailOutbox
-from etrans.adapters.usend_repo import UsendRepository
+from etrans.adapters.sql.usend_repo import UsendRepository
 from etrans.app.records import NewEmail
 from etrans.errors import InvalidInput
 

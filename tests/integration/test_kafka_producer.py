@@ -5,7 +5,7 @@ from __future__ import annotations
 import trio
 from confluent_kafka import Consumer
 
-from etrans.adapters.kafka_client import KafkaProducer, PublishFailure
+from etrans.adapters.kafka.client import KafkaProducer, PublishFailure
 
 
 def _read_all(bootstrap: str, topic: str, expected: int, config: dict) -> list[bytes]:

@@ -15,7 +15,7 @@ from sqlalchemy import func, select
 
 from etrans.adapters.sql.usend import EmailMessage, EmailOutbox
 from tests.e2e.send_support import read_topic
-from tests.integration.api1_support import Api1, build_api1, email
+from tests.integration.sending_api import SendingApi, build_sending_api, email
 
 EMAILS = EmailMessage.__table__
 OUTBOX = EmailOutbox.__table__
@@ -31,7 +31,7 @@ def own_usend(fresh_database: Any) -> str:
     return url
 
 
-def _rows_of(api: Api1, user: int) -> int:
+def _rows_of(api: SendingApi, user: int) -> int:
     with api.usend.engine.connect() as conn:
         return int(conn.execute(select(func.count()).select_from(EMAILS)
                                 .where(EMAILS.c.user_id == user)).scalar())
@@ -47,7 +47,7 @@ async def test_an_email_over_librdkafkas_default_limit_is_published(
         own_usend: str) -> None:
     # 1.1 MB of attachment: a 1.5 MB record, over librdkafka's default message.max.bytes
     # (1,000,000), which refused it at once and left the email Queued forever.
-    api = build_api1(etrans_env, billing_db, with_relay=True, USEND_DB_URI=own_usend)
+    api = build_sending_api(etrans_env, billing_db, with_relay=True, USEND_DB_URI=own_usend)
     try:
         user, _, domain = api.sender()
         status, sent = await api.call("POST", "/emails", api.bearer(user),
@@ -65,7 +65,7 @@ async def test_an_email_over_librdkafkas_default_limit_is_published(
 async def test_an_email_whose_record_cannot_fit_is_refused_before_it_is_stored(
         etrans_env: Any, billing_db: Any) -> None:
     limit = 65536
-    api = build_api1(etrans_env, billing_db, KAFKA_MAX_RECORD_BYTES=str(limit))
+    api = build_sending_api(etrans_env, billing_db, KAFKA_MAX_RECORD_BYTES=str(limit))
     try:
         user, _, domain = api.sender(daily=1000, hourly=1000)
         # 48 KiB of attachment: 64 KiB of base64, plus the rest of the record: over the limit.
@@ -130,10 +130,10 @@ async def test_an_email_kafka_refuses_fails_with_its_reason_and_reject_events(
     pass: GET /emails/{id} shows Failed and why, and one Reject event per recipient is queued
     for LOG_TOPIC in the format sendmail uses.  It is never tried again."""
     from etrans import bootstrap
-    from etrans.adapters.kafka_client import KafkaProducer
+    from etrans.adapters.kafka.client import KafkaProducer
     from etrans.app.sendmail import reject_event_id
 
-    api = build_api1(etrans_env, billing_db, USEND_DB_URI=own_usend)
+    api = build_sending_api(etrans_env, billing_db, USEND_DB_URI=own_usend)
     producer = KafkaProducer.from_settings(api.settings.kafka, **{"message.max.bytes": 20000})
     relay = bootstrap._outbox_relay(api.settings, api.usend, producer)
     try:
@@ -194,7 +194,7 @@ async def test_the_largest_record_goes_through_the_producer_and_the_sendmail_con
     defaults need no change at this size; docs/configuration.md)."""
     from confluent_kafka import Consumer
 
-    from etrans.adapters.kafka_client import KafkaProducer
+    from etrans.adapters.kafka.client import KafkaProducer
     from etrans.pipeline.config import PipelineConfig
     from etrans.settings import KafkaSettings
 

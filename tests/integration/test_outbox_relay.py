@@ -14,9 +14,9 @@ import pytest
 import trio
 from sqlalchemy import func, insert, select, text
 
-from etrans.adapters.kafka_client import KafkaProducer
-from etrans.adapters.outbox import OutboxRelay
+from etrans.adapters.kafka.client import KafkaProducer
 from etrans.adapters.sql import migrations, usend_database
+from etrans.adapters.sql.outbox import OutboxRelay
 from etrans.adapters.sql.usend import EmailMessage, EmailOutbox
 from tests.harness.servers import TansuBroker, create_topic, unique_name
 

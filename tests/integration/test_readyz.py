@@ -9,7 +9,7 @@ from typing import Any
 
 import trio
 
-from etrans.adapters.redis_store import RedisClient
+from etrans.adapters.redis.client import RedisClient
 from etrans.adapters.sql import usend_database
 from etrans.api.app import ApiDependencies, create_app
 

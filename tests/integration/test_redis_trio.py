@@ -1,4 +1,4 @@
-"""The Trio-native Redis client (etrans.adapters.redis_trio) against the real Redis, and the
+"""The Trio-native Redis client (etrans.adapters._net.redis_trio) against the real Redis, and the
 sendmail credential cache built on it."""
 
 from __future__ import annotations
@@ -9,8 +9,7 @@ import pytest
 import redis
 import trio
 
-from etrans.adapters.credentials import AUTH_HASH, CredentialCipher, SmtpCredentials
-from etrans.adapters.redis_trio import (
+from etrans.adapters._net.redis_trio import (
     RedisAddress,
     RedisReplyError,
     RedisUnavailable,
@@ -18,7 +17,8 @@ from etrans.adapters.redis_trio import (
     open_redis,
     parse_reply,
 )
-from etrans.adapters.smtp_credentials import RedisCredentialSource
+from etrans.adapters.crypto.credentials import AUTH_HASH, CredentialCipher, SmtpCredentials
+from etrans.adapters.redis.credential_source import RedisCredentialSource
 from etrans.app.sendmail import CredentialsUnavailable
 
 
@@ -142,7 +142,7 @@ async def test_credentials_are_cached_for_a_short_time_and_misses_are_not(
 async def test_delivery_marks_prebuilt_commands(redis_url: str) -> None:
     """RedisDeliveryMarks writes its GET/SET in RESP itself (execute_encoded): the same bytes
     as encode_command, and Redis stores the mark with its TTL (non-ASCII ids included)."""
-    from etrans.adapters.delivery_marks import RedisDeliveryMarks
+    from etrans.adapters.redis.delivery_marks import RedisDeliveryMarks
 
     prefix = f"etrans-test:marks:{uuid.uuid4().hex}:"
     message_id = "<é-" + uuid.uuid4().hex + "@example.com>"

@@ -19,11 +19,11 @@ import trio
 import trio.testing
 from structlog.testing import capture_logs
 
-from etrans.adapters.delivery_marks import KEY_PREFIX, RedisDeliveryMarks
-from etrans.adapters.kafka_client import KafkaProducer
-from etrans.adapters.redis_trio import open_redis
-from etrans.adapters.smtp import SmtpConfig, SmtpPool
-from etrans.adapters.smtp_credentials import RedisCredentialSource
+from etrans.adapters._net.redis_trio import open_redis
+from etrans.adapters.kafka.client import KafkaProducer
+from etrans.adapters.redis.credential_source import RedisCredentialSource
+from etrans.adapters.redis.delivery_marks import KEY_PREFIX, RedisDeliveryMarks
+from etrans.adapters.smtp.pool import SmtpConfig, SmtpPool
 from etrans.app.sendmail import DeliveryPolicy, EmailDelivery, reject_event_id
 from etrans.errors import PoisonMessage, RetryLater
 from etrans.pipeline import Message
@@ -73,7 +73,7 @@ class Worker:
 async def make_worker(
     redis_url: str, kafka_bootstrap: str, new_topic: Callable[..., str], smtp_certificates: Any,
 ) -> AsyncIterator[Callable[..., Worker]]:
-    from etrans.adapters.credentials import CredentialCipher
+    from etrans.adapters.crypto.credentials import CredentialCipher
 
     producer = KafkaProducer({"bootstrap.servers": kafka_bootstrap, "log_level": 3})
     pools: list[SmtpPool] = []

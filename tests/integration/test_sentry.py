@@ -9,7 +9,7 @@ import json
 import structlog
 
 from etrans import observability
-from etrans.adapters.sentry_reporter import ErrorReporter
+from etrans.adapters.http.sentry_reporter import ErrorReporter
 from tests.integration.test_cli import start, stop, wait_until_running
 from tests.integration.test_fetchlog_sentry import ingest  # noqa: F401 - the fixture
 from tests.integration.test_serve import serving

@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 import trio
 
-from etrans.adapters.credentials import SmtpCredentials
-from etrans.adapters.smtp import SmtpConfig, SmtpPool
+from etrans.adapters.crypto.credentials import SmtpCredentials
+from etrans.adapters.smtp.pool import SmtpConfig, SmtpPool
 from etrans.app.sendmail import SmtpFailure
 from etrans.settings import for_command
 from tests.harness.smtp import SmtpTestServer

@@ -1,4 +1,4 @@
-"""The Trio-native SMTP client (etrans.adapters.smtp_session / smtp.SmtpPool) on the wire.
+"""The Trio-native SMTP client (etrans.adapters._net.smtp_session / smtp.SmtpPool) on the wire.
 
 - PIPELINING: against a scripted SMTP server on a real socket that records which commands
   arrived before it answered: with PIPELINING advertised, MAIL/RCPT/DATA arrive in one go (the
@@ -20,9 +20,9 @@ from pathlib import Path
 import pytest
 import trio
 
-from etrans.adapters.credentials import SmtpCredentials
-from etrans.adapters.smtp import SmtpConfig, SmtpPool
-from etrans.adapters.smtp_session import dot_stuffed
+from etrans.adapters._net.smtp_session import dot_stuffed
+from etrans.adapters.crypto.credentials import SmtpCredentials
+from etrans.adapters.smtp.pool import SmtpConfig, SmtpPool
 from etrans.app.sendmail import SmtpFailure
 from tests.harness.servers import free_port, port_open
 

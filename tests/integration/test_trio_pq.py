@@ -1,4 +1,4 @@
-"""The Trio-native PostgreSQL connection (etrans.adapters.sql.trio_pq) against real PostgreSQL:
+"""The Trio-native PostgreSQL connection (etrans.adapters._net.trio_pq) against real PostgreSQL:
 results, psycopg's error classes, a statement larger than libpq's buffers, timeouts and
 cancellation (the connection is dropped and the next statement reconnects), a refused connect."""
 
@@ -11,7 +11,7 @@ import psycopg
 import pytest
 import trio
 
-from etrans.adapters.sql.trio_pq import TrioPqConnection
+from etrans.adapters._net.trio_pq import TrioPqConnection
 
 
 @pytest.fixture

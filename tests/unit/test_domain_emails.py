@@ -1,4 +1,4 @@
-"""Pure rules of the API part 1: addresses, status labels, quota windows, email checks."""
+"""Pure rules of sending: addresses, status labels, quota windows, email checks."""
 
 from __future__ import annotations
 

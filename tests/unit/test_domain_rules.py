@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from cryptography.hazmat.primitives import serialization
 
-from etrans.adapters.dkim_keys import DkimKeyCipher, DkimKeyError, generate_dkim_key_pair
+from etrans.adapters.crypto.dkim_keys import DkimKeyCipher, DkimKeyError, generate_dkim_key_pair
 from etrans.domain.api_keys import expiry_from, generate_api_key, hash_api_key, is_expired
 from etrans.domain.domains import (
     DkimRecord,

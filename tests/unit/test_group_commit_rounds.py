@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import trio
 
-from etrans.adapters.group_commit import GroupCommit
+from etrans.adapters.sql.group_commit import GroupCommit
 
 
 async def test_rounds_stop_at_the_weight_cap_and_keep_callers_whole() -> None:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
-from etrans.adapters.credentials import CredentialCipher, SmtpCredentials
+from etrans.adapters.crypto.credentials import CredentialCipher, SmtpCredentials
 from etrans.domain.emails import sendmail_message
 
 DOC = Path(__file__).parents[2] / "docs" / "wire-formats.md"

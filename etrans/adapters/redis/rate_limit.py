@@ -12,8 +12,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from etrans.adapters.redis_store import RedisClient
-    from etrans.adapters.redis_trio import TrioRedis
+    from etrans.adapters._net.redis_trio import TrioRedis
+    from etrans.adapters.redis.client import RedisClient
 
 PREFIX = "etrans:ratelimit:"
 
@@ -53,7 +53,7 @@ class RedisRateCounter:
         return int(count), max(0.0, int(left_ms) / 1000)
 
     async def _hit_fast(self, fast: TrioRedis, key: str, window_ms: int) -> list[int]:
-        from etrans.adapters.redis_trio import RedisReplyError
+        from etrans.adapters._net.redis_trio import RedisReplyError
 
         try:
             return await fast.execute("EVALSHA", self._script.sha, 1, key, window_ms)  # type: ignore[no-any-return]

@@ -26,7 +26,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 import trio
 
-from etrans.adapters.fast_stream import FastSocketStream
+from etrans.adapters._net.fast_stream import FastSocketStream
 from etrans.observability import get_logger
 
 if TYPE_CHECKING:

@@ -19,7 +19,7 @@ import trio
 from etrans.app.records import LogGroup
 
 if TYPE_CHECKING:
-    from etrans.adapters.mongo import MongoStore
+    from etrans.adapters.mongo.store import MongoStore
     from etrans.app.records import LogFilter
 
 _PROJECTION = {"_id": 0, "event": 1, "timestamp": 1, "action": 1, "response": 1, "sender": 1,

@@ -4,7 +4,7 @@
 crashed request does not block the key for a day); ``complete`` stores the response for
 ``ttl_seconds`` (24 h); ``abandon`` deletes the claim (a failed request may be retried with the
 same key).  The fingerprint is the SHA-256 of the request (method, path, canonical JSON body).
-Redis not answering raises :class:`~etrans.adapters.redis_store.RedisDown` (503, Retry-After).
+Redis not answering raises :class:`~etrans.adapters.redis.client.RedisDown` (503, Retry-After).
 """
 
 from __future__ import annotations
@@ -13,10 +13,10 @@ import hashlib
 import json
 from typing import TYPE_CHECKING, Any
 
-from etrans.adapters.redis_store import unavailable_as_503
+from etrans.adapters.redis.client import unavailable_as_503
 
 if TYPE_CHECKING:
-    from etrans.adapters.redis_store import RedisClient
+    from etrans.adapters.redis.client import RedisClient
 
 PREFIX = "etrans:idem:"
 _WHAT = "Idempotency-Key store"

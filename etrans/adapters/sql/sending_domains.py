@@ -19,17 +19,17 @@ from typing import TYPE_CHECKING
 
 import trio
 
-from etrans.adapters.credentials import SmtpCredentials
+from etrans.adapters.crypto.credentials import SmtpCredentials
 from etrans.app.records import SendingDomain
 from etrans.domain.quota import DEFAULT_PACK_CODE, MktLimits, QuotaLimits, domain_quota
 
 if TYPE_CHECKING:
     from datetime import datetime
 
-    from etrans.adapters.account_repo import AccountRepo
-    from etrans.adapters.billing_repo import BillingRepository, DomainRow
-    from etrans.adapters.credentials import CredentialCipher
-    from etrans.adapters.usend_repo import UsendRepository
+    from etrans.adapters.crypto.credentials import CredentialCipher
+    from etrans.adapters.sql.account_repo import AccountRepo
+    from etrans.adapters.sql.billing_repo import BillingRepository, DomainRow
+    from etrans.adapters.sql.usend_repo import UsendRepository
 
 
 class DomainDirectory:

@@ -1,12 +1,13 @@
 """One PostgreSQL connection driven from the Trio thread: libpq in non-blocking mode, no worker
 thread per statement.
 
-The hot write of POST /emails (:mod:`etrans.adapters.group_commit`) used to cost a thread hop, a
+The hot write of POST /emails (:mod:`etrans.adapters.sql.group_commit`) used to cost a thread hop, a
 pool checkout with its pre-ping, BEGIN, INSERT and COMMIT round trips, and a GIL hand-over after
 each of them, while the Trio thread was busy serving requests: the waits added up to more than
 the work.  :class:`TrioPqConnection` sends one statement with ``PQsendQueryParams`` and waits for
-its result in Trio's epoll loop (``wait_readable``), like :mod:`etrans.adapters.redis_trio` does
-for Redis.  Only the connect runs in a worker thread (libpq's connect may resolve a host name).
+its result in Trio's epoll loop (``wait_readable``), like
+:mod:`etrans.adapters._net.redis_trio` does for Redis.  Only the connect runs in a worker thread
+(libpq's connect may resolve a host name).
 
 It speaks through :mod:`psycopg.pq`, psycopg's documented libpq wrapper, and raises psycopg's
 exception classes (``psycopg.errors.lookup(sqlstate)``: ``UniqueViolation`` is a

@@ -1,7 +1,7 @@
 """Reads a user's SMTP credentials from the Redis cache the API writes (hash ``auth``).
 
-Format: :mod:`etrans.adapters.credentials` and ``docs/wire-formats.md``.  A missing field or an
-undecryptable value raises :class:`CredentialsUnavailable` (permanent for that email); Redis
+Format: :mod:`etrans.adapters.crypto.credentials` and ``docs/wire-formats.md``.  A missing field
+or an undecryptable value raises :class:`CredentialsUnavailable` (permanent for that email); Redis
 itself being unreachable raises :class:`etrans.errors.RetryLater`.
 
 Decrypted credentials are kept in memory for ``cache_seconds`` (default
@@ -15,13 +15,13 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING
 
-from etrans.adapters.credentials import AUTH_HASH, CredentialError
+from etrans.adapters.crypto.credentials import AUTH_HASH, CredentialError
 from etrans.app.sendmail import CredentialsUnavailable
 from etrans.errors import RetryLater
 
 if TYPE_CHECKING:
-    from etrans.adapters.credentials import CredentialCipher, SmtpCredentials
-    from etrans.adapters.redis_trio import TrioRedis
+    from etrans.adapters._net.redis_trio import TrioRedis
+    from etrans.adapters.crypto.credentials import CredentialCipher, SmtpCredentials
 
 DEFAULT_CACHE_SECONDS = 5.0
 _MAX_CACHED_USERS = 10_000

@@ -1,6 +1,6 @@
-"""Builds the API (part 2 routes + the auth layer) against real PostgreSQL, Redis and the
-loopback DNS server, in the ``local`` billing mode unless told otherwise.  A pytest plugin-free
-helper: tests call :func:`build_api` from their own fixtures."""
+"""Builds the API (account routes: domains, API keys, senders, billing; + the auth layer) against
+real PostgreSQL, Redis and the loopback DNS server, in the ``local`` billing mode unless told
+otherwise. A pytest plugin-free helper: tests call :func:`build_api` from their own fixtures."""
 
 from __future__ import annotations
 
@@ -13,18 +13,18 @@ from typing import Any
 import jwt
 import pytest
 
-from etrans.adapters.account_repo import AccountRepo, BillingTables, DomainReader
-from etrans.adapters.api_key_cache import RedisApiKeyCache
-from etrans.adapters.billing_events import BillingEventOutbox
-from etrans.adapters.billing_local import LocalBillingGateway
-from etrans.adapters.credentials import CredentialCipher
-from etrans.adapters.dkim_keys import DkimKeyCipher
-from etrans.adapters.dns_verify import DnsVerifier
-from etrans.adapters.redis_credentials import RedisCredentialCache
-from etrans.adapters.redis_quota import RedisQuota
-from etrans.adapters.redis_store import RedisClient
+from etrans.adapters.crypto.credentials import CredentialCipher
+from etrans.adapters.crypto.dkim_keys import DkimKeyCipher
+from etrans.adapters.dns.verify import DnsVerifier
+from etrans.adapters.redis.api_key_cache import RedisApiKeyCache
+from etrans.adapters.redis.client import RedisClient
+from etrans.adapters.redis.credential_cache import RedisCredentialCache
+from etrans.adapters.redis.quota import RedisQuota
 from etrans.adapters.sql import Database, make_engine
-from etrans.adapters.usend_repo import UsendRepository
+from etrans.adapters.sql.account_repo import AccountRepo, BillingTables, DomainReader
+from etrans.adapters.sql.billing_events import BillingEventOutbox
+from etrans.adapters.sql.billing_local import LocalBillingGateway
+from etrans.adapters.sql.usend_repo import UsendRepository
 from etrans.api import (
     routes_api_keys,
     routes_billing,
@@ -110,7 +110,7 @@ def build_api(*, usend_db_url: str, redis_url: str, dns_address: str,
 
 @pytest.fixture
 def api(usend_db_url, redis_url, dns_server):
-    """The part 2 API in the local billing mode (import this fixture into a test module)."""
+    """The account API in the local billing mode (import this fixture into a test module)."""
     built = build_api(usend_db_url=usend_db_url, redis_url=redis_url,
                       dns_address=dns_server.address)
     yield built

@@ -8,7 +8,7 @@ One pass: open a transaction, ``SELECT ... WHERE published_at IS NULL AND failed
 BY attempts, id LIMIT batch FOR UPDATE SKIP LOCKED`` (several ``serve`` processes share the work
 without publishing a row twice), publish every row (``KafkaProducer.publish_many``: the rows of
 the pass, one wait for all the broker's acks), then, per row, by what the producer said
-(:class:`~etrans.adapters.kafka_client.PublishFailure`):
+(:class:`~etrans.adapters.kafka.client.PublishFailure`):
 
 - acknowledged: ``published_at`` is set;
 - ``unreachable`` (brokers down, topic unavailable): only ``last_error``; nothing against the
@@ -25,7 +25,7 @@ in the format ``etrans sendmail`` uses, is queued in the same transaction for LO
 commit.  Published rows are deleted ``retention`` seconds after publication, 1000 at a time.
 
 On PostgreSQL the pass runs on the Trio thread over a connection of its own
-(:mod:`etrans.adapters.sql.trio_pq`: no worker thread competing for the GIL with the requests);
+(:mod:`etrans.adapters._net.trio_pq`: no worker thread competing for the GIL with the requests);
 on SQLite (``etrans dev``) in a worker thread.  Delivery is at-least-once: a crash between the
 ack and the commit publishes those rows again (the message_id lets consumers recognise a repeat).
 
@@ -45,8 +45,8 @@ from typing import TYPE_CHECKING, NamedTuple
 import trio
 from sqlalchemy import delete, func, insert, select, update
 
-from etrans.adapters.kafka_client import PublishFailure
-from etrans.adapters.sql.trio_pq import TrioPqConnection
+from etrans.adapters._net.trio_pq import TrioPqConnection
+from etrans.adapters.kafka.client import PublishFailure
 from etrans.adapters.sql.usend import EmailMessage, EmailOutbox
 from etrans.observability import get_logger
 

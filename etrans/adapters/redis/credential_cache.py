@@ -1,5 +1,5 @@
 """Writes the SMTP credential cache the sendmail worker reads: Redis hash ``auth``, field =
-user_id (decimal), value = the encrypted form of :mod:`etrans.adapters.credentials`.
+user_id (decimal), value = the encrypted form of :mod:`etrans.adapters.crypto.credentials`.
 
 A value this process wrote less than ``memo_seconds`` ago is not written again (the hot path of
 POST /emails); a changed value is always written.  :meth:`RedisCredentialCache.forget` removes a
@@ -13,13 +13,13 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
-from etrans.adapters.credentials import AUTH_HASH
-from etrans.adapters.redis_store import unavailable_as_503
+from etrans.adapters.crypto.credentials import AUTH_HASH
+from etrans.adapters.redis.client import unavailable_as_503
 
 if TYPE_CHECKING:
     from collections.abc import Collection
 
-    from etrans.adapters.redis_store import RedisClient
+    from etrans.adapters.redis.client import RedisClient
 
 # KEYS[1] = hash, ARGV[1] = field, ARGV[2..] = the values that may be removed.
 _DELETE_IF_ONE_OF = """

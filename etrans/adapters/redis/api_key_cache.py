@@ -23,14 +23,14 @@ from typing import TYPE_CHECKING
 
 import trio
 
-from etrans.adapters.redis_trio import RedisReplyError, RedisUnavailable
+from etrans.adapters._net.redis_trio import RedisReplyError, RedisUnavailable
 from etrans.app.records import MISSING, REVOKED, ApiKeyRecord
 from etrans.domain.api_keys import Permission
 from etrans.observability import get_logger
 
 if TYPE_CHECKING:
-    from etrans.adapters.redis_store import RedisClient
-    from etrans.adapters.redis_trio import TrioRedis
+    from etrans.adapters._net.redis_trio import TrioRedis
+    from etrans.adapters.redis.client import RedisClient
 
 PREFIX = "etrans:apikey:"
 

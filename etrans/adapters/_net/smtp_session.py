@@ -16,7 +16,7 @@ its reply, as RFC 5321 requires.
 
 Failures are raised as :class:`SmtpProtocolError` (a reply the transaction cannot go on with:
 it carries the code) or as the stream's own exceptions (``trio.BrokenResourceError``,
-``OSError``, ``trio.TooSlowError``, ``EOFError``); :mod:`etrans.adapters.smtp` classifies them.
+``OSError``, ``trio.TooSlowError``, ``EOFError``); :mod:`etrans.adapters.smtp.pool` classifies them.
 """
 
 from __future__ import annotations
@@ -28,13 +28,13 @@ from typing import TYPE_CHECKING, NamedTuple
 
 import trio
 
-from etrans.adapters.fast_stream import FastSocketStream
+from etrans.adapters._net.fast_stream import FastSocketStream
 
 if TYPE_CHECKING:
     import ssl
     from collections.abc import Sequence
 
-    from etrans.adapters.credentials import SmtpCredentials
+    from etrans.adapters.crypto.credentials import SmtpCredentials
 
 _MAX_LINE = 8192  # RFC 5321 allows 512 per reply line; be generous, but bounded
 _MAX_REPLY_LINES = 200

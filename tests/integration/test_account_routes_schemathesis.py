@@ -1,4 +1,4 @@
-"""Schemathesis over the part 2 API's /openapi.json (every route of domains, API keys, senders,
+"""Schemathesis over the account routes' /openapi.json (every route of domains, API keys, senders,
 billing and testing), served by hypercorn on loopback: no 5xx, responses conform to the
 documented status codes, at least 1,000 generated requests (counted from the HAR report)."""
 
@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.harness.http import served
-from tests.integration.api2_support import ApiUnderTest, build_api, new_user_id
+from tests.integration.account_api import ApiUnderTest, build_api, new_user_id
 
 
 @pytest.fixture

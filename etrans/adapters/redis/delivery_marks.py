@@ -12,11 +12,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from etrans.adapters.redis_trio import encode_command
+from etrans.adapters._net.redis_trio import encode_command
 from etrans.errors import RetryLater
 
 if TYPE_CHECKING:
-    from etrans.adapters.redis_trio import TrioRedis
+    from etrans.adapters._net.redis_trio import TrioRedis
 
 KEY_PREFIX = "etrans:sendmail:done:"
 DEFAULT_TTL_SECONDS = 7 * 24 * 3600

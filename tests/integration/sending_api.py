@@ -1,4 +1,4 @@
-"""Builds the API part 1 (auth, emails, logs) in-process, wired by ``bootstrap._api_part1``
+"""Builds the sending API (auth, emails, logs) in-process, wired by ``bootstrap._sending_services``
 exactly as ``etrans serve`` wires it, against real PostgreSQL, Redis, MongoDB (and Kafka when
 asked).  Each build gets its own Redis key prefix, so parallel runs never share counters."""
 
@@ -15,16 +15,16 @@ import jwt
 from sqlalchemy import insert
 
 from etrans import bootstrap, settings
-from etrans.adapters.credentials import CredentialCipher
-from etrans.adapters.mongo import MongoStore
-from etrans.adapters.redis_store import RedisClient
+from etrans.adapters.crypto.credentials import CredentialCipher
+from etrans.adapters.mongo.store import MongoStore
+from etrans.adapters.redis.client import RedisClient
 from etrans.adapters.sql import billing_database, usend_database
 from etrans.adapters.sql.usend import ApiKey
 from etrans.api import emails, logs
 from etrans.api.app import ApiDependencies, create_app
 from etrans.domain.api_keys import generate_api_key, hash_api_key
 
-JWT_SECRET = "api1-jwt-secret-" + "y" * 32
+JWT_SECRET = "sending-jwt-secret-" + "y" * 32
 
 
 def new_user_id() -> int:
@@ -32,7 +32,7 @@ def new_user_id() -> int:
 
 
 @dataclass
-class Api1:
+class SendingApi:
     app: Any
     client: Any
     settings: Any
@@ -101,8 +101,8 @@ class Api1:
             close()
 
 
-def build_api1(etrans_env: Any, billing_db: Any, *, with_relay: bool = False,
-               **overrides: Any) -> Api1:
+def build_sending_api(etrans_env: Any, billing_db: Any, *, with_relay: bool = False,
+               **overrides: Any) -> SendingApi:
     from tests.harness.databases import BillingSeeder
 
     values: dict[str, Any] = {
@@ -123,18 +123,18 @@ def build_api1(etrans_env: Any, billing_db: Any, *, with_relay: bool = False,
     mongo = MongoStore(conf.mongo)
     relay = producer = None
     if with_relay:
-        from etrans.adapters.kafka_client import KafkaProducer
-        from etrans.adapters.outbox import OutboxRelay
+        from etrans.adapters.kafka.client import KafkaProducer
+        from etrans.adapters.sql.outbox import OutboxRelay
 
         producer = KafkaProducer.from_settings(conf.kafka, **{"message.timeout.ms": 60000})
         relay = OutboxRelay(usend, producer, idle_seconds=0.2)
     stores = bootstrap._redis_api_stores(conf, usend_db=usend, redis=redis, mongo=mongo)
-    authenticator, services = bootstrap._api_part1(conf, billing_db=billing, usend_db=usend,
+    authenticator, services = bootstrap._sending_services(conf, billing_db=billing, usend_db=usend,
                                                    stores=stores, relay=relay)
     app = create_app(ApiDependencies(
         authenticator=authenticator, services=services, routers=[emails.register, logs.register],
         rate_limiter=bootstrap._rate_limiter(conf, stores.rate_counter)))
-    api = Api1(app=app, client=app.test_client(), settings=conf, redis=redis, usend=usend,
+    api = SendingApi(app=app, client=app.test_client(), settings=conf, redis=redis, usend=usend,
                billing=billing, mongo=mongo, seed=BillingSeeder(billing_db.owner_url),
                cipher=CredentialCipher(conf.tokens.secret.get(), conf.tokens.iv.get()), env=env,
                relay=relay, producer=producer, stores=stores)

@@ -1,11 +1,11 @@
-"""SQL for domains, packs, subscriptions, API keys and senders (the API part 2 use cases).
+"""SQL for domains, packs, subscriptions, API keys and senders (the account use cases).
 
 Two table sets hold the billing shapes (users, domain, dkim, mkt_domain):
 
 - ``external`` billing (BILLING_V4_URI set): the Billing DB, read through a READ ONLY engine;
-  writes go through the billing API (:mod:`etrans.adapters.billing_http`);
+  writes go through the billing API (:mod:`etrans.adapters.http.billing_gateway`);
 - ``local`` billing: etrans's own ``local_*`` tables in the USEND DB, written by
-  :mod:`etrans.adapters.billing_local`.
+  :mod:`etrans.adapters.sql.billing_local`.
 
 Everything else (packs, subscriptions, user packs, tracking, API keys, transport) lives in the
 USEND DB in both modes.  Every query filters on ``user_id``: tenant isolation is in the SQL.
@@ -21,9 +21,9 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import func, or_, select, update
 from sqlalchemy.orm import Session
 
-from etrans.adapters.billing_events import BillingEventOutbox
 from etrans.adapters.sql import billing as ext
 from etrans.adapters.sql import usend as own
+from etrans.adapters.sql.billing_events import BillingEventOutbox
 from etrans.domain.quota import MktLimits, PackLimits, QuotaFacts
 
 if TYPE_CHECKING:
@@ -185,7 +185,7 @@ class DomainReader:
 
 
 class AccountRepo:
-    """The USEND DB tables of the part 2 use cases.  Subscription changes write their
+    """The USEND DB tables of the account use cases.  Subscription changes write their
     KAFKA_BILLING_TOPIC event into the outbox in the same transaction (``events``)."""
 
     def __init__(self, db: Database, events: BillingEventOutbox | None = None) -> None:

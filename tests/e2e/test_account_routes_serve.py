@@ -1,7 +1,8 @@
-"""API part 2 through a real ``etrans serve`` (local billing mode, DNS_NAMESERVERS pointing at
-the loopback DNS server): domain -> DNS verification -> sender -> POST /emails -> the quota of
-GET /domains/{id}/quota counts it; API key revocation; and schemathesis over the WHOLE
-``/openapi.json`` (parts 1 and 2) with no 5xx in at least 1,000 requests."""
+"""The account routes (domains, API keys, senders, billing) through a real ``etrans serve`` (local
+billing mode, DNS_NAMESERVERS pointing at the loopback DNS server): domain -> DNS verification ->
+sender -> POST /emails -> the quota of GET /domains/{id}/quota counts it; API key revocation; and
+schemathesis over the WHOLE ``/openapi.json`` (parts 1 and 2) with no 5xx in at least 1,000
+requests."""
 
 from __future__ import annotations
 

@@ -5,21 +5,21 @@ Keys (``docs/api.md``, "Quotas"): ``etrans:quota:<domain_id>:h:<YYYYMMDDHH>``,
 than its window.  :meth:`RedisQuota.reserve` checks every limit and increments every counter in a
 single script run: Redis runs scripts one at a time, so concurrent sends can never overshoot
 (200 concurrent sends against an hourly limit of 50 admit exactly 50).  Redis not answering
-raises :class:`~etrans.adapters.redis_store.RedisDown` (503 with Retry-After).
+raises :class:`~etrans.adapters.redis.client.RedisDown` (503 with Retry-After).
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from etrans.adapters.redis_store import unavailable_as_503
+from etrans.adapters.redis.client import unavailable_as_503
 from etrans.domain.quota import QuotaLimits, QuotaUsage, windows
 
 if TYPE_CHECKING:
     from datetime import datetime
 
-    from etrans.adapters.redis_store import RedisClient
-    from etrans.adapters.redis_trio import TrioRedis
+    from etrans.adapters._net.redis_trio import TrioRedis
+    from etrans.adapters.redis.client import RedisClient
 
 PREFIX = "etrans:quota:"
 _WHAT = "Quota counter"
@@ -82,7 +82,7 @@ class RedisQuota:
         self._fast = fast
 
     async def _reserve_fast(self, fast: TrioRedis, keys: list[str], args: list[int]) -> object:
-        from etrans.adapters.redis_trio import RedisReplyError
+        from etrans.adapters._net.redis_trio import RedisReplyError
 
         try:
             return await fast.execute("EVALSHA", self._reserve.sha, len(keys), *keys, *args)

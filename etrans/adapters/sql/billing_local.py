@@ -3,7 +3,7 @@
 For self-hosted installs with no external billing system (the default when BILLING_V4_URI is
 unset).  Implements :class:`etrans.app.ports.BillingGateway`:
 
-- domains, their DKIM keys (private key encrypted at rest, :mod:`etrans.adapters.dkim_keys`)
+- domains, their DKIM keys (private key encrypted at rest, :mod:`etrans.adapters.crypto.dkim_keys`)
   and verification state are rows of ``local_domain`` / ``local_dkim``; creating one counts the
   user's live domains and inserts in one transaction serialized per user (PostgreSQL
   ``pg_advisory_xact_lock``; a process-wide lock on SQLite, whose ``etrans dev`` is one process),
@@ -24,8 +24,8 @@ from sqlalchemy import func, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from etrans.adapters.account_repo import utcnow
 from etrans.adapters.sql import usend as own
+from etrans.adapters.sql.account_repo import utcnow
 from etrans.domain.domains import domain_limit_message
 from etrans.errors import Forbidden, InvalidInput, NotFound
 
@@ -36,7 +36,7 @@ _USER_DOMAINS_LOCK = text(
 if TYPE_CHECKING:
     from datetime import datetime
 
-    from etrans.adapters.dkim_keys import DkimKeyCipher
+    from etrans.adapters.crypto.dkim_keys import DkimKeyCipher
     from etrans.adapters.sql import Database
 
 

@@ -1,4 +1,4 @@
-"""SMTP client: Trio-native sessions (:mod:`etrans.adapters.smtp_session`), one reusable
+"""SMTP client: Trio-native sessions (:mod:`etrans.adapters._net.smtp_session`), one reusable
 connection per worker.
 
 :class:`SmtpPool` hands out at most ``size`` connections (one per sendmail worker task).  A
@@ -42,14 +42,14 @@ from typing import TYPE_CHECKING
 
 import trio
 
-from etrans.adapters.smtp_session import SmtpProtocolError, SmtpSession
+from etrans.adapters._net.smtp_session import SmtpProtocolError, SmtpSession
 from etrans.app.sendmail import SendResult, SmtpFailure, SmtpUnavailable
 from etrans.observability import get_logger
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-    from etrans.adapters.credentials import SmtpCredentials
+    from etrans.adapters.crypto.credentials import SmtpCredentials
 
 log = get_logger(__name__)
 

@@ -3,10 +3,10 @@
 Every method but ``save`` runs its blocking SQLAlchemy work in a worker thread
 (:meth:`Database.run`).  ``save`` writes the ``email_messages`` rows and their ``email_outbox``
 records with one statement (one transaction): either both exist or neither does (the outbox relay
-publishes them, :mod:`etrans.adapters.outbox`).  It is the hot path of POST /emails, so it runs on
-the Trio thread over a connection of its own (:mod:`etrans.adapters.sql.trio_pq`), and concurrent
-``save`` calls share a statement (:mod:`etrans.adapters.group_commit`): each caller still returns
-only once its rows are committed, and its rows are still all-or-nothing.
+publishes them, :mod:`etrans.adapters.sql.outbox`).  It is the hot path of POST /emails, so it
+runs on the Trio thread over a connection of its own (:mod:`etrans.adapters._net.trio_pq`), and
+concurrent ``save`` calls share a statement (:mod:`etrans.adapters.sql.group_commit`): each caller
+still returns only once its rows are committed, and its rows are still all-or-nothing.
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ from typing import TYPE_CHECKING, Any
 import psycopg
 from sqlalchemy import and_, func, select
 
-from etrans.adapters.group_commit import GroupCommit
-from etrans.adapters.sql.trio_pq import TrioPqConnection
+from etrans.adapters._net.trio_pq import TrioPqConnection
+from etrans.adapters.sql.group_commit import GroupCommit
 from etrans.adapters.sql.usend import ApiKey, EmailMessage, EmailOutbox, Transport
 from etrans.app.records import ApiKeyRecord, EmailPage
 from etrans.domain.api_keys import Permission

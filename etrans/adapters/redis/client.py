@@ -38,7 +38,7 @@ def outage_errors() -> tuple[type[BaseException], ...]:
     such as a script error, is not an outage: it stays a bug)."""
     import redis as redis_lib
 
-    from etrans.adapters.redis_trio import RedisUnavailable
+    from etrans.adapters._net.redis_trio import RedisUnavailable
 
     return (redis_lib.exceptions.ConnectionError, redis_lib.exceptions.TimeoutError,
             RedisUnavailable)

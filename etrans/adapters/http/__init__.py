@@ -1,0 +1,2 @@
+"""HTTP services etrans calls: the external billing API, the external authentication service,
+Sentry."""

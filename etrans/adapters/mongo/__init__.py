@@ -1,0 +1,2 @@
+"""MongoDB (pymongo): the delivery-log collection, read side (GET /logs) and write side
+(fetchlog)."""

@@ -1,0 +1,1 @@
+"""SMTP delivery: a pool of reusable client sessions, one per sendmail worker."""
