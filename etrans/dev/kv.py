@@ -17,6 +17,8 @@ adapter                    port (app.ports)   Redis original
 ``LocalIdempotencyStore``  IdempotencyStore   ``RedisIdempotencyStore``
 ``LocalDeliveryMarks``     DeliveryMarks      ``RedisDeliveryMarks``
 =========================  =================  ========================================
+
+``tests/contract`` runs one suite per port on each pair (and on the unit tests' fakes).
 """
 
 from __future__ import annotations
@@ -113,6 +115,25 @@ class LocalStore:
             self._db.execute("INSERT INTO strings VALUES (?, ?, ?) ON CONFLICT (key) DO UPDATE"
                              " SET value = excluded.value, expires_at = excluded.expires_at",
                              (key, value, expires))
+            return True
+
+    def ttl(self, key: str) -> float | None:
+        """Redis ``TTL``: seconds left, None for a key without expiry; KeyError when absent."""
+        with self._lock:
+            row = self._db.execute("SELECT expires_at FROM strings WHERE key = ?",
+                                   (key,)).fetchone()
+        now = time.time()
+        if row is None or (row[0] is not None and row[0] <= now):
+            raise KeyError(key)
+        return None if row[0] is None else row[0] - now
+
+    def expire(self, key: str, seconds: float) -> bool:
+        """Redis ``EXPIRE``: the key now lives ``seconds`` more; False when it does not exist."""
+        with self.atomic():
+            if self.get(key) is None:
+                return False
+            self._db.execute("UPDATE strings SET expires_at = ? WHERE key = ?",
+                             (time.time() + seconds, key))
             return True
 
     def delete(self, key: str) -> None:
@@ -328,6 +349,8 @@ class LocalDeliveryMarks:
 
     def __init__(self, store: LocalStore, *, ttl_seconds: int = 7 * 24 * 3600,
                  prefix: str = "etrans:sendmail:done:") -> None:
+        if ttl_seconds < 1:  # as RedisDeliveryMarks: a mark that expires at once marks nothing
+            raise ValueError("ttl_seconds must be positive")
         self._store = store
         self.ttl_seconds = ttl_seconds
         self.prefix = prefix

@@ -1,17 +1,15 @@
-"""The embedded stand-ins of ``etrans dev`` against the contracts of the adapters they replace.
+"""What is particular to the embedded stand-ins of ``etrans dev`` (their shared contracts with the
+real adapters are in ``tests/contract``):
 
-- the SQLite log store answers GET /logs's queries exactly as MongoDB does (same documents
-  written to secantus and to SQLite, same filters, sorts, pages and groups);
 - the in-process topics keep Kafka's offset semantics (commit after completion, resume from the
-  committed offset after a restart, redelivery of what was not committed, per-key ordering);
-- the local store's quota is atomic (200 concurrent reservations against a limit of 50), the
-  API-key cache never lets a lookup overwrite a revocation, idempotency keys go through their
-  states, and the SQLite email-status update is monotonic.
+  committed offset after a restart, redelivery of what was not committed, per-key ordering) and
+  drop what every group consumed when the file is opened again;
+- the SQLite email-status update is monotonic;
+- data directories of an older ``etrans dev`` get the columns added since.
 """
 
 from __future__ import annotations
 
-import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -19,122 +17,15 @@ from typing import Any
 import pytest
 import trio
 
-from etrans.app.records import MISSING, REVOKED, ApiKeyRecord, LogFilter
-from etrans.dev import kv
+from etrans.app.records import LogFilter
 from etrans.dev.log_store import SqliteLogStore
 from etrans.dev.topics import LocalPublisher, LocalTopics
-from etrans.domain.api_keys import Permission
-from etrans.domain.delivery_log import StatusChange, to_document
-from etrans.domain.quota import QuotaLimits
+from etrans.domain.delivery_log import StatusChange
 from etrans.pipeline import Message, Pipeline, PipelineConfig
 from etrans.runtime import Shutdown
 
 BASE = datetime(2026, 3, 10, 4, 0, tzinfo=UTC)
-
-
-def _events() -> list[dict[str, Any]]:
-    events = []
-    for i in range(40):
-        domain = ("a.example", "b.example", "other.example")[i % 3]
-        action = ("delivered", "deferred", "rejected", "delivered")[i % 4]
-        event = ("Sender", "Deferred", "Reject", "Sender")[i % 4]
-        events.append({
-            "Event": event, "@timestamp": (BASE + timedelta(seconds=i * 7 % 60,
-                                                            milliseconds=i)).isoformat(),
-            "SMTP_Action": action, "from": f"s{i % 2}@{domain}", "recipient": f"r{i % 5}@x.org",
-            "response": f"250 2.0.0 OK {i}", "from_domain": domain, "Event_ID": f"evt-{i}",
-            "message_id": f"msg-{i % 9}", "to_domain": "x.org",
-        })
-    return events
-
-
-EARLY, MID = BASE - timedelta(days=1), BASE + timedelta(seconds=20)
-QUERIES = [
-    LogFilter(owner=7, domains=(("a.example", EARLY), ("b.example", EARLY))),
-    LogFilter(owner=7, domains=(("a.example", EARLY),), actions=("delivered", "rejected")),
-    LogFilter(owner=7, domains=(("a.example", MID), ("b.example", EARLY)),
-              after=BASE + timedelta(seconds=10), before=BASE + timedelta(seconds=40)),
-    LogFilter(owner=7, domains=(("a.example", EARLY), ("b.example", EARLY)),
-              sender="s1@b.example"),
-    LogFilter(owner=8, domains=(("a.example", EARLY), ("b.example", EARLY),
-                                ("other.example", MID)),
-              recipient="r2@x.org", sorts=(("sender", 1), ("timestamp", -1))),
-    LogFilter(owner=7, domains=(("b.example", EARLY),), message_id="msg-4"),
-    LogFilter(owner=7, domains=(("a.example", EARLY), ("b.example", EARLY)),
-              sorts=(("message_id", -1), ("timestamp", 1))),
-    LogFilter(owner=7, domains=(("a.example", MID),), source="API"),
-    LogFilter(owner=7, domains=(("a.example", MID), ("other.example", EARLY)), source="SMTP"),
-    LogFilter(owner=7),
-    LogFilter(owner=None),
-]
-
-
-def _labelled(documents: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """As fetchlog stores them: msg-0..2 sent through the API by user 7, msg-3 by user 8, the
-    rest SMTP; msg-8's documents are unlabelled (stored before ``source`` existed)."""
-    for document in documents:
-        number = int(document["message_id"].split("-")[1])
-        if number < 4:
-            document.update(source="API", user_id=7 if number < 3 else 8)
-        elif number < 8:
-            document["source"] = "SMTP"
-    return documents
-
-
-async def test_sqlite_log_store_answers_like_mongodb(mongo_uri: str, tmp_path: Path) -> None:
-    from etrans.adapters.mongo.log_reader import MongoLogReader
-    from etrans.adapters.mongo.log_writer import MongoLogWriter
-    from etrans.adapters.mongo.store import MongoStore
-    from etrans.settings import MongoSettings, Secret
-
-    mongo_settings = MongoSettings(uri=Secret(mongo_uri), dbname=f"dev_{uuid.uuid4().hex[:10]}",
-                                   collection="email_logs")
-    mongo_writer = MongoLogWriter(mongo_settings)
-    mongo = MongoStore(mongo_settings)
-    sqlite = SqliteLogStore(tmp_path / "logs.sqlite3")
-    try:
-        documents = _labelled([to_document(event) for event in _events()])
-        for writer in (mongo_writer, sqlite):
-            await writer.ensure_indexes()
-            first = await writer.insert(documents)
-            assert (first.inserted, first.duplicates) == (40, 0)
-            again = await writer.insert(documents[:5])  # a replay: counted, not stored twice
-            assert (again.inserted, again.duplicates) == (0, 5)
-        reader = MongoLogReader(mongo)
-        for query in QUERIES:
-            want = sorted(await reader.counts(query), key=repr)
-            assert sorted(await sqlite.counts(query), key=repr) == want, query
-            for skip, limit in ((0, 100), (3, 5)):
-                expected = await reader.page(query, skip=skip, limit=limit)
-                got = await sqlite.page(query, skip=skip, limit=limit)
-                # Ties in the sort keys may come in any order in MongoDB: compare as sets when
-                # the page is complete, and the sort keys when it is cut.
-                keys = [name for name, _ in query.sorts]
-                assert [[d[k] for k in keys] for d in got] == \
-                    [[d[k] for k in keys] for d in expected], (query, skip)
-                if limit >= 40:
-                    assert _canonical(got) == _canonical(expected), query
-        # The backfill's two calls answer alike too.
-        for store in (mongo_writer, sqlite):
-            ids, position = await store.unlabelled(None, 100)
-            assert (sorted(ids), position) == (["msg-8"] * 4, None), store
-            assert await store.label(["msg-8"], "SMTP", None) == 4
-            assert await store.unlabelled(None, 100) == ([], None)
-            assert await store.labels_complete() is False
-            await store.set_labels_complete(True)
-            assert await store.labels_complete() is True
-            await store.set_labels_complete(False)
-            assert await store.labels_complete() is False
-    finally:
-        mongo.client.drop_database(mongo_settings.dbname)
-        mongo.close()
-        mongo_writer.close()
-        sqlite.close()
-
-
-def _canonical(documents: list[dict[str, Any]]) -> list[str]:
-    return sorted(repr(sorted((k, v.astimezone(UTC).isoformat() if isinstance(v, datetime) else v)
-                              for k, v in d.items())) for d in documents)
+EARLY = BASE - timedelta(days=1)
 
 
 # -- topics ---------------------------------------------------------------------------------------
@@ -225,67 +116,6 @@ async def test_what_was_not_committed_is_delivered_again(tmp_path: Path) -> None
     assert seen[0] == b"5"  # redelivered from the committed offset
     assert set(seen) == {f"{i}".encode() for i in range(5, 10)}
     topics.close()
-
-
-# -- the local store ------------------------------------------------------------------------------
-
-async def test_local_quota_is_exact_under_200_concurrent_reservations(tmp_path: Path) -> None:
-    store = kv.LocalStore(tmp_path / "state.sqlite3")
-    quota = kv.LocalQuota(store)
-    now = datetime.now(UTC)
-    limits = QuotaLimits(daily=1000, hourly=50, monthly=None)
-    refusals: list[str] = []
-
-    async def one() -> None:
-        refused = await quota.reserve(7, limits, 1, now)
-        if refused is not None:
-            refusals.append(refused)
-
-    async with trio.open_nursery() as nursery:
-        for _ in range(200):
-            nursery.start_soon(one)
-    assert refusals == ["hourly"] * 150
-    usage = await quota.usage(7, now)
-    assert (usage.daily, usage.hourly, usage.monthly) == (50, 50, 50)
-    await quota.release(7, 60, now)  # never below zero
-    assert (await quota.usage(7, now)).hourly == 0
-    store.close()
-
-
-async def test_local_api_key_cache_never_overwrites_a_revocation(tmp_path: Path) -> None:
-    store = kv.LocalStore(tmp_path / "state.sqlite3")
-    cache = kv.LocalApiKeyCache(store)
-    record = ApiKeyRecord(id=3, user_id=9, permission=Permission.sending_access,
-                          expires_at=datetime(2030, 1, 1, tzinfo=UTC))
-    assert await cache.get("h") is None
-    await cache.put("h", record)
-    assert await cache.get("h") == record
-    await cache.revoke("h")
-    await cache.put("h", record)  # a lookup that raced with the deletion
-    assert await cache.get("h") == REVOKED
-    await cache.put("unknown", None)
-    assert await cache.get("unknown") == MISSING
-    store.close()
-
-
-async def test_local_idempotency_and_delivery_marks(tmp_path: Path) -> None:
-    store = kv.LocalStore(tmp_path / "state.sqlite3")
-    keys = kv.LocalIdempotencyStore(store)
-    assert await keys.begin("s", "fp") == ("started", None)
-    assert await keys.begin("s", "fp") == ("in_flight", None)
-    assert await keys.begin("s", "other") == ("mismatch", None)
-    await keys.complete("s", "fp", 200, {"id": "x"})
-    assert await keys.begin("s", "fp") == ("replay", (200, {"id": "x"}))
-    await keys.abandon("s")
-    assert await keys.begin("s", "fp") == ("started", None)
-
-    marks = kv.LocalDeliveryMarks(store)
-    assert await marks.outcome("m") is None
-    await marks.record("m", "delivered")
-    store.close()
-    reopened = kv.LocalStore(tmp_path / "state.sqlite3")  # survives a restart
-    assert await kv.LocalDeliveryMarks(reopened).outcome("m") == "delivered"
-    reopened.close()
 
 
 async def test_sqlite_email_status_update_is_monotonic(tmp_path: Path) -> None:

@@ -1,0 +1,63 @@
+"""Fixtures of the contract suites: each port's implementations as pytest parameters.
+
+``kv``        quota, API-key cache, idempotency, credential cache: fake, local store, Redis
+``kv_store``  the same without the fake, with the raw view of the keys (wire format, expiry)
+
+The services themselves come from the harness plugins of ``tests/conftest.py`` (``redis_url``,
+``usend_db_url``, ``mongo_uri``, ``kafka_bootstrap``).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from tests.contract.kv_backends import LocalBackend, RedisBackend, unique_prefix
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Iterator
+    from pathlib import Path
+
+    from etrans.adapters.redis.client import RedisClient
+
+
+@pytest.fixture(scope="session")
+def redis_client(redis_url: str) -> Iterator[RedisClient]:
+    from etrans.adapters.redis.client import RedisClient
+
+    client = RedisClient(redis_url)
+    yield client
+    client.close()
+
+
+async def _backend(name: str, request: pytest.FixtureRequest, tmp_path: Path
+                   ) -> AsyncIterator[Any]:
+    from etrans.adapters._net.redis_trio import open_redis
+
+    if name == "fake":
+        from tests.contract.fake_backend import FakeBackend
+
+        yield FakeBackend()
+    elif name == "local":
+        backend = LocalBackend(tmp_path / "state.sqlite3", unique_prefix())
+        yield backend
+        await backend.cleanup()
+    else:
+        client = request.getfixturevalue("redis_client")
+        async with open_redis(request.getfixturevalue("redis_url")) as fast:
+            redis = RedisBackend(client, fast, unique_prefix())
+            yield redis
+            await redis.cleanup()
+
+
+@pytest.fixture(params=["fake", "local", "redis"])
+async def kv(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Any]:
+    async for backend in _backend(request.param, request, tmp_path):
+        yield backend
+
+
+@pytest.fixture(params=["local", "redis"])
+async def kv_store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Any]:
+    async for backend in _backend(request.param, request, tmp_path):
+        yield backend
