@@ -303,7 +303,7 @@ def serve(settings: Settings) -> ServiceMain:
 
     from etrans.adapters.kafka.client import KafkaProducer
     from etrans.adapters.mongo.store import MongoStore
-    from etrans.adapters.redis.client import RedisClient
+    from etrans.adapters.redis.client import open_redis
     from etrans.adapters.sql import billing_database, usend_database
     from etrans.api.app import ApiDependencies, create_app
 
@@ -318,32 +318,30 @@ def serve(settings: Settings) -> ServiceMain:
     # The Billing DB is external: its engine opens READ ONLY sessions (docs/database.md).
     billing = billing_database(dbs.billing_uri.get(), pool_size=dbs.pool_size)
     usend = usend_database(dbs.usend_uri.get(), pool_size=dbs.pool_size)
-    redis = RedisClient(settings.redis.url.get(), max_connections=max(20, dbs.pool_size * 2))
     producer = KafkaProducer.from_settings(settings.kafka)
     mongo = MongoStore(settings.mongo)
     relay = _outbox_relay(settings, usend, producer)
-    stores = _redis_api_stores(settings, usend_db=usend, redis=redis, mongo=mongo)
-    authenticator, services = _sending_services(settings, billing_db=billing, usend_db=usend,
-                                         stores=stores, relay=relay)
-    services["accounts"] = _account_services(settings, billing_db=billing, usend_db=usend,
-                                      services=services)
-    app = create_app(ApiDependencies(probes=[billing, usend, redis, producer, mongo],
-                                     authenticator=authenticator, services=services,
-                                     rate_limiter=_rate_limiter(settings, stores.rate_counter),
-                                     body_memory_bytes=settings.http.body_memory_bytes))
     config = hypercorn_config(settings)
     _mmap_large_allocations()
 
     async def main(shutdown: Shutdown) -> None:
-        from etrans.adapters._net.redis_trio import open_redis
-
+        assert settings.redis is not None
+        assert settings.http is not None
+        stores: ApiStores | None = None
         try:
-            async with open_redis(settings.redis.url.get()) as fast_redis, \
+            # One Redis client for every Redis adapter (requests' commands are pipelined).
+            async with open_redis(settings.redis.url.get()) as redis, \
                     trio.open_nursery() as nursery:
-                # Per-request Redis calls (quota script, API key lookups) skip worker threads.
-                stores.quota.use_trio_client(fast_redis)
-                stores.key_cache.use_trio_client(fast_redis)
-                stores.rate_counter.use_trio_client(fast_redis)
+                stores = _redis_api_stores(settings, usend_db=usend, redis=redis, mongo=mongo)
+                authenticator, services = _sending_services(
+                    settings, billing_db=billing, usend_db=usend, stores=stores, relay=relay)
+                services["accounts"] = _account_services(
+                    settings, billing_db=billing, usend_db=usend, services=services)
+                app = create_app(ApiDependencies(
+                    probes=[billing, usend, redis, producer, mongo],
+                    authenticator=authenticator, services=services,
+                    rate_limiter=_rate_limiter(settings, stores.rate_counter),
+                    body_memory_bytes=settings.http.body_memory_bytes))
                 # The outbox relay publishes what requests committed; it runs until the HTTP
                 # server has drained, then makes one last pass.
                 relay_done = trio.Event()
@@ -353,14 +351,14 @@ def serve(settings: Settings) -> ServiceMain:
                 relay_done.set()
                 relay.notify()
         finally:
-            with trio.CancelScope(shield=True):
-                await stores.usend_repo.aclose()
+            if stores is not None:
+                with trio.CancelScope(shield=True):
+                    await stores.usend_repo.aclose()
             # Only the relay produces here, and it has returned: what is still queued belongs to
             # a pass that was cut short and rolled back, published again at the next start.
             producer.close(timeout=1.0)
             billing.dispose()
             usend.dispose()
-            redis.close()
             mongo.close()
 
     return main
@@ -751,9 +749,8 @@ async def _dev_services(settings: Settings, data_dir: Path, cipher: Any,
 
         # credentials, quotas, idempotency keys, API-key cache, delivery marks
         if settings.redis is not None:
-            from etrans.adapters._net.redis_trio import open_redis
             from etrans.adapters.redis.api_key_cache import RedisApiKeyCache
-            from etrans.adapters.redis.client import RedisClient
+            from etrans.adapters.redis.client import open_redis
             from etrans.adapters.redis.credential_cache import RedisCredentialCache
             from etrans.adapters.redis.credential_source import RedisCredentialSource
             from etrans.adapters.redis.delivery_marks import RedisDeliveryMarks
@@ -761,10 +758,7 @@ async def _dev_services(settings: Settings, data_dir: Path, cipher: Any,
             from etrans.adapters.redis.quota import RedisQuota
             from etrans.adapters.redis.rate_limit import RedisRateCounter
 
-            url = settings.redis.url.get()
-            redis = RedisClient(url)
-            stack.callback(redis.close)
-            trio_redis = await stack.enter_async_context(open_redis(url))
+            redis = await stack.enter_async_context(open_redis(settings.redis.url.get()))
             stores = ApiStores(
                 usend_repo=usend_repo,
                 key_cache=RedisApiKeyCache(redis, prefix=f"{prefix}apikey:"),
@@ -772,9 +766,8 @@ async def _dev_services(settings: Settings, data_dir: Path, cipher: Any,
                 idempotency=RedisIdempotencyStore(redis, prefix=f"{prefix}idem:"),
                 credential_cache=RedisCredentialCache(redis), log_reader=None,
                 rate_counter=RedisRateCounter(redis, prefix=f"{prefix}ratelimit:"))
-            stores.rate_counter.use_trio_client(trio_redis)
-            credentials: Any = RedisCredentialSource(trio_redis, cipher)
-            marks: Any = RedisDeliveryMarks(trio_redis)
+            credentials: Any = RedisCredentialSource(redis, cipher)
+            marks: Any = RedisDeliveryMarks(redis)
             stand_ins["redis"] = settings.redis.redacted()
         else:
             from etrans.dev import kv

@@ -7,7 +7,8 @@ import contextlib
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 import trio
@@ -16,8 +17,13 @@ from hypercorn.trio import serve
 
 
 @contextlib.contextmanager
-def served(app: Any) -> Iterator[int]:
-    """Serve ``app`` on a free loopback port until the block ends; yields the port."""
+def served(app: Any = None, *,
+           open_app: Callable[[], AbstractAsyncContextManager[Any]] | None = None
+           ) -> Iterator[int]:
+    """Serve ``app`` on a free loopback port until the block ends; yields the port.
+
+    ``open_app``: the app is built inside the server's own Trio loop (``async with open_app()
+    as app``), for apps whose clients belong to one loop (the Redis client)."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
@@ -31,7 +37,11 @@ def served(app: Any) -> Iterator[int]:
         async def trigger() -> None:
             await trio.to_thread.run_sync(stop.wait)
 
-        await serve(app, config, shutdown_trigger=trigger)
+        if open_app is None:
+            await serve(app, config, shutdown_trigger=trigger)
+            return
+        async with open_app() as opened:
+            await serve(opened, config, shutdown_trigger=trigger)
 
     thread = threading.Thread(target=trio.run, args=(main,), daemon=True)
     thread.start()

@@ -1,14 +1,15 @@
 """Builds the API (account routes: domains, API keys, senders, billing; + the auth layer) against
 real PostgreSQL, Redis and the loopback DNS server, in the ``local`` billing mode unless told
-otherwise. A pytest plugin-free helper: tests call :func:`build_api` from their own fixtures."""
+otherwise. A pytest plugin-free helper: tests open :func:`open_api` in their own fixtures."""
 
 from __future__ import annotations
 
 import secrets
 import time
 import uuid
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jwt
 import pytest
@@ -17,7 +18,7 @@ from etrans.adapters.crypto.credentials import CredentialCipher
 from etrans.adapters.crypto.dkim_keys import DkimKeyCipher
 from etrans.adapters.dns.verify import DnsVerifier
 from etrans.adapters.redis.api_key_cache import RedisApiKeyCache
-from etrans.adapters.redis.client import RedisClient
+from etrans.adapters.redis.client import TrioRedis, open_redis
 from etrans.adapters.redis.credential_cache import RedisCredentialCache
 from etrans.adapters.redis.quota import RedisQuota
 from etrans.adapters.sql import Database, make_engine
@@ -36,6 +37,9 @@ from etrans.api.app import ApiDependencies, create_app
 from etrans.api.auth import ApiKeyResolver, Authenticator, JwtVerifier
 from etrans.app.domains import AccountServices
 from etrans.domain.domains import DnsTemplate
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
 
 JWT_SECRET = "test-jwt-secret-" + "x" * 32
 TOKEN_SECRET = "0123456789abcdef0123456789abcdef"
@@ -59,7 +63,7 @@ class ApiUnderTest:
     app: Any
     client: Any
     services: AccountServices
-    redis: RedisClient
+    redis: TrioRedis
     usend: Database
 
     @staticmethod
@@ -75,13 +79,24 @@ class ApiUnderTest:
         return response.status_code, await response.get_json()
 
 
-def build_api(*, usend_db_url: str, redis_url: str, dns_address: str,
+@asynccontextmanager
+async def open_api(*, usend_db_url: str, redis_url: str, **options: Any
+                   ) -> AsyncIterator[ApiUnderTest]:
+    """:func:`build_api` on a Redis client of its own; the USEND DB engine is disposed on exit."""
+    async with open_redis(redis_url) as redis:
+        built = build_api(usend_db_url=usend_db_url, redis=redis, **options)
+        try:
+            yield built
+        finally:
+            built.usend.dispose()
+
+
+def build_api(*, usend_db_url: str, redis: TrioRedis, dns_address: str,
               billing: Any = None, billing_topic: str | None = None,
               testing_routes: bool = True,
               reader_db: Database | None = None, tables: BillingTables | None = None
               ) -> ApiUnderTest:
     usend = Database(make_engine(usend_db_url, pool_size=5), name="usend_db")
-    redis = RedisClient(redis_url)
     # Ids restart at 1 in every session's fresh database: Redis keys get a prefix of their own.
     prefix = f"t2:{uuid.uuid4().hex[:12]}:"
     key_cache = RedisApiKeyCache(redis, prefix=f"{prefix}apikey:")
@@ -109,13 +124,11 @@ def build_api(*, usend_db_url: str, redis_url: str, dns_address: str,
 
 
 @pytest.fixture
-def api(usend_db_url, redis_url, dns_server):
+async def api(usend_db_url, redis_url, dns_server):
     """The account API in the local billing mode (import this fixture into a test module)."""
-    built = build_api(usend_db_url=usend_db_url, redis_url=redis_url,
-                      dns_address=dns_server.address)
-    yield built
-    built.usend.dispose()
-    built.redis.close()
+    async with open_api(usend_db_url=usend_db_url, redis_url=redis_url,
+                        dns_address=dns_server.address) as built:
+        yield built
 
 
 async def create_domain(api: ApiUnderTest, user: int, name: str | None = None) -> dict[str, Any]:

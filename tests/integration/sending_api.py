@@ -7,9 +7,10 @@ from __future__ import annotations
 import secrets
 import time
 import uuid
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jwt
 from sqlalchemy import insert
@@ -17,12 +18,15 @@ from sqlalchemy import insert
 from etrans import bootstrap, settings
 from etrans.adapters.crypto.credentials import CredentialCipher
 from etrans.adapters.mongo.store import MongoStore
-from etrans.adapters.redis.client import RedisClient
+from etrans.adapters.redis.client import TrioRedis, open_redis
 from etrans.adapters.sql import billing_database, usend_database
 from etrans.adapters.sql.usend import ApiKey
 from etrans.api import emails, logs
 from etrans.api.app import ApiDependencies, create_app
 from etrans.domain.api_keys import generate_api_key, hash_api_key
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
 
 JWT_SECRET = "sending-jwt-secret-" + "y" * 32
 
@@ -36,7 +40,7 @@ class SendingApi:
     app: Any
     client: Any
     settings: Any
-    redis: RedisClient
+    redis: TrioRedis
     usend: Any
     billing: Any
     mongo: MongoStore
@@ -101,10 +105,12 @@ class SendingApi:
             close()
 
 
-def build_sending_api(etrans_env: Any, billing_db: Any, *, with_relay: bool = False,
-               **overrides: Any) -> SendingApi:
-    from tests.harness.databases import BillingSeeder
-
+@asynccontextmanager
+async def open_sending_api(etrans_env: Any, billing_db: Any, *, with_relay: bool = False,
+                           redis_reply_timeout: float = 5.0,
+                           **overrides: Any) -> AsyncIterator[SendingApi]:
+    """The sending API on its own Redis client (``open_redis``, as ``etrans serve``), closed
+    on exit."""
     values: dict[str, Any] = {
         "ETRANS_REDIS_PREFIX": f"test:{uuid.uuid4().hex[:12]}:", "JWT_SECRET": JWT_SECRET,
         "BILLING_V4_URI": "http://127.0.0.1:9/", "DB_URI": billing_db.readonly_url,
@@ -112,6 +118,19 @@ def build_sending_api(etrans_env: Any, billing_db: Any, *, with_relay: bool = Fa
     values.update(overrides)
     env = etrans_env(**values)
     conf = settings.for_command("serve", env)
+    assert conf.redis is not None
+    async with open_redis(conf.redis.url.get(), reply_timeout=redis_reply_timeout) as redis:
+        api = _build(conf, env, billing_db, redis, with_relay=with_relay)
+        try:
+            yield api
+        finally:
+            api.close()
+
+
+def _build(conf: Any, env: dict[str, str], billing_db: Any, redis: TrioRedis, *,
+           with_relay: bool) -> SendingApi:
+    from tests.harness.databases import BillingSeeder
+
     assert conf.databases is not None
     assert conf.redis is not None
     assert conf.mongo is not None
@@ -119,7 +138,6 @@ def build_sending_api(etrans_env: Any, billing_db: Any, *, with_relay: bool = Fa
     assert conf.kafka is not None
     billing = billing_database(conf.databases.billing_uri.get(), pool_size=5)
     usend = usend_database(conf.databases.usend_uri.get(), pool_size=10)
-    redis = RedisClient(conf.redis.url.get(), max_connections=40)
     mongo = MongoStore(conf.mongo)
     relay = producer = None
     if with_relay:
@@ -138,7 +156,7 @@ def build_sending_api(etrans_env: Any, billing_db: Any, *, with_relay: bool = Fa
                billing=billing, mongo=mongo, seed=BillingSeeder(billing_db.owner_url),
                cipher=CredentialCipher(conf.tokens.secret.get(), conf.tokens.iv.get()), env=env,
                relay=relay, producer=producer, stores=stores)
-    api.closers += [billing.dispose, usend.dispose, redis.close, mongo.close]
+    api.closers += [billing.dispose, usend.dispose, mongo.close]
     if producer is not None:
         api.closers.append(lambda: producer.close(5.0))
     return api

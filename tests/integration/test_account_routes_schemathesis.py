@@ -8,27 +8,30 @@ import json
 import os
 import subprocess
 import sys
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
 
 from tests.harness.http import served
-from tests.integration.account_api import ApiUnderTest, build_api, new_user_id
+from tests.integration.account_api import ApiUnderTest, new_user_id, open_api
 
 
 @pytest.fixture
 def served_api(usend_db_url, redis_url, dns_server):
-    built = build_api(usend_db_url=usend_db_url, redis_url=redis_url,
-                      dns_address=dns_server.address)
-    with served(built.app) as port:
-        yield built, f"http://127.0.0.1:{port}"
-    built.usend.dispose()
-    built.redis.close()
+    @asynccontextmanager
+    async def open_app():
+        async with open_api(usend_db_url=usend_db_url, redis_url=redis_url,
+                            dns_address=dns_server.address) as built:
+            yield built.app
+
+    with served(open_app=open_app) as port:
+        yield f"http://127.0.0.1:{port}"
 
 
 @pytest.mark.slow
 def test_schemathesis_no_server_errors(served_api, tmp_path: Path):
-    _built, base = served_api
+    base = served_api
     user = new_user_id()
     har = tmp_path / "run.har"
     command = [

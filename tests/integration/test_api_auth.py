@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
 from etrans.domain.api_keys import hash_api_key
-from tests.integration.sending_api import SendingApi, build_sending_api, email
+from tests.integration.sending_api import SendingApi, email, open_sending_api
 
 # (method, path, required level); bodies are valid enough to get past auth.
 ENDPOINTS = [
@@ -33,10 +33,9 @@ RANK = {name: i for i, name in enumerate(LEVELS)}
 
 
 @pytest.fixture
-def api(etrans_env: Any, billing_db: Any) -> Any:
-    built = build_sending_api(etrans_env, billing_db)
-    yield built
-    built.close()
+async def api(etrans_env: Any, billing_db: Any) -> Any:
+    async with open_sending_api(etrans_env, billing_db) as built:
+        yield built
 
 
 def _body(method: str, path: str) -> Any:
@@ -99,23 +98,7 @@ async def test_bad_credentials_matrix(api: SendingApi) -> None:
             assert body["detail"]
 
 
-@pytest.mark.parametrize("client", ["redis-py in threads", "trio-native"])
-async def test_deleted_key_fails_on_next_request_despite_cache(api: SendingApi,
-                                                                client: str) -> None:
-    if client == "trio-native":  # what etrans serve uses for lookups
-        from etrans.adapters._net.redis_trio import open_redis
-
-        async with open_redis(api.env["REDIS_URI"]) as fast:
-            api.stores.key_cache.use_trio_client(fast)
-            try:
-                await _deleted_key_fails(api)
-            finally:
-                api.stores.key_cache.use_trio_client(None)
-    else:
-        await _deleted_key_fails(api)
-
-
-async def _deleted_key_fails(api: SendingApi) -> None:
+async def test_deleted_key_fails_on_next_request_despite_cache(api: SendingApi) -> None:
     user = api.user()
     key, key_id = api.api_key(user, "read_only")
     assert (await api.call("GET", "/emails", {"X-API-KEY": key}))[0] == 200  # now cached
@@ -156,8 +139,8 @@ async def test_jwt_public_key(etrans_env: Any, billing_db: Any, algorithm: str) 
                     if algorithm == "RS256" else ec.generate_private_key(ec.SECP256R1()))
     public_pem = private.public_key().public_bytes(
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo).decode()
-    api = build_sending_api(etrans_env, billing_db, JWT_SECRET=None, JWT_PUBLIC_KEY=public_pem)
-    try:
+    async with open_sending_api(etrans_env, billing_db, JWT_SECRET=None,
+                                JWT_PUBLIC_KEY=public_pem) as api:
         user = api.user()
         good = jwt.encode({"sub": str(user), "exp": int(time.time()) + 60}, private,
                           algorithm=algorithm)
@@ -171,8 +154,6 @@ async def test_jwt_public_key(etrans_env: Any, billing_db: Any, algorithm: str) 
                             algorithm="HS256")
         assert (await api.call("GET", "/emails", {"Authorization": f"Bearer {forged}"}))[0] \
             == 401
-    finally:
-        api.close()
 
 
 class _AuthService(BaseHTTPRequestHandler):
@@ -207,8 +188,8 @@ async def test_manage_auth_gateway(etrans_env: Any, billing_db: Any) -> None:
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     uri = f"http://127.0.0.1:{server.server_address[1]}/v1/validate"
-    api = build_sending_api(etrans_env, billing_db, MANAGE_AUTH_URI=uri, SESSION_COOKIE_NAME="sid")
-    try:
+    async with open_sending_api(etrans_env, billing_db, MANAGE_AUTH_URI=uri,
+                                SESSION_COOKIE_NAME="sid") as api:
         user = api.user()
         _AuthService.users = {"Bearer opaque-token": str(user), "sid=cookie-value": str(user)}
         _AuthService.calls.clear()
@@ -230,8 +211,6 @@ async def test_manage_auth_gateway(etrans_env: Any, billing_db: Any) -> None:
         server.server_close()
         status, body = await api.call("GET", "/emails", {"Authorization": "Bearer other"})
         assert status == 503, body
-    finally:
-        api.close()
 
 
 # -- JWT with a public key: every token error is 401 (issue 13.3) ----------------------------------
@@ -258,9 +237,9 @@ def _claims(user: int, **extra: Any) -> dict[str, Any]:
 async def test_jwt_public_key_matrix_every_token_error_is_401(
         etrans_env: Any, billing_db: Any, jwt_keys: dict[str, Any]) -> None:
     rsa_key, p256, p384 = jwt_keys["rsa"], jwt_keys["p256"], jwt_keys["p384"]
-    api = build_sending_api(etrans_env, billing_db, JWT_SECRET=None,
-                            JWT_PUBLIC_KEY=_public_pem(rsa_key), JWT_AUDIENCE="etrans-api", JWT_ISSUER="https://auth.example.test/")
-    try:
+    async with open_sending_api(etrans_env, billing_db, JWT_SECRET=None,
+                                JWT_PUBLIC_KEY=_public_pem(rsa_key), JWT_AUDIENCE="etrans-api",
+                                JWT_ISSUER="https://auth.example.test/") as api:
         user = api.user()
         good = {"aud": "etrans-api", "iss": "https://auth.example.test/"}
         now = int(time.time())
@@ -308,8 +287,6 @@ async def test_jwt_public_key_matrix_every_token_error_is_401(
             status, body = await api.call("GET", "/emails", {"Authorization": f"Bearer {token}"})
             assert status == 401, (name, status, body)
             assert body["detail"].startswith(("Invalid token", "Token expired")), (name, body)
-    finally:
-        api.close()
 
 
 def _hs256_with(secret: str, claims: dict[str, Any]) -> str:
@@ -336,11 +313,10 @@ def _hs256_with(secret: str, claims: dict[str, Any]) -> str:
 async def test_jwt_algorithm_follows_the_key_type(etrans_env: Any, billing_db: Any,
                                                   jwt_keys: dict[str, Any], key: str,
                                                   algorithm: str, refused: list[str]) -> None:
-    api = build_sending_api(etrans_env, billing_db, JWT_SECRET=None,
-                     JWT_PUBLIC_KEY=_public_pem(jwt_keys[key]))
     signers = {"ES256 with P-256": ("p256", "ES256"), "ES384 with P-384": ("p384", "ES384"),
                "RS256": ("rsa", "RS256"), "EdDSA": ("ed25519", "EdDSA")}
-    try:
+    async with open_sending_api(etrans_env, billing_db, JWT_SECRET=None,
+                                JWT_PUBLIC_KEY=_public_pem(jwt_keys[key])) as api:
         user = api.user()
         good = jwt.encode(_claims(user), jwt_keys[key], algorithm=algorithm)
         assert (await api.call("GET", "/emails", {"Authorization": f"Bearer {good}"}))[0] == 200
@@ -349,8 +325,6 @@ async def test_jwt_algorithm_follows_the_key_type(etrans_env: Any, billing_db: A
             token = jwt.encode(_claims(user), jwt_keys[signer], algorithm=alg)
             status, body = await api.call("GET", "/emails", {"Authorization": f"Bearer {token}"})
             assert status == 401, (name, status, body)
-    finally:
-        api.close()
 
 
 # -- cookie sessions: CSRF and the forwarded cookie (issue 13.2) -----------------------------------
@@ -367,10 +341,9 @@ def auth_service() -> Any:
 
 async def test_cookie_session_state_changes_need_json_and_an_allowed_origin(
         etrans_env: Any, billing_db: Any, auth_service: str) -> None:
-    api = build_sending_api(etrans_env, billing_db, MANAGE_AUTH_URI=auth_service,
-                     SESSION_COOKIE_NAME="sid",
-                     ETRANS_ALLOWED_ORIGINS="https://app.example.test, http://localhost:3000")
-    try:
+    async with open_sending_api(
+            etrans_env, billing_db, MANAGE_AUTH_URI=auth_service, SESSION_COOKIE_NAME="sid",
+            ETRANS_ALLOWED_ORIGINS="https://app.example.test, http://localhost:3000") as api:
         user = api.user()
         _AuthService.users = {"sid=csrf-cookie": str(user)}
         _AuthService.calls.clear()
@@ -419,15 +392,12 @@ async def test_cookie_session_state_changes_need_json_and_an_allowed_origin(
         status, _ = await post({"Content-Type": "text/plain", "Origin": "https://evil.test",
                                 "X-API-KEY": api.api_key(user)[0]})
         assert status == 400
-    finally:
-        api.close()
 
 
 async def test_session_cookie_is_forwarded_only_when_it_is_a_plain_cookie_value(
         etrans_env: Any, billing_db: Any, auth_service: str) -> None:
-    api = build_sending_api(etrans_env, billing_db, MANAGE_AUTH_URI=auth_service,
-                     SESSION_COOKIE_NAME="sid")
-    try:
+    async with open_sending_api(etrans_env, billing_db, MANAGE_AUTH_URI=auth_service,
+                                SESSION_COOKIE_NAME="sid") as api:
         user = api.user()
         # An auth service that grants whatever the forwarded Cookie header says.
         _AuthService.users = {"sid=abc; role=admin": str(user), "sid=abc": str(user)}
@@ -440,5 +410,3 @@ async def test_session_cookie_is_forwarded_only_when_it_is_a_plain_cookie_value(
         status, _ = await api.call("GET", "/emails", {"Cookie": 'sid="abc"'})  # quoted form
         assert status == 200
         assert _AuthService.calls == ["sid=abc"]
-    finally:
-        api.close()

@@ -17,9 +17,9 @@ from etrans.adapters.sql.usend import EmailOutbox, LocalUser
 from tests.harness.servers import free_port
 from tests.integration.account_api import (  # noqa: F401 - api is a fixture
     api,
-    build_api,
     create_domain,
     new_user_id,
+    open_api,
 )
 
 
@@ -130,17 +130,13 @@ async def test_set_pack_for_all_domains_or_user_level(api):  # noqa: F811
 
 
 async def test_testing_route_is_404_when_disabled(usend_db_url, redis_url, dns_server):
-    built = build_api(usend_db_url=usend_db_url, redis_url=redis_url,
-                      dns_address=dns_server.address, testing_routes=False)
-    try:
+    async with open_api(usend_db_url=usend_db_url, redis_url=redis_url,
+                        dns_address=dns_server.address, testing_routes=False) as built:
         status, body = await built.call("POST", "/testing/set-pack", new_user_id(),
                                         json={"pack_code": "FREE"})
         assert (status, body) == (404, {"detail": "Not Found"})
         spec = await (await built.client.get("/openapi.json")).get_json()
         assert "/testing/set-pack" not in spec["paths"]
-    finally:
-        built.usend.dispose()
-        built.redis.close()
 
 
 async def test_subscription_changes_publish_billing_events_through_the_outbox(
@@ -151,10 +147,9 @@ async def test_subscription_changes_publish_billing_events_through_the_outbox(
     usend_db_url = fresh_database("usend_outbox")
     migrations.upgrade(usend_db_url)
     topic = new_topic()
-    built = build_api(usend_db_url=usend_db_url, redis_url=redis_url,
-                      dns_address=dns_server.address, billing_topic=topic)
-    outbox = EmailOutbox.__table__
-    try:
+    async with open_api(usend_db_url=usend_db_url, redis_url=redis_url,
+                        dns_address=dns_server.address, billing_topic=topic) as built:
+        outbox = EmailOutbox.__table__
         user = new_user_id()
         domain_id = int((await create_domain(built, user))["id"][4:])
         _fund(built, user, 500000)
@@ -197,9 +192,6 @@ async def test_subscription_changes_publish_billing_events_through_the_outbox(
         with built.usend.engine.connect() as conn:
             assert conn.execute(select(func.count()).where(
                 mine, outbox.c.published_at.is_(None))).scalar() == 0
-    finally:
-        built.usend.dispose()
-        built.redis.close()
     consumer = Consumer({"bootstrap.servers": kafka_bootstrap, "group.id": f"g-{topic}",
                          "auto.offset.reset": "earliest", **kafka_test_config})
     consumer.subscribe([topic])

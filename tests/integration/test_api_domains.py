@@ -18,19 +18,17 @@ from etrans.errors import InvalidInput
 from tests.integration.account_api import (
     MX,
     TOKEN_SECRET,
-    build_api,
     new_domain_name,
     new_user_id,
+    open_api,
 )
 
 
 @pytest.fixture
-def api(usend_db_url, redis_url, dns_server):
-    built = build_api(usend_db_url=usend_db_url, redis_url=redis_url,
-                      dns_address=dns_server.address)
-    yield built
-    built.usend.dispose()
-    built.redis.close()
+async def api(usend_db_url, redis_url, dns_server):
+    async with open_api(usend_db_url=usend_db_url, redis_url=redis_url,
+                        dns_address=dns_server.address) as built:
+        yield built
 
 
 async def _create(api, user, name=None):

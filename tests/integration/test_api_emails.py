@@ -15,17 +15,16 @@ from sqlalchemy import func, select, update
 from etrans.adapters.crypto.credentials import AUTH_HASH
 from etrans.adapters.sql.usend import EmailMessage, EmailOutbox
 from etrans.workers.send_request import decode_request
-from tests.integration.sending_api import SendingApi, build_sending_api, email
+from tests.integration.sending_api import SendingApi, email, open_sending_api
 
 EMAILS = EmailMessage.__table__
 OUTBOX = EmailOutbox.__table__
 
 
 @pytest.fixture
-def api(etrans_env: Any, billing_db: Any) -> Any:
-    built = build_sending_api(etrans_env, billing_db)
-    yield built
-    built.close()
+async def api(etrans_env: Any, billing_db: Any) -> Any:
+    async with open_sending_api(etrans_env, billing_db) as built:
+        yield built
 
 
 def _count(api: SendingApi, table: Any, *where: Any) -> int:
@@ -69,7 +68,7 @@ async def test_send_email_queues_row_outbox_and_credentials(api: SendingApi) -> 
     assert payload["attachments"][0]["content"] == attachment
     assert payload["headers"] == {"X-Campaign": "c1"}
 
-    cached = api.redis.client.hget(AUTH_HASH, str(user))
+    cached = await api.redis.execute("HGET", AUTH_HASH, str(user))
     creds = api.cipher.decrypt(cached)
     assert (creds.username, creds.password) == (f"smtp-{user}", f"pw-{user}-secret")
 
@@ -212,26 +211,10 @@ async def test_transport_sender_credentials_win(api: SendingApi) -> None:
             password_encrypted=value))
     status, _ = await api.call("POST", "/emails", api.bearer(user), json=email(domain))
     assert status == 200
-    assert api.redis.client.hget(AUTH_HASH, str(user)).decode() == value
+    assert (await api.redis.execute("HGET", AUTH_HASH, str(user))).decode() == value
 
 
-@pytest.mark.parametrize("client", ["redis-py in threads", "trio-native"])
-async def test_hourly_quota_is_exact_under_200_concurrent_sends(api: SendingApi,
-                                                                 client: str) -> None:
-    if client == "trio-native":  # what etrans serve uses
-        from etrans.adapters._net.redis_trio import open_redis
-
-        async with open_redis(api.env["REDIS_URI"]) as fast:
-            api.stores.quota.use_trio_client(fast)
-            try:
-                await _two_hundred_against_fifty(api)
-            finally:
-                api.stores.quota.use_trio_client(None)
-    else:
-        await _two_hundred_against_fifty(api)
-
-
-async def _two_hundred_against_fifty(api: SendingApi) -> None:
+async def test_hourly_quota_is_exact_under_200_concurrent_sends(api: SendingApi) -> None:
     user, _, domain = api.sender(daily=1000, hourly=50)
     headers = api.bearer(user)
     statuses: list[int] = []

@@ -15,7 +15,7 @@ from urllib.parse import quote
 import pytest
 from sqlalchemy import text
 
-from tests.integration.sending_api import SendingApi, build_sending_api, email
+from tests.integration.sending_api import SendingApi, email, open_sending_api
 
 SQL_PAYLOADS = ["x' OR '1'='1", "1; DROP TABLE email_messages; --", "' UNION SELECT * FROM "
                 "api_keys --", "%", "_", "\\"]
@@ -24,10 +24,9 @@ MONGO_PAYLOADS = ['{"$ne": null}', '{"$gt": ""}', ".*", "^", "$where", "this.sen
 
 
 @pytest.fixture
-def api(etrans_env: Any, billing_db: Any) -> Any:
-    built = build_sending_api(etrans_env, billing_db)
-    yield built
-    built.close()
+async def api(etrans_env: Any, billing_db: Any) -> Any:
+    async with open_sending_api(etrans_env, billing_db) as built:
+        yield built
 
 
 def _doc(domain: str, message_id: str, minute: int) -> dict[str, Any]:

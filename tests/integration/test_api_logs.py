@@ -17,16 +17,15 @@ from sqlalchemy import event
 from etrans.adapters.mongo.log_writer import MongoLogWriter
 from etrans.adapters.sql.message_owners import MessageOwnerLookup
 from etrans.workers.fetchlog import backfill_labels, label_documents
-from tests.integration.sending_api import SendingApi, build_sending_api, email
+from tests.integration.sending_api import SendingApi, email, open_sending_api
 
 EARLY = datetime(2026, 3, 1, tzinfo=UTC)  # the test domains are verified before their events
 
 
 @pytest.fixture
-def api(etrans_env: Any, billing_db: Any) -> Any:
-    built = build_sending_api(etrans_env, billing_db)
-    yield built
-    built.close()
+async def api(etrans_env: Any, billing_db: Any) -> Any:
+    async with open_sending_api(etrans_env, billing_db) as built:
+        yield built
 
 
 def _doc(domain: str, message_id: str, minute: int, *, event_type: str = "Sender",

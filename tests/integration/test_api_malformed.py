@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 from etrans import bootstrap
 from etrans.api.app import ApiDependencies, create_app
 from etrans.api.schema import MAX_JSON_DEPTH, Object, String
-from tests.integration.sending_api import SendingApi, build_sending_api, email
+from tests.integration.sending_api import SendingApi, email, open_sending_api
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -33,18 +33,19 @@ TEXT_CONTROLS = [c for c in CONTROLS if c not in "\t\r\n"]  # refused even in a 
 
 
 @pytest.fixture
-def api(etrans_env: Any, billing_db: Any) -> Any:
+async def api(etrans_env: Any, billing_db: Any) -> Any:
     """The sending routes as ``etrans serve`` wires them, plus the account routes (all of
     /openapi.json)."""
-    built = build_sending_api(etrans_env, billing_db, ETRANS_ENABLE_TESTING_ROUTES="true")
-    deps = built.app.extensions["etrans"]
-    services = dict(deps.services)
-    services["accounts"] = bootstrap._account_services(built.settings, billing_db=built.billing,
-                                                usend_db=built.usend, services=services)
-    built.app = create_app(ApiDependencies(authenticator=deps.authenticator, services=services))
-    built.client = built.app.test_client()
-    yield built
-    built.close()
+    async with open_sending_api(etrans_env, billing_db,
+                                ETRANS_ENABLE_TESTING_ROUTES="true") as built:
+        deps = built.app.extensions["etrans"]
+        services = dict(deps.services)
+        services["accounts"] = bootstrap._account_services(
+            built.settings, billing_db=built.billing, usend_db=built.usend, services=services)
+        built.app = create_app(ApiDependencies(authenticator=deps.authenticator,
+                                               services=services))
+        built.client = built.app.test_client()
+        yield built
 
 
 def _operations(api: SendingApi) -> list[Operation]:

@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 
 from etrans import bootstrap, settings
 from etrans.adapters.mongo.store import MongoStore
-from etrans.adapters.redis.client import RedisClient
+from etrans.adapters.redis.client import TrioRedis, open_redis
 from etrans.adapters.sql import usend_database
 from etrans.adapters.sql.usend import EmailTransactionPack, LocalDomain, LocalMktDomain
 from etrans.api.app import ApiDependencies, create_app
@@ -24,16 +24,11 @@ from tests.integration.sending_api import JWT_SECRET, SendingApi, new_user_id
 
 
 class FullApi:
-    def __init__(self, etrans_env: Any) -> None:
-        env = etrans_env(JWT_SECRET=JWT_SECRET, BILLING_V4_URI=None,
-                         ETRANS_ENABLE_TESTING_ROUTES="true",
-                         ETRANS_REDIS_PREFIX=f"qr:{uuid.uuid4().hex[:12]}:")
-        conf = settings.for_command("serve", env)
+    def __init__(self, conf: Any, redis: TrioRedis) -> None:
         assert conf.databases is not None
-        assert conf.redis is not None
         assert conf.mongo is not None
         self.usend = usend_database(conf.databases.usend_uri.get(), pool_size=10)
-        self.redis = RedisClient(conf.redis.url.get(), max_connections=20)
+        self.redis = redis
         self.mongo = MongoStore(conf.mongo)
         stores = bootstrap._redis_api_stores(conf, usend_db=self.usend, redis=self.redis,
                                              mongo=self.mongo)
@@ -54,7 +49,6 @@ class FullApi:
 
     def close(self) -> None:
         self.usend.dispose()
-        self.redis.close()
         self.mongo.close()
 
     # -- set-up through the API, plus the rows an operator or billing system would write ----
@@ -95,10 +89,18 @@ class FullApi:
 
 
 @pytest.fixture
-def full_api(etrans_env):
-    api = FullApi(etrans_env)
-    yield api
-    api.close()
+async def full_api(etrans_env):
+    env = etrans_env(JWT_SECRET=JWT_SECRET, BILLING_V4_URI=None,
+                     ETRANS_ENABLE_TESTING_ROUTES="true",
+                     ETRANS_REDIS_PREFIX=f"qr:{uuid.uuid4().hex[:12]}:")
+    conf = settings.for_command("serve", env)
+    assert conf.redis is not None
+    async with open_redis(conf.redis.url.get()) as redis:
+        api = FullApi(conf, redis)
+        try:
+            yield api
+        finally:
+            api.close()
 
 
 async def _check_shown_equals_enforced(api: FullApi, user: int, domain_id: str, name: str,

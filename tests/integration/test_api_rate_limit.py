@@ -13,21 +13,20 @@ import pytest
 import trio
 from structlog.testing import capture_logs
 
-from etrans.adapters.redis.client import RedisClient
+from etrans.adapters.redis.client import open_redis
 from etrans.adapters.redis.rate_limit import RedisRateCounter
 from etrans.api.rate_limit import RateLimiter, RateLimitPolicy
-from tests.integration.sending_api import SendingApi, build_sending_api
+from tests.integration.sending_api import SendingApi, open_sending_api
 
 LIMIT = 20
 
 
 @pytest.fixture
-def api(etrans_env: Any, billing_db: Any) -> Any:
-    built = build_sending_api(etrans_env, billing_db, RATE_LIMIT_REQUESTS=str(LIMIT),
-                       RATE_LIMIT_ANONYMOUS_REQUESTS="5", RATE_LIMIT_WINDOW_SECONDS="60",
-                       RATE_LIMIT_TRUSTED_PROXIES="10.0.0.0/8")
-    yield built
-    built.close()
+async def api(etrans_env: Any, billing_db: Any) -> Any:
+    async with open_sending_api(etrans_env, billing_db, RATE_LIMIT_REQUESTS=str(LIMIT),
+                                RATE_LIMIT_ANONYMOUS_REQUESTS="5", RATE_LIMIT_WINDOW_SECONDS="60",
+                                RATE_LIMIT_TRUSTED_PROXIES="10.0.0.0/8") as built:
+        yield built
 
 
 async def _burst(api: SendingApi, count: int, headers: dict[str, str],
@@ -109,8 +108,7 @@ async def test_x_forwarded_for_is_believed_only_from_trusted_proxies(api: Sendin
 
 
 async def test_a_dead_limiter_store_lets_requests_through(api: SendingApi) -> None:
-    dead = RedisClient("redis://127.0.0.1:1/0", timeout=0.5)
-    try:
+    async with open_redis("redis://127.0.0.1:1/0", reply_timeout=0.5) as dead:
         limiter = RateLimiter(RedisRateCounter(dead), RateLimitPolicy(requests=1))
         api.app.extensions["etrans_api"].rate_limiter = limiter
         key, _ = api.api_key(api.user(), "read_only")
@@ -120,8 +118,6 @@ async def test_a_dead_limiter_store_lets_requests_through(api: SendingApi) -> No
         assert statuses == [200, 200, 200]
         warnings = [e for e in logs if e["event"].startswith("rate limit store unavailable")]
         assert len(warnings) == 1  # throttled, not one line per request
-    finally:
-        dead.close()
 
 
 def test_etrans_serve_limits_through_its_trio_redis_client(etrans_env: Any,

@@ -23,7 +23,7 @@ from etrans.adapters.sql.usend import EmailMessage
 from etrans.app.emails import SendBatch, SendEmail
 from etrans.errors import UpstreamUnavailable
 from tests.harness.servers import RedisServer
-from tests.integration.sending_api import SendingApi, build_sending_api, email
+from tests.integration.sending_api import SendingApi, email, open_sending_api
 
 EMAILS = EmailMessage.__table__
 
@@ -35,10 +35,9 @@ def redis_server() -> Any:
 
 
 @pytest.fixture
-def api(etrans_env: Any, billing_db: Any, redis_server: RedisServer) -> Any:
-    built = build_sending_api(etrans_env, billing_db, REDIS_URI=redis_server.url)
-    yield built
-    built.close()
+async def api(etrans_env: Any, billing_db: Any, redis_server: RedisServer) -> Any:
+    async with open_sending_api(etrans_env, billing_db, REDIS_URI=redis_server.url) as built:
+        yield built
 
 
 def _rows(api: SendingApi, user: int) -> int:
@@ -84,36 +83,29 @@ async def test_redis_down_answers_503_with_retry_after(api: SendingApi,
 
 async def test_redis_blocked_answers_503_after_the_reply_timeout(api: SendingApi,
                                                                  redis_server: RedisServer) -> None:
-    # SIGSTOP: connections stay open and nothing answers.  Both clients give up at their reply
-    # timeout: the Trio-native one of the quota script (as etrans serve uses it), then redis-py.
-    from etrans.adapters._net.redis_trio import open_redis
-
+    # SIGSTOP: the connection stays open and nothing answers.  The client gives up at its
+    # reply timeout (1 s here).
     user, _, domain = api.sender()
     headers = api.bearer(user)
-    async with open_redis(redis_server.url, reply_timeout=1.0) as fast:
-        api.stores.quota.use_trio_client(fast)
-        try:
-            response = await api.client.post("/emails", json=email(domain), headers=headers)
-            assert response.status_code == 200
-            assert redis_server.process is not None
-            redis_server.process.send_signal(signal.SIGSTOP)
-            try:
-                for extra, what in (({}, "Quota counter"),
-                                    ({"Idempotency-Key": "blocked"}, "Idempotency-Key store")):
-                    started = time.monotonic()
-                    response = await api.client.post("/emails", json=email(domain),
-                                                     headers={**headers, **extra})
-                    answer = await response.get_json()
-                    assert response.status_code == 503, answer
-                    assert answer["detail"] == f"{what} unavailable, please retry"
-                    assert response.headers.get("Retry-After") == "5"
-                    assert time.monotonic() - started < 20
-            finally:
-                redis_server.process.send_signal(signal.SIGCONT)
-            response = await api.client.post("/emails", json=email(domain), headers=headers)
-            assert response.status_code == 200, await response.get_json()
-        finally:
-            api.stores.quota.use_trio_client(None)
+    response = await api.client.post("/emails", json=email(domain), headers=headers)
+    assert response.status_code == 200
+    assert redis_server.process is not None
+    redis_server.process.send_signal(signal.SIGSTOP)
+    try:
+        for extra, what in (({}, "Quota counter"),
+                            ({"Idempotency-Key": "blocked"}, "Idempotency-Key store")):
+            started = time.monotonic()
+            response = await api.client.post("/emails", json=email(domain),
+                                             headers={**headers, **extra})
+            answer = await response.get_json()
+            assert response.status_code == 503, answer
+            assert answer["detail"] == f"{what} unavailable, please retry"
+            assert response.headers.get("Retry-After") == "5"
+            assert time.monotonic() - started < 20
+    finally:
+        redis_server.process.send_signal(signal.SIGCONT)
+    response = await api.client.post("/emails", json=email(domain), headers=headers)
+    assert response.status_code == 200, await response.get_json()
     assert _rows(api, user) == 2
 
 

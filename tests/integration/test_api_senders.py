@@ -29,14 +29,14 @@ async def test_create_sender_stores_transport_and_caches_credentials(api):  # no
             body["hourly_limit"]) == (f"noreply@{domain}", domain, True, 100, 4)
     assert body["created_at"].endswith("Z")
     cipher = CredentialCipher(TOKEN_SECRET, TOKEN_IV)
-    cached = api.redis.client.hget(AUTH_HASH, str(user))
+    cached = await api.redis.execute("HGET", AUTH_HASH, str(user))
     creds = cipher.decrypt(cached)
     assert (creds.username, creds.password) == (f"noreply@{domain}", "s3cret-pass")
     with Session(api.usend.engine) as session:
         row = session.scalars(select(Transport).where(Transport.account == body["account"])).one()
     assert "s3cret-pass" not in row.password_encrypted
     assert cipher.decrypt(row.password_encrypted) == creds
-    api.redis.client.hdel(AUTH_HASH, str(user))
+    await api.redis.execute("HDEL", AUTH_HASH, str(user))
 
 
 async def test_sender_rules(api):  # noqa: F811
@@ -64,7 +64,7 @@ async def test_sender_rules(api):  # noqa: F811
     status, err = await api.call("POST", "/senders", user, json={**ok, "account": f"DUP@{domain}"})
     assert status == 400
     assert "already exists" in err["detail"]
-    api.redis.client.hdel(AUTH_HASH, str(user))
+    await api.redis.execute("HDEL", AUTH_HASH, str(user))
 
 
 async def test_deleting_a_domain_deactivates_its_senders_and_drops_their_cached_credential(
@@ -80,8 +80,8 @@ async def test_deleting_a_domain_deactivates_its_senders_and_drops_their_cached_
             "password": "sender-pw-123"})
         assert status == 200, body
 
-    def cached():
-        value = api.redis.client.hget(AUTH_HASH, str(user))
+    async def cached():
+        value = await api.redis.execute("HGET", AUTH_HASH, str(user))
         return value.decode() if value is not None else None
 
     def senders():
@@ -91,14 +91,14 @@ async def test_deleting_a_domain_deactivates_its_senders_and_drops_their_cached_
 
     await add_sender(first)
     await add_sender(second)  # the cache now holds the second domain's credential
-    second_value = cached()
+    second_value = await cached()
     assert second_value is not None
     # Deleting the first domain: its sender is deactivated, the cached (second) one stays.
     assert (await api.call("DELETE", f"/domains/{first['id']}", user))[0] == 200
     assert {(d, active) for d, active, _ in senders()} == \
         {(first["domain"], False), (second["domain"], True)}
-    assert cached() == second_value
+    assert await cached() == second_value
     # Deleting the second domain: its sender is deactivated and its cached credential dropped.
     assert (await api.call("DELETE", f"/domains/{second['id']}", user))[0] == 200
     assert all(not active for _, active, _ in senders())
-    assert cached() is None
+    assert await cached() is None

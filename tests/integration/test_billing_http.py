@@ -26,7 +26,7 @@ from etrans.adapters.sql import Database, make_engine
 from etrans.adapters.sql.account_repo import BillingTables
 from etrans.adapters.sql.usend import DomainSubscriptionStatus
 from etrans.errors import Forbidden, InvalidInput, NotFound, UpstreamUnavailable
-from tests.integration.account_api import build_api, new_domain_name
+from tests.integration.account_api import new_domain_name, open_api
 
 
 class FakeBillingService:
@@ -112,16 +112,14 @@ def billing_service(billing_db):
 
 
 @pytest.fixture
-def http_api(usend_db_url, redis_url, dns_server, billing_db, billing_service):
+async def http_api(usend_db_url, redis_url, dns_server, billing_db, billing_service):
     reader = Database(make_engine(billing_db.readonly_url, pool_size=3, read_only=True),
                       name="billing_db")
     gateway = HttpBillingGateway(billing_service.url, timeout_seconds=0.5)
-    built = build_api(usend_db_url=usend_db_url, redis_url=redis_url,
-                      dns_address=dns_server.address, billing=gateway, reader_db=reader,
-                      tables=BillingTables.external())
-    yield built
-    built.usend.dispose()
-    built.redis.close()
+    async with open_api(usend_db_url=usend_db_url, redis_url=redis_url,
+                        dns_address=dns_server.address, billing=gateway, reader_db=reader,
+                        tables=BillingTables.external()) as built:
+        yield built
     reader.dispose()
 
 

@@ -15,7 +15,7 @@ from sqlalchemy import func, select
 
 from etrans.adapters.sql.usend import EmailMessage, EmailOutbox
 from tests.e2e.send_support import read_topic
-from tests.integration.sending_api import SendingApi, build_sending_api, email
+from tests.integration.sending_api import SendingApi, email, open_sending_api
 
 EMAILS = EmailMessage.__table__
 OUTBOX = EmailOutbox.__table__
@@ -47,8 +47,8 @@ async def test_an_email_over_librdkafkas_default_limit_is_published(
         own_usend: str) -> None:
     # 1.1 MB of attachment: a 1.5 MB record, over librdkafka's default message.max.bytes
     # (1,000,000), which refused it at once and left the email Queued forever.
-    api = build_sending_api(etrans_env, billing_db, with_relay=True, USEND_DB_URI=own_usend)
-    try:
+    async with open_sending_api(etrans_env, billing_db, with_relay=True,
+                                USEND_DB_URI=own_usend) as api:
         user, _, domain = api.sender()
         status, sent = await api.call("POST", "/emails", api.bearer(user),
                                       json=email(domain, attachments=[_attachment(1_100_000)]))
@@ -58,15 +58,12 @@ async def test_an_email_over_librdkafkas_default_limit_is_published(
             lambda: read_topic(api.env["KAFKA_BOOTSTRAP_SERVERS"], api.env["KAFKA_TOPIC"], want=1,
                                overrides=kafka_test_config))
         assert [r["value"]["payload"]["message_id"] for r in records] == [sent["id"]]
-    finally:
-        api.close()
 
 
 async def test_an_email_whose_record_cannot_fit_is_refused_before_it_is_stored(
         etrans_env: Any, billing_db: Any) -> None:
     limit = 65536
-    api = build_sending_api(etrans_env, billing_db, KAFKA_MAX_RECORD_BYTES=str(limit))
-    try:
+    async with open_sending_api(etrans_env, billing_db, KAFKA_MAX_RECORD_BYTES=str(limit)) as api:
         user, _, domain = api.sender(daily=1000, hourly=1000)
         # 48 KiB of attachment: 64 KiB of base64, plus the rest of the record: over the limit.
         status, answer = await api.call("POST", "/emails", api.bearer(user),
@@ -99,8 +96,6 @@ async def test_an_email_whose_record_cannot_fit_is_refused_before_it_is_stored(
         assert "too large to queue" in batch["errors"][0]["error"]
         assert len(batch["data"]) == 1
         assert _rows_of(api, user) == 2
-    finally:
-        api.close()
 
 
 def test_the_record_limit_sets_the_producers_message_max_bytes() -> None:
@@ -133,58 +128,57 @@ async def test_an_email_kafka_refuses_fails_with_its_reason_and_reject_events(
     from etrans.adapters.kafka.client import KafkaProducer
     from etrans.app.sendmail import reject_event_id
 
-    api = build_sending_api(etrans_env, billing_db, USEND_DB_URI=own_usend)
-    producer = KafkaProducer.from_settings(api.settings.kafka, **{"message.max.bytes": 20000})
-    relay = bootstrap._outbox_relay(api.settings, api.usend, producer)
-    try:
-        user, _, domain = api.sender()
-        status, sent = await api.call("POST", "/emails", api.bearer(user), json=email(
-            domain, to=["One <one@example.org>"], cc=["two@example.org"],
-            attachments=[_attachment(30000)]))
-        assert status == 200, sent
-        status, small = await api.call("POST", "/emails", api.bearer(user), json=email(domain))
-        assert status == 200, small
-        assert await relay.relay_once() == (1, 1)
-        assert relay.stats.given_up == 1
+    async with open_sending_api(etrans_env, billing_db, USEND_DB_URI=own_usend) as api:
+        producer = KafkaProducer.from_settings(api.settings.kafka, **{"message.max.bytes": 20000})
+        relay = bootstrap._outbox_relay(api.settings, api.usend, producer)
+        try:
+            user, _, domain = api.sender()
+            status, sent = await api.call("POST", "/emails", api.bearer(user), json=email(
+                domain, to=["One <one@example.org>"], cc=["two@example.org"],
+                attachments=[_attachment(30000)]))
+            assert status == 200, sent
+            status, small = await api.call("POST", "/emails", api.bearer(user), json=email(domain))
+            assert status == 200, small
+            assert await relay.relay_once() == (1, 1)
+            assert relay.stats.given_up == 1
 
-        status, got = await api.call("GET", f"/emails/{sent['id']}", api.bearer(user))
-        assert status == 200, got
-        assert got["status"] == "Failed"
-        assert "MSG_SIZE_TOO_LARGE" in got["failure_reason"]
-        assert got["failure_reason"].startswith("etrans: not queued for delivery: the Kafka "
-                                                "producer refused the record")
-        status, other = await api.call("GET", f"/emails/{small['id']}", api.bearer(user))
-        assert (other["status"], other["failure_reason"]) == ("Queued", None)
-        status, listed = await api.call("GET", "/emails?status=failed", api.bearer(user))
-        assert [e["id"] for e in listed["data"]] == [sent["id"]]
+            status, got = await api.call("GET", f"/emails/{sent['id']}", api.bearer(user))
+            assert status == 200, got
+            assert got["status"] == "Failed"
+            assert "MSG_SIZE_TOO_LARGE" in got["failure_reason"]
+            assert got["failure_reason"].startswith("etrans: not queued for delivery: the Kafka "
+                                                    "producer refused the record")
+            status, other = await api.call("GET", f"/emails/{small['id']}", api.bearer(user))
+            assert (other["status"], other["failure_reason"]) == ("Queued", None)
+            status, listed = await api.call("GET", "/emails?status=failed", api.bearer(user))
+            assert [e["id"] for e in listed["data"]] == [sent["id"]]
 
-        # The next pass publishes the two Reject events (and never the failed row again).
-        assert await relay.relay_once() == (2, 0)
-        assert await relay.relay_once() == (0, 0)
-        records = await trio.to_thread.run_sync(
-            lambda: read_topic(api.env["KAFKA_BOOTSTRAP_SERVERS"], api.env["LOG_TOPIC"], want=2,
-                               overrides=kafka_test_config))
-        events = [r["value"] for r in records]
-        assert [e["recipient"] for e in events] == ["one@example.org", "two@example.org"]
-        for record, event in zip(records, events, strict=True):
-            assert record["key"] == sent["id"].encode()
-            assert event["Event"] == "Reject"
-            assert event["SMTP_Action"] == "rejected"
-            assert event["message_id"] == sent["id"]
-            assert event["from"] == f"hello@{domain}"
-            assert event["Event_ID"] == reject_event_id(sent["id"], event["recipient"])
-            assert event["response"].startswith("554 5.3.4 etrans: not queued for delivery")
-            assert event["agent"]["type"] == "etrans-outbox"
-        assert events[0]["to_name"] == "One"
-        with api.usend.engine.connect() as conn:
-            row = conn.execute(select(OUTBOX.c.failed_at, OUTBOX.c.published_at)
-                               .where(OUTBOX.c.message_id == sent["id"])).one()
-        assert row.failed_at is not None
-        assert row.published_at is None
-    finally:
-        await relay.aclose()
-        producer.close(1.0)
-        api.close()
+            # The next pass publishes the two Reject events (and never the failed row again).
+            assert await relay.relay_once() == (2, 0)
+            assert await relay.relay_once() == (0, 0)
+            records = await trio.to_thread.run_sync(
+                lambda: read_topic(api.env["KAFKA_BOOTSTRAP_SERVERS"], api.env["LOG_TOPIC"], want=2,
+                                   overrides=kafka_test_config))
+            events = [r["value"] for r in records]
+            assert [e["recipient"] for e in events] == ["one@example.org", "two@example.org"]
+            for record, event in zip(records, events, strict=True):
+                assert record["key"] == sent["id"].encode()
+                assert event["Event"] == "Reject"
+                assert event["SMTP_Action"] == "rejected"
+                assert event["message_id"] == sent["id"]
+                assert event["from"] == f"hello@{domain}"
+                assert event["Event_ID"] == reject_event_id(sent["id"], event["recipient"])
+                assert event["response"].startswith("554 5.3.4 etrans: not queued for delivery")
+                assert event["agent"]["type"] == "etrans-outbox"
+            assert events[0]["to_name"] == "One"
+            with api.usend.engine.connect() as conn:
+                row = conn.execute(select(OUTBOX.c.failed_at, OUTBOX.c.published_at)
+                                   .where(OUTBOX.c.message_id == sent["id"])).one()
+            assert row.failed_at is not None
+            assert row.published_at is None
+        finally:
+            await relay.aclose()
+            producer.close(1.0)
 
 
 async def test_the_largest_record_goes_through_the_producer_and_the_sendmail_consumer(

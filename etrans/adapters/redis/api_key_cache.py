@@ -29,8 +29,7 @@ from etrans.domain.api_keys import Permission
 from etrans.observability import get_logger
 
 if TYPE_CHECKING:
-    from etrans.adapters._net.redis_trio import TrioRedis
-    from etrans.adapters.redis.client import RedisClient
+    from etrans.adapters.redis.client import TrioRedis
 
 PREFIX = "etrans:apikey:"
 
@@ -63,27 +62,20 @@ def decode_entry(text: str) -> ApiKeyRecord | str | None:
 
 
 class RedisApiKeyCache:
-    def __init__(self, redis: RedisClient, *, ttl_seconds: int = 30, missing_ttl_seconds: int = 10,
+    def __init__(self, redis: TrioRedis, *, ttl_seconds: int = 30, missing_ttl_seconds: int = 10,
                  revoked_ttl_seconds: int = 86_400, prefix: str = PREFIX,
                  retry_after_seconds: float = 1.0) -> None:
         self._redis = redis
-        self._fast: TrioRedis | None = None
         self._ttl = ttl_seconds
         self._missing_ttl = missing_ttl_seconds
         self._revoked_ttl = revoked_ttl_seconds
         self._prefix = prefix
         self._retry_after = retry_after_seconds
-        import redis as redis_lib
-
-        # What a failing Redis raises: redis-py's errors, the Trio client's, a socket's.
-        self._failures = (redis_lib.RedisError, RedisUnavailable, RedisReplyError, OSError)
+        # What a failing Redis raises: no answer, or an error reply (such as NOREPLICAS).
+        self._failures = (RedisUnavailable, RedisReplyError, OSError)
         self._down_until: float | None = None  # trio.current_time() before which Redis is skipped
         # Revocations not yet written to Redis (a dict: insertion-ordered, no duplicates).
         self.pending_revocations: dict[str, None] = {}
-
-    def use_trio_client(self, fast: TrioRedis | None) -> None:
-        """Lookups (one per request with a key) go through the Trio-native client: no thread."""
-        self._fast = fast
 
     async def get(self, key_hash: str) -> ApiKeyRecord | str | None:
         if key_hash in self.pending_revocations:
@@ -92,10 +84,7 @@ class RedisApiKeyCache:
         if not await self._available():
             return None
         try:
-            if self._fast is not None:
-                raw = await self._fast.execute("GET", self._prefix + key_hash)
-            else:
-                raw = await self._redis.run(self._redis.client.get, self._prefix + key_hash)
+            raw = await self._redis.execute("GET", self._prefix + key_hash)
         except self._failures as exc:
             self._failed("get", exc)
             return None
@@ -112,8 +101,7 @@ class RedisApiKeyCache:
         if not await self._available():
             return
         try:
-            await self._redis.run(self._redis.client.set, self._prefix + key_hash, value, ex=ttl,
-                                  nx=True)
+            await self._redis.execute("SET", self._prefix + key_hash, value, "EX", ttl, "NX")
         except self._failures as exc:
             self._failed("put", exc)
             return
@@ -136,8 +124,8 @@ class RedisApiKeyCache:
     async def _write_pending(self) -> bool:
         for key_hash in list(self.pending_revocations):
             try:
-                await self._redis.run(self._redis.client.set, self._prefix + key_hash, REVOKED,
-                                      ex=self._revoked_ttl)
+                await self._redis.execute("SET", self._prefix + key_hash, REVOKED,
+                                          "EX", self._revoked_ttl)
             except self._failures as exc:
                 self._failed("revoke", exc)
                 return False

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from etrans.adapters.redis.client import unavailable_as_503
 
 if TYPE_CHECKING:
-    from etrans.adapters.redis.client import RedisClient
+    from etrans.adapters.redis.client import TrioRedis
 
 PREFIX = "etrans:idem:"
 _WHAT = "Idempotency-Key store"
@@ -28,7 +28,7 @@ def record_key(prefix: str, scope: str) -> str:
 
 
 class RedisIdempotencyStore:
-    def __init__(self, redis: RedisClient, *, ttl_seconds: int = 86_400,
+    def __init__(self, redis: TrioRedis, *, ttl_seconds: int = 86_400,
                  in_flight_seconds: int = 120, prefix: str = PREFIX) -> None:
         self._redis = redis
         self._ttl = ttl_seconds
@@ -45,11 +45,11 @@ class RedisIdempotencyStore:
     async def _begin(self, scope: str, fingerprint: str) -> tuple[str, Any]:
         key = self._key(scope)
         claim = json.dumps({"state": "in_flight", "fp": fingerprint})
-        client = self._redis.client
+        redis = self._redis
         for _ in range(3):
-            if await self._redis.run(client.set, key, claim, nx=True, ex=self._in_flight):
+            if await redis.execute("SET", key, claim, "EX", self._in_flight, "NX") is not None:
                 return "started", None
-            raw = await self._redis.run(client.get, key)
+            raw = await redis.execute("GET", key)
             if raw is None:
                 continue  # expired between the two calls: claim again
             try:
@@ -67,8 +67,8 @@ class RedisIdempotencyStore:
         value = json.dumps({"state": "done", "fp": fingerprint, "status": status, "body": body},
                            ensure_ascii=False, separators=(",", ":"))
         with unavailable_as_503(_WHAT):
-            await self._redis.run(self._redis.client.set, self._key(scope), value, ex=self._ttl)
+            await self._redis.execute("SET", self._key(scope), value, "EX", self._ttl)
 
     async def abandon(self, scope: str) -> None:
         with unavailable_as_503(_WHAT):
-            await self._redis.run(self._redis.client.delete, self._key(scope))
+            await self._redis.execute("DEL", self._key(scope))

@@ -12,20 +12,19 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from etrans.adapters.redis.client import unavailable_as_503
+from etrans.adapters.redis.client import Script, unavailable_as_503
 from etrans.domain.quota import QuotaLimits, QuotaUsage, windows
 
 if TYPE_CHECKING:
     from datetime import datetime
 
-    from etrans.adapters._net.redis_trio import TrioRedis
-    from etrans.adapters.redis.client import RedisClient
+    from etrans.adapters.redis.client import TrioRedis
 
 PREFIX = "etrans:quota:"
 _WHAT = "Quota counter"
 
 # KEYS: daily, hourly, monthly counters.  ARGV: count, the three limits (-1 = none), three TTLs.
-_RESERVE = """
+_RESERVE = Script("""
 local n = tonumber(ARGV[1])
 local names = {'daily', 'hourly', 'monthly'}
 for i = 1, 3 do
@@ -40,17 +39,17 @@ for i = 1, 3 do
   redis.call('EXPIRE', KEYS[i], tonumber(ARGV[4 + i]))
 end
 return ''
-"""
+""")
 
 # KEYS: the three counters; ARGV: count.  Never below zero.
-_RELEASE = """
+_RELEASE = Script("""
 local n = tonumber(ARGV[1])
 for i = 1, 3 do
   local used = tonumber(redis.call('GET', KEYS[i]) or '0')
   if used > 0 then redis.call('DECRBY', KEYS[i], math.min(n, used)) end
 end
 return 1
-"""
+""")
 
 
 def quota_keys(prefix: str, domain_id: int, now: datetime) -> tuple[list[str], list[int]]:
@@ -67,29 +66,12 @@ def _limit(value: int | None) -> int:
 
 
 class RedisQuota:
-    """Counters through redis-py in worker threads; ``use_trio_client`` switches ``reserve``
-    (called on every send) to the Trio-native client: no thread round trip."""
+    """Implements :class:`etrans.app.ports.QuotaCounter` on the process's Redis client."""
 
-    def __init__(self, redis: RedisClient, *, prefix: str = PREFIX) -> None:
+    def __init__(self, redis: TrioRedis, *, prefix: str = PREFIX) -> None:
         self._redis = redis
         self._prefix = prefix
-        self._fast: TrioRedis | None = None
         self._keys_memo: dict[tuple[int, int], tuple[list[str], list[int]]] = {}
-        self._reserve = redis.client.register_script(_RESERVE)
-        self._release = redis.client.register_script(_RELEASE)
-
-    def use_trio_client(self, fast: TrioRedis | None) -> None:
-        self._fast = fast
-
-    async def _reserve_fast(self, fast: TrioRedis, keys: list[str], args: list[int]) -> object:
-        from etrans.adapters._net.redis_trio import RedisReplyError
-
-        try:
-            return await fast.execute("EVALSHA", self._reserve.sha, len(keys), *keys, *args)
-        except RedisReplyError as exc:
-            if not str(exc).startswith("NOSCRIPT"):
-                raise
-        return await fast.execute("EVAL", _RESERVE, len(keys), *keys, *args)
 
     def keys(self, domain_id: int, now: datetime) -> tuple[list[str], list[int]]:
         # The UTC hour decides all three windows: remembered per (domain, hour), since every
@@ -109,21 +91,18 @@ class RedisQuota:
         keys, ttls = self.keys(domain_id, now)
         args = [count, _limit(limits.daily), _limit(limits.hourly), _limit(limits.monthly), *ttls]
         with unavailable_as_503(_WHAT):
-            if self._fast is not None:
-                refused = await self._reserve_fast(self._fast, keys, args)
-            else:
-                refused = await self._redis.run(self._reserve, keys=keys, args=args)
+            refused = await _RESERVE.run(self._redis, keys, args)
         text = refused.decode() if isinstance(refused, bytes) else str(refused or "")
         return text or None
 
     async def release(self, domain_id: int, count: int, now: datetime) -> None:
         keys, _ = self.keys(domain_id, now)
         with unavailable_as_503(_WHAT):
-            await self._redis.run(self._release, keys=keys, args=[count])
+            await _RELEASE.run(self._redis, keys, [count])
 
     async def usage(self, domain_id: int, now: datetime) -> QuotaUsage:
         keys, _ = self.keys(domain_id, now)
         with unavailable_as_503(_WHAT):
-            daily, hourly, monthly = await self._redis.run(self._redis.client.mget, keys)
+            daily, hourly, monthly = await self._redis.execute("MGET", *keys)
         return QuotaUsage(daily=int(daily or 0), hourly=int(hourly or 0),
                           monthly=int(monthly or 0))

@@ -11,14 +11,15 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from etrans.adapters.redis.client import Script
+
 if TYPE_CHECKING:
-    from etrans.adapters._net.redis_trio import TrioRedis
-    from etrans.adapters.redis.client import RedisClient
+    from etrans.adapters.redis.client import TrioRedis
 
 PREFIX = "etrans:ratelimit:"
 
 # KEYS: the counter.  ARGV: the window in milliseconds.  Returns {count, ms left in the window}.
-_HIT = """
+_HIT = Script("""
 local n = redis.call('INCR', KEYS[1])
 local left = redis.call('PTTL', KEYS[1])
 if n == 1 or left < 0 then
@@ -26,38 +27,18 @@ if n == 1 or left < 0 then
   left = tonumber(ARGV[1])
 end
 return {n, left}
-"""
+""")
 
 
 class RedisRateCounter:
-    """:class:`etrans.app.ports.RateCounter` on Redis: redis-py in a worker thread, or the
-    Trio-native client after ``use_trio_client`` (every API request asks: no thread hop)."""
+    """:class:`etrans.app.ports.RateCounter` on the process's Redis client (every API request
+    asks: one pipelined script call, no thread hop)."""
 
-    def __init__(self, redis: RedisClient, *, prefix: str = PREFIX) -> None:
+    def __init__(self, redis: TrioRedis, *, prefix: str = PREFIX) -> None:
         self._redis = redis
         self._prefix = prefix
-        self._fast: TrioRedis | None = None
-        self._script = redis.client.register_script(_HIT)
-
-    def use_trio_client(self, fast: TrioRedis | None) -> None:
-        self._fast = fast
 
     async def hit(self, bucket: str, window_seconds: int) -> tuple[int, float]:
-        key = self._prefix + bucket
-        window_ms = window_seconds * 1000
-        if self._fast is not None:
-            reply = await self._hit_fast(self._fast, key, window_ms)
-        else:
-            reply = await self._redis.run(self._script, keys=[key], args=[window_ms])
-        count, left_ms = reply
+        count, left_ms = await _HIT.run(self._redis, [self._prefix + bucket],
+                                        [window_seconds * 1000])
         return int(count), max(0.0, int(left_ms) / 1000)
-
-    async def _hit_fast(self, fast: TrioRedis, key: str, window_ms: int) -> list[int]:
-        from etrans.adapters._net.redis_trio import RedisReplyError
-
-        try:
-            return await fast.execute("EVALSHA", self._script.sha, 1, key, window_ms)  # type: ignore[no-any-return]
-        except RedisReplyError as exc:
-            if not str(exc).startswith("NOSCRIPT"):
-                raise
-        return await fast.execute("EVAL", _HIT, 1, key, window_ms)  # type: ignore[no-any-return]
