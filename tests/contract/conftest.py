@@ -19,21 +19,22 @@ if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Iterator
     from pathlib import Path
 
-    from etrans.adapters.redis.client import RedisClient
+    import redis
 
 
 @pytest.fixture(scope="session")
-def redis_client(redis_url: str) -> Iterator[RedisClient]:
-    from etrans.adapters.redis.client import RedisClient
+def redis_client(redis_url: str) -> Iterator[redis.Redis]:
+    """redis-py: the tests' own view of the keys, independent of the client under test."""
+    import redis
 
-    client = RedisClient(redis_url)
+    client = redis.Redis.from_url(redis_url)
     yield client
     client.close()
 
 
 async def _backend(name: str, request: pytest.FixtureRequest, tmp_path: Path
                    ) -> AsyncIterator[Any]:
-    from etrans.adapters._net.redis_trio import open_redis
+    from etrans.adapters.redis.client import open_redis
 
     if name == "fake":
         from tests.contract.fake_backend import FakeBackend

@@ -22,46 +22,47 @@ from etrans.dev import kv
 if TYPE_CHECKING:
     from pathlib import Path
 
-    from etrans.adapters._net.redis_trio import TrioRedis
+    import redis
+
     from etrans.adapters.crypto.credentials import CredentialCipher
-    from etrans.adapters.redis.client import RedisClient
+    from etrans.adapters.redis.client import TrioRedis
 
 
 class RedisBackend:
-    """The real adapters on the Redis of the test session."""
+    """The real adapters on the Redis of the test session, all on one Trio-native client (as
+    every etrans process); the raw view reads Redis through redis-py, independently of it."""
 
     name = "redis"
 
-    def __init__(self, client: RedisClient, fast: TrioRedis, prefix: str) -> None:
+    def __init__(self, client: redis.Redis, fast: TrioRedis, prefix: str) -> None:
         self.client = client
         self.fast = fast
         self.prefix = prefix
+
+    async def _raw(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        return await trio.to_thread.run_sync(lambda: fn(*args, **kwargs))
 
     # -- the adapters ---------------------------------------------------------------------------
 
     def quota(self) -> Any:
         from etrans.adapters.redis.quota import RedisQuota
 
-        quota = RedisQuota(self.client, prefix=f"{self.prefix}quota:")
-        quota.use_trio_client(self.fast)  # as serve does
-        return quota
+        return RedisQuota(self.fast, prefix=f"{self.prefix}quota:")
 
     def api_key_cache(self) -> Any:
         from etrans.adapters.redis.api_key_cache import RedisApiKeyCache
 
-        cache = RedisApiKeyCache(self.client, prefix=f"{self.prefix}apikey:")
-        cache.use_trio_client(self.fast)  # as serve does
-        return cache
+        return RedisApiKeyCache(self.fast, prefix=f"{self.prefix}apikey:")
 
     def idempotency(self) -> Any:
         from etrans.adapters.redis.idempotency import RedisIdempotencyStore
 
-        return RedisIdempotencyStore(self.client, prefix=f"{self.prefix}idem:")
+        return RedisIdempotencyStore(self.fast, prefix=f"{self.prefix}idem:")
 
     def credential_cache(self) -> Any:
         from etrans.adapters.redis.credential_cache import RedisCredentialCache
 
-        return RedisCredentialCache(self.client, hash_name=f"{self.prefix}auth")
+        return RedisCredentialCache(self.fast, hash_name=f"{self.prefix}auth")
 
     def credential_source(self, cipher: CredentialCipher) -> Any:
         from etrans.adapters.redis.credential_source import RedisCredentialSource
@@ -78,36 +79,36 @@ class RedisBackend:
     # -- the raw view ---------------------------------------------------------------------------
 
     async def get(self, key: str) -> str | None:
-        value = await self.client.run(self.client.client.get, key)
+        value = await self._raw(self.client.get, key)
         return None if value is None else value.decode()
 
     async def hget(self, name: str, field: str) -> str | None:
-        value = await self.client.run(self.client.client.hget, name, field)
+        value = await self._raw(self.client.hget, name, field)
         return None if value is None else value.decode()
 
     async def ttl(self, key: str) -> float | None:
         """Seconds left (None: no expiry; KeyError: no such key)."""
-        millis = await self.client.run(self.client.client.pttl, key)
+        millis = await self._raw(self.client.pttl, key)
         if millis == -2:
             raise KeyError(key)
         return None if millis == -1 else millis / 1000
 
     async def set(self, key: str, value: str) -> None:
-        await self.client.run(self.client.client.set, key, value)
+        await self._raw(self.client.set, key, value)
 
     async def expire(self, key: str) -> None:
         """End the key's lifetime now, as if its TTL had run out."""
-        await self.client.run(self.client.client.pexpire, key, 1)
+        await self._raw(self.client.pexpire, key, 1)
         await trio.sleep(0.005)
 
     async def restart(self) -> None:
         """Redis keeps its data: new adapters see what the old ones wrote."""
 
     async def cleanup(self) -> None:
-        keys = await self.client.run(lambda: list(self.client.client.scan_iter(
+        keys = await self._raw(lambda: list(self.client.scan_iter(
             match=f"{self.prefix}*", count=1000)))
         if keys:
-            await self.client.run(self.client.client.delete, *keys)
+            await self._raw(self.client.delete, *keys)
 
 
 class LocalBackend:
