@@ -9,7 +9,8 @@ in PostgreSQL's dialect.
   indexes a later migration added to an existing table are added to a data directory made before
   it; then the default packs of migration 0002.
 - :class:`SqliteUsendRepository` - :class:`~etrans.adapters.sql.usend_repo.UsendRepository` whose
-  ``save`` writes the email and outbox rows with portable INSERTs (same transaction).
+  ``save`` writes the email and outbox rows with portable INSERTs (same transaction), and refuses
+  texts longer than their ``VARCHAR(n)`` as PostgreSQL does (SQLite does not enforce lengths).
 - :class:`SqliteEmailStatusUpdater` - the :class:`~etrans.app.ports.EmailStatusStore` of fetchlog
   with the same monotonic rule as the PostgreSQL ``UPDATE ... FROM unnest``.
 """
@@ -24,7 +25,7 @@ from sqlalchemy.exc import DataError, IntegrityError
 from etrans.adapters.sql import Database
 from etrans.adapters.sql.usend_repo import UsendRepository
 from etrans.domain.delivery_log import DELIVERED, STATUS_RANK
-from etrans.errors import RetryLater
+from etrans.errors import InvalidInput, RetryLater
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -166,13 +167,22 @@ def _default_packs() -> list[dict[str, Any]]:
 
 
 class SqliteUsendRepository(UsendRepository):
-    """The API's USEND queries; ``save`` without PostgreSQL's data-modifying CTE."""
+    """The API's USEND queries; ``save`` without PostgreSQL's data-modifying CTE.
+
+    SQLite does not enforce ``VARCHAR(n)``: ``save`` checks the lengths itself and refuses what
+    PostgreSQL would refuse, with the same InvalidInput (22001), before the rows join a group
+    commit (so the emails of other requests are not held up by them)."""
 
     data_errors = (IntegrityError, DataError)
 
     def __init__(self, db: Database) -> None:
         super().__init__(db)
         self._database = db
+
+    async def save(self, emails: Sequence[NewEmail]) -> None:
+        for table, row in _rows(emails):
+            _check_lengths(table, row)
+        await super().save(emails)
 
     async def _save(self, emails: list[NewEmail]) -> None:
         if emails:
@@ -181,20 +191,41 @@ class SqliteUsendRepository(UsendRepository):
     def _insert(self, emails: list[NewEmail]) -> None:
         from etrans.adapters.sql.usend import EmailMessage, EmailOutbox
 
-        rows = [{
-            "message_id": e.message_id, "user_id": e.user_id, "domain_id": e.domain_id,
-            "from_address": e.from_address, "to_addresses": e.to, "cc_addresses": e.cc,
-            "bcc_addresses": e.bcc, "reply_to": e.reply_to, "subject": e.subject,
-            "html": e.html, "text": e.text, "headers": e.headers, "tags": e.tags,
-            "attachments": e.attachments, "template_id": e.template_id,
-            "template_data": e.template_data, "status": "queued", "created_at": e.created_at,
-            "updated_at": e.created_at,
-        } for e in emails]
-        outbox = [{"topic": e.topic, "key": e.kafka_key.decode(), "payload": e.kafka_value,
-                   "message_id": e.message_id, "created_at": e.created_at} for e in emails]
+        rows = _rows(emails)
         with self._database.engine.begin() as conn:
-            conn.execute(insert(EmailMessage.__table__), rows)
-            conn.execute(insert(EmailOutbox.__table__), outbox)
+            conn.execute(insert(EmailMessage.__table__),
+                         [row for table, row in rows if table is EmailMessage.__table__])
+            conn.execute(insert(EmailOutbox.__table__),
+                         [row for table, row in rows if table is EmailOutbox.__table__])
+
+
+def _rows(emails: Sequence[NewEmail]) -> list[tuple[Any, dict[str, Any]]]:
+    """(table, row) of the ``email_messages`` rows and their ``email_outbox`` records."""
+    from etrans.adapters.sql.usend import EmailMessage, EmailOutbox
+
+    emails_table, outbox_table = EmailMessage.__table__, EmailOutbox.__table__
+    rows: list[tuple[Any, dict[str, Any]]] = [(emails_table, {
+        "message_id": e.message_id, "user_id": e.user_id, "domain_id": e.domain_id,
+        "from_address": e.from_address, "to_addresses": e.to, "cc_addresses": e.cc,
+        "bcc_addresses": e.bcc, "reply_to": e.reply_to, "subject": e.subject,
+        "html": e.html, "text": e.text, "headers": e.headers, "tags": e.tags,
+        "attachments": e.attachments, "template_id": e.template_id,
+        "template_data": e.template_data, "status": "queued", "created_at": e.created_at,
+        "updated_at": e.created_at,
+    }) for e in emails]
+    rows += [(outbox_table, {"topic": e.topic, "key": e.kafka_key.decode(),
+                             "payload": e.kafka_value, "message_id": e.message_id,
+                             "created_at": e.created_at}) for e in emails]
+    return rows
+
+
+def _check_lengths(table: Any, row: dict[str, Any]) -> None:
+    """InvalidInput, as PostgreSQL's StringDataRightTruncation, for a text over its column's
+    ``VARCHAR(n)``."""
+    for name, value in row.items():
+        length = getattr(table.c[name].type, "length", None)
+        if isinstance(value, str) and length is not None and len(value) > length:
+            raise InvalidInput("The email could not be stored: 22001 StringDataRightTruncation")
 
 
 _RANK_OF_STORED = "CASE status " + " ".join(

@@ -2,6 +2,8 @@
 
 ``kv``        quota, API-key cache, idempotency, credential cache: fake, local store, Redis
 ``kv_store``  the same without the fake, with the raw view of the keys (wire format, expiry)
+``usend``     the USEND DB's email repository and status updater: PostgreSQL, SQLite
+``email_store``  the EmailStore alone: fake, PostgreSQL, SQLite
 
 The services themselves come from the harness plugins of ``tests/conftest.py`` (``redis_url``,
 ``usend_db_url``, ``mongo_uri``, ``kafka_bootstrap``).
@@ -61,4 +63,33 @@ async def kv(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[An
 @pytest.fixture(params=["local", "redis"])
 async def kv_store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Any]:
     async for backend in _backend(request.param, request, tmp_path):
+        yield backend
+
+
+# -- the USEND DB ---------------------------------------------------------------------------------
+
+async def _usend(name: str, request: pytest.FixtureRequest, tmp_path: Path
+                 ) -> AsyncIterator[Any]:
+    from tests.contract.usend_backends import postgres_backend, sqlite_backend
+
+    if name == "fake":
+        from tests.contract.fake_backend import FakeUsendBackend
+
+        yield FakeUsendBackend()
+        return
+    backend = (postgres_backend(request.getfixturevalue("usend_db_url")) if name == "postgres"
+               else sqlite_backend(tmp_path / "usend.sqlite3"))
+    yield backend
+    await backend.close()
+
+
+@pytest.fixture(params=["postgres", "sqlite"])
+async def usend(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Any]:
+    async for backend in _usend(request.param, request, tmp_path):
+        yield backend
+
+
+@pytest.fixture(params=["fake", "postgres", "sqlite"])
+async def email_store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Any]:
+    async for backend in _usend(request.param, request, tmp_path):
         yield backend

@@ -6,6 +6,7 @@ from __future__ import annotations
 from tests.unit.fakes_sending import (
     FakeApiKeyCache,
     FakeCredentialCache,
+    FakeEmailStore,
     FakeIdempotencyStore,
     FakeQuota,
 )
@@ -31,3 +32,12 @@ class FakeBackend:
 
     def credential_cache(self) -> FakeCredentialCache:
         return self._credentials
+
+
+class FakeUsendBackend:
+    """The EmailStore fake (``.repo``), as :class:`tests.contract.usend_backends.UsendBackend`."""
+
+    name = "fake"
+
+    def __init__(self) -> None:
+        self.repo = FakeEmailStore()

@@ -4,7 +4,6 @@ real adapters are in ``tests/contract``):
 - the in-process topics keep Kafka's offset semantics (commit after completion, resume from the
   committed offset after a restart, redelivery of what was not committed, per-key ordering) and
   drop what every group consumed when the file is opened again;
-- the SQLite email-status update is monotonic;
 - data directories of an older ``etrans dev`` get the columns added since.
 """
 
@@ -20,7 +19,6 @@ import trio
 from etrans.app.records import LogFilter
 from etrans.dev.log_store import SqliteLogStore
 from etrans.dev.topics import LocalPublisher, LocalTopics
-from etrans.domain.delivery_log import StatusChange
 from etrans.pipeline import Message, Pipeline, PipelineConfig
 from etrans.runtime import Shutdown
 
@@ -116,38 +114,6 @@ async def test_what_was_not_committed_is_delivered_again(tmp_path: Path) -> None
     assert seen[0] == b"5"  # redelivered from the committed offset
     assert set(seen) == {f"{i}".encode() for i in range(5, 10)}
     topics.close()
-
-
-async def test_sqlite_email_status_update_is_monotonic(tmp_path: Path) -> None:
-    from etrans.app.records import NewEmail
-    from etrans.dev.sqlite_db import (
-        SqliteEmailStatusUpdater,
-        SqliteUsendRepository,
-        create_schema,
-        sqlite_database,
-    )
-
-    db = sqlite_database(tmp_path / "usend.sqlite3")
-    await db.run(create_schema, db)
-    await db.run(create_schema, db)  # idempotent
-    repo = SqliteUsendRepository(db)
-    now = datetime.now(UTC)
-    await repo.save([NewEmail(
-        message_id="m1", user_id=1, domain_id=None, from_address="a@b.example", to=["c@d.org"],
-        cc=[], bcc=[], reply_to=None, subject="s", html="<b>x</b>", text=None, headers=None,
-        tags=None, attachments=None, template_id=None, template_data=None, created_at=now,
-        topic="sendmail", kafka_key=b"m1", kafka_value=b"{}")])
-    updater = SqliteEmailStatusUpdater(db)
-    assert await updater.apply([StatusChange("m1", "deferred", now, "Deferred", "451")]) == 1
-    assert await updater.apply([StatusChange("m1", "delivered", now, "Sender", "250")]) == 1
-    assert await updater.apply([StatusChange("m1", "deferred", now, "Deferred", "451")]) == 0
-    assert await updater.apply([StatusChange("nope", "delivered", now)]) == 0
-    row = await repo.get(1, "m1")
-    assert row is not None
-    assert (row["status"], row["response"]) == ("delivered", "250")
-    assert row["delivered_at"] == now.replace(microsecond=now.microsecond)
-    assert row["created_at"].tzinfo is not None
-    db.dispose()
 
 
 @pytest.mark.parametrize("partitions", [1, 4])

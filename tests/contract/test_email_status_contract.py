@@ -1,0 +1,91 @@
+"""EmailStatusStore (:mod:`etrans.app.ports`): PostgreSQL (``EmailStatusUpdater``, one
+``UPDATE ... FROM unnest``) and the ``etrans dev`` SQLite file (``SqliteEmailStatusUpdater``, one
+UPDATE per change) advance ``email_messages.status`` alike.
+
+What fetchlog relies on: a status only moves forward (queued < sent < deferred < delivered =
+bounced < failed, equal ranks keep what was stored first), whatever order and batches the events
+come in, concurrent batches included; the answer is the number of rows changed; ``sent_at`` is
+the first event's time, ``delivered_at`` the delivery's; message ids that are no email (SMTP mail)
+change nothing.
+"""
+
+from __future__ import annotations
+
+import random
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import trio
+
+from etrans.domain.delivery_log import StatusChange
+from tests.contract.usend_backends import fresh_user, new_email
+
+AT = datetime(2026, 3, 10, 15, 0, 0, 250000, tzinfo=UTC)
+
+
+async def _emails(usend: Any, count: int) -> tuple[int, list[str]]:
+    user = fresh_user()
+    emails = [new_email(user) for _ in range(count)]
+    await usend.repo.save(emails)
+    return user, [e.message_id for e in emails]
+
+
+async def _status(usend: Any, user: int, message_id: str) -> dict[str, Any]:
+    row = await usend.repo.get(user, message_id)
+    assert row is not None
+    return {name: row[name] for name in ("status", "last_event", "response", "sent_at",
+                                         "delivered_at")}
+
+
+async def test_a_status_only_moves_forward(usend: Any) -> None:
+    user, [m1] = await _emails(usend, 1)
+    apply = usend.statuses.apply
+    assert await apply([StatusChange(m1, "sent", AT, "Sender", "250 queued")]) == 1
+    assert await apply([StatusChange(m1, "deferred", AT + timedelta(seconds=1), "Deferred",
+                                     "451 try later")]) == 1
+    delivered_at = AT + timedelta(seconds=2)
+    assert await apply([StatusChange(m1, "delivered", delivered_at, "Sender", "250 ok")]) == 1
+    assert await apply([StatusChange(m1, "deferred", AT, "Deferred", "451")]) == 0
+    assert await apply([StatusChange(m1, "bounced", AT, "Reject", "550")]) == 0  # equal rank
+    assert await apply([StatusChange(m1, "delivered", AT, "Sender", "250 again")]) == 0
+    assert await _status(usend, user, m1) == {
+        "status": "delivered", "last_event": "Sender", "response": "250 ok", "sent_at": AT,
+        "delivered_at": delivered_at}
+
+
+async def test_a_batch_changes_the_rows_that_are_behind(usend: Any) -> None:
+    user, ids = await _emails(usend, 3)
+    assert await usend.statuses.apply([]) == 0
+    assert await usend.statuses.apply([StatusChange(ids[0], "deferred", AT)]) == 1
+    changed = await usend.statuses.apply([
+        StatusChange(ids[2], "bounced", AT, "Reject", "550 no such user"),
+        StatusChange(ids[0], "sent", AT, "Sender"),  # behind what is stored: unchanged
+        StatusChange("msg_smtp_only@a.example", "delivered", AT),  # no such email
+        StatusChange(ids[1], "sent", AT, "E" * 40),
+    ])
+    assert changed == 2
+    assert [(await _status(usend, user, m))["status"] for m in ids] == [
+        "deferred", "sent", "bounced"]
+    second = await _status(usend, user, ids[1])
+    assert second["last_event"] == "E" * 32  # cut to the column
+    assert second["delivered_at"] is None
+    third = await _status(usend, user, ids[2])
+    assert (third["delivered_at"], third["response"]) == (None, "550 no such user")
+
+
+async def test_concurrent_batches_in_any_order_end_at_the_highest_status(usend: Any) -> None:
+    user, ids = await _emails(usend, 8)
+    ladder = ["sent", "deferred", "delivered"]
+    batches = []
+    shuffled = random.Random(14)
+    for step in range(3):
+        for _ in range(3):
+            batch = [StatusChange(m, ladder[(step + n) % 3], AT + timedelta(seconds=step), "E")
+                     for n, m in enumerate(ids)]
+            shuffled.shuffle(batch)
+            batches.append(batch)
+    shuffled.shuffle(batches)
+    async with trio.open_nursery() as nursery:
+        for batch in batches:
+            nursery.start_soon(usend.statuses.apply, batch)
+    assert {(await _status(usend, user, m))["status"] for m in ids} == {"delivered"}

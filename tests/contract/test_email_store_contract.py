@@ -1,0 +1,204 @@
+"""The API's USEND DB queries: PostgreSQL (``UsendRepository``), the ``etrans dev`` SQLite file
+(``SqliteUsendRepository``) and, for the EmailStore part, the fake of the unit tests.
+
+What the use cases rely on (:mod:`etrans.app.ports`):
+
+- EmailStore: ``save`` stores the rows and their outbox records all or nothing (a failed batch
+  leaves none of its rows), data the database cannot hold is refused with InvalidInput (400,
+  never a retry), concurrent saves are all stored; ``get``/``list`` only ever answer the user's
+  own emails, as they were saved (addresses, JSON fields, aware timestamps), newest first,
+  filtered by status and creation time (bounds included), with the counts of the whole set;
+  ``existing_message_ids`` answers which ids are emails.
+- ApiKeyStore: the live key of a hash (active, not deleted; expiry is the caller's check).
+- SenderCredentials: the user's active sender of the domain, else the most recent one.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+import trio
+
+from etrans.app.records import ApiKeyRecord, EmailFilter
+from etrans.domain.api_keys import Permission
+from etrans.errors import InvalidInput
+from tests.contract.usend_backends import fresh_id, fresh_user, new_email
+
+T0 = datetime(2026, 3, 10, 14, 30, 15, 123456, tzinfo=UTC)
+
+
+async def test_an_email_reads_back_as_it_was_saved(email_store: Any) -> None:
+    repo, user = email_store.repo, fresh_user()
+    email = new_email(user, reply_to="r@a.example")
+    await repo.save([email])
+    row = await repo.get(user, email.message_id)
+    assert row is not None
+    assert {name: row[name] for name in (
+        "message_id", "user_id", "domain_id", "from_address", "to_addresses", "cc_addresses",
+        "bcc_addresses", "reply_to", "subject", "html", "text", "headers", "tags",
+        "attachments", "template_id", "template_data", "status", "sent_at", "delivered_at",
+        "response")} == {
+        "message_id": email.message_id, "user_id": user, "domain_id": 11,
+        "from_address": "Alice <alice@a.example>", "to_addresses": ["bob@x.org", "Zoë <z@x.org>"],
+        "cc_addresses": [], "bcc_addresses": ["hidden@x.org"], "reply_to": "r@a.example",
+        "subject": "Hello ✓", "html": "<p>Hi</p>", "text": "Hi",
+        "headers": {"X-Campaign": "spring"}, "tags": [{"name": "k", "value": "v"}],
+        "attachments": [{"filename": "a.pdf", "content_type": "application/pdf", "size": 3}],
+        "template_id": None, "template_data": {"name": "Zoë"}, "status": "queued",
+        "sent_at": None, "delivered_at": None, "response": None}
+    assert row["created_at"] == T0
+    assert row["created_at"].utcoffset() is not None
+
+
+async def test_saved_rows_come_with_their_outbox_records(usend: Any) -> None:
+    user = fresh_user()
+    emails = [new_email(user) for _ in range(3)]
+    await usend.repo.save(emails)
+    assert usend.outbox([e.message_id for e in emails]) == [
+        ("sendmail", e.message_id, e.kafka_value, e.message_id) for e in emails]
+
+
+async def test_a_user_sees_only_their_own_emails(email_store: Any) -> None:
+    repo, alice, bob = email_store.repo, fresh_user(), fresh_user()
+    mine, theirs = new_email(alice), new_email(bob)
+    await repo.save([mine, theirs])
+    assert await repo.get(alice, theirs.message_id) is None
+    assert await repo.get(bob, mine.message_id) is None
+    assert await repo.get(alice, fresh_id()) is None
+    page = await repo.list(EmailFilter(user_id=alice))
+    assert [row["message_id"] for row in page.rows] == [mine.message_id]
+    assert page.status_counts == {"queued": 1}
+
+
+async def test_the_list_is_newest_first_filtered_and_paged(email_store: Any) -> None:
+    repo, user = email_store.repo, fresh_user()
+    emails = [new_email(user, created_at=T0 + timedelta(minutes=n)) for n in range(5)]
+    twin = new_email(user, created_at=T0 + timedelta(minutes=4))  # same time: saved later first
+    await repo.save(emails[:3])
+    await repo.save([emails[3]])
+    await repo.save([emails[4], twin])
+    newest = [twin, *reversed(emails)]
+    page = await repo.list(EmailFilter(user_id=user, per_page=4))
+    assert [row["message_id"] for row in page.rows] == [e.message_id for e in newest[:4]]
+    assert set(page.rows[0]) == {"message_id", "from_address", "to_addresses", "subject",
+                                 "status", "created_at"}
+    assert page.status_counts == {"queued": 6}
+    second = await repo.list(EmailFilter(user_id=user, page=2, per_page=4))
+    assert [row["message_id"] for row in second.rows] == [e.message_id for e in newest[4:]]
+    window = await repo.list(EmailFilter(user_id=user, created_from=emails[1].created_at,
+                                         created_to=emails[3].created_at))
+    assert [row["message_id"] for row in window.rows] == [
+        e.message_id for e in reversed(emails[1:4])]  # bounds included
+    assert window.status_counts == {"queued": 3}
+    none = await repo.list(EmailFilter(user_id=user, raw_statuses=("delivered", "sent")))
+    assert (none.rows, none.status_counts) == ([], {})
+    queued = await repo.list(EmailFilter(user_id=user, raw_statuses=("queued",), per_page=1))
+    assert (len(queued.rows), queued.status_counts) == (1, {"queued": 6})
+
+
+async def test_which_ids_are_emails(email_store: Any) -> None:
+    repo, user = email_store.repo, fresh_user()
+    emails = [new_email(user) for _ in range(2)]
+    await repo.save(emails)
+    unknown = fresh_id()
+    assert await repo.existing_message_ids([emails[0].message_id, unknown, "",
+                                            emails[1].message_id, emails[0].message_id]) == {
+        emails[0].message_id, emails[1].message_id}
+    assert await repo.existing_message_ids([]) == set()
+
+
+async def test_a_failed_save_stores_none_of_its_rows(email_store: Any) -> None:
+    repo, user = email_store.repo, fresh_user()
+    first = new_email(user)
+    await repo.save([first])
+    batch = [new_email(user), new_email(user, message_id=first.message_id), new_email(user)]
+    with pytest.raises(Exception):  # noqa: B017, PT011 - the store's own error: a 503 upstream
+        await repo.save(batch)
+    assert await repo.existing_message_ids([e.message_id for e in batch]) == {first.message_id}
+    page = await repo.list(EmailFilter(user_id=user))
+    assert page.status_counts == {"queued": 1}
+
+
+@pytest.mark.parametrize("fields", [
+    {"from_address": "a" * 620 + "@a.example" + "x" * 20},  # 650 > 640 characters
+    {"template_id": "t" * 256},
+    {"reply_to": "r" * 700 + "@a.example"},
+], ids=["from_address", "template_id", "reply_to"])
+async def test_data_the_database_cannot_hold_is_refused(usend: Any,
+                                                        fields: dict[str, Any]) -> None:
+    user = fresh_user()
+    refused = new_email(user, **fields)
+    with pytest.raises(InvalidInput, match="could not be stored"):
+        await usend.repo.save([refused])
+    assert await usend.repo.existing_message_ids([refused.message_id]) == set()
+    assert usend.outbox([refused.message_id]) == []
+    fine = new_email(user)  # the store still takes the next one
+    await usend.repo.save([fine])
+    assert await usend.repo.get(user, fine.message_id) is not None
+
+
+async def test_concurrent_saves_are_all_stored(email_store: Any) -> None:
+    repo, user = email_store.repo, fresh_user()
+    emails = [new_email(user) for _ in range(30)]
+    async with trio.open_nursery() as nursery:
+        for email in emails:
+            nursery.start_soon(repo.save, [email])
+    assert await repo.existing_message_ids([e.message_id for e in emails]) == {
+        e.message_id for e in emails}
+
+
+# -- API keys and senders (read only: the account use cases write them) ---------------------------
+
+async def test_the_live_key_of_a_hash(usend: Any) -> None:
+    from etrans.adapters.sql.usend import ApiKey
+
+    user, now = fresh_user(), datetime.now(UTC)
+    hashes = [f"{user:016x}{n:048x}" for n in range(5)]
+    expires = datetime(2030, 1, 2, 3, 4, 5, tzinfo=UTC)
+    ids = usend.seed(ApiKey.__table__, [
+        {"user_id": user, "name": "live", "key_hash": hashes[0], "key_prefix": "etrans_live_a",
+         "permission": "sending_access", "expires_at": expires},
+        {"user_id": user, "name": "forever", "key_hash": hashes[1], "key_prefix": "etrans_live_b",
+         "permission": "read_only"},
+        {"user_id": user, "name": "inactive", "key_hash": hashes[2], "key_prefix": "x",
+         "permission": "full_access", "active": False},
+        {"user_id": user, "name": "deleted", "key_hash": hashes[3], "key_prefix": "x",
+         "permission": "full_access", "deleted_at": now},
+        {"user_id": user, "name": "expired", "key_hash": hashes[4], "key_prefix": "x",
+         "permission": "full_access", "expires_at": now - timedelta(days=1)},
+    ])
+    live = await usend.repo.find_by_hash(hashes[0])
+    assert live == ApiKeyRecord(id=ids[0], user_id=user, permission=Permission.sending_access,
+                                expires_at=expires)
+    assert live.expires_at.utcoffset() is not None
+    assert await usend.repo.find_by_hash(hashes[1]) == ApiKeyRecord(
+        id=ids[1], user_id=user, permission=Permission.read_only, expires_at=None)
+    assert await usend.repo.find_by_hash(hashes[2]) is None
+    assert await usend.repo.find_by_hash(hashes[3]) is None
+    expired = await usend.repo.find_by_hash(hashes[4])  # expiry: checked by the caller
+    assert expired is not None
+    assert expired.id == ids[4]
+    assert await usend.repo.find_by_hash("f" * 64) is None
+
+
+async def test_the_sender_of_the_domain_else_the_most_recent(usend: Any) -> None:
+    from etrans.adapters.sql.usend import Transport
+
+    user, other = fresh_user(), fresh_user()
+    usend.seed(Transport.__table__, [
+        {"user_id": user, "domain": "a.example", "account": f"a{user}@a.example",
+         "password_encrypted": "for-a"},
+        {"user_id": user, "domain": "b.example", "account": f"b{user}@b.example",
+         "password_encrypted": "for-b"},
+        {"user_id": user, "domain": "c.example", "account": f"c{user}@c.example",
+         "password_encrypted": "inactive", "active": False},
+        {"user_id": other, "domain": "d.example", "account": f"d{other}@d.example",
+         "password_encrypted": "someone else's"},
+    ])
+    assert await usend.repo.cache_value(user, "a.example") == "for-a"
+    assert await usend.repo.cache_value(user, "b.example") == "for-b"
+    assert await usend.repo.cache_value(user, "c.example") == "for-b"  # inactive: not used
+    assert await usend.repo.cache_value(user, "d.example") == "for-b"
+    assert await usend.repo.cache_value(fresh_user(), "a.example") is None
