@@ -5,7 +5,8 @@ before and after the system call), which costs more than the call itself for the
 request/reply exchanges of SMTP and Redis.  :class:`FastSocketStream` tries the call at once
 and waits in epoll (``wait_readable``/``wait_writable``) only on ``EAGAIN``.  Callers park
 anyway when they wait for a reply that has not arrived yet, so the scheduler still runs often;
-what is skipped is only the yield when data is already there.
+what is skipped is only the yield when data is already there.  Measured in-process (10 sendmail
+workers, smtp-sink, Redis, no Kafka): 170-185 -> 131-163 us CPU per message.
 
 It is a full :class:`trio.abc.HalfCloseableStream`, so :class:`trio.SSLStream` can wrap it
 (STARTTLS, implicit TLS).  Owns the socket: :meth:`aclose` closes it.

@@ -7,7 +7,8 @@ each of them, while the Trio thread was busy serving requests: the waits added u
 the work.  :class:`TrioPqConnection` sends one statement with ``PQsendQueryParams`` and waits for
 its result in Trio's epoll loop (``wait_readable``), like
 :mod:`etrans.adapters._net.redis_trio` does for Redis.  Only the connect runs in a worker thread
-(libpq's connect may resolve a host name).
+(libpq's connect may resolve a host name).  Measured: bench/api.py ratio 0.477 -> 0.563 (one
+run each) when the group commit moved from SQLAlchemy in a worker thread to this connection.
 
 It speaks through :mod:`psycopg.pq`, psycopg's documented libpq wrapper, and raises psycopg's
 exception classes (``psycopg.errors.lookup(sqlstate)``: ``UniqueViolation`` is a
