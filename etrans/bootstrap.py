@@ -92,9 +92,9 @@ def _sending_services(settings: Settings, *, billing_db: Any, usend_db: Any, sto
     """
     from etrans.adapters.crypto.credentials import CredentialCipher
     from etrans.adapters.http.auth_gateway import HttpAuthGateway
-    from etrans.adapters.sql.account_repo import AccountRepo
-    from etrans.adapters.sql.billing_repo import BillingRepository
+    from etrans.adapters.sql.billing_repo import IssuedCredentialReader
     from etrans.adapters.sql.sending_domains import CredentialDirectory, DomainDirectory
+    from etrans.adapters.sql.subscriptions_repo import SqlSubscriptions
     from etrans.api.auth import ApiKeyResolver, Authenticator, JwtVerifier
     from etrans.app import emails as email_cases
     from etrans.app import logs as log_cases
@@ -106,9 +106,11 @@ def _sending_services(settings: Settings, *, billing_db: Any, usend_db: Any, sto
     http = settings.http
     local_billing = http.billing_v4_uri is None
     usend_repo = stores.usend_repo
-    billing_repo = BillingRepository(usend_db if local_billing else billing_db,
-                                     local=local_billing)
-    domains = DomainDirectory(billing_repo, AccountRepo(usend_db))
+    billing_repo = IssuedCredentialReader(usend_db if local_billing else billing_db,
+                                          local=local_billing)
+    domains = DomainDirectory(_billing_domains(settings, billing_db=billing_db,
+                                               usend_db=usend_db),
+                              SqlSubscriptions(usend_db))
     cipher = CredentialCipher(settings.tokens.secret.get(), settings.tokens.iv.get())
     key_cache, quota = stores.key_cache, stores.quota
 
@@ -152,9 +154,20 @@ def _http_billing_gateway(http: Any) -> Any:
         api_token=http.billing_v4_token.get() if http.billing_v4_token else None)
 
 
-def _account_services(settings: Settings, *, billing_db: Any, usend_db: Any,
-               services: dict[str, Any]) -> Any:
-    """Domains, API keys, senders, billing (the account services): ``services["accounts"]``.
+def _billing_domains(settings: Settings, *, billing_db: Any, usend_db: Any) -> Any:
+    """The domains in the billing-shaped tables: the Billing DB (read only) when BILLING_V4_URI
+    is set, else etrans's ``local_*`` tables in the USEND DB."""
+    from etrans.adapters.sql.domains_repo import BillingTables, SqlDomains
+
+    assert settings.http is not None
+    if settings.http.billing_v4_uri:
+        return SqlDomains(billing_db, BillingTables.external())
+    return SqlDomains(usend_db, BillingTables.local())
+
+
+def _account_deps(settings: Settings, *, billing_db: Any, usend_db: Any,
+                  services: dict[str, Any]) -> Any:
+    """What the account use cases (domains, API keys, senders, billing) depend on.
 
     Billing mode: ``http`` (BILLING_V4_URI set; domains read from the read-only Billing DB) or
     ``local`` (etrans's ``local_*`` tables in the USEND DB).  The quota counters and the API key
@@ -162,12 +175,16 @@ def _account_services(settings: Settings, *, billing_db: Any, usend_db: Any,
     POST /emails increments and DELETE /api-keys revokes the entries authentication reads.
     """
     from etrans.adapters.crypto.credentials import CredentialCipher
-    from etrans.adapters.crypto.dkim_keys import DkimKeyCipher
+    from etrans.adapters.crypto.dkim_keys import DkimKeyCipher, RsaDkimKeys
     from etrans.adapters.dns.verify import DnsVerifier
-    from etrans.adapters.sql.account_repo import AccountRepo, BillingTables, DomainReader
+    from etrans.adapters.sql.api_keys_repo import SqlApiKeys
     from etrans.adapters.sql.billing_events import BillingEventOutbox
     from etrans.adapters.sql.billing_local import LocalBillingGateway
-    from etrans.app.domains import AccountServices
+    from etrans.adapters.sql.domain_settings_repo import SqlDomainSettings
+    from etrans.adapters.sql.packs_repo import SqlPackCatalogue
+    from etrans.adapters.sql.senders_repo import SqlSenders
+    from etrans.adapters.sql.subscriptions_repo import SqlSubscriptions
+    from etrans.app.accounts import AccountDeps
     from etrans.domain.domains import DnsTemplate
 
     assert settings.http is not None
@@ -175,30 +192,41 @@ def _account_services(settings: Settings, *, billing_db: Any, usend_db: Any,
     assert settings.kafka is not None
     http = settings.http
     secret = settings.tokens.secret.get()
-    billing: Any
-    if http.billing_v4_uri:
-        billing = _http_billing_gateway(http)
-        reader = DomainReader(billing_db, BillingTables.external())
-    else:
-        billing = LocalBillingGateway(usend_db, DkimKeyCipher(secret))
-        reader = DomainReader(usend_db, BillingTables.local())
-
-    return AccountServices(
-        domains=reader,
-        accounts=AccountRepo(usend_db, BillingEventOutbox(settings.kafka.billing_topic)),
+    billing: Any = _http_billing_gateway(http) if http.billing_v4_uri else \
+        LocalBillingGateway(usend_db, DkimKeyCipher(secret))
+    return AccountDeps(
+        domains=_billing_domains(settings, billing_db=billing_db, usend_db=usend_db),
+        packs=SqlPackCatalogue(usend_db),
+        subscriptions=SqlSubscriptions(usend_db, BillingEventOutbox(settings.kafka.billing_topic)),
+        domain_settings=SqlDomainSettings(usend_db),
+        api_keys=SqlApiKeys(usend_db),
+        senders=SqlSenders(usend_db),
         billing=billing,
         verifier=DnsVerifier(spf_value=http.default_spf_value, mx_host=http.default_mx_host,
                              nameservers=http.dns_nameservers),
-        outbox=services.get("outbox"),
+        dkim_keys=RsaDkimKeys(),
+        sealer=CredentialCipher(secret, settings.tokens.iv.get()),
         template=DnsTemplate(spf_value=http.default_spf_value, mx_host=http.default_mx_host,
                              mx_priority=http.default_mx_priority),
         quota=services["quota"],
         api_key_cache=services["api_key_cache"],
-        sending_domains=services["sending_domains"],
         credential_cache=services["credential_cache"],
-        credential_cipher=CredentialCipher(secret, settings.tokens.iv.get()),
-        enable_testing_routes=http.enable_testing_routes,
+        sending_domains=services["sending_domains"],
+        outbox=services.get("outbox"),
     )
+
+
+def _account_services(settings: Settings, *, billing_db: Any, usend_db: Any,
+                      services: dict[str, Any]) -> Any:
+    """Registers the account use cases on ``services["bus"]`` (:func:`etrans.app.accounts.
+    register`) and returns what the account routers need: ``services["accounts"]``."""
+    from etrans.api.routes_domains import AccountRoutes
+    from etrans.app import accounts
+
+    assert settings.http is not None
+    deps = _account_deps(settings, billing_db=billing_db, usend_db=usend_db, services=services)
+    accounts.register(services["bus"], deps)
+    return AccountRoutes(services["bus"], testing_routes=settings.http.enable_testing_routes)
 
 
 def _outbox_relay(settings: Settings, usend: Any, publisher: Any) -> Any:

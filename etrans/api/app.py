@@ -54,7 +54,7 @@ def default_routers() -> list[Router]:
 ROUTER_MODULES: list[str] = [
     "etrans.api.emails", "etrans.api.logs",
     # account routes: domains, API keys, senders, billing (they need ``services["accounts"]``,
-    # an etrans.app.domains.AccountServices)
+    # an etrans.api.routes_domains.AccountRoutes)
     "etrans.api.routes_domains", "etrans.api.routes_api_keys", "etrans.api.routes_senders",
     "etrans.api.routes_billing", "etrans.api.routes_testing",
 ]

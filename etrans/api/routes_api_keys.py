@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from etrans.api.routes_domains import PAGE, TEXT
+from etrans.api.routes_domains import PAGE, TEXT, account_routes
 from etrans.api.schema import Integer, Object, Prop, String
-from etrans.app import api_keys as uc
-from etrans.domain.api_keys import ALLOWED_EXPIRY_DAYS, Permission
-from etrans.domain.domains import parse_key_id
+from etrans.app.api_keys import CreateApiKey, DeleteApiKey, GetApiKey, ListApiKeys
+from etrans.domain.api_keys import ALLOWED_EXPIRY_DAYS, Permission, is_expired
+from etrans.domain.domains import format_key_id, parse_key_id
+from etrans.domain.timestamps import iso
 
 if TYPE_CHECKING:
     from etrans.api.routing import Api, RequestContext
-    from etrans.app.domains import AccountServices
+    from etrans.app.records import ApiKey, NewApiKey
 
 TAG = "API Keys"
 CREATE = Object({
@@ -24,33 +26,53 @@ CREATE = Object({
 }, name="CreateApiKeyRequest")
 
 
+def key_view(row: ApiKey, now: datetime) -> dict[str, Any]:
+    return {"id": format_key_id(row.id), "name": row.name, "permission": row.permission,
+            "expires_at": iso(row.expires_at), "is_expired": is_expired(row.expires_at, now),
+            "created_at": iso(row.created_at)}
+
+
+def _created(new: NewApiKey) -> dict[str, Any]:
+    row = new.record
+    return {"id": format_key_id(row.id), "name": row.name, "key": new.key,
+            "permission": row.permission, "expires_at": iso(row.expires_at),
+            "created_at": iso(row.created_at)}
+
+
 def register(api: Api) -> None:
-    s: AccountServices | None = api.services.get("accounts")
-    if s is None:  # an app built without the account services (e.g. a test of other routes)
+    routes = account_routes(api)
+    if routes is None:
         return
+    bus = routes.bus
 
     @api.route("POST", "/api-keys", permission=Permission.full_access, summary="Create API key",
                tag=TAG, body=CREATE, errors=(400, 401, 403))
     async def create_api_key(ctx: RequestContext) -> Any:
         b = ctx.body
         assert ctx.principal is not None
-        return await uc.create_api_key(s, ctx.user_id, name=b["name"],
-                                       permission=b.get("permission"),
-                                       expires_in_days=b.get("expires_in_days"),
-                                       created_by_key_id=ctx.principal.key_id)
+        return _created(await bus.handle(CreateApiKey(
+            ctx.user_id, name=b["name"], permission=b.get("permission"),
+            expires_in_days=b.get("expires_in_days"), created_by_key_id=ctx.principal.key_id)))
 
     @api.route("GET", "/api-keys", permission=Permission.read_only, summary="List API keys",
                tag=TAG, query=PAGE, errors=(400, 401))
     async def list_api_keys(ctx: RequestContext) -> Any:
-        return await uc.list_api_keys(s, ctx.user_id, page=ctx.query["page"],
-                                      per_page=ctx.query["per_page"])
+        page = await bus.handle(ListApiKeys(ctx.user_id, page=ctx.query["page"],
+                                            per_page=ctx.query["per_page"]))
+        now = datetime.now(UTC)
+        return {"data": [key_view(r, now) for r in page.rows], "total": page.total,
+                "page": page.page, "per_page": page.per_page}
 
     @api.route("GET", "/api-keys/{key_id}", permission=Permission.read_only,
                summary="Get API key", tag=TAG, errors=(400, 401, 404))
     async def get_api_key(ctx: RequestContext) -> Any:
-        return await uc.get_api_key(s, ctx.user_id, parse_key_id(ctx.path["key_id"]))
+        row = await bus.handle(GetApiKey(ctx.user_id, parse_key_id(ctx.path["key_id"])))
+        return {**key_view(row, datetime.now(UTC)), "active": row.active,
+                "updated_at": iso(row.updated_at)}
 
     @api.route("DELETE", "/api-keys/{key_id}", permission=Permission.full_access,
                summary="Delete API key", tag=TAG, errors=(400, 401, 403, 404))
     async def delete_api_key(ctx: RequestContext) -> Any:
-        return await uc.delete_api_key(s, ctx.user_id, parse_key_id(ctx.path["key_id"]))
+        key_id = parse_key_id(ctx.path["key_id"])
+        await bus.handle(DeleteApiKey(ctx.user_id, key_id))
+        return {"id": format_key_id(key_id), "deleted": True}

@@ -1,17 +1,34 @@
-"""Routes of /domains (use cases: :mod:`etrans.app.domains`)."""
+"""Routes of /domains (use cases: :mod:`etrans.app.domains`), and what every account router
+shares: :class:`AccountRoutes`, the text checks, the paging parameters.
+
+Each route turns the request into a command for the bus and the record it answers into the
+JSON of ``docs/api.md``; the shaping is here, the rules are in the use cases.
+"""
 
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from etrans.api.schema import Boolean, Integer, Object, Prop, QueryParam, String
-from etrans.app import domains as uc
+from etrans.app.domains import (
+    CreateDomain,
+    DeleteDomain,
+    GetDomain,
+    GetDomainQuota,
+    ListDomains,
+    UpdateDomainTracking,
+    VerifyDomain,
+)
 from etrans.domain.api_keys import Permission
-from etrans.domain.domains import parse_domain_id
+from etrans.domain.domains import format_domain_id, parse_domain_id, quota_view
+from etrans.domain.timestamps import iso
 
 if TYPE_CHECKING:
     from etrans.api.routing import Api, RequestContext
+    from etrans.app.bus import MessageBus
+    from etrans.app.records import DomainDetails, DomainQuotaReport, DomainRow, DomainTracking
 
 TAG = "Domains"
 _UNSTORABLE = re.compile(r"[\x00-\x1f\x7f\ud800-\udfff]")
@@ -38,15 +55,64 @@ TRACKING = Object({"click_tracking": Prop(Boolean(), nullable=True),
                   name="UpdateDomainTrackingRequest")
 
 
+@dataclass(frozen=True)
+class AccountRoutes:
+    """``services["accounts"]``: the account routers exist when it is there.  ``bus`` carries
+    the account commands (:func:`etrans.app.accounts.register`); ``testing_routes``:
+    ETRANS_ENABLE_TESTING_ROUTES (POST /testing/set-pack)."""
+
+    bus: MessageBus
+    testing_routes: bool = False
+
+
+def account_routes(api: Api) -> AccountRoutes | None:
+    """None for an app built without the account use cases (e.g. a test of other routes)."""
+    routes: AccountRoutes | None = api.services.get("accounts")
+    return routes
+
+
+def domain_summary(row: DomainRow) -> dict[str, Any]:
+    return {"id": format_domain_id(row.id), "domain": row.name, "status": row.status,
+            "created_at": iso(row.created_at)}
+
+
+def _details(d: DomainDetails) -> dict[str, Any]:
+    return {**domain_summary(d.domain), "dns_records": d.dns_records,
+            "verified_at": iso(d.domain.verified_at)}
+
+
+def _created(d: DomainDetails) -> dict[str, Any]:
+    row = d.domain
+    return {"id": format_domain_id(row.id), "domain": row.name, "status": row.status,
+            "dns_records": d.dns_records, "created_at": iso(row.created_at)}
+
+
+def _verified(d: DomainDetails) -> dict[str, Any]:
+    row = d.domain
+    return {"id": format_domain_id(row.id), "domain": row.name, "status": row.status,
+            "dns_records": d.dns_records, "verified_at": iso(row.verified_at)}
+
+
+def _tracking(t: DomainTracking) -> dict[str, Any]:
+    return {"id": format_domain_id(t.domain.id), "domain": t.domain.name,
+            "click_tracking": t.click_tracking, "open_tracking": t.open_tracking}
+
+
+def _quota(q: DomainQuotaReport) -> dict[str, Any]:
+    return {"domain": q.domain.name, **quota_view(q.limits, q.usage),
+            "pack_code": q.pack_code, "pack_name": q.pack_name}
+
+
 def register(api: Api) -> None:
-    s: uc.AccountServices | None = api.services.get("accounts")
-    if s is None:  # an app built without the account services (e.g. a test of other routes)
+    routes = account_routes(api)
+    if routes is None:
         return
+    bus = routes.bus
 
     @api.route("POST", "/domains", permission=Permission.full_access, summary="Create domain",
                tag=TAG, body=CREATE, errors=(400, 401, 403))
     async def create_domain(ctx: RequestContext) -> Any:
-        return await uc.create_domain(s, ctx.user_id, ctx.body["domain"])
+        return _created(await bus.handle(CreateDomain(ctx.user_id, ctx.body["domain"])))
 
     @api.route("GET", "/domains", permission=Permission.read_only, summary="List domains",
                tag=TAG, query={**PAGE, "search": QueryParam(String(max_length=253, checks=TEXT),
@@ -54,33 +120,42 @@ def register(api: Api) -> None:
                errors=(400, 401))
     async def list_domains(ctx: RequestContext) -> Any:
         q = ctx.query
-        return await uc.list_domains(s, ctx.user_id, page=q["page"], per_page=q["per_page"],
-                                     search=q["search"])
+        page = await bus.handle(ListDomains(ctx.user_id, page=q["page"], per_page=q["per_page"],
+                                            search=q["search"]))
+        return {"data": [domain_summary(r) for r in page.rows], "total": page.total,
+                "total_verified": page.total_verified, "page": page.page,
+                "per_page": page.per_page}
 
     @api.route("GET", "/domains/{domain_id}", permission=Permission.read_only,
                summary="Get domain", tag=TAG, errors=(400, 401, 404))
     async def get_domain(ctx: RequestContext) -> Any:
-        return await uc.get_domain(s, ctx.user_id, parse_domain_id(ctx.path["domain_id"]))
+        domain_id = parse_domain_id(ctx.path["domain_id"])
+        return _details(await bus.handle(GetDomain(ctx.user_id, domain_id)))
 
     @api.route("GET", "/domains/{domain_id}/quota", permission=Permission.read_only,
                summary="Get domain quota", tag=TAG, errors=(400, 401, 404))
     async def get_domain_quota(ctx: RequestContext) -> Any:
-        return await uc.domain_quota(s, ctx.user_id, parse_domain_id(ctx.path["domain_id"]))
+        domain_id = parse_domain_id(ctx.path["domain_id"])
+        return _quota(await bus.handle(GetDomainQuota(ctx.user_id, domain_id)))
 
     @api.route("POST", "/domains/{domain_id}/verify", permission=Permission.full_access,
                summary="Verify domain DNS", tag=TAG, errors=(400, 401, 403, 404, 409))
     async def verify_domain(ctx: RequestContext) -> Any:
-        return await uc.verify_domain(s, ctx.user_id, parse_domain_id(ctx.path["domain_id"]))
+        domain_id = parse_domain_id(ctx.path["domain_id"])
+        return _verified(await bus.handle(VerifyDomain(ctx.user_id, domain_id)))
 
     @api.route("PATCH", "/domains/{domain_id}", permission=Permission.full_access,
                summary="Update domain tracking", tag=TAG, body=TRACKING,
                errors=(400, 401, 403, 404))
     async def update_domain_tracking(ctx: RequestContext) -> Any:
         body = ctx.body or {}
-        return await uc.update_tracking(s, ctx.user_id, parse_domain_id(ctx.path["domain_id"]),
-                                        body.get("click_tracking"), body.get("open_tracking"))
+        return _tracking(await bus.handle(UpdateDomainTracking(
+            ctx.user_id, parse_domain_id(ctx.path["domain_id"]),
+            click_tracking=body.get("click_tracking"),
+            open_tracking=body.get("open_tracking"))))
 
     @api.route("DELETE", "/domains/{domain_id}", permission=Permission.full_access,
                summary="Delete domain", tag=TAG, errors=(400, 401, 403, 404))
     async def delete_domain(ctx: RequestContext) -> Any:
-        return await uc.delete_domain(s, ctx.user_id, parse_domain_id(ctx.path["domain_id"]))
+        row = await bus.handle(DeleteDomain(ctx.user_id, parse_domain_id(ctx.path["domain_id"])))
+        return {"id": format_domain_id(row.id), "deleted": True}

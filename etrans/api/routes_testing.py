@@ -8,14 +8,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from etrans.api.routes_domains import TEXT
+from etrans.api.routes_domains import TEXT, account_routes
 from etrans.api.schema import Object, Prop, String
-from etrans.app import billing as uc
+from etrans.app.billing import SetPackForTesting
 from etrans.domain.api_keys import Permission
 
 if TYPE_CHECKING:
     from etrans.api.routing import Api, RequestContext
-    from etrans.app.domains import AccountServices
 
 CODE = String(min_length=1, max_length=64, checks=TEXT)
 SET_PACK = Object({"pack_code": Prop(CODE, required=True)},
@@ -23,12 +22,17 @@ SET_PACK = Object({"pack_code": Prop(CODE, required=True)},
 
 
 def register(api: Api) -> None:
-    s: AccountServices | None = api.services.get("accounts")
-    if s is None or not s.enable_testing_routes:
+    routes = account_routes(api)
+    if routes is None or not routes.testing_routes:
         return
+    bus = routes.bus
 
     @api.route("POST", "/testing/set-pack", permission=Permission.full_access,
                summary="Set pack for testing", tag="Testing", body=SET_PACK,
                errors=(400, 401, 403))
     async def set_pack(ctx: RequestContext) -> Any:
-        return await uc.set_pack_for_testing(s, ctx.user_id, ctx.body["pack_code"])
+        done = await bus.handle(SetPackForTesting(ctx.user_id, ctx.body["pack_code"]))
+        pack = done.pack
+        return {"pack_code": pack.pack_code, "pack_name": pack.pack_name,
+                "domain_limit": pack.domain_limit, "daily_email_limit": pack.daily_email_limit,
+                "domains_updated": done.domains_updated}

@@ -2,163 +2,193 @@
 
 Order of every change: the billing gateway first (it may refuse: 403/404, or fail: 502/503, and
 then nothing of ours has changed), then our ``domain_subscription_status`` row together with its
-KAFKA_BILLING_TOPIC event in the outbox, one transaction (:class:`AccountRepo`); the outbox relay
-publishes the event, later if the broker is down (``docs/wire-formats.md``).
+KAFKA_BILLING_TOPIC event in the outbox, one transaction (``SubscriptionRepository``); the
+outbox relay publishes the event, later if the broker is down (``docs/wire-formats.md``).
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from functools import partial
+from typing import TYPE_CHECKING
 
-from etrans.app.domains import (
-    domain_limit,
-    iso,
-    owned_domain,
-    quota_of,
-    usage_of,
-)
-from etrans.domain.domains import format_domain_id, quota_view
+from etrans.app.accounts import domain_limit, owned_domain, published_soon, quota_of, usage_of
+from etrans.app.records import CurrentPack, PackAssigned, PaygSubscribed
 from etrans.domain.quota import QuotaLimits, QuotaUsage
 from etrans.errors import InvalidInput, NotFound
 from etrans.observability import get_logger
 
 if TYPE_CHECKING:
-    from etrans.adapters.sql.account_repo import PackRow
-    from etrans.adapters.sql.usend import DomainSubscriptionStatus
-    from etrans.app.domains import AccountServices
+    from etrans.app.accounts import AccountDeps
+    from etrans.app.bus import MessageBus
+    from etrans.app.records import DomainRow, Pack, Subscription
 
 log = get_logger(__name__)
 
 
-def _pack_view(p: PackRow) -> dict[str, Any]:
-    return {"pack_code": p.pack_code, "pack_name": p.pack_name, "pack_type": p.pack_type,
-            "daily_email_limit": p.daily_email_limit, "domain_limit": p.domain_limit,
-            "price": p.price, "is_active": p.is_active}
+@dataclass(frozen=True)
+class ListPacks:
+    """The packs on offer for a subscription (pay as you go is offered apart)."""
 
 
-def _subscription_view(sub: DomainSubscriptionStatus) -> dict[str, Any]:
-    return {"id": sub.id, "domain_id": sub.domain_id, "pack_code": sub.pack_code,
-            "kind": sub.kind, "status": sub.status,
-            "previous_pack_code": sub.previous_pack_code, "started_at": iso(sub.started_at)}
+@dataclass(frozen=True)
+class GetCurrentPack:
+    user_id: int
 
 
-def _published_soon(s: AccountServices) -> None:
-    if s.outbox is not None:
-        s.outbox.notify()
+@dataclass(frozen=True)
+class CreateSubscription:
+    user_id: int
+    pack_code: str
+    domain_id: int
 
 
-async def list_packs(s: AccountServices) -> dict[str, Any]:
-    packs = await s.usend(s.accounts.packs)
-    return {"success": True, "packages": [_pack_view(p) for p in packs if not p.is_payg]}
+@dataclass(frozen=True)
+class GetPaygPackage:
+    pass
+
+
+@dataclass(frozen=True)
+class CreatePaygSubscription:
+    user_id: int
+    domain_id: int
+
+
+@dataclass(frozen=True)
+class GetPaygSubscription:
+    user_id: int
+    domain_id: int
+
+
+@dataclass(frozen=True)
+class CancelPaygSubscription:
+    user_id: int
+    domain_id: int
+
+
+@dataclass(frozen=True)
+class SetPackForTesting:
+    """Testing only: no billing gateway, no event (the route exists only when enabled)."""
+
+    user_id: int
+    pack_code: str
+
+
+async def list_packs(deps: AccountDeps, cmd: ListPacks) -> list[Pack]:
+    return [p for p in await deps.packs.packs() if not p.is_payg]
 
 
 def _sum(values: list[int | None]) -> int | None:
     return None if any(v is None for v in values) else sum(v for v in values if v is not None)
 
 
-async def current_pack(s: AccountServices, user_id: int) -> dict[str, Any]:
+async def get_current_pack(deps: AccountDeps, cmd: GetCurrentPack) -> CurrentPack:
     """The pack of the user's newest domain by the quota rule (without domains: the user-level
-    pack, else the default pack); ``quota`` sums the domains' limits (each by the rule POST
+    pack, else the default pack); the limits sum the domains' limits (each by the rule POST
     /emails enforces) and usage; ``domain_limit`` is what POST /domains enforces."""
-    domains = await s.read(s.domains.all_for_user, user_id)
-    quotas = [await quota_of(s, user_id, row.id) for row in domains] or \
-        [await quota_of(s, user_id, None)]
+    domains = await deps.domains.all_for_user(cmd.user_id)
+    quotas = [await quota_of(deps, cmd.user_id, row.id) for row in domains] or \
+        [await quota_of(deps, cmd.user_id, None)]
     limits = QuotaLimits(daily=_sum([q.limits.daily for q in quotas]),
                          hourly=_sum([q.limits.hourly for q in quotas]),
                          monthly=_sum([q.limits.monthly for q in quotas]))
     used = QuotaUsage(daily=0, hourly=0, monthly=0)
     for row in domains:
-        u = await usage_of(s, row.id)
+        u = await usage_of(deps, row.id)
         used = QuotaUsage(used.daily + u.daily, used.hourly + u.hourly, used.monthly + u.monthly)
     newest = quotas[-1]  # all_for_user is ordered by id
-    pack = await s.usend(s.accounts.pack, newest.pack_code) if newest.pack_code else None
-    limit, _ = await domain_limit(s, user_id)
-    return {
-        "pack_code": newest.pack_code,
-        "pack_name": newest.pack_name,
-        "pack_type": pack.pack_type if pack else None,
-        "daily_email_limit": pack.daily_email_limit if pack else newest.limits.daily,
-        "domain_limit": limit,
-        "quota": quota_view(limits, used),
-        "domains": [{"domain_id": format_domain_id(r.id), "domain_name": r.name,
-                     "status": r.status} for r in domains],
-    }
+    pack = await deps.packs.pack(newest.pack_code) if newest.pack_code else None
+    limit, _ = await domain_limit(deps, cmd.user_id)
+    return CurrentPack(
+        pack_code=newest.pack_code, pack_name=newest.pack_name, pack=pack,
+        daily_email_limit=pack.daily_email_limit if pack else newest.limits.daily,
+        domain_limit=limit, limits=limits, usage=used, domains=domains)
 
 
-async def create_subscription(s: AccountServices, user_id: int, *, pack_code: str,
-                              domain_id: int) -> dict[str, Any]:
-    pack = await s.usend(s.accounts.pack, pack_code)
+async def create_subscription(deps: AccountDeps, cmd: CreateSubscription) -> DomainRow:
+    """The domain now subscribed to ``cmd.pack_code``."""
+    pack = await deps.packs.pack(cmd.pack_code)
     if pack is None or not pack.is_active:
-        raise NotFound(f"Pack {pack_code} not found")
+        raise NotFound(f"Pack {cmd.pack_code} not found")
     if pack.is_payg:
-        raise InvalidInput(f"Pack {pack_code} is pay as you go: use /billing/payg/subscriptions")
-    row = await owned_domain(s, user_id, domain_id)
-    external_id = await s.billing.create_subscription(
-        user_id=user_id, domain_id=row.id, pack_code=pack.pack_code, pack_name=pack.pack_name,
-        price=pack.price)
-    await s.usend(lambda: s.accounts.replace_subscription(
-        user_id=user_id, domain_id=row.id, pack_code=pack.pack_code, kind="subscription",
-        external_id=external_id, event="subscription.created"))
-    _published_soon(s)
-    return {"success": True, "message": "Subscription created successfully",
-            "domain_id": row.id, "pack_code": pack.pack_code}
+        raise InvalidInput(
+            f"Pack {cmd.pack_code} is pay as you go: use /billing/payg/subscriptions")
+    row = await owned_domain(deps, cmd.user_id, cmd.domain_id)
+    external_id = await deps.billing.create_subscription(
+        user_id=cmd.user_id, domain_id=row.id, pack_code=pack.pack_code,
+        pack_name=pack.pack_name, price=pack.price)
+    await deps.subscriptions.replace(
+        user_id=cmd.user_id, domain_id=row.id, pack_code=pack.pack_code, kind="subscription",
+        external_id=external_id, event="subscription.created")
+    published_soon(deps)
+    return row
 
 
-async def payg_package(s: AccountServices) -> dict[str, Any]:
-    pack = await s.usend(s.accounts.payg_pack)
+async def _payg_pack(deps: AccountDeps) -> Pack:
+    pack = await deps.packs.payg_pack()
     if pack is None:
         raise NotFound("No pay-as-you-go package is offered")
-    return {"pack_code": pack.pack_code, "pack_name": pack.pack_name,
-            "pack_type": pack.pack_type, "pricing": pack.pricing or {}}
+    return pack
 
 
-async def create_payg(s: AccountServices, user_id: int, domain_id: int) -> dict[str, Any]:
-    row = await owned_domain(s, user_id, domain_id)
-    pack = await s.usend(s.accounts.payg_pack)
-    if pack is None:
-        raise NotFound("No pay-as-you-go package is offered")
-    current = await s.usend(s.accounts.active_subscription, user_id, row.id)
+async def get_payg_package(deps: AccountDeps, cmd: GetPaygPackage) -> Pack:
+    return await _payg_pack(deps)
+
+
+async def create_payg(deps: AccountDeps, cmd: CreatePaygSubscription) -> PaygSubscribed:
+    row = await owned_domain(deps, cmd.user_id, cmd.domain_id)
+    pack = await _payg_pack(deps)
+    current = await deps.subscriptions.active(cmd.user_id, row.id)
     if current is not None and current.kind == "payg":
         raise InvalidInput("The domain already has a pay-as-you-go subscription")
-    external_id = await s.billing.create_payg_subscription(
-        user_id=user_id, domain_id=row.id, pack_code=pack.pack_code, pack_name=pack.pack_name)
-    previous = await s.usend(lambda: s.accounts.replace_subscription(
-        user_id=user_id, domain_id=row.id, pack_code=pack.pack_code, kind="payg",
-        external_id=external_id, event="payg.created"))
-    _published_soon(s)
-    sub = await s.usend(s.accounts.active_subscription, user_id, row.id, "payg")
-    return {"success": True, "message": "PAYG subscription created",
-            "subscription": _subscription_view(sub) if sub else {}, "previous_pack": previous}
+    external_id = await deps.billing.create_payg_subscription(
+        user_id=cmd.user_id, domain_id=row.id, pack_code=pack.pack_code,
+        pack_name=pack.pack_name)
+    previous = await deps.subscriptions.replace(
+        user_id=cmd.user_id, domain_id=row.id, pack_code=pack.pack_code, kind="payg",
+        external_id=external_id, event="payg.created")
+    published_soon(deps)
+    return PaygSubscribed(await deps.subscriptions.active(cmd.user_id, row.id, "payg"),
+                          previous)
 
 
-async def get_payg(s: AccountServices, user_id: int, domain_id: int) -> dict[str, Any]:
-    row = await owned_domain(s, user_id, domain_id)
-    sub = await s.usend(s.accounts.active_subscription, user_id, row.id, "payg")
+async def _active_payg(deps: AccountDeps, user_id: int, domain_id: int
+                       ) -> tuple[DomainRow, Subscription]:
+    row = await owned_domain(deps, user_id, domain_id)
+    sub = await deps.subscriptions.active(user_id, row.id, "payg")
     if sub is None:
         raise NotFound("No pay-as-you-go subscription for this domain")
-    return {"subscription": _subscription_view(sub)}
+    return row, sub
 
 
-async def cancel_payg(s: AccountServices, user_id: int, domain_id: int) -> dict[str, Any]:
-    row = await owned_domain(s, user_id, domain_id)
-    sub = await s.usend(s.accounts.active_subscription, user_id, row.id, "payg")
-    if sub is None:
-        raise NotFound("No pay-as-you-go subscription for this domain")
-    await s.billing.cancel_payg_subscription(user_id=user_id, domain_id=row.id)
-    await s.usend(s.accounts.cancel_subscription, user_id, row.id, "payg", "payg.cancelled")
-    _published_soon(s)
-    return {"success": True, "message": "PAYG subscription cancelled"}
+async def get_payg(deps: AccountDeps, cmd: GetPaygSubscription) -> Subscription:
+    _, sub = await _active_payg(deps, cmd.user_id, cmd.domain_id)
+    return sub
 
 
-async def set_pack_for_testing(s: AccountServices, user_id: int, pack_code: str
-                               ) -> dict[str, Any]:
-    """Testing only: no billing gateway, no event (the route exists only when enabled)."""
-    pack = await s.usend(s.accounts.pack, pack_code)
+async def cancel_payg(deps: AccountDeps, cmd: CancelPaygSubscription) -> None:
+    row, _ = await _active_payg(deps, cmd.user_id, cmd.domain_id)
+    await deps.billing.cancel_payg_subscription(user_id=cmd.user_id, domain_id=row.id)
+    await deps.subscriptions.cancel(cmd.user_id, row.id, "payg", "payg.cancelled")
+    published_soon(deps)
+
+
+async def set_pack_for_testing(deps: AccountDeps, cmd: SetPackForTesting) -> PackAssigned:
+    pack = await deps.packs.pack(cmd.pack_code)
     if pack is None:
-        raise InvalidInput(f"Invalid pack_code: {pack_code}")
-    domains = await s.read(s.domains.all_for_user, user_id)
-    updated = await s.usend(s.accounts.set_pack_for_testing, user_id, [d.id for d in domains],
-                            pack.pack_code)
-    return {"pack_code": pack.pack_code, "pack_name": pack.pack_name,
-            "domain_limit": pack.domain_limit, "daily_email_limit": pack.daily_email_limit,
-            "domains_updated": updated}
+        raise InvalidInput(f"Invalid pack_code: {cmd.pack_code}")
+    domains = await deps.domains.all_for_user(cmd.user_id)
+    updated = await deps.subscriptions.assign_for_testing(
+        cmd.user_id, [d.id for d in domains], pack.pack_code)
+    return PackAssigned(pack, updated)
+
+
+def register(bus: MessageBus, deps: AccountDeps) -> None:
+    bus.register(ListPacks, partial(list_packs, deps))
+    bus.register(GetCurrentPack, partial(get_current_pack, deps))
+    bus.register(CreateSubscription, partial(create_subscription, deps))
+    bus.register(GetPaygPackage, partial(get_payg_package, deps))
+    bus.register(CreatePaygSubscription, partial(create_payg, deps))
+    bus.register(GetPaygSubscription, partial(get_payg, deps))
+    bus.register(CancelPaygSubscription, partial(cancel_payg, deps))
+    bus.register(SetPackForTesting, partial(set_pack_for_testing, deps))

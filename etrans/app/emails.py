@@ -31,7 +31,7 @@ from etrans.domain.emails import (
     sendmail_message,
 )
 from etrans.domain.quota import exceeded_message
-from etrans.domain.timestamps import parse_timestamp
+from etrans.domain.timestamps import iso, parse_timestamp
 from etrans.errors import AppError, InvalidInput, NotFound, UpstreamUnavailable
 from etrans.observability import get_logger
 
@@ -96,12 +96,6 @@ class EmailDeps:
     clock: Any = field(default=lambda: datetime.now(UTC))
     # KAFKA_MAX_RECORD_BYTES: an email whose Kafka record (key + value) is larger is refused.
     max_record_bytes: int | None = None
-
-
-def iso(moment: datetime | None) -> str | None:
-    if moment is None:
-        return None
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def parse_iso(text: str, name: str) -> datetime:
@@ -208,7 +202,7 @@ class EmailService:
             await self._give_back([domain], now)
             raise
         return {"id": new.message_id, "from": new.from_address, "to": new.to,
-                "status": "queued", "created_at": iso(now)}
+                "status": "queued", "created_at": iso(now, whole_seconds=True)}
 
     async def send_batch(self, cmd: SendBatch) -> dict[str, Any]:
         now = self.deps.clock()
@@ -258,7 +252,7 @@ class EmailService:
             "data": [{
                 "id": row["message_id"], "from": row["from_address"], "to": row["to_addresses"],
                 "subject": row["subject"], "status": status_rules.display_label(row["status"]),
-                "created_at": iso(row["created_at"]),
+                "created_at": iso(row["created_at"], whole_seconds=True),
             } for row in page.rows],
             "total": sum(by_label.values()),
             "page": cmd.page,
@@ -278,8 +272,9 @@ class EmailService:
             "attachments": row["attachments"] or [],
             "template_id": row["template_id"], "template_data": row["template_data"],
             "status": status_rules.display_label(row["status"]),
-            "created_at": iso(row["created_at"]), "sent_at": iso(row["sent_at"]),
-            "delivered_at": iso(row["delivered_at"]),
+            "created_at": iso(row["created_at"], whole_seconds=True),
+            "sent_at": iso(row["sent_at"], whole_seconds=True),
+            "delivered_at": iso(row["delivered_at"], whole_seconds=True),
             # Why a Failed email was never handed to the delivery queue (else null).
             "failure_reason": row["response"] if row["status"] == status_rules.FAILED.lower()
             else None,

@@ -19,10 +19,11 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
-from etrans.app.emails import iso, parse_iso
+from etrans.app.emails import parse_iso
 from etrans.app.records import LogFilter
 from etrans.domain import status as status_rules
 from etrans.domain.delivery_log import bare_message_id
+from etrans.domain.timestamps import iso
 from etrans.errors import InvalidInput
 
 if TYPE_CHECKING:
@@ -156,7 +157,8 @@ def _log(doc: dict[str, Any]) -> dict[str, Any]:
     response = doc.get("response") or ""
     return {
         "event": doc.get("event"),
-        "timestamp": iso(timestamp) if hasattr(timestamp, "astimezone") else timestamp,
+        "timestamp": (iso(timestamp, whole_seconds=True) if hasattr(timestamp, "astimezone")
+                      else timestamp),
         "status": status_rules.log_label(doc.get("action"), doc.get("event")),
         "action": status_rules.smtp_short_code(response) or (doc.get("action") or ""),
         "action_detail": response,

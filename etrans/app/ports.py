@@ -8,7 +8,6 @@ if TYPE_CHECKING:
     from collections.abc import Collection, Mapping, Sequence
     from datetime import datetime
 
-    from etrans.adapters.dns.verify import DnsVerification
     from etrans.app.records import (
         ApiKeyRecord,
         EmailFilter,
@@ -19,7 +18,7 @@ if TYPE_CHECKING:
         SendingDomain,
     )
     from etrans.domain.delivery_log import StatusChange
-    from etrans.domain.domains import DkimRecord
+    from etrans.domain.domains import DkimRecord, DnsVerification
     from etrans.domain.quota import QuotaLimits, QuotaUsage
 
 

@@ -102,6 +102,38 @@ class DkimRecord:
         return f"v=DKIM1; k=rsa; p={self.public_key_b64}"
 
 
+@dataclass(frozen=True)
+class DkimKeyPair:
+    """A new domain's DKIM key (made by :mod:`etrans.adapters.crypto.dkim_keys`)."""
+
+    record: DkimRecord
+    private_key_pem: bytes  # in memory only; stored encrypted by the billing gateway
+
+    def __repr__(self) -> str:
+        return f"DkimKeyPair(record={self.record!r}, private_key_pem=b'**********')"
+
+
+@dataclass(frozen=True)
+class RecordCheck:
+    """One published record looked up: ``reason`` says why it does not count when it does not."""
+
+    verified: bool
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class DnsVerification:
+    """The lookups of POST /domains/{id}/verify (:mod:`etrans.adapters.dns.verify`)."""
+
+    spf: RecordCheck
+    mx: RecordCheck
+    dkim: RecordCheck
+
+    @property
+    def all_verified(self) -> bool:
+        return self.spf.verified and self.mx.verified and self.dkim.verified
+
+
 def parse_dkim_tags(text: str) -> dict[str, str]:
     """``"v=DKIM1; k=rsa; p=MIIB..."`` -> ``{"v": "DKIM1", "k": "rsa", "p": "MIIB..."}``."""
     tags: dict[str, str] = {}

@@ -100,7 +100,7 @@ class MktLimits:
 @dataclass(frozen=True)
 class QuotaFacts:
     """What the quota rule needs to know about one domain, looked up in one go
-    (:meth:`etrans.adapters.sql.account_repo.AccountRepo.quota_facts`)."""
+    (:meth:`etrans.adapters.sql.subscriptions_repo.SqlSubscriptions.quota_facts`)."""
 
     mkt: MktLimits | None
     subscription_pack: str | None  # pack code of the domain's active subscription

@@ -1,9 +1,16 @@
-"""Timestamps given by API callers: ISO-8601, ``Z`` or an offset; no offset means UTC.
+"""Timestamps in the API: the ones callers give (parsed) and the ones responses carry (formatted).
+
+Given: ISO-8601, ``Z`` or an offset; no offset means UTC.
 
 :func:`parse_timestamp` is the one rule: the request schema checks with it (400) and the use
 cases convert with it.  Every parsed value is range-checked: an offset can move a valid local
 time out of the range of ``datetime`` (``0001-01-01T00:00:00+01:00`` is before year 1 in UTC),
 which raised OverflowError, a 500, in the list filters.
+
+:func:`iso` is the one formatter of response timestamps: UTC with a ``Z``.  Two precisions are
+part of the wire format: the email and log resources answer whole seconds
+(``2026-12-06T02:50:47Z``), the account resources (domains, API keys, senders, subscriptions)
+keep the stored microseconds (``2026-12-06T02:50:47.123456Z``).
 """
 
 from __future__ import annotations
@@ -27,3 +34,13 @@ def parse_timestamp(text: str) -> datetime:
     except OverflowError:
         raise ValueError(f"timestamp out of range {text!r}: it must fall within years "
                          "1..9999 in UTC") from None
+
+
+def iso(moment: datetime | None, *, whole_seconds: bool = False) -> str | None:
+    """``moment`` in UTC with a ``Z`` (None stays None); ``whole_seconds`` drops the fraction."""
+    if moment is None:
+        return None
+    moment = moment.astimezone(UTC)
+    if whole_seconds:
+        return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+    return moment.isoformat().replace("+00:00", "Z")

@@ -15,16 +15,21 @@ import jwt
 import pytest
 
 from etrans.adapters.crypto.credentials import CredentialCipher
-from etrans.adapters.crypto.dkim_keys import DkimKeyCipher
+from etrans.adapters.crypto.dkim_keys import DkimKeyCipher, RsaDkimKeys
 from etrans.adapters.dns.verify import DnsVerifier
 from etrans.adapters.redis.api_key_cache import RedisApiKeyCache
 from etrans.adapters.redis.client import TrioRedis, open_redis
 from etrans.adapters.redis.credential_cache import RedisCredentialCache
 from etrans.adapters.redis.quota import RedisQuota
 from etrans.adapters.sql import Database, make_engine
-from etrans.adapters.sql.account_repo import AccountRepo, BillingTables, DomainReader
+from etrans.adapters.sql.api_keys_repo import SqlApiKeys
 from etrans.adapters.sql.billing_events import BillingEventOutbox
 from etrans.adapters.sql.billing_local import LocalBillingGateway
+from etrans.adapters.sql.domain_settings_repo import SqlDomainSettings
+from etrans.adapters.sql.domains_repo import BillingTables, SqlDomains
+from etrans.adapters.sql.packs_repo import SqlPackCatalogue
+from etrans.adapters.sql.senders_repo import SqlSenders
+from etrans.adapters.sql.subscriptions_repo import SqlSubscriptions
 from etrans.adapters.sql.usend_repo import UsendRepository
 from etrans.api import (
     routes_api_keys,
@@ -35,7 +40,10 @@ from etrans.api import (
 )
 from etrans.api.app import ApiDependencies, create_app
 from etrans.api.auth import ApiKeyResolver, Authenticator, JwtVerifier
-from etrans.app.domains import AccountServices
+from etrans.api.routes_domains import AccountRoutes
+from etrans.app import accounts
+from etrans.app.accounts import AccountDeps
+from etrans.app.bus import MessageBus
 from etrans.domain.domains import DnsTemplate
 
 if TYPE_CHECKING:
@@ -62,7 +70,7 @@ def new_domain_name() -> str:
 class ApiUnderTest:
     app: Any
     client: Any
-    services: AccountServices
+    services: AccountDeps
     redis: TrioRedis
     usend: Database
 
@@ -100,25 +108,31 @@ def build_api(*, usend_db_url: str, redis: TrioRedis, dns_address: str,
     # Ids restart at 1 in every session's fresh database: Redis keys get a prefix of their own.
     prefix = f"t2:{uuid.uuid4().hex[:12]}:"
     key_cache = RedisApiKeyCache(redis, prefix=f"{prefix}apikey:")
-    reader = DomainReader(reader_db or usend, tables or BillingTables.local())
-    services = AccountServices(
-        domains=reader,
-        accounts=AccountRepo(usend, BillingEventOutbox(billing_topic)),
+    services = AccountDeps(
+        domains=SqlDomains(reader_db or usend, tables or BillingTables.local()),
+        packs=SqlPackCatalogue(usend),
+        subscriptions=SqlSubscriptions(usend, BillingEventOutbox(billing_topic)),
+        domain_settings=SqlDomainSettings(usend),
+        api_keys=SqlApiKeys(usend),
+        senders=SqlSenders(usend),
         billing=billing or LocalBillingGateway(usend, DkimKeyCipher(TOKEN_SECRET)),
         verifier=DnsVerifier(spf_value=SPF, mx_host=MX, nameservers=[dns_address],
                              timeout_seconds=1.0, lifetime_seconds=2.0),
+        dkim_keys=RsaDkimKeys(),
+        sealer=CredentialCipher(TOKEN_SECRET, TOKEN_IV),
         template=DnsTemplate(spf_value=SPF, mx_host=MX, mx_priority=5),
         quota=RedisQuota(redis, prefix=f"{prefix}quota:"),
         api_key_cache=key_cache,
         credential_cache=RedisCredentialCache(redis, memo_seconds=0),
-        credential_cipher=CredentialCipher(TOKEN_SECRET, TOKEN_IV),
-        enable_testing_routes=testing_routes,
     )
+    bus = MessageBus()
+    accounts.register(bus, services)
     repo = UsendRepository(usend)
     authenticator = Authenticator(ApiKeyResolver(repo, key_cache),
                                   jwt=JwtVerifier(secret=JWT_SECRET))
     app = create_app(ApiDependencies(authenticator=authenticator,
-                                     services={"accounts": services}, routers=ROUTERS))
+                                     services={"accounts": AccountRoutes(bus, testing_routes)},
+                                     routers=ROUTERS))
     return ApiUnderTest(app=app, client=app.test_client(), services=services, redis=redis,
                         usend=usend)
 

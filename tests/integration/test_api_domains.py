@@ -152,7 +152,7 @@ async def test_gateway_count_and_insert_are_serialized_per_user(api):
         for i in range(30):
             nursery.start_soon(create, i)
     assert (len(created), len(refused)) == (3, 27)
-    assert api.services.domains.count(user) == 3
+    assert await api.services.domains.count(user) == 3
 
 
 async def test_list_search_pagination_and_total_verified(api, dns_server):

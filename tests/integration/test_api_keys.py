@@ -186,40 +186,36 @@ async def test_a_minted_key_is_deleted_with_the_key_that_created_it(api):
 
 async def test_a_key_minted_while_its_creator_is_deleted_never_outlives_it(api):
     """The creator row is share-locked while a key is minted: whichever of the two transactions
-    commits first, the minted key is either refused or deleted with its creator."""
-    import threading
+    commits first, the minted key is either refused or deleted with its creator.  The two run
+    at once, each in a worker thread of its own (the repository's ``Database.run``)."""
+    import trio
 
-    repo = api.services.accounts
+    repo = api.services.api_keys
     user = new_user_id()
     outcomes = set()
     for round_ in range(20):
-        root = repo.create_api_key(user_id=user, name="root", key_hash=f"{round_:064x}",
-                                   key_prefix="etrans_live_x", permission="full_access",
-                                   expires_at=None)
-        start = threading.Barrier(2)
+        root = await repo.create(user_id=user, name="root", key_hash=f"{round_:064x}",
+                                 key_prefix="etrans_live_x", permission="full_access",
+                                 expires_at=None)
         made = {}
 
-        def mint(root_id=root.id, start=start, made=made, round_=round_):
-            start.wait()
-            made["child"] = repo.create_api_key(
+        async def mint(root_id=root.id, made=made, round_=round_):
+            made["child"] = await repo.create(
                 user_id=user, name="child", key_hash=f"{round_ + 1000:064x}",
                 key_prefix="etrans_live_y", permission="full_access", expires_at=None,
                 created_by_key_id=root_id)
 
-        def delete(root_id=root.id, start=start, made=made):
-            start.wait()
-            made["deleted"] = repo.delete_api_key(user, root_id)
+        async def delete(root_id=root.id, made=made):
+            made["deleted"] = await repo.delete(user, root_id)
 
-        threads = [threading.Thread(target=mint), threading.Thread(target=delete)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(mint)
+            nursery.start_soon(delete)
         child = made["child"]
         if child is None:
             outcomes.add("refused")
         else:
-            assert repo.get_api_key(user, child.id) is None, round_  # deleted with the root
+            assert await repo.get(user, child.id) is None, round_  # deleted with the root
             assert child.key_hash in made["deleted"]
             outcomes.add("deleted with its creator")
     assert outcomes  # (which ones occur depends on scheduling)

@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session
 from etrans.adapters.crypto.dkim_keys import generate_dkim_key_pair
 from etrans.adapters.http.billing_gateway import BillingBadGateway, HttpBillingGateway
 from etrans.adapters.sql import Database, make_engine
-from etrans.adapters.sql.account_repo import BillingTables
+from etrans.adapters.sql.domains_repo import BillingTables
 from etrans.adapters.sql.usend import DomainSubscriptionStatus
 from etrans.errors import Forbidden, InvalidInput, NotFound, UpstreamUnavailable
 from tests.integration.account_api import new_domain_name, open_api

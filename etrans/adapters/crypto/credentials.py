@@ -53,6 +53,10 @@ class CredentialCipher:
         encryptor = self._cipher.encryptor()
         return base64.b64encode(encryptor.update(padded) + encryptor.finalize()).decode("ascii")
 
+    def seal(self, username: str, password: str) -> str:
+        """Port ``CredentialSealer`` (:mod:`etrans.app.account_ports`): the cache value."""
+        return self.encrypt(SmtpCredentials(username=username, password=password))
+
     def decrypt(self, value: str | bytes) -> SmtpCredentials:
         try:
             raw = base64.b64decode(value, validate=True)

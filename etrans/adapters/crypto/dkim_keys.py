@@ -15,27 +15,18 @@ from __future__ import annotations
 
 import base64
 import os
-from dataclasses import dataclass
 
+import trio
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from etrans.domain.domains import DKIM_SELECTOR, DkimRecord
+from etrans.domain.domains import DKIM_SELECTOR, DkimKeyPair, DkimRecord
 
 _INFO = b"etrans dkim private key v1"
 _VERSION = "v1:"
-
-
-@dataclass(frozen=True)
-class DkimKeyPair:
-    record: DkimRecord
-    private_key_pem: bytes  # in memory only; stored through DkimKeyCipher
-
-    def __repr__(self) -> str:
-        return f"DkimKeyPair(record={self.record!r}, private_key_pem=b'**********')"
 
 
 def generate_dkim_key_pair(selector: str = DKIM_SELECTOR, *, bits: int = 2048) -> DkimKeyPair:
@@ -49,6 +40,17 @@ def generate_dkim_key_pair(selector: str = DKIM_SELECTOR, *, bits: int = 2048) -
     )
     record = DkimRecord(selector=selector, public_key_b64=base64.b64encode(public_der).decode())
     return DkimKeyPair(record=record, private_key_pem=pem)
+
+
+class RsaDkimKeys:
+    """Port ``DkimKeyGenerator``: RSA generation is CPU work (tens of ms), done in a worker
+    thread to keep it off the event loop."""
+
+    def __init__(self, *, bits: int = 2048) -> None:
+        self._bits = bits
+
+    async def generate(self) -> DkimKeyPair:
+        return await trio.to_thread.run_sync(lambda: generate_dkim_key_pair(bits=self._bits))
 
 
 class DkimKeyError(ValueError):

@@ -21,7 +21,6 @@ verified"; the reason is returned for logs and the API's per-record detail.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import dns.asyncresolver
@@ -29,30 +28,19 @@ import dns.exception
 import dns.nameserver
 import dns.resolver
 
-from etrans.domain.domains import DkimRecord, expected_spf_includes, parse_dkim_tags
+from etrans.domain.domains import (
+    DkimRecord,
+    DnsVerification,
+    RecordCheck,
+    expected_spf_includes,
+    parse_dkim_tags,
+)
 from etrans.observability import get_logger
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
 log = get_logger(__name__)
-
-
-@dataclass(frozen=True)
-class RecordCheck:
-    verified: bool
-    reason: str = ""
-
-
-@dataclass(frozen=True)
-class DnsVerification:
-    spf: RecordCheck
-    mx: RecordCheck
-    dkim: RecordCheck
-
-    @property
-    def all_verified(self) -> bool:
-        return self.spf.verified and self.mx.verified and self.dkim.verified
 
 
 def parse_nameservers(entries: Sequence[str]) -> list[dns.nameserver.Nameserver]:

@@ -1,10 +1,11 @@
 """Subscription-change events on KAFKA_BILLING_TOPIC (format: ``docs/wire-formats.md``).
 
 An event is an ``email_outbox`` row written in the SAME transaction as the subscription change
-(:class:`BillingEventOutbox`, used by :class:`etrans.adapters.sql.account_repo.AccountRepo`); the
-outbox relay (:mod:`etrans.adapters.sql.outbox`, any topic) publishes it.  So a committed change is
-announced even when the broker is down at that moment (published once it is back), and no event
-announces a change that was rolled back.  One JSON object per change, keyed by the domain id so
+(:class:`BillingEventOutbox`, used by
+:class:`etrans.adapters.sql.subscriptions_repo.SqlSubscriptions`); the outbox relay
+(:mod:`etrans.adapters.sql.outbox`, any topic) publishes it.  So a committed change is announced
+even when the broker is down at that moment (published once it is back), and no event announces a
+change that was rolled back.  One JSON object per change, keyed by the domain id so
 that a domain's events stay in order.  With no KAFKA_BILLING_TOPIC, no row is written.
 """
 

@@ -17,6 +17,7 @@ unset).  Implements :class:`etrans.app.ports.BillingGateway`:
 from __future__ import annotations
 
 import threading
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING
 
@@ -25,7 +26,6 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from etrans.adapters.sql import usend as own
-from etrans.adapters.sql.account_repo import utcnow
 from etrans.domain.domains import domain_limit_message
 from etrans.errors import Forbidden, InvalidInput, NotFound
 
@@ -34,10 +34,12 @@ _USER_DOMAINS_LOCK = text(
     "SELECT pg_advisory_xact_lock(hashtextextended('etrans:domains:' || :user_id, 0))")
 
 if TYPE_CHECKING:
-    from datetime import datetime
-
     from etrans.adapters.crypto.dkim_keys import DkimKeyCipher
     from etrans.adapters.sql import Database
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
 
 
 class LocalBillingGateway:
@@ -96,10 +98,10 @@ class LocalBillingGateway:
     def _delete_domain(self, user_id: int, domain_id: int) -> None:
         d = own.LocalDomain
         with Session(self._db.engine) as session, session.begin():
-            done = session.execute(
+            deleted = session.execute(
                 update(d).where(d.id == domain_id, d.user_id == user_id, d.deleted_at.is_(None))
-                .values(deleted_at=utcnow(), updated_at=utcnow()))
-            if not done.rowcount:
+                .values(deleted_at=utcnow(), updated_at=utcnow()).returning(d.id)).first()
+            if deleted is None:
                 raise NotFound("Domain not found")
 
     async def delete_domain(self, *, user_id: int, domain_id: int) -> None:

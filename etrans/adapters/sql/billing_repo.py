@@ -1,9 +1,8 @@
-"""Read-only queries of the API on the Billing DB: the user's domains, their sending limits
-(``mkt_domain``) and the SMTP credentials the billing system issued (``temporary_password``).
+"""The SMTP credentials the billing system issued (``temporary_password`` of the Billing DB,
+read only): the send path's fallback when the user has no sender of their own.
 
-The Billing DB is never written.  In the ``local`` billing mode the same shapes live in the USEND
-DB (``local_domain``, ``local_mkt_domain``; no ``temporary_password``): pass ``local=True`` and the
-USEND database.
+The ``local`` billing mode has no such table (``local=True``: there are none).  The domains and
+their limits are read by :class:`etrans.adapters.sql.domains_repo.SqlDomains`.
 """
 
 from __future__ import annotations
@@ -14,24 +13,10 @@ from typing import TYPE_CHECKING
 
 from sqlalchemy import or_, select
 
-from etrans.adapters.sql.billing import Domain, MktDomain, TemporaryPassword
-from etrans.adapters.sql.usend import LocalDomain, LocalMktDomain
+from etrans.adapters.sql.billing import TemporaryPassword
 
 if TYPE_CHECKING:
     from etrans.adapters.sql import Database
-
-
-@dataclass(frozen=True)
-class DomainRow:
-    id: int
-    user_id: int
-    name: str
-    status: str
-    pack_code: str | None
-    daily_limit: int | None
-    hourly_limit: int | None
-    monthly_limit: int | None
-    has_mkt_row: bool
 
 
 @dataclass(frozen=True)
@@ -40,51 +25,10 @@ class IssuedCredentials:
     password: str
 
 
-class BillingRepository:
+class IssuedCredentialReader:
     def __init__(self, db: Database, *, local: bool = False) -> None:
         self._db = db
         self.local = local
-        self._domain = (LocalDomain if local else Domain).__table__
-        self._mkt = (LocalMktDomain if local else MktDomain).__table__
-
-    async def domain(self, user_id: int, name: str) -> DomainRow | None:
-        return await self._db.run(self._find_domain, user_id, name)
-
-    def _find_domain(self, user_id: int, name: str) -> DomainRow | None:
-        d, m = self._domain, self._mkt
-        query = (
-            select(d.c.id, d.c.user_id, d.c.name, d.c.status, m.c.pack_code, m.c.daily_limit,
-                   m.c.hourly_limit, m.c.monthly_limit, m.c.domain_id.label("mkt_id"))
-            .select_from(d.outerjoin(m, m.c.domain_id == d.c.id))
-            .where(d.c.user_id == user_id, d.c.name == name.lower(), d.c.deleted_at.is_(None))
-            .order_by(d.c.id.desc()).limit(1)
-        )
-        with self._db.engine.connect() as conn:
-            row = conn.execute(query).first()
-        if row is None:
-            return None
-        return DomainRow(id=row.id, user_id=row.user_id, name=row.name, status=row.status,
-                         pack_code=row.pack_code, daily_limit=row.daily_limit,
-                         hourly_limit=row.hourly_limit, monthly_limit=row.monthly_limit,
-                         has_mkt_row=row.mkt_id is not None)
-
-    async def verified_since(self, user_id: int) -> dict[str, datetime]:
-        return await self._db.run(self._verified_since, user_id)
-
-    def _verified_since(self, user_id: int) -> dict[str, datetime]:
-        d = self._domain
-        query = select(d.c.name, d.c.verified_at, d.c.created_at).where(
-            d.c.user_id == user_id, d.c.status == "verified", d.c.deleted_at.is_(None))
-        since: dict[str, datetime] = {}
-        with self._db.engine.connect() as conn:
-            for name, verified_at, created_at in conn.execute(query):
-                # A verified row without verified_at (written by another billing system): never
-                # earlier than the row itself, so never the time of a previous holder.
-                moment = verified_at or created_at or datetime.now(UTC)
-                if moment.tzinfo is None:
-                    moment = moment.replace(tzinfo=UTC)
-                since[name] = max(moment, since.get(name, moment))
-        return since
 
     async def issued_credentials(self, user_id: int) -> IssuedCredentials | None:
         if self.local:

@@ -1,8 +1,8 @@
 """The user's sending domains with their limits, and the SMTP credentials to cache for them.
 
 :class:`DomainDirectory` (port ``SendingDomains``) joins the Billing DB's ``domain`` and
-``mkt_domain`` (read-only) with the pack tables of the USEND DB
-(:meth:`AccountRepo.quota_facts`); the limits are THE quota rule,
+``mkt_domain`` (read-only, :meth:`SqlDomains.find_for_sending`) with the pack tables of the USEND
+DB (:meth:`SqlSubscriptions.quota_facts`); the limits are THE quota rule,
 :func:`etrans.domain.quota.domain_quota` - the one GET /domains/{id}/quota shows.  Verified
 domains are cached in memory for ``ttl_seconds`` (5 s) - the hot path of POST /emails; others are
 looked up on every request, so a domain works the moment it is verified; a domain deleted through
@@ -21,22 +21,23 @@ import trio
 
 from etrans.adapters.crypto.credentials import SmtpCredentials
 from etrans.app.records import SendingDomain
-from etrans.domain.quota import DEFAULT_PACK_CODE, MktLimits, QuotaLimits, domain_quota
+from etrans.domain.quota import DEFAULT_PACK_CODE, domain_quota
 
 if TYPE_CHECKING:
     from datetime import datetime
 
     from etrans.adapters.crypto.credentials import CredentialCipher
-    from etrans.adapters.sql.account_repo import AccountRepo
-    from etrans.adapters.sql.billing_repo import BillingRepository, DomainRow
+    from etrans.adapters.sql.billing_repo import IssuedCredentialReader
+    from etrans.adapters.sql.domains_repo import SqlDomains
+    from etrans.adapters.sql.subscriptions_repo import SqlSubscriptions
     from etrans.adapters.sql.usend_repo import UsendRepository
 
 
 class DomainDirectory:
-    def __init__(self, billing: BillingRepository, accounts: AccountRepo, *,
+    def __init__(self, domains: SqlDomains, subscriptions: SqlSubscriptions, *,
                  ttl_seconds: float = 5.0, default_pack_code: str = DEFAULT_PACK_CODE) -> None:
-        self._billing = billing
-        self._accounts = accounts
+        self._domains = domains
+        self._subscriptions = subscriptions
         self._ttl = ttl_seconds
         self._default_pack = default_pack_code
         self._cache: dict[tuple[int, str], tuple[float, SendingDomain]] = {}
@@ -47,13 +48,16 @@ class DomainDirectory:
         now = trio.current_time()
         if hit is not None and hit[0] > now:
             return hit[1]
-        row = await self._billing.domain(user_id, name)
-        if row is None:
+        found = await self._domains.find_for_sending(user_id, name)
+        if found is None:
             self._cache.pop(key, None)
             return None
-        limits = await self._limits(row)
+        row, mkt = found
+        facts = await self._subscriptions.quota_facts(row.user_id, row.id, mkt,
+                                                      self._default_pack)
         domain = SendingDomain(id=row.id, user_id=row.user_id, name=row.name,
-                               verified=row.status == "verified", limits=limits)
+                               verified=row.verified,
+                               limits=domain_quota(facts, self._default_pack).limits)
         if domain.verified:
             if len(self._cache) > 10_000:
                 self._cache.clear()
@@ -62,17 +66,8 @@ class DomainDirectory:
             self._cache.pop(key, None)
         return domain
 
-    async def _limits(self, row: DomainRow) -> QuotaLimits:
-        mkt = None
-        if row.has_mkt_row:
-            mkt = MktLimits(pack_code=row.pack_code, pack_name=None, daily=row.daily_limit,
-                            hourly=row.hourly_limit, monthly=row.monthly_limit)
-        facts = await self._accounts.db.run(self._accounts.quota_facts, row.user_id, row.id, mkt,
-                                            self._default_pack)
-        return domain_quota(facts, self._default_pack).limits
-
     async def verified_since(self, user_id: int) -> dict[str, datetime]:
-        return await self._billing.verified_since(user_id)
+        return await self._domains.verified_since(user_id)
 
     def forget(self, user_id: int, name: str) -> None:
         """DELETE /domains in this process: the next send from it is refused at once (other
@@ -85,7 +80,7 @@ class CredentialDirectory:
     changed sender is used within that time; a user without credentials is asked again on each
     request."""
 
-    def __init__(self, usend: UsendRepository, billing: BillingRepository,
+    def __init__(self, usend: UsendRepository, billing: IssuedCredentialReader,
                  cipher: CredentialCipher, *, ttl_seconds: float = 30.0) -> None:
         self._usend = usend
         self._billing = billing
