@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import sys
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import structlog
 
@@ -29,6 +29,15 @@ def _redact(_: WrappedLogger, __: str, event: EventDict) -> EventDict:
         if name.lower() in SECRET_KEYS:
             event[name] = "**********"
     return event
+
+
+class ErrorSink(Protocol):
+    """Where a task boundary reports an exception besides logging it (the Sentry reporter,
+    etrans.adapters.http.sentry_reporter, implements it); workers depend on this, not on it."""
+
+    def capture(self, exc: BaseException, **context: object) -> bool:
+        """Report ``exc`` with ``context``; False when not sent (disabled or throttled)."""
+        ...
 
 
 # Where error lines with an exception are also sent (the Sentry reporter when SENTRY_DSN is set).

@@ -113,7 +113,7 @@ class DeliveryPolicy:
 
     def backoff(self, retry: int) -> float:
         """Seconds before retry number ``retry`` (0-based): base * 2**retry."""
-        return self.base_seconds * (2**retry)
+        return self.base_seconds * 2.0**retry
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import MetaData, event, insert, select, text
+from sqlalchemy import DefaultClause, MetaData, event, insert, select, text
 from sqlalchemy.exc import DataError, IntegrityError
 
 from etrans.adapters.sql import Database
@@ -79,7 +79,7 @@ def _sqlite_metadata() -> MetaData:
             default = column.server_default
             sql = str(getattr(default, "arg", "")) if default is not None else ""
             if "::" in sql:  # '[]'::jsonb -> '[]'
-                column.server_default = type(default)(text(sql.split("::", 1)[0]))  # type: ignore[call-arg,arg-type]
+                column.server_default = DefaultClause(text(sql.split("::", 1)[0]))
         for constraint in list(table.constraints):
             if isinstance(constraint, CheckConstraint) and " ~ " in str(constraint.sqltext):
                 table.constraints.discard(constraint)

@@ -118,14 +118,7 @@ class Pipeline:
             raise RuntimeError("a Pipeline runs once")
         self._ran = True
         config = self.config
-        own_producer = False
-        if config.dead_letter_topic and self._producer is None:
-            from etrans.adapters.kafka.client import KafkaProducer
-
-            self._producer = KafkaProducer(
-                {k: v for k, v in config.kafka.items() if not _consumer_only(k)}
-            )
-            own_producer = True
+        own_producer = self._make_producer()
         processor = Processor(config, self._state, task=self._task, batch_task=self._batch_task,
                               producer=self._producer)
         subscribed = trio.Event()
@@ -166,6 +159,17 @@ class Pipeline:
         log.info("pipeline stopped", processed=stats.processed, failed=stats.failed,
                  poisoned=stats.poisoned, commits=stats.commits)
         return stats
+
+    def _make_producer(self) -> bool:
+        """Make the dead-letter producer when a topic is configured and none was given; True
+        when the pipeline made it (and so closes it)."""
+        if not self.config.dead_letter_topic or self._producer is not None:
+            return False
+        from etrans.adapters.kafka.client import KafkaProducer
+
+        kafka = self.config.kafka
+        self._producer = KafkaProducer({k: v for k, v in kafka.items() if not _consumer_only(k)})
+        return True
 
     async def _run_workers(
         self,

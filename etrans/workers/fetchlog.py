@@ -28,7 +28,7 @@ from __future__ import annotations
 import sys
 import time
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO, cast
 
 import trio
 
@@ -47,8 +47,8 @@ from etrans.observability import get_logger
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-    from etrans.adapters.http.sentry_reporter import ErrorReporter
     from etrans.app.ports import EmailStatusStore, LogDocumentWriter, LogLabels, MessageOwners
+    from etrans.observability import ErrorSink
     from etrans.pipeline import Message, Pipeline, PipelineConfig, PipelineStats
     from etrans.pipeline.source import MessageSourceFactory
     from etrans.runtime import Shutdown
@@ -84,7 +84,7 @@ class FetchlogTask:
         event_filter: EventFilter,
         writer: LogDocumentWriter,
         statuses: EmailStatusStore | None = None,
-        reporter: ErrorReporter | None = None,
+        reporter: ErrorSink | None = None,
         owners: MessageOwners | None = None,
     ) -> None:
         self.event_filter = event_filter
@@ -194,7 +194,7 @@ async def _first_of(*waits: Any) -> None:
 
 
 async def _run_backfill(labels: LogLabels, owners: MessageOwners,
-                        reporter: ErrorReporter | None, done: trio.Event) -> None:
+                        reporter: ErrorSink | None, done: trio.Event) -> None:
     delay = 1.0
     while True:
         try:
@@ -260,7 +260,7 @@ def _stats(pipeline: Pipeline) -> PipelineStats | None:
 
 
 async def ensure_indexes(writer: LogDocumentWriter, shutdown: Shutdown,
-                         reporter: ErrorReporter | None = None) -> bool:
+                         reporter: ErrorSink | None = None) -> bool:
     """Create the indexes, retrying with backoff while MongoDB is unreachable; False when the
     process was asked to stop first."""
     delay = 0.5
@@ -312,8 +312,8 @@ async def run_fetchlog(
                 log.warning("could not withdraw the log backfill marker", error=str(exc))
         elif task.owners is not None and hasattr(task.writer, "unlabelled"):
             backfilled = trio.Event()
-            nursery.start_soon(_run_backfill, task.writer, task.owners, task.reporter,
-                               backfilled)
+            labels = cast("LogLabels", task.writer)  # it has `unlabelled`: the MongoDB writer
+            nursery.start_soon(_run_backfill, labels, task.owners, task.reporter, backfilled)
         stats = await pipeline.run(shutdown)
         if backfilled is not None and config.stop_at_end:
             # A replay to the end also finishes the backfill (unless asked to stop first).

@@ -30,7 +30,7 @@ import json
 import re
 from collections.abc import Mapping
 from functools import lru_cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from etrans.domain.addresses import (
     AddressError,
@@ -39,6 +39,9 @@ from etrans.domain.addresses import (
     validate_email,
 )
 from etrans.domain.mime import Attachment, Mailbox, OutgoingEmail
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 # Characters that must never reach an SMTP command line or a header: CR and LF (command and
 # header injection), NUL (truncates lines in C mailers) and lone surrogates (not text: rendering
@@ -227,13 +230,12 @@ def _document(raw: bytes | None) -> Mapping[str, Any]:
     return payload
 
 
-def decode_request(raw: bytes | None) -> OutgoingEmail:
-    """Decode one Kafka send request; :class:`InvalidRequest` when it cannot be sent."""
-    payload = _document(raw)
-    problems = _Problems()
+_Addressing = tuple[str, str, Mailbox, tuple[Mailbox, ...], tuple[Mailbox, ...],
+                    tuple[Mailbox, ...]]
 
-    # First what a Reject event needs: message_id, sender, recipients.
-    get = payload.get
+
+def _addressing(get: Callable[[str], Any], problems: _Problems) -> _Addressing:
+    """What a Reject event needs: message_id, user_id, sender and the recipients."""
     try:
         message_id = get("message_id")
         if type(message_id) is not str:
@@ -250,6 +252,15 @@ def decode_request(raw: bytes | None) -> OutgoingEmail:
         bcc = _mailboxes(get("bcc"), "bcc", problems)
     except ValueError as exc:
         raise InvalidRequest(str(exc)) from None
+    return message_id, user_id, sender, to, cc, bcc
+
+
+def decode_request(raw: bytes | None) -> OutgoingEmail:
+    """Decode one Kafka send request; :class:`InvalidRequest` when it cannot be sent."""
+    payload = _document(raw)
+    problems = _Problems()
+    get = payload.get
+    message_id, user_id, sender, to, cc, bcc = _addressing(get, problems)
     if not (to or cc or bcc):
         raise InvalidRequest("no recipients")
 

@@ -165,6 +165,13 @@ def test_ci_runs_the_readme_test_command():
     assert "-n auto --durations=15" in " ".join(test_section.split())
     # pytest's "no tests collected" (5) must fail the run.
     assert '"$status" -eq 5' in script
+    # The layers and the types are checked before the tests, and a violation fails the run
+    # (set -e), as the README says.
+    checks = [script.index(".venv/bin/lint-imports"), script.index(".venv/bin/mypy"),
+              script.index(".venv/bin/pytest")]
+    assert checks == sorted(checks)
+    assert "lint-imports" in test_section
+    assert "mypy" in test_section
 
 
 # -- documentation matches the code ---------------------------------------------------------

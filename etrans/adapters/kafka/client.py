@@ -70,8 +70,9 @@ class PublishFailure:
     @classmethod
     def of_delivery_error(cls, err: Any) -> PublishFailure:
         """From the ``KafkaError`` of a delivery report."""
-        kind = "unreachable" if cls._not_the_records_fault(err) else "answered"
-        return cls(kind, str(err))
+        if cls._not_the_records_fault(err):
+            return cls("unreachable", str(err))
+        return cls("answered", str(err))
 
     @classmethod
     def of_produce_error(cls, exc: Exception) -> PublishFailure:
@@ -90,7 +91,7 @@ class KafkaAdmin:
     def __init__(self, settings: KafkaSettings, *, timeout: float = 3.0) -> None:
         from confluent_kafka.admin import AdminClient
 
-        self._admin = AdminClient(settings.librdkafka("admin"))
+        self._admin = AdminClient({**settings.librdkafka("admin")})
         self._timeout = timeout
         self._probe_limiter = trio.CapacityLimiter(1)  # /readyz: one list_topics at a time
 

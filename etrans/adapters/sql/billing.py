@@ -15,8 +15,9 @@ from __future__ import annotations
 
 from datetime import datetime
 from decimal import Decimal
+from typing import ClassVar
 
-from sqlalchemy import Boolean, Numeric, String, Text, func, text
+from sqlalchemy import Boolean, Numeric, String, Table, Text, func, text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from etrans.adapters.sql.portable import BIGINT, TIMESTAMPTZ
@@ -24,6 +25,10 @@ from etrans.adapters.sql.portable import BIGINT, TIMESTAMPTZ
 
 class BillingBase(DeclarativeBase):
     """Declarative base of the external Billing DB.  Its metadata must never reach DDL."""
+
+    # Every mapped class here is a plain table: typed so, Core statements accept it
+    # (DeclarativeBase types it as any FromClause).
+    __table__: ClassVar[Table]
 
     type_annotation_map = {
         datetime: TIMESTAMPTZ,

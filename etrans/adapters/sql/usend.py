@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, ClassVar
 
 from sqlalchemy import (
     Boolean,
@@ -37,6 +37,7 @@ from sqlalchemy import (
     MetaData,
     Numeric,
     String,
+    Table,
     Text,
     func,
     text,
@@ -72,6 +73,10 @@ def _now() -> Any:
 
 class UsendBase(DeclarativeBase):
     """Declarative base of the USEND DB; its metadata is what the migrations must produce."""
+
+    # Every mapped class here is a plain table: typed so, Core statements accept it
+    # (DeclarativeBase types it as any FromClause).
+    __table__: ClassVar[Table]
 
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
     type_annotation_map = {

@@ -216,7 +216,7 @@ class UsendRepository:
             return set()
         return await self._db.run(self._existing, ids)
 
-    def _existing(self, ids: list[str]) -> set[str]:
+    def _existing(self, ids: Sequence[str]) -> set[str]:
         found: set[str] = set()
         with self._db.engine.connect() as conn:
             # Chunks: one statement stays far below PostgreSQL's 65,535 bind parameters.

@@ -4,12 +4,17 @@ works (``alembic -x url=postgresql://... upgrade head`` with a config naming thi
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from alembic import context
 from sqlalchemy import create_engine
 from sqlalchemy.pool import NullPool
 
 from etrans.adapters.sql import sqlalchemy_url
 from etrans.adapters.sql.migrations.compare import comparison_options
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Connection
 
 config = context.config
 
@@ -40,7 +45,7 @@ def run_online() -> None:
         _run(connection)
 
 
-def _run(connection: object) -> None:
+def _run(connection: Connection) -> None:
     context.configure(connection=connection, **comparison_options())
     with context.begin_transaction():
         context.run_migrations()
