@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from etrans import __version__
-from etrans.api.schema import PATH_PARAMETER, query_parameters
+from etrans.api.request_input import PATH_PARAMETER
 
 if TYPE_CHECKING:
     from etrans.api.routing import Api, Operation
@@ -88,7 +88,7 @@ def _operation(op: Operation, components: dict[str, Any], *,
         doc["description"] = op.description
     params = [{"name": name, "in": "path", "required": True,
                "schema": PATH_PARAMETER.json_schema()} for name in _path_names(op.path)]
-    params += query_parameters(op.query)
+    params += [param.openapi(name) for name, param in op.query.items()]
     for name, header in op.headers.items():
         param = header.openapi(name)
         param["in"] = "header"

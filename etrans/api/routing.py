@@ -8,7 +8,7 @@ Every endpoint is declared once with :meth:`Api.route`::
 
 The wrapper, in this order: authenticates (401), checks the permission (403), checks the path
 parameters, parses the query string and the JSON body with the declared specs (400: see
-:mod:`etrans.api.schema` for what any request is held to), then calls the handler with a
+:mod:`etrans.api.request_input` for what any request is held to), then calls the handler with a
 :class:`RequestContext`.  A handler returns a JSON-able value (200) or ``(value, status)`` or a
 Quart response.  The same declarations produce ``/openapi.json`` (:mod:`etrans.api.openapi`).
 Routers of other resources (domains, api-keys, ...) use the same :class:`Api` instance.
@@ -25,7 +25,8 @@ from typing import TYPE_CHECKING, Any
 from quart import Response, g, request
 
 from etrans.api.asgi_body import admit_body
-from etrans.api.schema import SchemaError, check_path, decode_json, parse_query
+from etrans.api.request_input import check_path, decode_json, parse_query
+from etrans.api.schema import SchemaError
 from etrans.errors import AppError, InvalidInput, Unauthorized, UpstreamUnavailable
 
 if TYPE_CHECKING:

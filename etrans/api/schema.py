@@ -10,24 +10,17 @@ Specs are immutable dataclasses: :class:`String`, :class:`Integer`, :class:`Bool
 :class:`Array`, :class:`Object` (with :class:`Prop`), :class:`MapOf`, :class:`AnyJson`.
 ``spec.validate(value)`` returns the value (strings/ints as given, objects as plain dicts with
 absent optional fields left out) or raises :class:`SchemaError` listing *every* problem.
-``spec.json_schema()`` is the JSON Schema (OpenAPI 3.1 dialect).  :class:`QueryParam` does the
-same for query strings (values are text; integers are parsed).
+``spec.json_schema()`` is the JSON Schema (OpenAPI 3.1 dialect).  :class:`QueryParam` declares
+a query string argument (values are text; integers are parsed).
 
-Bad input is a 400, never a 500, whatever its shape (docs/api.md, "Errors"):
-
-- every string of a request (path parameters, query values, body strings and keys, at any depth)
-  is refused when it holds a C0 control character (U+0000..U+001F): NUL cannot be stored by
-  PostgreSQL, and the others have no business in names, addresses or ids.  TAB, CR and LF are
-  allowed only where text is free (``String(text=True)``: the html/text bodies, template values);
-- a JSON body is bounded before it is decoded (:func:`decode_json`: size, nesting depth, number
-  of arrays and objects), and NaN, Infinity and numbers beyond a float are refused;
-- path parameters are 1..1024 characters (:func:`check_path`), and timestamps are parsed and
-  range-checked here (:data:`TIMESTAMP`), so the use cases never see one they cannot convert.
+Every string a spec accepts is free of C0 control characters (U+0000..U+001F; TAB, CR and LF
+only where text is free: ``String(text=True)``); the bounds every request is held to before its
+route sees it (JSON size and depth, path parameters, query strings) are in
+:mod:`etrans.api.request_input`.
 """
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -62,7 +55,9 @@ class SchemaError(ValueError):
         super().__init__("; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in errors))
 
 
-class _Errors:
+class ErrorList:
+    """The problems found in one value, in the order met (a spec's ``check`` adds to it)."""
+
     def __init__(self) -> None:
         self.items: list[dict[str, Any]] = []
 
@@ -92,11 +87,11 @@ class Spec:
     def json_schema(self) -> dict[str, Any]:
         raise NotImplementedError
 
-    def check(self, value: Any, loc: Loc, errors: _Errors) -> Any:
+    def check(self, value: Any, loc: Loc, errors: ErrorList) -> Any:
         raise NotImplementedError
 
     def validate(self, value: Any, loc: Loc = ()) -> Any:
-        errors = _Errors()
+        errors = ErrorList()
         result = self.check(value, loc, errors)
         if errors.items:
             raise SchemaError(errors.items)
@@ -137,7 +132,7 @@ class String(Spec):
             schema["example"] = self.example
         return self._described(schema)
 
-    def check(self, value: Any, loc: Loc, errors: _Errors) -> Any:
+    def check(self, value: Any, loc: Loc, errors: ErrorList) -> Any:
         if not isinstance(value, str):
             errors.add(loc, f"must be a string, got {_type_name(value)}", "string_type")
             return None
@@ -181,7 +176,7 @@ class Integer(Spec):
             schema["maximum"] = self.maximum
         return self._described(schema)
 
-    def check(self, value: Any, loc: Loc, errors: _Errors) -> Any:
+    def check(self, value: Any, loc: Loc, errors: ErrorList) -> Any:
         if isinstance(value, float) and value.is_integer():
             value = int(value)
         if isinstance(value, bool) or not isinstance(value, int):
@@ -203,7 +198,7 @@ class Boolean(Spec):
     def json_schema(self) -> dict[str, Any]:
         return self._described({"type": "boolean"})
 
-    def check(self, value: Any, loc: Loc, errors: _Errors) -> Any:
+    def check(self, value: Any, loc: Loc, errors: ErrorList) -> Any:
         if not isinstance(value, bool):
             errors.add(loc, f"must be a boolean, got {_type_name(value)}", "bool_type")
             return None
@@ -223,7 +218,7 @@ class AnyJson(Spec):
     def json_schema(self) -> dict[str, Any]:
         return self._described({})
 
-    def check(self, value: Any, loc: Loc, errors: _Errors) -> Any:
+    def check(self, value: Any, loc: Loc, errors: ErrorList) -> Any:
         if not self.checked:
             return value
         if isinstance(value, str):
@@ -257,7 +252,7 @@ class Array(Spec):
             schema["maxItems"] = self.max_items
         return self._described(schema)
 
-    def check(self, value: Any, loc: Loc, errors: _Errors) -> Any:
+    def check(self, value: Any, loc: Loc, errors: ErrorList) -> Any:
         if not isinstance(value, list):
             errors.add(loc, f"must be an array, got {_type_name(value)}", "list_type")
             return None
@@ -302,7 +297,7 @@ class Object(Spec):
             schema["title"] = self.name
         return self._described(schema)
 
-    def check(self, value: Any, loc: Loc, errors: _Errors) -> Any:
+    def check(self, value: Any, loc: Loc, errors: ErrorList) -> Any:
         if not isinstance(value, dict):
             errors.add(loc, f"must be an object, got {_type_name(value)}", "dict_type")
             return None
@@ -338,7 +333,7 @@ class MapOf(Spec):
             schema["maxProperties"] = self.max_properties
         return self._described(schema)
 
-    def check(self, value: Any, loc: Loc, errors: _Errors) -> Any:
+    def check(self, value: Any, loc: Loc, errors: ErrorList) -> Any:
         if not isinstance(value, dict):
             errors.add(loc, f"must be an object, got {_type_name(value)}", "dict_type")
             return None
@@ -373,45 +368,6 @@ class QueryParam:
         return param
 
 
-def parse_query(params: Mapping[str, QueryParam], args: Mapping[str, str]) -> dict[str, Any]:
-    """Validate query arguments (text) against ``params``; unknown arguments are ignored."""
-    errors = _Errors()
-    result: dict[str, Any] = {}
-    for name, param in params.items():
-        raw = args.get(name)
-        if raw is None:
-            result[name] = param.default
-            continue
-        loc: Loc = ("query", name)
-        if isinstance(param.spec, Integer):
-            try:
-                number = int(raw.strip())
-            except ValueError:
-                errors.add(loc, f"must be an integer, got {raw!r}", "int_parsing")
-                continue
-            result[name] = param.spec.check(number, loc, errors)
-        else:
-            result[name] = param.spec.check(raw, loc, errors)
-    if errors.items:
-        raise SchemaError(errors.items)
-    return result
-
-
-MAX_PATH_PARAMETER = 1024
-PATH_PARAMETER = String(min_length=1, max_length=MAX_PATH_PARAMETER)
-
-
-def check_path(args: Mapping[str, str]) -> dict[str, str]:
-    """Path parameters: 1..1024 characters, no control characters (NUL reached the database
-    as a message id); ``loc`` is ``["path", name]``."""
-    errors = _Errors()
-    for name, value in args.items():
-        PATH_PARAMETER.check(value, ("path", name), errors)
-    if errors.items:
-        raise SchemaError(errors.items)
-    return dict(args)
-
-
 def _timestamp(value: str) -> str | None:
     if not value:
         return None  # an empty filter is no filter
@@ -426,78 +382,6 @@ def _timestamp(value: str) -> str | None:
 # of datetime's range raised OverflowError in the use case: a 500).  The value stays text.
 TIMESTAMP = String(max_length=64, checks=(_timestamp,), format="date-time",
                    pattern_message="must be an ISO-8601 timestamp")
-
-
-# -- JSON bodies ---------------------------------------------------------------------------------
-
-MAX_JSON_DEPTH = 32
-MAX_JSON_CONTAINERS = 100_000
-_JSON_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
-_NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
-
-
-def _json_error(msg: str) -> SchemaError:
-    return SchemaError([{"loc": ["body"], "msg": msg, "type": "json_invalid"}])
-
-
-def _nesting_problem(raw: bytes, max_depth: int, max_containers: int) -> str | None:
-    """Depth and count of arrays/objects, from the bytes (before decoding: a deep document made
-    the decoder raise RecursionError, a 500 on every JSON endpoint)."""
-    if raw.count(b"[") + raw.count(b"{") <= max_depth:
-        return None  # the common case: cannot be deeper, whatever is in strings
-    structure = _JSON_STRING.sub(b"", raw).translate(None, _NOT_BRACKETS)
-    opened = structure.count(b"[") + structure.count(b"{")
-    if opened > max_containers:
-        return f"more than {max_containers} arrays and objects"
-    if opened <= max_depth:
-        return None
-    depth = 0
-    for byte in structure:
-        if byte in (0x5B, 0x7B):  # [ {
-            depth += 1
-            if depth > max_depth:
-                return f"nested deeper than {max_depth} levels"
-        else:
-            depth -= 1
-    return None
-
-
-def _refuse_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not a JSON number")
-
-
-def _finite_float(text: str) -> float:
-    number = float(text)
-    if number in (float("inf"), float("-inf")):
-        raise ValueError(f"number out of range: {text[:40]}")
-    return number
-
-
-def decode_json(raw: bytes, *, max_bytes: int | None = None, max_depth: int = MAX_JSON_DEPTH,
-                max_containers: int = MAX_JSON_CONTAINERS) -> Any:
-    """The JSON document ``raw``, bounded before decoding (size, depth, arrays and objects);
-    NaN, Infinity, numbers that overflow a float, and text that is not valid Unicode (a lone
-    surrogate escape) are refused.  Raises :class:`SchemaError` (``json_invalid``)."""
-    if max_bytes is not None and len(raw) > max_bytes:
-        raise _json_error(f"JSON body larger than {max_bytes} bytes")
-    problem = _nesting_problem(raw, max_depth, max_containers)
-    if problem:
-        raise _json_error(f"Invalid JSON: {problem}")
-    try:
-        value = json.loads(raw, parse_constant=_refuse_constant, parse_float=_finite_float)
-        if _SURROGATE_ESCAPE.search(raw):
-            # "\ud800" alone is valid JSON but no valid text: refuse it here, not in a driver.
-            json.dumps(value, ensure_ascii=False).encode("utf-8")
-    except (ValueError, UnicodeError, RecursionError) as exc:
-        raise _json_error(f"Invalid JSON: {exc}") from None
-    return value
-
-
-_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
-
-
-def query_parameters(params: Mapping[str, QueryParam]) -> list[dict[str, Any]]:
-    return [param.openapi(name) for name, param in params.items()]
 
 
 def first_message(errors: Sequence[Mapping[str, Any]]) -> str:

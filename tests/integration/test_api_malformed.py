@@ -20,7 +20,8 @@ from hypothesis import strategies as st
 
 from etrans import bootstrap
 from etrans.api.app import ApiDependencies, create_app
-from etrans.api.schema import MAX_JSON_DEPTH, Object, String
+from etrans.api.request_input import MAX_JSON_DEPTH
+from etrans.api.schema import Object, String
 from tests.integration.sending_api import SendingApi, email, open_sending_api
 
 if TYPE_CHECKING:
