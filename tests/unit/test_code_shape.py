@@ -24,7 +24,6 @@ ALLOWED_MODULES = {
     "etrans/settings.py": "wiring: settings per subcommand (item 4)",
     "etrans/bootstrap.py": "wiring: etrans/bootstrap/ package (item 3)",
     "etrans/adapters/sql/outbox.py": "clients: the outbox behind one store port (item 5)",
-    "etrans/adapters/sql/account_repo.py": "app-accounts: AccountRepo split by aggregate (item 1)",
 }
 # Temporary (issue 14): "path:qualified.name" -> the part of the issue that shortens it.
 ALLOWED_FUNCTIONS = {
@@ -34,7 +33,6 @@ ALLOWED_FUNCTIONS = {
     "etrans/bootstrap.py:_dev_main": "wiring (item 3)",
     "etrans/bootstrap.py:_dev_services": "wiring (item 3)",
     "etrans/api/app.py:create_app": "wiring (item 3)",
-    "etrans/adapters/_net/smtp_session.py:SmtpSession.send_mail": "clients (item 5)",
 }
 
 
