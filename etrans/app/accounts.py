@@ -1,15 +1,15 @@
 """What the account use cases (domains, API keys, senders, billing) depend on, their one
 registration on the :class:`~etrans.app.bus.MessageBus`, and the pack rules they share.
 
-Pack rules:
+Pack rules (the rules themselves are :mod:`etrans.domain.quota`; here they get their facts):
 
-- a domain's pack and sending limits: :func:`etrans.domain.quota.domain_quota`, THE quota rule
-  that POST /emails enforces (``mkt_domain`` limits when set, else the pack of the active
-  subscription / ``mkt_domain.pack_code`` / ``user_pack`` / the default pack FREE):
-  :func:`quota_of`;
-- the domain limit of a user: the largest ``domain_limit`` among the packs of the user's active
-  subscriptions, else that of the user-level pack, else that of the default pack:
-  :func:`domain_limit`.
+- a domain's pack and sending limits: :func:`quota_of`, by
+  :func:`etrans.domain.quota.domain_quota`, THE quota rule that POST /emails enforces
+  (``mkt_domain`` limits when set, else the pack of the active subscription /
+  ``mkt_domain.pack_code`` / ``user_pack`` / the default pack FREE);
+- the domain limit of a user: :func:`domain_limit`, by :func:`etrans.domain.quota.domain_limit`
+  (the largest ``domain_limit`` among the packs of the user's active subscriptions, else that of
+  the user-level pack, else that of the default pack).
 """
 
 from __future__ import annotations
@@ -110,17 +110,17 @@ async def usage_of(deps: AccountDeps, domain_id: int) -> QuotaUsage:
 
 
 async def domain_limit(deps: AccountDeps, user_id: int) -> tuple[int, str | None]:
-    """(how many live domains the user may hold, the pack that says so)."""
-    codes = await deps.subscriptions.active_pack_codes(user_id)
-    packs = [p for p in [await deps.packs.pack(c) for c in sorted(set(codes))] if p]
-    if packs:
-        best = max(packs, key=lambda p: p.domain_limit)
-        return best.domain_limit, best.pack_code
-    code = await deps.subscriptions.user_pack_code(user_id) or deps.default_pack_code
-    pack = await deps.packs.pack(code)
-    if pack is not None:
-        return pack.domain_limit, pack.pack_code
-    return deps.fallback_domain_limit, None
+    """(how many live domains the user may hold, the pack that says so):
+    :func:`etrans.domain.quota.domain_limit` on the user's packs."""
+    codes = sorted(set(await deps.subscriptions.active_pack_codes(user_id)))
+    subscribed = {p.pack_code: p.domain_limit
+                  for p in [await deps.packs.pack(code) for code in codes] if p is not None}
+    user_level = None
+    if not subscribed:
+        code = await deps.subscriptions.user_pack_code(user_id) or deps.default_pack_code
+        pack = await deps.packs.pack(code)
+        user_level = (pack.pack_code, pack.domain_limit) if pack is not None else None
+    return quota_rule.domain_limit(subscribed, user_level, deps.fallback_domain_limit)
 
 
 def published_soon(deps: AccountDeps) -> None:

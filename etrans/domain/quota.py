@@ -1,6 +1,10 @@
 """Sending quota arithmetic: windows, limits, remaining.  Counting itself is atomic in Redis
 (:mod:`etrans.adapters.redis.quota`); this module only says which windows and what they allow.
 
+The one place of the pack rules: :func:`domain_quota` (a domain's sending limits, enforced by
+POST /emails and shown by GET /domains/{id}/quota and current-pack) and :func:`domain_limit` (how
+many domains a user may hold, enforced by POST /domains and shown by current-pack).
+
 Windows are UTC calendar hours, days and months: an hourly limit of 50 admits 50 emails between
 10:00:00 and 10:59:59 UTC.  A limit of ``None`` means unlimited.
 """
@@ -9,6 +13,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
 
 
 @dataclass(frozen=True)
@@ -157,3 +165,19 @@ def domain_quota(facts: QuotaFacts, default_pack_code: str = DEFAULT_PACK_CODE) 
         return DomainQuota(limits, pack.pack_code, pack.pack_name)
     # The chosen code names no catalogue row (a pack the billing system knows and we do not).
     return DomainQuota(limits, code, mkt.pack_name if mkt.pack_code == code else None)
+
+
+def domain_limit(subscribed: Mapping[str, int], user_level: tuple[str, int] | None,
+                 fallback: int) -> tuple[int, str | None]:
+    """How many live domains a user may hold, and the pack that says so: the largest
+    ``domain_limit`` among the packs of the user's active subscriptions (``subscribed``: pack
+    code -> its domain limit; a tie goes to the first code in order), else that of the
+    user-level pack (``user_level``: ``user_pack``, else the default pack; None when that pack
+    is not in the catalogue), else ``fallback``."""
+    if subscribed:
+        code = max(sorted(subscribed), key=lambda c: subscribed[c])
+        return subscribed[code], code
+    if user_level is not None:
+        code, limit = user_level
+        return limit, code
+    return fallback, None

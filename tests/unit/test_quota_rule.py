@@ -8,6 +8,7 @@ from etrans.domain.quota import (
     PackLimits,
     QuotaFacts,
     QuotaLimits,
+    domain_limit,
     domain_quota,
     pack_code_for,
 )
@@ -63,3 +64,10 @@ def test_no_pack_row_is_unlimited_except_mkt_values():
     assert quota.limits == QuotaLimits(daily=None, hourly=9, monthly=None)
     assert (quota.pack_code, quota.pack_name) == ("GONE", "Gone")
     assert domain_quota(facts(packs={})).limits == QuotaLimits()
+
+
+def test_domain_limit_is_the_largest_subscribed_pack_else_the_user_level_pack():
+    assert domain_limit({"PRO": 5, "PAYG": 3}, ("FREE", 1), 1) == (5, "PRO")
+    assert domain_limit({"B": 3, "A": 3}, None, 1) == (3, "A")  # a tie: the first code
+    assert domain_limit({}, ("FREE", 2), 1) == (2, "FREE")
+    assert domain_limit({}, None, 1) == (1, None)  # not even the default pack is known
