@@ -229,16 +229,17 @@ def _account_services(settings: Settings, *, billing_db: Any, usend_db: Any,
     return AccountRoutes(services["bus"], testing_routes=settings.http.enable_testing_routes)
 
 
-def _outbox_relay(settings: Settings, usend: Any, publisher: Any) -> Any:
-    """The outbox relay of ``serve`` and ``dev``: a row that can never be published fails its
-    email and queues Reject events for LOG_TOPIC (default ``email-logs``, as sendmail)."""
+def _outbox_relay(settings: Settings, store: Any, publisher: Any) -> Any:
+    """The outbox relay of ``serve`` and ``dev`` on ``store`` (an OutboxStore: PostgreSQL or
+    SQLite): a row that can never be published fails its email and queues Reject events for
+    LOG_TOPIC (default ``email-logs``, as sendmail)."""
     from etrans.adapters.sql.outbox import OutboxRelay
     from etrans.settings import OutboxSettings
     from etrans.workers.reject_events import outbox_agent, reject_events
 
     assert settings.kafka is not None
     options = settings.outbox or OutboxSettings()
-    return OutboxRelay(usend, publisher, max_attempts=options.max_attempts,
+    return OutboxRelay(store, publisher, max_attempts=options.max_attempts,
                        retention_seconds=options.retention_hours * 3600.0,
                        log_topic=settings.kafka.log_topic or "email-logs",
                        reject_events=partial(reject_events, agent=outbox_agent()))
@@ -333,6 +334,7 @@ def serve(settings: Settings) -> ServiceMain:
     from etrans.adapters.mongo.store import MongoStore
     from etrans.adapters.redis.client import open_redis
     from etrans.adapters.sql import billing_database, usend_database
+    from etrans.adapters.sql.outbox_store import PgOutboxStore
     from etrans.api.app import ApiDependencies, create_app
 
     assert settings.http is not None
@@ -348,7 +350,7 @@ def serve(settings: Settings) -> ServiceMain:
     usend = usend_database(dbs.usend_uri.get(), pool_size=dbs.pool_size)
     producer = KafkaProducer.from_settings(settings.kafka)
     mongo = MongoStore(settings.mongo)
-    relay = _outbox_relay(settings, usend, producer)
+    relay = _outbox_relay(settings, PgOutboxStore.of(usend), producer)
     config = hypercorn_config(settings)
     _mmap_large_allocations()
 
@@ -619,7 +621,7 @@ async def _dev_main(settings: Settings, data_dir: Path, services: _DevServices,
     usend, publisher = services.usend, services.publisher
 
     account = await usend.run(demo.ensure_demo, usend, services.cipher, data_dir)
-    relay = _outbox_relay(settings, usend, publisher)
+    relay = _outbox_relay(settings, services.outbox, publisher)
     authenticator, api_services = _sending_services(settings, billing_db=None, usend_db=usend,
                                              stores=services.stores, relay=relay)
     api_services["accounts"] = _account_services(settings, billing_db=None, usend_db=usend,
@@ -712,6 +714,7 @@ async def _dev_main(settings: Settings, data_dir: Path, services: _DevServices,
 class _DevServices:
     cipher: Any
     usend: Any  # Database: SQLite or PostgreSQL
+    outbox: Any  # OutboxStore of that database
     publisher: Any  # LocalPublisher or KafkaProducer
     source: Any  # the pipelines' message source: LocalTopics.source() or None (Kafka)
     stores: ApiStores
@@ -741,6 +744,7 @@ async def _dev_services(settings: Settings, data_dir: Path, cipher: Any,
         if usend_uri is not None:
             from etrans.adapters.sql import migrations, usend_database
             from etrans.adapters.sql.email_status import EmailStatusUpdater
+            from etrans.adapters.sql.outbox_store import PgOutboxStore
             from etrans.adapters.sql.usend_repo import UsendRepository
             from etrans.settings import redact_uri
 
@@ -748,14 +752,17 @@ async def _dev_services(settings: Settings, data_dir: Path, cipher: Any,
             usend = usend_database(usend_uri.get(), pool_size=settings.databases.pool_size)
             usend_repo: Any = UsendRepository(usend)
             statuses: Any = EmailStatusUpdater(usend)
+            outbox: Any = PgOutboxStore.of(usend)
             stand_ins["usend db"] = redact_uri(usend_uri.get())
         else:
             from etrans.dev import sqlite_db
+            from etrans.dev.sqlite_outbox import SqliteOutboxStore
 
             usend = sqlite_db.sqlite_database(sqlite_path)
             await usend.run(sqlite_db.create_schema, usend)
             usend_repo = sqlite_db.SqliteUsendRepository(usend)
             statuses = sqlite_db.SqliteEmailStatusUpdater(usend)
+            outbox = SqliteOutboxStore(usend)
             stand_ins["usend db"] = f"SQLite {sqlite_path}"
         stack.callback(usend.dispose)
 
@@ -832,6 +839,7 @@ async def _dev_services(settings: Settings, data_dir: Path, cipher: Any,
             stand_ins["logs"] = f"SQLite {data_dir / 'logs.sqlite3'}"
         await writer.ensure_indexes()
 
-        yield _DevServices(cipher=cipher, usend=usend, publisher=publisher, source=source,
+        yield _DevServices(cipher=cipher, usend=usend, outbox=outbox, publisher=publisher,
+                           source=source,
                            stores=stores, credentials=credentials, marks=marks,
                            log_writer=writer, statuses=statuses)

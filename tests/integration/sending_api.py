@@ -143,9 +143,10 @@ def _build(conf: Any, env: dict[str, str], billing_db: Any, redis: TrioRedis, *,
     if with_relay:
         from etrans.adapters.kafka.client import KafkaProducer
         from etrans.adapters.sql.outbox import OutboxRelay
+        from etrans.adapters.sql.outbox_store import PgOutboxStore
 
         producer = KafkaProducer.from_settings(conf.kafka, **{"message.timeout.ms": 60000})
-        relay = OutboxRelay(usend, producer, idle_seconds=0.2)
+        relay = OutboxRelay(PgOutboxStore.of(usend), producer, idle_seconds=0.2)
     stores = bootstrap._redis_api_stores(conf, usend_db=usend, redis=redis, mongo=mongo)
     authenticator, services = bootstrap._sending_services(conf, billing_db=billing, usend_db=usend,
                                                    stores=stores, relay=relay)

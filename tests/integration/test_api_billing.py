@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 
 from etrans.adapters.kafka.client import KafkaProducer
 from etrans.adapters.sql.outbox import OutboxRelay
+from etrans.adapters.sql.outbox_store import PgOutboxStore
 from etrans.adapters.sql.usend import EmailOutbox, LocalUser
 from tests.harness.servers import free_port
 from tests.integration.account_api import (  # noqa: F401 - api is a fixture
@@ -173,7 +174,7 @@ async def test_subscription_changes_publish_billing_events_through_the_outbox(
         dead = KafkaProducer({"bootstrap.servers": f"127.0.0.1:{free_port()}",
                               "message.timeout.ms": 1500})
         try:
-            await OutboxRelay(built.usend, dead).relay_once()
+            await OutboxRelay(PgOutboxStore.of(built.usend), dead).relay_once()
         finally:
             dead.close(1.0)
         with built.usend.engine.connect() as conn:
@@ -186,7 +187,7 @@ async def test_subscription_changes_publish_billing_events_through_the_outbox(
         # The broker is back: the next pass publishes them, in order.
         producer = KafkaProducer({"bootstrap.servers": kafka_bootstrap})
         try:
-            await OutboxRelay(built.usend, producer).relay_once()
+            await OutboxRelay(PgOutboxStore.of(built.usend), producer).relay_once()
         finally:
             producer.close(5.0)
         with built.usend.engine.connect() as conn:

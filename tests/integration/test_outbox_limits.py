@@ -126,11 +126,12 @@ async def test_an_email_kafka_refuses_fails_with_its_reason_and_reject_events(
     for LOG_TOPIC in the format sendmail uses.  It is never tried again."""
     from etrans import bootstrap
     from etrans.adapters.kafka.client import KafkaProducer
+    from etrans.adapters.sql.outbox_store import PgOutboxStore
     from etrans.app.sendmail import reject_event_id
 
     async with open_sending_api(etrans_env, billing_db, USEND_DB_URI=own_usend) as api:
         producer = KafkaProducer.from_settings(api.settings.kafka, **{"message.max.bytes": 20000})
-        relay = bootstrap._outbox_relay(api.settings, api.usend, producer)
+        relay = bootstrap._outbox_relay(api.settings, PgOutboxStore.of(api.usend), producer)
         try:
             user, _, domain = api.sender()
             status, sent = await api.call("POST", "/emails", api.bearer(user), json=email(

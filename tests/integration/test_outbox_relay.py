@@ -17,6 +17,7 @@ from sqlalchemy import func, insert, select, text
 from etrans.adapters.kafka.client import KafkaProducer
 from etrans.adapters.sql import migrations, usend_database
 from etrans.adapters.sql.outbox import OutboxRelay
+from etrans.adapters.sql.outbox_store import PgOutboxStore
 from etrans.adapters.sql.usend import EmailMessage, EmailOutbox
 from tests.harness.servers import TansuBroker, create_topic, unique_name
 
@@ -61,7 +62,7 @@ async def test_trio_pass_publishes_the_stored_bytes_and_survives_a_lost_connecti
                                        "message_id": f"m{i}", "created_at": now}
                                       for i, p in enumerate(payloads)])
     producer = KafkaProducer({"bootstrap.servers": kafka_bootstrap})
-    relay = OutboxRelay(db, producer)
+    relay = OutboxRelay(PgOutboxStore.of(db), producer)
     try:
         assert await relay.relay_once() == (6, 0)
         records = await trio.to_thread.run_sync(
@@ -115,7 +116,7 @@ async def test_unpublishable_rows_at_the_head_do_not_hold_back_a_good_row(
         conn.execute(insert(OUTBOX).values(topic=topic, key="good", payload=b'{"good":1}',
                                            created_at=now))
     producer = KafkaProducer({"bootstrap.servers": kafka_bootstrap, "message.max.bytes": 10_000})
-    relay = OutboxRelay(db, producer)
+    relay = OutboxRelay(PgOutboxStore.of(db), producer)
     try:
         assert await relay.relay_once() == (1, 199)
         records = await trio.to_thread.run_sync(
@@ -147,7 +148,8 @@ async def test_published_rows_are_deleted_after_the_retention_in_batches(
         conn.execute(insert(OUTBOX), [
             {"topic": "t", "key": "pending", "payload": b"{}", "created_at": old},
             {"topic": "t", "key": "failed", "payload": b"{}", "created_at": old, "failed_at": old}])
-    relay = OutboxRelay(db, object(), retention_seconds=24 * 3600)  # type: ignore[arg-type]
+    relay = OutboxRelay(PgOutboxStore.of(db), object(),  # type: ignore[arg-type]
+                        retention_seconds=24 * 3600)
     try:
         assert await relay.delete_published(batch=1000, max_batches=2) == 2000
         assert await relay.delete_published(batch=1000) == 500
@@ -203,7 +205,8 @@ async def test_a_row_the_broker_refuses_max_attempts_times_fails_its_email(
         # Not idempotent: tansu fences an idempotent producer after it refused a batch.
         producer = KafkaProducer({"bootstrap.servers": broker.bootstrap,
                                   "enable.idempotence": False})
-        relay = OutboxRelay(db, producer, max_attempts=3, log_topic=log_topic,
+        relay = OutboxRelay(PgOutboxStore.of(db), producer, max_attempts=3,
+                            log_topic=log_topic,
                             reject_events=partial(reject_events, agent=outbox_agent()))
         try:
             for attempt in (1, 2):
@@ -252,6 +255,7 @@ async def test_etrans_dev_sqlite_upgrades_an_older_data_dir_and_fails_rows_the_s
     is brought up to date at start (rows kept), and the relay's SQLite pass fails a refused
     row and its email like the PostgreSQL pass."""
     from etrans.dev import sqlite_db
+    from etrans.dev.sqlite_outbox import SqliteOutboxStore
 
     db = sqlite_db.sqlite_database(tmp_path / "usend.sqlite3")
     sqlite_db.create_schema(db)
@@ -282,7 +286,7 @@ async def test_etrans_dev_sqlite_upgrades_an_older_data_dir_and_fails_rows_the_s
     sqlite_db.create_schema(db)  # what `etrans dev` does at start
     sqlite_db.create_schema(db)  # and again: idempotent
     producer = KafkaProducer({"bootstrap.servers": kafka_bootstrap, "message.max.bytes": 10_000})
-    relay = OutboxRelay(db, producer)
+    relay = OutboxRelay(SqliteOutboxStore(db), producer)
     try:
         assert await relay.relay_once() == (0, 1)
         assert relay.stats.given_up == 1
@@ -317,7 +321,7 @@ async def test_a_pass_holds_at_most_max_pass_bytes_of_payloads(
                                        "created_at": now} for i, p in enumerate(payloads)])
     producer = KafkaProducer({"bootstrap.servers": kafka_bootstrap,
                               "message.max.bytes": 5_000_000})
-    relay = OutboxRelay(db, producer, max_pass_bytes=2_000_000)
+    relay = OutboxRelay(PgOutboxStore.of(db), producer, max_pass_bytes=2_000_000)
     try:
         assert [await relay.relay_once() for _ in range(4)] == [(1, 0), (1, 0), (1, 0), (0, 0)]
         records = await trio.to_thread.run_sync(
@@ -344,8 +348,8 @@ async def test_the_relay_loop_deletes_old_published_rows_while_every_pass_is_ful
         conn.execute(insert(OUTBOX), [{"topic": topic, "key": f"new{i}", "payload": b"{}",
                                        "created_at": now} for i in range(12)])
     producer = KafkaProducer({"bootstrap.servers": kafka_bootstrap})
-    relay = OutboxRelay(db, producer, batch_size=3, cleanup_every_seconds=0.0,
-                        retention_seconds=3600.0)
+    relay = OutboxRelay(PgOutboxStore.of(db), producer, batch_size=3,
+                        cleanup_every_seconds=0.0, retention_seconds=3600.0)
     done = trio.Event()
 
     def count(*where: Any) -> int:

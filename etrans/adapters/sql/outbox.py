@@ -4,9 +4,10 @@ POST /emails commits the ``email_messages`` row and its outbox row in one transa
 returns; this relay (a task of ``etrans serve``) does the publishing.  So a row never exists
 without being published (or failed, below), and nothing is published without its row.
 
-One pass: open a transaction, ``SELECT ... WHERE published_at IS NULL AND failed_at IS NULL ORDER
-BY attempts, id LIMIT batch FOR UPDATE SKIP LOCKED`` (several ``serve`` processes share the work
-without publishing a row twice), publish every row (``KafkaProducer.publish_many``: the rows of
+One pass, one transaction of the :class:`~etrans.adapters.sql.outbox_store.OutboxStore` (PostgreSQL
+for ``serve``, SQLite for ``etrans dev``): lock the pending rows, ``ORDER BY attempts, id``,
+skipping rows another process holds (several ``serve`` processes share the work without
+publishing a row twice), publish every row (``KafkaProducer.publish_many``: the rows of
 the pass, one wait for all the broker's acks), then, per row, by what the producer said
 (:class:`~etrans.adapters.kafka.client.PublishFailure`):
 
@@ -24,10 +25,9 @@ A failed row gets ``failed_at`` and is never selected again; its email (a row wi
 in the format ``etrans sendmail`` uses, is queued in the same transaction for LOG_TOPIC.  Then
 commit.  Published rows are deleted ``retention`` seconds after publication, 1000 at a time.
 
-On PostgreSQL the pass runs on the Trio thread over a connection of its own
-(:mod:`etrans.adapters._net.trio_pq`: no worker thread competing for the GIL with the requests);
-on SQLite (``etrans dev``) in a worker thread.  Delivery is at-least-once: a crash between the
-ack and the commit publishes those rows again (the message_id lets consumers recognise a repeat).
+The relay decides and publishes; the store holds the rows (no SQL here).  Delivery is
+at-least-once: a crash between the ack and the commit publishes those rows again (the
+message_id lets consumers recognise a repeat).
 
 While the broker is unreachable, publishing waits (up to librdkafka's ``message.timeout.ms``),
 the rows stay pending and are retried with a back-off; requests keep being accepted.  On
@@ -38,105 +38,26 @@ is still pending (the next start publishes it).
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, NamedTuple
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import trio
-from sqlalchemy import delete, func, insert, select, update
 
-from etrans.adapters._net.trio_pq import TrioPqConnection
 from etrans.adapters.kafka.client import PublishFailure
-from etrans.adapters.sql.usend import EmailMessage, EmailOutbox
+from etrans.adapters.sql.outbox_store import FailedRow, OutboxRow, PassOutcome
 from etrans.observability import get_logger
 
 if TYPE_CHECKING:
-    from etrans.adapters.sql import Database
+    from etrans.adapters.sql.outbox_store import OutboxStore
     from etrans.app.ports import EventPublisher
 
 log = get_logger(__name__)
 
-_OUTBOX = EmailOutbox.__table__
-_EMAILS = EmailMessage.__table__
-
 # (payload of the failed row, reason) -> the (key, value) of its Reject events.
 RejectEvents = Callable[[bytes, str], Sequence[tuple[bytes | None, bytes]]]
 
-# Lock the pass's rows and learn their sizes (octet_length does not read a TOASTed payload)...
-_SELECT_PENDING = b"""
-SELECT id, octet_length(payload) FROM email_outbox
-WHERE published_at IS NULL AND failed_at IS NULL
-ORDER BY attempts, id LIMIT $1 FOR UPDATE SKIP LOCKED
-"""
-# ... then read the payloads of those within the byte budget, as plain hex: the same text
-# whatever the server's bytea_output setting.
-_SELECT_ROWS = b"""
-SELECT id, topic, key, encode(payload, 'hex'), message_id, attempts FROM email_outbox
-WHERE id = ANY($1::bigint[]) ORDER BY attempts, id
-"""
-_MARK_PUBLISHED = b"""
-UPDATE email_outbox SET published_at = now(), attempts = attempts + 1 WHERE id = ANY($1::bigint[])
-"""
-_MARK_ANSWERED = b"""
-UPDATE email_outbox SET attempts = attempts + 1, last_error = $2 WHERE id = $1::bigint
-"""
-_MARK_UNREACHABLE = b"""
-UPDATE email_outbox SET last_error = $2 WHERE id = ANY($1::bigint[])
-"""
-_MARK_FAILED = b"""
-UPDATE email_outbox SET failed_at = now(), attempts = attempts + $3::int, last_error = $2
-WHERE id = $1::bigint
-"""
-_FAIL_EMAIL = b"""
-UPDATE email_messages SET status = 'failed', last_event = 'outbox', response = $2,
-    updated_at = now()
-WHERE message_id = $1 AND status = 'queued'
-"""
-_QUEUE_EVENT = b"""
-INSERT INTO email_outbox (topic, key, payload, created_at) VALUES ($1, $2, $3::bytea, now())
-"""
-_DELETE_PUBLISHED = b"""
-DELETE FROM email_outbox WHERE id IN (
-    SELECT id FROM email_outbox WHERE published_at < now() - make_interval(secs => $1::float8)
-    ORDER BY published_at LIMIT $2::int FOR UPDATE SKIP LOCKED)
-"""
-
 # The response of the Reject events of a failed email (the shape of docs/wire-formats.md).
 REJECT_CODE = "554 5.3.4"
-
-
-class _Row(NamedTuple):
-    id: int
-    topic: str
-    key: str | None
-    payload: bytes
-    message_id: str | None = None
-    attempts: int = 0
-
-    @classmethod
-    def from_text(cls, row_id: str | None, topic: str | None, key: str | None,
-                  payload: str | None, message_id: str | None = None,
-                  attempts: str | None = "0") -> _Row:
-        """From the text-format columns of ``_SELECT_PENDING`` (the payload hex-encoded)."""
-        if row_id is None or topic is None or payload is None:  # NOT NULL columns
-            raise ValueError(f"email_outbox row {row_id} without topic or payload")
-        return cls(int(row_id), topic, key, bytes.fromhex(payload), message_id,
-                   int(attempts or 0))
-
-
-@dataclass
-class _Outcome:
-    """What one pass does to its rows."""
-
-    published: list[int] = field(default_factory=list)
-    answered: dict[int, str] = field(default_factory=dict)  # attempts + 1, retried later
-    unreachable: dict[int, str] = field(default_factory=dict)  # retried, attempts unchanged
-    # Rows that can never be published: (row, reason, whether the broker answered this time).
-    failed: list[tuple[_Row, str, bool]] = field(default_factory=list)
-
-    @property
-    def retried(self) -> int:
-        return len(self.answered) + len(self.unreachable)
 
 
 @dataclass
@@ -150,14 +71,14 @@ class RelayStatistics:
 
 
 class OutboxRelay:
-    def __init__(self, db: Database, publisher: EventPublisher, *, batch_size: int = 200,
+    def __init__(self, store: OutboxStore, publisher: EventPublisher, *, batch_size: int = 200,
                  idle_seconds: float = 0.5, linger_seconds: float = 0.05,
                  max_backoff_seconds: float = 10.0, max_attempts: int = 10,
                  retention_seconds: float = 24 * 3600.0, cleanup_every_seconds: float = 10.0,
                  final_pass_seconds: float = 3.0, log_topic: str | None = None,
                  reject_events: RejectEvents | None = None,
                  max_pass_bytes: int = 64 * 1024 * 1024) -> None:
-        self._db = db
+        self._store = store
         self._publisher = publisher
         self._batch = batch_size
         # Payload bytes one pass holds at most (at least one row): 200 emails of 25 MB would
@@ -177,8 +98,6 @@ class OutboxRelay:
         self._log_topic = log_topic
         self._reject_events = reject_events if log_topic else None
         self._wakeup = trio.Event()
-        self._connection = (TrioPqConnection.from_sqlalchemy_url(db.engine.url)
-                            if db.engine.dialect.name == "postgresql" else None)
         self.stats = RelayStatistics()
 
     def statistics(self) -> RelayStatistics:
@@ -213,8 +132,7 @@ class OutboxRelay:
         scope.deadline = min(scope.deadline, trio.current_time() + self._final_pass)
 
     async def aclose(self) -> None:
-        if self._connection is not None:
-            await self._connection.aclose()
+        await self._store.aclose()
 
     async def _relay(self, shutdown_requested: trio.Event | None) -> None:
         backoff = self._idle
@@ -257,14 +175,15 @@ class OutboxRelay:
         outcome = await self._relay_pass()
         return len(outcome.published), outcome.retried + len(outcome.failed)
 
-    async def _relay_pass(self) -> _Outcome:
+    async def _relay_pass(self) -> PassOutcome:
         self.stats.passes += 1
-        if self._connection is not None:
-            outcome = await self._trio_pass(self._connection)
-        else:
-            outcome = await self._db.run(self._pass)
+        outcome = await self._store.relay_pass(self._batch, self._within_budget, self._decide)
         self._count(outcome)
         return outcome
+
+    async def _decide(self, rows: Sequence[OutboxRow]) -> PassOutcome:
+        """Publish the pass's rows; what the store is to write."""
+        return self._outcome(rows, await self._publish_all(rows))
 
     # -- deciding -----------------------------------------------------------------------------
 
@@ -282,9 +201,9 @@ class OutboxRelay:
             total += size
         return ids
 
-    def _outcome(self, rows: Sequence[_Row], results: dict[int, PublishFailure | str | None]
-                 ) -> _Outcome:
-        outcome = _Outcome()
+    def _outcome(self, rows: Sequence[OutboxRow],
+                 results: dict[int, PublishFailure | str | None]) -> PassOutcome:
+        outcome = PassOutcome()
         for row in rows:
             result = results.get(row.id)
             if result is None:
@@ -294,28 +213,32 @@ class OutboxRelay:
                        else PublishFailure("unreachable", str(result)))
             error = failure.error[:500]
             if failure.kind == "refused":
-                outcome.failed.append((row, f"the Kafka producer refused the record: {error}",
-                                       False))
+                outcome.failed.append(self._failed(
+                    row, f"the Kafka producer refused the record: {error}", answered=False))
             elif failure.kind == "answered" and row.attempts + 1 >= self._max_attempts:
-                outcome.failed.append((row, f"the Kafka broker refused the record "
-                                            f"{row.attempts + 1} times: {error}", True))
+                outcome.failed.append(self._failed(
+                    row, f"the Kafka broker refused the record {row.attempts + 1} times: {error}",
+                    answered=True))
             elif failure.kind == "answered":
                 outcome.answered[row.id] = error
             else:
                 outcome.unreachable[row.id] = error
         return outcome
 
-    def _events_of(self, row: _Row, response: str) -> Sequence[tuple[bytes | None, bytes]]:
-        if self._reject_events is None or row.message_id is None:
-            return ()
+    def _failed(self, row: OutboxRow, reason: str, *, answered: bool) -> FailedRow:
+        """The row fails; its email's Reject events (LOG_TOPIC) go with it."""
+        failed = FailedRow(row, reason, answered)
+        if self._reject_events is None or self._log_topic is None or row.message_id is None:
+            return failed
         try:
-            return self._reject_events(row.payload, response)
+            events = self._reject_events(row.payload, f"{REJECT_CODE} {failed.response}")
         except Exception as exc:  # an unreadable payload: the email still fails
             log.warning("no Reject events for a failed outbox row", row_id=row.id,
                         error=repr(exc))
-            return ()
+            return failed
+        return failed._replace(events=[(self._log_topic, key, value) for key, value in events])
 
-    def _count(self, outcome: _Outcome) -> None:
+    def _count(self, outcome: PassOutcome) -> None:
         self.stats.published += len(outcome.published)
         self.stats.failed += outcome.retried + len(outcome.failed)
         self.stats.given_up += len(outcome.failed)
@@ -324,94 +247,11 @@ class OutboxRelay:
             self.stats.last_error = errors[0]
             log.warning("outbox publish failed", failed=len(errors),
                         published=len(outcome.published), error=errors[0])
-        for row, reason, _ in outcome.failed:
-            self.stats.last_error = reason
-            log.error("outbox row failed: never published", row_id=row.id, topic=row.topic,
-                      message_id=row.message_id, reason=reason)
-
-    # -- PostgreSQL, on the Trio thread ----------------------------------------------------------
-
-    async def _trio_pass(self, conn: TrioPqConnection) -> _Outcome:
-        await conn.execute(b"BEGIN")
-        try:
-            found = await conn.execute(_SELECT_PENDING, [str(self._batch)])
-            ids = self._within_budget([(int(i or 0), int(n or 0)) for i, n in found.rows])
-            rows: list[_Row] = []
-            if ids:
-                found = await conn.execute(_SELECT_ROWS, [_pg_array(ids)])
-                rows = [_Row.from_text(*values) for values in found.rows]
-            outcome = self._outcome(rows, await self._publish_all(rows) if rows else {})
-            if outcome.published:
-                await conn.execute(_MARK_PUBLISHED, [_pg_array(outcome.published)])
-            for row_id, error in outcome.answered.items():
-                await conn.execute(_MARK_ANSWERED, [str(row_id), error])
-            if outcome.unreachable:
-                await conn.execute(_MARK_UNREACHABLE, [
-                    _pg_array(list(outcome.unreachable)), next(iter(outcome.unreachable.values()))])
-            for row, reason, answered in outcome.failed:
-                await conn.execute(_MARK_FAILED, [str(row.id), reason, "1" if answered else "0"])
-                if row.message_id is None:
-                    continue
-                response = f"etrans: not queued for delivery: {reason}"
-                await conn.execute(_FAIL_EMAIL, [row.message_id, response])
-                for key, value in self._events_of(row, f"{REJECT_CODE} {response}"):
-                    await conn.execute(_QUEUE_EVENT, [
-                        self._log_topic, key, b"\\x" + value.hex().encode()])
-            await conn.execute(b"COMMIT")
-        except BaseException:
-            # Roll back, shielded but within 5 s (a ROLLBACK that fails or is cut short closes
-            # the connection: the transaction goes with it, the next pass reconnects).
-            with trio.move_on_after(5) as cleanup:
-                cleanup.shield = True
-                if conn.connected:  # else the transaction went with the connection
-                    try:
-                        await conn.execute(b"ROLLBACK")
-                    except Exception:
-                        await conn.aclose()
-            raise
-        return outcome
-
-    # -- SQLite (etrans dev), in a worker thread -------------------------------------------------
-
-    def _pass(self) -> _Outcome:
-        c = _OUTBOX.c
-        pending = (select(c.id, func.length(c.payload))
-                   .where(c.published_at.is_(None), c.failed_at.is_(None))
-                   .order_by(c.attempts, c.id).limit(self._batch)
-                   .with_for_update(skip_locked=True))
-        with self._db.engine.begin() as conn:
-            ids = self._within_budget([(r[0], r[1] or 0) for r in conn.execute(pending).all()])
-            if not ids:
-                return _Outcome()
-            query = (select(c.id, c.topic, c.key, c.payload, c.message_id, c.attempts)
-                     .where(c.id.in_(ids)).order_by(c.attempts, c.id))
-            rows = [_Row(r.id, r.topic, r.key, bytes(r.payload), r.message_id, r.attempts)
-                    for r in conn.execute(query).all()]
-            outcome = self._outcome(rows, trio.from_thread.run(self._publish_all, rows))
-            now = datetime.now(UTC)
-            if outcome.published:
-                conn.execute(update(_OUTBOX).where(c.id.in_(outcome.published))
-                             .values(published_at=now, attempts=c.attempts + 1))
-            for row_id, error in outcome.answered.items():
-                conn.execute(update(_OUTBOX).where(c.id == row_id)
-                             .values(attempts=c.attempts + 1, last_error=error))
-            for row_id, error in outcome.unreachable.items():
-                conn.execute(update(_OUTBOX).where(c.id == row_id).values(last_error=error))
-            for row, reason, answered in outcome.failed:
-                conn.execute(update(_OUTBOX).where(c.id == row.id).values(
-                    failed_at=now, attempts=c.attempts + int(answered), last_error=reason))
-                if row.message_id is None:
-                    continue
-                response = f"etrans: not queued for delivery: {reason}"
-                conn.execute(update(_EMAILS).where(_EMAILS.c.message_id == row.message_id,
-                                                   _EMAILS.c.status == "queued")
-                             .values(status="failed", last_event="outbox", response=response,
-                                     updated_at=now))
-                for key, value in self._events_of(row, f"{REJECT_CODE} {response}"):
-                    conn.execute(insert(_OUTBOX).values(
-                        topic=self._log_topic, key=key.decode() if key is not None else None,
-                        payload=value, created_at=now))
-        return outcome
+        for failed in outcome.failed:
+            self.stats.last_error = failed.reason
+            log.error("outbox row failed: never published", row_id=failed.row.id,
+                      topic=failed.row.topic, message_id=failed.row.message_id,
+                      reason=failed.reason)
 
     # -- retention ---------------------------------------------------------------------------
 
@@ -429,12 +269,7 @@ class OutboxRelay:
         statement (short transactions), at most ``max_batches`` statements; returns how many."""
         deleted = 0
         for _ in range(max_batches):
-            if self._connection is not None:
-                result = await self._connection.execute(
-                    _DELETE_PUBLISHED, [repr(float(self._retention)), str(batch)])
-                count = result.rowcount
-            else:
-                count = await self._db.run(self._delete_batch, batch)
+            count = await self._store.delete_published(self._retention, batch)
             deleted += count
             if count < batch:
                 break
@@ -445,17 +280,10 @@ class OutboxRelay:
                      retention_hours=round(self._retention / 3600, 2))
         return deleted
 
-    def _delete_batch(self, batch: int) -> int:
-        c = _OUTBOX.c
-        cutoff = datetime.now(UTC) - timedelta(seconds=self._retention)
-        oldest = (select(c.id).where(c.published_at.is_not(None), c.published_at < cutoff)
-                  .order_by(c.published_at).limit(batch))
-        with self._db.engine.begin() as conn:
-            return int(conn.execute(delete(_OUTBOX).where(c.id.in_(oldest))).rowcount or 0)
-
     # -- publishing --------------------------------------------------------------------------
 
-    async def _publish_all(self, rows: Sequence[_Row]) -> dict[int, PublishFailure | str | None]:
+    async def _publish_all(self, rows: Sequence[OutboxRow]
+                           ) -> dict[int, PublishFailure | str | None]:
         publish_many = getattr(self._publisher, "publish_many", None)
         if publish_many is not None:
             # One wait for the whole pass instead of a task and a wake-up per row.
@@ -468,7 +296,7 @@ class OutboxRelay:
             return {row.id: error for row, error in zip(rows, errors, strict=True)}
         outcomes: dict[int, PublishFailure | str | None] = {}
 
-        async def publish(row: _Row) -> None:
+        async def publish(row: OutboxRow) -> None:
             try:
                 key = row.key.encode() if row.key is not None else None
                 await self._publisher.publish(row.topic, bytes(row.payload), key)
@@ -481,6 +309,3 @@ class OutboxRelay:
                 nursery.start_soon(publish, row)
         return outcomes
 
-
-def _pg_array(ids: Sequence[int]) -> str:
-    return "{" + ",".join(map(str, ids)) + "}"

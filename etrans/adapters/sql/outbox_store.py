@@ -1,0 +1,201 @@
+"""Where the outbox relay's rows live: the :class:`OutboxStore` port and its PostgreSQL store.
+
+The relay (:mod:`etrans.adapters.sql.outbox`) decides; a store holds the rows.  One pass is one
+transaction, so the port is one call, :meth:`OutboxStore.relay_pass`: the store locks the
+pending rows (``ORDER BY attempts, id``, skipping rows another process holds), asks the relay
+which of them fit the pass (``choose``), reads those, hands them to the relay to publish
+(``decide``), writes the :class:`PassOutcome` and commits.  A store that fails or is cancelled
+rolls back: the rows stay pending.  :meth:`OutboxStore.delete_published` is the retention.
+
+:class:`PgOutboxStore` runs the pass on the Trio thread over a connection of its own
+(:mod:`etrans.adapters._net.trio_pq`: no worker thread competing for the GIL with the requests
+of ``etrans serve``).  ``etrans dev``'s SQLite store is :mod:`etrans.dev.sqlite_outbox`; both
+pass ``tests/contract/test_outbox_store_contract.py``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, NamedTuple, Protocol
+
+import trio
+
+from etrans.adapters._net.trio_pq import TrioPqConnection
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable, Sequence
+
+    from etrans.adapters.sql import Database
+
+
+
+class OutboxRow(NamedTuple):
+    id: int
+    topic: str
+    key: str | None
+    payload: bytes
+    message_id: str | None = None
+    attempts: int = 0
+
+    @classmethod
+    def from_text(cls, row_id: str | None, topic: str | None, key: str | None,
+                  payload: str | None, message_id: str | None = None,
+                  attempts: str | None = "0") -> OutboxRow:
+        """From text-format columns (the payload hex-encoded)."""
+        if row_id is None or topic is None or payload is None:  # NOT NULL columns
+            raise ValueError(f"email_outbox row {row_id} without topic or payload")
+        return cls(int(row_id), topic, key, bytes.fromhex(payload), message_id,
+                   int(attempts or 0))
+
+
+class FailedRow(NamedTuple):
+    """A row that can never be published: it gets ``failed_at``; its email (when it has a
+    ``message_id``) becomes ``failed`` with ``response``, and ``events`` (topic, key, value: the
+    Reject events for LOG_TOPIC) are queued as new outbox rows in the same transaction."""
+
+    row: OutboxRow
+    reason: str
+    answered: bool  # the broker answered this time: attempts + 1
+    events: Sequence[tuple[str, bytes | None, bytes]] = ()
+
+    @property
+    def response(self) -> str:
+        return f"etrans: not queued for delivery: {self.reason}"
+
+
+@dataclass
+class PassOutcome:
+    """What one pass does to its rows."""
+
+    published: list[int] = field(default_factory=list)
+    answered: dict[int, str] = field(default_factory=dict)  # attempts + 1, retried later
+    unreachable: dict[int, str] = field(default_factory=dict)  # retried, attempts unchanged
+    failed: list[FailedRow] = field(default_factory=list)
+
+    @property
+    def retried(self) -> int:
+        return len(self.answered) + len(self.unreachable)
+
+
+class OutboxStore(Protocol):
+    async def relay_pass(
+            self, limit: int, choose: Callable[[Sequence[tuple[int, int]]], list[int]],
+            decide: Callable[[Sequence[OutboxRow]], Awaitable[PassOutcome]]) -> PassOutcome:
+        """One transaction: lock up to ``limit`` pending rows, read those ``choose`` picks,
+        ``decide`` (publish), write the outcome, commit; nothing chosen: an empty outcome."""
+        ...
+
+    async def delete_published(self, older_than_seconds: float, limit: int) -> int:
+        """Delete up to ``limit`` rows published more than ``older_than_seconds`` ago."""
+        ...
+
+    async def aclose(self) -> None: ...
+
+
+# Lock the pass's rows and learn their sizes (octet_length does not read a TOASTed payload)...
+_SELECT_PENDING = b"""
+SELECT id, octet_length(payload) FROM email_outbox
+WHERE published_at IS NULL AND failed_at IS NULL
+ORDER BY attempts, id LIMIT $1 FOR UPDATE SKIP LOCKED
+"""
+# ... then read the payloads of those within the byte budget, as plain hex: the same text
+# whatever the server's bytea_output setting.
+_SELECT_ROWS = b"""
+SELECT id, topic, key, encode(payload, 'hex'), message_id, attempts FROM email_outbox
+WHERE id = ANY($1::bigint[]) ORDER BY attempts, id
+"""
+_MARK_PUBLISHED = b"""
+UPDATE email_outbox SET published_at = now(), attempts = attempts + 1 WHERE id = ANY($1::bigint[])
+"""
+_MARK_ANSWERED = b"""
+UPDATE email_outbox SET attempts = attempts + 1, last_error = $2 WHERE id = $1::bigint
+"""
+_MARK_UNREACHABLE = b"""
+UPDATE email_outbox SET last_error = $2 WHERE id = ANY($1::bigint[])
+"""
+_MARK_FAILED = b"""
+UPDATE email_outbox SET failed_at = now(), attempts = attempts + $3::int, last_error = $2
+WHERE id = $1::bigint
+"""
+_FAIL_EMAIL = b"""
+UPDATE email_messages SET status = 'failed', last_event = 'outbox', response = $2,
+    updated_at = now()
+WHERE message_id = $1 AND status = 'queued'
+"""
+_QUEUE_EVENT = b"""
+INSERT INTO email_outbox (topic, key, payload, created_at) VALUES ($1, $2, $3::bytea, now())
+"""
+_DELETE_PUBLISHED = b"""
+DELETE FROM email_outbox WHERE id IN (
+    SELECT id FROM email_outbox WHERE published_at < now() - make_interval(secs => $1::float8)
+    ORDER BY published_at LIMIT $2::int FOR UPDATE SKIP LOCKED)
+"""
+
+
+class PgOutboxStore:
+    """:class:`OutboxStore` on PostgreSQL, on the Trio thread (a connection of its own)."""
+
+    def __init__(self, connection: TrioPqConnection) -> None:
+        self._connection = connection
+
+    @classmethod
+    def of(cls, db: Database) -> PgOutboxStore:
+        """A store on its own connection to ``db``'s database."""
+        return cls(TrioPqConnection.from_sqlalchemy_url(db.engine.url))
+
+    async def relay_pass(
+            self, limit: int, choose: Callable[[Sequence[tuple[int, int]]], list[int]],
+            decide: Callable[[Sequence[OutboxRow]], Awaitable[PassOutcome]]) -> PassOutcome:
+        conn = self._connection
+        await conn.execute(b"BEGIN")
+        try:
+            found = await conn.execute(_SELECT_PENDING, [str(limit)])
+            ids = choose([(int(i or 0), int(n or 0)) for i, n in found.rows])
+            outcome = PassOutcome()
+            if ids:
+                found = await conn.execute(_SELECT_ROWS, [_pg_array(ids)])
+                outcome = await decide([OutboxRow.from_text(*values) for values in found.rows])
+                await self._write(outcome)
+            await conn.execute(b"COMMIT")
+        except BaseException:
+            # Roll back, shielded but within 5 s (a ROLLBACK that fails or is cut short closes
+            # the connection: the transaction goes with it, the next pass reconnects).
+            with trio.move_on_after(5) as cleanup:
+                cleanup.shield = True
+                if conn.connected:  # else the transaction went with the connection
+                    try:
+                        await conn.execute(b"ROLLBACK")
+                    except Exception:
+                        await conn.aclose()
+            raise
+        return outcome
+
+    async def _write(self, outcome: PassOutcome) -> None:
+        conn = self._connection
+        if outcome.published:
+            await conn.execute(_MARK_PUBLISHED, [_pg_array(outcome.published)])
+        for row_id, error in outcome.answered.items():
+            await conn.execute(_MARK_ANSWERED, [str(row_id), error])
+        if outcome.unreachable:
+            await conn.execute(_MARK_UNREACHABLE, [
+                _pg_array(list(outcome.unreachable)), next(iter(outcome.unreachable.values()))])
+        for failed in outcome.failed:
+            await conn.execute(_MARK_FAILED, [str(failed.row.id), failed.reason,
+                                              "1" if failed.answered else "0"])
+            if failed.row.message_id is None:
+                continue
+            await conn.execute(_FAIL_EMAIL, [failed.row.message_id, failed.response])
+            for topic, key, value in failed.events:
+                await conn.execute(_QUEUE_EVENT, [topic, key, b"\\x" + value.hex().encode()])
+
+    async def delete_published(self, older_than_seconds: float, limit: int) -> int:
+        result = await self._connection.execute(
+            _DELETE_PUBLISHED, [repr(float(older_than_seconds)), str(limit)])
+        return result.rowcount
+
+    async def aclose(self) -> None:
+        await self._connection.aclose()
+
+
+def _pg_array(ids: Sequence[int]) -> str:
+    return "{" + ",".join(map(str, ids)) + "}"
