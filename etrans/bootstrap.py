@@ -92,7 +92,7 @@ def _sending_services(settings: Settings, *, billing_db: Any, usend_db: Any, sto
     """
     from etrans.adapters.crypto.credentials import CredentialCipher
     from etrans.adapters.http.auth_gateway import HttpAuthGateway
-    from etrans.adapters.sql.billing_repo import IssuedCredentialReader
+    from etrans.adapters.sql.issued_credentials import IssuedCredentialReader
     from etrans.adapters.sql.sending_domains import CredentialDirectory, DomainDirectory
     from etrans.adapters.sql.subscriptions_repo import SqlSubscriptions
     from etrans.api.auth import ApiKeyResolver, Authenticator, JwtVerifier
@@ -106,8 +106,8 @@ def _sending_services(settings: Settings, *, billing_db: Any, usend_db: Any, sto
     http = settings.http
     local_billing = http.billing_v4_uri is None
     usend_repo = stores.usend_repo
-    billing_repo = IssuedCredentialReader(usend_db if local_billing else billing_db,
-                                          local=local_billing)
+    issued = IssuedCredentialReader(usend_db if local_billing else billing_db,
+                                    local=local_billing)
     domains = DomainDirectory(_billing_domains(settings, billing_db=billing_db,
                                                usend_db=usend_db),
                               SqlSubscriptions(usend_db))
@@ -130,7 +130,7 @@ def _sending_services(settings: Settings, *, billing_db: Any, usend_db: Any, sto
 
     bus = MessageBus()
     email_cases.register(bus, email_cases.EmailService(email_cases.EmailDeps(
-        domains=domains, credentials=CredentialDirectory(usend_repo, billing_repo, cipher),
+        domains=domains, credentials=CredentialDirectory(usend_repo, issued, cipher),
         credential_cache=stores.credential_cache, quota=quota, store=usend_repo,
         outbox=relay, topic=settings.kafka.topic,
         max_record_bytes=settings.kafka.max_record_bytes,

@@ -34,18 +34,19 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class BillingTables:
-    users: Any
+    """The ORM classes of one table set (the same columns in both)."""
+
     domain: Any
     dkim: Any
     mkt_domain: Any
 
     @classmethod
     def external(cls) -> BillingTables:
-        return cls(ext.User, ext.Domain, ext.Dkim, ext.MktDomain)
+        return cls(ext.Domain, ext.Dkim, ext.MktDomain)
 
     @classmethod
     def local(cls) -> BillingTables:
-        return cls(own.LocalUser, own.LocalDomain, own.LocalDkim, own.LocalMktDomain)
+        return cls(own.LocalDomain, own.LocalDkim, own.LocalMktDomain)
 
 
 class SqlDomains:

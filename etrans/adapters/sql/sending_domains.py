@@ -27,8 +27,8 @@ if TYPE_CHECKING:
     from datetime import datetime
 
     from etrans.adapters.crypto.credentials import CredentialCipher
-    from etrans.adapters.sql.billing_repo import IssuedCredentialReader
     from etrans.adapters.sql.domains_repo import SqlDomains
+    from etrans.adapters.sql.issued_credentials import IssuedCredentialReader
     from etrans.adapters.sql.subscriptions_repo import SqlSubscriptions
     from etrans.adapters.sql.usend_repo import UsendRepository
 
