@@ -113,6 +113,16 @@ class LocalTopics:
         with self._lock:
             return self._partitions_locked(topic)
 
+    def create_topic(self, topic: str, partitions: int) -> None:
+        """Create ``topic`` with ``partitions`` partitions (ValueError if it exists otherwise)."""
+        with self._lock:
+            count = self._partitions.get(topic)
+            if count is None:
+                self._db.execute("INSERT INTO topics VALUES (?, ?)", (topic, partitions))
+                self._partitions[topic] = count = partitions
+        if count != partitions:
+            raise ValueError(f"topic {topic!r} exists with {count} partitions")
+
     def _partitions_locked(self, topic: str) -> int:
         count = self._partitions.get(topic)
         if count is None:

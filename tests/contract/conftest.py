@@ -4,6 +4,7 @@
 ``kv_store``  the same without the fake, with the raw view of the keys (wire format, expiry)
 ``usend``     the USEND DB's email repository and status updater: PostgreSQL, SQLite
 ``email_store``  the EmailStore alone: fake, PostgreSQL, SQLite
+``topics``    an EventPublisher and the pipeline's message source: in-process topics, Kafka
 
 The services themselves come from the harness plugins of ``tests/conftest.py`` (``redis_url``,
 ``usend_db_url``, ``mongo_uri``, ``kafka_bootstrap``).
@@ -93,3 +94,19 @@ async def usend(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator
 async def email_store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Any]:
     async for backend in _usend(request.param, request, tmp_path):
         yield backend
+
+
+# -- topics ---------------------------------------------------------------------------------------
+
+@pytest.fixture(params=["local", "kafka"])
+def topics(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
+    from tests.contract.topic_backends import KafkaTopics, LocalTopicsBackend
+
+    if request.param == "local":
+        backend: Any = LocalTopicsBackend(tmp_path / "topics.sqlite3")
+    else:
+        backend = KafkaTopics(request.getfixturevalue("kafka_bootstrap"),
+                              request.getfixturevalue("new_topic"),
+                              request.getfixturevalue("kafka_test_config"))
+    yield backend
+    backend.close()

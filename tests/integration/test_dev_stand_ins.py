@@ -1,9 +1,9 @@
 """What is particular to the embedded stand-ins of ``etrans dev`` (their shared contracts with the
 real adapters are in ``tests/contract``):
 
-- the in-process topics keep Kafka's offset semantics (commit after completion, resume from the
-  committed offset after a restart, redelivery of what was not committed, per-key ordering) and
-  drop what every group consumed when the file is opened again;
+- the in-process topics resume from the committed offsets after a restart, replay for a new
+  group or ``from_earliest``, drop what every group consumed when the file is opened again, and
+  spread unkeyed records round-robin;
 - data directories of an older ``etrans dev`` get the columns added since.
 """
 
@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import trio
 
 from etrans.app.records import LogFilter
 from etrans.dev.log_store import SqliteLogStore
@@ -80,39 +79,6 @@ async def test_local_topics_resume_from_committed_offsets(tmp_path: Path) -> Non
     seen.clear()
     await Pipeline(_config(), record, source=topics.source()).run(Shutdown(5.0))
     assert [m.value for m in seen] == [b"new"]
-    topics.close()
-
-
-async def test_what_was_not_committed_is_delivered_again(tmp_path: Path) -> None:
-    topics = LocalTopics(tmp_path / "topics.sqlite3")
-    publisher = LocalPublisher(topics)
-    for i in range(10):
-        await publisher.publish("t", f"{i}".encode())
-    started = trio.Event()
-
-    async def slow_on_5(message: Message) -> None:
-        if message.value == b"5":
-            started.set()
-            await trio.sleep_forever()  # never completes: cancelled at the drain deadline
-
-    shutdown = Shutdown(0.5)
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(Pipeline(_config(stop_at_end=False), slow_on_5,
-                                    source=topics.source()).run, shutdown)
-        await started.wait()
-        await trio.sleep(0.3)  # the others finish and are committed up to 5
-        shutdown.request()
-        nursery.cancel_scope.deadline = trio.current_time() + 2.0
-    assert topics.committed("g", "t", 0) == 5
-
-    seen: list[bytes | None] = []
-
-    async def record(message: Message) -> None:
-        seen.append(message.value)
-
-    await Pipeline(_config(workers=1), record, source=topics.source()).run(Shutdown(5.0))
-    assert seen[0] == b"5"  # redelivered from the committed offset
-    assert set(seen) == {f"{i}".encode() for i in range(5, 10)}
     topics.close()
 
 
