@@ -180,11 +180,6 @@ def thread_cpu_seconds(pid: int, tid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process (all its threads) so far, from /proc."""
-    return sum(cpu_times(pid))
-
-
 CPU_PER_MESSAGE: dict[str, float] = {}  # run name -> CPU microseconds per message
 SYS_PER_MESSAGE: dict[str, float] = {}  # run name -> of which system (kernel) microseconds
 

@@ -18,7 +18,6 @@ No or bad credential: 401 ``{"detail": "Not authenticated"}`` / ``"Invalid API k
 
 from __future__ import annotations
 
-import hashlib
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -245,8 +244,3 @@ class Authenticator:
         if self._jwt is None:
             raise Unauthorized("Bearer tokens are not accepted by this server")
         return self._jwt.verify(token)
-
-
-def credential_fingerprint(value: str) -> str:
-    """A cache key for a credential that never shows the credential itself."""
-    return hashlib.sha256(value.encode("utf-8", "surrogatepass")).hexdigest()

@@ -60,7 +60,6 @@ ADDRESS = String(min_length=3, max_length=640, pattern=NO_LINE_BREAKS,
                  description='"email@domain" or "Name <email@domain>"',
                  example="Acme <hello@example.com>")
 ADDRESS_LIST = Array(ADDRESS, max_items=MAX_RECIPIENTS)
-SINGLE_LINE = String(pattern=NO_LINE_BREAKS, checks=(_no_line_breaks,))
 BODY_TEXT = String(max_length=MAX_EMAIL_BYTES, text=True)
 
 ATTACHMENT = Object(

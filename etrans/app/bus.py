@@ -28,6 +28,3 @@ class MessageBus:
         except KeyError:
             raise LookupError(f"no handler for {type(command).__name__}") from None
         return await handler(command)
-
-    def handles(self, command_type: type) -> bool:
-        return command_type in self._handlers

@@ -41,7 +41,6 @@ log = get_logger(__name__)
 
 # Event_ID namespace of the dev SMTP server's events (uuid5 of "<message_id>\n<recipient>").
 EVENT_NAMESPACE = uuid.UUID("3a4c4b7e-2f0d-5d1e-9a63-6c0e4f1b2d90")
-MAX_LINE = 64 * 1024
 MAX_MESSAGE = 40 * 1024 * 1024
 _ADDRESS = re.compile(r"<([^>]*)>")
 

@@ -49,9 +49,6 @@ class Address:
     def domain(self) -> str:
         return self.email.rsplit("@", 1)[1].lower()
 
-    def formatted(self) -> str:
-        return format_address(self)
-
 
 def has_line_break(value: str) -> bool:
     """True when ``value`` contains CR or LF (or other line separators a mailer may honour)."""

@@ -169,6 +169,16 @@ def test_migrations_never_touch_billing_tables():
     assert "billing" not in env_py.lower()
 
 
+async def in_transaction(db, fn, *args):
+    """``fn(session, *args)`` in a worker thread (``Database.run``), in one transaction."""
+
+    def run():
+        with db.sessions.begin() as session:
+            return fn(session, *args)
+
+    return await db.run(run)
+
+
 async def test_usend_database_round_trip_through_trio_threads(usend_db_url):
     db = usend_database(usend_db_url, pool_size=2)
     try:
@@ -190,8 +200,8 @@ async def test_usend_database_round_trip_through_trio_threads(usend_db_url):
             ).one()
 
         message_id = f"msg_{os.urandom(6).hex()}"
-        row_id = await db.transaction(add, message_id)
-        stored = await db.transaction(get, message_id)
+        row_id = await in_transaction(db, add, message_id)
+        stored = await in_transaction(db, get, message_id)
         assert stored.id == row_id
         assert stored.status == "queued"
         assert stored.to_addresses == ["b@example.test"]
@@ -203,8 +213,8 @@ async def test_usend_database_round_trip_through_trio_threads(usend_db_url):
                             .values(status="lost"))
 
         with pytest.raises(DBAPIError):
-            await db.transaction(bad_status)
-        assert (await db.transaction(get, message_id)).status == "queued"
+            await in_transaction(db, bad_status)
+        assert (await in_transaction(db, get, message_id)).status == "queued"
     finally:
         db.dispose()
 

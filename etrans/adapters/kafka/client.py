@@ -86,21 +86,13 @@ class PublishFailure:
 
 
 class KafkaAdmin:
-    name = "kafka"
+    """The one admin question etrans asks: a topic's size limit, checked at start."""
 
     def __init__(self, settings: KafkaSettings, *, timeout: float = 3.0) -> None:
         from confluent_kafka.admin import AdminClient
 
         self._admin = AdminClient({**settings.librdkafka("admin")})
         self._timeout = timeout
-        self._probe_limiter = trio.CapacityLimiter(1)  # /readyz: one list_topics at a time
-
-    def _list_topics(self) -> None:
-        self._admin.list_topics(timeout=self._timeout)
-
-    async def check(self) -> None:
-        await trio.to_thread.run_sync(self._list_topics, limiter=self._probe_limiter,
-                                      abandon_on_cancel=True)
 
     def topic_max_message_bytes(self, topic: str) -> int | None:
         """The topic's ``max.message.bytes`` (DescribeConfigs; blocking, up to the timeout), or
@@ -258,19 +250,12 @@ class KafkaProducer:
         await all_answered.wait()
         return errors
 
-    async def wait_flushed(self, seconds: float = 10.0) -> int:
-        """Wait for queued records to be delivered; returns how many are still queued."""
-        return await trio.to_thread.run_sync(self._producer.flush, seconds)
-
     def close(self, timeout: float = 10.0) -> int:
         """Flush (blocking, up to ``timeout``), then stop the polling thread."""
         remaining = self._producer.flush(timeout)
         self._closing.set()
         self._thread.join(timeout=max(1.0, self._poll_timeout * 10))
         return remaining
-
-    def __len__(self) -> int:
-        return len(self._producer)
 
     async def check(self) -> None:
         await trio.to_thread.run_sync(self._list_topics, limiter=self._probe_limiter,

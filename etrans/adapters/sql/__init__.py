@@ -11,7 +11,7 @@ Build the Billing DB's engine with ``make_engine(uri, read_only=True)`` (or
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 import trio
 
@@ -104,18 +104,6 @@ class Database:
     async def run(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         """Run blocking ``fn(*args)`` in a worker thread, at most pool-size at a time."""
         return await trio.to_thread.run_sync(lambda: fn(*args, **kwargs), limiter=self.limiter)
-
-    async def transaction(
-        self, fn: Callable[Concatenate[Session, P], T], *args: P.args, **kwargs: P.kwargs
-    ) -> T:
-        """Run ``fn(session, *args)`` in a worker thread inside one transaction: committed when
-        ``fn`` returns, rolled back when it raises."""
-
-        def in_session() -> T:
-            with self.sessions.begin() as session:
-                return fn(session, *args, **kwargs)
-
-        return await self.run(in_session)
 
     def _ping(self) -> None:
         from sqlalchemy import create_engine, text
