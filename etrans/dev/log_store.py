@@ -12,7 +12,8 @@
   sender, recipient, message_id, source), the same counts for the stats and the same sorts.
 
 Documents keep the fields of ``docs/wire-formats.md``; ``timestamp`` is stored as integer
-microseconds since the epoch (exact ordering and comparison) and returned as an aware UTC datetime;
+microseconds since the epoch, cut to MongoDB's millisecond (exact ordering and comparison), and
+returned as an aware UTC datetime;
 ``source`` and ``user_id`` are NULL where MongoDB's document has no such field.
 """
 
@@ -62,9 +63,11 @@ INDEXES = ["idx_from_domain_timestamp", "idx_user_id_timestamp", "idx_message_id
 
 
 def _micros(moment: datetime) -> int:
+    """Microseconds since the epoch, cut to the millisecond as BSON dates are (stored times and
+    query bounds alike), so that comparisons give MongoDB's answers."""
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
-    return (moment - _EPOCH) // timedelta(microseconds=1)
+    return (moment - _EPOCH) // timedelta(milliseconds=1) * 1000
 
 
 @dataclass(frozen=True)

@@ -190,3 +190,36 @@ async def test_queries_answer_as_mongodb_does(mongo_logs: LogStore, candidate: s
 def _canonical(documents: list[dict[str, Any]]) -> list[str]:
     return sorted(repr(sorted((k, v.astimezone(UTC).isoformat() if isinstance(v, datetime) else v)
                               for k, v in d.items())) for d in documents)
+
+
+@pytest.mark.parametrize("candidate", ["sqlite", "fake"])
+async def test_timestamps_have_mongodbs_millisecond_precision(
+        mongo_logs: LogStore, candidate: str, request: pytest.FixtureRequest) -> None:
+    """BSON dates are milliseconds: a stored time and a query bound lose their microseconds,
+    so an event in the same millisecond as a domain's verification is visible."""
+    events = [{**_events()[0], "Event_ID": f"us-{n}", "message_id": f"us-{n}",
+               "@timestamp": f"2026-03-10T04:00:00.{stamp}+00:00"}
+              for n, stamp in enumerate(("123456", "123999", "124000", "122999"))]
+    documents = [to_document(event) for event in events]
+    if candidate == "fake":
+        reader: Any = FakeLogReader(copy.deepcopy(documents))
+    else:
+        other: LogStore = request.getfixturevalue(f"{candidate}_logs")
+        await other.writer.ensure_indexes()
+        await other.writer.insert(copy.deepcopy(documents))
+        reader = other.reader
+    await mongo_logs.writer.ensure_indexes()
+    await mongo_logs.writer.insert(documents)
+    verified = datetime(2026, 3, 10, 4, 0, 0, 123500, tzinfo=UTC)
+    for query in (
+        LogFilter(owner=None, domains=(("a.example", verified),), sorts=(("message_id", 1),)),
+        LogFilter(owner=None, domains=(("a.example", EARLY),), sorts=(("message_id", 1),),
+                  after=datetime(2026, 3, 10, 4, 0, 0, 123100, tzinfo=UTC),
+                  before=datetime(2026, 3, 10, 4, 0, 0, 124900, tzinfo=UTC)),
+    ):
+        expected = await mongo_logs.reader.page(query, skip=0, limit=10)
+        got = await reader.page(query, skip=0, limit=10)
+        assert [(d["message_id"], d["timestamp"].astimezone(UTC)) for d in got] == [
+            (d["message_id"], d["timestamp"].astimezone(UTC)) for d in expected], query
+        assert sorted(await reader.counts(query), key=repr) == sorted(
+            await mongo_logs.reader.counts(query), key=repr)

@@ -252,17 +252,17 @@ class FakeLogReader:
     documents: list[dict[str, Any]] = field(default_factory=list)
 
     def _visible(self, query: LogFilter, doc: dict[str, Any]) -> bool:
-        moment = doc["timestamp"]
+        moment = _ms(doc["timestamp"])
         if query.owner is not None and doc.get("user_id") == query.owner:
             return True
-        return any(doc.get("from_domain") == name and moment >= since
+        return any(doc.get("from_domain") == name and moment >= _ms(since)
                    for name, since in query.domains)
 
     def _matches(self, query: LogFilter, doc: dict[str, Any]) -> bool:
-        moment = doc["timestamp"]
+        moment = _ms(doc["timestamp"])
         return (self._visible(query, doc)
-                and (query.after is None or moment > query.after)
-                and (query.before is None or moment < query.before)
+                and (query.after is None or moment > _ms(query.after))
+                and (query.before is None or moment < _ms(query.before))
                 and (not query.actions or doc.get("action") in query.actions)
                 and all(getattr(query, name) is None or doc.get(name) == getattr(query, name)
                         for name in ("sender", "recipient", "message_id"))
@@ -285,12 +285,18 @@ class FakeLogReader:
         chosen = [doc for doc in self.documents if self._matches(query, doc)]
         for name, direction in reversed(query.sorts):  # stable sorts, last key first
             chosen.sort(key=lambda d, n=name: _sort_key(d.get(n)), reverse=direction < 0)
-        return [{k: doc[k] for k in _READ_FIELDS if k in doc} for doc in chosen[skip:skip + limit]]
+        return [{k: _ms(doc[k]) if k == "timestamp" else doc[k] for k in _READ_FIELDS if k in doc}
+                for doc in chosen[skip:skip + limit]]
+
+
+def _ms(moment: datetime) -> datetime:
+    """A time as MongoDB keeps it: a BSON date, in milliseconds."""
+    return moment.replace(microsecond=moment.microsecond // 1000 * 1000)
 
 
 def _sort_key(value: Any) -> Any:
     if isinstance(value, datetime):
-        return (value - _EPOCH).total_seconds()
+        return (_ms(value) - _EPOCH).total_seconds()
     return "" if value is None else value
 
 
