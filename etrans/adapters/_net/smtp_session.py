@@ -118,7 +118,7 @@ class SmtpSession:
         stream = self.stream
         # Replies are awaited right after a command was sent: on a plain socket, wait for it
         # to become readable first (a recv now would only fail with EAGAIN).
-        chunk = await (stream.receive_reply(65536) if stream is self.raw  # type: ignore[union-attr]
+        chunk = await (stream.receive_reply(65536) if stream is self.raw
                        else stream.receive_some(65536))
         if not chunk:
             raise EOFError("the SMTP server closed the connection")
@@ -214,7 +214,7 @@ class SmtpSession:
         try:
             if implicit_tls:
                 session.stream = trio.SSLStream(raw, context, server_hostname=host)
-                await session.stream.do_handshake()  # type: ignore[attr-defined]
+                await session.stream.do_handshake()
                 session.tls = True
             greeting = await session.read_reply("(greeting)")
             if greeting.code != 220:
@@ -225,7 +225,7 @@ class SmtpSession:
                 if session._buffer:  # bytes before the handshake: a command injection attempt
                     raise SmtpProtocolError(500, "data after STARTTLS reply", command="STARTTLS")
                 session.stream = trio.SSLStream(raw, context, server_hostname=host)
-                await session.stream.do_handshake()  # type: ignore[attr-defined]
+                await session.stream.do_handshake()
                 session.tls = True
                 await session.hello(local_hostname)
             if credentials is not None and "auth" in session.extensions:

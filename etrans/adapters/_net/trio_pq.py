@@ -42,7 +42,7 @@ from psycopg import pq
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-    from psycopg.pq.abc import PGresult
+    from psycopg.pq.abc import PGconn, PGresult
     from sqlalchemy.engine import URL
 
 
@@ -54,7 +54,7 @@ class QueryResult:
     rowcount: int
 
 
-def _error_from(result: PGresult | None, pgconn: pq.PGconn) -> psycopg.Error:
+def _error_from(result: PGresult | None, pgconn: PGconn) -> psycopg.Error:
     if result is not None:
         message = (result.error_field(pq.DiagnosticField.MESSAGE_PRIMARY)
                    or result.error_message)
@@ -81,7 +81,7 @@ class TrioPqConnection:
         self._conninfo = conninfo.encode()
         self._timeout = timeout
         self._ping_after_idle = ping_after_idle
-        self._pgconn: pq.PGconn | None = None
+        self._pgconn: PGconn | None = None
         self._fd = -1
         self._last_used = 0.0
         self._lock = trio.Lock()
@@ -95,7 +95,7 @@ class TrioPqConnection:
         from sqlalchemy.engine import make_url
 
         parsed = make_url(url)
-        params: dict[str, object] = {
+        params: dict[str, str | int | None] = {
             "host": parsed.host, "port": parsed.port, "dbname": parsed.database,
             "user": parsed.username, "password": parsed.password,
             "connect_timeout": connect_timeout, "application_name": application_name,
@@ -130,7 +130,7 @@ class TrioPqConnection:
             self._last_used = trio.current_time()
             return self._outcome(pgconn, results)
 
-    async def _send(self, pgconn: pq.PGconn, sql: bytes,
+    async def _send(self, pgconn: PGconn, sql: bytes,
                     values: list[bytes | None]) -> list[PGresult]:
         try:
             with trio.fail_after(self._timeout):
@@ -144,7 +144,7 @@ class TrioPqConnection:
             self._close()
             raise
 
-    def _outcome(self, pgconn: pq.PGconn, results: list[PGresult]) -> QueryResult:
+    def _outcome(self, pgconn: PGconn, results: list[PGresult]) -> QueryResult:
         rows: list[tuple[str | None, ...]] = []
         rowcount = 0
         for result in results:
@@ -170,7 +170,7 @@ class TrioPqConnection:
             raise _error_from(None, pgconn)
         return QueryResult(rows=rows, rowcount=rowcount)
 
-    async def _round_trip(self, pgconn: pq.PGconn, sql: bytes,
+    async def _round_trip(self, pgconn: PGconn, sql: bytes,
                           values: list[bytes | None]) -> list[PGresult]:
         # psycopg.pq raises psycopg.OperationalError when the connection fails.
         fd = self._fd
@@ -188,7 +188,7 @@ class TrioPqConnection:
             results.append(result)
 
     @staticmethod
-    async def _wait_read_or_write(pgconn: pq.PGconn, fd: int) -> None:
+    async def _wait_read_or_write(pgconn: PGconn, fd: int) -> None:
         # libpq: while PQflush returns 1, wait for read- or write-readiness; on read-readiness
         # consume input (the server may be answering while we are still sending).
         async def readable() -> None:
