@@ -1,6 +1,7 @@
-"""The Trio-native PostgreSQL connection (etrans.adapters._net.trio_pq) against real PostgreSQL:
-results, psycopg's error classes, a statement larger than libpq's buffers, timeouts and
-cancellation (the connection is dropped and the next statement reconnects), a refused connect."""
+"""Conformance of the Trio-native PostgreSQL connection (etrans.adapters._net.trio_pq) against
+real PostgreSQL: results and text/bytes/NULL parameters, psycopg's error classes, a statement
+larger than libpq's buffers, timeouts and cancellation (the connection is dropped and the next
+statement reconnects), a refused connect, a connection lost while idle or inside a transaction."""
 
 from __future__ import annotations
 
@@ -29,6 +30,14 @@ async def test_rows_nulls_rowcount_and_parameters(conn: TrioPqConnection) -> Non
     inserted = await conn.execute(b"INSERT INTO t SELECT g, NULL FROM generate_series(1, 5) g")
     assert inserted.rowcount == 5
     assert (await conn.execute(b"SELECT count(*) FROM t WHERE b IS NULL")).rows == [("5",)]
+
+
+async def test_bytes_and_null_parameters(conn: TrioPqConnection) -> None:
+    payload = b"\x00\xff not even UTF-8 \\"
+    hex_text = b"\\x" + payload.hex().encode()  # bytea input, as the outbox relay sends it
+    result = await conn.execute(b"SELECT encode($1::bytea, 'hex'), $2::text IS NULL, $3::text",
+                                [hex_text, None, "é".encode()])
+    assert result.rows == [(payload.hex(), "t", "é")]
 
 
 async def test_errors_are_psycopgs_classes_and_the_connection_stays(
