@@ -23,7 +23,8 @@ from etrans.app.billing import (
 )
 from etrans.domain.quota import QuotaLimits
 from etrans.errors import Forbidden, InvalidInput, NotFound
-from tests.unit.fakes_accounts import NOW, AccountWorld, pack
+from tests.unit.fakes_account_stores import pack
+from tests.unit.fakes_accounts import NOW, AccountWorld
 
 
 @pytest.fixture
