@@ -11,6 +11,7 @@ What the use cases rely on (:mod:`etrans.app.ports`):
   ``existing_message_ids`` answers which ids are emails.
 - ApiKeyStore: the live key of a hash (active, not deleted; expiry is the caller's check).
 - SenderCredentials: the user's active sender of the domain, else the most recent one.
+- MessageOwners (fetchlog): who sent each message id that is an email.
 """
 
 from __future__ import annotations
@@ -202,3 +203,17 @@ async def test_the_sender_of_the_domain_else_the_most_recent(usend: Any) -> None
     assert await usend.repo.cache_value(user, "c.example") == "for-b"  # inactive: not used
     assert await usend.repo.cache_value(user, "d.example") == "for-b"
     assert await usend.repo.cache_value(fresh_user(), "a.example") is None
+
+
+async def test_the_owners_of_messages_sent_through_the_api(usend: Any) -> None:
+    """MessageOwners (fetchlog): the user of each id that is an email; SMTP mail is absent."""
+    from etrans.adapters.sql.message_owners import MessageOwnerLookup
+
+    alice, bob = fresh_user(), fresh_user()
+    mine, theirs = new_email(alice), new_email(bob)
+    await usend.repo.save([mine, theirs])
+    owners = MessageOwnerLookup(usend.db)
+    smtp = fresh_id()
+    assert await owners.owners([mine.message_id, theirs.message_id, smtp, ""]) == {
+        mine.message_id: alice, theirs.message_id: bob}
+    assert await owners.owners([]) == {}
