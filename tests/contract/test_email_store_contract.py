@@ -17,15 +17,18 @@ What the use cases rely on (:mod:`etrans.app.ports`):
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 import trio
 
 from etrans.app.records import ApiKeyRecord, EmailFilter
 from etrans.domain.api_keys import Permission
-from etrans.errors import InvalidInput
-from tests.contract.usend_backends import fresh_id, fresh_user, new_email
+from etrans.errors import InvalidInput, RetryLater, UpstreamUnavailable
+from tests.contract.usend_backends import fresh_id, fresh_user, new_email, unreachable_backend
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 T0 = datetime(2026, 3, 10, 14, 30, 15, 123456, tzinfo=UTC)
 
@@ -217,3 +220,25 @@ async def test_the_owners_of_messages_sent_through_the_api(usend: Any) -> None:
     assert await owners.owners([mine.message_id, theirs.message_id, smtp, ""]) == {
         mine.message_id: alice, theirs.message_id: bob}
     assert await owners.owners([]) == {}
+
+
+@pytest.mark.parametrize("name", ["postgres", "sqlite"])
+async def test_a_database_that_does_not_answer(name: str, tmp_path: Path) -> None:
+    """An outage is never a client error nor a wrong answer: authentication answers 503, fetchlog
+    retries later, and a save fails with the store's own error (the use case's 503)."""
+    from etrans.adapters.sql.message_owners import MessageOwnerLookup
+    from etrans.domain.delivery_log import StatusChange
+
+    down = unreachable_backend(name, tmp_path)
+    try:
+        with pytest.raises(UpstreamUnavailable):
+            await down.repo.find_by_hash("a" * 64)
+        with pytest.raises(RetryLater):
+            await down.statuses.apply([StatusChange(fresh_id(), "sent", T0)])
+        with pytest.raises(RetryLater):
+            await MessageOwnerLookup(down.db).owners([fresh_id()])
+        with pytest.raises(Exception) as failed:  # noqa: PT011 - the store's own error
+            await down.repo.save([new_email(fresh_user())])
+        assert not isinstance(failed.value, InvalidInput)
+    finally:
+        await down.close()

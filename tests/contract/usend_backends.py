@@ -104,3 +104,23 @@ def new_email(user_id: int, *, message_id: str | None = None,
     }
     values.update(fields)
     return NewEmail(**values)
+
+
+def unreachable_backend(name: str, tmp_path: Path) -> UsendBackend:
+    """The adapters on a database that does not answer: PostgreSQL on a port nothing listens
+    on, SQLite in a directory that does not exist."""
+    from etrans.adapters.sql import usend_database
+    from etrans.adapters.sql.email_status import EmailStatusUpdater
+    from etrans.adapters.sql.usend_repo import UsendRepository
+    from etrans.dev.sqlite_db import (
+        SqliteEmailStatusUpdater,
+        SqliteUsendRepository,
+        sqlite_database,
+    )
+    from tests.harness.servers import free_port
+
+    if name == "postgres":
+        db = usend_database(f"postgresql://postgres@127.0.0.1:{free_port()}/usend", pool_size=1)
+        return UsendBackend(name, db, UsendRepository(db), EmailStatusUpdater(db))
+    db = sqlite_database(tmp_path / "no-such-dir" / "usend.sqlite3")
+    return UsendBackend(name, db, SqliteUsendRepository(db), SqliteEmailStatusUpdater(db))
