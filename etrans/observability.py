@@ -107,4 +107,6 @@ def configure(service: str, *, level: str = "INFO", json: bool | None = None) ->
 
 
 def get_logger(name: str | None = None) -> structlog.typing.FilteringBoundLogger:
-    return structlog.get_logger(name) if name else structlog.get_logger()
+    logger: structlog.typing.FilteringBoundLogger = (
+        structlog.get_logger(name) if name else structlog.get_logger())
+    return logger

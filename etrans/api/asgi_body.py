@@ -113,7 +113,7 @@ class CompleteBodyBeforeResponse:
 
         async def gated_receive() -> Message:
             await gate.opened.wait()
-            message = await receive()
+            message: Message = await receive()
             track(message)
             return message
 

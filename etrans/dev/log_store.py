@@ -24,7 +24,7 @@ import threading
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import partial
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import trio
 
@@ -32,11 +32,12 @@ from etrans.app.records import LogGroup
 from etrans.domain.delivery_log import DOCUMENT_FIELDS
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping, Sequence
+    from collections.abc import Callable, Mapping, Sequence
     from pathlib import Path
 
     from etrans.app.records import LogFilter
 
+T = TypeVar("T")
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _TEXT_FIELDS = tuple(name for name in DOCUMENT_FIELDS if name != "timestamp")
 _READ_FIELDS = ("event", "timestamp", "action", "response", "sender", "recipient", "from_domain",
@@ -86,7 +87,7 @@ class SqliteLogStore:
         self._lock = threading.Lock()
         self.limiter = trio.CapacityLimiter(4)
 
-    async def _run(self, fn: Any, *args: Any) -> Any:
+    async def _run(self, fn: Callable[..., T], *args: Any) -> T:
         return await trio.to_thread.run_sync(partial(fn, *args), limiter=self.limiter)
 
     # -- LogDocumentWriter -----------------------------------------------------------------------

@@ -12,16 +12,19 @@ is ever sent.
 from __future__ import annotations
 
 from functools import partial
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import trio
 
 from etrans.app.records import LogGroup
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from etrans.adapters.mongo.store import MongoStore
     from etrans.app.records import LogFilter
 
+T = TypeVar("T")
 _PROJECTION = {"_id": 0, "event": 1, "timestamp": 1, "action": 1, "response": 1, "sender": 1,
                "recipient": 1, "from_domain": 1, "to_domain": 1, "message_id": 1, "source": 1}
 
@@ -69,7 +72,7 @@ class MongoLogReader:
     def __init__(self, store: MongoStore) -> None:
         self._store = store
 
-    async def _run(self, fn: Any, *args: Any) -> Any:
+    async def _run(self, fn: Callable[..., T], *args: Any) -> T:
         return await trio.to_thread.run_sync(partial(fn, *args), limiter=self._store.limiter)
 
     async def counts(self, query: LogFilter) -> list[LogGroup]:

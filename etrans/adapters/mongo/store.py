@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import trio
 
@@ -16,7 +16,7 @@ class MongoStore:
     def __init__(self, settings: MongoSettings, *, timeout_ms: int = 3000) -> None:
         from pymongo import MongoClient
 
-        self.client: MongoClient = MongoClient(
+        self.client: MongoClient[dict[str, Any]] = MongoClient(
             settings.uri.get(), serverSelectionTimeoutMS=timeout_ms, connectTimeoutMS=timeout_ms,
             tz_aware=True,
         )
