@@ -143,7 +143,7 @@ def cases(domain: str, api_ids: list[str], count: int) -> list[tuple[str, dict[s
 
 def log_filter(user_id: int, domain: str, verified_at: datetime,
                params: dict[str, str]) -> tuple[LogFilter, int, int]:
-    """The LogFilter GET /logs builds for ``params`` (as etrans.app.logs.LogService does)."""
+    """The LogFilter GET /logs builds for ``params`` (as etrans.app.logs.list_logs does)."""
     cmd = ListLogs(user_id=user_id, page=int(params.get("page", 1)),
                    per_page=int(params.get("per_page", 20)), **{
                        k: v for k, v in params.items() if k not in ("page", "per_page")})

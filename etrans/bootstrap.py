@@ -129,13 +129,13 @@ def _sending_services(settings: Settings, *, billing_db: Any, usend_db: Any, sto
                                   allowed_origins=http.allowed_origins)
 
     bus = MessageBus()
-    email_cases.register(bus, email_cases.EmailService(email_cases.EmailDeps(
+    email_cases.register(bus, email_cases.EmailDeps(
         domains=domains, credentials=CredentialDirectory(usend_repo, issued, cipher),
         credential_cache=stores.credential_cache, quota=quota, store=usend_repo,
         outbox=relay, topic=settings.kafka.topic,
         max_record_bytes=settings.kafka.max_record_bytes,
-    )))
-    log_cases.register(bus, log_cases.LogService(stores.log_reader, usend_repo, domains))
+    ))
+    log_cases.register(bus, log_cases.LogDeps(stores.log_reader, usend_repo, domains))
     services: dict[str, Any] = {
         "bus": bus, "idempotency": stores.idempotency,
         "api_key_cache": key_cache, "quota": quota, "sending_domains": domains,

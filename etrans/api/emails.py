@@ -1,5 +1,7 @@
 """Routes of emails: POST /emails, POST /emails/batch, GET /emails, GET /emails/{message_id}.
 
+Each route turns the request into a command for the bus (use cases: :mod:`etrans.app.emails`)
+and the record it answers into the JSON of ``docs/api.md`` (timestamps in whole seconds).
 The request schemas below validate the requests *and* are published in ``/openapi.json``.
 ``Idempotency-Key`` (POST routes): see :func:`idempotent` and ``docs/api.md``.
 """
@@ -12,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
-from etrans.api.routing import RequestContext, json_response
+from etrans.api.routing import RequestContext, ValidationFailed, json_response
 from etrans.api.schema import (
     NO_LINE_BREAKS,
     TIMESTAMP,
@@ -38,6 +40,7 @@ from etrans.domain.emails import (
     check_base64,
     check_header_name,
 )
+from etrans.domain.timestamps import iso
 from etrans.errors import Conflict, InvalidInput, UpstreamUnavailable
 from etrans.observability import get_logger
 
@@ -45,6 +48,7 @@ if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
 
     from etrans.api.routing import Api
+    from etrans.app.records import BatchOutcome, EmailDetail, EmailList, NewEmail
 
 log = get_logger(__name__)
 
@@ -224,6 +228,39 @@ async def _release(store: Any, scope: str) -> None:
             log.warning("idempotency claim not released", error=str(exc))
 
 
+def accepted_view(new: NewEmail) -> dict[str, Any]:
+    return {"id": new.message_id, "from": new.from_address, "to": new.to, "status": "queued",
+            "created_at": iso(new.created_at, whole_seconds=True)}
+
+
+def batch_view(outcome: BatchOutcome) -> dict[str, Any]:
+    return {"data": [{"id": new.message_id} for new in outcome.sent],
+            "errors": [{"index": r.index, "error": r.error} for r in outcome.rejected]}
+
+
+def list_view(listed: EmailList) -> dict[str, Any]:
+    return {
+        "data": [{"id": e.message_id, "from": e.from_address, "to": e.to, "subject": e.subject,
+                  "status": e.status, "created_at": iso(e.created_at, whole_seconds=True)}
+                 for e in listed.emails],
+        "total": listed.total, "page": listed.page, "per_page": listed.per_page,
+        "stats": listed.stats,
+    }
+
+
+def detail_view(e: EmailDetail) -> dict[str, Any]:
+    return {
+        "id": e.message_id, "from": e.from_address, "to": e.to, "cc": e.cc, "bcc": e.bcc,
+        "reply_to": e.reply_to, "subject": e.subject, "html": e.html, "text": e.text,
+        "headers": e.headers, "tags": e.tags, "attachments": e.attachments,
+        "template_id": e.template_id, "template_data": e.template_data, "status": e.status,
+        "created_at": iso(e.created_at, whole_seconds=True),
+        "sent_at": iso(e.sent_at, whole_seconds=True),
+        "delivered_at": iso(e.delivered_at, whole_seconds=True),
+        "failure_reason": e.failure_reason,
+    }
+
+
 def register(api: Api) -> None:
     bus = api.services.get("bus")
 
@@ -231,39 +268,48 @@ def register(api: Api) -> None:
                tag="Emails", body=SEND_EMAIL, response=SEND_RESPONSE, errors=(409,),
                headers=IDEMPOTENCY_HEADER)
     async def send_email(ctx: RequestContext) -> Any:
-        return await idempotent(api, ctx, "/emails",
-                                lambda: bus.handle(SendEmail(ctx.user_id, ctx.body)))
+        async def send() -> dict[str, Any]:
+            return accepted_view(await bus.handle(SendEmail(ctx.user_id, ctx.body)))
+
+        return await idempotent(api, ctx, "/emails", send)
 
     @api.route("POST", "/emails/batch", permission=Permission.sending_access,
                summary="Send batch emails", tag="Emails", body=SEND_BATCH,
                response=BATCH_RESPONSE, errors=(409,), headers=IDEMPOTENCY_HEADER,
                validate_body=False)
     async def send_batch(ctx: RequestContext) -> Any:
-        from etrans.api.routing import ValidationFailed
+        command = _batch_command(ctx)
 
-        try:
-            envelope = _BATCH_ENVELOPE.validate(ctx.body, ("body",))
-        except SchemaError as exc:
-            raise ValidationFailed(exc.errors) from None
-        valid: list[tuple[int, dict[str, Any]]] = []
-        invalid: list[tuple[int, str]] = []
-        for index, item in enumerate(envelope["emails"]):
-            try:
-                valid.append((index, SEND_EMAIL.validate(item)))
-            except SchemaError as exc:
-                invalid.append((index, first_message(exc.errors)))
-        command = SendBatch(ctx.user_id, valid, invalid)
-        return await idempotent(api, ctx, "/emails/batch", lambda: bus.handle(command))
+        async def send() -> dict[str, Any]:
+            return batch_view(await bus.handle(command))
+
+        return await idempotent(api, ctx, "/emails/batch", send)
 
     @api.route("GET", "/emails", permission=Permission.read_only, summary="List emails",
                tag="Emails", query=LIST_QUERY, response=LIST_RESPONSE)
     async def list_emails(ctx: RequestContext) -> Any:
         q = ctx.query
-        return await bus.handle(ListEmails(
+        return list_view(await bus.handle(ListEmails(
             user_id=ctx.user_id, page=q["page"], per_page=q["per_page"], status=q["status"],
-            created_at_from=q["created_at_from"], created_at_to=q["created_at_to"]))
+            created_at_from=q["created_at_from"], created_at_to=q["created_at_to"])))
 
     @api.route("GET", "/emails/{message_id}", permission=Permission.read_only,
                summary="Get email", tag="Emails", response=EMAIL_DETAIL, errors=(404,))
     async def get_email(ctx: RequestContext) -> Any:
-        return await bus.handle(GetEmail(ctx.user_id, ctx.path["message_id"]))
+        return detail_view(await bus.handle(GetEmail(ctx.user_id, ctx.path["message_id"])))
+
+
+def _batch_command(ctx: RequestContext) -> SendBatch:
+    """The envelope is checked as a whole (a 422); each item on its own (an error by index)."""
+    try:
+        envelope = _BATCH_ENVELOPE.validate(ctx.body, ("body",))
+    except SchemaError as exc:
+        raise ValidationFailed(exc.errors) from None
+    valid: list[tuple[int, dict[str, Any]]] = []
+    invalid: list[tuple[int, str]] = []
+    for index, item in enumerate(envelope["emails"]):
+        try:
+            valid.append((index, SEND_EMAIL.validate(item)))
+        except SchemaError as exc:
+            invalid.append((index, first_message(exc.errors)))
+    return SendBatch(ctx.user_id, valid, invalid)

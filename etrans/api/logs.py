@@ -1,7 +1,9 @@
-"""Route GET /logs (use case :mod:`etrans.app.logs`)."""
+"""Route GET /logs (use case :mod:`etrans.app.logs`): the query to a command for the bus, the
+:class:`~etrans.app.records.LogList` it answers to the JSON of ``docs/api.md``."""
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from etrans.api.schema import (
@@ -16,9 +18,11 @@ from etrans.api.schema import (
 )
 from etrans.app.logs import ListLogs
 from etrans.domain.api_keys import Permission
+from etrans.domain.timestamps import iso
 
 if TYPE_CHECKING:
     from etrans.api.routing import Api, RequestContext
+    from etrans.app.records import LogEntry, LogList
 
 _TEXT = String(max_length=320)
 LOGS_QUERY = {
@@ -51,6 +55,23 @@ LOGS_RESPONSE = Object(name="LogList", properties={
                   required=True)})
 
 
+def entry_view(e: LogEntry) -> dict[str, Any]:
+    timestamp = e.timestamp
+    return {
+        "event": e.event,
+        "timestamp": (iso(timestamp, whole_seconds=True) if isinstance(timestamp, datetime)
+                      else timestamp),
+        "status": e.status, "action": e.action, "action_detail": e.action_detail,
+        "sender": e.sender, "recipient": e.recipient, "from_domain": e.from_domain,
+        "to_domain": e.to_domain, "message_id": e.message_id, "source": e.source,
+    }
+
+
+def list_view(listed: LogList) -> dict[str, Any]:
+    return {"logs": [entry_view(e) for e in listed.logs], "total": listed.total,
+            "page": listed.page, "per_page": listed.per_page, "stats": listed.stats}
+
+
 def register(api: Api) -> None:
     bus = api.services.get("bus")
 
@@ -58,8 +79,8 @@ def register(api: Api) -> None:
                tag="Logs", query=LOGS_QUERY, response=LOGS_RESPONSE)
     async def list_logs(ctx: RequestContext) -> Any:
         q = ctx.query
-        return await bus.handle(ListLogs(
+        return list_view(await bus.handle(ListLogs(
             user_id=ctx.user_id, page=q["page"], per_page=q["per_page"],
             log_before=q["log_before"], log_after=q["log_after"], action=q["action"],
             sender=q["sender"], recipient=q["recipient"], message_id=q["message_id"],
-            source=q["source"], sorts=q["sorts"]))
+            source=q["source"], sorts=q["sorts"])))

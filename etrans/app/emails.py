@@ -7,7 +7,13 @@ credentials (400), quota reserved atomically (400 when exceeded), credentials ca
 quota is given back and the request fails (503): nothing half-done.  The outbox relay publishes.
 Whatever stops a request after its quota was reserved (a failed commit, a dependency down on a
 later batch item, a cancelled request), the reserved quota of every uncommitted email is given
-back (:meth:`EmailService._give_back`).
+back (:func:`_give_back`).
+
+Each use case is a command on the :class:`~etrans.app.bus.MessageBus` whose handler takes
+:class:`EmailDeps` (ports only) and answers records (:mod:`etrans.app.records`): the accepted
+:class:`~etrans.app.records.NewEmail`, a :class:`~etrans.app.records.BatchOutcome`, an
+:class:`~etrans.app.records.EmailList`, an :class:`~etrans.app.records.EmailDetail`;
+:mod:`etrans.api.emails` shapes the JSON (and handles ``Idempotency-Key``).
 """
 
 from __future__ import annotations
@@ -15,11 +21,20 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import trio
 
-from etrans.app.records import EmailFilter, NewEmail
+from etrans.app.records import (
+    BatchOutcome,
+    EmailDetail,
+    EmailFilter,
+    EmailList,
+    EmailSummary,
+    NewEmail,
+    RejectedEmail,
+)
 from etrans.domain import status as status_rules
 from etrans.domain.addresses import parse_address
 from etrans.domain.emails import (
@@ -31,11 +46,14 @@ from etrans.domain.emails import (
     sendmail_message,
 )
 from etrans.domain.quota import exceeded_message
-from etrans.domain.timestamps import iso, parse_timestamp
+from etrans.domain.timestamps import parse_timestamp
 from etrans.errors import AppError, InvalidInput, NotFound, UpstreamUnavailable
 from etrans.observability import get_logger
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from etrans.app.bus import MessageBus
     from etrans.app.ports import (
         CredentialCache,
         EmailStore,
@@ -84,8 +102,14 @@ class GetEmail:
     message_id: str
 
 
-@dataclass
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True)
 class EmailDeps:
+    """Built by :mod:`etrans.bootstrap`: the ports of the send path and the settings it obeys."""
+
     domains: SendingDomains
     credentials: SenderCredentials
     credential_cache: CredentialCache
@@ -93,7 +117,7 @@ class EmailDeps:
     store: EmailStore
     outbox: OutboxNotifier | None
     topic: str
-    clock: Any = field(default=lambda: datetime.now(UTC))
+    clock: Callable[[], datetime] = field(default=_utcnow)
     # KAFKA_MAX_RECORD_BYTES: an email whose Kafka record (key + value) is larger is refused.
     max_record_bytes: int | None = None
 
@@ -106,187 +130,187 @@ def parse_iso(text: str, name: str) -> datetime:
         raise InvalidInput(f"{name}: {exc}") from None
 
 
-class EmailService:
-    def __init__(self, deps: EmailDeps) -> None:
-        self.deps = deps
+# -- sending ---------------------------------------------------------------------------------------
 
-    # -- sending ---------------------------------------------------------------------------------
+async def send_email(deps: EmailDeps, cmd: SendEmail) -> NewEmail:
+    """The accepted email (status queued), committed with its outbox record."""
+    now = deps.clock()
+    new, domain = await _prepare(deps, cmd.user_id, cmd.email, now)
+    await _reserve(deps, domain, now)
+    try:
+        await _commit(deps, [new])
+    except BaseException:
+        await _give_back(deps, [domain], now)
+        raise
+    return new
 
-    async def _prepare(self, user_id: int, email: dict[str, Any], now: datetime
-                       ) -> tuple[NewEmail, SendingDomain]:
-        try:
-            check_email(email)
-            rendered = render_templates(email)
-        except EmailRuleError as exc:
-            raise InvalidInput(str(exc)) from None
-        sender = parse_address(rendered["from"])
-        domain = await self.deps.domains.find(user_id, sender.domain)
-        if domain is None or not domain.verified:
-            raise InvalidInput(DOMAIN_NOT_VERIFIED)
-        credentials = await self.deps.credentials.cache_value(user_id, domain.name)
-        if credentials is None:
-            raise InvalidInput(NO_CREDENTIALS)
-        message_id = new_message_id(domain.name)
-        message = sendmail_message(rendered, message_id=message_id, user_id=user_id)
-        kafka_key = message_id.encode()
-        kafka_value = json.dumps(message, ensure_ascii=False, separators=(",", ":")).encode()
-        self._check_record_size(len(kafka_key) + len(kafka_value))
-        new = NewEmail(
-            message_id=message_id, user_id=user_id, domain_id=domain.id,
-            from_address=rendered["from"], to=list(rendered["to"]),
-            cc=list(rendered.get("cc") or []), bcc=list(rendered.get("bcc") or []),
-            reply_to=rendered.get("reply_to"), subject=rendered["subject"],
-            html=rendered.get("html"), text=rendered.get("text"),
-            headers=rendered.get("headers"), tags=rendered.get("tags"),
-            attachments=[{"filename": a["filename"], "content_type": a["content_type"],
-                          "size": decoded_size(a["content"])}
-                         for a in rendered.get("attachments") or []] or None,
-            template_id=email.get("template_id"), template_data=email.get("template_data"),
-            created_at=now, topic=self.deps.topic, kafka_key=kafka_key, kafka_value=kafka_value,
-        )
-        await self.deps.credential_cache.store(user_id, credentials)
-        return new, domain
 
-    def _check_record_size(self, size: int) -> None:
-        """The record must fit what the producer and the topic take, else it could never be
-        published: refuse it now (400) rather than queue an email that stays Queued."""
-        limit = self.deps.max_record_bytes
-        if limit is not None and size > limit:
-            raise InvalidInput(
-                f"Email too large to queue: its message would be {size} bytes and this server "
-                f"takes at most {limit} (attachments count 4/3 of their size once base64-encoded,"
-                " and the text of a text-only email is carried twice, also as HTML)")
-
-    async def _reserve(self, domain: SendingDomain, now: datetime) -> None:
-        refused = await self.deps.quota.reserve(domain.id, domain.limits, 1, now)
-        if refused is not None:
-            limit = getattr(domain.limits, refused)
-            raise InvalidInput(exceeded_message(refused, limit))
-
-    async def _commit(self, accepted: list[tuple[NewEmail, SendingDomain]]) -> None:
-        """Commit the emails or raise (nothing committed then; the caller gives the quota back).
-        A store never raises Cancelled once it has committed (the group commit's guarantee)."""
-        try:
-            await self.deps.store.save([new for new, _ in accepted])
-        except InvalidInput:
-            raise  # the database refused the data itself: retrying cannot help
-        except Exception as exc:
-            log.error("saving emails failed", error=repr(exc), count=len(accepted))
-            raise UpstreamUnavailable("Could not queue the email, please retry",
-                                      retry_after_seconds=5) from None
-        if self.deps.outbox is not None:
-            self.deps.outbox.notify()
-
-    async def _give_back(self, domains: list[SendingDomain], now: datetime) -> None:
-        """Release the quota reserved for emails that were not committed.  It runs even when
-        the request is being cancelled (shielded, at most 5 s), and a failure is logged, not
-        raised: the request already fails for its own reason."""
-        counts: dict[int, int] = {}
-        for domain in domains:
-            counts[domain.id] = counts.get(domain.id, 0) + 1
-        with trio.CancelScope(shield=True), trio.move_on_after(GIVE_BACK_SECONDS):
-            for domain_id, count in counts.items():
-                try:
-                    await self.deps.quota.release(domain_id, count, now)
-                except Exception as exc:
-                    log.error("giving quota back failed", domain_id=domain_id, count=count,
-                              error=repr(exc))
-
-    async def send_email(self, cmd: SendEmail) -> dict[str, Any]:
-        now = self.deps.clock()
-        new, domain = await self._prepare(cmd.user_id, cmd.email, now)
-        await self._reserve(domain, now)
-        try:
-            await self._commit([(new, domain)])
-        except BaseException:
-            await self._give_back([domain], now)
-            raise
-        return {"id": new.message_id, "from": new.from_address, "to": new.to,
-                "status": "queued", "created_at": iso(now, whole_seconds=True)}
-
-    async def send_batch(self, cmd: SendBatch) -> dict[str, Any]:
-        now = self.deps.clock()
-        errors: list[dict[str, Any]] = [{"index": i, "error": msg} for i, msg in cmd.invalid]
-        accepted: list[tuple[int, NewEmail, SendingDomain]] = []
-        try:
-            for index, email in cmd.emails:
-                try:
-                    new, domain = await self._prepare(cmd.user_id, email, now)
-                    await self._reserve(domain, now)
-                except (InvalidInput, NotFound) as exc:
-                    errors.append({"index": index, "error": _text(exc)})
-                    continue
-                accepted.append((index, new, domain))
-            await self._commit([(new, domain) for _, new, domain in accepted])
-        except BaseException:
-            # Any failure after some reservations (a dependency down on a later item, the
-            # commit, a cancelled request): none of the batch is sent, all of it is given back.
-            await self._give_back([domain for _, _, domain in accepted], now)
-            raise
-        errors.sort(key=lambda e: e["index"])
-        return {"data": [{"id": new.message_id} for _, new, _ in accepted], "errors": errors}
-
-    # -- reading ---------------------------------------------------------------------------------
-
-    async def list_emails(self, cmd: ListEmails) -> dict[str, Any]:
-        labels = None
-        if cmd.status is not None and cmd.status.strip():
+async def send_batch(deps: EmailDeps, cmd: SendBatch) -> BatchOutcome:
+    """What passes is committed in one transaction; the rest is listed by index."""
+    now = deps.clock()
+    rejected = [RejectedEmail(i, msg) for i, msg in cmd.invalid]
+    accepted: list[tuple[NewEmail, SendingDomain]] = []
+    try:
+        for index, email in cmd.emails:
             try:
-                labels = status_rules.parse_status_filter(cmd.status)
-            except status_rules.StatusFilterError as exc:
-                raise InvalidInput(str(exc)) from None
-        start = parse_iso(cmd.created_at_from, "created_at_from") if cmd.created_at_from else None
-        end = parse_iso(cmd.created_at_to, "created_at_to") if cmd.created_at_to else None
-        if start and end and start > end:
-            raise InvalidInput("created_at_from must not be after created_at_to")
-        page = await self.deps.store.list(EmailFilter(
-            user_id=cmd.user_id,
-            raw_statuses=status_rules.raw_statuses(labels) if labels else None,
-            created_from=start, created_to=end, page=cmd.page, per_page=cmd.per_page,
-        ))
-        by_label: dict[str, int] = {}
-        for raw, count in page.status_counts.items():
-            label = status_rules.display_label(raw)
-            by_label[label] = by_label.get(label, 0) + count
-        return {
-            "data": [{
-                "id": row["message_id"], "from": row["from_address"], "to": row["to_addresses"],
-                "subject": row["subject"], "status": status_rules.display_label(row["status"]),
-                "created_at": iso(row["created_at"], whole_seconds=True),
-            } for row in page.rows],
-            "total": sum(by_label.values()),
-            "page": cmd.page,
-            "per_page": cmd.per_page,
-            "stats": status_rules.percentages(by_label),
-        }
+                new, domain = await _prepare(deps, cmd.user_id, email, now)
+                await _reserve(deps, domain, now)
+            except (InvalidInput, NotFound) as exc:
+                rejected.append(RejectedEmail(index, _text(exc)))
+                continue
+            accepted.append((new, domain))
+        await _commit(deps, [new for new, _ in accepted])
+    except BaseException:
+        # Any failure after some reservations (a dependency down on a later item, the
+        # commit, a cancelled request): none of the batch is sent, all of it is given back.
+        await _give_back(deps, [domain for _, domain in accepted], now)
+        raise
+    rejected.sort(key=lambda r: r.index)
+    return BatchOutcome(sent=[new for new, _ in accepted], rejected=rejected)
 
-    async def get_email(self, cmd: GetEmail) -> dict[str, Any]:
-        row = await self.deps.store.get(cmd.user_id, cmd.message_id)
-        if row is None:
-            raise NotFound("Email not found")
-        return {
-            "id": row["message_id"], "from": row["from_address"], "to": row["to_addresses"],
-            "cc": row["cc_addresses"] or [], "bcc": row["bcc_addresses"] or [],
-            "reply_to": row["reply_to"], "subject": row["subject"], "html": row["html"],
-            "text": row["text"], "headers": row["headers"], "tags": row["tags"],
-            "attachments": row["attachments"] or [],
-            "template_id": row["template_id"], "template_data": row["template_data"],
-            "status": status_rules.display_label(row["status"]),
-            "created_at": iso(row["created_at"], whole_seconds=True),
-            "sent_at": iso(row["sent_at"], whole_seconds=True),
-            "delivered_at": iso(row["delivered_at"], whole_seconds=True),
-            # Why a Failed email was never handed to the delivery queue (else null).
-            "failure_reason": row["response"] if row["status"] == status_rules.FAILED.lower()
-            else None,
-        }
+
+async def _prepare(deps: EmailDeps, user_id: int, email: dict[str, Any], now: datetime
+                   ) -> tuple[NewEmail, SendingDomain]:
+    try:
+        check_email(email)
+        rendered = render_templates(email)
+    except EmailRuleError as exc:
+        raise InvalidInput(str(exc)) from None
+    sender = parse_address(rendered["from"])
+    domain = await deps.domains.find(user_id, sender.domain)
+    if domain is None or not domain.verified:
+        raise InvalidInput(DOMAIN_NOT_VERIFIED)
+    credentials = await deps.credentials.cache_value(user_id, domain.name)
+    if credentials is None:
+        raise InvalidInput(NO_CREDENTIALS)
+    message_id = new_message_id(domain.name)
+    message = sendmail_message(rendered, message_id=message_id, user_id=user_id)
+    kafka_key = message_id.encode()
+    kafka_value = json.dumps(message, ensure_ascii=False, separators=(",", ":")).encode()
+    _check_record_size(deps, len(kafka_key) + len(kafka_value))
+    new = NewEmail(
+        message_id=message_id, user_id=user_id, domain_id=domain.id,
+        from_address=rendered["from"], to=list(rendered["to"]),
+        cc=list(rendered.get("cc") or []), bcc=list(rendered.get("bcc") or []),
+        reply_to=rendered.get("reply_to"), subject=rendered["subject"],
+        html=rendered.get("html"), text=rendered.get("text"),
+        headers=rendered.get("headers"), tags=rendered.get("tags"),
+        attachments=[{"filename": a["filename"], "content_type": a["content_type"],
+                      "size": decoded_size(a["content"])}
+                     for a in rendered.get("attachments") or []] or None,
+        template_id=email.get("template_id"), template_data=email.get("template_data"),
+        created_at=now, topic=deps.topic, kafka_key=kafka_key, kafka_value=kafka_value,
+    )
+    await deps.credential_cache.store(user_id, credentials)
+    return new, domain
+
+
+def _check_record_size(deps: EmailDeps, size: int) -> None:
+    """The record must fit what the producer and the topic take, else it could never be
+    published: refuse it now (400) rather than queue an email that stays Queued."""
+    limit = deps.max_record_bytes
+    if limit is not None and size > limit:
+        raise InvalidInput(
+            f"Email too large to queue: its message would be {size} bytes and this server "
+            f"takes at most {limit} (attachments count 4/3 of their size once base64-encoded,"
+            " and the text of a text-only email is carried twice, also as HTML)")
+
+
+async def _reserve(deps: EmailDeps, domain: SendingDomain, now: datetime) -> None:
+    refused = await deps.quota.reserve(domain.id, domain.limits, 1, now)
+    if refused is not None:
+        limit = getattr(domain.limits, refused)
+        raise InvalidInput(exceeded_message(refused, limit))
+
+
+async def _commit(deps: EmailDeps, emails: list[NewEmail]) -> None:
+    """Commit the emails or raise (nothing committed then; the caller gives the quota back).
+    A store never raises Cancelled once it has committed (the group commit's guarantee)."""
+    try:
+        await deps.store.save(emails)
+    except InvalidInput:
+        raise  # the database refused the data itself: retrying cannot help
+    except Exception as exc:
+        log.error("saving emails failed", error=repr(exc), count=len(emails))
+        raise UpstreamUnavailable("Could not queue the email, please retry",
+                                  retry_after_seconds=5) from None
+    if deps.outbox is not None:
+        deps.outbox.notify()
+
+
+async def _give_back(deps: EmailDeps, domains: list[SendingDomain], now: datetime) -> None:
+    """Release the quota reserved for emails that were not committed.  It runs even when
+    the request is being cancelled (shielded, at most 5 s), and a failure is logged, not
+    raised: the request already fails for its own reason."""
+    counts: dict[int, int] = {}
+    for domain in domains:
+        counts[domain.id] = counts.get(domain.id, 0) + 1
+    with trio.CancelScope(shield=True), trio.move_on_after(GIVE_BACK_SECONDS):
+        for domain_id, count in counts.items():
+            try:
+                await deps.quota.release(domain_id, count, now)
+            except Exception as exc:
+                log.error("giving quota back failed", domain_id=domain_id, count=count,
+                          error=repr(exc))
+
+
+# -- reading ---------------------------------------------------------------------------------------
+
+async def list_emails(deps: EmailDeps, cmd: ListEmails) -> EmailList:
+    labels = None
+    if cmd.status is not None and cmd.status.strip():
+        try:
+            labels = status_rules.parse_status_filter(cmd.status)
+        except status_rules.StatusFilterError as exc:
+            raise InvalidInput(str(exc)) from None
+    start = parse_iso(cmd.created_at_from, "created_at_from") if cmd.created_at_from else None
+    end = parse_iso(cmd.created_at_to, "created_at_to") if cmd.created_at_to else None
+    if start and end and start > end:
+        raise InvalidInput("created_at_from must not be after created_at_to")
+    page = await deps.store.list(EmailFilter(
+        user_id=cmd.user_id,
+        raw_statuses=status_rules.raw_statuses(labels) if labels else None,
+        created_from=start, created_to=end, page=cmd.page, per_page=cmd.per_page,
+    ))
+    by_label: dict[str, int] = {}
+    for raw, count in page.status_counts.items():
+        label = status_rules.display_label(raw)
+        by_label[label] = by_label.get(label, 0) + count
+    return EmailList(
+        emails=[EmailSummary(
+            message_id=row["message_id"], from_address=row["from_address"],
+            to=row["to_addresses"], subject=row["subject"],
+            status=status_rules.display_label(row["status"]), created_at=row["created_at"],
+        ) for row in page.rows],
+        total=sum(by_label.values()), page=cmd.page, per_page=cmd.per_page,
+        stats=status_rules.percentages(by_label),
+    )
+
+
+async def get_email(deps: EmailDeps, cmd: GetEmail) -> EmailDetail:
+    row = await deps.store.get(cmd.user_id, cmd.message_id)
+    if row is None:
+        raise NotFound("Email not found")
+    return EmailDetail(
+        message_id=row["message_id"], from_address=row["from_address"], to=row["to_addresses"],
+        cc=row["cc_addresses"] or [], bcc=row["bcc_addresses"] or [],
+        reply_to=row["reply_to"], subject=row["subject"], html=row["html"], text=row["text"],
+        headers=row["headers"], tags=row["tags"], attachments=row["attachments"] or [],
+        template_id=row["template_id"], template_data=row["template_data"],
+        status=status_rules.display_label(row["status"]), created_at=row["created_at"],
+        sent_at=row["sent_at"], delivered_at=row["delivered_at"],
+        # Why a Failed email was never handed to the delivery queue (else None).
+        failure_reason=(row["response"] if row["status"] == status_rules.FAILED.lower()
+                        else None),
+    )
 
 
 def _text(exc: AppError) -> str:
     return exc.detail if isinstance(exc.detail, str) else json.dumps(exc.detail)
 
 
-def register(bus: Any, service: EmailService) -> None:
-    bus.register(SendEmail, service.send_email)
-    bus.register(SendBatch, service.send_batch)
-    bus.register(ListEmails, service.list_emails)
-    bus.register(GetEmail, service.get_email)
+def register(bus: MessageBus, deps: EmailDeps) -> None:
+    bus.register(SendEmail, partial(send_email, deps))
+    bus.register(SendBatch, partial(send_batch, deps))
+    bus.register(ListEmails, partial(list_emails, deps))
+    bus.register(GetEmail, partial(get_email, deps))

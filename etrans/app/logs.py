@@ -9,24 +9,28 @@ queries - one page, one count by (action, event, source) - and no USEND query, w
 of the set.  Documents stored before those fields existed get them from the backfill
 (:func:`etrans.workers.fetchlog.backfill_labels`); until then a page's unlabelled rows are looked
 up in the USEND DB (at most ``per_page`` ids) and they count as SMTP in the stats.
+
+The handler takes :class:`LogDeps` (ports only) and answers a :class:`~etrans.app.records.LogList`
+of :class:`~etrans.app.records.LogEntry` records; :mod:`etrans.api.logs` shapes the JSON.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC
+from datetime import UTC, datetime
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import trio
 
 from etrans.app.emails import parse_iso
-from etrans.app.records import LogFilter
+from etrans.app.records import LogEntry, LogFilter, LogList
 from etrans.domain import status as status_rules
 from etrans.domain.delivery_log import bare_message_id
-from etrans.domain.timestamps import iso
 from etrans.errors import InvalidInput
 
 if TYPE_CHECKING:
+    from etrans.app.bus import MessageBus
     from etrans.app.ports import EmailStore, LogReader, SendingDomains
     from etrans.app.records import LogGroup
 
@@ -79,97 +83,100 @@ def parse_sources(text: str | None) -> set[str]:
     return chosen
 
 
-class LogService:
-    def __init__(self, logs: LogReader, emails: EmailStore, domains: SendingDomains) -> None:
-        self._logs = logs
-        self._emails = emails
-        self._domains = domains
+@dataclass(frozen=True)
+class LogDeps:
+    """Built by :mod:`etrans.bootstrap`: the delivery log, the emails sent through the API (to
+    label documents stored before ``source`` was) and the user's verified domains."""
 
-    async def list_logs(self, cmd: ListLogs) -> dict[str, Any]:
-        before = parse_iso(cmd.log_before, "log_before") if cmd.log_before else None
-        after = parse_iso(cmd.log_after, "log_after") if cmd.log_after else None
-        if before and after and after > before:
-            raise InvalidInput("log_after must not be after log_before")
-        sources = parse_sources(cmd.source)
-        actions = None
-        if cmd.action and cmd.action.strip():
-            actions = tuple(a.strip() for a in cmd.action.split(",") if a.strip())
-        verified = await self._domains.verified_since(cmd.user_id)
-        query = LogFilter(
-            owner=cmd.user_id, domains=tuple(sorted(verified.items())), before=before,
-            after=after, actions=actions, sender=_opt(cmd.sender),
-            recipient=_opt(cmd.recipient), message_id=_opt(cmd.message_id),
-            source=next(iter(sources)) if len(sources) == 1 else None,
-            sorts=parse_sorts(cmd.sorts),
-        )
-        groups: list[LogGroup] = []
-        docs: list[dict[str, Any]] = []
+    logs: LogReader
+    emails: EmailStore
+    domains: SendingDomains
 
-        async def count() -> None:
-            groups.extend(await self._logs.counts(query))
 
-        async def fetch() -> None:
-            docs.extend(await self._logs.page(query, skip=(cmd.page - 1) * cmd.per_page,
-                                              limit=cmd.per_page))
+async def list_logs(deps: LogDeps, cmd: ListLogs) -> LogList:
+    query = await _log_filter(deps, cmd)
+    groups: list[LogGroup] = []
+    docs: list[dict[str, Any]] = []
 
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(count)
-            nursery.start_soon(fetch)
+    async def count() -> None:
+        groups.extend(await deps.logs.counts(query))
 
-        status_counts: dict[str, int] = {}
-        source_counts = {"API": 0, "SMTP": 0}
-        for group in groups:
-            label = status_rules.log_label(group.action, group.event)
-            status_counts[label] = status_counts.get(label, 0) + group.count
-            source_counts["API" if group.source == "API" else "SMTP"] += group.count
-        total = sum(source_counts.values())
+    async def fetch() -> None:
+        docs.extend(await deps.logs.page(query, skip=(cmd.page - 1) * cmd.per_page,
+                                         limit=cmd.per_page))
 
-        # Rows stored before fetchlog recorded ``source`` (not yet backfilled): at most a page.
-        unlabelled = [d.get("message_id") or "" for d in docs if d.get("source") is None]
-        api_ids = await self._emails.existing_message_ids(
-            sorted({bare_message_id(m) for m in unlabelled if m})) if unlabelled else set()
-        for doc in docs:
-            if doc.get("source") is None:
-                api = bare_message_id(doc.get("message_id") or "") in api_ids
-                doc["source"] = "API" if api else "SMTP"
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(count)
+        nursery.start_soon(fetch)
 
-        stats = status_rules.percentages(status_counts)
-        stats += status_rules.percentages({k: v for k, v in source_counts.items() if v},
-                                          order=("API", "SMTP"))
-        return {
-            "logs": [_log(doc) for doc in docs],
-            "total": total,
-            "page": cmd.page,
-            "per_page": cmd.per_page,
-            "stats": stats,
-        }
+    status_counts: dict[str, int] = {}
+    source_counts = {"API": 0, "SMTP": 0}
+    for group in groups:
+        label = status_rules.log_label(group.action, group.event)
+        status_counts[label] = status_counts.get(label, 0) + group.count
+        source_counts["API" if group.source == "API" else "SMTP"] += group.count
+
+    api_ids = await _api_message_ids(deps, docs)
+    stats = status_rules.percentages(status_counts)
+    stats += status_rules.percentages({k: v for k, v in source_counts.items() if v},
+                                      order=("API", "SMTP"))
+    return LogList(logs=[_entry(doc, api_ids) for doc in docs],
+                   total=sum(source_counts.values()), page=cmd.page, per_page=cmd.per_page,
+                   stats=stats)
+
+
+async def _log_filter(deps: LogDeps, cmd: ListLogs) -> LogFilter:
+    """The documents ``cmd`` asks for among those the user may see (400 on a bad filter)."""
+    before = parse_iso(cmd.log_before, "log_before") if cmd.log_before else None
+    after = parse_iso(cmd.log_after, "log_after") if cmd.log_after else None
+    if before and after and after > before:
+        raise InvalidInput("log_after must not be after log_before")
+    sources = parse_sources(cmd.source)
+    actions = None
+    if cmd.action and cmd.action.strip():
+        actions = tuple(a.strip() for a in cmd.action.split(",") if a.strip())
+    verified = await deps.domains.verified_since(cmd.user_id)
+    return LogFilter(
+        owner=cmd.user_id, domains=tuple(sorted(verified.items())), before=before,
+        after=after, actions=actions, sender=_opt(cmd.sender),
+        recipient=_opt(cmd.recipient), message_id=_opt(cmd.message_id),
+        source=next(iter(sources)) if len(sources) == 1 else None,
+        sorts=parse_sorts(cmd.sorts),
+    )
+
+
+async def _api_message_ids(deps: LogDeps, docs: list[dict[str, Any]]) -> set[str]:
+    """Of the page's documents stored before fetchlog recorded ``source`` (not yet backfilled;
+    at most a page), the bare message ids that are rows of ``email_messages``."""
+    unlabelled = [d.get("message_id") or "" for d in docs if d.get("source") is None]
+    if not unlabelled:
+        return set()
+    return await deps.emails.existing_message_ids(
+        sorted({bare_message_id(m) for m in unlabelled if m}))
 
 
 def _opt(value: str | None) -> str | None:
     return value.strip() if value is not None and value.strip() else None
 
 
-def _log(doc: dict[str, Any]) -> dict[str, Any]:
+def _entry(doc: dict[str, Any], api_ids: set[str]) -> LogEntry:
     timestamp = doc.get("timestamp")
-    if timestamp is not None and getattr(timestamp, "tzinfo", None) is None \
-            and hasattr(timestamp, "replace"):
+    if isinstance(timestamp, datetime) and timestamp.tzinfo is None:
         timestamp = timestamp.replace(tzinfo=UTC)
+    source = doc.get("source")
+    if source is None:
+        api = bare_message_id(doc.get("message_id") or "") in api_ids
+        source = "API" if api else "SMTP"
     response = doc.get("response") or ""
-    return {
-        "event": doc.get("event"),
-        "timestamp": (iso(timestamp, whole_seconds=True) if hasattr(timestamp, "astimezone")
-                      else timestamp),
-        "status": status_rules.log_label(doc.get("action"), doc.get("event")),
-        "action": status_rules.smtp_short_code(response) or (doc.get("action") or ""),
-        "action_detail": response,
-        "sender": doc.get("sender"),
-        "recipient": doc.get("recipient"),
-        "from_domain": doc.get("from_domain"),
-        "to_domain": doc.get("to_domain"),
-        "message_id": doc.get("message_id"),
-        "source": doc["source"],
-    }
+    return LogEntry(
+        event=doc.get("event"), timestamp=timestamp,
+        status=status_rules.log_label(doc.get("action"), doc.get("event")),
+        action=status_rules.smtp_short_code(response) or (doc.get("action") or ""),
+        action_detail=response, sender=doc.get("sender"), recipient=doc.get("recipient"),
+        from_domain=doc.get("from_domain"), to_domain=doc.get("to_domain"),
+        message_id=doc.get("message_id"), source=source,
+    )
 
 
-def register(bus: Any, service: LogService) -> None:
-    bus.register(ListLogs, service.list_logs)
+def register(bus: MessageBus, deps: LogDeps) -> None:
+    bus.register(ListLogs, partial(list_logs, deps))

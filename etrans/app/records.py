@@ -11,6 +11,7 @@ if TYPE_CHECKING:
     from datetime import datetime
 
     from etrans.domain.api_keys import Permission
+    from etrans.domain.status import Stat
 
 # What an API key cache holds for a hash with no usable key (see ApiKeyCache).
 MISSING = "missing"
@@ -115,6 +116,106 @@ class LogGroup:
     event: str | None
     source: str | None
     count: int
+
+
+# -- what the email and log use cases answer (api/emails.py and api/logs.py shape the JSON) -----
+
+@dataclass(frozen=True)
+class RejectedEmail:
+    """An item of POST /emails/batch that was not sent: its index in the request and why."""
+
+    index: int
+    error: str
+
+
+@dataclass(frozen=True)
+class BatchOutcome:
+    """POST /emails/batch: the emails committed (in the order of the request) and the items
+    refused (by index).  All of ``sent`` was committed in one transaction."""
+
+    sent: list[NewEmail]
+    rejected: list[RejectedEmail]
+
+
+@dataclass(frozen=True)
+class EmailSummary:
+    """A row of GET /emails; ``status`` is the display label."""
+
+    message_id: str
+    from_address: str
+    to: list[str]
+    subject: str
+    status: str
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class EmailList:
+    """GET /emails: a page, the size of the whole filtered set and its stats by status."""
+
+    emails: list[EmailSummary]
+    total: int
+    page: int
+    per_page: int
+    stats: list[Stat]
+
+
+@dataclass(frozen=True)
+class EmailDetail:
+    """GET /emails/{id}: an email as it was sent, with its display status and, when it Failed,
+    why it was never handed to the delivery queue (``failure_reason``, else None)."""
+
+    message_id: str
+    from_address: str
+    to: list[str]
+    cc: list[str]
+    bcc: list[str]
+    reply_to: str | None
+    subject: str
+    html: str | None
+    text: str | None
+    headers: dict[str, str] | None
+    tags: list[dict[str, str]] | None
+    attachments: list[dict[str, Any]]  # metadata only: filename, content_type, size
+    template_id: str | None
+    template_data: dict[str, Any] | None
+    status: str
+    created_at: datetime
+    sent_at: datetime | None
+    delivered_at: datetime | None
+    failure_reason: str | None
+
+
+@dataclass(frozen=True)
+class LogEntry:
+    """A delivery-log document as GET /logs shows it.  ``timestamp`` is an aware datetime (a
+    naive one as stored is UTC); a document holding something else keeps it as stored.
+    ``status`` is the display label, ``action`` the SMTP code of ``action_detail`` (the
+    server's response) when it has one, else the raw action."""
+
+    event: str | None
+    timestamp: datetime | object
+    status: str
+    action: str
+    action_detail: str
+    sender: str | None
+    recipient: str | None
+    from_domain: str | None
+    to_domain: str | None
+    message_id: str | None
+    source: str  # "API" | "SMTP"
+
+
+@dataclass(frozen=True)
+class LogList:
+    """GET /logs: a page, the size of the whole visible set and its stats (by status, then by
+    source)."""
+
+    logs: list[LogEntry]
+    total: int
+    page: int
+    per_page: int
+    stats: list[Stat]
 
 
 # -- accounts: domains, packs, subscriptions, API keys, senders ----------------------------------

@@ -12,7 +12,11 @@ from __future__ import annotations
 
 import signal
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import replace
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
 import pytest
@@ -20,7 +24,7 @@ import trio
 from sqlalchemy import func, select
 
 from etrans.adapters.sql.usend import EmailMessage
-from etrans.app.emails import SendBatch, SendEmail
+from etrans.app.emails import EmailDeps, SendBatch, SendEmail, send_batch
 from etrans.errors import UpstreamUnavailable
 from tests.harness.servers import RedisServer
 from tests.integration.sending_api import SendingApi, email, open_sending_api
@@ -162,8 +166,21 @@ async def test_a_cancelled_request_releases_its_idempotency_key_at_once(api: Sen
     assert _rows(api, user) == 1
 
 
-def _service(api: SendingApi) -> Any:
-    return _handlers(api)[SendBatch].__self__
+@contextmanager
+def _batch_deps(api: SendingApi, **ports: Any) -> Iterator[None]:
+    """POST /emails/batch on the deps of the app with ``ports`` replaced, for the block."""
+    handlers = _handlers(api)
+    real = handlers[SendBatch]
+    handlers[SendBatch] = partial(send_batch, replace(real.args[0], **ports))
+    try:
+        yield
+    finally:
+        handlers[SendBatch] = real
+
+
+def _deps(api: SendingApi) -> EmailDeps:
+    deps: EmailDeps = _handlers(api)[SendBatch].args[0]
+    return deps
 
 
 async def _hourly_used(api: SendingApi, domain_id: int) -> int:
@@ -173,7 +190,7 @@ async def _hourly_used(api: SendingApi, domain_id: int) -> int:
 async def test_a_failed_batch_gives_back_the_quota_of_every_item(api: SendingApi) -> None:
     user, domain_id, domain = api.sender(daily=None, hourly=3)
     headers = api.bearer(user)
-    deps = _service(api).deps
+    deps = _deps(api)
     domains = deps.domains
 
     class ThirdItemDown:
@@ -187,14 +204,11 @@ async def test_a_failed_batch_gives_back_the_quota_of_every_item(api: SendingApi
         def __getattr__(self, name: str) -> Any:
             return getattr(domains, name)
 
-    deps.domains = ThirdItemDown()
-    try:
+    with _batch_deps(api, domains=ThirdItemDown()):
         items = [email(domain), email(domain), email("down.example.test")]
         response = await api.client.post("/emails/batch", json={"emails": items},
                                           headers=headers)
         assert response.status_code == 503
-    finally:
-        deps.domains = domains
     assert await _hourly_used(api, domain_id) == 0  # was 2: reserved, never sent
 
     # Cancelled while its emails are being written: given back too.
@@ -209,8 +223,7 @@ async def test_a_failed_batch_gives_back_the_quota_of_every_item(api: SendingApi
         def __getattr__(self, name: str) -> Any:
             return getattr(store, name)
 
-    deps.store = StuckStore()
-    try:
+    with _batch_deps(api, store=StuckStore()):
         async with trio.open_nursery() as nursery:
             async def send() -> None:
                 await api.client.post("/emails/batch", json={"emails": [email(domain)] * 3},
@@ -219,8 +232,6 @@ async def test_a_failed_batch_gives_back_the_quota_of_every_item(api: SendingApi
             nursery.start_soon(send)
             await started.wait()
             nursery.cancel_scope.cancel()
-    finally:
-        deps.store = store
     assert await _hourly_used(api, domain_id) == 0
     response = await api.client.post("/emails/batch", json={"emails": [email(domain)] * 3},
                                      headers=headers)

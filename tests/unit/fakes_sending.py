@@ -13,7 +13,7 @@ Redis, PostgreSQL and MongoDB too.  They keep no clock of their own: what expire
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -319,9 +319,9 @@ def build_email_bus(*, domains: FakeSendingDomains, credentials: FakeSenderCrede
         quota=quota if quota is not None else FakeQuota(), store=store, outbox=outbox,
         topic=topic, max_record_bytes=max_record_bytes)
     if clock is not None:
-        deps.clock = clock
+        deps = replace(deps, clock=clock)
     bus = MessageBus()
-    email_cases.register(bus, email_cases.EmailService(deps))
-    log_cases.register(bus, log_cases.LogService(logs if logs is not None else FakeLogReader(),
-                                                 store, domains))
+    email_cases.register(bus, deps)
+    log_cases.register(bus, log_cases.LogDeps(logs if logs is not None else FakeLogReader(),
+                                              store, domains))
     return bus

@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 import trio
 
+from etrans.api.emails import accepted_view, batch_view, detail_view, list_view
 from etrans.app.emails import (
     DOMAIN_NOT_VERIFIED,
     NO_CREDENTIALS,
@@ -25,7 +26,14 @@ from etrans.app.emails import (
     SendBatch,
     SendEmail,
 )
-from etrans.app.records import SendingDomain
+from etrans.app.records import (
+    BatchOutcome,
+    EmailDetail,
+    EmailList,
+    NewEmail,
+    RejectedEmail,
+    SendingDomain,
+)
 from etrans.domain.quota import QuotaLimits
 from etrans.errors import InvalidInput, NotFound, UpstreamUnavailable
 from tests.unit.fakes_sending import (
@@ -75,15 +83,18 @@ class World:
 async def test_an_accepted_email_is_stored_with_its_record_and_counted() -> None:
     world = World()
     answer = await world.bus.handle(SendEmail(1, email(cc=["c@x.org"])))
-    assert answer["status"] == "queued"
-    assert answer["created_at"] == "2026-03-10T14:30:00Z"
-    assert answer["id"].endswith("@a.example")
+    assert isinstance(answer, NewEmail)
+    assert answer.message_id.endswith("@a.example")
+    assert accepted_view(answer) == {
+        "id": answer.message_id, "from": "Alice <alice@a.example>", "to": ["bob@x.org"],
+        "status": "queued", "created_at": "2026-03-10T14:30:00Z"}
     [row] = world.store.rows
-    assert (row["message_id"], row["user_id"], row["domain_id"]) == (answer["id"], 1, 11)
+    assert (row["message_id"], row["user_id"], row["domain_id"]) == (answer.message_id, 1, 11)
+    assert row["status"] == "queued"
     [(topic, key, value)] = world.store.outbox
     message = json.loads(value)["payload"]
-    assert (topic, key) == ("sendmail", answer["id"].encode())
-    assert message["message_id"] == answer["id"]
+    assert (topic, key) == ("sendmail", answer.message_id.encode())
+    assert message["message_id"] == answer.message_id
     assert message["user_id"] == "1"  # sendmail finds the credentials with it
     assert world.cache.values == {1: "secret-1"}  # cached before the commit
     assert world.outbox.notified == 1
@@ -179,15 +190,23 @@ async def test_a_batch_sends_what_passes_and_lists_the_rest_by_index() -> None:
         (0, email()), (2, email("alice@pending.example")), (3, email()),
         (4, email(template_id="t")), (5, email()), (6, email()),
     ], invalid=[(1, "to: field required")]))
-    assert len(answer["data"]) == 3
-    assert [row["message_id"] for row in world.store.rows] == [d["id"] for d in answer["data"]]
-    assert answer["errors"] == [
-        {"index": 1, "error": "to: field required"},
-        {"index": 2, "error": DOMAIN_NOT_VERIFIED},
-        {"index": 4, "error": "template_id is not supported: this server stores no templates; "
-                              "send html/text (with template_data placeholders) instead"},
-        {"index": 6, "error": "Hourly sending quota exceeded: the limit is 3 emails per hour"},
+    assert isinstance(answer, BatchOutcome)
+    assert len(answer.sent) == 3
+    assert [row["message_id"] for row in world.store.rows] == [e.message_id
+                                                               for e in answer.sent]
+    assert answer.rejected == [
+        RejectedEmail(1, "to: field required"),
+        RejectedEmail(2, DOMAIN_NOT_VERIFIED),
+        RejectedEmail(4, "template_id is not supported: this server stores no templates; "
+                         "send html/text (with template_data placeholders) instead"),
+        RejectedEmail(6, "Hourly sending quota exceeded: the limit is 3 emails per hour"),
     ]
+    assert batch_view(answer) == {
+        "data": [{"id": e.message_id} for e in answer.sent],
+        "errors": [{"index": 1, "error": "to: field required"},
+                   {"index": 2, "error": DOMAIN_NOT_VERIFIED},
+                   {"index": 4, "error": answer.rejected[2].error},
+                   {"index": 6, "error": answer.rejected[3].error}]}
     assert await world.used() == 3
     assert world.outbox.notified == 1  # one commit for the batch
 
@@ -214,29 +233,46 @@ async def test_a_batch_cancelled_in_its_commit_gives_the_quota_back() -> None:
 
 async def test_users_see_only_their_own_emails() -> None:
     world = World()
-    mine = (await world.bus.handle(SendEmail(1, email())))["id"]
-    theirs = (await world.bus.handle(SendEmail(2, email("b@b.example"))))["id"]
-    assert (await world.bus.handle(GetEmail(1, mine)))["id"] == mine
+    mine = (await world.bus.handle(SendEmail(1, email()))).message_id
+    theirs = (await world.bus.handle(SendEmail(2, email("b@b.example")))).message_id
+    assert (await world.bus.handle(GetEmail(1, mine))).message_id == mine
     with pytest.raises(NotFound):
         await world.bus.handle(GetEmail(1, theirs))
     with pytest.raises(NotFound):
         await world.bus.handle(GetEmail(2, mine))
     listed = await world.bus.handle(ListEmails(1))
-    assert [e["id"] for e in listed["data"]] == [mine]
-    assert listed["total"] == 1
+    assert [e.message_id for e in listed.emails] == [mine]
+    assert listed.total == 1
 
 
 async def test_an_email_reads_back_as_it_was_sent() -> None:
     world = World()
     sent = await world.bus.handle(SendEmail(1, email(bcc=["d@x.org"], text="Hi",
                                                     tags=[{"name": "k", "value": "v"}])))
-    got = await world.bus.handle(GetEmail(1, sent["id"]))
-    assert got["from"] == "Alice <alice@a.example>"
-    assert (got["to"], got["cc"], got["bcc"]) == (["bob@x.org"], [], ["d@x.org"])
-    assert (got["status"], got["created_at"], got["sent_at"]) == ("Queued", sent["created_at"],
-                                                                  None)
-    assert got["failure_reason"] is None
-    assert got["attachments"] == []
+    got = await world.bus.handle(GetEmail(1, sent.message_id))
+    assert isinstance(got, EmailDetail)
+    assert got.from_address == "Alice <alice@a.example>"
+    assert (got.to, got.cc, got.bcc) == (["bob@x.org"], [], ["d@x.org"])
+    assert (got.status, got.created_at, got.sent_at) == ("Queued", sent.created_at, None)
+    assert got.failure_reason is None
+    assert got.attachments == []
+    view = detail_view(got)
+    assert list(view) == ["id", "from", "to", "cc", "bcc", "reply_to", "subject", "html",
+                          "text", "headers", "tags", "attachments", "template_id",
+                          "template_data", "status", "created_at", "sent_at", "delivered_at",
+                          "failure_reason"]
+    assert (view["id"], view["created_at"], view["sent_at"], view["delivered_at"]) == (
+        sent.message_id, "2026-03-10T14:30:00Z", None, None)
+    assert (view["text"], view["tags"], view["failure_reason"]) == (
+        "Hi", [{"name": "k", "value": "v"}], None)
+
+
+async def test_a_failed_email_says_why() -> None:
+    world = World()
+    sent = await world.bus.handle(SendEmail(1, email()))
+    world.store.rows[0].update(status="failed", response="Kafka refused the record")
+    got = await world.bus.handle(GetEmail(1, sent.message_id))
+    assert (got.status, got.failure_reason) == ("Failed", "Kafka refused the record")
 
 
 async def test_the_list_filters_by_status_and_time_and_pages_newest_first() -> None:
@@ -245,20 +281,25 @@ async def test_the_list_filters_by_status_and_time_and_pages_newest_first() -> N
     ids = []
     for minute in range(3):
         clock[0] = NOW + timedelta(minutes=minute)
-        ids.append((await world.bus.handle(SendEmail(1, email())))["id"])
+        ids.append((await world.bus.handle(SendEmail(1, email()))).message_id)
     world.store.rows[0]["status"] = "delivered"
     page = await world.bus.handle(ListEmails(1, per_page=2))
-    assert [e["id"] for e in page["data"]] == [ids[2], ids[1]]
-    assert page["total"] == 3
-    assert {s["label"]: s["count"] for s in page["stats"]} == {"Queued": 2, "Delivered": 1}
+    assert isinstance(page, EmailList)
+    assert [e.message_id for e in page.emails] == [ids[2], ids[1]]
+    assert (page.total, page.page, page.per_page) == (3, 1, 2)
+    assert {s["label"]: s["count"] for s in page.stats} == {"Queued": 2, "Delivered": 1}
+    assert list_view(page)["data"][0] == {
+        "id": ids[2], "from": "Alice <alice@a.example>", "to": ["bob@x.org"],
+        "subject": "Hello", "status": "Queued", "created_at": "2026-03-10T14:32:00Z"}
+    assert list(list_view(page)) == ["data", "total", "page", "per_page", "stats"]
     second = await world.bus.handle(ListEmails(1, page=2, per_page=2))
-    assert [e["id"] for e in second["data"]] == [ids[0]]
+    assert [e.message_id for e in second.emails] == [ids[0]]
     delivered = await world.bus.handle(ListEmails(1, status="Delivered"))
-    assert [e["id"] for e in delivered["data"]] == [ids[0]]
-    assert delivered["data"][0]["status"] == "Delivered"
+    assert [e.message_id for e in delivered.emails] == [ids[0]]
+    assert delivered.emails[0].status == "Delivered"
     window = await world.bus.handle(ListEmails(1, created_at_from="2026-03-10T14:31:00",
                                                created_at_to="2026-03-10T14:32:00Z"))
-    assert [e["id"] for e in window["data"]] == [ids[2], ids[1]]
+    assert [e.message_id for e in window.emails] == [ids[2], ids[1]]
 
 
 @pytest.mark.parametrize("query", [

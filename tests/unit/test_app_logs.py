@@ -15,7 +15,9 @@ from typing import Any
 
 import pytest
 
+from etrans.api.logs import entry_view, list_view
 from etrans.app.logs import ListLogs
+from etrans.app.records import LogFilter, LogGroup, LogList
 from etrans.errors import InvalidInput
 from tests.unit.fakes_sending import (
     FakeEmailStore,
@@ -64,19 +66,21 @@ def bus(documents: list[dict[str, Any]] | None = None,
                            store=store)
 
 
-def ids(answer: dict[str, Any]) -> list[str]:
-    return [log["message_id"] for log in answer["logs"]]
+def ids(answer: LogList) -> list[str | None]:
+    return [log.message_id for log in answer.logs]
 
 
 async def test_a_user_sees_their_messages_and_their_verified_domains_from_verification() -> None:
     answer = await bus().handle(ListLogs(1))
     assert ids(answer) == ["<m8@a.example>", "<m7@a.example>", "<m6@a.example>",
                            "<m4@b.example>", "<m3@a.example>", "<m2@a.example>"]
-    assert answer["total"] == 6
+    assert answer.total == 6
     other = await bus().handle(ListLogs(2))
     assert ids(other) == ["<m5@b.example>", "<m4@b.example>"]  # b.example verified, m4 its
-    assert await bus().handle(ListLogs(3)) == {"logs": [], "total": 0, "page": 1,
-                                              "per_page": 20, "stats": []}
+    nothing = await bus().handle(ListLogs(3))
+    assert nothing == LogList(logs=[], total=0, page=1, per_page=20, stats=[])
+    assert list_view(nothing) == {"logs": [], "total": 0, "page": 1, "per_page": 20,
+                                  "stats": []}
 
 
 async def test_filters_narrow_the_visible_set() -> None:
@@ -102,17 +106,17 @@ async def test_sorts_and_pages() -> None:
     oldest_first = await logs.handle(ListLogs(1, sorts="timestamp"))
     assert ids(oldest_first)[0] == "<m2@a.example>"
     by_action = await logs.handle(ListLogs(1, sorts="-action,timestamp"))
-    assert [log["message_id"] for log in by_action["logs"]] == [  # rejected, delivered, ...
+    assert ids(by_action) == [  # rejected, delivered, ...
         "<m6@a.example>", "<m3@a.example>", "<m4@b.example>", "<m7@a.example>",
         "<m8@a.example>", "<m2@a.example>"]
     second = await logs.handle(ListLogs(1, page=2, per_page=4))
     assert ids(second) == ["<m3@a.example>", "<m2@a.example>"]
-    assert (second["total"], second["page"], second["per_page"]) == (6, 2, 4)
+    assert (second.total, second.page, second.per_page) == (6, 2, 4)
 
 
 async def test_stats_count_statuses_and_sources_of_the_whole_set() -> None:
     answer = await bus().handle(ListLogs(1, per_page=1))
-    stats = {s["label"]: (s["count"], s["percentage"]) for s in answer["stats"]}
+    stats = {s["label"]: (s["count"], s["percentage"]) for s in answer.stats}
     assert stats == {"Delivered": (4, 66.7), "Bounced": (1, 16.7), "Delayed": (1, 16.7),
                      "API": (2, 33.3), "SMTP": (4, 66.7)}  # unlabelled documents: SMTP
 
@@ -122,18 +126,44 @@ async def test_unlabelled_documents_are_labelled_from_the_emails_sent_through_th
     store.rows.append({"message_id": "m7@a.example", "user_id": 1})  # the bare id of <m7@...>
     logs = bus(store=store)
     answer = await logs.handle(ListLogs(1, sorts="-timestamp", per_page=2))
-    assert [(log["message_id"], log["source"]) for log in answer["logs"]] == [
+    assert [(log.message_id, log.source) for log in answer.logs] == [
         ("<m8@a.example>", "SMTP"), ("<m7@a.example>", "API")]
 
 
 async def test_a_log_reads_as_the_api_shows_it() -> None:
-    [log] = (await bus().handle(ListLogs(1, message_id="<m6@a.example>")))["logs"]
-    assert log == {
+    [log] = (await bus().handle(ListLogs(1, message_id="<m6@a.example>"))).logs
+    assert log.timestamp == T0 + timedelta(minutes=25)
+    assert entry_view(log) == {
         "event": "Reject", "timestamp": "2026-03-10T12:25:00Z", "status": "Bounced",
         "action": "250 2.0.0", "action_detail": "250 2.0.0 Ok: queued as ABC",
         "sender": "t@a.example", "recipient": "r@x.org", "from_domain": "a.example",
         "to_domain": "x.org", "message_id": "<m6@a.example>", "source": "SMTP",
     }
+    assert list(entry_view(log)) == ["event", "timestamp", "status", "action", "action_detail",
+                                     "sender", "recipient", "from_domain", "to_domain",
+                                     "message_id", "source"]
+
+
+class AsStored(FakeLogReader):
+    """Answers its documents as they are, whatever the query (odd timestamps included)."""
+
+    async def counts(self, query: LogFilter) -> list[LogGroup]:
+        return []
+
+    async def page(self, query: LogFilter, *, skip: int, limit: int) -> list[dict[str, Any]]:
+        return [dict(d) for d in self.documents]
+
+
+async def test_a_timestamp_stored_naive_is_utc_and_anything_else_is_shown_as_stored() -> None:
+    naive, odd = doc(1), doc(2)
+    naive["timestamp"] = datetime(2026, 3, 10, 12, 5, 30, 250000)  # as pymongo reads a date
+    odd["timestamp"] = "yesterday"
+    logs = build_email_bus(domains=FakeSendingDomains(), credentials=FakeSenderCredentials(),
+                           logs=AsStored([naive, odd]))
+    answer = await logs.handle(ListLogs(1))
+    assert answer.logs[0].timestamp == datetime(2026, 3, 10, 12, 5, 30, 250000, tzinfo=UTC)
+    assert [entry_view(e)["timestamp"] for e in answer.logs] == ["2026-03-10T12:05:30Z",
+                                                                  "yesterday"]
 
 
 @pytest.mark.parametrize("query", [
