@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 import click
 
@@ -14,6 +14,8 @@ from etrans import __version__
 
 if TYPE_CHECKING:
     from etrans.settings import Settings
+
+S = TypeVar("S", bound="Settings")
 
 
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
@@ -34,16 +36,18 @@ class _Context:
         values.update(os.environ)
         return values
 
-    def settings(self, command: str) -> Settings:
+    def settings(self, command: str, kind: type[S]) -> S:
         """Validated settings for ``command``; on any problem print them all and exit 2."""
         from etrans import settings
         from etrans.errors import ConfigError
 
         try:
-            return settings.for_command(command, self.environment())
+            loaded = settings.for_command(command, self.environment())
         except ConfigError as exc:
             click.echo(f"etrans {command}: {exc.render()}", err=True)
             sys.exit(2)
+        assert isinstance(loaded, kind)
+        return loaded
 
     def start_logging(self, service: str) -> None:
         from etrans import observability
@@ -91,30 +95,36 @@ def serve(obj: _Context, bind: str | None) -> None:
     """Run the HTTP API."""
     if bind is not None:
         os.environ["ETRANS_BIND"] = bind
-    settings = obj.settings("serve")
+    from etrans.settings import ServeSettings
+
+    settings = obj.settings("serve", ServeSettings)
     obj.start_logging("serve")
     obj.start_error_reporting("serve", settings)
-    from etrans import bootstrap, runtime
+    from etrans import runtime
+    from etrans.bootstrap import serve as wiring
     from etrans.errors import ConfigError
 
     try:
-        bootstrap.check_kafka_topic(settings)
+        wiring.check_kafka_topic(settings)
     except ConfigError as exc:
         click.echo(f"etrans serve: {exc.render()}", err=True)
         sys.exit(2)
-    sys.exit(runtime.run(bootstrap.serve(settings), settings.drain_seconds))
+    sys.exit(runtime.run(wiring.build(settings), settings.drain_seconds))
 
 
 @cli.command()
 @click.pass_obj
 def sendmail(obj: _Context) -> None:
     """Consume send requests from KAFKA_TOPIC and deliver them over SMTP."""
-    settings = obj.settings("sendmail")
+    from etrans.settings import SendmailSettings
+
+    settings = obj.settings("sendmail", SendmailSettings)
     obj.start_logging("sendmail")
     obj.start_error_reporting("sendmail", settings)
-    from etrans import bootstrap, runtime
+    from etrans import runtime
+    from etrans.bootstrap import sendmail as wiring
 
-    sys.exit(runtime.run(bootstrap.sendmail(settings), settings.drain_seconds))
+    sys.exit(runtime.run(wiring.build(settings), settings.drain_seconds))
 
 
 @cli.command()
@@ -124,11 +134,14 @@ def sendmail(obj: _Context) -> None:
 @click.pass_obj
 def fetchlog(obj: _Context, from_earliest: bool, stop_at_end: bool) -> None:
     """Consume delivery-log events from LOG_TOPIC into MongoDB."""
-    settings = obj.settings("fetchlog")
-    obj.start_logging("fetchlog")
-    from etrans import bootstrap, runtime
+    from etrans.settings import FetchlogSettings
 
-    main = bootstrap.fetchlog(settings, from_earliest=from_earliest, stop_at_end=stop_at_end)
+    settings = obj.settings("fetchlog", FetchlogSettings)
+    obj.start_logging("fetchlog")
+    from etrans import runtime
+    from etrans.bootstrap import fetchlog as wiring
+
+    main = wiring.build(settings, from_earliest=from_earliest, stop_at_end=stop_at_end)
     sys.exit(runtime.run(main, settings.drain_seconds))
 
 
@@ -151,15 +164,18 @@ def dev(obj: _Context, data_dir: Path | None, bind: str | None) -> None:
     """
     if bind is not None:
         os.environ["ETRANS_BIND"] = bind
-    settings = obj.settings("dev")
+    from etrans.settings import DevSettings
+
+    settings = obj.settings("dev", DevSettings)
     obj.start_logging("dev")
     obj.start_error_reporting("dev", settings)
-    from etrans import bootstrap, runtime
+    from etrans import runtime
+    from etrans.bootstrap import dev as wiring
 
     if data_dir is None:
         base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
         data_dir = Path(base) / "etrans"
-    sys.exit(runtime.run(bootstrap.dev(settings, data_dir=data_dir.resolve()),
+    sys.exit(runtime.run(wiring.build(settings, data_dir=data_dir.resolve()),
                          settings.drain_seconds))
 
 
@@ -173,15 +189,15 @@ def db() -> None:
 @click.pass_obj
 def upgrade(obj: _Context, revision: str) -> None:
     """Apply the USEND DB migrations (Alembic)."""
-    settings = obj.settings("db")
+    from etrans.settings import DbSettings
+
+    settings = obj.settings("db", DbSettings)
     obj.start_logging("db")
     obj.start_error_reporting("db", settings)
     from etrans.adapters.sql import migrations
 
-    assert settings.databases is not None
-    assert settings.databases.usend_uri is not None
     try:
-        migrations.upgrade(settings.databases.usend_uri.get(), revision)
+        migrations.upgrade(settings.usend_uri.get(), revision)
     except migrations.MigrationError as exc:
         click.echo(f"etrans db upgrade: {exc}", err=True)
         sys.exit(1)

@@ -10,7 +10,7 @@ methods 405, anything unexpected 500 ``"Internal Server Error"`` (logged with it
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from quart import Response, g
@@ -21,7 +21,7 @@ from etrans.api import openapi
 from etrans.api.asgi_body import CompleteBodyBeforeResponse
 from etrans.api.body_budget import BodyBudget
 from etrans.api.readiness import Readiness
-from etrans.api.routing import Api, json_response
+from etrans.api.routing import Api, ApiServices, json_response
 from etrans.errors import AppError
 from etrans.observability import get_logger
 
@@ -53,8 +53,7 @@ def default_routers() -> list[Router]:
 # Modules with a ``register(api)`` function, in the order their routes are added.
 ROUTER_MODULES: list[str] = [
     "etrans.api.emails", "etrans.api.logs",
-    # account routes: domains, API keys, senders, billing (they need ``services["accounts"]``,
-    # an etrans.api.routes_domains.AccountRoutes)
+    # account routes: domains, API keys, senders, billing
     "etrans.api.routes_domains", "etrans.api.routes_api_keys", "etrans.api.routes_senders",
     "etrans.api.routes_billing", "etrans.api.routes_testing",
 ]
@@ -66,10 +65,9 @@ class ApiDependencies:
 
     probes: Sequence[HealthProbe] = ()
     probe_timeout_seconds: float = 3.0
-    extra: dict[str, Any] = field(default_factory=dict)
     authenticator: Authenticator | None = None
-    # Named services the routers use (e.g. "bus"); routers look up what they need.
-    services: dict[str, Any] = field(default_factory=dict)
+    # What the routers call (None: only for an app without routes, e.g. routers=[]).
+    services: ApiServices | None = None
     routers: Sequence[Router] | None = None  # None: default_routers()
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     rate_limiter: RateLimiter | None = None  # None: no request rate limits
@@ -78,6 +76,8 @@ class ApiDependencies:
 
 
 def create_app(deps: ApiDependencies) -> QuartTrio:
+    """The app: error mapping, health endpoints, the routers' routes, the OpenAPI document and
+    the body budget.  A router whose dependency is missing fails here (see ApiServices)."""
     app = QuartTrio("etrans")
     app.config["JSON_SORT_KEYS"] = False
     app.config["MAX_CONTENT_LENGTH"] = deps.max_body_bytes
@@ -85,6 +85,22 @@ def create_app(deps: ApiDependencies) -> QuartTrio:
     app.extensions["etrans"] = deps
     api = Api(app, deps.authenticator, deps.services, rate_limiter=deps.rate_limiter)
     app.extensions["etrans_api"] = api
+    _map_errors(app)
+    _health_routes(app, deps)
+    for register in deps.routers if deps.routers is not None else default_routers():
+        register(api)
+    _document_routes(app, api)
+    # Bodies are admitted against the memory budget after authentication, and hypercorn stalls
+    # a keep-alive connection answered before its body arrived: see asgi_body.
+    budget = BodyBudget(deps.body_memory_bytes) if deps.body_memory_bytes is not None else None
+    app.extensions["etrans_body_budget"] = budget
+    app.asgi_app = CompleteBodyBeforeResponse(  # type: ignore[method-assign,assignment]
+        app.asgi_app, budget=budget)
+    return app
+
+
+def _map_errors(app: QuartTrio) -> None:
+    """Every error as ``{"detail": ...}``, rate-limit headers on every answer."""
 
     @app.after_request
     async def _rate_limit_headers(response: Response) -> Response:
@@ -116,6 +132,8 @@ def create_app(deps: ApiDependencies) -> QuartTrio:
         log.error("unhandled error", exc_info=exc)
         return json_response({"detail": "Internal Server Error"}, 500)
 
+
+def _health_routes(app: QuartTrio, deps: ApiDependencies) -> None:
     @app.get("/healthz")
     async def healthz() -> Any:
         return json_response({"status": "ok", "service": SERVICE_NAME})
@@ -135,9 +153,8 @@ def create_app(deps: ApiDependencies) -> QuartTrio:
             return json_response(body, 503)
         return json_response(body)
 
-    for register in deps.routers if deps.routers is not None else default_routers():
-        register(api)
 
+def _document_routes(app: QuartTrio, api: Api) -> None:
     document: dict[str, Any] = {}
 
     @app.get("/openapi.json")
@@ -149,11 +166,3 @@ def create_app(deps: ApiDependencies) -> QuartTrio:
     @app.get("/docs")
     async def docs() -> Any:
         return Response(openapi.docs_page(), content_type="text/html; charset=utf-8")
-
-    # Bodies are admitted against the memory budget after authentication, and hypercorn stalls
-    # a keep-alive connection answered before its body arrived: see asgi_body.
-    budget = BodyBudget(deps.body_memory_bytes) if deps.body_memory_bytes is not None else None
-    app.extensions["etrans_body_budget"] = budget
-    app.asgi_app = CompleteBodyBeforeResponse(  # type: ignore[method-assign]
-        app.asgi_app, budget=budget)
-    return app

@@ -188,8 +188,8 @@ async def idempotent(api: Api, ctx: RequestContext, path: str,
                      run: Callable[[], Awaitable[Any]]) -> Any:
     """Run ``run`` at most once per (user, path, Idempotency-Key) within 24 h."""
     key = ctx.headers.get("Idempotency-Key")
-    store = api.services.get("idempotency")
-    if key is None or store is None:
+    store = api.services.idempotency
+    if key is None:
         return await run()
     key = key.strip()
     if not key or len(key) > 256 or not key.isascii() or not key.isprintable():
@@ -262,7 +262,7 @@ def detail_view(e: EmailDetail) -> dict[str, Any]:
 
 
 def register(api: Api) -> None:
-    bus = api.services.get("bus")
+    bus = api.services.bus
 
     @api.route("POST", "/emails", permission=Permission.sending_access, summary="Send email",
                tag="Emails", body=SEND_EMAIL, response=SEND_RESPONSE, errors=(409,),

@@ -73,7 +73,7 @@ def list_view(listed: LogList) -> dict[str, Any]:
 
 
 def register(api: Api) -> None:
-    bus = api.services.get("bus")
+    bus = api.services.bus
 
     @api.route("GET", "/logs", permission=Permission.read_only, summary="Get transaction logs",
                tag="Logs", query=LOGS_QUERY, response=LOGS_RESPONSE)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from etrans.api.routes_domains import PAGE, TEXT, account_routes
+from etrans.api.routes_domains import PAGE, TEXT
 from etrans.api.schema import Integer, Object, Prop, String
 from etrans.app.api_keys import CreateApiKey, DeleteApiKey, GetApiKey, ListApiKeys
 from etrans.domain.api_keys import ALLOWED_EXPIRY_DAYS, Permission, is_expired
@@ -40,10 +40,7 @@ def _created(new: NewApiKey) -> dict[str, Any]:
 
 
 def register(api: Api) -> None:
-    routes = account_routes(api)
-    if routes is None:
-        return
-    bus = routes.bus
+    bus = api.services.bus
 
     @api.route("POST", "/api-keys", permission=Permission.full_access, summary="Create API key",
                tag=TAG, body=CREATE, errors=(400, 401, 403))

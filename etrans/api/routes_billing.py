@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING, Any
 
-from etrans.api.routes_domains import TEXT, account_routes
+from etrans.api.routes_domains import TEXT
 from etrans.api.schema import Integer, Object, Prop, String
 from etrans.app.billing import (
     CancelPaygSubscription,
@@ -67,10 +67,7 @@ def _current(c: CurrentPack) -> dict[str, Any]:
 
 
 def register(api: Api) -> None:
-    routes = account_routes(api)
-    if routes is None:
-        return
-    bus = routes.bus
+    bus = api.services.bus
 
     @api.route("GET", "/billing/subscription/packs", permission=Permission.read_only,
                summary="List packages", tag=TAG, errors=(401,))

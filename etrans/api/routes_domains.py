@@ -1,5 +1,5 @@
 """Routes of /domains (use cases: :mod:`etrans.app.domains`), and what every account router
-shares: :class:`AccountRoutes`, the text checks, the paging parameters.
+shares: the text checks, the paging parameters.
 
 Each route turns the request into a command for the bus and the record it answers into the
 JSON of ``docs/api.md``; the shaping is here, the rules are in the use cases.
@@ -8,7 +8,6 @@ JSON of ``docs/api.md``; the shaping is here, the rules are in the use cases.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from etrans.api.schema import Boolean, Integer, Object, Prop, QueryParam, String
@@ -27,7 +26,6 @@ from etrans.domain.timestamps import iso
 
 if TYPE_CHECKING:
     from etrans.api.routing import Api, RequestContext
-    from etrans.app.bus import MessageBus
     from etrans.app.records import DomainDetails, DomainQuotaReport, DomainRow, DomainTracking
 
 TAG = "Domains"
@@ -53,22 +51,6 @@ CREATE = Object({"domain": Prop(String(min_length=1, max_length=253, checks=TEXT
 TRACKING = Object({"click_tracking": Prop(Boolean(), nullable=True),
                    "open_tracking": Prop(Boolean(), nullable=True)},
                   name="UpdateDomainTrackingRequest")
-
-
-@dataclass(frozen=True)
-class AccountRoutes:
-    """``services["accounts"]``: the account routers exist when it is there.  ``bus`` carries
-    the account commands (:func:`etrans.app.accounts.register`); ``testing_routes``:
-    ETRANS_ENABLE_TESTING_ROUTES (POST /testing/set-pack)."""
-
-    bus: MessageBus
-    testing_routes: bool = False
-
-
-def account_routes(api: Api) -> AccountRoutes | None:
-    """None for an app built without the account use cases (e.g. a test of other routes)."""
-    routes: AccountRoutes | None = api.services.get("accounts")
-    return routes
 
 
 def domain_summary(row: DomainRow) -> dict[str, Any]:
@@ -104,10 +86,7 @@ def _quota(q: DomainQuotaReport) -> dict[str, Any]:
 
 
 def register(api: Api) -> None:
-    routes = account_routes(api)
-    if routes is None:
-        return
-    bus = routes.bus
+    bus = api.services.bus
 
     @api.route("POST", "/domains", permission=Permission.full_access, summary="Create domain",
                tag=TAG, body=CREATE, errors=(400, 401, 403))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from etrans.api.routes_domains import TEXT, account_routes
+from etrans.api.routes_domains import TEXT
 from etrans.api.schema import Object, Prop, String
 from etrans.app.senders import MIN_PASSWORD_LENGTH, CreateSender
 from etrans.domain.api_keys import Permission
@@ -25,10 +25,7 @@ CREATE = Object({
 
 
 def register(api: Api) -> None:
-    routes = account_routes(api)
-    if routes is None:
-        return
-    bus = routes.bus
+    bus = api.services.bus
 
     @api.route("POST", "/senders", permission=Permission.full_access, summary="Create SMTP sender",
                tag="Senders", body=CREATE, errors=(400, 401, 403))

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from etrans.api.routes_domains import TEXT, account_routes
+from etrans.api.routes_domains import TEXT
 from etrans.api.schema import Object, Prop, String
 from etrans.app.billing import SetPackForTesting
 from etrans.domain.api_keys import Permission
@@ -22,10 +22,9 @@ SET_PACK = Object({"pack_code": Prop(CODE, required=True)},
 
 
 def register(api: Api) -> None:
-    routes = account_routes(api)
-    if routes is None or not routes.testing_routes:
+    if not api.services.testing_routes:
         return
-    bus = routes.bus
+    bus = api.services.bus
 
     @api.route("POST", "/testing/set-pack", permission=Permission.full_access,
                summary="Set pack for testing", tag="Testing", body=SET_PACK,

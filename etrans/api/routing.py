@@ -11,7 +11,9 @@ parameters, parses the query string and the JSON body with the declared specs (4
 :mod:`etrans.api.request_input` for what any request is held to), then calls the handler with a
 :class:`RequestContext`.  A handler returns a JSON-able value (200) or ``(value, status)`` or a
 Quart response.  The same declarations produce ``/openapi.json`` (:mod:`etrans.api.openapi`).
-Routers of other resources (domains, api-keys, ...) use the same :class:`Api` instance.
+Routers of other resources (domains, api-keys, ...) use the same :class:`Api` instance, and find
+what they call in :class:`ApiServices` (``api.services``): typed and complete, so an app whose
+routes miss a dependency fails when it is built, not with a route that is silently absent.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import json
 import re
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from quart import Response, g, request
 
@@ -35,6 +37,8 @@ if TYPE_CHECKING:
     from etrans.api.auth import Authenticator, Principal
     from etrans.api.rate_limit import RateLimiter
     from etrans.api.schema import QueryParam, Spec
+    from etrans.app.bus import MessageBus
+    from etrans.app.ports import IdempotencyStore
     from etrans.domain.api_keys import Permission
 
 Handler = Callable[["RequestContext"], Awaitable[Any]]
@@ -80,6 +84,15 @@ class Operation:
     validate_body: bool = True  # False: the handler validates (e.g. per batch item)
 
 
+@dataclass(frozen=True)
+class ApiServices:
+    """What the routes use (built by :func:`etrans.bootstrap.api.api_services`)."""
+
+    bus: MessageBus  # every use case: emails, logs, domains, API keys, senders, billing
+    idempotency: IdempotencyStore  # Idempotency-Key of POST /emails
+    testing_routes: bool = False  # ETRANS_ENABLE_TESTING_ROUTES: POST /testing/set-pack
+
+
 def _quart_path(path: str) -> str:
     return re.sub(r"\{(\w+)\}", r"<\1>", path)
 
@@ -88,13 +101,21 @@ class Api:
     """The route registry of one application (what :func:`etrans.api.app.create_app` builds)."""
 
     def __init__(self, app: QuartTrio, authenticator: Authenticator | None,
-                 services: Mapping[str, Any] | None = None, *,
+                 services: ApiServices | None = None, *,
                  rate_limiter: RateLimiter | None = None) -> None:
         self.app = app
         self.authenticator = authenticator
         self.rate_limiter = rate_limiter
-        self.services: dict[str, Any] = dict(services or {})
+        self._services = services
         self.operations: list[Operation] = []
+
+    @property
+    def services(self) -> ApiServices:
+        """What the routes call; an app built without it has no routes that need it."""
+        if self._services is None:
+            raise TypeError("these routes need ApiServices: create_app(ApiDependencies("
+                            "services=...)) (etrans.bootstrap.api.api_services builds it)")
+        return self._services
 
     def route(
         self,
@@ -141,7 +162,7 @@ class Api:
                 raise UpstreamUnavailable("authentication is not configured")
             try:
                 principal = await self.authenticator.authenticate(
-                    request.headers, request.cookies, method=request.method,
+                    _headers(), request.cookies, method=request.method,
                     scheme=request.scheme)
             except Unauthorized:
                 await self._count_request(None)  # guessing keys costs the address's budget
@@ -171,7 +192,7 @@ class Api:
         if "Idempotency-Key" not in request.headers:
             raw = b""
         return RequestContext(principal=principal, query=query, body=body, path=path_args,
-                              headers=request.headers, raw_body=raw)
+                              headers=_headers(), raw_body=raw)
 
     async def _count_request(self, principal: Principal | None) -> None:
         """Rate limits (:mod:`etrans.api.rate_limit`): 429 over the budget; the decision goes to
@@ -185,6 +206,11 @@ class Api:
         except AppError as exc:
             g.rate_limit = getattr(exc, "decision", None)
             raise
+
+
+def _headers() -> Mapping[str, str]:
+    """The request's headers (werkzeug's ``Headers``: a case-insensitive str -> str mapping)."""
+    return cast("Mapping[str, str]", request.headers)
 
 
 class BodyTooLarge(InvalidInput):
@@ -202,7 +228,8 @@ async def read_body(limit: int | None) -> bytes:
     length = request.content_length
     if limit is not None and length is not None and length > limit:
         raise BodyTooLarge(f"Request body too large: {length} bytes, the limit is {limit}")
-    admit_body(request.scope, limit if limit is not None else DEFAULT_LARGEST_BODY)
+    admit_body(cast("dict[str, Any]", request.scope),
+               limit if limit is not None else DEFAULT_LARGEST_BODY)
     try:
         # cache=False: Quart drops its own buffer once the bytes are returned (one copy less
         # of every body, the whole request long).
@@ -241,7 +268,3 @@ def _to_response(result: Any) -> Any:
         value, status = result
         return json_response(value, status)
     return json_response(result)
-
-
-def error_response(exc: AppError) -> Response:
-    return json_response({"detail": exc.detail}, exc.status_code)

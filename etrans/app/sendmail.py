@@ -108,7 +108,7 @@ class DeliveryPolicy:
     # How long recording an outcome is retried while Redis is unavailable.  Giving up would
     # hand an email the SMTP server accepted back to the pipeline, which would send it again.
     # The pipeline's per-message timeout must leave this much beyond ``email_timeout``
-    # (``etrans.bootstrap`` gives it ``email_timeout + record_patience + 10``).
+    # (``etrans.bootstrap.configs`` gives it ``email_timeout + record_patience + 10``).
     record_patience: float = 110.0
 
     def backoff(self, retry: int) -> float:

@@ -14,5 +14,6 @@ ordinary code on top of them:
   delivery-log events an SMTP server plus Filebeat would;
 - :mod:`.demo` - the demo user, domain and API key created at start.
 
-The wiring (which stand-in replaces which real service) is :func:`etrans.bootstrap.dev`.
+The wiring (which stand-in replaces which real service) is :mod:`etrans.bootstrap.stores`,
+used by :mod:`etrans.bootstrap.dev`.
 """

@@ -20,6 +20,7 @@ from etrans.adapters.dns.verify import DnsVerifier
 from etrans.adapters.redis.api_key_cache import RedisApiKeyCache
 from etrans.adapters.redis.client import TrioRedis, open_redis
 from etrans.adapters.redis.credential_cache import RedisCredentialCache
+from etrans.adapters.redis.idempotency import RedisIdempotencyStore
 from etrans.adapters.redis.quota import RedisQuota
 from etrans.adapters.sql import Database, make_engine
 from etrans.adapters.sql.api_keys_repo import SqlApiKeys
@@ -40,7 +41,7 @@ from etrans.api import (
 )
 from etrans.api.app import ApiDependencies, create_app
 from etrans.api.auth import ApiKeyResolver, Authenticator, JwtVerifier
-from etrans.api.routes_domains import AccountRoutes
+from etrans.api.routing import ApiServices
 from etrans.app import accounts
 from etrans.app.accounts import AccountDeps
 from etrans.app.bus import MessageBus
@@ -130,8 +131,10 @@ def build_api(*, usend_db_url: str, redis: TrioRedis, dns_address: str,
     repo = UsendRepository(usend)
     authenticator = Authenticator(ApiKeyResolver(repo, key_cache),
                                   jwt=JwtVerifier(secret=JWT_SECRET))
-    app = create_app(ApiDependencies(authenticator=authenticator,
-                                     services={"accounts": AccountRoutes(bus, testing_routes)},
+    # The account routes use the bus only; Idempotency-Key is POST /emails' (not routed here).
+    api_services = ApiServices(bus=bus, testing_routes=testing_routes,
+                               idempotency=RedisIdempotencyStore(redis, prefix=f"{prefix}idem:"))
+    app = create_app(ApiDependencies(authenticator=authenticator, services=api_services,
                                      routers=ROUTERS))
     return ApiUnderTest(app=app, client=app.test_client(), services=services, redis=redis,
                         usend=usend)

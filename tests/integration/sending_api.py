@@ -1,6 +1,7 @@
-"""Builds the sending API (auth, emails, logs) in-process, wired by ``bootstrap._sending_services``
-exactly as ``etrans serve`` wires it, against real PostgreSQL, Redis, MongoDB (and Kafka when
-asked).  Each build gets its own Redis key prefix, so parallel runs never share counters."""
+"""Builds the sending API (auth, emails, logs; every route with ``all_routes=True``) in-process,
+wired by :mod:`etrans.bootstrap.api` exactly as ``etrans serve`` wires it, against real
+PostgreSQL, Redis, MongoDB (and Kafka when asked).  Each build gets its own Redis key prefix, so
+parallel runs never share counters."""
 
 from __future__ import annotations
 
@@ -15,14 +16,24 @@ from typing import TYPE_CHECKING, Any
 import jwt
 from sqlalchemy import insert
 
-from etrans import bootstrap, settings
+from etrans import settings
 from etrans.adapters.crypto.credentials import CredentialCipher
+from etrans.adapters.mongo.log_reader import MongoLogReader
 from etrans.adapters.mongo.store import MongoStore
 from etrans.adapters.redis.client import TrioRedis, open_redis
 from etrans.adapters.sql import billing_database, usend_database
 from etrans.adapters.sql.usend import ApiKey
+from etrans.adapters.sql.usend_repo import UsendRepository
 from etrans.api import emails, logs
 from etrans.api.app import ApiDependencies, create_app
+from etrans.bootstrap.api import (
+    ApiBackends,
+    ApiSections,
+    api_services,
+    authenticator,
+    rate_limiter,
+)
+from etrans.bootstrap.stores import redis_api_stores
 from etrans.domain.api_keys import generate_api_key, hash_api_key
 
 if TYPE_CHECKING:
@@ -107,10 +118,10 @@ class SendingApi:
 
 @asynccontextmanager
 async def open_sending_api(etrans_env: Any, billing_db: Any, *, with_relay: bool = False,
-                           redis_reply_timeout: float = 5.0,
+                           all_routes: bool = False, redis_reply_timeout: float = 5.0,
                            **overrides: Any) -> AsyncIterator[SendingApi]:
     """The sending API on its own Redis client (``open_redis``, as ``etrans serve``), closed
-    on exit."""
+    on exit; ``all_routes``: the account routes too (every route of ``etrans serve``)."""
     values: dict[str, Any] = {
         "ETRANS_REDIS_PREFIX": f"test:{uuid.uuid4().hex[:12]}:", "JWT_SECRET": JWT_SECRET,
         "BILLING_V4_URI": "http://127.0.0.1:9/", "DB_URI": billing_db.readonly_url,
@@ -120,7 +131,7 @@ async def open_sending_api(etrans_env: Any, billing_db: Any, *, with_relay: bool
     conf = settings.for_command("serve", env)
     assert conf.redis is not None
     async with open_redis(conf.redis.url.get(), reply_timeout=redis_reply_timeout) as redis:
-        api = _build(conf, env, billing_db, redis, with_relay=with_relay)
+        api = _build(conf, env, billing_db, redis, with_relay=with_relay, all_routes=all_routes)
         try:
             yield api
         finally:
@@ -128,14 +139,9 @@ async def open_sending_api(etrans_env: Any, billing_db: Any, *, with_relay: bool
 
 
 def _build(conf: Any, env: dict[str, str], billing_db: Any, redis: TrioRedis, *,
-           with_relay: bool) -> SendingApi:
+           with_relay: bool, all_routes: bool) -> SendingApi:
     from tests.harness.databases import BillingSeeder
 
-    assert conf.databases is not None
-    assert conf.redis is not None
-    assert conf.mongo is not None
-    assert conf.tokens is not None
-    assert conf.kafka is not None
     billing = billing_database(conf.databases.billing_uri.get(), pool_size=5)
     usend = usend_database(conf.databases.usend_uri.get(), pool_size=10)
     mongo = MongoStore(conf.mongo)
@@ -147,12 +153,15 @@ def _build(conf: Any, env: dict[str, str], billing_db: Any, redis: TrioRedis, *,
 
         producer = KafkaProducer.from_settings(conf.kafka, **{"message.timeout.ms": 60000})
         relay = OutboxRelay(PgOutboxStore.of(usend), producer, idle_seconds=0.2)
-    stores = bootstrap._redis_api_stores(conf, usend_db=usend, redis=redis, mongo=mongo)
-    authenticator, services = bootstrap._sending_services(conf, billing_db=billing, usend_db=usend,
-                                                   stores=stores, relay=relay)
+    stores = redis_api_stores(redis, prefix=conf.http.redis_prefix,
+                              usend_repo=UsendRepository(usend), log_reader=MongoLogReader(mongo))
+    sections = ApiSections(http=conf.http, tokens=conf.tokens, kafka=conf.kafka,
+                           outbox=conf.outbox)
+    backends = ApiBackends(usend_db=usend, stores=stores, billing_db=billing, relay=relay)
     app = create_app(ApiDependencies(
-        authenticator=authenticator, services=services, routers=[emails.register, logs.register],
-        rate_limiter=bootstrap._rate_limiter(conf, stores.rate_counter)))
+        authenticator=authenticator(conf.http, stores), services=api_services(sections, backends),
+        routers=None if all_routes else [emails.register, logs.register],
+        rate_limiter=rate_limiter(conf.http, stores.rate_counter)))
     api = SendingApi(app=app, client=app.test_client(), settings=conf, redis=redis, usend=usend,
                billing=billing, mongo=mongo, seed=BillingSeeder(billing_db.owner_url),
                cipher=CredentialCipher(conf.tokens.secret.get(), conf.tokens.iv.get()), env=env,

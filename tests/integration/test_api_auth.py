@@ -110,7 +110,7 @@ async def test_deleted_key_fails_on_next_request_despite_cache(api: SendingApi) 
     with api.usend.engine.begin() as conn:
         conn.execute(update(ApiKey.__table__).where(ApiKey.__table__.c.id == key_id)
                      .values(active=False, deleted_at=datetime.now(UTC)))
-    cache = api.app.extensions["etrans"].services["api_key_cache"]
+    cache = api.stores.key_cache  # the cache the app authenticates with
     await cache.revoke(hash_api_key(key))
     assert (await api.call("GET", "/emails", {"X-API-KEY": key}))[0] == 401
     # A lookup racing with the deletion cannot re-cache the key over the revocation.

@@ -271,7 +271,7 @@ async def test_idempotency_key(api: SendingApi) -> None:
                                          headers={**api.bearer(user), "Idempotency-Key": "k2"})
         seen.append(response.status_code)
 
-    original = api.app.extensions["etrans"].services["bus"]._handlers
+    original = api.app.extensions["etrans"].services.bus._handlers
     from etrans.app.emails import SendEmail
 
     real_handler = original[SendEmail]

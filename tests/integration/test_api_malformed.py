@@ -18,8 +18,6 @@ import pytest
 from hypothesis import HealthCheck, given, seed, settings
 from hypothesis import strategies as st
 
-from etrans import bootstrap
-from etrans.api.app import ApiDependencies, create_app
 from etrans.api.request_input import MAX_JSON_DEPTH
 from etrans.api.schema import Object, String
 from tests.integration.sending_api import SendingApi, email, open_sending_api
@@ -37,15 +35,8 @@ TEXT_CONTROLS = [c for c in CONTROLS if c not in "\t\r\n"]  # refused even in a 
 async def api(etrans_env: Any, billing_db: Any) -> Any:
     """The sending routes as ``etrans serve`` wires them, plus the account routes (all of
     /openapi.json)."""
-    async with open_sending_api(etrans_env, billing_db,
+    async with open_sending_api(etrans_env, billing_db, all_routes=True,
                                 ETRANS_ENABLE_TESTING_ROUTES="true") as built:
-        deps = built.app.extensions["etrans"]
-        services = dict(deps.services)
-        services["accounts"] = bootstrap._account_services(
-            built.settings, billing_db=built.billing, usend_db=built.usend, services=services)
-        built.app = create_app(ApiDependencies(authenticator=deps.authenticator,
-                                               services=services))
-        built.client = built.app.test_client()
         yield built
 
 

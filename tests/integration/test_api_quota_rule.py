@@ -14,31 +14,32 @@ import pytest
 from sqlalchemy import insert, update
 from sqlalchemy.orm import Session
 
-from etrans import bootstrap, settings
+from etrans import settings
+from etrans.adapters.mongo.log_reader import MongoLogReader
 from etrans.adapters.mongo.store import MongoStore
 from etrans.adapters.redis.client import TrioRedis, open_redis
 from etrans.adapters.sql import usend_database
 from etrans.adapters.sql.usend import EmailTransactionPack, LocalDomain, LocalMktDomain
+from etrans.adapters.sql.usend_repo import UsendRepository
 from etrans.api.app import ApiDependencies, create_app
+from etrans.bootstrap.api import ApiBackends, ApiSections, api_services, authenticator
+from etrans.bootstrap.stores import redis_api_stores
 from tests.integration.sending_api import JWT_SECRET, SendingApi, new_user_id
 
 
 class FullApi:
     def __init__(self, conf: Any, redis: TrioRedis) -> None:
-        assert conf.databases is not None
-        assert conf.mongo is not None
         self.usend = usend_database(conf.databases.usend_uri.get(), pool_size=10)
         self.redis = redis
         self.mongo = MongoStore(conf.mongo)
-        stores = bootstrap._redis_api_stores(conf, usend_db=self.usend, redis=self.redis,
-                                             mongo=self.mongo)
-        authenticator, services = bootstrap._sending_services(conf, billing_db=None,
-                                                       usend_db=self.usend, stores=stores,
-                                                       relay=None)
-        services["accounts"] = bootstrap._account_services(conf, billing_db=None,
-                                                            usend_db=self.usend, services=services)
-        self.services = services
-        self.app = create_app(ApiDependencies(authenticator=authenticator, services=services))
+        stores = redis_api_stores(redis, prefix=conf.http.redis_prefix,
+                                  usend_repo=UsendRepository(self.usend),
+                                  log_reader=MongoLogReader(self.mongo))
+        sections = ApiSections(http=conf.http, tokens=conf.tokens, kafka=conf.kafka,
+                               outbox=conf.outbox)
+        self.services = api_services(sections, ApiBackends(usend_db=self.usend, stores=stores))
+        self.app = create_app(ApiDependencies(authenticator=authenticator(conf.http, stores),
+                                              services=self.services))
         self.client = self.app.test_client()
 
     async def call(self, method: str, path: str, user: int, json: Any = None

@@ -51,7 +51,7 @@ def _rows(api: SendingApi, user: int) -> int:
 
 
 def _handlers(api: SendingApi) -> dict[Any, Any]:
-    return api.app.extensions["etrans"].services["bus"]._handlers
+    return api.app.extensions["etrans"].services.bus._handlers
 
 
 async def test_redis_down_answers_503_with_retry_after(api: SendingApi,

@@ -73,13 +73,13 @@ async def test_the_token_is_sent_as_a_bearer_header() -> None:
 
 async def test_serve_sends_billing_v4_token(etrans_env: Any, billing_db: Any) -> None:
     """bootstrap wires BILLING_V4_TOKEN into the gateway ``etrans serve`` uses."""
-    from etrans import bootstrap
+    from etrans.bootstrap.api import http_billing_gateway
 
     billing = RecordingBilling()
     env = etrans_env(BILLING_V4_URI=billing.url, DB_URI=billing_db.readonly_url,
                      BILLING_V4_TOKEN="serve-token-456")
     conf = for_command("serve", env)
-    gateway = bootstrap._http_billing_gateway(conf.http)
+    gateway = http_billing_gateway(conf.http)
     try:
         assert await _create_domain(gateway) == 7
     finally:

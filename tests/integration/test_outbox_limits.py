@@ -100,21 +100,25 @@ async def test_an_email_whose_record_cannot_fit_is_refused_before_it_is_stored(
 
 def test_the_record_limit_sets_the_producers_message_max_bytes() -> None:
     from etrans.errors import ConfigError
-    from etrans.settings import DEFAULT_MAX_RECORD_BYTES, load
+    from etrans.settings import DEFAULT_MAX_RECORD_BYTES, KafkaSettings, read_section
+    from etrans.settings.reader import read_kafka
+
+    def load(env: dict[str, str]) -> KafkaSettings:
+        return read_section(env, lambda r: read_kafka(r, consumer_of=None))
 
     base = {"KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:9"}
-    kafka = load(base, "kafka_producer").kafka
+    kafka = load(base)
     assert kafka is not None
     assert kafka.max_record_bytes == DEFAULT_MAX_RECORD_BYTES == 36_001_112
     assert kafka.librdkafka("producer")["message.max.bytes"] == DEFAULT_MAX_RECORD_BYTES + 1024
     assert "message.max.bytes" not in kafka.librdkafka("consumer")
-    kafka = load({**base, "KAFKA_MAX_RECORD_BYTES": "2000000"}, "kafka_producer").kafka
+    kafka = load({**base, "KAFKA_MAX_RECORD_BYTES": "2000000"})
     assert kafka is not None
     assert kafka.librdkafka("producer")["message.max.bytes"] == 2_001_024
     with pytest.raises(ConfigError, match="KAFKA_CONF_MESSAGE_MAX_BYTES"):
-        load({**base, "KAFKA_CONF_MESSAGE_MAX_BYTES": "1000000"}, "kafka_producer")
+        load({**base, "KAFKA_CONF_MESSAGE_MAX_BYTES": "1000000"})
     with pytest.raises(ConfigError, match="KAFKA_MAX_RECORD_BYTES must be at least"):
-        load({**base, "KAFKA_MAX_RECORD_BYTES": "10"}, "kafka_producer")
+        load({**base, "KAFKA_MAX_RECORD_BYTES": "10"})
 
 
 async def test_an_email_kafka_refuses_fails_with_its_reason_and_reject_events(
@@ -124,14 +128,15 @@ async def test_an_email_kafka_refuses_fails_with_its_reason_and_reject_events(
     smaller than the API's limit, as after lowering it by hand) fails its email in the first
     pass: GET /emails/{id} shows Failed and why, and one Reject event per recipient is queued
     for LOG_TOPIC in the format sendmail uses.  It is never tried again."""
-    from etrans import bootstrap
     from etrans.adapters.kafka.client import KafkaProducer
     from etrans.adapters.sql.outbox_store import PgOutboxStore
     from etrans.app.sendmail import reject_event_id
+    from etrans.bootstrap.api import outbox_relay
 
     async with open_sending_api(etrans_env, billing_db, USEND_DB_URI=own_usend) as api:
         producer = KafkaProducer.from_settings(api.settings.kafka, **{"message.max.bytes": 20000})
-        relay = bootstrap._outbox_relay(api.settings, PgOutboxStore.of(api.usend), producer)
+        relay = outbox_relay(api.settings.kafka, api.settings.outbox, PgOutboxStore.of(api.usend),
+                             producer)
         try:
             user, _, domain = api.sender()
             status, sent = await api.call("POST", "/emails", api.bearer(user), json=email(

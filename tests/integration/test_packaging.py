@@ -176,7 +176,8 @@ def test_ci_runs_the_readme_test_command():
 
 # -- documentation matches the code ---------------------------------------------------------
 
-SETTINGS_SOURCE = (ROOT / "etrans" / "settings.py").read_text()
+SETTINGS_SOURCE = "\n".join(path.read_text()
+                            for path in sorted((ROOT / "etrans" / "settings").glob("*.py")))
 CLI_SOURCE = (ROOT / "etrans" / "cli.py").read_text()
 
 
@@ -225,11 +226,11 @@ def test_example_env_file_has_every_variable_and_is_valid_for_every_subcommand()
     for name in variables_in_code():
         assert re.search(rf"^#?{name}=", text, re.MULTILINE), name
     env = settings.read_env_file(example)
-    for command in settings.SECTIONS:
+    for command in settings.COMMANDS:
         settings.for_command(command, env)
 
 
 def test_local_env_file_is_valid_for_every_subcommand():
     env = settings.read_env_file(ROOT / "config" / "etrans.local.env")
-    for command in settings.SECTIONS:
+    for command in settings.COMMANDS:
         settings.for_command(command, env)

@@ -25,7 +25,8 @@ from typing import Any
 import pytest
 import trio
 
-from etrans import bootstrap, settings
+from etrans import settings
+from etrans.bootstrap import sendmail as sendmail_wiring
 from etrans.runtime import Shutdown
 from tests.harness.smtp import SmtpTestServer
 from tests.integration.sendmail_support import (
@@ -77,7 +78,7 @@ async def test_spec_message_through_kafka_in_process(
         spec_request(good, user_id),
         simple_request(bad, "unknown-" + uuid.uuid4().hex),
     ])
-    main = bootstrap.sendmail(settings.for_command("sendmail", env))
+    main = sendmail_wiring.build(settings.for_command("sendmail", env))
     shutdown = Shutdown(drain_seconds=10)
     async with trio.open_nursery() as nursery:
         nursery.start_soon(main, shutdown)
@@ -107,7 +108,7 @@ async def deliver_through_an_outage(
     outage cut after the server had the message but before we had its reply)."""
     import redis
 
-    main = bootstrap.sendmail(settings.for_command("sendmail", env))
+    main = sendmail_wiring.build(settings.for_command("sendmail", env))
     shutdown = Shutdown(drain_seconds=10)
     async with trio.open_nursery() as nursery:
         nursery.start_soon(main, shutdown)

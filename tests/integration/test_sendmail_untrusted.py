@@ -5,8 +5,8 @@ address of a send request must never reach the SMTP conversation or the rendered
 second RCPT TO smuggled into MAIL FROM, an injected ``Bcc:`` line).  Such a request is refused:
 one Reject event per recipient on LOG_TOPIC (the email shows as Bounced), the record on the
 dead-letter topic, nothing sent - and the requests around it are delivered as usual.  Run through
-the whole service (``bootstrap.sendmail``: Kafka consumer, pipeline, Redis, SMTP pool) against
-the Kafka-API broker and aiosmtpd.
+the whole service (``etrans.bootstrap.sendmail``: Kafka consumer, pipeline, Redis, SMTP pool)
+against the Kafka-API broker and aiosmtpd.
 """
 
 from __future__ import annotations
@@ -21,7 +21,8 @@ import pytest
 import trio
 from confluent_kafka import Consumer, TopicPartition
 
-from etrans import bootstrap, settings
+from etrans import settings
+from etrans.bootstrap import sendmail as sendmail_wiring
 from etrans.pipeline.dead_letter import ERROR_HEADER
 from etrans.runtime import Shutdown
 from tests.harness.smtp import SmtpTestServer
@@ -111,7 +112,7 @@ async def test_unsafe_requests_are_rejected_dead_lettered_and_never_sent(
 
     expected_events = sum(len(r["payload"].get(k) or []) for r in unsafe.values()
                           for k in ("recipients", "cc", "bcc"))
-    main = bootstrap.sendmail(settings.for_command("sendmail", env))
+    main = sendmail_wiring.build(settings.for_command("sendmail", env))
     shutdown = Shutdown(drain_seconds=10)
     async with trio.open_nursery() as nursery:
         nursery.start_soon(main, shutdown)

@@ -21,17 +21,9 @@ MAX_FUNCTION_LINES = 60
 
 # Temporary (issue 14): path -> the part of the issue that splits it.
 ALLOWED_MODULES = {
-    "etrans/settings.py": "wiring: settings per subcommand (item 4)",
-    "etrans/bootstrap.py": "wiring: etrans/bootstrap/ package (item 3)",
 }
 # Temporary (issue 14): "path:qualified.name" -> the part of the issue that shortens it.
 ALLOWED_FUNCTIONS = {
-    "etrans/bootstrap.py:serve": "wiring (item 3)",
-    "etrans/bootstrap.py:sendmail": "wiring (item 3)",
-    "etrans/bootstrap.py:fetchlog": "wiring (item 3)",
-    "etrans/bootstrap.py:_dev_main": "wiring (item 3)",
-    "etrans/bootstrap.py:_dev_services": "wiring (item 3)",
-    "etrans/api/app.py:create_app": "wiring (item 3)",
 }
 
 

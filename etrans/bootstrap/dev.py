@@ -1,0 +1,169 @@
+"""``etrans dev``: the API, sendmail and fetchlog in one Trio process (:mod:`etrans.dev`).
+
+Every service has an embedded stand-in with its data under ``data_dir``; a real service given
+in the settings replaces its stand-in (:mod:`etrans.bootstrap.stores` makes the choice):
+
+==============  =====================================  ==================================
+service         stand-in (``data_dir``)                replaced when set
+==============  =====================================  ==================================
+USEND DB        SQLite ``usend.sqlite3``               USEND_DB_URI (migrated at start)
+Kafka topics    ``topics.sqlite3`` (in-process)        KAFKA_BOOTSTRAP_SERVERS
+Redis           ``state.sqlite3``                      REDIS_URI / REDIS_HOST
+MongoDB         ``logs.sqlite3``                       MONGODB_URI
+SMTP server     built-in sink, ``mail/*.eml``          SMTP_HOST
+==============  =====================================  ==================================
+
+Billing is the local mode (``local_*`` tables).  TOKEN_SECRET/TOKEN_IV default to secrets
+generated once in ``data_dir/secrets.json``.  The API, the pipelines and the SMTP pool are built
+by the same functions as those of ``serve``, ``sendmail`` and ``fetchlog``.
+"""
+
+from __future__ import annotations
+
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from functools import partial
+from typing import TYPE_CHECKING
+
+import trio
+
+from etrans.bootstrap.api import ApiBackends, ApiSections, create_api, outbox_relay
+from etrans.bootstrap.configs import (
+    fetchlog_pipeline,
+    hypercorn_config,
+    log_topic,
+    mmap_large_allocations,
+    sendmail_pipeline,
+)
+from etrans.bootstrap.serve import serve_http
+from etrans.bootstrap.stores import (
+    LogStores,
+    StateStores,
+    Topics,
+    UsendStores,
+    open_logs,
+    open_state,
+    open_topics,
+    open_usend,
+)
+from etrans.bootstrap.workers import email_delivery, fetchlog_task, smtp_pool
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+    from pathlib import Path
+
+    from etrans.adapters.crypto.credentials import CredentialCipher
+    from etrans.pipeline import PipelineConfig
+    from etrans.runtime import ServiceMain, Shutdown
+    from etrans.settings import DevSettings, SmtpSettings
+
+
+@dataclass(frozen=True)
+class DevBackends:
+    usend: UsendStores
+    topics: Topics
+    logs: LogStores
+    state: StateStores
+
+
+def build(settings: DevSettings, *, data_dir: Path) -> ServiceMain:
+    from etrans.adapters.crypto.credentials import CredentialCipher
+    from etrans.dev import demo
+    from etrans.settings import Secret, TokenSettings
+
+    data_dir.mkdir(parents=True, exist_ok=True)
+    tokens = settings.tokens
+    if tokens is None:
+        secret, iv = demo.data_secrets(data_dir)
+        tokens = TokenSettings(Secret(secret), Secret(iv))
+    sections = ApiSections(http=settings.http, tokens=tokens, kafka=settings.topics,
+                           outbox=settings.outbox)
+    cipher = CredentialCipher(tokens.secret.get(), tokens.iv.get())
+
+    async def main(shutdown: Shutdown) -> None:
+        # The banner lists the services in this order, whichever is opened first.
+        stand_ins = dict.fromkeys(("usend db", "topics", "redis", "logs", "smtp"), "")
+        async with _open_backends(settings, data_dir, cipher, stand_ins) as backends:
+            await _run(settings, sections, data_dir, backends, cipher, stand_ins, shutdown)
+
+    return main
+
+
+@asynccontextmanager
+async def _open_backends(settings: DevSettings, data_dir: Path, cipher: CredentialCipher,
+                         stand_ins: dict[str, str]) -> AsyncIterator[DevBackends]:
+    async with open_usend(settings.databases, data_dir, stand_ins) as usend, \
+            open_topics(settings.kafka, data_dir, stand_ins) as topics, \
+            open_logs(settings.mongo, settings.fetchlog, data_dir, stand_ins) as logs, \
+            open_state(settings.redis, data_dir, prefix=settings.http.redis_prefix,
+                       usend_repo=usend.repo, log_reader=logs.reader, cipher=cipher,
+                       sendmail=settings.sendmail, stand_ins=stand_ins) as state:
+        yield DevBackends(usend=usend, topics=topics, logs=logs, state=state)
+
+
+def pipeline_configs(settings: DevSettings) -> tuple[PipelineConfig, PipelineConfig]:
+    """(sendmail's, fetchlog's): as their own subcommands build them, each consumer with its own
+    static member id."""
+    kafka = settings.topics
+    return (sendmail_pipeline(kafka, settings.consumer("sendmail"), settings.sendmail),
+            fetchlog_pipeline(kafka, settings.consumer("fetchlog"), settings.fetchlog))
+
+
+async def _start_sink(nursery: trio.Nursery, data_dir: Path, backends: DevBackends,
+                      topic: str, stand_ins: dict[str, str]) -> SmtpSettings:
+    """The built-in SMTP server: every message kept as ``mail/*.eml``."""
+    from etrans.dev.smtp_sink import SmtpSink
+    from etrans.settings import SmtpSettings
+
+    sink = SmtpSink(data_dir / "mail", backends.topics.publisher, topic)
+    port = await nursery.start(sink.serve)
+    stand_ins["smtp"] = f"built-in on 127.0.0.1:{port}, messages in {data_dir / 'mail'}"
+    # The sink listens on 127.0.0.1 only: AUTH without TLS stays on the machine.
+    return SmtpSettings(host="127.0.0.1", port=port, allow_plaintext_auth=True)
+
+
+async def _run(settings: DevSettings, sections: ApiSections, data_dir: Path,
+               backends: DevBackends, cipher: CredentialCipher, stand_ins: dict[str, str],
+               shutdown: Shutdown) -> None:
+    from etrans.dev import demo
+    from etrans.pipeline import run_pipeline
+    from etrans.workers.fetchlog import run_fetchlog
+    from etrans.workers.sendmail import SendmailTask
+
+    usend, topics, kafka = backends.usend, backends.topics, sections.kafka
+    account = await usend.db.run(demo.ensure_demo, usend.db, cipher, data_dir)
+    relay = outbox_relay(kafka, settings.outbox, usend.outbox, topics.publisher)
+    app = create_api(sections, ApiBackends(usend_db=usend.db, stores=backends.state.api,
+                                           relay=relay),
+                     probes=[usend.db, topics.publisher, backends.logs.writer])
+    config = hypercorn_config(settings.http, drain_seconds=settings.drain_seconds)
+    mmap_large_allocations()
+    sendmail_config, fetchlog_config = pipeline_configs(settings)
+    fetchlog = fetchlog_task(settings.fetchlog, backends.logs.writer, usend=usend.db,
+                             statuses=usend.statuses)
+    async with trio.open_nursery() as outer:
+        # The SMTP sink lives in the outer nursery: it stays up until sendmail has drained.
+        smtp = settings.smtp
+        if smtp is None:
+            smtp = await _start_sink(outer, data_dir, backends, log_topic(kafka), stand_ins)
+        else:
+            stand_ins["smtp"] = f"{smtp.host}:{smtp.port}"
+        pool = smtp_pool(smtp, settings.sendmail)
+        delivery = email_delivery(backends.state.delivery, pool, topics.publisher, kafka,
+                                  settings.sendmail)
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(serve_http, app, config, relay, shutdown)
+                nursery.start_soon(partial(run_pipeline, sendmail_config, SendmailTask(delivery),
+                                           shutdown, producer=topics.publisher,
+                                           source=topics.source))
+                nursery.start_soon(partial(run_fetchlog, fetchlog_config, fetchlog, shutdown,
+                                           source=topics.source))
+                host, _, port = settings.http.bind.rpartition(":")
+                host = "127.0.0.1" if host in ("0.0.0.0", "") else host
+                print(demo.banner(account, f"http://{host}:{port}", data_dir, stand_ins),
+                      flush=True)
+            outer.cancel_scope.cancel()
+        finally:
+            with trio.CancelScope(shield=True):
+                await pool.aclose()

@@ -1,0 +1,68 @@
+"""``etrans fetchlog``: LOG_TOPIC -> MongoDB (+ email_messages.status when USEND_DB_URI is
+set)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from etrans.bootstrap.configs import fetchlog_pipeline
+from etrans.bootstrap.stores import mongo_log_writer
+from etrans.bootstrap.workers import fetchlog_task
+from etrans.observability import get_logger
+
+if TYPE_CHECKING:
+    from etrans.adapters.sql import Database
+    from etrans.pipeline import PipelineConfig
+    from etrans.runtime import ServiceMain, Shutdown
+    from etrans.settings import DatabaseSettings, FetchlogSettings
+
+log = get_logger(__name__)
+
+
+def _usend_database(databases: DatabaseSettings) -> Database | None:
+    from etrans.adapters.sql import Database, make_engine
+
+    if databases.usend_uri is None:
+        log.info("USEND_DB_URI not set: email statuses are not updated")
+        return None
+    return Database(make_engine(databases.usend_uri.get(), pool_size=databases.pool_size,
+                                application_name="etrans-fetchlog"), name="usend_db")
+
+
+def pipeline_config(settings: FetchlogSettings, *, from_earliest: bool = False,
+                    stop_at_end: bool = False) -> PipelineConfig:
+    return fetchlog_pipeline(settings.kafka, settings.consumer, settings.fetchlog,
+                             from_earliest=from_earliest, stop_at_end=stop_at_end)
+
+
+def build(settings: FetchlogSettings, *, from_earliest: bool, stop_at_end: bool) -> ServiceMain:
+    from etrans import __version__
+    from etrans.adapters.http.sentry_reporter import ErrorReporter
+    from etrans.adapters.sql.email_status import EmailStatusUpdater
+    from etrans.workers.fetchlog import progress_stream_for, run_fetchlog
+
+    options = settings.fetchlog
+    config = pipeline_config(settings, from_earliest=from_earliest, stop_at_end=stop_at_end)
+
+    async def main(shutdown: Shutdown) -> None:
+        reporter = ErrorReporter.start(
+            settings.sentry_dsn.get() if settings.sentry_dsn else None,
+            service="fetchlog", release=__version__,
+        )
+        writer = mongo_log_writer(settings.mongo, options)
+        usend = _usend_database(settings.databases)
+        task = fetchlog_task(options, writer, usend=usend, reporter=reporter,
+                             statuses=EmailStatusUpdater(usend) if usend is not None else None)
+        try:
+            await run_fetchlog(config, task, shutdown,
+                               progress_stream=progress_stream_for(from_earliest or stop_at_end))
+        except BaseException as exc:
+            reporter.capture(exc, step="fetchlog")
+            raise
+        finally:
+            writer.close()
+            if usend is not None:
+                usend.dispose()
+            reporter.flush()
+
+    return main

@@ -1,0 +1,132 @@
+"""``etrans serve``: the HTTP API on PostgreSQL, Redis, MongoDB and Kafka, with its outbox relay.
+
+The API itself is wired by :mod:`etrans.bootstrap.api`, as in ``etrans dev``; this module opens
+the real services, checks KAFKA_TOPIC at start and runs the server.
+"""
+
+from __future__ import annotations
+
+from contextlib import AsyncExitStack, asynccontextmanager
+from typing import TYPE_CHECKING
+
+import trio
+
+from etrans.bootstrap.api import ApiBackends, ApiSections, create_api, outbox_relay
+from etrans.bootstrap.configs import hypercorn_config, mmap_large_allocations
+from etrans.bootstrap.stores import redis_api_stores
+from etrans.observability import get_logger
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+
+    from hypercorn.config import Config as HypercornConfig
+    from quart_trio import QuartTrio
+
+    from etrans.adapters.sql.outbox import OutboxRelay
+    from etrans.app.ports import HealthProbe
+    from etrans.runtime import ServiceMain, Shutdown
+    from etrans.settings import ServeSettings
+
+log = get_logger(__name__)
+
+
+def build(settings: ServeSettings) -> ServiceMain:
+    sections = ApiSections(http=settings.http, tokens=settings.tokens, kafka=settings.kafka,
+                           outbox=settings.outbox)
+    config = hypercorn_config(settings.http, drain_seconds=settings.drain_seconds)
+    mmap_large_allocations()
+
+    async def main(shutdown: Shutdown) -> None:
+        async with _open_backends(settings) as (backends, probes):
+            assert backends.relay is not None
+            app = create_api(sections, backends, probes=probes)
+            await serve_http(app, config, backends.relay, shutdown)
+
+    return main
+
+
+async def serve_http(app: QuartTrio, config: HypercornConfig, relay: OutboxRelay,
+                     shutdown: Shutdown) -> None:
+    """The HTTP server until shutdown, and the outbox relay that publishes what requests
+    committed: it runs until the server has drained, then makes one last pass."""
+    from hypercorn.trio import serve as hypercorn_serve
+
+    async with trio.open_nursery() as nursery:
+        relay_done = trio.Event()
+        await nursery.start(relay.run, relay_done)
+        log.info("listening", bind=config.bind[0])
+        await hypercorn_serve(app, config, shutdown_trigger=shutdown.wait_requested)
+        relay_done.set()
+        relay.notify()
+
+
+@asynccontextmanager
+async def _open_backends(settings: ServeSettings
+                         ) -> AsyncIterator[tuple[ApiBackends, Sequence[HealthProbe]]]:
+    from etrans.adapters.kafka.client import KafkaProducer
+    from etrans.adapters.mongo.log_reader import MongoLogReader
+    from etrans.adapters.mongo.store import MongoStore
+    from etrans.adapters.redis.client import open_redis
+    from etrans.adapters.sql import billing_database, usend_database
+    from etrans.adapters.sql.outbox_store import PgOutboxStore
+    from etrans.adapters.sql.usend_repo import UsendRepository
+
+    dbs = settings.databases
+    async with AsyncExitStack() as stack:
+        # The Billing DB is external: its engine opens READ ONLY sessions (docs/database.md).
+        billing = billing_database(dbs.billing_uri.get(), pool_size=dbs.pool_size)
+        stack.callback(billing.dispose)
+        usend = usend_database(dbs.usend_uri.get(), pool_size=dbs.pool_size)
+        stack.callback(usend.dispose)
+        mongo = MongoStore(settings.mongo)
+        stack.callback(mongo.close)
+        producer = KafkaProducer.from_settings(settings.kafka)
+        # Only the relay produces here, and it has returned: what is still queued belongs to a
+        # pass that was cut short and rolled back, published again at the next start.
+        stack.callback(producer.close, 1.0)
+        # One Redis client for every Redis adapter (requests' commands are pipelined).
+        redis = await stack.enter_async_context(open_redis(settings.redis.url.get()))
+        usend_repo = UsendRepository(usend)
+        stack.push_async_callback(_shielded, usend_repo.aclose)
+        stores = redis_api_stores(redis, prefix=settings.http.redis_prefix,
+                                  usend_repo=usend_repo, log_reader=MongoLogReader(mongo))
+        relay = outbox_relay(settings.kafka, settings.outbox, PgOutboxStore.of(usend), producer)
+        yield (ApiBackends(usend_db=usend, stores=stores, billing_db=billing, relay=relay),
+               [billing, usend, redis, producer, mongo])
+
+
+async def _shielded(close: Callable[[], Awaitable[object]]) -> None:
+    with trio.CancelScope(shield=True):
+        await close()
+
+
+def check_kafka_topic(settings: ServeSettings, *, timeout: float = 5.0) -> None:
+    """At start: KAFKA_TOPIC must take the largest record etrans produces (its
+    ``max.message.bytes`` at least KAFKA_MAX_RECORD_BYTES + framing), else ConfigError (exit 2)
+    naming both settings.  A broker that cannot be asked, or a topic that does not report the
+    value, is a warning: the check cannot be made, serving goes on."""
+    from etrans.adapters.kafka.client import KafkaAdmin
+    from etrans.errors import ConfigError
+
+    kafka = settings.kafka
+    try:
+        limit = KafkaAdmin(kafka, timeout=timeout).topic_max_message_bytes(kafka.topic)
+    except Exception as exc:
+        log.warning("could not check that KAFKA_TOPIC takes the largest email record",
+                    topic=kafka.topic, error=repr(exc), needed=kafka.max_batch_bytes)
+        return
+    if limit is None:
+        log.info("KAFKA_TOPIC does not report max.message.bytes: not checked", topic=kafka.topic)
+        return
+    if limit < kafka.max_batch_bytes:
+        raise ConfigError([
+            f"Kafka topic {kafka.topic!r} (KAFKA_TOPIC) takes records of at most {limit} bytes "
+            f"(its max.message.bytes), but etrans produces records of up to "
+            f"KAFKA_MAX_RECORD_BYTES={kafka.max_record_bytes} bytes (+1024 of framing): raise the "
+            f"topic's max.message.bytes to at least {kafka.max_batch_bytes} (kafka-configs.sh "
+            f"--alter --entity-type topics --entity-name {kafka.topic} --add-config "
+            f"max.message.bytes={kafka.max_batch_bytes}), or lower KAFKA_MAX_RECORD_BYTES to "
+            f"{limit - 1024} or less (larger emails are then refused with 400); see "
+            "docs/configuration.md, 'Large emails and Kafka size limits'"])
+    log.info("KAFKA_TOPIC takes the largest email record", topic=kafka.topic,
+             max_message_bytes=limit, needed=kafka.max_batch_bytes)

@@ -1,0 +1,258 @@
+"""The settings of each subcommand: exactly the sections it needs, none of them optional unless
+the subcommand can run without that service.
+
+``for_command("sendmail", env)`` reads the sections of ``sendmail`` and raises one
+:class:`~etrans.errors.ConfigError` naming every missing or invalid variable; what it returns is a
+:class:`SendmailSettings` whose ``redis``, ``smtp``, ... are always there, so the wiring
+(:mod:`etrans.bootstrap`) never has to check.  ``etrans dev`` is the exception by design: each
+service it is not given is replaced by an embedded stand-in, so its sections are ``None`` then.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Literal, TypeVar, overload
+
+from etrans.errors import ConfigError
+from etrans.settings.models import (
+    ApiDatabases,
+    Consumer,
+    DatabaseSettings,
+    FetchlogOptions,
+    HttpSettings,
+    KafkaSettings,
+    MongoSettings,
+    OutboxSettings,
+    RedisSettings,
+    Secret,
+    SendmailOptions,
+    SmtpSettings,
+    TokenSettings,
+)
+from etrans.settings.reader import (
+    Reader,
+    read_databases,
+    read_fetchlog,
+    read_http,
+    read_kafka,
+    read_mongo,
+    read_outbox,
+    read_redis,
+    read_sendmail,
+    read_smtp,
+    read_tokens,
+)
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Settings:
+    """What every subcommand reads: the drain deadline (ETRANS_DRAIN_SECONDS) and SENTRY_DSN."""
+
+    drain_seconds: float = 25.0
+    sentry_dsn: Secret | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class ServeSettings(Settings):
+    """``etrans serve``: the HTTP API and the outbox relay."""
+
+    kafka: KafkaSettings
+    redis: RedisSettings
+    mongo: MongoSettings
+    tokens: TokenSettings
+    databases: ApiDatabases
+    http: HttpSettings
+    outbox: OutboxSettings
+
+
+@dataclass(frozen=True, kw_only=True)
+class SendmailSettings(Settings):
+    """``etrans sendmail``: KAFKA_TOPIC -> SMTP."""
+
+    kafka: KafkaSettings
+    consumer: Consumer  # KAFKA_TOPIC, KAFKA_GROUP_ID
+    redis: RedisSettings
+    tokens: TokenSettings
+    smtp: SmtpSettings
+    sendmail: SendmailOptions
+
+
+@dataclass(frozen=True, kw_only=True)
+class FetchlogSettings(Settings):
+    """``etrans fetchlog``: LOG_TOPIC -> MongoDB (+ statuses when USEND_DB_URI is set)."""
+
+    kafka: KafkaSettings
+    consumer: Consumer  # LOG_TOPIC, LOG_GROUP_ID
+    mongo: MongoSettings
+    databases: DatabaseSettings  # USEND_DB_URI optional
+    fetchlog: FetchlogOptions
+
+
+@dataclass(frozen=True, kw_only=True)
+class DbSettings(Settings):
+    """``etrans db``: the USEND DB only."""
+
+    usend_uri: Secret
+    pool_size: int = 10
+
+
+# ``etrans dev`` without KAFKA_BOOTSTRAP_SERVERS: the in-process topics, with these names.
+LOCAL_TOPICS = KafkaSettings(bootstrap_servers="", log_topic="email-logs",
+                             group_id="etrans-dev-sendmail", log_group_id="etrans-dev-fetchlog")
+
+
+@dataclass(frozen=True, kw_only=True)
+class DevSettings(Settings):
+    """``etrans dev``: every service optional; None means "use the embedded stand-in"."""
+
+    http: HttpSettings
+    fetchlog: FetchlogOptions
+    sendmail: SendmailOptions
+    databases: DatabaseSettings  # USEND_DB_URI None: SQLite
+    outbox: OutboxSettings
+    kafka: KafkaSettings | None = None
+    redis: RedisSettings | None = None
+    mongo: MongoSettings | None = None
+    tokens: TokenSettings | None = None  # None: secrets generated in the data directory
+    smtp: SmtpSettings | None = None  # None: the built-in SMTP sink
+
+    @property
+    def topics(self) -> KafkaSettings:
+        """The Kafka settings the wiring uses: the real broker's, else the local topics'."""
+        return self.kafka or LOCAL_TOPICS
+
+    def consumer(self, worker: Literal["sendmail", "fetchlog"]) -> Consumer:
+        """Two consumers in one process: one static member id each (``<id>-sendmail``)."""
+        topics = self.topics
+        instance = topics.group_instance_id
+        if worker == "sendmail":
+            topic, group = topics.topic, topics.group_id or "etrans-dev-sendmail"
+        else:
+            topic = topics.log_topic or "email-logs"
+            group = topics.log_group_id or "etrans-dev-fetchlog"
+        return Consumer(topic, group, f"{instance}-{worker}" if instance else None)
+
+
+def _common(r: Reader) -> Settings:
+    dsn = r.raw("SENTRY_DSN")
+    return Settings(drain_seconds=r.number("ETRANS_DRAIN_SECONDS", 25.0, minimum=0.0),
+                    sentry_dsn=Secret(dsn) if dsn else None)
+
+
+def _serve(r: Reader) -> ServeSettings:
+    common = _common(r)
+    kafka, redis, mongo = read_kafka(r, consumer_of=None), read_redis(r), read_mongo(r)
+    tokens = read_tokens(r)
+    databases = read_databases(r, billing=True, usend=True)
+    return ServeSettings(
+        drain_seconds=common.drain_seconds, sentry_dsn=common.sentry_dsn,
+        kafka=kafka, redis=redis, mongo=mongo, tokens=tokens,
+        databases=ApiDatabases(billing_uri=databases.billing_uri or Secret(""),
+                               usend_uri=databases.usend_uri or Secret(""),
+                               pool_size=databases.pool_size),
+        http=read_http(r), outbox=read_outbox(r))
+
+
+def _sendmail(r: Reader) -> SendmailSettings:
+    common = _common(r)
+    kafka = read_kafka(r, consumer_of="sendmail")
+    return SendmailSettings(
+        drain_seconds=common.drain_seconds, sentry_dsn=common.sentry_dsn, kafka=kafka,
+        consumer=Consumer(kafka.topic, kafka.group_id or "", kafka.group_instance_id),
+        redis=read_redis(r), tokens=read_tokens(r), smtp=read_smtp(r),
+        sendmail=read_sendmail(r))
+
+
+def _fetchlog(r: Reader) -> FetchlogSettings:
+    common = _common(r)
+    kafka = read_kafka(r, consumer_of="fetchlog")
+    return FetchlogSettings(
+        drain_seconds=common.drain_seconds, sentry_dsn=common.sentry_dsn, kafka=kafka,
+        consumer=Consumer(kafka.log_topic or "", kafka.log_group_id or "",
+                          kafka.group_instance_id),
+        mongo=read_mongo(r), databases=read_databases(r, billing=False, usend=False),
+        fetchlog=read_fetchlog(r))
+
+
+def _db(r: Reader) -> DbSettings:
+    common = _common(r)
+    databases = read_databases(r, billing=False, usend=True)
+    return DbSettings(drain_seconds=common.drain_seconds, sentry_dsn=common.sentry_dsn,
+                      usend_uri=databases.usend_uri or Secret(""), pool_size=databases.pool_size)
+
+
+def _dev(r: Reader) -> DevSettings:
+    """A section is set only when its real service is given (KAFKA_BOOTSTRAP_SERVERS,
+    REDIS_URI/REDIS_HOST, MONGODB_URI, SMTP_HOST, USEND_DB_URI, TOKEN_SECRET/TOKEN_IV).  Billing
+    is always the local mode; the API listens on 127.0.0.1:8000 unless ETRANS_BIND says
+    otherwise."""
+    common = _common(r)
+    http = read_http(r, billing_api=False)
+    http = replace(http, bind=http.bind if r.raw("ETRANS_BIND") else "127.0.0.1:8000",
+                   billing_v4_uri=None)
+    fetchlog, sendmail = read_fetchlog(r), read_sendmail(r)
+    databases, outbox = read_databases(r, billing=False, usend=False), read_outbox(r)
+    kafka = None
+    if r.raw("KAFKA_BOOTSTRAP_SERVERS"):
+        # Two consumers (sendmail, fetchlog): DevSettings.consumer appends "-sendmail" /
+        # "-fetchlog" to the instance id, whose default is "<hostname>-dev".
+        kafka = read_kafka(r, consumer_of="dev")
+        kafka = replace(kafka, group_id=kafka.group_id or "etrans-dev-sendmail",
+                        log_topic=kafka.log_topic or "email-logs",
+                        log_group_id=kafka.log_group_id or "etrans-dev-fetchlog")
+    redis = read_redis(r) if r.raw("REDIS_URI") or r.raw("REDIS_HOST") else None
+    mongo = None
+    if r.raw("MONGODB_URI"):
+        mongo = MongoSettings(
+            uri=r.uri("MONGODB_URI", ("mongodb", "mongodb+srv")) or Secret(""),
+            dbname=r.text("MONGODB_DBNAME", "etrans"),
+            collection=r.text("MONGODB_COLLECTION", "email_logs"))
+    tokens = read_tokens(r) if r.raw("TOKEN_SECRET") or r.raw("TOKEN_IV") else None
+    smtp = read_smtp(r) if r.raw("SMTP_HOST") else None
+    return DevSettings(drain_seconds=common.drain_seconds, sentry_dsn=common.sentry_dsn,
+                       http=http, fetchlog=fetchlog, sendmail=sendmail, databases=databases,
+                       outbox=outbox, kafka=kafka, redis=redis, mongo=mongo, tokens=tokens,
+                       smtp=smtp)
+
+
+# Every subcommand and how its settings are read.
+COMMANDS: dict[str, Callable[[Reader], Settings]] = {
+    "serve": _serve, "sendmail": _sendmail, "fetchlog": _fetchlog, "db": _db, "dev": _dev,
+}
+
+
+@overload
+def for_command(command: Literal["serve"], env: Mapping[str, str] | None = None
+                ) -> ServeSettings: ...
+@overload
+def for_command(command: Literal["sendmail"], env: Mapping[str, str] | None = None
+                ) -> SendmailSettings: ...
+@overload
+def for_command(command: Literal["fetchlog"], env: Mapping[str, str] | None = None
+                ) -> FetchlogSettings: ...
+@overload
+def for_command(command: Literal["db"], env: Mapping[str, str] | None = None) -> DbSettings: ...
+@overload
+def for_command(command: Literal["dev"], env: Mapping[str, str] | None = None) -> DevSettings: ...
+@overload
+def for_command(command: str, env: Mapping[str, str] | None = None) -> Settings: ...
+def for_command(command: str, env: Mapping[str, str] | None = None) -> Settings:
+    """The settings of ``command`` (``os.environ`` by default); ConfigError lists every
+    problem."""
+    return read_section(os.environ if env is None else env, COMMANDS[command])
+
+
+def read_section(env: Mapping[str, str], read: Callable[[Reader], T]) -> T:
+    """Whatever ``read`` builds from ``env`` (a subcommand's settings, or one section for a
+    tool or a test); ConfigError listing every problem."""
+    r = Reader(env)
+    value = read(r)
+    if r.problems:
+        raise ConfigError(r.problems)
+    return value
