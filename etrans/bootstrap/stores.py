@@ -210,6 +210,9 @@ async def open_usend(databases: DatabaseSettings, data_dir: Path,
     try:
         yield stores
     finally:
+        # The writer's own connection (PostgreSQL), closed as ``serve`` closes it.
+        with trio.CancelScope(shield=True):
+            await stores.repo.aclose()
         db.dispose()
 
 

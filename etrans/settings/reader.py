@@ -160,6 +160,28 @@ def read_kafka(r: Reader, *, consumer_of: str | None) -> KafkaSettings:
     else:
         log_topic, log_group = r.raw("LOG_TOPIC"), r.raw("LOG_GROUP_ID")
 
+    conf = _client_config(r)
+    instance_id = group_instance_id(r, conf, consumer_of)
+    check_librdkafka(r, conf)
+    max_record = _max_record_bytes(r, conf)
+    return KafkaSettings(
+        bootstrap_servers=bootstrap,
+        topic=topic,
+        group_id=group_id,
+        log_topic=log_topic,
+        log_group_id=log_group,
+        billing_topic=r.raw("KAFKA_BILLING_TOPIC"),
+        dead_letter_topic=r.raw("KAFKA_DEAD_LETTER_TOPIC"),
+        client_config=conf,
+        commit_interval_seconds=r.number("KAFKA_COMMIT_INTERVAL_SECONDS", 1.0, minimum=0.01),
+        assignment_strategy=r.text("KAFKA_ASSIGNMENT_STRATEGY", "range,roundrobin"),
+        max_record_bytes=max_record,
+        group_instance_id=instance_id,
+    )
+
+
+def _client_config(r: Reader) -> dict[str, Secret]:
+    """The librdkafka properties of every client: SASL/SSL, then KAFKA_CONF_* pass-through."""
     conf: dict[str, Secret] = {}
     protocol = r.raw("KAFKA_SECURITY_PROTOCOL")
     mechanism = r.raw("KAFKA_SASL_MECHANISM") or r.raw("KAFKA_SASL_MECHANISMS")
@@ -179,8 +201,11 @@ def read_kafka(r: Reader, *, consumer_of: str | None) -> KafkaSettings:
             key = name[len(KAFKA_CONF_PREFIX) :].lower().replace("_", ".")
             if key:
                 conf[key] = Secret(value)
-    instance_id = group_instance_id(r, conf, consumer_of)
-    check_librdkafka(r, conf)
+    return conf
+
+
+def _max_record_bytes(r: Reader, conf: dict[str, Secret]) -> int:
+    """KAFKA_MAX_RECORD_BYTES; KAFKA_CONF_MESSAGE_MAX_BYTES may only raise the producer's limit."""
     max_record = r.integer("KAFKA_MAX_RECORD_BYTES", DEFAULT_MAX_RECORD_BYTES, minimum=65536,
                            maximum=LIBRDKAFKA_MAX_MESSAGE_BYTES - RECORD_FRAMING_BYTES)
     given = conf.get("message.max.bytes")
@@ -190,21 +215,7 @@ def read_kafka(r: Reader, *, consumer_of: str | None) -> KafkaSettings:
             f"KAFKA_CONF_MESSAGE_MAX_BYTES ({given.get()}) is smaller than KAFKA_MAX_RECORD_BYTES"
             f" + {RECORD_FRAMING_BYTES} ({max_record + RECORD_FRAMING_BYTES}): leave it unset"
             " (KAFKA_MAX_RECORD_BYTES sets the producer's message.max.bytes) or raise it")
-
-    return KafkaSettings(
-        bootstrap_servers=bootstrap,
-        topic=topic,
-        group_id=group_id,
-        log_topic=log_topic,
-        log_group_id=log_group,
-        billing_topic=r.raw("KAFKA_BILLING_TOPIC"),
-        dead_letter_topic=r.raw("KAFKA_DEAD_LETTER_TOPIC"),
-        client_config=conf,
-        commit_interval_seconds=r.number("KAFKA_COMMIT_INTERVAL_SECONDS", 1.0, minimum=0.01),
-        assignment_strategy=r.text("KAFKA_ASSIGNMENT_STRATEGY", "range,roundrobin"),
-        max_record_bytes=max_record,
-        group_instance_id=instance_id,
-    )
+    return max_record
 
 
 def read_redis(r: Reader) -> RedisSettings:
