@@ -210,3 +210,30 @@ def test_dev_with_real_kafka_and_mongodb(tmp_path: Path, kafka_bootstrap: str,
         assert dev.stop() == [0], dev.tails()
         client.drop_database(dbname)
         client.close()
+
+
+def test_dev_with_real_postgresql(tmp_path: Path, fresh_database: Any) -> None:
+    """USEND_DB_URI replaces the SQLite file: migrated at start, the outbox relayed from
+    PostgreSQL (PgOutboxStore), the email's status written there, and a clean stop."""
+    from sqlalchemy import create_engine, text
+
+    from etrans.adapters.sql import sqlalchemy_url
+
+    url = fresh_database("devusend")
+    dev = start_dev(tmp_path / "data", env=base_env(USEND_DB_URI=url))
+    try:
+        message_id = send(dev)
+        wait_delivered(dev, message_id)
+        assert not (tmp_path / "data" / "usend.sqlite3").exists()
+    finally:
+        assert dev.stop() == [0], dev.tails()
+    engine = create_engine(sqlalchemy_url(url))
+    try:
+        with engine.connect() as conn:
+            status = conn.execute(text("SELECT status FROM email_messages WHERE message_id = :id"),
+                                  {"id": message_id}).scalar_one()
+            pending = conn.execute(text("SELECT count(*) FROM email_outbox "
+                                        "WHERE published_at IS NULL")).scalar_one()
+    finally:
+        engine.dispose()
+    assert (status, pending) == ("delivered", 0)  # the stored value; the API shows Delivered
