@@ -37,10 +37,9 @@ def build(settings: ServeSettings) -> ServiceMain:
     mmap_large_allocations()
 
     async def main(shutdown: Shutdown) -> None:
-        async with _open_backends(settings) as (backends, probes):
-            assert backends.relay is not None
+        async with _open_backends(settings) as (backends, relay, probes):
             app = create_api(sections, backends, probes=probes)
-            await serve_http(app, config, backends.relay, shutdown)
+            await serve_http(app, config, relay, shutdown)
 
     return main
 
@@ -62,7 +61,9 @@ async def serve_http(app: QuartTrio, config: HypercornConfig, relay: OutboxRelay
 
 @asynccontextmanager
 async def _open_backends(settings: ServeSettings
-                         ) -> AsyncIterator[tuple[ApiBackends, Sequence[HealthProbe]]]:
+                         ) -> AsyncIterator[tuple[ApiBackends, OutboxRelay, Sequence[HealthProbe]]]:
+    """PostgreSQL (Billing DB read only, USEND DB), MongoDB, Kafka and Redis, closed on exit in
+    reverse order; the outbox relay on the USEND DB."""
     from etrans.adapters.kafka.client import KafkaProducer
     from etrans.adapters.mongo.log_reader import MongoLogReader
     from etrans.adapters.mongo.store import MongoStore
@@ -91,7 +92,7 @@ async def _open_backends(settings: ServeSettings
         stores = redis_api_stores(redis, prefix=settings.http.redis_prefix,
                                   usend_repo=usend_repo, log_reader=MongoLogReader(mongo))
         relay = outbox_relay(settings.kafka, settings.outbox, PgOutboxStore.of(usend), producer)
-        yield (ApiBackends(usend_db=usend, stores=stores, billing_db=billing, relay=relay),
+        yield (ApiBackends(usend_db=usend, stores=stores, billing_db=billing, relay=relay), relay,
                [billing, usend, redis, producer, mongo])
 
 
