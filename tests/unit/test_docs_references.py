@@ -40,7 +40,7 @@ def _defines(source: Path, dotted: str) -> bool:
     tree = ast.parse(source.read_text())
     scope: list[ast.stmt] = tree.body
     for part in dotted.split("."):
-        match = None
+        match: ast.stmt | None = None
         for node in scope:
             if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) \
                     and node.name == part:
