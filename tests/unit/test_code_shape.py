@@ -2,8 +2,8 @@
 no function over 60, and the domain on the standard library alone.
 
 Read with ``ast``, so nested functions and methods count on their own; migrations (generated
-revisions) are left out.  ``ALLOWED_*`` lists the offenders being split right now, each with who
-removes it; an entry that no longer offends fails too, so the lists only shrink.
+revisions) are left out.  There is no allow-list: issue 14 split every offender, and a new one
+is split before it lands.
 """
 
 from __future__ import annotations
@@ -12,20 +12,10 @@ import ast
 import sys
 from pathlib import Path
 
-import pytest
-
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGE = ROOT / "etrans"
 MAX_MODULE_LINES = 400
 MAX_FUNCTION_LINES = 60
-
-# Temporary (issue 14): path -> the part of the issue that splits it.
-ALLOWED_MODULES = {
-}
-# Temporary (issue 14): "path:qualified.name" -> the part of the issue that shortens it.
-ALLOWED_FUNCTIONS = {
-}
-
 
 def modules() -> list[Path]:
     return sorted(path for path in PACKAGE.rglob("*.py") if "migrations" not in path.parts)
@@ -66,7 +56,7 @@ def test_modules_stay_under_the_line_limit():
     too_long = {}
     for path in modules():
         lines = len(path.read_text().splitlines())
-        if lines > MAX_MODULE_LINES and name_of(path) not in ALLOWED_MODULES:
+        if lines > MAX_MODULE_LINES:
             too_long[name_of(path)] = lines
     assert not too_long, f"modules over {MAX_MODULE_LINES} lines (split them): {too_long}"
 
@@ -75,25 +65,8 @@ def test_functions_stay_under_the_line_limit():
     too_long = {}
     for path in modules():
         for name, lines in long_functions(path).items():
-            if f"{name_of(path)}:{name}" not in ALLOWED_FUNCTIONS:
-                too_long[f"{name_of(path)}:{name}"] = lines
+            too_long[f"{name_of(path)}:{name}"] = lines
     assert not too_long, f"functions over {MAX_FUNCTION_LINES} lines (shorten them): {too_long}"
-
-
-@pytest.mark.parametrize("entry", sorted(ALLOWED_MODULES))
-def test_an_allowed_module_still_needs_its_entry(entry):
-    path = ROOT / entry
-    lines = len(path.read_text().splitlines()) if path.exists() else 0
-    assert lines > MAX_MODULE_LINES, (
-        f"{entry} is gone or within the limit: remove it from ALLOWED_MODULES")
-
-
-@pytest.mark.parametrize("entry", sorted(ALLOWED_FUNCTIONS))
-def test_an_allowed_function_still_needs_its_entry(entry):
-    module, name = entry.split(":")
-    path = ROOT / module
-    found = long_functions(path) if path.exists() else {}
-    assert name in found, f"{entry} is gone or within the limit: remove it from ALLOWED_FUNCTIONS"
 
 
 def test_a_long_function_is_found_with_its_qualified_name(tmp_path):
