@@ -42,8 +42,13 @@ class RateCounter(Protocol):
 # -- fetchlog (delivery logs) ---------------------------------------------------------------------
 
 class LogInsertResult(Protocol):
-    inserted: int
-    duplicates: int  # already stored: a replayed or retried event, not an error
+    @property
+    def inserted(self) -> int: ...
+
+    @property
+    def duplicates(self) -> int:
+        """Already stored: a replayed or retried event, not an error."""
+        ...
 
 
 class LogDocumentWriter(Protocol):

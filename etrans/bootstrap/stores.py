@@ -11,18 +11,22 @@ from __future__ import annotations
 
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Protocol
 
 import trio
+
+from etrans.app.ports import EventPublisher, HealthProbe, LogDocumentWriter
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
     from pathlib import Path
 
     from etrans.adapters.crypto.credentials import CredentialCipher
+    from etrans.adapters.mongo.log_writer import MongoLogWriter
     from etrans.adapters.redis.client import TrioRedis
     from etrans.adapters.sql import Database
     from etrans.adapters.sql.outbox_store import OutboxStore
+    from etrans.adapters.sql.usend_repo import UsendRepository
     from etrans.app.ports import (
         ApiKeyCache,
         CredentialCache,
@@ -34,6 +38,7 @@ if TYPE_CHECKING:
         QuotaCounter,
         RateCounter,
     )
+    from etrans.pipeline.source import MessageSourceFactory
     from etrans.settings import (
         DatabaseSettings,
         FetchlogOptions,
@@ -44,11 +49,19 @@ if TYPE_CHECKING:
     )
 
 
+class Publisher(EventPublisher, HealthProbe, Protocol):
+    """A process's publisher: Kafka's producer, or ``dev``'s in-process topics."""
+
+
+class LogWriter(LogDocumentWriter, HealthProbe, Protocol):
+    """fetchlog's store: MongoDB, or ``dev``'s SQLite file."""
+
+
 @dataclass(frozen=True)
 class ApiStores:
     """The API's stores besides its SQL tables (Redis or the local store, MongoDB or SQLite)."""
 
-    usend_repo: Any  # UsendRepository: EmailStore, ApiKeyStore, SenderCredentials; aclose()
+    usend_repo: UsendRepository  # EmailStore, ApiKeyStore, SenderCredentials (SQLite: subclass)
     key_cache: ApiKeyCache
     quota: QuotaCounter
     idempotency: IdempotencyStore
@@ -70,7 +83,7 @@ class UsendStores:
     """The USEND DB (PostgreSQL, or SQLite for ``dev``) and its repositories."""
 
     db: Database
-    repo: Any  # UsendRepository or its SQLite subclass
+    repo: UsendRepository  # or its SQLite subclass
     statuses: EmailStatusStore
     outbox: OutboxStore  # what the outbox relay reads and updates
 
@@ -79,15 +92,15 @@ class UsendStores:
 class Topics:
     """Where events are published, and the pipelines' message source (None: Kafka's)."""
 
-    publisher: Any  # KafkaProducer or LocalPublisher: an EventPublisher and a HealthProbe
-    source: Any  # MessageSourceFactory | None
+    publisher: Publisher
+    source: MessageSourceFactory | None
 
 
 @dataclass(frozen=True)
 class LogStores:
     """The delivery logs: fetchlog's writer and GET /logs' reader (one object for SQLite)."""
 
-    writer: Any  # MongoLogWriter or SqliteLogStore: a LogDocumentWriter and a HealthProbe
+    writer: LogWriter
     reader: LogReader
 
 
@@ -99,7 +112,7 @@ class StateStores:
     delivery: DeliveryStores
 
 
-def mongo_log_writer(mongo: MongoSettings, options: FetchlogOptions) -> Any:
+def mongo_log_writer(mongo: MongoSettings, options: FetchlogOptions) -> MongoLogWriter:
     """fetchlog's MongoDB writer: LOG_MONGO_INSERT_TIMEOUT_SECONDS, one thread per worker."""
     from etrans.adapters.mongo.log_writer import MongoLogWriter
 
@@ -107,7 +120,7 @@ def mongo_log_writer(mongo: MongoSettings, options: FetchlogOptions) -> Any:
                           threads=options.worker_pool_size)
 
 
-def redis_api_stores(redis: TrioRedis, *, prefix: str, usend_repo: Any,
+def redis_api_stores(redis: TrioRedis, *, prefix: str, usend_repo: UsendRepository,
                      log_reader: LogReader) -> ApiStores:
     """The API's Redis stores, all on the process's one Redis client (ETRANS_REDIS_PREFIX for
     etrans's own keys; hash ``auth`` is shared with the old worker)."""
@@ -138,7 +151,8 @@ def redis_delivery_stores(redis: TrioRedis, cipher: CredentialCipher,
 
 @asynccontextmanager
 async def open_state(redis: RedisSettings | None, data_dir: Path, *, prefix: str,
-                     usend_repo: Any, log_reader: LogReader, cipher: CredentialCipher,
+                     usend_repo: UsendRepository, log_reader: LogReader,
+                     cipher: CredentialCipher,
                      sendmail: SendmailOptions,
                      stand_ins: dict[str, str]) -> AsyncIterator[StateStores]:
     """Credentials, quotas, idempotency keys, API-key cache, delivery marks: Redis (one client),

@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from etrans.adapters.kafka.client import KafkaProducer
+    from etrans.app.ports import EventPublisher
     from etrans.pipeline.message import Message
 
 ERROR_HEADER = "etrans-error"
@@ -31,7 +31,7 @@ def dead_letter_headers(message: Message, error: BaseException) -> list[tuple[st
 
 
 async def publish_dead_letter(
-    producer: KafkaProducer, topic: str, message: Message, error: BaseException
+    producer: EventPublisher, topic: str, message: Message, error: BaseException
 ) -> None:
     """Publish ``message`` to ``topic`` with the error headers; waits for the broker's ack."""
     await producer.publish(topic, message.value, key=message.key,

@@ -26,6 +26,7 @@ from etrans.pipeline.workers import Inbox, Processor, channel_fill, dispatch
 
 if TYPE_CHECKING:
     from etrans.adapters.kafka.client import KafkaProducer
+    from etrans.app.ports import EventPublisher
     from etrans.pipeline.config import PipelineConfig
     from etrans.pipeline.source import MessageSourceFactory
     from etrans.pipeline.task import BatchTask, Task
@@ -49,7 +50,7 @@ class Pipeline:
         task: Task | None = None,
         *,
         batch_task: BatchTask | None = None,
-        producer: KafkaProducer | None = None,
+        producer: EventPublisher | None = None,
         source: MessageSourceFactory | None = None,
     ) -> None:
         if (task is None) == (batch_task is None):
@@ -58,6 +59,7 @@ class Pipeline:
         self._task = task
         self._batch_task = batch_task
         self._producer = producer
+        self._own_producer: KafkaProducer | None = None  # made (and closed) by this pipeline
         # Where messages come from (etrans.pipeline.source): a Kafka consumer thread by default.
         self._source: MessageSourceFactory = source or ConsumerThread
         self._state = SharedState(max_done_behind=config.max_done_behind)
@@ -118,7 +120,7 @@ class Pipeline:
             raise RuntimeError("a Pipeline runs once")
         self._ran = True
         config = self.config
-        own_producer = self._make_producer()
+        self._make_producer()
         processor = Processor(config, self._state, task=self._task, batch_task=self._batch_task,
                               producer=self._producer)
         subscribed = trio.Event()
@@ -152,24 +154,25 @@ class Pipeline:
             if waited.cancelled_caught:
                 log.error("kafka consumer thread did not close in time; abandoning it",
                           close_timeout=config.close_timeout)
-            if own_producer and self._producer is not None:
-                self._producer.close(timeout=config.close_timeout)
+            if self._own_producer is not None:
+                self._own_producer.close(timeout=config.close_timeout)
         self._raise_thread_error()
         stats = self.statistics()
         log.info("pipeline stopped", processed=stats.processed, failed=stats.failed,
                  poisoned=stats.poisoned, commits=stats.commits)
         return stats
 
-    def _make_producer(self) -> bool:
-        """Make the dead-letter producer when a topic is configured and none was given; True
-        when the pipeline made it (and so closes it)."""
+    def _make_producer(self) -> None:
+        """Make the dead-letter producer when a topic is configured and none was given (the
+        pipeline then closes it)."""
         if not self.config.dead_letter_topic or self._producer is not None:
-            return False
+            return
         from etrans.adapters.kafka.client import KafkaProducer
 
         kafka = self.config.kafka
-        self._producer = KafkaProducer({k: v for k, v in kafka.items() if not _consumer_only(k)})
-        return True
+        self._own_producer = KafkaProducer({k: v for k, v in kafka.items()
+                                            if not _consumer_only(k)})
+        self._producer = self._own_producer
 
     async def _run_workers(
         self,
@@ -244,7 +247,7 @@ async def run_pipeline(
     shutdown: Shutdown,
     *,
     batch: bool = False,
-    producer: KafkaProducer | None = None,
+    producer: EventPublisher | None = None,
     source: MessageSourceFactory | None = None,
     task_status: trio.TaskStatus[Pipeline] = trio.TASK_STATUS_IGNORED,
 ) -> PipelineStats:

@@ -27,7 +27,7 @@ from etrans.pipeline.dead_letter import publish_dead_letter
 from etrans.pipeline.state import ABANDONED, PROCESSED, SKIPPED
 
 if TYPE_CHECKING:
-    from etrans.adapters.kafka.client import KafkaProducer
+    from etrans.app.ports import EventPublisher
     from etrans.pipeline.config import PipelineConfig
     from etrans.pipeline.state import Envelope, Finished, SharedState
     from etrans.pipeline.task import BatchTask, Task
@@ -86,7 +86,7 @@ class Processor:
         *,
         task: Task | None,
         batch_task: BatchTask | None,
-        producer: KafkaProducer | None,
+        producer: EventPublisher | None,
     ) -> None:
         self.config = config
         self.state = state
