@@ -14,7 +14,7 @@ from etrans.domain.timestamps import iso
 
 if TYPE_CHECKING:
     from etrans.api.routing import Api, RequestContext
-    from etrans.app.records import ApiKey, NewApiKey
+    from etrans.app.account_records import ApiKey, NewApiKey
 
 TAG = "API Keys"
 CREATE = Object({

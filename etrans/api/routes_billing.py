@@ -24,7 +24,7 @@ from etrans.errors import InvalidInput
 
 if TYPE_CHECKING:
     from etrans.api.routing import Api, RequestContext
-    from etrans.app.records import CurrentPack, Pack, Subscription
+    from etrans.app.account_records import CurrentPack, Pack, Subscription
 
 TAG = "Billing"
 DOMAIN_ID = Integer(minimum=1, maximum=2**63 - 1)

@@ -26,7 +26,12 @@ from etrans.domain.timestamps import iso
 
 if TYPE_CHECKING:
     from etrans.api.routing import Api, RequestContext
-    from etrans.app.records import DomainDetails, DomainQuotaReport, DomainRow, DomainTracking
+    from etrans.app.account_records import (
+        DomainDetails,
+        DomainQuotaReport,
+        DomainRow,
+        DomainTracking,
+    )
 
 TAG = "Domains"
 _UNSTORABLE = re.compile(r"[\x00-\x1f\x7f\ud800-\udfff]")

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Protocol
 if TYPE_CHECKING:
     from datetime import datetime
 
-    from etrans.app.records import ApiKey, DomainRow, Pack, Sender, Subscription
+    from etrans.app.account_records import ApiKey, DomainRow, Pack, Sender, Subscription
     from etrans.domain.domains import DkimKeyPair
     from etrans.domain.quota import MktLimits, QuotaFacts
 

@@ -35,6 +35,7 @@ if TYPE_CHECKING:
         SenderRepository,
         SubscriptionRepository,
     )
+    from etrans.app.account_records import DomainRow
     from etrans.app.bus import MessageBus
     from etrans.app.ports import (
         ApiKeyCache,
@@ -45,7 +46,6 @@ if TYPE_CHECKING:
         QuotaCounter,
         SendingDomains,
     )
-    from etrans.app.records import DomainRow
     from etrans.domain.domains import DnsTemplate
 
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from functools import partial
 from typing import TYPE_CHECKING
 
-from etrans.app.records import ApiKey, ApiKeyPage, NewApiKey
+from etrans.app.account_records import ApiKey, ApiKeyPage, NewApiKey
 from etrans.domain.api_keys import (
     Permission,
     check_delegation,

@@ -12,16 +12,16 @@ from dataclasses import dataclass
 from functools import partial
 from typing import TYPE_CHECKING
 
+from etrans.app.account_records import CurrentPack, PackAssigned, PaygSubscribed
 from etrans.app.accounts import domain_limit, owned_domain, published_soon, quota_of, usage_of
-from etrans.app.records import CurrentPack, PackAssigned, PaygSubscribed
 from etrans.domain.quota import QuotaLimits, QuotaUsage
 from etrans.errors import InvalidInput, NotFound
 from etrans.observability import get_logger
 
 if TYPE_CHECKING:
+    from etrans.app.account_records import DomainRow, Pack, Subscription
     from etrans.app.accounts import AccountDeps
     from etrans.app.bus import MessageBus
-    from etrans.app.records import DomainRow, Pack, Subscription
 
 log = get_logger(__name__)
 

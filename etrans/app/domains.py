@@ -14,14 +14,14 @@ from dataclasses import dataclass, replace
 from functools import partial
 from typing import TYPE_CHECKING
 
-from etrans.app.accounts import domain_limit, owned_domain, quota_of, usage_of
-from etrans.app.records import (
+from etrans.app.account_records import (
     DomainDetails,
     DomainPage,
     DomainQuotaReport,
     DomainRow,
     DomainTracking,
 )
+from etrans.app.accounts import domain_limit, owned_domain, quota_of, usage_of
 from etrans.domain.domains import (
     DKIM_SELECTOR,
     DkimRecord,

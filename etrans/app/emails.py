@@ -46,7 +46,7 @@ from etrans.domain.emails import (
     sendmail_message,
 )
 from etrans.domain.quota import exceeded_message
-from etrans.domain.timestamps import parse_timestamp
+from etrans.domain.timestamps import parse_timestamp_field
 from etrans.errors import AppError, InvalidInput, NotFound, UpstreamUnavailable
 from etrans.observability import get_logger
 
@@ -120,14 +120,6 @@ class EmailDeps:
     clock: Callable[[], datetime] = field(default=_utcnow)
     # KAFKA_MAX_RECORD_BYTES: an email whose Kafka record (key + value) is larger is refused.
     max_record_bytes: int | None = None
-
-
-def parse_iso(text: str, name: str) -> datetime:
-    """ISO-8601, no offset = UTC (:func:`etrans.domain.timestamps.parse_timestamp`)."""
-    try:
-        return parse_timestamp(text)
-    except ValueError as exc:
-        raise InvalidInput(f"{name}: {exc}") from None
 
 
 # -- sending ---------------------------------------------------------------------------------------
@@ -263,8 +255,9 @@ async def list_emails(deps: EmailDeps, cmd: ListEmails) -> EmailList:
             labels = status_rules.parse_status_filter(cmd.status)
         except status_rules.StatusFilterError as exc:
             raise InvalidInput(str(exc)) from None
-    start = parse_iso(cmd.created_at_from, "created_at_from") if cmd.created_at_from else None
-    end = parse_iso(cmd.created_at_to, "created_at_to") if cmd.created_at_to else None
+    start = (parse_timestamp_field(cmd.created_at_from, "created_at_from")
+             if cmd.created_at_from else None)
+    end = parse_timestamp_field(cmd.created_at_to, "created_at_to") if cmd.created_at_to else None
     if start and end and start > end:
         raise InvalidInput("created_at_from must not be after created_at_to")
     page = await deps.store.list(EmailFilter(

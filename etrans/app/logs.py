@@ -23,10 +23,10 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
-from etrans.app.emails import parse_iso
 from etrans.app.records import LogEntry, LogFilter, LogList
 from etrans.domain import status as status_rules
 from etrans.domain.delivery_log import bare_message_id
+from etrans.domain.timestamps import parse_timestamp_field
 from etrans.errors import InvalidInput
 
 if TYPE_CHECKING:
@@ -127,8 +127,8 @@ async def list_logs(deps: LogDeps, cmd: ListLogs) -> LogList:
 
 async def _log_filter(deps: LogDeps, cmd: ListLogs) -> LogFilter:
     """The documents ``cmd`` asks for among those the user may see (400 on a bad filter)."""
-    before = parse_iso(cmd.log_before, "log_before") if cmd.log_before else None
-    after = parse_iso(cmd.log_after, "log_after") if cmd.log_after else None
+    before = parse_timestamp_field(cmd.log_before, "log_before") if cmd.log_before else None
+    after = parse_timestamp_field(cmd.log_after, "log_after") if cmd.log_after else None
     if before and after and after > before:
         raise InvalidInput("log_after must not be after log_before")
     sources = parse_sources(cmd.source)

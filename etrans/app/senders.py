@@ -18,9 +18,9 @@ from etrans.errors import InvalidInput
 from etrans.observability import get_logger
 
 if TYPE_CHECKING:
+    from etrans.app.account_records import Sender
     from etrans.app.accounts import AccountDeps
     from etrans.app.bus import MessageBus
-    from etrans.app.records import Sender
 
 log = get_logger(__name__)
 

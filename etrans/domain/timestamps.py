@@ -17,6 +17,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+from etrans.errors import InvalidInput
+
 
 def parse_timestamp(text: str) -> datetime:
     """``text`` as an aware UTC datetime; ValueError (with a message) when it is not one."""
@@ -34,6 +36,15 @@ def parse_timestamp(text: str) -> datetime:
     except OverflowError:
         raise ValueError(f"timestamp out of range {text!r}: it must fall within years "
                          "1..9999 in UTC") from None
+
+
+def parse_timestamp_field(text: str, name: str) -> datetime:
+    """A timestamp a caller gave in field ``name`` (a list filter): :func:`parse_timestamp`, or
+    :class:`~etrans.errors.InvalidInput` (400) naming the field."""
+    try:
+        return parse_timestamp(text)
+    except ValueError as exc:
+        raise InvalidInput(f"{name}: {exc}") from None
 
 
 def iso(moment: datetime | None, *, whole_seconds: bool = False) -> str | None:

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import insert, update
 
-from etrans.app.records import Pack
+from etrans.app.account_records import Pack
 
 if TYPE_CHECKING:
     from pathlib import Path

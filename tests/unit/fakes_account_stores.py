@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
-from etrans.app.records import ApiKey, Pack, Sender, Subscription
+from etrans.app.account_records import ApiKey, Pack, Sender, Subscription
 from etrans.domain.quota import PackLimits, QuotaFacts
 
 if TYPE_CHECKING:

@@ -22,9 +22,9 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 from etrans.app import accounts
+from etrans.app.account_records import DomainRow, Pack
 from etrans.app.accounts import AccountDeps
 from etrans.app.bus import MessageBus
-from etrans.app.records import DomainRow, Pack
 from etrans.domain.domains import (
     DkimKeyPair,
     DkimRecord,

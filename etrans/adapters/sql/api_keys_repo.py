@@ -17,7 +17,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from etrans.adapters.sql import usend as own
-from etrans.app.records import ApiKey
+from etrans.app.account_records import ApiKey
 
 if TYPE_CHECKING:
     from etrans.adapters.sql import Database

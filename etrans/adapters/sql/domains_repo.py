@@ -25,7 +25,7 @@ from sqlalchemy.orm import Session
 
 from etrans.adapters.sql import billing as ext
 from etrans.adapters.sql import usend as own
-from etrans.app.records import DomainRow
+from etrans.app.account_records import DomainRow
 from etrans.domain.quota import MktLimits
 
 if TYPE_CHECKING:

@@ -11,7 +11,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from etrans.adapters.sql import usend as own
-from etrans.app.records import Pack
+from etrans.app.account_records import Pack
 
 if TYPE_CHECKING:
     from etrans.adapters.sql import Database

@@ -15,7 +15,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from etrans.adapters.sql import usend as own
-from etrans.app.records import Sender
+from etrans.app.account_records import Sender
 
 if TYPE_CHECKING:
     from etrans.adapters.sql import Database

@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 
 from etrans.adapters.sql import usend as own
 from etrans.adapters.sql.billing_events import BillingEventOutbox
-from etrans.app.records import Subscription
+from etrans.app.account_records import Subscription
 from etrans.domain.quota import MktLimits, PackLimits, QuotaFacts
 
 if TYPE_CHECKING:
