@@ -243,7 +243,7 @@ async def test_etrans_cannot_write_to_the_billing_db(billing_db, billing_seed):
             user = session.get(User, user_id)
             return domain.name, limits.hourly_limit, user.email
 
-        got_name, hourly, _email = await billing.transaction(read)
+        got_name, hourly, _email = await in_transaction(billing, read)
         assert (got_name, hourly) == (name, 50)
 
         for what, statement in _write_attempts():
@@ -251,7 +251,7 @@ async def test_etrans_cannot_write_to_the_billing_db(billing_db, billing_seed):
                 session.execute(sa.text(statement))
 
             with pytest.raises(DBAPIError) as caught:
-                await billing.transaction(attempt)
+                await in_transaction(billing, attempt)
             assert isinstance(
                 caught.value.orig,
                 psycopg.errors.ReadOnlySqlTransaction | psycopg.errors.InsufficientPrivilege,
@@ -262,7 +262,7 @@ async def test_etrans_cannot_write_to_the_billing_db(billing_db, billing_seed):
             session.get(MktDomain, domain_id).daily_limit = 1
 
         with pytest.raises(DBAPIError):
-            await billing.transaction(orm_write)
+            await in_transaction(billing, orm_write)
     finally:
         billing.dispose()
 
