@@ -17,6 +17,7 @@ if TYPE_CHECKING:
         NewEmail,
         SendingDomain,
     )
+    from etrans.app.signing import DkimKey
     from etrans.domain.delivery_log import StatusChange
     from etrans.domain.domains import DkimRecord, DnsVerification
     from etrans.domain.quota import QuotaLimits, QuotaUsage
@@ -116,6 +117,19 @@ class MailTransport(Protocol):
 
     async def send(self, credentials: Any, sender: str, recipients: Sequence[str],
                    data: bytes, *, deadline: float | None = None) -> Any: ...
+
+
+class DkimKeySource(Protocol):
+    """The DKIM signing key of a user's sending domain (None: it has none).  Raises
+    ``DkimKeyUnavailable`` (a key that cannot be used) or :class:`etrans.errors.RetryLater`."""
+
+    async def signing_key(self, user_id: str, domain: str) -> DkimKey | None: ...
+
+
+class MessageSigner(Protocol):
+    """The rendered message with a ``DKIM-Signature`` header first (CPU only)."""
+
+    def sign(self, message: bytes, key: DkimKey) -> bytes: ...
 
 
 class EventPublisher(Protocol):

@@ -5,6 +5,7 @@
 1. a message already recorded as done (:class:`~etrans.app.ports.DeliveryMarks`) is skipped:
    a redelivery after a crash or a rebalance never sends it twice;
 2. the user's SMTP credentials are fetched; none, or undecryptable: a permanent failure;
+   the message is rendered and DKIM-signed (:mod:`etrans.app.signing`; refused unsigned: ditto);
 3. the message is sent; transient failures (a session that broke, timeouts, 4xx) are retried
    ``attempts`` times after ``base``, ``2*base``, ``4*base``... seconds (1, 2, 4, 8, 16 by
    default), everything within ``email_timeout`` (5 minutes); 5xx is permanent at once;
@@ -38,6 +39,7 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
+from etrans.app.signing import MessageSigning, SigningRefused
 from etrans.domain.mime import render
 from etrans.errors import RetryLater
 from etrans.observability import get_logger
@@ -195,8 +197,10 @@ class EmailDelivery:
 
     def __init__(self, *, credentials: CredentialSource, marks: DeliveryMarks,
                  transport: MailTransport, events: EventPublisher, log_topic: str,
-                 policy: DeliveryPolicy, agent: Agent | None = None) -> None:
+                 policy: DeliveryPolicy, agent: Agent | None = None,
+                 signing: MessageSigning | None = None) -> None:
         self.credentials = credentials
+        self.signing = signing or MessageSigning()
         self.marks = marks
         self.transport = transport
         self.events = events
@@ -243,7 +247,10 @@ class EmailDelivery:
         except CredentialsUnavailable as exc:
             return await self._reject_all(outgoing, recipients, exc.reply, earlier)
 
-        data = render(outgoing)
+        try:
+            data = await self.signing.sign(outgoing, render(outgoing))
+        except SigningRefused as exc:
+            return await self._reject_all(outgoing, recipients, exc.reply, earlier)
         outcome = DeliveryOutcome(rejected=dict(earlier), accepted_before=resumed is not None)
         await self._send_with_retries(outgoing, credentials, recipients, data, outcome)
         if (outcome.accepted or outcome.accepted_before) and outcome.rejected:

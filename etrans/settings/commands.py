@@ -19,6 +19,7 @@ from etrans.settings.models import (
     ApiDatabases,
     Consumer,
     DatabaseSettings,
+    DkimKeyStore,
     FetchlogOptions,
     HttpSettings,
     KafkaSettings,
@@ -39,10 +40,10 @@ from etrans.settings.reader import (
     read_mongo,
     read_outbox,
     read_redis,
-    read_sendmail,
     read_smtp,
     read_tokens,
 )
+from etrans.settings.sendmail_reader import read_dkim_key_store, read_sendmail
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
@@ -81,6 +82,8 @@ class SendmailSettings(Settings):
     tokens: TokenSettings
     smtp: SmtpSettings
     sendmail: SendmailOptions
+    # Where DKIM keys are read (SENDMAIL_DKIM_SIGNING); None: that database is not configured.
+    dkim_keys: DkimKeyStore | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -162,11 +165,13 @@ def _serve(r: Reader) -> ServeSettings:
 def _sendmail(r: Reader) -> SendmailSettings:
     common = _common(r)
     kafka = read_kafka(r, consumer_of="sendmail")
+    options = read_sendmail(r)
+    keys = None if options.dkim_signing == "off" else read_dkim_key_store(r, options.dkim_signing)
     return SendmailSettings(
         drain_seconds=common.drain_seconds, sentry_dsn=common.sentry_dsn, kafka=kafka,
         consumer=Consumer(kafka.topic, kafka.group_id or "", kafka.group_instance_id),
         redis=read_redis(r), tokens=read_tokens(r), smtp=read_smtp(r),
-        sendmail=read_sendmail(r))
+        sendmail=options, dkim_keys=keys)
 
 
 def _fetchlog(r: Reader) -> FetchlogSettings:

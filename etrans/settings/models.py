@@ -201,6 +201,16 @@ class DatabaseSettings:
 
 
 @dataclass(frozen=True)
+class DkimKeyStore:
+    """Where ``sendmail`` reads DKIM keys: the USEND DB's ``local_dkim`` (local billing), or the
+    Billing DB's ``dkim`` (``external``: BILLING_V4_URI set)."""
+
+    uri: Secret
+    external: bool
+    pool_size: int = 2
+
+
+@dataclass(frozen=True)
 class ApiDatabases:
     """``serve``: the Billing DB (DB_URI, read-only, managed externally) and the USEND DB."""
 
@@ -234,6 +244,10 @@ class SendmailOptions:
     retry_base_seconds: float = 1.0
     # How long "already delivered" marks stay in Redis (at least 7 days).
     delivered_ttl_seconds: int = 7 * 24 * 3600
+    # SENDMAIL_DKIM_SIGNING: auto (sign when the domain has a key), on (never send unsigned),
+    # off (never sign: the relay signs); keys are kept this long once read.
+    dkim_signing: str = "auto"
+    dkim_key_cache_seconds: float = 60.0
 
 
 @dataclass(frozen=True)

@@ -28,7 +28,6 @@ from etrans.settings.models import (
     OutboxSettings,
     RedisSettings,
     Secret,
-    SendmailOptions,
     SmtpSettings,
     TokenSettings,
     redact_uri,
@@ -292,17 +291,6 @@ def read_fetchlog(r: Reader) -> FetchlogOptions:
         skip_message_id_pattern=pattern,
         batch_size=r.integer("LOG_BATCH_SIZE", 500, minimum=1, maximum=100_000),
         batch_linger_seconds=r.number("LOG_BATCH_LINGER_SECONDS", 0.1, minimum=0.0),
-    )
-
-
-def read_sendmail(r: Reader) -> SendmailOptions:
-    return SendmailOptions(
-        worker_pool_size=r.integer("WORKER_POOL_SIZE", 10, minimum=1, maximum=1000),
-        email_timeout_seconds=r.number("SENDMAIL_EMAIL_TIMEOUT_SECONDS", 300.0, minimum=0.1),
-        retry_attempts=r.integer("SENDMAIL_RETRY_ATTEMPTS", 5, minimum=0, maximum=20),
-        retry_base_seconds=r.number("SENDMAIL_RETRY_BASE_SECONDS", 1.0, minimum=0.0),
-        delivered_ttl_seconds=r.integer("SENDMAIL_DELIVERED_TTL_SECONDS", 7 * 24 * 3600,
-                                        minimum=7 * 24 * 3600),
     )
 
 

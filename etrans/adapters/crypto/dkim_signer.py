@@ -1,0 +1,89 @@
+"""DKIM signatures (RFC 6376): dkimpy's canonicalisation, OpenSSL's RSA.
+
+:class:`DkimSigner` implements :class:`etrans.app.ports.MessageSigner`: ``rsa-sha256``,
+``c=relaxed/relaxed``, the header fields of :data:`etrans.app.signing.SIGNED_HEADERS` that the
+message has (each once, in that order) and the whole body (no ``l=``).  The message is parsed,
+canonicalised and hashed by dkimpy (``dkim.rfc822_parse``, its ``relaxed`` policy,
+``dkim.hash_headers``, ``dkim.fold``), the header built as ``dkim.DKIM.sign`` builds it, so
+any DKIM verifier (dkimpy's ``verify`` in the tests) accepts it.
+
+Only the RSA step is not dkimpy's: dkimpy signs with Python integers (``pow`` with CRT), about
+11 ms for a 2048-bit key on the benchmark machine, which would cap one worker process near 90
+messages per second; ``cryptography`` (OpenSSL) signs the same digest in about 0.5 ms
+(``Prehashed`` SHA-256, PKCS#1 v1.5: the bytes dkimpy would produce).  Loaded keys are kept
+per PEM (:func:`_private_key`), so a domain's key is parsed once.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import time
+from functools import lru_cache
+from typing import TYPE_CHECKING, cast
+
+import dkim  # type: ignore[import-untyped]
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
+from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
+from dkim.canonicalization import CanonicalizationPolicy  # type: ignore[import-untyped]
+
+from etrans.app.signing import SIGNED_HEADERS
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from etrans.app.signing import DkimKey
+
+_HEADER_NAME = b"DKIM-Signature"
+_RELAXED = CanonicalizationPolicy.from_c_value(b"relaxed/relaxed")
+# As dkimpy: b= first holds a placeholder long enough to fold onto a line of its own, so that
+# folding again with the real signature leaves every other tag where it was.
+_PLACEHOLDER = b"0" * 60
+
+
+@lru_cache(maxsize=1024)
+def _private_key(pem: bytes) -> rsa.RSAPrivateKey:
+    key = serialization.load_pem_private_key(pem, password=None)
+    if not isinstance(key, rsa.RSAPrivateKey):
+        raise ValueError(f"a DKIM key must be RSA, not {type(key).__name__}")
+    return key
+
+
+class DkimSigner:
+    """Signs rendered messages (CRLF line ends); see the module docstring."""
+
+    def __init__(self, headers: Sequence[str] = SIGNED_HEADERS) -> None:
+        self._headers = tuple(name.lower().encode("ascii") for name in headers)
+
+    def signature_header(self, message: bytes, key: DkimKey, *,
+                         timestamp: int | None = None) -> bytes:
+        """The ``DKIM-Signature`` field (name, value, CRLF) for ``message``."""
+        private = _private_key(key.private_key_pem)
+        headers, body = dkim.rfc822_parse(message)
+        present = {name.lower() for name, _ in headers}
+        include = [name for name in self._headers if name in present]
+        if b"from" not in include:
+            raise ValueError("a DKIM signature covers the From header field, and there is none")
+        body_hash = base64.b64encode(hashlib.sha256(_RELAXED.canonicalize_body(body)).digest())
+        fields = [
+            (b"v", b"1"), (b"a", b"rsa-sha256"), (b"c", b"relaxed/relaxed"),
+            (b"d", key.domain.encode("idna")), (b"s", key.selector.encode("ascii")),
+            (b"t", str(int(time.time()) if timestamp is None else timestamp).encode()),
+            (b"h", b" : ".join(include)), (b"bh", body_hash), (b"b", _PLACEHOLDER),
+        ]
+        folded = dkim.fold(b"; ".join(b"=".join(f) for f in fields), namelen=len(_HEADER_NAME))
+        unsigned = (_HEADER_NAME, b" " + dkim.RE_BTAG.sub(b"\\1", folded))
+        hasher = hashlib.sha256()
+        dkim.hash_headers(hasher, _RELAXED, _RELAXED.canonicalize_headers(headers), include,
+                          unsigned, dict(fields))
+        signature = private.sign(hasher.digest(), padding.PKCS1v15(),
+                                 Prehashed(hashes.SHA256()))
+        fields[-1] = (b"b", base64.b64encode(signature))
+        value = dkim.fold(b"; ".join(b"=".join(f) for f in fields) + b"\r\n",
+                          namelen=len(_HEADER_NAME))
+        return cast("bytes", _HEADER_NAME + b": " + value)
+
+    def sign(self, message: bytes, key: DkimKey) -> bytes:
+        """``message`` with its ``DKIM-Signature`` field first."""
+        return self.signature_header(message, key) + message
