@@ -10,7 +10,10 @@
 4. with smtp-sink delaying each DATA reply by 1 s (simulated latency), etrans with pool sizes 1
    and 10 (goal: the pool of 10 is at least 8x faster).
 
-Steps 1 and 2 run in ``--rounds`` (default 5) alternating rounds, the side that goes first
+1b. the same as 1 with DKIM signing on (SENDMAIL_DKIM_SIGNING=on, the sender domain's key in a
+   SQLite USEND DB as ``etrans dev`` keeps it; step 1 runs with SENDMAIL_DKIM_SIGNING=off);
+
+Steps 1, 1b and 2 run in ``--rounds`` (default 5) alternating rounds, the side that goes first
 alternating too: each round produces a fresh backlog (new topic, new message_ids: the worker
 skips message_ids it already delivered, so an old backlog cannot be replayed) and the raw side
 sends that round's messages.  The raw baseline's 10 threads share the GIL with the rest of the
@@ -23,7 +26,8 @@ the 2 CPUs (kernel CPU per message ~35 -> 150-240 us, rate ~9,000 -> 4,000-6,600
 lasts minutes, so medians of 5 rounds do not remove it; pinned, its CPU per message stays
 54-58 us.
 
-Prints the rates, then ``ratio <median etrans / median raw smtplib>`` last (goal >= 0.8).
+Prints the rates, then ``signing ratio <median signed / median unsigned etrans>`` (goal >= 0.5),
+then ``ratio <median etrans / median raw smtplib>`` last (goal >= 0.8).
 
 Needs ``smtp-sink``/``smtp-source`` (Debian package ``postfix``: ``apt-get install postfix``),
 a Kafka-API broker (tansu is started unless $ETRANS_TEST_KAFKA_BOOTSTRAP is set) and Redis
@@ -350,6 +354,30 @@ def fresh_backlog(bootstrap: str, user_id: str, count: int,
     return topic, prebuilt
 
 
+def signing_env(base: dict[str, str], user_id: str, work_dir: Path) -> dict[str, str]:
+    """``base`` with DKIM signing on: the sender's domain (example.com, ``simple_request``'s) gets
+    a key in a SQLite USEND DB made for the run, as ``etrans dev`` keeps its keys."""
+    import trio
+
+    from etrans.adapters.crypto.dkim_keys import DkimKeyCipher, generate_dkim_key_pair
+    from etrans.adapters.sql.billing_local import LocalBillingGateway
+    from etrans.dev import sqlite_db
+
+    path = work_dir / "usend.sqlite3"
+    db = sqlite_db.sqlite_database(path)
+    pair = generate_dkim_key_pair()
+
+    async def create() -> None:
+        await db.run(sqlite_db.create_schema, db)
+        await LocalBillingGateway(db, DkimKeyCipher(base["TOKEN_SECRET"])).create_domain(
+            user_id=int(user_id), name="example.com", dkim_selector=pair.record.selector,
+            dkim_public_key=pair.record.public_key_b64, dkim_private_key_pem=pair.private_key_pem)
+
+    trio.run(create)
+    db.dispose()
+    return {**base, "SENDMAIL_DKIM_SIGNING": "on", "USEND_DB_URI": f"sqlite:///{path}"}
+
+
 def spread(values: list[float], fmt: str = ",.0f") -> str:
     return f"median {statistics.median(values):{fmt}} (min {min(values):{fmt}}, " \
            f"max {max(values):{fmt}}; {', '.join(format(v, fmt) for v in values)})"
@@ -379,6 +407,7 @@ def main() -> None:
     secret, iv = uuid.uuid4().hex, uuid.uuid4().hex[:16]
     credentials = CredentialFixture(redis_url, secret, iv)
     sinks: list[Sink] = []
+    work_dir = Path(tempfile.mkdtemp(prefix="bench-sendmail-dkim-"))
     try:
         user_id = credentials.add("bench-user", "bench-password")
         base_env = {
@@ -389,7 +418,9 @@ def main() -> None:
             "KAFKA_CONF_SESSION_TIMEOUT_MS": "6000", "KAFKA_CONF_HEARTBEAT_INTERVAL_MS": "2000",
             "KAFKA_CONF_GROUP_PROTOCOL": "classic",
             "REDIS_URI": redis_url, "TOKEN_SECRET": secret, "TOKEN_IV": iv,
+            "SENDMAIL_DKIM_SIGNING": "off",
         }
+        signed_env = signing_env(base_env, user_id, work_dir)
         print(f"{args.rounds} rounds of {count} messages per side, etrans, raw smtplib and raw "
               "smtplib pinned to one CPU (reference) alternating (the order reverses every "
               "round); the ratio compares the medians of etrans and unpinned raw smtplib")
@@ -398,6 +429,8 @@ def main() -> None:
         etrans_rates: list[float] = []
         etrans_overall: list[float] = []
         etrans_cpu: list[float] = []
+        signed_rates: list[float] = []
+        signed_cpu: list[float] = []
         raw_rates: list[float] = []
         raw_cpu: list[float] = []
         pinned_rates: list[float] = []
@@ -406,8 +439,10 @@ def main() -> None:
         prebuilt: list[tuple[str, list[str], bytes]] = []
         for round_number in range(1, args.rounds + 1):
             topic, prebuilt = fresh_backlog(bootstrap, user_id, count, f"round {round_number}")
+            signed_topic, _ = fresh_backlog(bootstrap, user_id, count,
+                                            f"round {round_number} (signed)")
             figures: dict[str, str] = {}
-            order = ("etrans", "raw", "pinned")
+            order = ("etrans", "signed", "raw", "pinned")
             if not round_number % 2:
                 order = order[::-1]
             for side in order:
@@ -425,6 +460,15 @@ def main() -> None:
                         f"group join {overall:,.0f}), CPU {cpu:.0f} us/msg (kernel "
                         f"{SYS_PER_MESSAGE.get('etrans', float('nan')):.0f} us), Trio thread "
                         f"busy {CPU_PER_MESSAGE.get('trio-thread-busy', float('nan')):.0f}%")
+                elif side == "signed":
+                    steady, _ = run_etrans(worker_env(signed_env, sink, signed_topic, 10), sink,
+                                           count, timeout=max(300.0, count / 20))
+                    signed_rates.append(steady)
+                    cpu = CPU_PER_MESSAGE.get("etrans", float("nan"))
+                    signed_cpu.append(cpu)
+                    busy = CPU_PER_MESSAGE.get("trio-thread-busy", float("nan"))
+                    figures[side] = (f"signed {steady:,.0f} msg/s, CPU {cpu:.0f} us/msg, Trio "
+                                     f"thread busy {busy:.0f}%")
                 elif side == "pinned":
                     rate = run_raw_subprocess(sink.port, prebuilt, pin_cpu=pin_cpu)
                     pinned_rates.append(rate)
@@ -442,12 +486,15 @@ def main() -> None:
                         f"{CPU_PER_MESSAGE['raw']:.0f} us/msg (kernel "
                         f"{SYS_PER_MESSAGE['raw']:.0f} us)")
             print(f"round {round_number} ({order[0]} first): {figures['etrans']}; "
-                  f"{figures['raw']}; {figures['pinned']}; "
+                  f"{figures['signed']}; {figures['raw']}; {figures['pinned']}; "
                   f"ratio {etrans_rates[-1] / raw_rates[-1]:.3f}")
 
         steady, raw = statistics.median(etrans_rates), statistics.median(raw_rates)
         print(f"etrans sendmail (pool 10):       {steady:9.0f} msg/s  {spread(etrans_rates)}; "
               f"with start-up and group join {spread(etrans_overall)}")
+        signed = statistics.median(signed_rates)
+        print(f"etrans sendmail, DKIM-signed:    {signed:9.0f} msg/s  {spread(signed_rates)}; "
+              f"CPU {spread(signed_cpu)} us/msg")
         print(f"raw smtplib (10 connections):    {raw:9.0f} msg/s  {spread(raw_rates)}")
         print(f"CPU per message: etrans {spread(etrans_cpu)} us (whole process: Kafka, Redis, "
               f"SMTP), raw smtplib {spread(raw_cpu)} us (its own process: "
@@ -481,11 +528,14 @@ def main() -> None:
                 print(f"1 s DATA latency, pool {pool:2d}:     {rates[pool]:9.2f} msg/s")
             print(f"latency speed-up pool 10 / pool 1: {rates[10] / rates[1]:.1f}x (goal >= 8)")
 
+        print(f"signed {signed:.0f} msg/s, unsigned {steady:.0f} msg/s")
+        print(f"signing ratio {signed / steady:.3f}")
         print(f"ratio {steady / raw:.3f}")
     finally:
         for sink in sinks:
             sink.stop()
         credentials.cleanup()
+        shutil.rmtree(work_dir, ignore_errors=True)
         if broker is not None:
             broker.cleanup()
         if redis_server is not None:

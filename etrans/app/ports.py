@@ -127,9 +127,10 @@ class DkimKeySource(Protocol):
 
 
 class MessageSigner(Protocol):
-    """The rendered message with a ``DKIM-Signature`` header first (CPU only)."""
+    """The rendered message with a ``DKIM-Signature`` header first.  CPU work: the adapter
+    decides which part runs in a worker thread.  Raises ``ValueError`` for a key it cannot use."""
 
-    def sign(self, message: bytes, key: DkimKey) -> bytes: ...
+    async def sign(self, message: bytes, key: DkimKey) -> bytes: ...
 
 
 class EventPublisher(Protocol):

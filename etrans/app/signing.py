@@ -94,7 +94,7 @@ class MessageSigning:
         if key is None:
             return self._unsigned(data, domain, "the domain has no DKIM key")
         try:
-            signed = self._signer.sign(data, key)
+            signed = await self._signer.sign(data, key)
         except ValueError as exc:  # a key the signer cannot use (not RSA, unparsable)
             log.warning("could not sign", domain=domain, error=str(exc))
             return self._unsigned(data, domain, str(exc))

@@ -46,7 +46,13 @@ from etrans.bootstrap.stores import (
     open_topics,
     open_usend,
 )
-from etrans.bootstrap.workers import email_delivery, fetchlog_task, smtp_pool
+from etrans.bootstrap.workers import (
+    dkim_key_source,
+    email_delivery,
+    fetchlog_task,
+    message_signing,
+    smtp_pool,
+)
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -149,8 +155,11 @@ async def _run(settings: DevSettings, sections: ApiSections, data_dir: Path,
         else:
             stand_ins["smtp"] = f"{smtp.host}:{smtp.port}"
         pool = smtp_pool(smtp, settings.sendmail)
+        # Billing is local: the domains' DKIM keys are the local_dkim rows of the USEND DB.
+        keys = dkim_key_source(usend.db, sections.tokens.secret.get(), settings.sendmail,
+                               local=True)
         delivery = email_delivery(backends.state.delivery, pool, topics.publisher, kafka,
-                                  settings.sendmail)
+                                  settings.sendmail, message_signing(settings.sendmail, keys))
         try:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(serve_http, app, config, relay, shutdown)

@@ -1,18 +1,26 @@
-"""``etrans sendmail``: KAFKA_TOPIC -> SMTP (credentials from Redis); Reject events to
-LOG_TOPIC."""
+"""``etrans sendmail``: KAFKA_TOPIC -> SMTP (credentials from Redis, DKIM keys from the database
+the billing mode keeps them in); Reject events to LOG_TOPIC."""
 
 from __future__ import annotations
 
+from contextlib import AsyncExitStack
 from typing import TYPE_CHECKING
 
 import trio
 
 from etrans.bootstrap.configs import log_topic, sendmail_pipeline
 from etrans.bootstrap.stores import redis_delivery_stores
-from etrans.bootstrap.workers import email_delivery, smtp_pool
+from etrans.bootstrap.workers import (
+    dkim_key_source,
+    email_delivery,
+    message_signing,
+    smtp_pool,
+)
 from etrans.observability import get_logger
 
 if TYPE_CHECKING:
+    from etrans.adapters.sql import Database
+    from etrans.app.ports import DkimKeySource
     from etrans.pipeline import PipelineConfig
     from etrans.runtime import ServiceMain, Shutdown
     from etrans.settings import SendmailSettings
@@ -22,6 +30,20 @@ log = get_logger(__name__)
 
 def pipeline_config(settings: SendmailSettings) -> PipelineConfig:
     return sendmail_pipeline(settings.kafka, settings.consumer, settings.sendmail)
+
+
+def dkim_keys(settings: SendmailSettings) -> tuple[Database, DkimKeySource] | None:
+    """The database the DKIM keys are read from (never written; the Billing DB read-only) and
+    the key source on it; None when SENDMAIL_DKIM_SIGNING is off or no database is set."""
+    from etrans.adapters.sql import billing_database, usend_database
+
+    store = settings.dkim_keys
+    if store is None:
+        return None
+    open_db = billing_database if store.external else usend_database
+    db = open_db(store.uri.get(), pool_size=store.pool_size)
+    return db, dkim_key_source(db, settings.tokens.secret.get(), settings.sendmail,
+                               local=not store.external)
 
 
 def build(settings: SendmailSettings) -> ServiceMain:
@@ -36,20 +58,27 @@ def build(settings: SendmailSettings) -> ServiceMain:
     cipher = CredentialCipher(settings.tokens.secret.get(), settings.tokens.iv.get())
 
     async def main(shutdown: Shutdown) -> None:
-        async with open_redis(settings.redis.url.get()) as redis:
+        keys = dkim_keys(settings)
+        async with AsyncExitStack() as stack:
+            if keys is not None:
+                stack.callback(keys[0].dispose)
+            redis = await stack.enter_async_context(open_redis(settings.redis.url.get()))
             producer = KafkaProducer.from_settings(kafka)
             pool = smtp_pool(smtp, options)
+            signing = message_signing(options, keys[1] if keys is not None else None)
             delivery = email_delivery(redis_delivery_stores(redis, cipher, options), pool,
-                                      producer, kafka, options)
+                                      producer, kafka, options, signing)
             log.info("started", worker="sendmail", topic=config.topics[0],
                      group_id=config.group_id, group_instance_id=config.group_instance_id,
                      log_topic=log_topic(kafka), workers=options.worker_pool_size,
-                     smtp=f"{smtp.host}:{smtp.port}", smtp_secure=smtp.secure)
+                     smtp=f"{smtp.host}:{smtp.port}", smtp_secure=smtp.secure,
+                     dkim_signing=options.dkim_signing)
             try:
                 stats = await run_pipeline(config, SendmailTask(delivery), shutdown,
                                            producer=producer)
                 log.info("pipeline stopped", pipeline=repr(stats),
-                         sendmail=delivery.statistics(), smtp=pool.statistics())
+                         sendmail=delivery.statistics(), smtp=pool.statistics(),
+                         signing=signing.statistics())
             finally:
                 with trio.CancelScope(shield=True):
                     await pool.aclose()

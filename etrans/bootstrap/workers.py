@@ -6,12 +6,19 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from etrans.bootstrap.configs import delivery_policy, log_topic, smtp_config
+from etrans.observability import get_logger
 
 if TYPE_CHECKING:
     from etrans.adapters.smtp.pool import SmtpPool
     from etrans.adapters.sql import Database
-    from etrans.app.ports import EmailStatusStore, EventPublisher, LogDocumentWriter
+    from etrans.app.ports import (
+        DkimKeySource,
+        EmailStatusStore,
+        EventPublisher,
+        LogDocumentWriter,
+    )
     from etrans.app.sendmail import EmailDelivery
+    from etrans.app.signing import MessageSigning
     from etrans.bootstrap.stores import DeliveryStores
     from etrans.observability import ErrorSink
     from etrans.settings import FetchlogOptions, KafkaSettings, SendmailOptions, SmtpSettings
@@ -25,14 +32,44 @@ def smtp_pool(smtp: SmtpSettings, options: SendmailOptions) -> SmtpPool:
     return SmtpPool(smtp_config(smtp), size=options.worker_pool_size)
 
 
+log = get_logger(__name__)
+
+
+def dkim_key_source(db: Database, token_secret: str, options: SendmailOptions, *,
+                    local: bool) -> DkimKeySource:
+    """DKIM keys from ``db``: the USEND DB's ``local_dkim`` (``local``, encrypted with a key
+    derived from TOKEN_SECRET) or the Billing DB's ``dkim``."""
+    from etrans.adapters.crypto.dkim_keys import DkimKeyCipher
+    from etrans.adapters.sql.dkim_key_source import SqlDkimKeySource
+
+    return SqlDkimKeySource(db, DkimKeyCipher(token_secret), local=local,
+                            cache_seconds=options.dkim_key_cache_seconds)
+
+
+def message_signing(options: SendmailOptions, keys: DkimKeySource | None) -> MessageSigning:
+    """SENDMAIL_DKIM_SIGNING with the keys of ``keys`` (None: no database to read them from,
+    so ``auto`` sends unsigned; the settings refuse ``on`` without one)."""
+    from etrans.adapters.crypto.dkim_signer import DkimSigner
+    from etrans.app.signing import MessageSigning, SigningMode
+
+    mode = SigningMode(options.dkim_signing)
+    if mode is SigningMode.OFF:
+        log.info("DKIM signing off (SENDMAIL_DKIM_SIGNING=off): the relay signs")
+    elif keys is None:
+        log.warning("DKIM signing: no database to read the keys from (USEND_DB_URI, or DB_URI "
+                    "with BILLING_V4_URI): messages go out unsigned")
+    return MessageSigning(mode, keys, DkimSigner())
+
+
 def email_delivery(stores: DeliveryStores, pool: SmtpPool, publisher: EventPublisher,
-                   kafka: KafkaSettings, options: SendmailOptions) -> EmailDelivery:
+                   kafka: KafkaSettings, options: SendmailOptions,
+                   signing: MessageSigning | None = None) -> EmailDelivery:
     """Delivers over ``pool``; Reject events go to LOG_TOPIC (default ``email-logs``)."""
     from etrans.app.sendmail import EmailDelivery
 
     return EmailDelivery(credentials=stores.credentials, marks=stores.marks, transport=pool,
                          events=publisher, log_topic=log_topic(kafka),
-                         policy=delivery_policy(options))
+                         policy=delivery_policy(options), signing=signing)
 
 
 def fetchlog_task(options: FetchlogOptions, writer: LogDocumentWriter, *,

@@ -35,7 +35,7 @@ CREATE TABLE dkim (
     domain_id    bigint NOT NULL REFERENCES domain (id) ON DELETE CASCADE,
     selector     varchar(63) NOT NULL DEFAULT 'dkim',
     public_key   text NOT NULL,
-    private_key  text,                                   -- not read (the SMTP server signs)
+    private_key  text,                                   -- PEM: read by sendmail to sign
     created_at   timestamptz DEFAULT now()
 );
 CREATE INDEX dkim_domain_id ON dkim (domain_id);
