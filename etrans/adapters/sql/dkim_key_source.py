@@ -14,7 +14,8 @@ The key is the newest ``dkim`` row of the user's live domain of that name (the u
 send request: another user's domain is never signed for).  Found keys are decrypted once and
 kept ``cache_seconds`` (default 60 s), like sendmail's SMTP credentials; so are the answers
 "no key" and "unusable key", so that a domain without a key costs one query a minute, not one
-per message.  The database unreachable raises :class:`etrans.errors.RetryLater`.
+per message.  The database unreachable: the expired answer is used if there is one, else
+:class:`etrans.errors.RetryLater` (the message waits, as for any outage).
 """
 
 from __future__ import annotations
@@ -65,7 +66,14 @@ class SqlDkimKeySource:
         now = time.monotonic()
         hit = self._cache.get((user_id, domain))
         if hit is None or hit[0] <= now:
-            hit = await self._load(user_id, domain, now)
+            try:
+                hit = await self._load(user_id, domain, now)
+            except RetryLater:
+                if hit is None:
+                    raise
+                # The database is down: what it answered last is still the best answer.
+                log.warning("DKIM key store unavailable, using the expired cached answer",
+                            domain=domain)
         _, key, problem = hit
         if key is None and problem:
             raise DkimKeyUnavailable(problem)
