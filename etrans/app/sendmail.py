@@ -40,6 +40,7 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 from etrans.app.signing import MessageSigning, SigningRefused
+from etrans.domain.bounces import classify
 from etrans.domain.mime import render
 from etrans.errors import RetryLater
 from etrans.observability import get_logger
@@ -153,7 +154,8 @@ def _timestamp(moment: datetime) -> str:
 
 def reject_event(outgoing: OutgoingEmail, recipient: str, response: str, *, agent: Agent,
                  now: datetime | None = None) -> dict[str, Any]:
-    """The spec's "Log Event Format" for a rejection of ``recipient`` (Event ``Reject``)."""
+    """The spec's "Log Event Format" for a rejection of ``recipient`` (Event ``Reject``), plus
+    etrans's ``bounce_class`` of ``response`` (:mod:`etrans.domain.bounces`)."""
     names = {m.email.lower(): m.name for m in (*outgoing.to, *outgoing.cc, *outgoing.bcc)}
     return {
         "Event": "Reject",
@@ -169,6 +171,7 @@ def reject_event(outgoing: OutgoingEmail, recipient: str, response: str, *, agen
         "message_id": outgoing.message_id,
         "to_domain": recipient.rpartition("@")[2].lower(),
         "agent": agent.as_dict(),
+        "bounce_class": classify(response).value,
     }
 
 

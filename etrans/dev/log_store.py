@@ -14,7 +14,7 @@
 Documents keep the fields of ``docs/wire-formats.md``; ``timestamp`` is stored as integer
 microseconds since the epoch, cut to MongoDB's millisecond (exact ordering and comparison), and
 returned as an aware UTC datetime;
-``source`` and ``user_id`` are NULL where MongoDB's document has no such field.
+``source``, ``user_id`` and ``bounce_class`` are NULL where MongoDB's document has no such field.
 """
 
 from __future__ import annotations
@@ -47,10 +47,10 @@ _TABLE = f"""
 CREATE TABLE IF NOT EXISTS logs (
     id INTEGER PRIMARY KEY, timestamp INTEGER NOT NULL,
     {", ".join(f"{name} TEXT NOT NULL DEFAULT ''" for name in _TEXT_FIELDS)},
-    source TEXT, user_id INTEGER);
+    source TEXT, user_id INTEGER, bounce_class TEXT);
 """
 # Added after the first release: a logs.sqlite3 of an older etrans dev gets them at start.
-_LATER_COLUMNS = {"source": "TEXT", "user_id": "INTEGER"}
+_LATER_COLUMNS = {"source": "TEXT", "user_id": "INTEGER", "bounce_class": "TEXT"}
 _INDEXES = """
 CREATE TABLE IF NOT EXISTS log_state (name TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE UNIQUE INDEX IF NOT EXISTS uniq_event_id ON logs (event_id);
@@ -106,9 +106,9 @@ class SqliteLogStore:
         return await self._run(self._ensure_indexes)
 
     def _insert(self, documents: Sequence[Mapping[str, Any]]) -> InsertResult:
-        columns = ("timestamp", *_TEXT_FIELDS, "source", "user_id")
+        columns = ("timestamp", *_TEXT_FIELDS, "source", "user_id", "bounce_class")
         rows = [(_micros(doc["timestamp"]), *(str(doc.get(name) or "") for name in _TEXT_FIELDS),
-                 doc.get("source"), doc.get("user_id"))
+                 doc.get("source"), doc.get("user_id"), doc.get("bounce_class"))
                 for doc in documents]
         statement = (f"INSERT OR IGNORE INTO logs ({', '.join(columns)})"
                      f" VALUES ({', '.join('?' for _ in columns)})")

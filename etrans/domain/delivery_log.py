@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from etrans.domain import timestamps
+from etrans.domain.bounces import BounceClass, classify
 
 if TYPE_CHECKING:
     from datetime import datetime
@@ -130,6 +131,18 @@ def to_document(event: Mapping[str, Any]) -> dict[str, Any]:
     for name, source in _AGENT_FIELDS:
         document[name] = _text(agent.get(source))
     return {name: document[name] for name in DOCUMENT_FIELDS}
+
+
+def add_bounce_class(document: dict[str, Any], given: object = None) -> None:
+    """etrans addition: a document whose event proves ``bounced`` gets ``bounce_class``
+    (:mod:`etrans.domain.bounces`), in place.  ``given``: the event's own ``bounce_class`` (the
+    Reject events of ``etrans sendmail`` carry one), kept when it is a known class; otherwise the
+    class is read from the document's ``response``.  Other documents get no such field."""
+    if status_for_event(document.get("event", ""), document.get("action", "")) != BOUNCED:
+        return
+    known = {member.value for member in BounceClass}
+    document["bounce_class"] = (given if isinstance(given, str) and given in known
+                                else classify(document.get("response", "")).value)
 
 
 def _text(value: object) -> str:

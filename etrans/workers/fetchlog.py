@@ -7,6 +7,7 @@
    time, so only the bad message is dead-lettered and committed past;
 2. drops events whose ``Event`` is not in STORE_EVENT_TYPES (*filtered*) and those whose message
    id matches SKIP_MESSAGE_ID_PATTERN (*skipped*) - counted, and committed past like the others;
+   a document whose event proves a bounce gets its ``bounce_class`` (:mod:`etrans.domain.bounces`);
 3. records on each document who sent its message (``user_id``, ``source``: "API" for a row of
    ``email_messages``, else "SMTP"; one USEND lookup per batch, remembered) when the USEND DB is
    configured, then writes the documents with one unordered ``insert_many``; events already
@@ -36,6 +37,7 @@ from etrans.domain.delivery_log import (
     EventFilter,
     InvalidEvent,
     Verdict,
+    add_bounce_class,
     bare_message_id,
     decode_event,
     status_changes,
@@ -117,7 +119,9 @@ class FetchlogTask:
                 event = decode_event(message.value)
                 verdict = self.event_filter.verdict(event)
                 if verdict is Verdict.STORE:
-                    documents.append(to_document(event))
+                    document = to_document(event)
+                    add_bounce_class(document, event.get("bounce_class"))
+                    documents.append(document)
             except InvalidEvent as exc:
                 # The pipeline re-runs a multi-message batch one message at a time, so that only
                 # this one is dead-lettered: storing the others now would be wasted work.

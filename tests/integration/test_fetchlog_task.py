@@ -130,6 +130,27 @@ async def test_store_filter_skip_and_replay(mongo_settings: MongoSettings, colle
     assert stored["agent_hostname"] == "mx1"
 
 
+async def test_bounced_documents_store_their_bounce_class(  # type: ignore[no-untyped-def]
+        mongo_settings: MongoSettings, collection) -> None:
+    writer = MongoLogWriter(mongo_settings)
+    task = FetchlogTask(EventFilter(), writer)
+    gone = {**_event("c1", "Reject", "msg_c", action="rejected"),
+            "response": "550-5.1.1 The email account that you tried to reach does not exist."}
+    full = {**_event("c2", "Sender", "msg_c", action="bounced"),
+            "response": "host mx[192.0.2.7] said: 552 5.2.2 Mailbox full"}
+    # sendmail's Reject events carry the class they were published with: stored as given.
+    given = {**_event("c3", "Reject", "msg_c", action="rejected"),
+             "response": "550 5.7.1 blocked using Spamhaus", "bounce_class": "policy"}
+    try:
+        await writer.ensure_indexes()
+        await task(_messages([gone, full, given, _event("c4", "Sender", "msg_c"),
+                              _event("c5", "Deferred", "msg_c", action="deferred")]))
+    finally:
+        writer.close()
+    stored = {d["event_id"]: d.get("bounce_class") for d in collection.find({}, {"_id": 0})}
+    assert stored == {"c1": "hard", "c2": "soft", "c3": "policy", "c4": None, "c5": None}
+
+
 async def test_invalid_events_are_poison(mongo_settings: MongoSettings, collection) -> None:  # type: ignore[no-untyped-def]
     writer = MongoLogWriter(mongo_settings)
     task = FetchlogTask(EventFilter(), writer)

@@ -495,6 +495,28 @@ async def test_refused_recipient_is_rejected_and_the_others_delivered(
     assert await worker.marks.outcome(message_id) == "delivered"
 
 
+async def test_each_reject_event_carries_the_bounce_class_of_its_reply(
+    smtp_server_factory: Callable[..., SmtpTestServer], make_worker: Callable[..., Worker],
+    credentials: CredentialFixture,
+) -> None:
+    server = smtp_server_factory(rcpt_replies={
+        "gone@example.com": "550 5.1.1 <gone@example.com>: Recipient address rejected: "
+                            "User unknown in local recipient table",
+        "full@example.com": "552 5.2.2 Mailbox full",
+        "spam@example.com": "550 5.7.1 Service unavailable, Client host [192.0.2.1] blocked "
+                            "using Spamhaus",
+    })
+    worker = make_worker(server)
+    user_id = credentials.add("bounce-classes", "pw")
+    request = simple_request(new_id(), user_id, recipients=[
+        "to@example.com", "gone@example.com", "full@example.com", "spam@example.com"])
+    await worker.task(worker.message(request))
+    assert [r.rcpt_tos for r in server.received] == [["to@example.com"]]
+    events = await worker.events(3, settle=0.3)
+    assert {e["recipient"]: e["bounce_class"] for e in events} == {
+        "gone@example.com": "hard", "full@example.com": "soft", "spam@example.com": "policy"}
+
+
 async def test_a_crash_while_some_recipients_wait_for_a_retry_does_not_resend_to_the_others(
     smtp_server_factory: Callable[..., SmtpTestServer], make_worker: Callable[..., Worker],
     credentials: CredentialFixture,

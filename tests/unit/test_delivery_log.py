@@ -17,6 +17,7 @@ from etrans.domain.delivery_log import (
     EventFilter,
     InvalidEvent,
     Verdict,
+    add_bounce_class,
     bare_message_id,
     decode_event,
     event_id_of,
@@ -205,3 +206,37 @@ def test_status_changes_do_not_depend_on_arrival_order(events, rnd) -> None:  # 
 def test_bare_message_id() -> None:
     assert bare_message_id(" <abc@host> ") == "abc@host"
     assert bare_message_id("msg_1") == "msg_1"
+
+
+def _bounce_class_of(event: dict[str, object]) -> object:
+    document = to_document({"@timestamp": "2026-03-10T04:20:00Z", **event})
+    add_bounce_class(document, event.get("bounce_class"))
+    return document.get("bounce_class", "(none)")
+
+
+def test_bounced_documents_get_the_bounce_class_of_their_response() -> None:
+    # A golden Reject: the fields of the spec stay as they are, bounce_class is added.
+    event = decode_event((GOLDEN / "reject_sparse.event.json").read_bytes())
+    document = to_document(event)
+    add_bounce_class(document)
+    assert {k: v for k, v in document.items() if k != "bounce_class"} == to_document(event)
+    assert document["bounce_class"] == "hard"
+    # The SMTP server's own log: a bounced Sender/Queue event is classified from its response.
+    assert _bounce_class_of({"Event": "Sender", "SMTP_Action": "bounced", "response":
+                             "host mx[192.0.2.7] said: 552 5.2.2 Mailbox full"}) == "soft"
+    assert _bounce_class_of({"Event": "Queue", "SMTP_Action": "reject", "response":
+                             "554 5.7.1 <x@example.net>: Relay access denied"}) == "policy"
+    # sendmail's Reject events carry their class: kept; an unknown value is recomputed.
+    assert _bounce_class_of({"Event": "Reject", "response": "550 5.1.1 x",
+                             "bounce_class": "policy"}) == "policy"
+    assert _bounce_class_of({"Event": "Reject", "response": "550 5.1.1 x",
+                             "bounce_class": "weird"}) == "hard"
+
+
+@pytest.mark.parametrize("event", [
+    {"Event": "Sender", "SMTP_Action": "delivered", "response": "250 2.0.0 OK"},
+    {"Event": "Deferred", "SMTP_Action": "deferred", "response": "451 4.7.1 greylisted"},
+    {"Event": "Queue", "SMTP_Action": "", "response": "250 queued"},
+])
+def test_other_documents_get_no_bounce_class(event: dict[str, object]) -> None:
+    assert _bounce_class_of(event) == "(none)"

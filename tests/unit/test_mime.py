@@ -191,6 +191,15 @@ def test_reject_event_has_the_filebeat_shape() -> None:
     assert event["Event_ID"] != reject_event_id("abc-123@etrans.test", "to@example.com")
 
 
+def test_reject_event_carries_the_bounce_class_of_its_response() -> None:
+    agent = Agent(id="a1", hostname="h", name="n", ephemeral_id="e")
+    classes = [reject_event(full_email(), "cc@example.com", response, agent=agent)["bounce_class"]
+               for response in ("550 5.1.1 no such user", "452 4.2.2 over quota",
+                                "554 5.7.1 Relay access denied",
+                                "451 4.4.2 etrans: timeout talking to smtp.example:587")]
+    assert classes == ["hard", "soft", "policy", "infrastructure"]
+
+
 SIMPLE_CASES = [
     dict(html="<p>hello</p>"),
     dict(text="plain only\nsecond line"),
