@@ -156,7 +156,7 @@ EMAIL_DETAIL = Object(name="EmailDetail", properties={
     key: Prop(AnyJson()) for key in (
         "id", "from", "to", "cc", "bcc", "reply_to", "subject", "html", "text", "headers", "tags",
         "attachments", "template_id", "template_data", "status", "created_at", "sent_at",
-        "delivered_at", "failure_reason")})
+        "delivered_at", "failure_reason", "recipients")})
 
 LIST_QUERY = {
     "page": QueryParam(Integer(minimum=1, maximum=1_000_000), default=1,
@@ -258,6 +258,9 @@ def detail_view(e: EmailDetail) -> dict[str, Any]:
         "sent_at": iso(e.sent_at, whole_seconds=True),
         "delivered_at": iso(e.delivered_at, whole_seconds=True),
         "failure_reason": e.failure_reason,
+        "recipients": [{"email": r.email, "outcome": r.outcome,
+                        "bounce_class": r.bounce_class, "response": r.response,
+                        "updated_at": iso(r.at, whole_seconds=True)} for r in e.recipients],
     }
 
 

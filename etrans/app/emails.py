@@ -33,6 +33,7 @@ from etrans.app.records import (
     EmailList,
     EmailSummary,
     NewEmail,
+    RecipientState,
     RejectedEmail,
 )
 from etrans.domain import status as status_rules
@@ -295,6 +296,11 @@ async def get_email(deps: EmailDeps, cmd: GetEmail) -> EmailDetail:
         # Why a Failed email was never handed to the delivery queue (else None).
         failure_reason=(row["response"] if row["status"] == status_rules.FAILED.lower()
                         else None),
+        recipients=tuple(
+            RecipientState(email=r["recipient"], outcome=status_rules.display_label(r["outcome"]),
+                           bounce_class=r["bounce_class"], response=r["response"],
+                           at=r["event_at"])
+            for r in row.get("recipients", ())),
     )
 
 

@@ -18,7 +18,7 @@ if TYPE_CHECKING:
         SendingDomain,
     )
     from etrans.app.signing import DkimKey
-    from etrans.domain.delivery_log import StatusChange
+    from etrans.domain.delivery_log import RecipientOutcome, StatusChange
     from etrans.domain.domains import DkimRecord, DnsVerification
     from etrans.domain.quota import QuotaLimits, QuotaUsage
 
@@ -93,6 +93,10 @@ class EmailStatusStore(Protocol):
     """Advances ``email_messages.status`` monotonically; returns the number of rows changed."""
 
     async def apply(self, changes: Sequence[StatusChange]) -> int: ...
+
+    async def record_outcomes(self, outcomes: Sequence[RecipientOutcome]) -> int:
+        """Advance each API email's recipients monotonically (``email_recipient_outcomes``);
+        returns the number of rows written."""
 
 
 # -- sendmail -------------------------------------------------------------------------------------

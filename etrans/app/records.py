@@ -185,6 +185,21 @@ class EmailDetail:
     sent_at: datetime | None
     delivered_at: datetime | None
     failure_reason: str | None
+    # Each recipient the delivery log reported on, as fetchlog recorded it (addition, issue 15).
+    recipients: tuple[RecipientState, ...] = ()
+
+
+@dataclass(frozen=True)
+class RecipientState:
+    """One recipient of an email: its ``outcome`` (the display label of a status: Sent,
+    Delayed, Delivered, Bounced), the ``bounce_class`` of a bounce (``docs/bounces.md``), the
+    SMTP ``response`` and the time of the event that proved it."""
+
+    email: str
+    outcome: str
+    bounce_class: str | None
+    response: str | None
+    at: datetime
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,7 @@ from sqlalchemy import DefaultClause, MetaData, event, insert, select, text
 from sqlalchemy.exc import DataError, IntegrityError
 
 from etrans.adapters.sql import Database
+from etrans.adapters.sql.email_status import OUTCOME_UPSERT, RECIPIENT_LENGTH
 from etrans.adapters.sql.usend_repo import UsendRepository
 from etrans.domain.delivery_log import DELIVERED, STATUS_RANK
 from etrans.errors import InvalidInput, RetryLater
@@ -34,7 +35,7 @@ if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
 
     from etrans.app.records import NewEmail
-    from etrans.domain.delivery_log import StatusChange
+    from etrans.domain.delivery_log import RecipientOutcome, StatusChange
 
 
 def sqlite_engine(path: Path) -> Engine:
@@ -242,6 +243,15 @@ WHERE message_id = :message_id AND ({_RANK_OF_STORED}) < :rank
 """
 
 
+_RECORD_OUTCOME = f"""
+INSERT INTO email_recipient_outcomes
+    (message_id, recipient, outcome, bounce_class, response, event_at, updated_at)
+SELECT :message_id, :recipient, :outcome, :bounce_class, :response, :at, :now
+WHERE EXISTS (SELECT 1 FROM email_messages WHERE message_id = :message_id)
+{OUTCOME_UPSERT}
+"""
+
+
 class SqliteEmailStatusUpdater:
     """Advances ``email_messages.status`` monotonically (one UPDATE per change, one transaction:
     the writer lock of SQLite makes the rank check and the write atomic)."""
@@ -278,6 +288,36 @@ class SqliteEmailStatusUpdater:
         if not changes:
             return 0
         return await self.database.run(self._apply, changes)
+
+    def _record_outcomes(self, outcomes: Sequence[RecipientOutcome]) -> int:
+        from datetime import UTC, datetime
+
+        from sqlalchemy import bindparam
+        from sqlalchemy.exc import SQLAlchemyError
+
+        from etrans.adapters.sql.portable import TIMESTAMPTZ
+
+        statement = text(_RECORD_OUTCOME).bindparams(
+            bindparam("at", type_=TIMESTAMPTZ), bindparam("now", type_=TIMESTAMPTZ))
+        now = datetime.now(UTC)
+        written = 0
+        try:
+            with self.database.engine.begin() as conn:
+                for o in sorted(outcomes, key=lambda o: (o.message_id, o.recipient)):
+                    result = conn.execute(statement, {
+                        "message_id": o.message_id, "recipient": o.recipient[:RECIPIENT_LENGTH],
+                        "outcome": o.outcome, "bounce_class": o.bounce_class,
+                        "response": o.response, "at": o.at, "now": now})
+                    written += int(result.rowcount or 0)
+        except SQLAlchemyError as exc:
+            raise RetryLater(
+                f"USEND DB recipient outcomes failed: {exc.__class__.__name__}") from exc
+        return written
+
+    async def record_outcomes(self, outcomes: Sequence[RecipientOutcome]) -> int:
+        if not outcomes:
+            return 0
+        return await self.database.run(self._record_outcomes, outcomes)
 
     async def check(self) -> None:
         await self.database.check()

@@ -260,3 +260,46 @@ def bare_message_id(message_id: str) -> str:
     if text.startswith("<") and text.endswith(">"):
         text = text[1:-1].strip()
     return text
+
+
+# -- per-recipient outcomes (email_recipient_outcomes) ---------------------------------------------
+
+@dataclass(frozen=True)
+class RecipientOutcome:
+    """Advance one recipient of one email to ``outcome`` (a status of :data:`STATUS_RANK`), with
+    the ``bounce_class`` of a bounce (else None) and the event's ``response`` and time.
+    ``recipient`` is lower-cased, ``message_id`` without angle brackets."""
+
+    message_id: str
+    recipient: str
+    outcome: str
+    at: datetime
+    bounce_class: str | None = None
+    response: str = ""
+
+    @property
+    def rank(self) -> int:
+        return STATUS_RANK[self.outcome]
+
+
+def recipient_outcomes(documents: Iterable[Mapping[str, Any]]) -> list[RecipientOutcome]:
+    """One outcome per (message id, recipient): the furthest its events prove, earliest first
+    among equals (as :func:`status_changes`, per recipient).  Documents without a recipient
+    prove nothing here."""
+    best: dict[tuple[str, str], RecipientOutcome] = {}
+    for document in documents:
+        message_id = bare_message_id(document.get("message_id") or "")
+        recipient = str(document.get("recipient") or "").strip().lower()
+        status = status_for_event(document.get("event", ""), document.get("action", ""))
+        if not message_id or not recipient or status is None:
+            continue
+        outcome = RecipientOutcome(message_id, recipient, status, document["timestamp"],
+                                   document.get("bounce_class"), document.get("response", ""))
+        current = best.get((message_id, recipient))
+        if current is None or _outcome_precedence(outcome) > _outcome_precedence(current):
+            best[(message_id, recipient)] = outcome
+    return list(best.values())
+
+
+def _outcome_precedence(outcome: RecipientOutcome) -> tuple[int, float, bool, str]:
+    return (outcome.rank, -outcome.at.timestamp(), outcome.outcome == BOUNCED, outcome.response)

@@ -13,7 +13,8 @@
    configured, then writes the documents with one unordered ``insert_many``; events already
    stored (a replay, a retried batch) are duplicate keys on the unique ``event_id`` index and
    are ignored;
-4. advances ``email_messages.status`` in the USEND DB (when configured) for the batch's messages.
+4. advances ``email_messages.status`` in the USEND DB (when configured) for the batch's messages,
+   and each recipient's outcome and bounce class (``email_recipient_outcomes``).
 
 Only when all of it succeeded does the call return, and only then may the pipeline commit the
 batch's offsets.  MongoDB or PostgreSQL unavailable -> :class:`~etrans.errors.RetryLater`: the
@@ -40,6 +41,7 @@ from etrans.domain.delivery_log import (
     add_bounce_class,
     bare_message_id,
     decode_event,
+    recipient_outcomes,
     status_changes,
     to_document,
 )
@@ -137,6 +139,7 @@ class FetchlogTask:
         updated = 0
         if self.statuses is not None and documents:
             updated = await self.statuses.apply(status_changes(documents))
+            await self.statuses.record_outcomes(recipient_outcomes(documents))
 
         counters = self.counters
         counters.stored += result.inserted

@@ -6,7 +6,8 @@ What fetchlog relies on: a status only moves forward (queued < sent < deferred <
 bounced < failed, equal ranks keep what was stored first), whatever order and batches the events
 come in, concurrent batches included; the answer is the number of rows changed; ``sent_at`` is
 the first event's time, ``delivered_at`` the delivery's; message ids that are no email (SMTP mail)
-change nothing.
+change nothing.  Each recipient's outcome (``record_outcomes``, ``email_recipient_outcomes``)
+follows the same rules per recipient and is written for API emails only.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Any
 
 import trio
 
-from etrans.domain.delivery_log import StatusChange
+from etrans.domain.delivery_log import RecipientOutcome, StatusChange
 from tests.contract.usend_backends import fresh_user, new_email
 
 AT = datetime(2026, 3, 10, 15, 0, 0, 250000, tzinfo=UTC)
@@ -89,3 +90,48 @@ async def test_concurrent_batches_in_any_order_end_at_the_highest_status(usend: 
         for batch in batches:
             nursery.start_soon(usend.statuses.apply, batch)
     assert {(await _status(usend, user, m))["status"] for m in ids} == {"delivered"}
+
+
+# -- email_recipient_outcomes ---------------------------------------------------------------------
+
+async def _recipients(usend: Any, user: int, message_id: str) -> dict[str, tuple[Any, ...]]:
+    row = await usend.repo.get(user, message_id)
+    assert row is not None
+    return {r["recipient"]: (r["outcome"], r["bounce_class"], r["response"], r["event_at"])
+            for r in row["recipients"]}
+
+
+async def test_recipient_outcomes_only_move_forward(usend: Any) -> None:
+    user, [m1] = await _emails(usend, 1)
+    record = usend.statuses.record_outcomes
+    assert await _recipients(usend, user, m1) == {}
+    assert await record([]) == 0
+    assert await record([RecipientOutcome(m1, "a@x.org", "sent", AT, None, "250 queued"),
+                         RecipientOutcome(m1, "b@x.org", "deferred", AT, None, "451 later"),
+                         RecipientOutcome("smtp-only@mx", "a@x.org", "sent", AT)]) == 2
+    later = AT + timedelta(seconds=5)
+    assert await record([RecipientOutcome(m1, "b@x.org", "bounced", later, "hard",
+                                          "550 5.1.1 no such user"),
+                         RecipientOutcome(m1, "a@x.org", "sent", later, None, "250 again")]) == 1
+    # Late or equal-rank events change nothing: bounced and delivered are both final.
+    assert await record([RecipientOutcome(m1, "b@x.org", "delivered", later, None, "250")]) == 0
+    assert await record([RecipientOutcome(m1, "b@x.org", "deferred", AT, None, "451")]) == 0
+    assert await _recipients(usend, user, m1) == {
+        "a@x.org": ("sent", None, "250 queued", AT),
+        "b@x.org": ("bounced", "hard", "550 5.1.1 no such user", later)}
+
+
+async def test_concurrent_outcome_batches_end_at_the_highest_outcome(usend: Any) -> None:
+    user, [m1] = await _emails(usend, 1)
+    ladder = ["sent", "deferred", "bounced"]
+    recipients = [f"r{n}@x.org" for n in range(6)]
+    batches = [[RecipientOutcome(m1, r, ladder[(step + n) % 3], AT + timedelta(seconds=step),
+                                 "soft" if ladder[(step + n) % 3] == "bounced" else None)
+                for n, r in enumerate(recipients)] for step in range(3) for _ in range(2)]
+    random.Random(15).shuffle(batches)
+    async with trio.open_nursery() as nursery:
+        for batch in batches:
+            nursery.start_soon(usend.statuses.record_outcomes, batch)
+    stored = await _recipients(usend, user, m1)
+    assert {outcome for outcome, *_ in stored.values()} == {"bounced"}
+    assert {bounce_class for _, bounce_class, *_ in stored.values()} == {"soft"}

@@ -407,3 +407,61 @@ async def test_lone_surrogates_and_bad_utf8_are_400(api: SendingApi) -> None:
     assert response.status_code == 400
     status, _ = await api.call("GET", "/logs?sender=%ED%A0%80&recipient=%FF", api.bearer(user))
     assert status in (200, 400)
+
+
+async def test_detail_shows_each_recipients_outcome_and_bounce_class(
+        api: SendingApi, mongo_uri: str) -> None:
+    """Events stored by fetchlog - sendmail's Reject, the SMTP server's own log - give each
+    recipient its outcome and bounce class in GET /emails/{id} (``recipients``)."""
+    from etrans.adapters.mongo.log_writer import MongoLogWriter
+    from etrans.adapters.sql.email_status import EmailStatusUpdater
+    from etrans.domain.delivery_log import EventFilter
+    from etrans.pipeline import Message
+    from etrans.settings import MongoSettings, Secret
+    from etrans.workers.fetchlog import FetchlogTask
+    from tests.harness.servers import unique_name
+
+    user, _, domain = api.sender()
+    body = email(domain, to=["Ok <ok@example.org>", "Gone@Example.org"], cc=["full@example.org"])
+    status, sent = await api.call("POST", "/emails", api.bearer(user), json=body)
+    assert status == 200, sent
+    status, detail = await api.call("GET", f"/emails/{sent['id']}", api.bearer(user))
+    assert (status, detail["recipients"]) == (200, [])
+
+    def event(kind: str, recipient: str, action: str, response: str, minute: int,
+              **extra: Any) -> Message:
+        value = {"Event": kind, "@timestamp": f"2026-03-10T04:{minute:02d}:00Z",
+                 "SMTP_Action": action, "recipient": recipient, "response": response,
+                 "message_id": f"<{sent['id']}>", "Event_ID": unique_name("evt"), **extra}
+        return Message("email-logs", 0, minute, None, json.dumps(value).encode())
+
+    settings = MongoSettings(uri=Secret(mongo_uri), dbname=unique_name("rcpt").replace("-", "_"),
+                             collection="email_logs")
+    writer = MongoLogWriter(settings)
+    task = FetchlogTask(EventFilter(), writer, EmailStatusUpdater(api.usend))
+    try:
+        await writer.ensure_indexes()
+        await task([event("Deferred", "gone@example.org", "deferred", "451 4.7.1 later", 1),
+                    event("Sender", "ok@example.org", "delivered", "250 2.0.0 OK", 2),
+                    event("Reject", "gone@example.org", "rejected",
+                          "550 5.1.1 <gone@example.org>: Recipient address rejected: User "
+                          "unknown in local recipient table", 3, bounce_class="hard"),
+                    event("Sender", "full@example.org", "bounced",
+                          "host mx[192.0.2.7] said: 552 5.2.2 Mailbox full", 4)])
+        # A late deferral changes nothing: a bounce is final.
+        await task([event("Deferred", "gone@example.org", "deferred", "451 4.7.1 later", 5)])
+    finally:
+        writer.close()
+    status, detail = await api.call("GET", f"/emails/{sent['id']}", api.bearer(user))
+    assert status == 200
+    assert detail["status"] == "Delivered"  # the email's status: the first final one proven
+    assert detail["recipients"] == [
+        {"email": "full@example.org", "outcome": "Bounced", "bounce_class": "soft",
+         "response": "host mx[192.0.2.7] said: 552 5.2.2 Mailbox full",
+         "updated_at": "2026-03-10T04:04:00Z"},
+        {"email": "gone@example.org", "outcome": "Bounced", "bounce_class": "hard",
+         "response": "550 5.1.1 <gone@example.org>: Recipient address rejected: User unknown "
+                     "in local recipient table", "updated_at": "2026-03-10T04:03:00Z"},
+        {"email": "ok@example.org", "outcome": "Delivered", "bounce_class": None,
+         "response": "250 2.0.0 OK", "updated_at": "2026-03-10T04:02:00Z"},
+    ]

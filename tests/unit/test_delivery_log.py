@@ -22,6 +22,7 @@ from etrans.domain.delivery_log import (
     decode_event,
     event_id_of,
     parse_timestamp,
+    recipient_outcomes,
     status_changes,
     status_for_event,
     to_document,
@@ -240,3 +241,25 @@ def test_bounced_documents_get_the_bounce_class_of_their_response() -> None:
 ])
 def test_other_documents_get_no_bounce_class(event: dict[str, object]) -> None:
     assert _bounce_class_of(event) == "(none)"
+
+
+def test_recipient_outcomes_are_the_furthest_per_recipient_in_any_order() -> None:
+    def doc(event: str, recipient: str, minute: int, action: str = "", **extra: str) -> dict:
+        document = to_document({"Event": event, "SMTP_Action": action, "recipient": recipient,
+                                "message_id": "<m@x>", "response": f"r{minute}",
+                                "@timestamp": f"2026-03-10T04:{minute:02d}:00Z"})
+        add_bounce_class(document)
+        return {**document, **extra}
+
+    documents = [doc("Deferred", "A@x.org", 1, "deferred"), doc("Sender", "a@x.org", 3, "bounced"),
+                 doc("Reject", "a@x.org", 2), doc("Sender", "b@x.org", 4, "delivered"),
+                 doc("Queue", "b@x.org", 1), doc("Sender", "", 1), doc("Connect", "c@x.org", 1)]
+    for order in (documents, documents[::-1]):
+        outcomes = {o.recipient: o for o in recipient_outcomes(order)}
+        assert set(outcomes) == {"a@x.org", "b@x.org"}
+        first_bounce = outcomes["a@x.org"]
+        assert (first_bounce.message_id, first_bounce.outcome, first_bounce.response) == (
+            "m@x", "bounced", "r2")
+        assert first_bounce.bounce_class == "infrastructure"  # "r2": no reply code at all
+        assert (outcomes["b@x.org"].outcome, outcomes["b@x.org"].bounce_class) == (
+            "delivered", None)

@@ -5,6 +5,11 @@ strictly higher than the stored one (:data:`etrans.domain.delivery_log.STATUS_RA
 update is monotonic and idempotent whatever order events arrive in, and concurrent batches cannot
 move a status backwards (PostgreSQL re-checks the WHERE clause on the locked row).  Message ids
 that are not in the table (SMTP-submitted mail) simply match no row.
+
+Each recipient's outcome goes to ``email_recipient_outcomes`` the same way
+(:meth:`EmailStatusUpdater.record_outcomes`): one ``INSERT ... SELECT FROM unnest(...) JOIN
+email_messages ... ON CONFLICT DO UPDATE`` per batch, the update only when the new outcome ranks
+strictly higher than the stored one.
 """
 
 from __future__ import annotations
@@ -18,11 +23,17 @@ if TYPE_CHECKING:
     from collections.abc import Sequence
 
     from etrans.adapters.sql import Database
-    from etrans.domain.delivery_log import StatusChange
+    from etrans.domain.delivery_log import RecipientOutcome, StatusChange
 
-_RANK_OF_STORED = "CASE m.status " + " ".join(
-    f"WHEN '{status}' THEN {rank}" for status, rank in STATUS_RANK.items()
-) + " ELSE -1 END"
+
+
+def rank_of(column: str) -> str:
+    """SQL: the :data:`STATUS_RANK` of the status in ``column`` (-1 for an unknown one)."""
+    return f"CASE {column} " + " ".join(
+        f"WHEN '{status}' THEN {rank}" for status, rank in STATUS_RANK.items()) + " ELSE -1 END"
+
+
+_RANK_OF_STORED = rank_of("m.status")
 
 _UPDATE = f"""
 UPDATE email_messages AS m
@@ -37,6 +48,28 @@ FROM unnest(CAST(:message_ids AS text[]), CAST(:statuses AS text[]), CAST(:ranks
      AS v(message_id, status, rank, at, event, response)
 WHERE m.message_id = v.message_id AND ({_RANK_OF_STORED}) < v.rank
 """
+
+
+# Columns the upsert sets; a row changes only when its outcome is behind the new one.
+OUTCOME_UPSERT = f"""
+ON CONFLICT (message_id, recipient) DO UPDATE
+SET outcome = excluded.outcome, bounce_class = excluded.bounce_class,
+    response = excluded.response, event_at = excluded.event_at, updated_at = excluded.updated_at
+WHERE ({rank_of("email_recipient_outcomes.outcome")}) < ({rank_of("excluded.outcome")})
+"""
+
+_RECORD_OUTCOMES = f"""
+INSERT INTO email_recipient_outcomes
+    (message_id, recipient, outcome, bounce_class, response, event_at, updated_at)
+SELECT v.message_id, v.recipient, v.outcome, v.bounce_class, v.response, v.at, now()
+FROM unnest(CAST(:message_ids AS text[]), CAST(:recipients AS text[]), CAST(:outcomes AS text[]),
+            CAST(:classes AS text[]), CAST(:responses AS text[]), CAST(:ats AS timestamptz[]))
+     AS v(message_id, recipient, outcome, bounce_class, response, at)
+JOIN email_messages AS m ON m.message_id = v.message_id
+{OUTCOME_UPSERT}
+"""
+
+RECIPIENT_LENGTH = 320
 
 
 class EmailStatusUpdater:
@@ -73,6 +106,33 @@ class EmailStatusUpdater:
         if not changes:
             return 0
         return await self.database.run(self._apply, changes)
+
+    def _record_outcomes(self, outcomes: Sequence[RecipientOutcome]) -> int:
+        from sqlalchemy import text
+        from sqlalchemy.exc import SQLAlchemyError
+
+        ordered = sorted(outcomes, key=lambda o: (o.message_id, o.recipient))
+        params = {
+            "message_ids": [o.message_id for o in ordered],
+            "recipients": [o.recipient[:RECIPIENT_LENGTH] for o in ordered],
+            "outcomes": [o.outcome for o in ordered],
+            "classes": [o.bounce_class for o in ordered],
+            "responses": [o.response for o in ordered],
+            "ats": [o.at for o in ordered],
+        }
+        try:
+            with self.database.engine.begin() as conn:
+                return int(conn.execute(text(_RECORD_OUTCOMES), params).rowcount or 0)
+        except SQLAlchemyError as exc:
+            raise RetryLater(
+                f"USEND DB recipient outcomes failed: {exc.__class__.__name__}") from exc
+
+    async def record_outcomes(self, outcomes: Sequence[RecipientOutcome]) -> int:
+        """Advance the recipients of API emails that are behind; returns how many rows were
+        written (inserted or advanced)."""
+        if not outcomes:
+            return 0
+        return await self.database.run(self._record_outcomes, outcomes)
 
     async def check(self) -> None:
         await self.database.check()

@@ -9,6 +9,7 @@ Tables (``docs/database.md`` has every column and the reasons):
   ``domain_subscription_status`` (a domain's subscription or pay-as-you-go state),
   ``user_pack`` (the user-level pack fallback), ``domain_tracking_settings``, ``transport``
   (SMTP sender accounts);
+- ``email_recipient_outcomes``: each recipient's outcome and bounce class (fetchlog);
 - ``email_outbox``: the transactional outbox; an email row and its Kafka message are written in
   one transaction, a relay publishes the outbox and sets ``published_at``;
 - ``local_users``, ``local_domain``, ``local_dkim``, ``local_mkt_domain``: the ``local`` billing
@@ -161,6 +162,25 @@ class EmailMessage(UsendBase):
     updated_at: Mapped[datetime] = _now()
     sent_at: Mapped[datetime | None]
     delivered_at: Mapped[datetime | None]
+
+
+class EmailRecipientOutcome(UsendBase):
+    """Where each recipient of an API email stands, from the delivery-log events fetchlog
+    stores: ``outcome`` (a status, only moving forward), ``bounce_class`` of a bounce
+    (``docs/bounces.md``), the event's ``response`` and time.  ``recipient`` is lower-cased."""
+
+    __tablename__ = "email_recipient_outcomes"
+    __table_args__ = (CheckConstraint(_one_of("outcome", EMAIL_STATUSES), name="outcome"),)
+
+    message_id: Mapped[str] = mapped_column(
+        String(255), ForeignKey("email_messages.message_id", ondelete="CASCADE"),
+        primary_key=True)
+    recipient: Mapped[str] = mapped_column(String(320), primary_key=True)
+    outcome: Mapped[str] = mapped_column(String(16))
+    bounce_class: Mapped[str | None] = mapped_column(String(16))
+    response: Mapped[str | None]
+    event_at: Mapped[datetime]
+    updated_at: Mapped[datetime] = _now()
 
 
 class EmailOutbox(UsendBase):
@@ -360,6 +380,7 @@ __all__ = [
     "DomainTrackingSettings",
     "EmailMessage",
     "EmailOutbox",
+    "EmailRecipientOutcome",
     "EmailTransactionPack",
     "LocalDkim",
     "LocalDomain",

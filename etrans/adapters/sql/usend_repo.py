@@ -19,7 +19,13 @@ from sqlalchemy import and_, func, select
 
 from etrans.adapters._net.trio_pq import TrioPqConnection
 from etrans.adapters.sql.group_commit import GroupCommit
-from etrans.adapters.sql.usend import ApiKey, EmailMessage, EmailOutbox, Transport
+from etrans.adapters.sql.usend import (
+    ApiKey,
+    EmailMessage,
+    EmailOutbox,
+    EmailRecipientOutcome,
+    Transport,
+)
 from etrans.app.records import ApiKeyRecord, EmailPage
 from etrans.domain.api_keys import Permission
 from etrans.errors import InvalidInput, UpstreamUnavailable
@@ -35,6 +41,7 @@ log = get_logger(__name__)
 
 _KEYS = ApiKey.__table__
 _EMAILS = EmailMessage.__table__
+_OUTCOMES = EmailRecipientOutcome.__table__
 _OUTBOX = EmailOutbox.__table__
 _TRANSPORT = Transport.__table__
 
@@ -206,9 +213,17 @@ class UsendRepository:
     def _get(self, user_id: int, message_id: str) -> dict[str, Any] | None:
         query = select(_EMAILS).where(_EMAILS.c.user_id == user_id,
                                       _EMAILS.c.message_id == message_id)
+        outcomes = (select(_OUTCOMES.c.recipient, _OUTCOMES.c.outcome, _OUTCOMES.c.bounce_class,
+                           _OUTCOMES.c.response, _OUTCOMES.c.event_at)
+                    .where(_OUTCOMES.c.message_id == message_id)
+                    .order_by(_OUTCOMES.c.recipient))
         with self._db.engine.connect() as conn:
             row = conn.execute(query).first()
-        return dict(row._mapping) if row is not None else None
+            if row is None:
+                return None
+            recipients = [dict(r._mapping) for r in conn.execute(outcomes)]
+        # Each recipient the delivery log reported on (fetchlog): email_recipient_outcomes.
+        return {**row._mapping, "recipients": recipients}
 
     async def existing_message_ids(self, message_ids: Sequence[str]) -> set[str]:
         ids = sorted({m for m in message_ids if m})
