@@ -95,6 +95,16 @@ TAG = Object(
 HEADER_VALUE = String(max_length=998, pattern=NO_LINE_BREAKS, checks=(_no_line_breaks,))
 HEADER_NAME = String(min_length=1, max_length=100, pattern=r"^[!-9;-~]+$",
                      checks=(check_header_name,))
+HEADERS_DESCRIPTION = (
+    "Custom headers, name -> value (at most 50; no line breaks; not the headers etrans writes "
+    "itself: From, To, Cc, Bcc, Subject, Reply-To, Message-ID, Date, Sender, MIME-Version, "
+    "Content-Type, Content-Transfer-Encoding, Return-Path).  One-click unsubscribe (required by "
+    "Gmail and Yahoo for bulk mail): List-Unsubscribe is one or more <URI> separated by commas, "
+    "each https://host/... or mailto:address (optionally ?subject=...), e.g. "
+    '"<https://example.com/unsubscribe/abc>, <mailto:unsubscribe@example.com?subject=unsub>"; '
+    "plain http, javascript:, data: and relative URIs are refused (400).  "
+    'List-Unsubscribe-Post must be exactly "List-Unsubscribe=One-Click" and needs an https URI '
+    'in List-Unsubscribe (RFC 8058).  See docs/api.md, "One-click unsubscribe".')
 
 SEND_EMAIL = Object(
     name="SendEmailRequest",
@@ -109,7 +119,8 @@ SEND_EMAIL = Object(
         "bcc": Prop(ADDRESS_LIST, nullable=True),
         "reply_to": Prop(ADDRESS, nullable=True),
         "attachments": Prop(Array(ATTACHMENT, max_items=MAX_ATTACHMENTS), nullable=True),
-        "headers": Prop(MapOf(HEADER_VALUE, key=HEADER_NAME, max_properties=50), nullable=True),
+        "headers": Prop(MapOf(HEADER_VALUE, key=HEADER_NAME, max_properties=50,
+                              description=HEADERS_DESCRIPTION), nullable=True),
         "tags": Prop(Array(TAG, max_items=50), nullable=True),
         "template_id": Prop(String(max_length=255,
                                    description="Refused: no template store (docs/api.md)"),

@@ -3,7 +3,9 @@
 Pure functions over the validated request (a dict with the API's field names).  Limits
 (``docs/api.md``): at most :data:`MAX_RECIPIENTS` addresses in to+cc+bcc, at most
 :data:`MAX_EMAIL_BYTES` (25 MB) for subject + html + text + decoded attachments, custom headers
-may not set the headers etrans writes itself (:data:`RESERVED_HEADERS`).
+may not set the headers etrans writes itself (:data:`RESERVED_HEADERS`), and
+``List-Unsubscribe`` / ``List-Unsubscribe-Post`` follow the one-click unsubscribe rule
+(:mod:`etrans.domain.unsubscribe`, which the sendmail worker applies too).
 
 Templates: there is no template store, so ``template_id`` is refused (400) rather than ignored;
 ``template_data`` is applied: every ``{{ name }}`` in subject, html and text is replaced by the
@@ -22,6 +24,7 @@ import uuid
 from typing import Any
 
 from etrans.domain.addresses import canonical_address, parse_address
+from etrans.domain.unsubscribe import unsubscribe_problem
 
 MAX_EMAIL_BYTES = 25 * 1024 * 1024
 MAX_RECIPIENTS = 50
@@ -91,6 +94,11 @@ def check_email(email: dict[str, Any]) -> None:
     if size > MAX_EMAIL_BYTES:
         raise EmailRuleError(f"Email too large: {size} bytes, the limit is {MAX_EMAIL_BYTES}"
                              " (25 MB: subject, bodies and decoded attachments)")
+    headers = email.get("headers")
+    if headers:
+        problem = unsubscribe_problem(headers.items())
+        if problem is not None:
+            raise EmailRuleError(problem)
     if email.get("template_id") is not None:
         raise EmailRuleError("template_id is not supported: this server stores no templates; "
                              "send html/text (with template_data placeholders) instead")

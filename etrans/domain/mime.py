@@ -13,7 +13,10 @@ turns it into the bytes handed to the SMTP server:
 - bcc recipients appear only in the envelope (:meth:`OutgoingEmail.envelope_recipients`), never in
   a header;
 - custom headers are added unless they would replace a header this module owns (listed in
-  :data:`RESERVED_HEADERS`) or carry line breaks (header injection).
+  :data:`RESERVED_HEADERS`) or carry line breaks (header injection); ``List-Unsubscribe`` and
+  ``List-Unsubscribe-Post`` are written by :func:`etrans.domain.unsubscribe.header_field`
+  (canonical names, folded between URIs, never encoded: the email package would turn a long URI
+  into RFC 2047 encoded words).
 """
 
 from __future__ import annotations
@@ -27,6 +30,8 @@ import time
 from dataclasses import dataclass, field
 from email.message import EmailMessage
 from functools import lru_cache
+
+from etrans.domain.unsubscribe import header_field, is_unsubscribe_header
 
 # Headers that build_mime writes itself: a custom header with one of these names is dropped.
 RESERVED_HEADERS = frozenset(
@@ -204,6 +209,12 @@ def build_mime(outgoing: OutgoingEmail, *, date: str | None = None) -> EmailMess
     for name, value in outgoing.headers:
         if name.lower() in RESERVED_HEADERS or not _HEADER_NAME.fullmatch(name):
             continue
+        if is_unsubscribe_header(name):
+            # Folded by etrans between URIs: the email package would encode a long URI.
+            unsubscribe = header_field(name, value)
+            if unsubscribe is not None:
+                message.set_raw(*unsubscribe)
+            continue
         message[name] = _one_line(value)
 
     _body_part(outgoing, message)
@@ -294,6 +305,11 @@ def _render_simple(outgoing: OutgoingEmail, date: str | None) -> bytes | None:
     headers.append(f"Date: {date or _now_date()}")
     for name, value in outgoing.headers:
         if name.lower() in RESERVED_HEADERS or not _HEADER_NAME.fullmatch(name):
+            continue
+        if is_unsubscribe_header(name):
+            unsubscribe = header_field(name, value)
+            if unsubscribe is not None:
+                headers.append(f"{unsubscribe[0]}: {unsubscribe[1]}")
             continue
         value = _one_line(value)
         headers.append(f"{name}: {value}" if _printable(value) else None)

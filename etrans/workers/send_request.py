@@ -15,7 +15,10 @@ so RCPT TO holds exactly the addresses the API validated.  :func:`decode_request
   dead-letters it; there is no email to mark as bounced);
 - ``refused``: the request is unsafe or its addresses unreadable - CR, LF or NUL (or a lone
   surrogate) in message_id, user_id, the sender, an address, the subject, a header name or value,
-  an attachment's filename or type, or an address :func:`parse_address` refuses.  ``email``
+  an attachment's filename or type, an address :func:`parse_address` refuses, or a
+  ``List-Unsubscribe`` / ``List-Unsubscribe-Post`` header the API would refuse
+  (:func:`etrans.domain.unsubscribe.unsubscribe_problem`: e.g. a plain http or
+  ``javascript:`` URI).  ``email``
   holds the envelope with those characters replaced by U+FFFD, only to report against: the task
   publishes a Reject event per recipient *and* dead-letters the record; it is never sent;
 - otherwise an invalid detail (attachment not base64, wrong types): ``email`` is set, the task
@@ -39,6 +42,7 @@ from etrans.domain.addresses import (
     validate_email,
 )
 from etrans.domain.mime import Attachment, Mailbox, OutgoingEmail
+from etrans.domain.unsubscribe import unsubscribe_problem
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -195,9 +199,14 @@ def _pairs(value: Any, what: str, *, key: str = "name") -> tuple[tuple[str, str]
 
 
 def _headers(value: Any, problems: _Problems) -> tuple[tuple[str, str], ...]:
-    pairs = _pairs(value, "headers")
-    return tuple((problems.unsafe(name, "a header name"), problems.unsafe(text, "a header value"))
-                 for name, text in pairs)
+    pairs = tuple((problems.unsafe(name, "a header name"), problems.unsafe(text, "a header value"))
+                  for name, text in _pairs(value, "headers"))
+    # List-Unsubscribe(-Post): the API's own rule, so a record written by anything else cannot
+    # offer a javascript: or plain-http unsubscribe link, or a one-click POST without https.
+    unsubscribe = unsubscribe_problem(pairs)
+    if unsubscribe is not None:
+        problems.reasons.append(unsubscribe)
+    return pairs
 
 
 def _body_text(value: Any, what: str, problems: _Problems) -> str | None:

@@ -2,11 +2,12 @@
 
 CR, LF or NUL in ``sender.email``, ``message_id``, a header name or value, the subject or an
 address of a send request must never reach the SMTP conversation or the rendered headers (a
-second RCPT TO smuggled into MAIL FROM, an injected ``Bcc:`` line).  Such a request is refused:
-one Reject event per recipient on LOG_TOPIC (the email shows as Bounced), the record on the
-dead-letter topic, nothing sent - and the requests around it are delivered as usual.  Run through
-the whole service (``etrans.bootstrap.sendmail``: Kafka consumer, pipeline, Redis, SMTP pool)
-against the Kafka-API broker and aiosmtpd.
+second RCPT TO smuggled into MAIL FROM, an injected ``Bcc:`` line), nor may a ``List-Unsubscribe``
+the API would refuse (``javascript:``, plain http, a one-click POST without https).  Such a
+request is refused: one Reject event per recipient on LOG_TOPIC (the email shows as Bounced), the
+record on the dead-letter topic, nothing sent - and the requests around it are delivered as
+usual.  Run through the whole service (``etrans.bootstrap.sendmail``: Kafka consumer, pipeline,
+Redis, SMTP pool) against the Kafka-API broker and aiosmtpd.
 """
 
 from __future__ import annotations
@@ -82,6 +83,12 @@ def unsafe_requests(user_id: str) -> dict[str, dict[str, Any]]:
         "header value": {"headers": {"X-Campaign": "c1" + INJECTED_BCC}},
         "header name": {"headers": {"X-Campaign" + INJECTED_BCC: "c1"}},
         "header NUL": {"headers": {"X-Campaign": "c1\x00"}},
+        # The API's one-click unsubscribe rule, applied again at the worker's trust boundary.
+        "List-Unsubscribe javascript": {"headers": {"List-Unsubscribe": "<javascript:alert(1)>"}},
+        "List-Unsubscribe plain http": {"headers": {"list-unsubscribe": "<http://evil.test/u>"}},
+        "List-Unsubscribe-Post without https": {"headers": {
+            "List-Unsubscribe": "<mailto:u@example.org>",
+            "List-Unsubscribe-Post": "List-Unsubscribe=One-Click"}},
     }
     requests = {}
     for n, (case, overrides) in enumerate(cases.items()):

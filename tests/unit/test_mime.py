@@ -295,3 +295,53 @@ def test_address_fields_read_back_exactly(names: list[str], sender_name: str,
         policy=email.policy.SMTP.clone(refold_source="none"))
     for field in ("From", "To", "Cc", "Reply-To"):
         assert field_value(header_block(slow), field) == field_value(head, field)
+
+
+# -- one-click unsubscribe headers: folded between URIs, never encoded --------------------------
+
+LONG_HTTPS = f"<https://news.example.com/unsubscribe/{'a1b2c3d4' * 12}?list=weekly&u=42>"
+UNSUBSCRIBE_MAILTO = "<mailto:unsubscribe@news.example.com?subject=unsubscribe>"
+
+
+def unsubscribe_email(value: str, **fields: object) -> OutgoingEmail:
+    return OutgoingEmail(
+        message_id="u@etrans.test", user_id="1", sender=Mailbox("news@example.com"),
+        to=(Mailbox("b@example.org"),), subject="Weekly", text="hi",
+        headers=(("list-unsubscribe", value),
+                 ("list-unsubscribe-post", "List-Unsubscribe=One-Click")),
+        **fields)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("fields", [{}, {"attachments": (Attachment("a.txt", b"x"),)}],
+                         ids=["fast path", "email package"])
+def test_long_list_unsubscribe_is_folded_between_uris_not_encoded(fields: dict) -> None:
+    data = render(unsubscribe_email(f"{LONG_HTTPS},{UNSUBSCRIBE_MAILTO}", **fields))
+    head = data.split(b"\r\n\r\n", 1)[0].decode("ascii")
+    assert f"\r\nList-Unsubscribe: {LONG_HTTPS},\r\n {UNSUBSCRIBE_MAILTO}\r\n" in head
+    assert "\r\nList-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n" in head
+    assert "=?" not in head
+    assert all(len(line) <= 998 for line in head.split("\r\n"))
+    message = parse(data)
+    assert str(message["List-Unsubscribe"]) == f"{LONG_HTTPS}, {UNSUBSCRIBE_MAILTO}"
+    assert str(message["List-Unsubscribe-Post"]) == "List-Unsubscribe=One-Click"
+
+
+def test_short_unsubscribe_headers_take_the_fast_path_like_the_email_package() -> None:
+    from etrans.domain.mime import _render_simple
+
+    outgoing = unsubscribe_email("<https://example.com/u/1>")
+    date = "Sun, 29 Nov 2026 12:00:00 +0000"
+    fast = _render_simple(outgoing, date)
+    assert fast is not None
+    slow = build_mime(outgoing, date=date).as_bytes(policy=email.policy.SMTP)
+    for data in (fast, slow):
+        assert b"\r\nList-Unsubscribe: <https://example.com/u/1>\r\n" in data
+        assert b"\r\nList-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n" in data
+
+
+def test_an_invalid_unsubscribe_header_is_never_written() -> None:
+    # The worker refuses such requests first; the writer leaves the header out all the same.
+    data = render(unsubscribe_email("<javascript:alert(1)>"))
+    assert b"javascript" not in data
+    assert b"List-Unsubscribe" in data  # the -Post header, valid on its own, is written
+    assert parse(data)["List-Unsubscribe"] is None

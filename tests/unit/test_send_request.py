@@ -135,3 +135,38 @@ def test_what_the_api_validated_is_what_the_worker_reads() -> None:
     assert [m.name for m in (*outgoing.to, *outgoing.cc, *outgoing.bcc)] == [
         "Smith, John", "a@evil.test", "x, y", "Doe; Jane"]
     assert outgoing.reply_to == (Mailbox("help@example.org", "Help (desk)"),)
+
+
+UNSAFE_UNSUBSCRIBE = {
+    "plain http": {"List-Unsubscribe": "<http://example.com/u>"},
+    "javascript": {"list-unsubscribe": "<javascript:alert(document.cookie)>"},
+    "relative": {"List-Unsubscribe": "</unsubscribe>"},
+    "one-click without https": {"List-Unsubscribe": "<mailto:u@example.com>",
+                                "List-Unsubscribe-Post": "List-Unsubscribe=One-Click"},
+    "one-click alone": {"List-Unsubscribe-Post": "List-Unsubscribe=One-Click"},
+    "wrong one-click value": {"List-Unsubscribe": "<https://example.com/u>",
+                              "List-Unsubscribe-Post": "List-Unsubscribe=Yes"},
+}
+
+
+@pytest.mark.parametrize("headers", list(UNSAFE_UNSUBSCRIBE.values()), ids=list(UNSAFE_UNSUBSCRIBE))
+def test_unsubscribe_headers_the_api_refuses_are_refused(headers: dict[str, str]) -> None:
+    """The API's rule at the worker's trust boundary: a record written by something else with a
+    bad List-Unsubscribe is refused like an unsafe header (Reject event + dead-letter)."""
+    with pytest.raises(InvalidRequest) as caught:
+        decode_request(request(headers=headers))
+    assert caught.value.refused
+    assert caught.value.reason.startswith("List-Unsubscribe"), caught.value.reason
+    assert caught.value.email is not None
+
+
+def test_unsubscribe_headers_the_api_accepts_reach_the_email() -> None:
+    body = SEND_EMAIL.validate({
+        "from": "news@example.com", "to": ["a@example.org"], "subject": "s", "html": "<p>h</p>",
+        "headers": {"List-Unsubscribe": "<https://example.com/u/1>, <mailto:u@example.com>",
+                    "List-Unsubscribe-Post": "List-Unsubscribe=One-Click"}})
+    record = sendmail_message(body, message_id="msg_1@example.com", user_id=7)
+    outgoing = decode_request(json.dumps(record).encode())
+    assert outgoing.headers == (
+        ("List-Unsubscribe", "<https://example.com/u/1>, <mailto:u@example.com>"),
+        ("List-Unsubscribe-Post", "List-Unsubscribe=One-Click"))
