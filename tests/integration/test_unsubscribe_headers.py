@@ -86,22 +86,22 @@ async def test_accepted_forms(api: SendingApi) -> None:
 
 
 REFUSED = {
-    "plain http": ({"List-Unsubscribe": "<http://example.com/u>"}, "List-Unsubscribe header"),
-    "javascript": ({"list-unsubscribe": "<javascript:alert(1)>"}, "List-Unsubscribe header"),
-    "data": ({"List-Unsubscribe": "<data:text/html,hi>"}, "List-Unsubscribe header"),
-    "relative": ({"List-Unsubscribe": "</unsubscribe?u=1>"}, "List-Unsubscribe header"),
-    "no brackets": ({"List-Unsubscribe": "https://example.com/u"}, "List-Unsubscribe header"),
-    "bad mailto": ({"List-Unsubscribe": "<mailto:not-an-address>"}, "List-Unsubscribe header"),
+    "plain http": ({"List-Unsubscribe": "<http://example.com/u>"}, "List-Unsubscribe"),
+    "javascript": ({"list-unsubscribe": "<javascript:alert(1)>"}, "List-Unsubscribe"),
+    "data": ({"List-Unsubscribe": "<data:text/html,hi>"}, "List-Unsubscribe"),
+    "relative": ({"List-Unsubscribe": "</unsubscribe?u=1>"}, "List-Unsubscribe"),
+    "no brackets": ({"List-Unsubscribe": "https://example.com/u"}, "List-Unsubscribe"),
+    "bad mailto": ({"List-Unsubscribe": "<mailto:not-an-address>"}, "List-Unsubscribe"),
     "URI too long": ({"List-Unsubscribe": f"<https://example.com/{'a' * 950}>"},
-                     "List-Unsubscribe header"),
+                     "List-Unsubscribe"),
     "one-click without https": ({"List-Unsubscribe": MAILTO, "List-Unsubscribe-Post": ONE_CLICK},
-                                "List-Unsubscribe-Post header"),
-    "one-click alone": ({"List-Unsubscribe-Post": ONE_CLICK}, "List-Unsubscribe-Post header"),
+                                "List-Unsubscribe-Post"),
+    "one-click alone": ({"List-Unsubscribe-Post": ONE_CLICK}, "List-Unsubscribe-Post"),
     "one-click wrong value": ({"List-Unsubscribe": LONG_HTTPS, "List-Unsubscribe-Post": "yes"},
-                              "List-Unsubscribe-Post header"),
+                              "List-Unsubscribe-Post"),
     "twice": ({"List-Unsubscribe": LONG_HTTPS, "list-unsubscribe": MAILTO},
-              "List-Unsubscribe header"),
-    "line break": ({"List-Unsubscribe": f"{LONG_HTTPS},\r\n {MAILTO}"}, "line breaks"),
+              "List-Unsubscribe"),
+    "line break": ({"List-Unsubscribe": f"{LONG_HTTPS},\r\n {MAILTO}"}, "List-Unsubscribe"),
 }
 
 
@@ -111,7 +111,11 @@ async def test_refused_forms_are_400_naming_the_header(api: SendingApi) -> None:
         status, answer = await api.call("POST", "/emails", api.bearer(user),
                                         json=email(domain, headers=headers))
         assert status == 400, (name, status, answer)
-        assert named in json.dumps(answer), (name, answer)
+        detail = answer["detail"]
+        if isinstance(detail, str):  # a rule of the email: the message starts with the header
+            assert detail.startswith(f"{named} header"), (name, detail)
+        else:  # a schema error (a line break): the item's location ends with the header
+            assert [item["loc"][-1] for item in detail] == [named], (name, detail)
 
 
 async def test_batch_refuses_only_the_item_with_a_bad_header(api: SendingApi) -> None:
