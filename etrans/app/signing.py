@@ -30,9 +30,10 @@ if TYPE_CHECKING:
 log = get_logger(__name__)
 
 # The header fields signed, those present in the message (RFC 6376 5.4: the ones that matter to
-# the reader).  Bcc is never a header; custom headers are not signed.
+# the reader), and the one-click unsubscribe pair, which RFC 8058 requires to be signed.  Bcc is
+# never a header; other custom headers are not signed.
 SIGNED_HEADERS = ("From", "To", "Cc", "Subject", "Date", "Message-ID", "Reply-To",
-                  "MIME-Version", "Content-Type")
+                  "MIME-Version", "Content-Type", "List-Unsubscribe", "List-Unsubscribe-Post")
 
 
 class SigningMode(StrEnum):

@@ -102,6 +102,11 @@ def test_the_headers_that_matter_are_signed_those_present_only() -> None:
     full = sign_now(render(MESSAGES["cc, reply-to, custom header"]), signing_key())
     assert signed_headers(full) == ["from", "to", "cc", "subject", "date", "message-id",
                                     "reply-to", "mime-version", "content-type"]
+    unsubscribe = sign_now(render(outgoing(headers=(
+        ("List-Unsubscribe", "<https://news.signed.example/u/1>, <mailto:u@signed.example>"),
+        ("List-Unsubscribe-Post", "List-Unsubscribe=One-Click")))), signing_key())
+    assert signed_headers(unsubscribe)[-2:] == ["list-unsubscribe", "list-unsubscribe-post"]
+    assert dkim.verify(unsubscribe, dnsfunc=txt_record)  # RFC 8058: they must be signed
     field = full.split(b"\r\n\r\n", 1)[0].replace(b"\r\n ", b" ")
     assert f"d={DOMAIN};".encode() in field
     assert f"s={key_pair().record.selector};".encode() in field
