@@ -109,6 +109,18 @@ def test_send_deliver_log_status(backend: Backend) -> None:
     after = datetime.now(UTC).isoformat()
     assert backend.call("GET", "/logs", params={"log_after": after}).json()["total"] == 0
 
+    # GET /emails/{id}: each recipient's outcome, from the same events (fetchlog).
+    def recipients_of(message_id: str) -> list[dict[str, Any]]:
+        response = backend.call("GET", f"/emails/{message_id}")
+        assert response.status_code == 200, response.text
+        return list(response.json()["recipients"])
+
+    recipients = wait_for(lambda: len(r := recipients_of(first)) == 2 and r, 30,
+                          "two recipient outcomes of the first email", backend.tails)
+    assert [(r["email"], r["outcome"], r["bounce_class"]) for r in recipients] == [
+        ("a@example.org", "Delivered", None), ("c@example.org", "Delivered", None)]
+    assert all(r["response"].startswith("250 ") for r in recipients)
+
     # GET /emails: both Delivered, with the stats.
     listing = backend.call("GET", "/emails", params={"status": "delivered"}).json()
     assert {row["id"] for row in listing["data"]} == {first, second}
