@@ -68,7 +68,11 @@ async def test_readyz_answers_while_every_request_connection_is_taken(
                                              routers=[]))
             # The requests' Redis connection is stuck behind a command that blocks for 3 s.
             nursery.start_soon(redis.execute, "BLPOP", f"readyz:{uuid.uuid4().hex}", 3)
-            await trio.sleep(0.1)
+            # Wait until the BLPOP is on the wire (a fixed 0.1 s was not always enough on a
+            # loaded machine: the connect and write then landed after `before` was taken).
+            with trio.fail_after(2.0):
+                while redis.statistics()["writes"] < 1:  # noqa: ASYNC110 - a counter, no event
+                    await trio.sleep(0.01)
             before = redis.statistics()
             started = time.monotonic()
             response = await app.test_client().get("/readyz")
