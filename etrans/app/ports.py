@@ -16,6 +16,9 @@ if TYPE_CHECKING:
         LogGroup,
         NewEmail,
         SendingDomain,
+        Suppression,
+        SuppressionFilter,
+        SuppressionPage,
     )
     from etrans.app.signing import DkimKey
     from etrans.domain.delivery_log import RecipientOutcome, StatusChange
@@ -230,6 +233,33 @@ class EmailStore(Protocol):
 
     async def existing_message_ids(self, message_ids: Sequence[str]) -> set[str]:
         """Which of ``message_ids`` are emails sent through the API."""
+
+
+class SuppressionStore(Protocol):
+    """Each user's suppression list (``suppressions``); addresses are normalised by the caller
+    (:func:`etrans.domain.suppressions.normalise_address`).  Raises
+    :class:`etrans.errors.RetryLater` when the database does not answer."""
+
+    async def suppressed(self, user_id: int, addresses: Sequence[str]) -> dict[str, Suppression]:
+        """Which of ``addresses`` are on the user's list: ONE indexed lookup (the send path)."""
+        ...
+
+    async def add(self, entries: Sequence[Suppression]) -> int:
+        """List the entries; an address already listed for its user keeps its entry.  Returns
+        the number of entries newly listed."""
+        ...
+
+    async def add_hard_bounces(self, outcomes: Sequence[RecipientOutcome]) -> int:
+        """List, for its sender, every recipient of an API email whose outcome is ``bounced``
+        with the ``hard`` class (reason ``hard_bounce``, with the message id and response);
+        outcomes of mail not sent through the API are ignored.  Idempotent."""
+        ...
+
+    async def remove(self, user_id: int, address: str) -> bool:
+        """Take the address off the user's list; False when it was not listed."""
+        ...
+
+    async def list(self, query: SuppressionFilter) -> SuppressionPage: ...
 
 
 class OutboxNotifier(Protocol):

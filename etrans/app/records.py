@@ -232,3 +232,38 @@ class LogList:
     page: int
     per_page: int
     stats: list[Stat]
+
+
+# -- suppression list ------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Suppression:
+    """One address on a user's suppression list (``suppressions``): the normalised address
+    (:func:`etrans.domain.suppressions.normalise_address`), why, and the message and reply that
+    caused it (None for a manual entry)."""
+
+    user_id: int
+    address: str
+    reason: str  # a SuppressionReason value
+    message_id: str | None = None
+    response: str | None = None
+    created_at: datetime | None = None  # set by the store
+
+
+@dataclass(frozen=True)
+class SuppressionFilter:
+    """GET /suppressions: one user's entries, newest first, optionally narrowed."""
+
+    user_id: int
+    reason: str | None = None
+    address: str | None = None  # a substring of the normalised address
+    created_from: datetime | None = None
+    created_to: datetime | None = None
+    page: int = 1
+    per_page: int = 20
+
+
+@dataclass(frozen=True)
+class SuppressionPage:
+    rows: list[Suppression]
+    total: int  # over the whole filtered set

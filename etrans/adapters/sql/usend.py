@@ -23,75 +23,36 @@ migrations and the models can be compared (``tests/integration/test_databases.py
 
 from __future__ import annotations
 
-from datetime import datetime
-from decimal import Decimal
-from typing import Any, ClassVar
+# Mapped[...] annotations are resolved at runtime by SQLAlchemy: these imports are not
+# for type checking only.
+from datetime import datetime  # noqa: TC003
+from decimal import Decimal  # noqa: TC003
+from typing import Any
 
 from sqlalchemy import (
-    Boolean,
     CheckConstraint,
     ForeignKey,
     Identity,
     Index,
     Integer,
-    LargeBinary,
-    MetaData,
-    Numeric,
     String,
-    Table,
-    Text,
-    func,
     text,
 )
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.orm import Mapped, mapped_column
 
 from etrans.adapters.sql.billing import DkimColumns, DomainColumns, MktDomainColumns, UserColumns
-from etrans.adapters.sql.portable import BIGINT, JSONB_OR_JSON, TIMESTAMPTZ
-
-NAMING_CONVENTION = {
-    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
-    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
-    "ck": "ck_%(table_name)s_%(constraint_name)s",
-    "fk": "fk_%(table_name)s_%(column_0_N_name)s_%(referred_table_name)s",
-    "pk": "pk_%(table_name)s",
-}
-
-# Raw statuses of email_messages.status, in the order a message can advance through them
-# (fetchlog owns the transition rules; the database only refuses unknown values).
-EMAIL_STATUSES = ("queued", "sent", "deferred", "delivered", "bounced", "failed")
-PERMISSIONS = ("read_only", "sending_access", "full_access")
-SUBSCRIPTION_KINDS = ("subscription", "payg")
-SUBSCRIPTION_STATES = ("active", "cancelled")
-
-
-def _one_of(column: str, values: tuple[str, ...]) -> str:
-    return f"{column} IN ({', '.join(repr(v) for v in values)})"
-
-
-def _now() -> Any:
-    return mapped_column(TIMESTAMPTZ, server_default=func.now())
-
-
-class UsendBase(DeclarativeBase):
-    """Declarative base of the USEND DB; its metadata is what the migrations must produce."""
-
-    # Every mapped class here is a plain table: typed so, Core statements accept it
-    # (DeclarativeBase types it as any FromClause).
-    __table__: ClassVar[Table]
-
-    metadata = MetaData(naming_convention=NAMING_CONVENTION)
-    type_annotation_map = {
-        # PostgreSQL types with SQLite variants (etrans dev): etrans.adapters.sql.portable.
-        datetime: TIMESTAMPTZ,
-        Decimal: Numeric(14, 2),
-        int: BIGINT,
-        bool: Boolean(),
-        str: Text(),
-        dict[str, Any]: JSONB_OR_JSON,
-        list[Any]: JSONB_OR_JSON,
-        list[str]: JSONB_OR_JSON,
-        bytes: LargeBinary(),
-    }
+from etrans.adapters.sql.portable import BIGINT
+from etrans.adapters.sql.usend_base import (
+    EMAIL_STATUSES,
+    NAMING_CONVENTION,
+    PERMISSIONS,
+    SUBSCRIPTION_KINDS,
+    SUBSCRIPTION_STATES,
+    SUPPRESSION_REASONS,
+    UsendBase,
+    now_column,
+    one_of,
+)
 
 
 class ApiKey(UsendBase):
@@ -103,7 +64,7 @@ class ApiKey(UsendBase):
 
     __tablename__ = "api_keys"
     __table_args__ = (
-        CheckConstraint(_one_of("permission", PERMISSIONS), name="permission"),
+        CheckConstraint(one_of("permission", PERMISSIONS), name="permission"),
         CheckConstraint("key_hash ~ '^[0-9a-f]{64}$'", name="key_hash_hex"),
         Index(None, "user_id", "created_at"),
     )
@@ -117,8 +78,8 @@ class ApiKey(UsendBase):
     expires_at: Mapped[datetime | None]
     active: Mapped[bool] = mapped_column(server_default=text("true"))
     last_used_at: Mapped[datetime | None]
-    created_at: Mapped[datetime] = _now()
-    updated_at: Mapped[datetime] = _now()
+    created_at: Mapped[datetime] = now_column()
+    updated_at: Mapped[datetime] = now_column()
     deleted_at: Mapped[datetime | None]
     created_by_key_id: Mapped[int | None] = mapped_column(
         ForeignKey("api_keys.id", ondelete="CASCADE"), index=True
@@ -133,7 +94,7 @@ class EmailMessage(UsendBase):
 
     __tablename__ = "email_messages"
     __table_args__ = (
-        CheckConstraint(_one_of("status", EMAIL_STATUSES), name="status"),
+        CheckConstraint(one_of("status", EMAIL_STATUSES), name="status"),
         Index(None, "user_id", "created_at"),
         Index(None, "user_id", "status"),
     )
@@ -158,8 +119,8 @@ class EmailMessage(UsendBase):
     status: Mapped[str] = mapped_column(String(16), server_default="queued")
     last_event: Mapped[str | None] = mapped_column(String(32))
     response: Mapped[str | None]
-    created_at: Mapped[datetime] = _now()
-    updated_at: Mapped[datetime] = _now()
+    created_at: Mapped[datetime] = now_column()
+    updated_at: Mapped[datetime] = now_column()
     sent_at: Mapped[datetime | None]
     delivered_at: Mapped[datetime | None]
 
@@ -170,7 +131,7 @@ class EmailRecipientOutcome(UsendBase):
     (``docs/bounces.md``), the event's ``response`` and time.  ``recipient`` is lower-cased."""
 
     __tablename__ = "email_recipient_outcomes"
-    __table_args__ = (CheckConstraint(_one_of("outcome", EMAIL_STATUSES), name="outcome"),)
+    __table_args__ = (CheckConstraint(one_of("outcome", EMAIL_STATUSES), name="outcome"),)
 
     message_id: Mapped[str] = mapped_column(
         String(255), ForeignKey("email_messages.message_id", ondelete="CASCADE"),
@@ -180,7 +141,26 @@ class EmailRecipientOutcome(UsendBase):
     bounce_class: Mapped[str | None] = mapped_column(String(16))
     response: Mapped[str | None]
     event_at: Mapped[datetime]
-    updated_at: Mapped[datetime] = _now()
+    updated_at: Mapped[datetime] = now_column()
+
+
+class Suppression(UsendBase):
+    """A user's suppression list (``docs/api.md``): the normalised ``address`` is not mailed
+    again by that user, for ``reason`` (hard_bounce, complaint, manual), with the message and
+    reply that caused it.  The primary key is the send path's one indexed lookup."""
+
+    __tablename__ = "suppressions"
+    __table_args__ = (
+        CheckConstraint(one_of("reason", SUPPRESSION_REASONS), name="reason"),
+        Index(None, "user_id", "created_at"),
+    )
+
+    user_id: Mapped[int] = mapped_column(BIGINT, primary_key=True)
+    address: Mapped[str] = mapped_column(String(320), primary_key=True)
+    reason: Mapped[str] = mapped_column(String(16))
+    message_id: Mapped[str | None] = mapped_column(String(255))
+    response: Mapped[str | None]
+    created_at: Mapped[datetime] = now_column()
 
 
 class EmailOutbox(UsendBase):
@@ -207,7 +187,7 @@ class EmailOutbox(UsendBase):
     key: Mapped[str | None] = mapped_column(String(255))
     payload: Mapped[bytes]
     message_id: Mapped[str | None] = mapped_column(String(255), index=True)
-    created_at: Mapped[datetime] = _now()
+    created_at: Mapped[datetime] = now_column()
     published_at: Mapped[datetime | None]
     attempts: Mapped[int] = mapped_column(Integer, server_default=text("0"))
     last_error: Mapped[str | None]
@@ -233,8 +213,8 @@ class EmailTransactionPack(UsendBase):
     is_active: Mapped[bool] = mapped_column(server_default=text("true"))
     is_payg: Mapped[bool] = mapped_column(server_default=text("false"))
     pricing: Mapped[dict[str, Any] | None]
-    created_at: Mapped[datetime] = _now()
-    updated_at: Mapped[datetime] = _now()
+    created_at: Mapped[datetime] = now_column()
+    updated_at: Mapped[datetime] = now_column()
 
 
 class DomainSubscriptionStatus(UsendBase):
@@ -246,8 +226,8 @@ class DomainSubscriptionStatus(UsendBase):
 
     __tablename__ = "domain_subscription_status"
     __table_args__ = (
-        CheckConstraint(_one_of("kind", SUBSCRIPTION_KINDS), name="kind"),
-        CheckConstraint(_one_of("status", SUBSCRIPTION_STATES), name="status"),
+        CheckConstraint(one_of("kind", SUBSCRIPTION_KINDS), name="kind"),
+        CheckConstraint(one_of("status", SUBSCRIPTION_STATES), name="status"),
         Index(
             "uq_domain_subscription_status_active_domain", "domain_id", unique=True,
             postgresql_where=text("status = 'active'"), sqlite_where=text("status = 'active'"),
@@ -264,11 +244,11 @@ class DomainSubscriptionStatus(UsendBase):
     previous_pack_code: Mapped[str | None] = mapped_column(String(64))
     external_id: Mapped[str | None] = mapped_column(String(255))
     details: Mapped[dict[str, Any] | None]
-    started_at: Mapped[datetime] = _now()
+    started_at: Mapped[datetime] = now_column()
     expires_at: Mapped[datetime | None]
     cancelled_at: Mapped[datetime | None]
-    created_at: Mapped[datetime] = _now()
-    updated_at: Mapped[datetime] = _now()
+    created_at: Mapped[datetime] = now_column()
+    updated_at: Mapped[datetime] = now_column()
 
 
 class UserPack(UsendBase):
@@ -279,8 +259,8 @@ class UserPack(UsendBase):
 
     user_id: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
     pack_code: Mapped[str] = mapped_column(String(64))
-    created_at: Mapped[datetime] = _now()
-    updated_at: Mapped[datetime] = _now()
+    created_at: Mapped[datetime] = now_column()
+    updated_at: Mapped[datetime] = now_column()
 
 
 class DomainTrackingSettings(UsendBase):
@@ -292,8 +272,8 @@ class DomainTrackingSettings(UsendBase):
     user_id: Mapped[int] = mapped_column(index=True)
     click_tracking: Mapped[bool] = mapped_column(server_default=text("false"))
     open_tracking: Mapped[bool] = mapped_column(server_default=text("false"))
-    created_at: Mapped[datetime] = _now()
-    updated_at: Mapped[datetime] = _now()
+    created_at: Mapped[datetime] = now_column()
+    updated_at: Mapped[datetime] = now_column()
 
 
 class Transport(UsendBase):
@@ -316,8 +296,8 @@ class Transport(UsendBase):
     active: Mapped[bool] = mapped_column(server_default=text("true"))
     daily_limit: Mapped[int] = mapped_column(Integer, server_default=text("100"))
     hourly_limit: Mapped[int] = mapped_column(Integer, server_default=text("4"))
-    created_at: Mapped[datetime] = _now()
-    updated_at: Mapped[datetime] = _now()
+    created_at: Mapped[datetime] = now_column()
+    updated_at: Mapped[datetime] = now_column()
 
 
 # --- the ``local`` billing mode: the Billing DB's shapes, owned by etrans ------------------------
@@ -374,6 +354,7 @@ __all__ = [
     "PERMISSIONS",
     "SUBSCRIPTION_KINDS",
     "SUBSCRIPTION_STATES",
+    "SUPPRESSION_REASONS",
     "USEND_TABLES",
     "ApiKey",
     "DomainSubscriptionStatus",
@@ -386,6 +367,7 @@ __all__ = [
     "LocalDomain",
     "LocalMktDomain",
     "LocalUser",
+    "Suppression",
     "Transport",
     "UsendBase",
     "UserPack",
