@@ -37,6 +37,7 @@ if TYPE_CHECKING:
         LogReader,
         QuotaCounter,
         RateCounter,
+        SuppressionStore,
     )
     from etrans.pipeline.source import MessageSourceFactory
     from etrans.settings import (
@@ -86,6 +87,7 @@ class UsendStores:
     repo: UsendRepository  # or its SQLite subclass
     statuses: EmailStatusStore
     outbox: OutboxStore  # what the outbox relay reads and updates
+    suppressions: SuppressionStore
 
 
 @dataclass(frozen=True)
@@ -110,6 +112,17 @@ class StateStores:
 
     api: ApiStores
     delivery: DeliveryStores
+
+
+def suppression_store(db: Database) -> SuppressionStore:
+    """The suppression list on the USEND DB ``db``: PostgreSQL's, or ``dev``'s SQLite file."""
+    if db.engine.url.get_backend_name() == "sqlite":
+        from etrans.dev.sqlite_suppressions import SqliteSuppressionStore
+
+        return SqliteSuppressionStore(db)
+    from etrans.adapters.sql.suppressions_repo import PgSuppressionStore
+
+    return PgSuppressionStore(db)
 
 
 def mongo_log_writer(mongo: MongoSettings, options: FetchlogOptions) -> MongoLogWriter:
@@ -209,7 +222,7 @@ async def open_usend(databases: DatabaseSettings, data_dir: Path,
         await trio.to_thread.run_sync(migrations.upgrade, uri)
         db = usend_database(uri, pool_size=databases.pool_size)
         stores = UsendStores(db=db, repo=UsendRepository(db), statuses=EmailStatusUpdater(db),
-                             outbox=PgOutboxStore.of(db))
+                             outbox=PgOutboxStore.of(db), suppressions=suppression_store(db))
         stand_ins["usend db"] = redact_uri(uri)
     else:
         from etrans.dev import sqlite_db
@@ -219,7 +232,8 @@ async def open_usend(databases: DatabaseSettings, data_dir: Path,
         await db.run(sqlite_db.create_schema, db)
         stores = UsendStores(db=db, repo=sqlite_db.SqliteUsendRepository(db),
                              statuses=sqlite_db.SqliteEmailStatusUpdater(db),
-                             outbox=SqliteOutboxStore(db))
+                             outbox=SqliteOutboxStore(db),
+                             suppressions=suppression_store(db))
         stand_ins["usend db"] = f"SQLite {sqlite_path}"
     try:
         yield stores
