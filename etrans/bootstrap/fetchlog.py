@@ -1,12 +1,12 @@
-"""``etrans fetchlog``: LOG_TOPIC -> MongoDB (+ email_messages.status when USEND_DB_URI is
-set)."""
+"""``etrans fetchlog``: LOG_TOPIC -> MongoDB (+ email_messages.status and the suppression lists'
+hard bounces when USEND_DB_URI is set)."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
 from etrans.bootstrap.configs import fetchlog_pipeline
-from etrans.bootstrap.stores import mongo_log_writer
+from etrans.bootstrap.stores import mongo_log_writer, suppression_store
 from etrans.bootstrap.workers import fetchlog_task
 from etrans.observability import get_logger
 
@@ -23,7 +23,7 @@ def _usend_database(databases: DatabaseSettings) -> Database | None:
     from etrans.adapters.sql import Database, make_engine
 
     if databases.usend_uri is None:
-        log.info("USEND_DB_URI not set: email statuses are not updated")
+        log.info("USEND_DB_URI not set: email statuses and suppression lists are not updated")
         return None
     return Database(make_engine(databases.usend_uri.get(), pool_size=databases.pool_size,
                                 application_name="etrans-fetchlog"), name="usend_db")
@@ -51,8 +51,10 @@ def build(settings: FetchlogSettings, *, from_earliest: bool, stop_at_end: bool)
         )
         writer = mongo_log_writer(settings.mongo, options)
         usend = _usend_database(settings.databases)
-        task = fetchlog_task(options, writer, usend=usend, reporter=reporter,
-                             statuses=EmailStatusUpdater(usend) if usend is not None else None)
+        task = fetchlog_task(
+            options, writer, usend=usend, reporter=reporter,
+            statuses=EmailStatusUpdater(usend) if usend is not None else None,
+            suppressions=suppression_store(usend) if usend is not None else None)
         try:
             await run_fetchlog(config, task, shutdown,
                                progress_stream=progress_stream_for(from_earliest or stop_at_end))

@@ -16,6 +16,7 @@ if TYPE_CHECKING:
         EmailStatusStore,
         EventPublisher,
         LogDocumentWriter,
+        SuppressionStore,
     )
     from etrans.app.sendmail import EmailDelivery
     from etrans.app.signing import MessageSigning
@@ -74,9 +75,10 @@ def email_delivery(stores: DeliveryStores, pool: SmtpPool, publisher: EventPubli
 
 def fetchlog_task(options: FetchlogOptions, writer: LogDocumentWriter, *,
                   usend: Database | None, statuses: EmailStatusStore | None,
+                  suppressions: SuppressionStore | None,
                   reporter: ErrorSink | None = None) -> FetchlogTask:
-    """Stores the events STORE_EVENT_TYPES names; email statuses and message owners from the
-    USEND DB when there is one."""
+    """Stores the events STORE_EVENT_TYPES names; email statuses, message owners and the
+    suppression lists' hard bounces in the USEND DB when there is one."""
     from etrans.adapters.sql.message_owners import MessageOwnerLookup
     from etrans.domain.delivery_log import EventFilter
     from etrans.workers.fetchlog import FetchlogTask
@@ -84,4 +86,4 @@ def fetchlog_task(options: FetchlogOptions, writer: LogDocumentWriter, *,
     return FetchlogTask(
         EventFilter.from_settings(options.store_event_types, options.skip_message_id_pattern),
         writer, statuses, reporter,
-        MessageOwnerLookup(usend) if usend is not None else None)
+        MessageOwnerLookup(usend) if usend is not None else None, suppressions)

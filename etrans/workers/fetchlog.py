@@ -14,7 +14,9 @@
    stored (a replay, a retried batch) are duplicate keys on the unique ``event_id`` index and
    are ignored;
 4. advances ``email_messages.status`` in the USEND DB (when configured) for the batch's messages,
-   and each recipient's outcome and bounce class (``email_recipient_outcomes``).
+   and each recipient's outcome and bounce class (``email_recipient_outcomes``);
+5. puts each recipient whose outcome is a hard bounce of an API email on its sender's suppression
+   list (``suppressions``; idempotent, so a replayed or retried batch adds nothing twice).
 
 Only when all of it succeeded does the call return, and only then may the pipeline commit the
 batch's offsets.  MongoDB or PostgreSQL unavailable -> :class:`~etrans.errors.RetryLater`: the
@@ -51,7 +53,13 @@ from etrans.observability import get_logger
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-    from etrans.app.ports import EmailStatusStore, LogDocumentWriter, LogLabels, MessageOwners
+    from etrans.app.ports import (
+        EmailStatusStore,
+        LogDocumentWriter,
+        LogLabels,
+        MessageOwners,
+        SuppressionStore,
+    )
     from etrans.observability import ErrorSink
     from etrans.pipeline import Message, Pipeline, PipelineConfig, PipelineStats
     from etrans.pipeline.source import MessageSourceFactory
@@ -70,6 +78,7 @@ class FetchlogCounters:
     skipped: int = 0  # message_id matches SKIP_MESSAGE_ID_PATTERN
     invalid: int = 0  # undecodable / unusable: poison, committed past
     status_updates: int = 0  # email_messages rows advanced
+    suppressed: int = 0  # recipients newly put on their sender's suppression list
     batches: int = 0
 
     @property
@@ -90,12 +99,14 @@ class FetchlogTask:
         statuses: EmailStatusStore | None = None,
         reporter: ErrorSink | None = None,
         owners: MessageOwners | None = None,
+        suppressions: SuppressionStore | None = None,
     ) -> None:
         self.event_filter = event_filter
         self.writer = writer
         self.statuses = statuses
         self.reporter = reporter
         self.owners = owners
+        self.suppressions = suppressions
         self.counters = FetchlogCounters()
 
     def statistics(self) -> FetchlogCounters:
@@ -136,10 +147,13 @@ class FetchlogTask:
         if self.owners is not None and documents:
             await label_documents(documents, self.owners)
         result = await self.writer.insert(documents)
-        updated = 0
+        updated = suppressed = 0
+        outcomes = recipient_outcomes(documents) if documents else []
         if self.statuses is not None and documents:
             updated = await self.statuses.apply(status_changes(documents))
-            await self.statuses.record_outcomes(recipient_outcomes(documents))
+            await self.statuses.record_outcomes(outcomes)
+        if self.suppressions is not None and outcomes:
+            suppressed = await self.suppressions.add_hard_bounces(outcomes)
 
         counters = self.counters
         counters.stored += result.inserted
@@ -147,6 +161,7 @@ class FetchlogTask:
         counters.filtered += filtered
         counters.skipped += skipped
         counters.status_updates += updated
+        counters.suppressed += suppressed
         counters.batches += 1
 
     def _report(self, exc: BaseException, messages: Sequence[Message]) -> None:
