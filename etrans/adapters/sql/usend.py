@@ -13,7 +13,8 @@ Tables (``docs/database.md`` has every column and the reasons):
 - ``email_outbox``: the transactional outbox; an email row and its Kafka message are written in
   one transaction, a relay publishes the outbox and sets ``published_at``;
 - ``local_users``, ``local_domain``, ``local_dkim``, ``local_mkt_domain``: the ``local`` billing
-  mode's copies of the Billing DB shapes (:mod:`etrans.adapters.sql.billing`), owned by etrans.
+  mode's copies of the Billing DB shapes (:mod:`etrans.adapters.sql.billing`), owned by etrans;
+- ``webhooks``, ``webhook_deliveries``, ``webhook_retries``: :mod:`.usend_webhooks`.
 
 Conventions: ids are ``bigint`` identities (the API shows them as ``dom_<n>``, ``key_<n>``,
 ``sender_<n>``); user ids are ``bigint`` (the Billing DB's ``users.id``); timestamps are
@@ -53,6 +54,7 @@ from etrans.adapters.sql.usend_base import (
     now_column,
     one_of,
 )
+from etrans.adapters.sql.usend_webhooks import Webhook, WebhookDelivery, WebhookRetry
 
 
 class ApiKey(UsendBase):
@@ -371,4 +373,7 @@ __all__ = [
     "Transport",
     "UsendBase",
     "UserPack",
+    "Webhook",
+    "WebhookDelivery",
+    "WebhookRetry",
 ]

@@ -1,0 +1,86 @@
+"""WebhookDirectory (:mod:`etrans.app.webhook_ports`) on PostgreSQL and on the ``etrans dev``
+SQLite file (``SqlWebhookDirectory`` on both).
+
+What ``etrans webhooks`` relies on: for an event of a user and a type, the user's enabled
+endpoints subscribed to that type (an empty list = every type), oldest first, with the signing
+secret in clear; never another user's; an endpoint whose secret does not unseal is left out
+without hiding the others; a database that does not answer is RetryLater.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from etrans.adapters.crypto.webhook_secrets import WebhookSecretCipher
+from etrans.domain.events import EventType
+from etrans.domain.webhooks import new_signing_secret
+from etrans.errors import RetryLater
+from tests.contract.usend_backends import fresh_user
+from tests.contract.webhook_backends import (
+    postgres_webhooks,
+    sqlite_webhooks,
+    unreachable_webhooks,
+)
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+    from pathlib import Path
+
+SENT, BOUNCED = EventType.SENT.value, EventType.BOUNCED.value
+
+
+@pytest.fixture(params=["postgres", "sqlite"])
+def webhooks(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
+    backend = (postgres_webhooks(request.getfixturevalue("usend_db_url"))
+               if request.param == "postgres" else sqlite_webhooks(tmp_path / "usend.sqlite3"))
+    yield backend
+    backend.close()
+
+
+async def test_the_users_enabled_endpoints_subscribed_to_the_type(webhooks: Any) -> None:
+    user, other = fresh_user(), fresh_user()
+    secrets = [new_signing_secret() for _ in range(5)]
+    every = webhooks.add_webhook(user, "https://a.example/all", secrets[0], [])
+    sent = webhooks.add_webhook(user, "https://a.example/sent", secrets[1], [SENT, BOUNCED])
+    webhooks.add_webhook(user, "https://a.example/bounced", secrets[2], [BOUNCED])
+    webhooks.add_webhook(user, "https://a.example/off", secrets[3], [SENT], enabled=False,
+                         disabled_reason="failing for 5 days")
+    webhooks.add_webhook(other, "https://b.example/", secrets[4], [])
+
+    found = await webhooks.directory.subscribers(user, SENT)
+    assert [(e.id, e.user_id, e.url, e.secret, e.event_types) for e in found] == [
+        (every, user, "https://a.example/all", secrets[0], ()),
+        (sent, user, "https://a.example/sent", secrets[1], (SENT, BOUNCED)),
+    ]
+    assert all(e.subscribes_to(SENT) for e in found)
+    assert secrets[0] not in repr(found[0])
+    assert len(await webhooks.directory.subscribers(user, BOUNCED)) == 3
+    assert [e.url for e in await webhooks.directory.subscribers(user, "email.opened")] == [
+        "https://a.example/all"]
+    assert await webhooks.directory.subscribers(fresh_user(), SENT) == []
+
+
+async def test_an_endpoint_whose_secret_does_not_unseal_is_left_out(webhooks: Any) -> None:
+    user, other = fresh_user(), fresh_user()
+    foreign_key = WebhookSecretCipher("another secret of thirty-two b!!").seal(user, "whsec_x")
+    webhooks.add_webhook(user, "https://a.example/1", "", [], secret_sealed=foreign_key)
+    webhooks.add_webhook(user, "https://a.example/2", "",
+                         [], secret_sealed=webhooks.sealer.seal(other, "whsec_y"))
+    webhooks.add_webhook(user, "https://a.example/3", "", [], secret_sealed="garbage")
+    good = new_signing_secret()
+    webhooks.add_webhook(user, "https://a.example/4", good, [])
+    assert [(e.url, e.secret) for e in await webhooks.directory.subscribers(user, SENT)] == [
+        ("https://a.example/4", good)]
+
+
+@pytest.mark.parametrize("name", ["postgres", "sqlite"])
+async def test_a_database_that_does_not_answer_is_retry_later(name: str, tmp_path: Path
+                                                              ) -> None:
+    backend = unreachable_webhooks(name, tmp_path)
+    try:
+        with pytest.raises(RetryLater):
+            await backend.directory.subscribers(1, SENT)
+    finally:
+        backend.close()
