@@ -143,12 +143,21 @@ _BATCH_ENVELOPE = Object(properties={"emails": Prop(Array(AnyJson(checked=False)
 
 _STR = String()
 _STR_LIST = Array(String())
+SUPPRESSED_LIST = Array(Object(name="SuppressedRecipient", properties={
+    "email": Prop(_STR, required=True), "reason": Prop(_STR, required=True)}),
+    description="Recipients not sent to: on the suppression list (hard_bounce, complaint, "
+                "manual); [] when none")
+SEND_STATUS = String(enum=("queued", "suppressed"),
+                     description='"queued", or "suppressed" when every recipient is suppressed '
+                                 "(stored, never sent)")
 SEND_RESPONSE = Object(name="SendEmailResponse", properties={
     "id": Prop(_STR, required=True), "from": Prop(_STR, required=True),
-    "to": Prop(_STR_LIST, required=True), "status": Prop(_STR, required=True),
-    "created_at": Prop(_STR, required=True)})
+    "to": Prop(_STR_LIST, required=True), "status": Prop(SEND_STATUS, required=True),
+    "created_at": Prop(_STR, required=True), "suppressed": Prop(SUPPRESSED_LIST, required=True)})
 BATCH_RESPONSE = Object(name="SendBatchResponse", properties={
-    "data": Prop(Array(Object(properties={"id": Prop(_STR, required=True)})), required=True),
+    "data": Prop(Array(Object(properties={
+        "id": Prop(_STR, required=True), "status": Prop(SEND_STATUS, required=True),
+        "suppressed": Prop(SUPPRESSED_LIST, required=True)})), required=True),
     "errors": Prop(Array(Object(properties={"index": Prop(Integer(), required=True),
                                             "error": Prop(_STR, required=True)})),
                    required=True)})
@@ -175,8 +184,8 @@ LIST_QUERY = {
     "per_page": QueryParam(Integer(minimum=1, maximum=100), default=20,
                            description="Items per page (1-100)"),
     "status": QueryParam(String(max_length=200), description=(
-        "Comma-separated: queued, sent, delivered, bounced, deferred, delayed, failed (raw or "
-        "display)")),
+        "Comma-separated: queued, sent, delivered, bounced, deferred, delayed, failed, "
+        "suppressed (raw or display)")),
     "created_at_from": QueryParam(TIMESTAMP, description="ISO-8601 UTC lower bound"),
     "created_at_to": QueryParam(TIMESTAMP, description="ISO-8601 UTC upper bound"),
 }
@@ -239,13 +248,19 @@ async def _release(store: Any, scope: str) -> None:
             log.warning("idempotency claim not released", error=str(exc))
 
 
+def _suppressed_view(new: NewEmail) -> list[dict[str, str]]:
+    return [{"email": s.email, "reason": s.reason} for s in new.suppressed]
+
+
 def accepted_view(new: NewEmail) -> dict[str, Any]:
-    return {"id": new.message_id, "from": new.from_address, "to": new.to, "status": "queued",
-            "created_at": iso(new.created_at, whole_seconds=True)}
+    return {"id": new.message_id, "from": new.from_address, "to": new.to, "status": new.status,
+            "created_at": iso(new.created_at, whole_seconds=True),
+            "suppressed": _suppressed_view(new)}
 
 
 def batch_view(outcome: BatchOutcome) -> dict[str, Any]:
-    return {"data": [{"id": new.message_id} for new in outcome.sent],
+    return {"data": [{"id": new.message_id, "status": new.status,
+                      "suppressed": _suppressed_view(new)} for new in outcome.sent],
             "errors": [{"index": r.index, "error": r.error} for r in outcome.rejected]}
 
 

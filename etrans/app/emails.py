@@ -2,8 +2,12 @@
 
 Sending one email (``SendEmail``), in order: cross-field rules and templates (400), the ``from``
 domain must be the user's and verified (400 "Domain not verified"), the user must have SMTP
-credentials (400), quota reserved atomically (400 when exceeded), credentials cached in Redis
-``auth``, then the row and its outbox record committed in one transaction.  If the commit fails the
+credentials (400), ONE lookup of every recipient (to, cc, bcc) on the user's suppression list,
+quota reserved atomically (400 when exceeded), credentials cached in Redis ``auth``, then the row
+and its outbox record committed in one transaction.  Suppressed recipients are left out of the
+Kafka record (each field keeps its role) and stored as recipient outcomes ``suppressed`` with
+the row; an email whose every recipient is suppressed is stored with the status ``suppressed``,
+without an outbox record and without taking quota: it is never sent.  If the commit fails the
 quota is given back and the request fails (503): nothing half-done.  The outbox relay publishes.
 Whatever stops a request after its quota was reserved (a failed commit, a dependency down on a
 later batch item, a cancelled request), the reserved quota of every uncommitted email is given
@@ -35,6 +39,7 @@ from etrans.app.records import (
     NewEmail,
     RecipientState,
     RejectedEmail,
+    SuppressedRecipient,
 )
 from etrans.domain import status as status_rules
 from etrans.domain.addresses import parse_address
@@ -47,8 +52,10 @@ from etrans.domain.emails import (
     sendmail_message,
 )
 from etrans.domain.quota import exceeded_message
+from etrans.domain.status import RAW_QUEUED, RAW_SUPPRESSED
+from etrans.domain.suppressions import normalise_address
 from etrans.domain.timestamps import parse_timestamp_field
-from etrans.errors import AppError, InvalidInput, NotFound, UpstreamUnavailable
+from etrans.errors import AppError, InvalidInput, NotFound, RetryLater, UpstreamUnavailable
 from etrans.observability import get_logger
 
 if TYPE_CHECKING:
@@ -62,6 +69,7 @@ if TYPE_CHECKING:
         QuotaCounter,
         SenderCredentials,
         SendingDomains,
+        SuppressionStore,
     )
     from etrans.app.records import SendingDomain
 
@@ -116,6 +124,7 @@ class EmailDeps:
     credential_cache: CredentialCache
     quota: QuotaCounter
     store: EmailStore
+    suppressions: SuppressionStore
     outbox: OutboxNotifier | None
     topic: str
     clock: Callable[[], datetime] = field(default=_utcnow)
@@ -129,11 +138,13 @@ async def send_email(deps: EmailDeps, cmd: SendEmail) -> NewEmail:
     """The accepted email (status queued), committed with its outbox record."""
     now = deps.clock()
     new, domain = await _prepare(deps, cmd.user_id, cmd.email, now)
-    await _reserve(deps, domain, now)
+    reserved = [domain] if new.published else []
+    for each in reserved:
+        await _reserve(deps, each, now)
     try:
         await _commit(deps, [new])
     except BaseException:
-        await _give_back(deps, [domain], now)
+        await _give_back(deps, reserved, now)
         raise
     return new
 
@@ -142,24 +153,27 @@ async def send_batch(deps: EmailDeps, cmd: SendBatch) -> BatchOutcome:
     """What passes is committed in one transaction; the rest is listed by index."""
     now = deps.clock()
     rejected = [RejectedEmail(i, msg) for i, msg in cmd.invalid]
-    accepted: list[tuple[NewEmail, SendingDomain]] = []
+    accepted: list[NewEmail] = []
+    reserved: list[SendingDomain] = []  # of the published emails (never the suppressed ones)
     try:
         for index, email in cmd.emails:
             try:
                 new, domain = await _prepare(deps, cmd.user_id, email, now)
-                await _reserve(deps, domain, now)
+                if new.published:
+                    await _reserve(deps, domain, now)
+                    reserved.append(domain)
             except (InvalidInput, NotFound) as exc:
                 rejected.append(RejectedEmail(index, _text(exc)))
                 continue
-            accepted.append((new, domain))
-        await _commit(deps, [new for new, _ in accepted])
+            accepted.append(new)
+        await _commit(deps, accepted)
     except BaseException:
         # Any failure after some reservations (a dependency down on a later item, the
         # commit, a cancelled request): none of the batch is sent, all of it is given back.
-        await _give_back(deps, [domain for _, domain in accepted], now)
+        await _give_back(deps, reserved, now)
         raise
     rejected.sort(key=lambda r: r.index)
-    return BatchOutcome(sent=[new for new, _ in accepted], rejected=rejected)
+    return BatchOutcome(sent=accepted, rejected=rejected)
 
 
 async def _prepare(deps: EmailDeps, user_id: int, email: dict[str, Any], now: datetime
@@ -176,11 +190,9 @@ async def _prepare(deps: EmailDeps, user_id: int, email: dict[str, Any], now: da
     credentials = await deps.credentials.cache_value(user_id, domain.name)
     if credentials is None:
         raise InvalidInput(NO_CREDENTIALS)
+    suppressed = await _suppressed(deps, user_id, rendered)
     message_id = new_message_id(domain.name)
-    message = sendmail_message(rendered, message_id=message_id, user_id=user_id)
-    kafka_key = message_id.encode()
-    kafka_value = json.dumps(message, ensure_ascii=False, separators=(",", ":")).encode()
-    _check_record_size(deps, len(kafka_key) + len(kafka_value))
+    kafka_key, kafka_value = _record(deps, _without(rendered, suppressed), message_id, user_id)
     new = NewEmail(
         message_id=message_id, user_id=user_id, domain_id=domain.id,
         from_address=rendered["from"], to=list(rendered["to"]),
@@ -193,9 +205,56 @@ async def _prepare(deps: EmailDeps, user_id: int, email: dict[str, Any], now: da
                      for a in rendered.get("attachments") or []] or None,
         template_id=email.get("template_id"), template_data=email.get("template_data"),
         created_at=now, topic=deps.topic, kafka_key=kafka_key, kafka_value=kafka_value,
+        suppressed=suppressed, status=RAW_QUEUED if kafka_value else RAW_SUPPRESSED,
     )
-    await deps.credential_cache.store(user_id, credentials)
+    if new.published:
+        await deps.credential_cache.store(user_id, credentials)
     return new, domain
+
+
+async def _suppressed(deps: EmailDeps, user_id: int, email: dict[str, Any]
+                      ) -> tuple[SuppressedRecipient, ...]:
+    """The recipients (to, cc, bcc) on the user's suppression list: one lookup."""
+    addresses: dict[str, str] = {}  # normalised -> the bare address as given (the first one)
+    for text in (*email["to"], *(email.get("cc") or ()), *(email.get("bcc") or ())):
+        bare = parse_address(text).email
+        addresses.setdefault(normalise_address(bare), bare)
+    try:
+        listed = await deps.suppressions.suppressed(user_id, list(addresses))
+    except RetryLater as exc:
+        log.error("suppression lookup failed", error=str(exc))
+        raise UpstreamUnavailable("Could not check the suppression list, please retry",
+                                  retry_after_seconds=5) from None
+    return tuple(SuppressedRecipient(bare, listed[key].reason)
+                 for key, bare in addresses.items() if key in listed)
+
+
+def _without(email: dict[str, Any], suppressed: tuple[SuppressedRecipient, ...]
+             ) -> dict[str, Any] | None:
+    """The email as it is sent: to, cc and bcc without the suppressed addresses (each field
+    keeps its role: a cc is never promoted to to, so an email whose every to is suppressed
+    goes out with an empty ``recipients``); None when no recipient is left."""
+    if not suppressed:
+        return email
+    left_out = {normalise_address(s.email) for s in suppressed}
+    kept = {name: [a for a in email.get(name) or ()
+                   if normalise_address(parse_address(a).email) not in left_out]
+            for name in ("to", "cc", "bcc")}
+    if not any(kept.values()):
+        return None
+    return {**email, **kept}
+
+
+def _record(deps: EmailDeps, email: dict[str, Any] | None, message_id: str, user_id: int
+            ) -> tuple[bytes, bytes]:
+    """The Kafka key and value of the send request; empty when nothing is to be sent."""
+    if email is None:
+        return b"", b""
+    message = sendmail_message(email, message_id=message_id, user_id=user_id)
+    kafka_key = message_id.encode()
+    kafka_value = json.dumps(message, ensure_ascii=False, separators=(",", ":")).encode()
+    _check_record_size(deps, len(kafka_key) + len(kafka_value))
+    return kafka_key, kafka_value
 
 
 def _check_record_size(deps: EmailDeps, size: int) -> None:
@@ -227,7 +286,7 @@ async def _commit(deps: EmailDeps, emails: list[NewEmail]) -> None:
         log.error("saving emails failed", error=repr(exc), count=len(emails))
         raise UpstreamUnavailable("Could not queue the email, please retry",
                                   retry_after_seconds=5) from None
-    if deps.outbox is not None:
+    if deps.outbox is not None and any(e.published for e in emails):
         deps.outbox.notify()
 
 

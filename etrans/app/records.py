@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from etrans.domain.quota import QuotaLimits
+from etrans.domain.status import RAW_QUEUED, RAW_SUPPRESSED
 
 if TYPE_CHECKING:
     from datetime import datetime
@@ -41,8 +42,23 @@ class SendingDomain:
 
 
 @dataclass(frozen=True)
+class SuppressedRecipient:
+    """A recipient an email is not sent to: on the sender's suppression list for ``reason``
+    (a :class:`~etrans.domain.suppressions.SuppressionReason` value).  ``email`` is the bare
+    address as the request gave it."""
+
+    email: str
+    reason: str
+
+
+@dataclass(frozen=True)
 class NewEmail:
-    """An accepted email: its ``email_messages`` row and the Kafka record announcing it."""
+    """An accepted email: its ``email_messages`` row and the Kafka record announcing it.
+
+    ``to``/``cc``/``bcc`` are the addresses as requested; the record (``kafka_value``) leaves out
+    the ``suppressed`` ones, which the store writes as recipient outcomes ``suppressed``.  An
+    email whose every recipient is suppressed has the status ``suppressed`` and no record: it
+    is stored, never published (``published`` is False)."""
 
     message_id: str
     user_id: int
@@ -64,6 +80,12 @@ class NewEmail:
     topic: str
     kafka_key: bytes
     kafka_value: bytes
+    suppressed: tuple[SuppressedRecipient, ...] = ()
+    status: str = RAW_QUEUED  # or RAW_SUPPRESSED
+
+    @property
+    def published(self) -> bool:
+        return self.status != RAW_SUPPRESSED
 
 
 @dataclass(frozen=True)
@@ -131,8 +153,9 @@ class RejectedEmail:
 
 @dataclass(frozen=True)
 class BatchOutcome:
-    """POST /emails/batch: the emails committed (in the order of the request) and the items
-    refused (by index).  All of ``sent`` was committed in one transaction."""
+    """POST /emails/batch: the emails committed (in the order of the request; those whose every
+    recipient is suppressed included) and the items refused (by index).  All of ``sent`` was
+    committed in one transaction."""
 
     sent: list[NewEmail]
     rejected: list[RejectedEmail]

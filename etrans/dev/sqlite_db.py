@@ -24,7 +24,7 @@ from sqlalchemy.exc import DataError, IntegrityError
 
 from etrans.adapters.sql import Database
 from etrans.adapters.sql.email_status import OUTCOME_UPSERT, RECIPIENT_LENGTH
-from etrans.adapters.sql.usend_repo import UsendRepository
+from etrans.adapters.sql.usend_repo import UsendRepository, suppressed_outcomes
 from etrans.domain.delivery_log import DELIVERED, STATUS_RANK
 from etrans.errors import InvalidInput, RetryLater
 
@@ -129,7 +129,8 @@ def _add_missing_columns(engine: Engine, metadata: MetaData) -> None:
 
 def _upgrade(conn: Any, metadata: MetaData) -> None:
     """What :func:`_add_missing_columns` cannot do for a data directory made by an older etrans:
-    the changed index and CHECK constraint of the outbox failures (migration 0004 on PostgreSQL)."""
+    the changed index and CHECK constraint of the outbox failures (migration 0004 on PostgreSQL)
+    and the ``suppressed`` status (0006)."""
     outbox = metadata.tables["email_outbox"]
     unpublished = conn.exec_driver_sql("SELECT sql FROM sqlite_master WHERE type = 'index' AND "
                                        "name = 'ix_email_outbox_unpublished'").scalar()
@@ -152,6 +153,32 @@ def _upgrade(conn: Any, metadata: MetaData) -> None:
         conn.exec_driver_sql(f"INSERT INTO email_messages ({names}) SELECT {names} "
                              "FROM email_messages_before_0004")
         conn.exec_driver_sql("DROP TABLE email_messages_before_0004")
+    _allow_suppressed(conn)
+
+
+# The CHECK constraints of statuses before migration 0006 and after it.
+_BEFORE_0006, _SINCE_0006 = "'bounced', 'failed'))", "'bounced', 'failed', 'suppressed'))"
+
+
+def _allow_suppressed(conn: Any) -> None:
+    """Migration 0006 on a data directory made before it: the CHECK of ``email_messages.status``
+    and ``email_recipient_outcomes.outcome`` also allows ``suppressed``.  Only the constraint's
+    text changes, and it only allows more (no row can break it), so the table definitions are
+    edited in place - the procedure SQLite documents for such changes (writable_schema, then a
+    new schema_version) - rather than rebuilt: a rebuild of ``email_messages`` would cascade
+    into the tables that reference it."""
+    old = [(name, ddl) for name, ddl in conn.exec_driver_sql(
+        "SELECT name, sql FROM sqlite_master WHERE type = 'table' AND name IN "
+        "('email_messages', 'email_recipient_outcomes')").all() if _BEFORE_0006 in ddl]
+    if not old:
+        return
+    version = int(conn.exec_driver_sql("PRAGMA schema_version").scalar())
+    conn.exec_driver_sql("PRAGMA writable_schema = ON")
+    for name, ddl in old:
+        conn.exec_driver_sql("UPDATE sqlite_master SET sql = ? WHERE type = 'table' AND name = ?",
+                             (ddl.replace(_BEFORE_0006, _SINCE_0006), name))
+    conn.exec_driver_sql(f"PRAGMA schema_version = {version + 1}")
+    conn.exec_driver_sql("PRAGMA writable_schema = OFF")
 
 
 def _default_packs() -> list[dict[str, Any]]:
@@ -190,33 +217,40 @@ class SqliteUsendRepository(UsendRepository):
             await self._database.run(self._insert, emails)
 
     def _insert(self, emails: list[NewEmail]) -> None:
-        from etrans.adapters.sql.usend import EmailMessage, EmailOutbox
+        from etrans.adapters.sql.usend import EmailMessage, EmailOutbox, EmailRecipientOutcome
 
         rows = _rows(emails)
         with self._database.engine.begin() as conn:
-            conn.execute(insert(EmailMessage.__table__),
-                         [row for table, row in rows if table is EmailMessage.__table__])
-            conn.execute(insert(EmailOutbox.__table__),
-                         [row for table, row in rows if table is EmailOutbox.__table__])
+            for each in (EmailMessage, EmailRecipientOutcome, EmailOutbox):
+                table = each.__table__
+                chosen = [row for of, row in rows if of is table]
+                if chosen:
+                    conn.execute(insert(table), chosen)
 
 
 def _rows(emails: Sequence[NewEmail]) -> list[tuple[Any, dict[str, Any]]]:
-    """(table, row) of the ``email_messages`` rows and their ``email_outbox`` records."""
-    from etrans.adapters.sql.usend import EmailMessage, EmailOutbox
+    """(table, row) of the ``email_messages`` rows, the outcomes of their suppressed recipients
+    and the ``email_outbox`` records of those that are published."""
+    from etrans.adapters.sql.usend import EmailMessage, EmailOutbox, EmailRecipientOutcome
 
     emails_table, outbox_table = EmailMessage.__table__, EmailOutbox.__table__
+    outcomes_table = EmailRecipientOutcome.__table__
     rows: list[tuple[Any, dict[str, Any]]] = [(emails_table, {
         "message_id": e.message_id, "user_id": e.user_id, "domain_id": e.domain_id,
         "from_address": e.from_address, "to_addresses": e.to, "cc_addresses": e.cc,
         "bcc_addresses": e.bcc, "reply_to": e.reply_to, "subject": e.subject,
         "html": e.html, "text": e.text, "headers": e.headers, "tags": e.tags,
         "attachments": e.attachments, "template_id": e.template_id,
-        "template_data": e.template_data, "status": "queued", "created_at": e.created_at,
+        "template_data": e.template_data, "status": e.status, "created_at": e.created_at,
         "updated_at": e.created_at,
     }) for e in emails]
+    rows += [(outcomes_table, {"message_id": e.message_id, "recipient": s["recipient"],
+                               "outcome": "suppressed", "response": s["reason"],
+                               "event_at": e.created_at, "updated_at": e.created_at})
+             for e in emails for s in suppressed_outcomes(e)]
     rows += [(outbox_table, {"topic": e.topic, "key": e.kafka_key.decode(),
                              "payload": e.kafka_value, "message_id": e.message_id,
-                             "created_at": e.created_at}) for e in emails]
+                             "created_at": e.created_at}) for e in emails if e.published]
     return rows
 
 

@@ -11,7 +11,9 @@ turns it into the bytes handed to the SMTP server:
   encoded words (non-ASCII, or text that would read as an encoded word); the subject is RFC 2047
   encoded too; ``Message-ID`` is the request's message_id; ``Date`` is the build time;
 - bcc recipients appear only in the envelope (:meth:`OutgoingEmail.envelope_recipients`), never in
-  a header;
+  a header; a request without a to recipient (cc or bcc only: the API leaves suppressed
+  recipients out, and every to may be suppressed) gets ``To: undisclosed-recipients:;`` (an empty
+  group, RFC 5322 section 3.6.3) rather than an empty, invalid ``To:``;
 - custom headers are added unless they would replace a header this module owns (listed in
   :data:`RESERVED_HEADERS`) or carry line breaks (header injection); ``List-Unsubscribe`` and
   ``List-Unsubscribe-Post`` are written by :func:`etrans.domain.unsubscribe.header_field`
@@ -158,11 +160,16 @@ def _name_tokens(name: str) -> list[str]:
     return _encoded_words(name)
 
 
+NO_RECIPIENT = "undisclosed-recipients:;"
+
+
 @lru_cache(maxsize=4096)  # pure, on immutable values: the same senders/recipients recur
 def address_field(name: str, mailboxes: tuple[Mailbox, ...]) -> str:
     """The value of the address field ``name`` (From, To, Cc, Reply-To), folded with CRLF +
     space: one address per line, a long display name folded between its words, every line
-    within 78 columns unless one address alone is longer."""
+    within 78 columns unless one address alone is longer.  No mailbox: an empty group."""
+    if not mailboxes:
+        return NO_RECIPIENT
     lines: list[str] = []
     line = f"{name}:"
     last = len(mailboxes) - 1

@@ -2,7 +2,8 @@
 
 The table of the spec: queued -> Queued; sender/sent -> Sent; delivered/delivery -> Delivered;
 deferred -> Delayed; bounced/reject/rejected -> Bounced; and etrans's own failed -> Failed (the
-outbox could never hand the email to Kafka: ``docs/api.md``).  Filters accept raw and display
+outbox could never hand the email to Kafka: ``docs/api.md``) and suppressed -> Suppressed (every
+recipient is on the sender's suppression list: never sent).  Filters accept raw and display
 names, case-insensitively (``delayed`` and ``deferred`` both select Delayed).
 """
 
@@ -14,8 +15,11 @@ if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping
 
 QUEUED, SENT, DELIVERED, DELAYED, BOUNCED = "Queued", "Sent", "Delivered", "Delayed", "Bounced"
-FAILED = "Failed"
-LABELS = (QUEUED, SENT, DELIVERED, DELAYED, BOUNCED, FAILED)
+FAILED, SUPPRESSED = "Failed", "Suppressed"
+LABELS = (QUEUED, SENT, DELIVERED, DELAYED, BOUNCED, FAILED, SUPPRESSED)
+
+# The raw statuses POST /emails stores: queued (to be published) or suppressed (never published).
+RAW_QUEUED, RAW_SUPPRESSED = "queued", "suppressed"
 
 # Display label -> every raw value meaning it.
 RAW_BY_LABEL: Mapping[str, tuple[str, ...]] = {
@@ -25,6 +29,7 @@ RAW_BY_LABEL: Mapping[str, tuple[str, ...]] = {
     DELAYED: ("deferred",),
     BOUNCED: ("bounced", "reject", "rejected"),
     FAILED: ("failed",),
+    SUPPRESSED: (RAW_SUPPRESSED,),
 }
 LABEL_BY_RAW: Mapping[str, str] = {
     raw: label for label, raws in RAW_BY_LABEL.items() for raw in raws
@@ -77,7 +82,8 @@ def parse_status_filter(text: str) -> tuple[str, ...]:
             continue
         label = FILTER_NAMES.get(name)
         if label is None:
-            allowed = "queued, sent, delivered, bounced, deferred, delayed, failed"
+            allowed = ("queued, sent, delivered, bounced, deferred, delayed, failed, "
+                       "suppressed")
             raise StatusFilterError(f"invalid status {part.strip()!r}: use {allowed}")
         if label not in labels:
             labels.append(label)

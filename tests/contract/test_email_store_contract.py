@@ -4,7 +4,9 @@
 What the use cases rely on (:mod:`etrans.app.ports`):
 
 - EmailStore: ``save`` stores the rows and their outbox records all or nothing (a failed batch
-  leaves none of its rows), data the database cannot hold is refused with InvalidInput (400,
+  leaves none of its rows), with the outcome ``suppressed`` of each suppressed recipient (the
+  reason as the response) in the same transaction, and no outbox record for an email whose
+  status is ``suppressed``, data the database cannot hold is refused with InvalidInput (400,
   never a retry), concurrent saves are all stored; ``get``/``list`` only ever answer the user's
   own emails, as they were saved (addresses, JSON fields, aware timestamps), newest first,
   filtered by status and creation time (bounds included), with the counts of the whole set;
@@ -22,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 import trio
 
-from etrans.app.records import ApiKeyRecord, EmailFilter
+from etrans.app.records import ApiKeyRecord, EmailFilter, SuppressedRecipient
 from etrans.domain.api_keys import Permission
 from etrans.errors import InvalidInput, RetryLater, UpstreamUnavailable
 from tests.contract.usend_backends import fresh_id, fresh_user, new_email, unreachable_backend
@@ -62,6 +64,35 @@ async def test_saved_rows_come_with_their_outbox_records(usend: Any) -> None:
     await usend.repo.save(emails)
     assert usend.outbox([e.message_id for e in emails]) == [
         ("sendmail", e.message_id, e.kafka_value, e.message_id) for e in emails]
+
+
+async def test_suppressed_recipients_are_stored_with_the_email(email_store: Any) -> None:
+    repo, user = email_store.repo, fresh_user()
+    mixed = new_email(user, suppressed=(SuppressedRecipient("Bob@X.org", "hard_bounce"),))
+    none_left = new_email(user, status="suppressed", kafka_key=b"", kafka_value=b"",
+                          suppressed=(SuppressedRecipient("z@x.org", "manual"),
+                                      SuppressedRecipient("HIDDEN@x.org", "complaint"),
+                                      SuppressedRecipient("bob@x.org", "hard_bounce")))
+    plain = new_email(user)
+    await repo.save([mixed, plain, none_left])
+    row = await repo.get(user, mixed.message_id)
+    assert row is not None
+    assert row["status"] == "queued"
+    assert row["to_addresses"] == ["bob@x.org", "Zoë <z@x.org>"]  # as requested
+    assert [(r["recipient"], r["outcome"], r["bounce_class"], r["response"], r["event_at"])
+            for r in row["recipients"]] == [("bob@x.org", "suppressed", None, "hard_bounce", T0)]
+    row = await repo.get(user, none_left.message_id)
+    assert row is not None
+    assert row["status"] == "suppressed"
+    assert [(r["recipient"], r["response"]) for r in row["recipients"]] == [
+        ("bob@x.org", "hard_bounce"), ("hidden@x.org", "complaint"), ("z@x.org", "manual")]
+    page = await repo.list(EmailFilter(user_id=user, raw_statuses=("suppressed",)))
+    assert [r["message_id"] for r in page.rows] == [none_left.message_id]
+    assert page.status_counts == {"suppressed": 1}
+    ids = [mixed.message_id, plain.message_id, none_left.message_id]
+    published = (email_store.outbox(ids) if email_store.name != "fake"
+                 else [(t, k.decode(), v, k.decode()) for t, k, v in repo.outbox])
+    assert [m for *_, m in published] == ids[:2]  # none for the suppressed email
 
 
 async def test_a_user_sees_only_their_own_emails(email_store: Any) -> None:

@@ -43,7 +43,8 @@ async def test_send_email_queues_row_outbox_and_credentials(api: SendingApi) -> 
                                "content_type": "application/pdf"}])
     status, sent = await api.call("POST", "/emails", {"X-API-KEY": key}, json=body)
     assert status == 200, sent
-    assert set(sent) == {"id", "from", "to", "status", "created_at"}
+    assert set(sent) == {"id", "from", "to", "status", "created_at", "suppressed"}
+    assert sent["suppressed"] == []
     assert sent["status"] == "queued"
     assert sent["from"] == body["from"]
     assert sent["to"] == ["rcpt@example.org"]

@@ -19,14 +19,25 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
-from etrans.app.records import MISSING, REVOKED, EmailPage, LogGroup
+from etrans.app.records import MISSING, REVOKED, EmailPage, LogGroup, SuppressionPage
 from etrans.domain.quota import QuotaUsage, windows
+from etrans.domain.suppressions import normalise_address
+from etrans.errors import RetryLater
 
 if TYPE_CHECKING:
     from collections.abc import Collection, Sequence
 
     from etrans.app.bus import MessageBus
-    from etrans.app.records import ApiKeyRecord, EmailFilter, LogFilter, NewEmail, SendingDomain
+    from etrans.app.records import (
+        ApiKeyRecord,
+        EmailFilter,
+        LogFilter,
+        NewEmail,
+        SendingDomain,
+        Suppression,
+        SuppressionFilter,
+    )
+    from etrans.domain.delivery_log import RecipientOutcome
     from etrans.domain.quota import QuotaLimits
 
 
@@ -180,6 +191,7 @@ class FakeEmailStore:
     def __init__(self) -> None:
         self.rows: list[dict[str, Any]] = []
         self.outbox: list[tuple[str, bytes, bytes]] = []
+        self.outcomes: dict[str, list[dict[str, Any]]] = {}  # message_id -> recipients
         self.fail_next: BaseException | None = None
         self.block_saves: trio.Event | None = None
 
@@ -196,11 +208,16 @@ class FakeEmailStore:
         for e in emails:
             row = {name: getattr(e, name) for name in _EMAIL_COLUMNS}
             row.update(id=len(self.rows) + 1, to_addresses=list(e.to), cc_addresses=list(e.cc),
-                       bcc_addresses=list(e.bcc), status="queued", sent_at=None,
+                       bcc_addresses=list(e.bcc), status=e.status, sent_at=None,
                        delivered_at=None, response=None, last_event=None,
                        updated_at=e.created_at)
             self.rows.append(row)
-            self.outbox.append((e.topic, e.kafka_key, e.kafka_value))
+            self.outcomes[e.message_id] = sorted(
+                ({"recipient": normalise_address(s.email), "outcome": "suppressed",
+                  "bounce_class": None, "response": s.reason, "event_at": e.created_at}
+                 for s in e.suppressed), key=lambda r: r["recipient"])
+            if e.published:
+                self.outbox.append((e.topic, e.kafka_key, e.kafka_value))
 
     async def list(self, query: EmailFilter) -> EmailPage:
         await trio.lowlevel.checkpoint()
@@ -222,12 +239,52 @@ class FakeEmailStore:
         await trio.lowlevel.checkpoint()
         for row in self.rows:
             if row["user_id"] == user_id and row["message_id"] == message_id:
-                return dict(row)
+                return {**row, "recipients": list(self.outcomes.get(message_id, ()))}
         return None
 
     async def existing_message_ids(self, message_ids: Sequence[str]) -> set[str]:
         await trio.lowlevel.checkpoint()
         return {r["message_id"] for r in self.rows} & set(message_ids)
+
+
+class FakeSuppressions:
+    """SuppressionStore: each user's list in a dict (normalised address -> entry); ``down``
+    makes every call raise RetryLater, as the adapters do when the database does not answer."""
+
+    def __init__(self) -> None:
+        self.entries: dict[tuple[int, str], Suppression] = {}
+        self.lookups = 0
+        self.down = False
+
+    async def _checkpoint(self) -> None:
+        await trio.lowlevel.checkpoint()
+        if self.down:
+            raise RetryLater("suppression list unavailable")
+
+    async def suppressed(self, user_id: int, addresses: Sequence[str]) -> dict[str, Suppression]:
+        await self._checkpoint()
+        self.lookups += 1
+        return {a: self.entries[user_id, a] for a in addresses if (user_id, a) in self.entries}
+
+    async def add(self, entries: Sequence[Suppression]) -> int:
+        await self._checkpoint()
+        new = [e for e in entries if (e.user_id, e.address) not in self.entries]
+        for entry in new:
+            self.entries[entry.user_id, entry.address] = entry
+        return len(new)
+
+    async def add_hard_bounces(self, outcomes: Sequence[RecipientOutcome]) -> int:
+        raise NotImplementedError("not used by the sending use cases")
+
+    async def remove(self, user_id: int, address: str) -> bool:
+        await self._checkpoint()
+        return self.entries.pop((user_id, address), None) is not None
+
+    async def list(self, query: SuppressionFilter) -> SuppressionPage:
+        await self._checkpoint()
+        rows = [e for (user, _), e in self.entries.items() if user == query.user_id]
+        start = (query.page - 1) * query.per_page
+        return SuppressionPage(rows=rows[start:start + query.per_page], total=len(rows))
 
 
 @dataclass
@@ -304,7 +361,8 @@ def build_email_bus(*, domains: FakeSendingDomains, credentials: FakeSenderCrede
                     credential_cache: FakeCredentialCache | None = None,
                     quota: FakeQuota | None = None, store: FakeEmailStore | None = None,
                     outbox: FakeOutboxNotifier | None = None, logs: FakeLogReader | None = None,
-                    clock: Any = None, topic: str = "sendmail",
+                    suppressions: FakeSuppressions | None = None, clock: Any = None,
+                    topic: str = "sendmail",
                     max_record_bytes: int | None = None) -> MessageBus:
     """A MessageBus with the email and log use cases on fakes (the ones not given are new)."""
     from etrans.app import emails as email_cases
@@ -316,7 +374,9 @@ def build_email_bus(*, domains: FakeSendingDomains, credentials: FakeSenderCrede
         domains=domains, credentials=credentials,
         credential_cache=(credential_cache if credential_cache is not None
                           else FakeCredentialCache()),
-        quota=quota if quota is not None else FakeQuota(), store=store, outbox=outbox,
+        quota=quota if quota is not None else FakeQuota(), store=store,
+        suppressions=suppressions if suppressions is not None else FakeSuppressions(),
+        outbox=outbox,
         topic=topic, max_record_bytes=max_record_bytes)
     if clock is not None:
         deps = replace(deps, clock=clock)

@@ -87,7 +87,7 @@ async def test_an_accepted_email_is_stored_with_its_record_and_counted() -> None
     assert answer.message_id.endswith("@a.example")
     assert accepted_view(answer) == {
         "id": answer.message_id, "from": "Alice <alice@a.example>", "to": ["bob@x.org"],
-        "status": "queued", "created_at": "2026-03-10T14:30:00Z"}
+        "status": "queued", "created_at": "2026-03-10T14:30:00Z", "suppressed": []}
     [row] = world.store.rows
     assert (row["message_id"], row["user_id"], row["domain_id"]) == (answer.message_id, 1, 11)
     assert row["status"] == "queued"
@@ -202,7 +202,8 @@ async def test_a_batch_sends_what_passes_and_lists_the_rest_by_index() -> None:
         RejectedEmail(6, "Hourly sending quota exceeded: the limit is 3 emails per hour"),
     ]
     assert batch_view(answer) == {
-        "data": [{"id": e.message_id} for e in answer.sent],
+        "data": [{"id": e.message_id, "status": "queued", "suppressed": []}
+                 for e in answer.sent],
         "errors": [{"index": 1, "error": "to: field required"},
                    {"index": 2, "error": DOMAIN_NOT_VERIFIED},
                    {"index": 4, "error": answer.rejected[2].error},

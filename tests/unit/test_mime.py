@@ -345,3 +345,19 @@ def test_an_invalid_unsubscribe_header_is_never_written() -> None:
     assert b"javascript" not in data
     assert b"List-Unsubscribe" in data  # the -Post header, valid on its own, is written
     assert parse(data)["List-Unsubscribe"] is None
+
+
+@pytest.mark.parametrize("attachments", [(), (Attachment("a.txt", b"hello", "text/plain"),)],
+                         ids=["fast", "email package"])
+def test_an_email_without_to_says_undisclosed_recipients(attachments: tuple[Attachment, ...]
+                                                          ) -> None:
+    """Every to of the request was suppressed (the API leaves them out): the cc still gets a
+    valid To field, an empty group, and the envelope holds the cc and bcc only."""
+    outgoing = OutgoingEmail(message_id="m@etrans.test", user_id="1",
+                             sender=Mailbox("sender@example.com"), to=(),
+                             cc=(Mailbox("c@example.com"),), bcc=(Mailbox("b@example.com"),),
+                             subject="s", text="hi", attachments=attachments)
+    message = parse(render(outgoing))
+    assert message["To"] == "undisclosed-recipients:;"
+    assert message["Cc"] == "c@example.com"
+    assert outgoing.envelope_recipients() == ["c@example.com", "b@example.com"]

@@ -28,6 +28,7 @@ from etrans.adapters.sql.usend import (
 )
 from etrans.app.records import ApiKeyRecord, EmailPage
 from etrans.domain.api_keys import Permission
+from etrans.domain.suppressions import normalise_address
 from etrans.errors import InvalidInput, UpstreamUnavailable
 from etrans.observability import get_logger
 
@@ -45,29 +46,38 @@ _OUTCOMES = EmailRecipientOutcome.__table__
 _OUTBOX = EmailOutbox.__table__
 _TRANSPORT = Transport.__table__
 
-# One statement writes every email of a group and its outbox record (autocommit: one statement,
-# one transaction).  $1 is a JSON array of rows (see ``_row``); ``n`` keeps the outbox ids in the
-# callers' order.  ``payload`` is the Kafka message as text: convert_to gives back its UTF-8 bytes.
+# One statement writes every email of a group, its outbox record and the outcomes of its
+# suppressed recipients (autocommit: one statement, one transaction).  $1 is a JSON array of rows
+# (see ``_row``); ``n`` keeps the outbox ids in the callers' order.  ``payload`` is the Kafka
+# message as text (convert_to gives back its UTF-8 bytes), null for an email whose every recipient
+# is suppressed: it gets no outbox record.
 _INSERT_EMAILS_AND_OUTBOX = b"""
 WITH r AS (
     SELECT * FROM json_to_recordset($1::json) AS r(
         n int, message_id text, user_id bigint, domain_id bigint, from_address text,
         to_addresses jsonb, cc_addresses jsonb, bcc_addresses jsonb, reply_to text, subject text,
         html text, "text" text, headers jsonb, tags jsonb, attachments jsonb, template_id text,
-        template_data jsonb, created_at timestamptz, topic text, key text, payload text)
+        template_data jsonb, status text, created_at timestamptz, suppressed json, topic text,
+        key text, payload text)
 ), email AS (
     INSERT INTO email_messages (message_id, user_id, domain_id, from_address, to_addresses,
         cc_addresses, bcc_addresses, reply_to, subject, html, text, headers, tags, attachments,
         template_id, template_data, status, created_at, updated_at)
     SELECT message_id, user_id, domain_id, from_address, to_addresses, cc_addresses,
         bcc_addresses, reply_to, subject, html, "text", headers, tags, attachments, template_id,
-        template_data, 'queued', created_at, created_at
+        template_data, status, created_at, created_at
     FROM r ORDER BY n
     RETURNING message_id
+), suppressed AS (
+    INSERT INTO email_recipient_outcomes (message_id, recipient, outcome, response, event_at,
+        updated_at)
+    SELECT email.message_id, s.recipient, 'suppressed', s.reason, r.created_at, r.created_at
+    FROM email JOIN r USING (message_id)
+    CROSS JOIN json_to_recordset(r.suppressed) AS s(recipient text, reason text)
 )
 INSERT INTO email_outbox (topic, key, payload, message_id, created_at)
 SELECT r.topic, r.key, convert_to(r.payload, 'UTF8'), email.message_id, r.created_at
-FROM email JOIN r USING (message_id) ORDER BY r.n
+FROM email JOIN r USING (message_id) WHERE r.payload IS NOT NULL ORDER BY r.n
 """
 
 
@@ -87,10 +97,17 @@ def _row(n: int, e: NewEmail) -> dict[str, Any]:
         "from_address": e.from_address, "to_addresses": e.to, "cc_addresses": e.cc,
         "bcc_addresses": e.bcc, "reply_to": e.reply_to, "subject": e.subject, "html": e.html,
         "text": e.text, "headers": e.headers, "tags": e.tags, "attachments": e.attachments,
-        "template_id": e.template_id, "template_data": e.template_data,
-        "created_at": e.created_at.isoformat(), "topic": e.topic, "key": e.kafka_key.decode(),
-        "payload": e.kafka_value.decode(),
+        "template_id": e.template_id, "template_data": e.template_data, "status": e.status,
+        "created_at": e.created_at.isoformat(), "suppressed": suppressed_outcomes(e),
+        "topic": e.topic, "key": e.kafka_key.decode() if e.published else None,
+        "payload": e.kafka_value.decode() if e.published else None,
     }
+
+
+def suppressed_outcomes(e: NewEmail) -> list[dict[str, str]]:
+    """The ``email_recipient_outcomes`` of the email's suppressed recipients: the normalised
+    address (the table's recipients are lower-cased) and the reason as the response."""
+    return [{"recipient": normalise_address(s.email), "reason": s.reason} for s in e.suppressed]
 
 
 _LIST_COLUMNS = (
