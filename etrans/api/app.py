@@ -53,9 +53,9 @@ def default_routers() -> list[Router]:
 # Modules with a ``register(api)`` function, in the order their routes are added.
 ROUTER_MODULES: list[str] = [
     "etrans.api.emails", "etrans.api.logs",
-    # account routes: domains, API keys, senders, billing
+    # account routes: domains, API keys, senders, suppressions, billing
     "etrans.api.routes_domains", "etrans.api.routes_api_keys", "etrans.api.routes_senders",
-    "etrans.api.routes_billing", "etrans.api.routes_testing",
+    "etrans.api.routes_suppressions", "etrans.api.routes_billing", "etrans.api.routes_testing",
 ]
 
 

@@ -104,7 +104,9 @@ def _operation(op: Operation, components: dict[str, Any], *,
     if op.response is not None:
         ok["content"] = {"application/json": {
             "schema": _hoist(op.response.json_schema(), components)}}
-    responses: dict[str, Any] = {"200": ok}
+    responses: dict[str, Any] = {
+        str(code): {"description": "No content"} if code == 204 else dict(ok)
+        for code in op.success}
     codes = set(op.errors)
     if op.permission is not None:
         codes |= {401, 403, 429} if rate_limited else {401, 403}

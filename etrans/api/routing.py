@@ -81,6 +81,7 @@ class Operation:
     headers: Mapping[str, QueryParam] = field(default_factory=dict)
     description: str | None = None
     operation_id: str = ""
+    success: tuple[int, ...] = (200,)  # the success statuses (204: no body)
     validate_body: bool = True  # False: the handler validates (e.g. per batch item)
 
 
@@ -94,7 +95,9 @@ class ApiServices:
 
 
 def _quart_path(path: str) -> str:
-    return re.sub(r"\{(\w+)\}", r"<\1>", path)
+    """``{name}``: one path segment; ``{name:path}``: the rest of the path, slashes included
+    (an address may have a ``/``, which arrives decoded from ``%2F``)."""
+    return re.sub(r"\{(\w+)\}", r"<\1>", re.sub(r"\{(\w+):path\}", r"<path:\1>", path))
 
 
 class Api:
@@ -133,13 +136,15 @@ class Api:
         headers: Mapping[str, QueryParam] | None = None,
         description: str | None = None,
         validate_body: bool = True,
+        success: tuple[int, ...] = (200,),
     ) -> Callable[[Handler], Handler]:
         def decorate(handler: Handler) -> Handler:
             op = Operation(
-                method=method.upper(), path=path, summary=summary, tag=tag, permission=permission,
+                method=method.upper(), path=re.sub(r"\{(\w+):path\}", r"{\1}", path),
+                summary=summary, tag=tag, permission=permission,
                 query=query or {}, body=body, body_required=body_required, response=response,
                 errors=errors, headers=headers or {}, description=description,
-                operation_id=handler.__name__, validate_body=validate_body,
+                operation_id=handler.__name__, validate_body=validate_body, success=success,
             )
             self.operations.append(op)
 

@@ -195,9 +195,13 @@ def api_services(sections: ApiSections, backends: ApiBackends) -> ApiServices:
     """Everything the routes use, complete: one bus with every use case registered."""
     from etrans.api.routing import ApiServices
     from etrans.app import accounts
+    from etrans.app import suppressions as suppression_cases
+    from etrans.bootstrap.stores import suppression_store
 
     bus, domains = sending_bus(sections, backends)
     accounts.register(bus, account_deps(sections, backends, domains))
+    suppression_cases.register(bus, suppression_cases.SuppressionDeps(
+        suppression_store(backends.usend_db)))
     return ApiServices(bus=bus, idempotency=backends.stores.idempotency,
                        testing_routes=sections.http.enable_testing_routes)
 

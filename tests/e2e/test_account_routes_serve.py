@@ -87,7 +87,8 @@ def test_domain_sender_send_and_quota_through_serve(serve: ServeProcess, dns_ser
 def test_schemathesis_whole_openapi(serve: ServeProcess, tmp_path: Path):
     spec = httpx.get(serve.base_url + "/openapi.json", timeout=30).json()
     assert {"/emails", "/logs", "/domains", "/api-keys", "/senders",
-            "/billing/subscription/subs", "/testing/set-pack"} <= set(spec["paths"])
+            "/billing/subscription/subs", "/testing/set-pack", "/suppressions",
+            "/suppressions/{address}"} <= set(spec["paths"])
     har = tmp_path / "run.har"
     command = [
         str(Path(sys.executable).parent / "schemathesis"), "run",

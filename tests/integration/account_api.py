@@ -1,6 +1,7 @@
-"""Builds the API (account routes: domains, API keys, senders, billing; + the auth layer) against
-real PostgreSQL, Redis and the loopback DNS server, in the ``local`` billing mode unless told
-otherwise. A pytest plugin-free helper: tests open :func:`open_api` in their own fixtures."""
+"""Builds the API (account routes: domains, API keys, senders, suppressions, billing; + the auth
+layer) against real PostgreSQL, Redis and the loopback DNS server, in the ``local`` billing mode
+unless told otherwise. A pytest plugin-free helper: tests open :func:`open_api` in their own
+fixtures."""
 
 from __future__ import annotations
 
@@ -31,18 +32,20 @@ from etrans.adapters.sql.domains_repo import BillingTables, SqlDomains
 from etrans.adapters.sql.packs_repo import SqlPackCatalogue
 from etrans.adapters.sql.senders_repo import SqlSenders
 from etrans.adapters.sql.subscriptions_repo import SqlSubscriptions
+from etrans.adapters.sql.suppressions_repo import PgSuppressionStore
 from etrans.adapters.sql.usend_repo import UsendRepository
 from etrans.api import (
     routes_api_keys,
     routes_billing,
     routes_domains,
     routes_senders,
+    routes_suppressions,
     routes_testing,
 )
 from etrans.api.app import ApiDependencies, create_app
 from etrans.api.auth import ApiKeyResolver, Authenticator, JwtVerifier
 from etrans.api.routing import ApiServices
-from etrans.app import accounts
+from etrans.app import accounts, suppressions
 from etrans.app.accounts import AccountDeps
 from etrans.app.bus import MessageBus
 from etrans.domain.domains import DnsTemplate
@@ -56,7 +59,7 @@ TOKEN_IV = "abcdef9876543210"
 SPF = "v=spf1 include:_spf.etrans.test ~all"
 MX = "mx.etrans.test"
 ROUTERS = [routes_domains.register, routes_api_keys.register, routes_senders.register,
-           routes_billing.register, routes_testing.register]
+           routes_suppressions.register, routes_billing.register, routes_testing.register]
 
 
 def new_user_id() -> int:
@@ -128,6 +131,7 @@ def build_api(*, usend_db_url: str, redis: TrioRedis, dns_address: str,
     )
     bus = MessageBus()
     accounts.register(bus, services)
+    suppressions.register(bus, suppressions.SuppressionDeps(PgSuppressionStore(usend)))
     repo = UsendRepository(usend)
     authenticator = Authenticator(ApiKeyResolver(repo, key_cache),
                                   jwt=JwtVerifier(secret=JWT_SECRET))
