@@ -13,6 +13,11 @@ commands are answered in order).  For each message it
 
 So GET /emails and GET /logs show a message sent through ``etrans dev`` as Delivered, and the
 mail itself can be opened in any mail client from the data directory.
+
+Every address at :data:`BOUNCE_DOMAIN` (``bounce.test``, a name RFC 2606 reserves) is refused at
+RCPT with a hard bounce (``550 5.1.1``), as a real server refuses an unknown user: the sender's
+own Reject event, the bounce class and the suppression list can be tried with ``etrans dev``
+alone.
 """
 
 from __future__ import annotations
@@ -43,6 +48,7 @@ log = get_logger(__name__)
 EVENT_NAMESPACE = uuid.UUID("3a4c4b7e-2f0d-5d1e-9a63-6c0e4f1b2d90")
 MAX_MESSAGE = 40 * 1024 * 1024
 _ADDRESS = re.compile(r"<([^>]*)>")
+BOUNCE_DOMAIN = "bounce.test"
 
 
 class _Closed(Exception):
@@ -140,6 +146,11 @@ class SmtpSink:
                 if sender is None or not match:
                     await reply("503 5.5.1 MAIL first" if sender is None
                                 else "501 5.1.3 bad recipient")
+                    continue
+                if _domain(match.group(1)) == BOUNCE_DOMAIN:
+                    await reply(f"550 5.1.1 <{match.group(1)}>: Recipient address rejected: "
+                                f"User unknown (etrans dev: every address at {BOUNCE_DOMAIN} "
+                                "bounces)")
                     continue
                 recipients.append(match.group(1))
                 await reply("250 2.1.5 OK")

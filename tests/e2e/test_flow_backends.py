@@ -127,6 +127,79 @@ def test_send_deliver_log_status(backend: Backend) -> None:
     assert listing["stats"] == [{"label": "Delivered", "count": 2, "percentage": 100.0}]
 
 
+def suppression_of(backend: Backend, address: str) -> tuple[str, str | None] | None:
+    """(reason, message id) of ``address`` on the demo user's suppression list, read from the
+    USEND DB the backend writes (SQLite file of ``etrans dev``, or PostgreSQL)."""
+    from sqlalchemy import create_engine, text
+
+    from etrans.adapters.sql import sqlalchemy_url
+
+    engine = create_engine(sqlalchemy_url(backend.usend_url))
+    try:
+        with engine.connect() as conn:
+            row = conn.execute(text("SELECT reason, message_id FROM suppressions "
+                                    "WHERE address = :address"), {"address": address}).first()
+    finally:
+        engine.dispose()
+    return (row.reason, row.message_id) if row is not None else None
+
+
+def test_hard_bounce_suppresses_the_next_send(backend: Backend) -> None:
+    """send -> the SMTP server refuses one recipient with 550 5.1.1 -> sendmail's Reject ->
+    fetchlog stores it (Bounced, hard) and lists the address -> the next sends skip it."""
+    gone = f"gone-{uuid.uuid4().hex[:10]}@bounce.test"
+    first = send(backend, to=["a@example.org", gone])
+
+    def outcomes(message_id: str) -> dict[str, tuple[str, str | None, str]]:
+        response = backend.call("GET", f"/emails/{message_id}")
+        assert response.status_code == 200, response.text
+        return {r["email"]: (r["outcome"], r["bounce_class"], r["response"])
+                for r in response.json()["recipients"]}
+
+    bounced = wait_for(lambda: gone in (o := outcomes(first)) and o, 60,
+                       "the hard bounce of the first email", backend.tails)
+    assert bounced[gone][:2] == ("Bounced", "hard")
+    assert bounced[gone][2].startswith("550 5.1.1")
+    listed = wait_for(lambda: suppression_of(backend, gone), 30, "the suppression entry",
+                      backend.tails)
+    assert listed == ("hard_bounce", first)
+
+    # Mixed: sent to the other recipient only; the address is matched case-insensitively.
+    response = backend.call("POST", "/emails", json={
+        "from": f"Acme <news@{backend.domain}>", "to": [gone.upper(), "b@example.org"],
+        "subject": "Second", "text": "Hello again"})
+    assert response.status_code == 200, response.text
+    second = response.json()
+    assert second["status"] == "queued"
+    assert second["suppressed"] == [{"email": gone.upper(), "reason": "hard_bounce"}]
+    wait_delivered(backend, second["id"])
+    messages = wait_for(lambda: second["id"] in (m := stored_messages(backend.mail_dir)) and m,
+                        20, "the second message", backend.tails)
+    assert messages[second["id"]]["To"] == "b@example.org"
+    after = wait_for(lambda: len(o := outcomes(second["id"])) == 2 and o, 30,
+                     "the outcomes of the second email", backend.tails)
+    assert after == {"b@example.org": after["b@example.org"],
+                     gone: ("Suppressed", None, "hard_bounce")}
+    assert after["b@example.org"][0] == "Delivered"
+
+    # Every recipient suppressed: accepted, never sent.
+    response = backend.call("POST", "/emails", json={
+        "from": f"Acme <news@{backend.domain}>", "to": [gone], "subject": "Third",
+        "text": "Nobody gets this"})
+    assert response.status_code == 200, response.text
+    third = response.json()
+    assert (third["status"], third["suppressed"]) == (
+        "suppressed", [{"email": gone, "reason": "hard_bounce"}])
+    detail = backend.call("GET", f"/emails/{third['id']}").json()
+    assert detail["status"] == "Suppressed"
+    assert [(r["email"], r["outcome"]) for r in detail["recipients"]] == [(gone, "Suppressed")]
+    # Delivered after the third was accepted, a fourth email shows the pipeline moved past it.
+    fourth = send(backend, subject="Fourth")
+    wait_delivered(backend, fourth)
+    assert third["id"] not in stored_messages(backend.mail_dir)
+    assert backend.call("GET", f"/emails/{third['id']}").json()["status"] == "Suppressed"
+
+
 def test_dev_data_persists_across_restart(tmp_path: Path) -> None:
     data = tmp_path / "data"
     dev = start_dev(data)
