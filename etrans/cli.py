@@ -146,6 +146,21 @@ def fetchlog(obj: _Context, from_earliest: bool, stop_at_end: bool) -> None:
 
 
 @cli.command()
+@click.pass_obj
+def webhooks(obj: _Context) -> None:
+    """Deliver the events of KAFKA_EVENTS_TOPIC to the subscribed webhook endpoints."""
+    from etrans.settings import WebhooksSettings
+
+    settings = obj.settings("webhooks", WebhooksSettings)
+    obj.start_logging("webhooks")
+    obj.start_error_reporting("webhooks", settings)
+    from etrans import runtime
+    from etrans.bootstrap import webhooks as wiring
+
+    sys.exit(runtime.run(wiring.build(settings), settings.drain_seconds))
+
+
+@cli.command()
 @click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               envvar="ETRANS_DATA_DIR",
               help="Where etrans dev keeps its data [env ETRANS_DATA_DIR; default"

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
         KafkaSettings,
         SendmailOptions,
         SmtpSettings,
+        WebhooksOptions,
     )
 
 # LOG_TOPIC where it is only produced to (sendmail's Reject events, the outbox relay's).
@@ -153,3 +154,24 @@ def mmap_large_allocations() -> None:
         return
     if mallopt is not None:
         mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD_BYTES)
+
+
+def webhooks_pipeline(kafka: KafkaSettings, consumer: Consumer,
+                      options: WebhooksOptions) -> PipelineConfig:
+    """KAFKA_EVENTS_TOPIC -> webhook deliveries."""
+    from etrans.pipeline import PipelineConfig
+
+    return PipelineConfig(
+        topics=(consumer.topic,),
+        group_id=consumer.group_id,
+        group_instance_id=consumer.instance_id,
+        kafka=_librdkafka(kafka),
+        workers=options.workers,
+        channel_size=max(100, options.workers * 10),
+        commit_interval=kafka.commit_interval_seconds,
+        # An event's attempts run at once, each bounded by the client's timeouts (connect,
+        # write, read); this only catches a stuck call (the store waiting on the database).
+        message_timeout=options.timeout_seconds * 3 + 30.0,
+        dead_letter_topic=kafka.dead_letter_topic,
+        assignment_strategy=kafka.assignment_strategy,
+    )

@@ -19,6 +19,7 @@ from etrans.settings.commands import (
     SendmailSettings,
     ServeSettings,
     Settings,
+    WebhooksSettings,
     for_command,
     read_section,
 )
@@ -45,6 +46,7 @@ from etrans.settings.models import (
 )
 from etrans.settings.reader import read_env_file
 from etrans.settings.validations import default_group_instance_id, is_loopback_host
+from etrans.settings.webhooks import WebhooksOptions
 
 __all__ = [
     "COMMANDS", "DEFAULT_MAX_RECORD_BYTES", "DEFAULT_STORE_EVENT_TYPES", "KAFKA_CONF_PREFIX",
@@ -53,6 +55,7 @@ __all__ = [
     "FetchlogSettings", "HttpSettings", "KafkaSettings", "MongoSettings", "OutboxSettings",
     "RedisSettings", "Secret",
     "SendmailOptions", "SendmailSettings", "ServeSettings", "Settings", "SmtpSettings",
-    "TokenSettings", "default_group_instance_id", "for_command", "is_loopback_host",
+    "TokenSettings", "WebhooksOptions", "WebhooksSettings", "default_group_instance_id",
+    "for_command", "is_loopback_host",
     "read_env_file", "read_section", "redact_uri",
 ]

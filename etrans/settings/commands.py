@@ -44,6 +44,7 @@ from etrans.settings.reader import (
     read_tokens,
 )
 from etrans.settings.sendmail_reader import read_dkim_key_store, read_sendmail
+from etrans.settings.webhooks import WebhooksOptions, read_webhooks
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
@@ -95,6 +96,19 @@ class FetchlogSettings(Settings):
     mongo: MongoSettings
     databases: DatabaseSettings  # USEND_DB_URI optional
     fetchlog: FetchlogOptions
+
+
+@dataclass(frozen=True, kw_only=True)
+class WebhooksSettings(Settings):
+    """``etrans webhooks``: KAFKA_EVENTS_TOPIC -> the customers' endpoints (USEND DB: the
+    webhooks, their attempts and retries; TOKEN_SECRET: their signing secrets)."""
+
+    kafka: KafkaSettings
+    consumer: Consumer  # KAFKA_EVENTS_TOPIC, WEBHOOKS_GROUP_ID
+    usend_uri: Secret
+    pool_size: int = 10
+    tokens: TokenSettings
+    webhooks: WebhooksOptions
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -185,6 +199,18 @@ def _fetchlog(r: Reader) -> FetchlogSettings:
         fetchlog=read_fetchlog(r))
 
 
+def _webhooks(r: Reader) -> WebhooksSettings:
+    common = _common(r)
+    kafka = read_kafka(r, consumer_of="webhooks")
+    options = read_webhooks(r)
+    databases = read_databases(r, billing=False, usend=True)
+    return WebhooksSettings(
+        drain_seconds=common.drain_seconds, sentry_dsn=common.sentry_dsn, kafka=kafka,
+        consumer=Consumer(options.events_topic, options.group_id, kafka.group_instance_id),
+        usend_uri=databases.usend_uri or Secret(""), pool_size=databases.pool_size,
+        tokens=read_tokens(r), webhooks=options)
+
+
 def _db(r: Reader) -> DbSettings:
     common = _common(r)
     databases = read_databases(r, billing=False, usend=True)
@@ -229,6 +255,7 @@ def _dev(r: Reader) -> DevSettings:
 # Every subcommand and how its settings are read.
 COMMANDS: dict[str, Callable[[Reader], Settings]] = {
     "serve": _serve, "sendmail": _sendmail, "fetchlog": _fetchlog, "db": _db, "dev": _dev,
+    "webhooks": _webhooks,
 }
 
 
@@ -241,6 +268,9 @@ def for_command(command: Literal["sendmail"], env: Mapping[str, str] | None = No
 @overload
 def for_command(command: Literal["fetchlog"], env: Mapping[str, str] | None = None
                 ) -> FetchlogSettings: ...
+@overload
+def for_command(command: Literal["webhooks"], env: Mapping[str, str] | None = None
+                ) -> WebhooksSettings: ...
 @overload
 def for_command(command: Literal["db"], env: Mapping[str, str] | None = None) -> DbSettings: ...
 @overload

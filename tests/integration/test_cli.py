@@ -32,7 +32,7 @@ def test_help_lists_the_subcommands_and_is_fast():
     elapsed = time.perf_counter() - started
     print(f"etrans --help took {elapsed * 1000:.0f} ms (process start included)")
     assert result.returncode == 0
-    for command in ("serve", "sendmail", "fetchlog", "db"):
+    for command in ("serve", "sendmail", "fetchlog", "webhooks", "db"):
         assert command in result.stdout
 
 
@@ -75,6 +75,7 @@ def test_db_upgrade_exists():
         (["serve"], ["KAFKA_BOOTSTRAP_SERVERS", "REDIS_URI", "MONGODB_URI", "TOKEN_SECRET",
                      "TOKEN_IV", "DB_URI", "USEND_DB_URI"]),
         (["db", "upgrade"], ["USEND_DB_URI"]),
+        (["webhooks"], ["KAFKA_BOOTSTRAP_SERVERS", "USEND_DB_URI", "TOKEN_SECRET", "TOKEN_IV"]),
     ],
 )
 def test_empty_environment_exits_2_naming_every_missing_variable(args, names):

@@ -22,7 +22,7 @@ from etrans import settings
 
 ROOT = Path(__file__).resolve().parents[2]
 UNITS = {command: ROOT / "systemd" / f"etrans-{command}.service"
-         for command in ("serve", "sendmail", "fetchlog")}
+         for command in ("serve", "sendmail", "fetchlog", "webhooks")}
 ETRANS = Path(sys.executable).with_name("etrans")
 
 
@@ -205,10 +205,10 @@ def test_readme_configuration_table_lists_exactly_the_variables_of_the_code():
     assert documented == variables_in_code()
 
 
-@pytest.mark.parametrize("command", ["serve", "sendmail", "fetchlog", "db"])
+@pytest.mark.parametrize("command", ["serve", "sendmail", "fetchlog", "webhooks", "db"])
 def test_readme_marks_what_each_subcommand_requires(command):
     """Every variable a subcommand reports missing is documented as read by that subcommand."""
-    letter = {"serve": "S", "sendmail": "M", "fetchlog": "F", "db": "D"}[command]
+    letter = {"serve": "S", "sendmail": "M", "fetchlog": "F", "webhooks": "W", "db": "D"}[command]
     table = readme_table()
     with pytest.raises(settings.ConfigError) as missing:
         settings.for_command(command, {})

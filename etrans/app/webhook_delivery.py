@@ -1,0 +1,236 @@
+"""Delivering events to webhook endpoints: the first attempt of each event (from the events
+topic) and the retries (from the retry queue), both through :meth:`WebhookDelivery._attempt`.
+
+An attempt is one signed POST (:mod:`etrans.domain.webhook_signing`): a 2xx answer delivers the
+event; anything else (another status, a timeout, a refused connection or address) is a failed
+attempt, recorded with a retry due per :class:`~etrans.domain.webhook_retries.RetrySchedule`
+in the same write - before the caller returns, so before the pipeline commits the offset: a
+restart loses no retry.  An endpoint failing for longer than the schedule's ``disable_after`` is
+disabled, and a ``webhook.disabled`` event says so on the events topic.
+
+No endpoint can slow the others: each has a ``trio.CapacityLimiter`` (``endpoint_concurrency``
+attempts at once).  When it is full the event is not waited for: it is scheduled as a retry due
+``busy_delay`` seconds later (without counting an attempt), and the worker moves on.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
+
+import trio
+
+from etrans.app.webhook_delivery_ports import DeliveryAttempt, PendingRetry
+from etrans.domain.events import (
+    EmailEvent,
+    EventType,
+    InvalidEmailEvent,
+    decode_event,
+    derived_event_id,
+    encode_event,
+    webhook_payload,
+)
+from etrans.domain.webhook_retries import RetrySchedule
+from etrans.domain.webhook_signing import InvalidWebhookSecret, secret_key, signed_headers
+from etrans.observability import get_logger
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from etrans.app.ports import EventPublisher
+    from etrans.app.webhook_delivery_ports import (
+        PostResult,
+        WebhookDeliveryStore,
+        WebhookTransport,
+    )
+    from etrans.app.webhook_ports import WebhookDirectory
+    from etrans.app.webhook_records import WebhookEndpoint
+
+log = get_logger(__name__)
+
+ERROR_LENGTH = 500  # of webhook_deliveries.error / webhook_retries.last_error
+BUSY = "endpoint busy: too many attempts in flight"
+
+
+def webhook_body(event: EmailEvent) -> bytes:
+    """The POST body: the Standard Webhooks payload as compact UTF-8 JSON."""
+    return json.dumps(webhook_payload(event), ensure_ascii=False,
+                      separators=(",", ":")).encode()
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class DeliveryPolicy:
+    schedule: RetrySchedule = field(default_factory=RetrySchedule)
+    endpoint_concurrency: int = 4
+    busy_delay: float = 1.0  # seconds before an event refused by a busy endpoint is tried again
+    claim_lease: float = 60.0  # more than an attempt can take (the transport's timeouts)
+    claim_batch: int = 100
+
+
+@dataclass
+class DeliveryCounters:
+    delivered: int = 0
+    failed: int = 0  # failed attempts (each is retried or given up)
+    given_up: int = 0
+    postponed: int = 0  # endpoint busy
+    disabled: int = 0
+
+
+@dataclass(frozen=True)
+class _Job:
+    """One event for one endpoint: ``attempt`` is the number this attempt will have."""
+
+    endpoint: WebhookEndpoint
+    event: EmailEvent
+    record: bytes
+    attempt: int
+
+
+class WebhookDelivery:
+    """Delivers events to their subscribers (see the module docstring)."""
+
+    def __init__(self, directory: WebhookDirectory, store: WebhookDeliveryStore,
+                 transport: WebhookTransport, publisher: EventPublisher, events_topic: str,
+                 policy: DeliveryPolicy | None = None,
+                 clock: Callable[[], datetime] = _utc_now) -> None:
+        self.directory = directory
+        self.store = store
+        self.transport = transport
+        self.publisher = publisher
+        self.events_topic = events_topic
+        self.policy = policy or DeliveryPolicy()
+        self.clock = clock
+        self.counters = DeliveryCounters()
+        self._limiters: dict[int, trio.CapacityLimiter] = {}
+
+    def statistics(self) -> DeliveryCounters:
+        return DeliveryCounters(**vars(self.counters))
+
+    async def deliver(self, event: EmailEvent, record: bytes) -> None:
+        """Attempt ``event`` at every endpoint subscribed to it, at once; returns when each
+        attempt is recorded (delivered, scheduled for a retry, or given up)."""
+        endpoints = await self.directory.subscribers(event.user_id, event.type.value)
+        async with trio.open_nursery() as nursery:
+            for endpoint in endpoints:
+                nursery.start_soon(self._attempt, _Job(endpoint, event, record, 1))
+
+    async def deliver_due(self) -> int:
+        """Claim the retries that are due and attempt them, at once; how many were claimed."""
+        policy = self.policy
+        due = await self.store.claim_due(self.clock(), policy.claim_batch, policy.claim_lease)
+        async with trio.open_nursery() as nursery:
+            for retry in due:
+                nursery.start_soon(self._retry, retry)
+        return len(due)
+
+    async def _retry(self, retry: PendingRetry) -> None:
+        try:
+            event = decode_event(retry.event)
+        except InvalidEmailEvent as exc:  # only what decoded once is ever scheduled
+            log.error("unreadable webhook retry dropped", webhook_id=retry.webhook_id,
+                      event_id=retry.event_id, error=str(exc))
+            await self.store.drop_retry(retry.webhook_id, retry.event_id)
+            return
+        endpoints = await self.directory.subscribers(event.user_id, event.type.value)
+        endpoint = next((e for e in endpoints if e.id == retry.webhook_id), None)
+        if endpoint is None:  # deleted, disabled or unsubscribed since
+            await self.store.drop_retry(retry.webhook_id, retry.event_id)
+            return
+        await self._attempt(_Job(endpoint, event, retry.event, retry.attempt + 1))
+
+    async def _attempt(self, job: _Job) -> None:
+        limiter = self._limiter(job.endpoint.id)
+        try:
+            limiter.acquire_nowait()
+        except trio.WouldBlock:
+            await self._postpone(job)
+            return
+        try:
+            attempted_at = self.clock()
+            result = await self._post(job, attempted_at)
+        finally:
+            limiter.release()
+            if limiter.borrowed_tokens == 0:
+                self._limiters.pop(job.endpoint.id, None)
+        await self._record(job, attempted_at, result)
+
+    def _limiter(self, webhook_id: int) -> trio.CapacityLimiter:
+        limiter = self._limiters.get(webhook_id)
+        if limiter is None:
+            limiter = self._limiters[webhook_id] = trio.CapacityLimiter(
+                self.policy.endpoint_concurrency)
+        return limiter
+
+    async def _post(self, job: _Job, attempted_at: datetime) -> PostResult:
+        from etrans.app.webhook_delivery_ports import PostResult
+
+        body = webhook_body(job.event)
+        try:
+            key = secret_key(job.endpoint.secret)
+        except InvalidWebhookSecret as exc:
+            return PostResult(None, f"unusable signing secret: {exc}", 0)
+        headers = signed_headers(key, job.event.id, int(attempted_at.timestamp()), body)
+        headers["content-type"] = "application/json"
+        started = time.monotonic()
+        result = await self.transport.post(job.endpoint.url, body, headers)
+        log.debug("webhook attempt", webhook_id=job.endpoint.id, event_id=job.event.id,
+                  attempt=job.attempt, status_code=result.status_code, error=result.error,
+                  seconds=round(time.monotonic() - started, 3))
+        return result
+
+    async def _postpone(self, job: _Job) -> None:
+        due = self.clock() + timedelta(seconds=self.policy.busy_delay)
+        await self.store.postpone(PendingRetry(job.endpoint.id, job.event.id, job.record,
+                                               job.attempt - 1, due, BUSY))
+        self.counters.postponed += 1
+
+    async def _record(self, job: _Job, attempted_at: datetime, result: PostResult) -> None:
+        error = result.error
+        if error is None and not result.delivered:
+            error = f"HTTP {result.status_code}"
+        attempt = DeliveryAttempt(job.endpoint.id, job.event.id, job.event.type.value,
+                                  job.attempt, result.status_code,
+                                  error[:ERROR_LENGTH] if error else None, result.latency_ms,
+                                  attempted_at)
+        if result.delivered:
+            await self.store.record_delivered(attempt)
+            self.counters.delivered += 1
+            return
+        schedule = self.policy.schedule
+        delay = schedule.delay_after(job.attempt)
+        retry = None
+        if delay is not None:
+            retry = PendingRetry(job.endpoint.id, job.event.id, job.record, job.attempt,
+                                 self.clock() + timedelta(seconds=delay), attempt.error)
+        failing_since = await self.store.record_failed(attempt, retry)
+        self.counters.failed += 1
+        if retry is None:
+            self.counters.given_up += 1
+            log.warning("webhook event given up", webhook_id=job.endpoint.id,
+                        event_id=job.event.id, attempts=job.attempt, error=attempt.error)
+        if failing_since is not None and schedule.should_disable(failing_since, self.clock()):
+            await self._disable(job.endpoint, failing_since, attempt.error or "")
+
+    async def _disable(self, endpoint: WebhookEndpoint, failing_since: datetime,
+                       last_error: str) -> None:
+        days = (self.clock() - failing_since).total_seconds() / 86400
+        reason = f"every attempt failed for {days:.1f} days (last: {last_error})"[:ERROR_LENGTH]
+        if not await self.store.disable(endpoint.id, reason):
+            return  # another worker (or process) did it, and published the event
+        self.counters.disabled += 1
+        log.warning("webhook disabled", webhook_id=endpoint.id, reason=reason)
+        event = EmailEvent(
+            id=derived_event_id(str(endpoint.id), EventType.WEBHOOK_DISABLED.value,
+                                failing_since.isoformat()),
+            type=EventType.WEBHOOK_DISABLED, timestamp=self.clock(), user_id=endpoint.user_id,
+            data={"webhook_id": str(endpoint.id), "url": endpoint.url,
+                  "last_error": last_error})
+        key, value = encode_event(event)
+        await self.publisher.publish(self.events_topic, value, key)

@@ -1,0 +1,86 @@
+"""``etrans webhooks``: KAFKA_EVENTS_TOPIC -> the subscribed endpoints (webhooks, attempts and
+retries in the USEND DB; secrets unsealed with a key derived from TOKEN_SECRET;
+``webhook.disabled`` events back to KAFKA_EVENTS_TOPIC)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from etrans.bootstrap.configs import webhooks_pipeline
+from etrans.observability import get_logger
+
+if TYPE_CHECKING:
+    from etrans.adapters.http.webhook_client import WebhookClient
+    from etrans.adapters.sql import Database
+    from etrans.app.ports import EventPublisher
+    from etrans.app.webhook_delivery import WebhookDelivery
+    from etrans.pipeline import PipelineConfig
+    from etrans.runtime import ServiceMain, Shutdown
+    from etrans.settings import WebhooksOptions, WebhooksSettings
+
+log = get_logger(__name__)
+
+
+def pipeline_config(settings: WebhooksSettings) -> PipelineConfig:
+    return webhooks_pipeline(settings.kafka, settings.consumer, settings.webhooks)
+
+
+def webhook_client(options: WebhooksOptions) -> WebhookClient:
+    from etrans.adapters.http.webhook_client import WebhookClient
+
+    if options.allow_private_urls:
+        log.warning("WEBHOOKS_ALLOW_PRIVATE_URLS: endpoints on loopback, private and "
+                    "link-local addresses are called")
+    return WebhookClient(timeout=options.timeout_seconds,
+                         allow_private=options.allow_private_urls)
+
+
+def webhook_delivery(db: Database, token_secret: str, client: WebhookClient,
+                     publisher: EventPublisher, options: WebhooksOptions) -> WebhookDelivery:
+    """The delivery use case on the USEND DB ``db`` (PostgreSQL, or dev's SQLite)."""
+    from etrans.adapters.crypto.webhook_secrets import WebhookSecretCipher
+    from etrans.adapters.sql.webhook_deliveries import SqlWebhookDeliveryStore
+    from etrans.adapters.sql.webhook_directory import SqlWebhookDirectory
+    from etrans.app.webhook_delivery import DeliveryPolicy, WebhookDelivery
+    from etrans.domain.webhook_retries import RetrySchedule
+
+    policy = DeliveryPolicy(
+        schedule=RetrySchedule(options.retry_delays, options.max_attempts,
+                               options.disable_after_seconds),
+        endpoint_concurrency=options.endpoint_concurrency,
+        busy_delay=options.busy_retry_seconds,
+        # A claimed retry is invisible to other processes for longer than its attempt takes.
+        claim_lease=options.timeout_seconds * 3 + 30.0)
+    return WebhookDelivery(SqlWebhookDirectory(db, WebhookSecretCipher(token_secret)),
+                           SqlWebhookDeliveryStore(db), client, publisher,
+                           options.events_topic, policy)
+
+
+def build(settings: WebhooksSettings) -> ServiceMain:
+    from etrans.adapters.kafka.client import KafkaProducer
+    from etrans.adapters.sql import Database, make_engine
+    from etrans.workers.webhooks import run_webhooks
+
+    options = settings.webhooks
+    config = pipeline_config(settings)
+
+    async def main(shutdown: Shutdown) -> None:
+        db = Database(make_engine(settings.usend_uri.get(), pool_size=settings.pool_size,
+                                  application_name="etrans-webhooks"), name="usend_db")
+        producer = KafkaProducer.from_settings(settings.kafka)
+        client = webhook_client(options)
+        delivery = webhook_delivery(db, settings.tokens.secret.get(), client, producer,
+                                    options)
+        log.info("started", worker="webhooks", topic=config.topics[0],
+                 group_id=config.group_id, group_instance_id=config.group_instance_id,
+                 workers=config.workers, timeout_seconds=options.timeout_seconds,
+                 endpoint_concurrency=options.endpoint_concurrency)
+        try:
+            await run_webhooks(config, delivery, shutdown,
+                               poll_seconds=options.retry_poll_seconds)
+        finally:
+            await client.aclose()
+            producer.close(timeout=5.0)
+            db.dispose()
+
+    return main

@@ -1,0 +1,89 @@
+"""The webhooks worker: events from KAFKA_EVENTS_TOPIC -> signed POSTs to the subscribed
+endpoints (:class:`etrans.app.webhook_delivery.WebhookDelivery`), plus the retry loop.
+
+:class:`WebhooksTask` is the pipeline's :class:`~etrans.pipeline.Task`
+(:mod:`etrans.pipeline.task`):
+
+- a record that is not an event (``etrans/domain/events.py``): :class:`PoisonMessage`
+  (dead-lettered when KAFKA_DEAD_LETTER_TOPIC is set, committed past);
+- each subscribed endpoint attempted: returns once every attempt is recorded - delivered, or
+  failed with its retry written to ``webhook_retries`` - so the offset is committed only after
+  that (a restart loses no retry, and repeats at most the events not yet recorded);
+- the USEND DB unavailable: :class:`~etrans.errors.RetryLater` from the store; the pipeline
+  tries the event again (endpoints already delivered to get it twice, with the same
+  ``webhook-id``).
+
+:func:`run_retries` claims the due retries every WEBHOOKS_RETRY_POLL_SECONDS and attempts them
+(two processes never claim the same row: ``claim_due``); :func:`run_webhooks` runs both.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import trio
+from structlog.contextvars import bind_contextvars
+
+from etrans.domain.events import InvalidEmailEvent, decode_event
+from etrans.errors import PoisonMessage
+from etrans.observability import get_logger
+
+if TYPE_CHECKING:
+    from etrans.app.webhook_delivery import WebhookDelivery
+    from etrans.pipeline import Message, Pipeline, PipelineConfig, PipelineStats
+    from etrans.pipeline.source import MessageSourceFactory
+    from etrans.runtime import Shutdown
+
+log = get_logger(__name__)
+
+
+class WebhooksTask:
+    """The pipeline task of ``etrans webhooks``."""
+
+    def __init__(self, delivery: WebhookDelivery) -> None:
+        self.delivery = delivery
+
+    async def __call__(self, message: Message) -> None:
+        try:
+            event = decode_event(message.value)
+        except InvalidEmailEvent as exc:
+            raise PoisonMessage(f"not an email event: {exc}") from None
+        bind_contextvars(event_id=event.id)
+        await self.delivery.deliver(event, message.value or b"")
+
+
+async def run_retries(delivery: WebhookDelivery, shutdown: Shutdown,
+                      poll_seconds: float) -> None:
+    """Attempt the due retries until shutdown is requested (what was claimed finishes)."""
+    delay = poll_seconds
+    while not shutdown.requested.is_set():
+        try:
+            claimed = await delivery.deliver_due()
+            delay = poll_seconds
+        except Exception as exc:  # a task boundary: the database is down, try again later
+            log.warning("webhook retries failed, trying again", error=str(exc), retry_in=delay)
+            claimed = 0
+            delay = min(delay * 2, 30.0)
+        if claimed < delivery.policy.claim_batch:
+            with trio.move_on_after(delay):
+                await shutdown.wait_requested()
+
+
+async def run_webhooks(config: PipelineConfig, delivery: WebhookDelivery, shutdown: Shutdown,
+                       *, poll_seconds: float, source: MessageSourceFactory | None = None,
+                       task_status: trio.TaskStatus[Pipeline] = trio.TASK_STATUS_IGNORED,
+                       ) -> PipelineStats:
+    """The pipeline and the retry loop until shutdown (both drain: the attempts under way
+    finish); ``task_status.started(pipeline)`` once the consumer has subscribed."""
+    from etrans.pipeline import Pipeline
+
+    pipeline = Pipeline(config, WebhooksTask(delivery), source=source)
+    log.info("consuming", topics=list(config.topics), group_id=config.group_id,
+             workers=config.workers)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(run_retries, delivery, shutdown, poll_seconds)
+        stats = await pipeline.run(shutdown, task_status=task_status)
+        if not shutdown.requested.is_set():  # the consumer stopped on its own: so do retries
+            nursery.cancel_scope.cancel()
+    log.info("webhooks stopped", pipeline=repr(stats), delivery=delivery.statistics())
+    return stats
