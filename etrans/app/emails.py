@@ -69,7 +69,7 @@ if TYPE_CHECKING:
         QuotaCounter,
         SenderCredentials,
         SendingDomains,
-        SuppressionStore,
+        SuppressionLookup,
     )
     from etrans.app.records import SendingDomain
 
@@ -124,7 +124,7 @@ class EmailDeps:
     credential_cache: CredentialCache
     quota: QuotaCounter
     store: EmailStore
-    suppressions: SuppressionStore
+    suppressions: SuppressionLookup
     outbox: OutboxNotifier | None
     topic: str
     clock: Callable[[], datetime] = field(default=_utcnow)

@@ -235,6 +235,16 @@ class EmailStore(Protocol):
         """Which of ``message_ids`` are emails sent through the API."""
 
 
+class SuppressionLookup(Protocol):
+    """What the send path needs of the suppression list (a :class:`SuppressionStore` has it too:
+    ``serve`` wires a cheaper one, :class:`etrans.adapters.sql.usend_repo.UsendRepository`)."""
+
+    async def suppressed(self, user_id: int, addresses: Sequence[str]) -> dict[str, Suppression]:
+        """Which of the normalised ``addresses`` are on the user's list: ONE indexed lookup.
+        Raises :class:`etrans.errors.RetryLater` when the database does not answer."""
+        ...
+
+
 class SuppressionStore(Protocol):
     """Each user's suppression list (``suppressions``); addresses are normalised by the caller
     (:func:`etrans.domain.suppressions.normalise_address`).  Raises

@@ -116,7 +116,6 @@ def sending_bus(sections: ApiSections, backends: ApiBackends
     from etrans.app import emails as email_cases
     from etrans.app import logs as log_cases
     from etrans.app.bus import MessageBus
-    from etrans.bootstrap.stores import suppression_store
 
     stores, tokens, kafka = backends.stores, sections.tokens, sections.kafka
     billing_db = backends.billing_db if sections.http.billing_v4_uri else None
@@ -128,7 +127,7 @@ def sending_bus(sections: ApiSections, backends: ApiBackends
     email_cases.register(bus, email_cases.EmailDeps(
         domains=domains, credentials=CredentialDirectory(stores.usend_repo, issued, cipher),
         credential_cache=stores.credential_cache, quota=stores.quota, store=stores.usend_repo,
-        suppressions=suppression_store(backends.usend_db), outbox=backends.relay,
+        suppressions=stores.usend_repo, outbox=backends.relay,
         topic=kafka.topic, max_record_bytes=kafka.max_record_bytes,
     ))
     log_cases.register(bus, log_cases.LogDeps(stores.log_reader, stores.usend_repo, domains))

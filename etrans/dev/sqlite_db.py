@@ -10,7 +10,8 @@ in PostgreSQL's dialect.
   it; then the default packs of migration 0002.
 - :class:`SqliteUsendRepository` - :class:`~etrans.adapters.sql.usend_repo.UsendRepository` whose
   ``save`` writes the email and outbox rows with portable INSERTs (same transaction), and refuses
-  texts longer than their ``VARCHAR(n)`` as PostgreSQL does (SQLite does not enforce lengths).
+  texts longer than their ``VARCHAR(n)`` as PostgreSQL does (SQLite does not enforce lengths);
+  its ``suppressed`` is the SQLite suppression list's lookup.
 - :class:`SqliteEmailStatusUpdater` - the :class:`~etrans.app.ports.EmailStatusStore` of fetchlog
   with the same monotonic rule as the PostgreSQL ``UPDATE ... FROM unnest``.
 """
@@ -34,7 +35,7 @@ if TYPE_CHECKING:
 
     from sqlalchemy.engine import Engine
 
-    from etrans.app.records import NewEmail
+    from etrans.app.records import NewEmail, Suppression
     from etrans.domain.delivery_log import RecipientOutcome, StatusChange
 
 
@@ -211,6 +212,12 @@ class SqliteUsendRepository(UsendRepository):
         for table, row in _rows(emails):
             _check_lengths(table, row)
         await super().save(emails)
+
+    async def suppressed(self, user_id: int, addresses: Sequence[str]) -> dict[str, Suppression]:
+        """The lookup of the SQLite suppression list (one query, in a worker thread)."""
+        from etrans.dev.sqlite_suppressions import SqliteSuppressionStore
+
+        return await SqliteSuppressionStore(self._database).suppressed(user_id, addresses)
 
     async def _save(self, emails: list[NewEmail]) -> None:
         if emails:

@@ -14,6 +14,8 @@ What the use cases rely on (:mod:`etrans.app.ports`):
 - ApiKeyStore: the live key of a hash (active, not deleted; expiry is the caller's check).
 - SenderCredentials: the user's active sender of the domain, else the most recent one.
 - MessageOwners (fetchlog): who sent each message id that is an email.
+- SuppressionLookup (the send path): each caller gets its user's entries among its addresses,
+  also when concurrent lookups share one statement; an outage is RetryLater.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 import trio
 
-from etrans.app.records import ApiKeyRecord, EmailFilter, SuppressedRecipient
+from etrans.app.records import ApiKeyRecord, EmailFilter, SuppressedRecipient, Suppression
 from etrans.domain.api_keys import Permission
 from etrans.errors import InvalidInput, RetryLater, UpstreamUnavailable
 from tests.contract.usend_backends import fresh_id, fresh_user, new_email, unreachable_backend
@@ -184,6 +186,40 @@ async def test_concurrent_saves_are_all_stored(email_store: Any) -> None:
         e.message_id for e in emails}
 
 
+# -- the send path's suppression lookup (SuppressionLookup) ----------------------------------------
+
+async def test_concurrent_lookups_each_get_their_own_users_entries(usend: Any) -> None:
+    """The lookup ``serve`` wires (one statement for concurrent sends on PostgreSQL): each caller
+    gets the entries of its user among its addresses, whatever else shares the statement."""
+    from etrans.bootstrap.stores import suppression_store
+
+    alice, bob, carol = fresh_user(), fresh_user(), fresh_user()
+    await suppression_store(usend.db).add([
+        Suppression(alice, "gone@x.org", "hard_bounce", message_id="m1", response="550 5.1.1"),
+        Suppression(alice, "spam@x.org", "complaint"),
+        Suppression(bob, "gone@x.org", "manual")])
+    asked = {alice: ["gone@x.org", "ok@x.org", "spam@x.org", "gone@x.org"],
+             bob: ["gone@x.org", "spam@x.org"], carol: ["gone@x.org"]}
+    answers: dict[int, Any] = {}
+
+    async def look_up(user: int) -> None:
+        answers[user] = await usend.repo.suppressed(user, asked[user])
+
+    async with trio.open_nursery() as nursery:
+        for _ in range(5):
+            for user in asked:
+                nursery.start_soon(look_up, user)
+    assert {user: sorted(found) for user, found in answers.items()} == {
+        alice: ["gone@x.org", "spam@x.org"], bob: ["gone@x.org"], carol: []}
+    gone = answers[alice]["gone@x.org"]
+    assert (gone.user_id, gone.address, gone.reason, gone.message_id, gone.response) == (
+        alice, "gone@x.org", "hard_bounce", "m1", "550 5.1.1")
+    assert gone.created_at is not None
+    assert gone.created_at.utcoffset() is not None
+    assert answers[bob]["gone@x.org"].reason == "manual"
+    assert await usend.repo.suppressed(alice, []) == {}
+
+
 # -- API keys and senders (read only: the account use cases write them) ---------------------------
 
 async def test_the_live_key_of_a_hash(usend: Any) -> None:
@@ -268,6 +304,8 @@ async def test_a_database_that_does_not_answer(name: str, tmp_path: Path) -> Non
             await down.statuses.apply([StatusChange(fresh_id(), "sent", T0)])
         with pytest.raises(RetryLater):
             await MessageOwnerLookup(down.db).owners([fresh_id()])
+        with pytest.raises(RetryLater):
+            await down.repo.suppressed(fresh_user(), ["a@x.org"])
         with pytest.raises(Exception) as failed:  # noqa: PT011 - the store's own error
             await down.repo.save([new_email(fresh_user())])
         assert not isinstance(failed.value, InvalidInput)
