@@ -169,7 +169,7 @@ def webhooks(obj: _Context) -> None:
               help="HOST:PORT of the API [env ETRANS_BIND, default 127.0.0.1:8000].")
 @click.pass_obj
 def dev(obj: _Context, data_dir: Path | None, bind: str | None) -> None:
-    """Run the API, sendmail and fetchlog in one process, on embedded stand-ins.
+    """Run the API, sendmail, fetchlog and webhooks in one process, on embedded stand-ins.
 
     SQLite, in-process topics and a local SMTP server that keeps every message as an .eml file
     replace PostgreSQL, Kafka, Redis, MongoDB and the SMTP server; any of them given in the

@@ -1,4 +1,5 @@
-"""``etrans dev``: the API, sendmail and fetchlog in one Trio process (:mod:`etrans.dev`).
+"""``etrans dev``: the API, sendmail, fetchlog and webhooks in one Trio process
+(:mod:`etrans.dev`).
 
 Every service has an embedded stand-in with its data under ``data_dir``; a real service given
 in the settings replaces its stand-in (:mod:`etrans.bootstrap.stores` makes the choice):
@@ -15,7 +16,9 @@ SMTP server     built-in sink, ``mail/*.eml``          SMTP_HOST
 
 Billing is the local mode (``local_*`` tables).  TOKEN_SECRET/TOKEN_IV default to secrets
 generated once in ``data_dir/secrets.json``.  The API, the pipelines and the SMTP pool are built
-by the same functions as those of ``serve``, ``sendmail`` and ``fetchlog``.
+by the same functions as those of ``serve``, ``sendmail``, ``fetchlog`` and ``webhooks``
+(webhooks: the USEND DB in use holds the webhooks, attempts and retries; loopback and private
+endpoint addresses are allowed unless WEBHOOKS_ALLOW_PRIVATE_URLS=false).
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ from etrans.bootstrap.configs import (
     log_topic,
     mmap_large_allocations,
     sendmail_pipeline,
+    webhooks_pipeline,
 )
 from etrans.bootstrap.serve import serve_http
 from etrans.bootstrap.stores import (
@@ -46,6 +50,7 @@ from etrans.bootstrap.stores import (
     open_topics,
     open_usend,
 )
+from etrans.bootstrap.webhooks import webhook_client, webhook_delivery
 from etrans.bootstrap.workers import (
     dkim_key_source,
     email_delivery,
@@ -115,6 +120,24 @@ def pipeline_configs(settings: DevSettings) -> tuple[PipelineConfig, PipelineCon
             fetchlog_pipeline(kafka, settings.consumer("fetchlog"), settings.fetchlog))
 
 
+async def _run_webhooks(settings: DevSettings, backends: DevBackends, token_secret: str,
+                        shutdown: Shutdown) -> None:
+    """``etrans webhooks``, on the USEND DB and the topics in use."""
+    from etrans.workers.webhooks import run_webhooks
+
+    options = settings.webhooks
+    config = webhooks_pipeline(settings.topics, settings.consumer("webhooks"), options)
+    client = webhook_client(options)
+    try:
+        delivery = webhook_delivery(backends.usend.db, token_secret, client,
+                                    backends.topics.publisher, options)
+        await run_webhooks(config, delivery, shutdown, poll_seconds=options.retry_poll_seconds,
+                           source=backends.topics.source)
+    finally:
+        with trio.CancelScope(shield=True):
+            await client.aclose()
+
+
 async def _start_sink(nursery: trio.Nursery, data_dir: Path, backends: DevBackends,
                       topic: str, stand_ins: dict[str, str]) -> SmtpSettings:
     """The built-in SMTP server: every message kept as ``mail/*.eml``."""
@@ -168,6 +191,8 @@ async def _run(settings: DevSettings, sections: ApiSections, data_dir: Path,
                                            source=topics.source))
                 nursery.start_soon(partial(run_fetchlog, fetchlog_config, fetchlog, shutdown,
                                            source=topics.source))
+                nursery.start_soon(_run_webhooks, settings, backends,
+                                   sections.tokens.secret.get(), shutdown)
                 host, _, port = settings.http.bind.rpartition(":")
                 host = "127.0.0.1" if host in ("0.0.0.0", "") else host
                 print(demo.banner(account, f"http://{host}:{port}", data_dir, stand_ins),

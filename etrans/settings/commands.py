@@ -11,7 +11,7 @@ service it is not given is replaced by an embedded stand-in, so its sections are
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Literal, TypeVar, overload
 
 from etrans.errors import ConfigError
@@ -138,18 +138,23 @@ class DevSettings(Settings):
     mongo: MongoSettings | None = None
     tokens: TokenSettings | None = None  # None: secrets generated in the data directory
     smtp: SmtpSettings | None = None  # None: the built-in SMTP sink
+    # WEBHOOKS_*; WEBHOOKS_ALLOW_PRIVATE_URLS defaults to true here (receivers on this machine)
+    webhooks: WebhooksOptions = field(
+        default_factory=lambda: WebhooksOptions(allow_private_urls=True))
 
     @property
     def topics(self) -> KafkaSettings:
         """The Kafka settings the wiring uses: the real broker's, else the local topics'."""
         return self.kafka or LOCAL_TOPICS
 
-    def consumer(self, worker: Literal["sendmail", "fetchlog"]) -> Consumer:
-        """Two consumers in one process: one static member id each (``<id>-sendmail``)."""
+    def consumer(self, worker: Literal["sendmail", "fetchlog", "webhooks"]) -> Consumer:
+        """Three consumers in one process: one static member id each (``<id>-sendmail``)."""
         topics = self.topics
         instance = topics.group_instance_id
         if worker == "sendmail":
             topic, group = topics.topic, topics.group_id or "etrans-dev-sendmail"
+        elif worker == "webhooks":
+            topic, group = self.webhooks.events_topic, self.webhooks.group_id
         else:
             topic = topics.log_topic or "email-logs"
             group = topics.log_group_id or "etrans-dev-fetchlog"
@@ -246,10 +251,15 @@ def _dev(r: Reader) -> DevSettings:
             collection=r.text("MONGODB_COLLECTION", "email_logs"))
     tokens = read_tokens(r) if r.raw("TOKEN_SECRET") or r.raw("TOKEN_IV") else None
     smtp = read_smtp(r) if r.raw("SMTP_HOST") else None
+    webhooks = read_webhooks(r)
+    if r.raw("WEBHOOKS_ALLOW_PRIVATE_URLS") is None:
+        webhooks = replace(webhooks, allow_private_urls=True)
+    if r.raw("WEBHOOKS_GROUP_ID") is None:
+        webhooks = replace(webhooks, group_id="etrans-dev-webhooks")
     return DevSettings(drain_seconds=common.drain_seconds, sentry_dsn=common.sentry_dsn,
                        http=http, fetchlog=fetchlog, sendmail=sendmail, databases=databases,
                        outbox=outbox, kafka=kafka, redis=redis, mongo=mongo, tokens=tokens,
-                       smtp=smtp)
+                       smtp=smtp, webhooks=webhooks)
 
 
 # Every subcommand and how its settings are read.
