@@ -90,7 +90,6 @@ class Backend:
     domain: str
     mail_dir: Path
     processes: list[EtransProcess] = field(default_factory=list)
-    usend_url: str = ""  # the USEND DB it writes (SQLite file of dev, or PostgreSQL)
 
     @property
     def headers(self) -> dict[str, str]:
@@ -123,9 +122,7 @@ def start_dev(data_dir: Path, *, env: dict[str, str] | None = None,
     base_url = f"http://127.0.0.1:{port}"
     process.wait_http(base_url)
     demo = json.loads((data_dir / "demo.json").read_text())
-    usend_url = (env or {}).get("USEND_DB_URI") or f"sqlite:///{data_dir / 'usend.sqlite3'}"
-    return Backend("dev", base_url, demo["api_key"], demo["domain"], data_dir / "mail", [process],
-                   usend_url)
+    return Backend("dev", base_url, demo["api_key"], demo["domain"], data_dir / "mail", [process])
 
 
 # -- the real-services configuration --------------------------------------------------------------
@@ -213,7 +210,7 @@ def start_real(env: dict[str, str], work_dir: Path) -> tuple[Backend, SinkThread
     processes = [EtransProcess([command], env, work_dir / f"{command}.log").start()
                  for command in ("serve", "sendmail", "fetchlog")]
     base_url = f"http://{env['ETRANS_BIND']}"
-    backend = Backend("real", base_url, key, domain, mail_dir, processes, env["USEND_DB_URI"])
+    backend = Backend("real", base_url, key, domain, mail_dir, processes)
     try:
         processes[0].wait_http(base_url)
     except BaseException:

@@ -127,21 +127,11 @@ def test_send_deliver_log_status(backend: Backend) -> None:
     assert listing["stats"] == [{"label": "Delivered", "count": 2, "percentage": 100.0}]
 
 
-def suppression_of(backend: Backend, address: str) -> tuple[str, str | None] | None:
-    """(reason, message id) of ``address`` on the demo user's suppression list, read from the
-    USEND DB the backend writes (SQLite file of ``etrans dev``, or PostgreSQL)."""
-    from sqlalchemy import create_engine, text
-
-    from etrans.adapters.sql import sqlalchemy_url
-
-    engine = create_engine(sqlalchemy_url(backend.usend_url))
-    try:
-        with engine.connect() as conn:
-            row = conn.execute(text("SELECT reason, message_id FROM suppressions "
-                                    "WHERE address = :address"), {"address": address}).first()
-    finally:
-        engine.dispose()
-    return (row.reason, row.message_id) if row is not None else None
+def suppression_of(backend: Backend, address: str) -> dict[str, Any] | None:
+    """The entry of ``address`` on the demo user's suppression list (GET /suppressions)."""
+    response = backend.call("GET", "/suppressions", params={"address": address})
+    assert response.status_code == 200, response.text
+    return next((e for e in response.json()["data"] if e["email"] == address), None)
 
 
 def test_hard_bounce_suppresses_the_next_send(backend: Backend) -> None:
@@ -162,7 +152,8 @@ def test_hard_bounce_suppresses_the_next_send(backend: Backend) -> None:
     assert bounced[gone][2].startswith("550 5.1.1")
     listed = wait_for(lambda: suppression_of(backend, gone), 30, "the suppression entry",
                       backend.tails)
-    assert listed == ("hard_bounce", first)
+    assert (listed["reason"], listed["message_id"]) == ("hard_bounce", first)
+    assert listed["response"].startswith("550 5.1.1")
 
     # Mixed: sent to the other recipient only; the address is matched case-insensitively.
     response = backend.call("POST", "/emails", json={
