@@ -140,11 +140,26 @@ class MessageSigner(Protocol):
     async def sign(self, message: bytes, key: DkimKey) -> bytes: ...
 
 
+class TrackingFlagsSource(Protocol):
+    """(click tracking, open tracking) of a user's live sending domain; both False when unset
+    or unknown.  Raises :class:`etrans.errors.RetryLater` when the store cannot be read."""
+
+    async def tracking_flags(self, user_id: str, domain: str) -> tuple[bool, bool]: ...
+
+
 class EventPublisher(Protocol):
     """Publishes one record and returns once the broker acknowledged it."""
 
     async def publish(self, topic: str, value: bytes | None, key: bytes | None = None,
                       headers: Any = None) -> None: ...
+
+
+class BatchPublisher(Protocol):
+    """Publishes ``(topic, value, key)`` records, returns once the broker answered for all:
+    one entry per record, None where acknowledged (else why not)."""
+
+    async def publish_many(self, records: Sequence[tuple[str, bytes | None, bytes | None]]
+                           ) -> Sequence[object | None]: ...
 
 
 # -- API: authentication, sending, emails, logs ---------------------------------------------------

@@ -47,6 +47,7 @@ from etrans.observability import get_logger
 
 if TYPE_CHECKING:
     from etrans.app.ports import CredentialSource, DeliveryMarks, EventPublisher, MailTransport
+    from etrans.app.tracking import MessageTracking
     from etrans.domain.mime import OutgoingEmail
 
 log = get_logger(__name__)
@@ -201,8 +202,10 @@ class EmailDelivery:
     def __init__(self, *, credentials: CredentialSource, marks: DeliveryMarks,
                  transport: MailTransport, events: EventPublisher, log_topic: str,
                  policy: DeliveryPolicy, agent: Agent | None = None,
-                 signing: MessageSigning | None = None) -> None:
+                 signing: MessageSigning | None = None,
+                 tracking: MessageTracking | None = None) -> None:
         self.credentials = credentials
+        self.tracking = tracking  # open/click tracking of the HTML, before signing
         self.signing = signing or MessageSigning()
         self.marks = marks
         self.transport = transport
@@ -250,8 +253,9 @@ class EmailDelivery:
         except CredentialsUnavailable as exc:
             return await self._reject_all(outgoing, recipients, exc.reply, earlier)
 
+        shown = outgoing if self.tracking is None else await self.tracking.instrument(outgoing)
         try:
-            data = await self.signing.sign(outgoing, render(outgoing))
+            data = await self.signing.sign(outgoing, render(shown))
         except SigningRefused as exc:
             return await self._reject_all(outgoing, recipients, exc.reply, earlier)
         outcome = DeliveryOutcome(rejected=dict(earlier), accepted_before=resumed is not None)

@@ -21,6 +21,7 @@ from etrans.observability import get_logger
 if TYPE_CHECKING:
     from etrans.adapters.sql import Database
     from etrans.app.ports import DkimKeySource
+    from etrans.app.tracking import MessageTracking
     from etrans.pipeline import PipelineConfig
     from etrans.runtime import ServiceMain, Shutdown
     from etrans.settings import SendmailSettings
@@ -46,6 +47,26 @@ def dkim_keys(settings: SendmailSettings) -> tuple[Database, DkimKeySource] | No
                                local=not store.external)
 
 
+def message_tracking(settings: SendmailSettings) -> tuple[list[Database], MessageTracking] | None:
+    """Open and click tracking (None: ETRANS_TRACKING_BASE_URL unset) and the databases its
+    flags are read from (the USEND DB; the Billing DB too when BILLING_V4_URI is set)."""
+    from etrans.adapters.sql import billing_database, usend_database
+    from etrans.adapters.sql.tracking_flags import SqlTrackingFlags
+    from etrans.app.tracking import MessageTracking
+    from etrans.domain.tracking import derive_tracking_key
+
+    tracking, store = settings.tracking, settings.tracking_flags
+    if tracking is None or store is None:
+        return None
+    usend = usend_database(store.usend_uri.get(), pool_size=store.pool_size)
+    domains = (billing_database(store.domains_uri.get(), pool_size=store.pool_size)
+               if store.domains_uri is not None else None)
+    flags = SqlTrackingFlags(usend, domains, cache_seconds=tracking.flags_cache_seconds)
+    key = derive_tracking_key(tracking.secret.get().encode())
+    return [usend, *([domains] if domains else [])], MessageTracking(key, tracking.base_url,
+                                                                     flags)
+
+
 def build(settings: SendmailSettings) -> ServiceMain:
     from etrans.adapters.crypto.credentials import CredentialCipher
     from etrans.adapters.kafka.client import KafkaProducer
@@ -58,21 +79,25 @@ def build(settings: SendmailSettings) -> ServiceMain:
     cipher = CredentialCipher(settings.tokens.secret.get(), settings.tokens.iv.get())
 
     async def main(shutdown: Shutdown) -> None:
-        keys = dkim_keys(settings)
+        keys, tracking = dkim_keys(settings), message_tracking(settings)
         async with AsyncExitStack() as stack:
             if keys is not None:
                 stack.callback(keys[0].dispose)
+            for db in tracking[0] if tracking is not None else ():
+                stack.callback(db.dispose)
             redis = await stack.enter_async_context(open_redis(settings.redis.url.get()))
             producer = KafkaProducer.from_settings(kafka)
             pool = smtp_pool(smtp, options)
             signing = message_signing(options, keys[1] if keys is not None else None)
             delivery = email_delivery(redis_delivery_stores(redis, cipher, options), pool,
-                                      producer, kafka, options, signing)
+                                      producer, kafka, options, signing,
+                                      tracking[1] if tracking is not None else None)
             log.info("started", worker="sendmail", topic=config.topics[0],
                      group_id=config.group_id, group_instance_id=config.group_instance_id,
                      log_topic=log_topic(kafka), workers=options.worker_pool_size,
                      smtp=f"{smtp.host}:{smtp.port}", smtp_secure=smtp.secure,
-                     dkim_signing=options.dkim_signing)
+                     dkim_signing=options.dkim_signing,
+                     tracking=settings.tracking.base_url if settings.tracking else "off")
             try:
                 stats = await run_pipeline(config, SendmailTask(delivery), shutdown,
                                            producer=producer)

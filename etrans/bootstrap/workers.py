@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     )
     from etrans.app.sendmail import EmailDelivery
     from etrans.app.signing import MessageSigning
+    from etrans.app.tracking import MessageTracking
     from etrans.bootstrap.stores import DeliveryStores
     from etrans.observability import ErrorSink
     from etrans.settings import FetchlogOptions, KafkaSettings, SendmailOptions, SmtpSettings
@@ -64,13 +65,14 @@ def message_signing(options: SendmailOptions, keys: DkimKeySource | None) -> Mes
 
 def email_delivery(stores: DeliveryStores, pool: SmtpPool, publisher: EventPublisher,
                    kafka: KafkaSettings, options: SendmailOptions,
-                   signing: MessageSigning | None = None) -> EmailDelivery:
+                   signing: MessageSigning | None = None,
+                   tracking: MessageTracking | None = None) -> EmailDelivery:
     """Delivers over ``pool``; Reject events go to LOG_TOPIC (default ``email-logs``)."""
     from etrans.app.sendmail import EmailDelivery
 
     return EmailDelivery(credentials=stores.credentials, marks=stores.marks, transport=pool,
                          events=publisher, log_topic=log_topic(kafka),
-                         policy=delivery_policy(options), signing=signing)
+                         policy=delivery_policy(options), signing=signing, tracking=tracking)
 
 
 def fetchlog_task(options: FetchlogOptions, writer: LogDocumentWriter, *,

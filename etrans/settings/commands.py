@@ -45,6 +45,12 @@ from etrans.settings.reader import (
 )
 from etrans.settings.sendmail_reader import read_dkim_key_store, read_sendmail
 from etrans.settings.webhooks import WebhooksOptions, read_webhooks
+from etrans.settings.tracking import (
+    TrackingFlagsStore,
+    TrackingSettings,
+    read_tracking,
+    read_tracking_flags_store,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
@@ -71,6 +77,7 @@ class ServeSettings(Settings):
     databases: ApiDatabases
     http: HttpSettings
     outbox: OutboxSettings
+    tracking: TrackingSettings | None = None  # ETRANS_TRACKING_BASE_URL unset: off
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -85,6 +92,9 @@ class SendmailSettings(Settings):
     sendmail: SendmailOptions
     # Where DKIM keys are read (SENDMAIL_DKIM_SIGNING); None: that database is not configured.
     dkim_keys: DkimKeyStore | None = None
+    # Open and click tracking (None: off) and where the domains' flags are read.
+    tracking: TrackingSettings | None = None
+    tracking_flags: TrackingFlagsStore | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -178,7 +188,7 @@ def _serve(r: Reader) -> ServeSettings:
         databases=ApiDatabases(billing_uri=databases.billing_uri or Secret(""),
                                usend_uri=databases.usend_uri or Secret(""),
                                pool_size=databases.pool_size),
-        http=read_http(r), outbox=read_outbox(r))
+        http=read_http(r), outbox=read_outbox(r), tracking=read_tracking(r))
 
 
 def _sendmail(r: Reader) -> SendmailSettings:
@@ -186,11 +196,13 @@ def _sendmail(r: Reader) -> SendmailSettings:
     kafka = read_kafka(r, consumer_of="sendmail")
     options = read_sendmail(r)
     keys = None if options.dkim_signing == "off" else read_dkim_key_store(r, options.dkim_signing)
+    tracking = read_tracking(r)
     return SendmailSettings(
         drain_seconds=common.drain_seconds, sentry_dsn=common.sentry_dsn, kafka=kafka,
         consumer=Consumer(kafka.topic, kafka.group_id or "", kafka.group_instance_id),
         redis=read_redis(r), tokens=read_tokens(r), smtp=read_smtp(r),
-        sendmail=options, dkim_keys=keys)
+        sendmail=options, dkim_keys=keys, tracking=tracking,
+        tracking_flags=read_tracking_flags_store(r) if tracking is not None else None)
 
 
 def _fetchlog(r: Reader) -> FetchlogSettings:
