@@ -44,13 +44,13 @@ from etrans.settings.reader import (
     read_tokens,
 )
 from etrans.settings.sendmail_reader import read_dkim_key_store, read_sendmail
-from etrans.settings.webhooks import WebhooksOptions, read_webhooks
 from etrans.settings.tracking import (
     TrackingFlagsStore,
     TrackingSettings,
     read_tracking,
     read_tracking_flags_store,
 )
+from etrans.settings.webhooks import WebhooksOptions, read_webhooks
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
