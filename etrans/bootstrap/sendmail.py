@@ -19,6 +19,7 @@ from etrans.bootstrap.workers import (
 from etrans.observability import get_logger
 
 if TYPE_CHECKING:
+    from etrans.adapters.crypto.signing_processes import ProcessDkimSigner
     from etrans.adapters.sql import Database
     from etrans.app.ports import DkimKeySource
     from etrans.app.tracking import MessageTracking
@@ -67,6 +68,23 @@ def message_tracking(settings: SendmailSettings) -> tuple[list[Database], Messag
                                                                      flags)
 
 
+async def message_signer(stack: AsyncExitStack, settings: SendmailSettings,
+                         has_keys: bool) -> ProcessDkimSigner | None:
+    """SENDMAIL_DKIM_SIGNER_PROCESSES signing processes, owned by ``stack`` (they outlive the
+    pipeline's drain); None: signed in the Trio thread (0, or nothing to sign)."""
+    from etrans.adapters.crypto.signing_processes import (
+        ProcessDkimSigner,
+        open_signing_processes,
+    )
+
+    count = settings.sendmail.dkim_signer_processes
+    if not has_keys or count == 0 or settings.sendmail.dkim_signing == "off":
+        return None
+    processes = await stack.enter_async_context(open_signing_processes(count))
+    log.info("DKIM signing processes started", processes=count, pids=processes.pids)
+    return ProcessDkimSigner(processes)
+
+
 def build(settings: SendmailSettings) -> ServiceMain:
     from etrans.adapters.crypto.credentials import CredentialCipher
     from etrans.adapters.kafka.client import KafkaProducer
@@ -88,7 +106,8 @@ def build(settings: SendmailSettings) -> ServiceMain:
             redis = await stack.enter_async_context(open_redis(settings.redis.url.get()))
             producer = KafkaProducer.from_settings(kafka)
             pool = smtp_pool(smtp, options)
-            signing = message_signing(options, keys[1] if keys is not None else None)
+            signer = await message_signer(stack, settings, keys is not None)
+            signing = message_signing(options, keys[1] if keys is not None else None, signer)
             delivery = email_delivery(redis_delivery_stores(redis, cipher, options), pool,
                                       producer, kafka, options, signing,
                                       tracking[1] if tracking is not None else None)
@@ -103,7 +122,8 @@ def build(settings: SendmailSettings) -> ServiceMain:
                                            producer=producer)
                 log.info("pipeline stopped", pipeline=repr(stats),
                          sendmail=delivery.statistics(), smtp=pool.statistics(),
-                         signing=signing.statistics())
+                         signing=signing.statistics(),
+                         signer=signer.statistics() if signer is not None else None)
             finally:
                 with trio.CancelScope(shield=True):
                     await pool.aclose()

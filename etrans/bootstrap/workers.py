@@ -16,6 +16,7 @@ if TYPE_CHECKING:
         EmailStatusStore,
         EventPublisher,
         LogDocumentWriter,
+        MessageSigner,
         SuppressionStore,
     )
     from etrans.app.sendmail import EmailDelivery
@@ -48,9 +49,11 @@ def dkim_key_source(db: Database, token_secret: str, options: SendmailOptions, *
                             cache_seconds=options.dkim_key_cache_seconds)
 
 
-def message_signing(options: SendmailOptions, keys: DkimKeySource | None) -> MessageSigning:
+def message_signing(options: SendmailOptions, keys: DkimKeySource | None,
+                    signer: MessageSigner | None = None) -> MessageSigning:
     """SENDMAIL_DKIM_SIGNING with the keys of ``keys`` (None: no database to read them from,
-    so ``auto`` sends unsigned; the settings refuse ``on`` without one)."""
+    so ``auto`` sends unsigned; the settings refuse ``on`` without one), signed by ``signer``
+    (default: all of it in the Trio thread, as ``etrans dev`` does)."""
     from etrans.adapters.crypto.dkim_signer import DkimSigner
     from etrans.app.signing import MessageSigning, SigningMode
 
@@ -60,7 +63,7 @@ def message_signing(options: SendmailOptions, keys: DkimKeySource | None) -> Mes
     elif keys is None:
         log.warning("DKIM signing: no database to read the keys from (USEND_DB_URI, or DB_URI "
                     "with BILLING_V4_URI): messages go out unsigned")
-    return MessageSigning(mode, keys, DkimSigner())
+    return MessageSigning(mode, keys, signer or DkimSigner())
 
 
 def email_delivery(stores: DeliveryStores, pool: SmtpPool, publisher: EventPublisher,

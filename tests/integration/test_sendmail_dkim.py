@@ -6,14 +6,18 @@ production) over a Kafka topic, with the domains' keys where local billing keeps
 halves published on the loopback DNS server, and an SMTP server that keeps what it received.
 The messages it received must verify with dkimpy's ``verify`` resolving
 ``<selector>._domainkey.<domain>`` over real DNS against that server; ``on`` without a key
-rejects (Reject event, nothing sent); ``off`` signs nothing.
+rejects (Reject event, nothing sent); ``off`` signs nothing.  A signing process killed mid-run
+(``SENDMAIL_DKIM_SIGNER_PROCESSES``) costs nothing: no email is lost or sent unsigned.
 """
 
 from __future__ import annotations
 
 import base64
+import os
+import signal
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import dkim
@@ -36,6 +40,7 @@ from tests.integration.sendmail_support import (
     read_events,
     simple_request,
 )
+from tests.integration.test_sendmail_service import start_worker, stop_worker, wait_count
 
 # A body line that starts with "." travels dot-stuffed (".." on the wire, RFC 5321 4.5.2).
 DOTTED_TEXT = "Hello,\n.a line that starts with a dot\n..and one with two\n.\nBye\n"
@@ -191,3 +196,51 @@ async def test_on_rejects_what_it_cannot_sign_and_off_signs_nothing(
     assert await run_sendmail(env, server, [keyed.request(off_id)], delivered=2) == []
     assert server.message_ids()[-1] == off_id
     assert b"DKIM-Signature" not in server.received[-1].data
+
+
+def signing_processes_of(pid: int) -> list[int]:
+    """The DKIM signing processes of process ``pid`` (its children running signing_child)."""
+    # Any thread's children: trio starts processes from a worker thread.
+    children = {c for p in Path(f"/proc/{pid}/task").glob("*/children")
+                for c in p.read_text().split()}
+    return [int(child) for child in children
+            if b"signing_child" in Path(f"/proc/{child}/cmdline").read_bytes()]
+
+
+@pytest.mark.slow
+def test_on_a_signing_process_killed_mid_run_sends_nothing_unsigned_and_loses_nothing(
+    etrans_env: Callable[..., dict[str, str]], accounts: Callable[..., Awaitable[Account]],
+    smtp_server_factory: Callable[..., SmtpTestServer], dns_server: LoopbackDnsServer,
+    tmp_path: Path,
+) -> None:
+    """``etrans sendmail`` as a process, ``on``: its signing process is killed (``kill -9``)
+    after a third of 600 messages; every message arrives once, signed, and SIGTERM then stops
+    the worker (exit status 0) and its new signing process."""
+    total = 600
+    server = smtp_server_factory(users={"dkim-user": "dkim-pass"})
+    account = trio.run(accounts)
+    env = sendmail_env(etrans_env, server, "on")
+    ids = [new_id(f"kill-{i}") for i in range(total)]
+    produce_requests(env["KAFKA_BOOTSTRAP_SERVERS"], env["KAFKA_TOPIC"],
+                     [account.request(mid) for mid in ids])
+    log_path = tmp_path / "worker.log"
+    worker = start_worker(env, log_path)
+    try:
+        wait_count(server, total // 3, worker, 120, log_path)
+        [signer] = signing_processes_of(worker.pid)
+        os.kill(signer, signal.SIGKILL)
+        wait_count(server, total, worker, 120, log_path)
+        [replacement] = signing_processes_of(worker.pid)
+        assert replacement != signer
+        worker.send_signal(signal.SIGTERM)
+        assert worker.wait(60) == 0, log_path.read_text()[-3000:]
+    finally:
+        stop_worker(worker)
+    assert not Path(f"/proc/{replacement}").exists()
+    assert sorted(server.message_ids()) == sorted(ids)  # each once
+    assert all(message.data.startswith(b"DKIM-Signature: ") for message in server.received)
+    lookup = dns_txt(dns_server)
+    assert all(dkim.verify(message.data, dnsfunc=lookup) for message in server.received[::20])
+    output = log_path.read_text()
+    assert output.count("DKIM signing process died; starting another") == 1, output[-3000:]
+    assert "Traceback" not in output, output[-3000:]

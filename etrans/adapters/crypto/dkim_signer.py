@@ -9,9 +9,12 @@ any DKIM verifier (dkimpy's ``verify`` in the tests) accepts it.
 
 Only the RSA step is not dkimpy's: dkimpy signs with Python integers (``pow`` with CRT), about
 11 ms for a 2048-bit key on the benchmark machine, which would cap one worker process near 90
-messages per second; ``cryptography`` (OpenSSL) signs the same digest in about 0.5 ms
-(``Prehashed`` SHA-256, PKCS#1 v1.5: the bytes dkimpy would produce).  Loaded keys are kept
-per PEM (:func:`_private_key`), so a domain's key is parsed once.
+messages per second; ``cryptography`` (OpenSSL) signs the same digest in 0.2-0.5 ms (idle or
+loaded machine; ``Prehashed`` SHA-256, PKCS#1 v1.5: the bytes dkimpy would produce).  Loaded keys
+are kept per PEM (:func:`private_key`), so a domain's key is parsed once.  ``etrans sendmail``
+makes the RSA step in child processes (:mod:`.signing_processes`, with :meth:`DkimSigner.prepare`
+and :func:`signature_field`); ``etrans dev`` and ``SENDMAIL_DKIM_SIGNER_PROCESSES=0`` use
+:class:`DkimSigner` whole, in the Trio thread.
 """
 
 from __future__ import annotations
@@ -43,7 +46,8 @@ _PLACEHOLDER = b"0" * 60
 
 
 @lru_cache(maxsize=1024)
-def _private_key(pem: bytes) -> rsa.RSAPrivateKey:
+def private_key(pem: bytes) -> rsa.RSAPrivateKey:
+    """The loaded key; ``ValueError`` for one that is not RSA or does not parse."""
     key = serialization.load_pem_private_key(pem, password=None)
     if not isinstance(key, rsa.RSAPrivateKey):
         raise ValueError(f"a DKIM key must be RSA, not {type(key).__name__}")
@@ -71,14 +75,15 @@ class DkimSigner:
     def signature_header(self, message: bytes, key: DkimKey, *,
                          timestamp: int | None = None) -> bytes:
         """The ``DKIM-Signature`` field (name, value, CRLF) for ``message``, in this thread."""
-        private = _private_key(key.private_key_pem)
-        fields, digest = self._prepare(message, key, timestamp)
-        return _field(fields, _rsa_sign(private, digest))
+        private = private_key(key.private_key_pem)
+        fields, digest = self.prepare(message, key, timestamp)
+        return signature_field(fields, _rsa_sign(private, digest))
 
-    def _prepare(self, message: bytes, key: DkimKey, timestamp: int | None
-                 ) -> tuple[list[tuple[bytes, bytes]], bytes]:
+    def prepare(self, message: bytes, key: DkimKey, timestamp: int | None = None
+                ) -> tuple[list[tuple[bytes, bytes]], bytes]:
         """The tags (``b=`` still a placeholder) and the SHA-256 digest to sign, as
-        ``dkim.DKIM.sign`` computes them."""
+        ``dkim.DKIM.sign`` computes them; :func:`signature_field` makes the field once the
+        digest is signed (PKCS#1 v1.5, SHA-256)."""
         headers, body = dkim.rfc822_parse(message)
         present = {name.lower() for name, _ in headers}
         include = [name for name in self._headers if name in present]
@@ -103,7 +108,7 @@ def _rsa_sign(private: rsa.RSAPrivateKey, digest: bytes) -> bytes:
     return private.sign(digest, padding.PKCS1v15(), Prehashed(hashes.SHA256()))
 
 
-def _field(fields: list[tuple[bytes, bytes]], signature: bytes) -> bytes:
+def signature_field(fields: list[tuple[bytes, bytes]], signature: bytes) -> bytes:
     """The header field with the real ``b=``, folded as dkimpy folds it."""
     fields = [*fields[:-1], (b"b", base64.b64encode(signature))]
     value = dkim.fold(b"; ".join(b"=".join(f) for f in fields) + b"\r\n",
