@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from etrans.api.auth import Authenticator
     from etrans.api.rate_limit import RateLimiter
     from etrans.app.ports import HealthProbe
+    from etrans.app.tracking_hits import TrackingHits
 
 log = get_logger(__name__)
 
@@ -73,6 +74,8 @@ class ApiDependencies:
     rate_limiter: RateLimiter | None = None  # None: no request rate limits
     # Request bodies held in memory at once (etrans.api.body_budget); None: no budget.
     body_memory_bytes: int | None = None
+    # Open and click tracking endpoints (etrans.api.tracking); None: not served (404).
+    tracking: TrackingHits | None = None
 
 
 def create_app(deps: ApiDependencies) -> QuartTrio:
@@ -87,6 +90,10 @@ def create_app(deps: ApiDependencies) -> QuartTrio:
     app.extensions["etrans_api"] = api
     _map_errors(app)
     _health_routes(app, deps)
+    if deps.tracking is not None:
+        from etrans.api.tracking import register_tracking
+
+        register_tracking(app, deps.tracking)
     for register in deps.routers if deps.routers is not None else default_routers():
         register(api)
     _document_routes(app, api)

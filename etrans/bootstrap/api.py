@@ -28,9 +28,11 @@ if TYPE_CHECKING:
     from etrans.api.routing import ApiServices
     from etrans.app.accounts import AccountDeps
     from etrans.app.bus import MessageBus
-    from etrans.app.ports import EventPublisher, HealthProbe, RateCounter
+    from etrans.app.ports import BatchPublisher, EventPublisher, HealthProbe, RateCounter
+    from etrans.app.tracking_hits import TrackingHits
     from etrans.bootstrap.stores import ApiStores
     from etrans.settings import HttpSettings, KafkaSettings, OutboxSettings, TokenSettings
+    from etrans.settings.tracking import TrackingSettings
 
 
 @dataclass(frozen=True)
@@ -41,6 +43,7 @@ class ApiSections:
     tokens: TokenSettings
     kafka: KafkaSettings
     outbox: OutboxSettings
+    tracking: TrackingSettings | None = None  # ETRANS_TRACKING_BASE_URL unset: no /t/ routes
 
 
 @dataclass(frozen=True)
@@ -52,6 +55,8 @@ class ApiBackends:
     stores: ApiStores
     billing_db: Database | None = None
     relay: OutboxRelay | None = None  # publishes what requests committed
+    # Produces the tracking endpoints' events (KAFKA_EVENTS_TOPIC); None: no /t/ routes.
+    events: BatchPublisher | None = None
 
 
 def rate_limiter(http: HttpSettings, counter: RateCounter | None) -> RateLimiter | None:
@@ -205,6 +210,19 @@ def api_services(sections: ApiSections, backends: ApiBackends) -> ApiServices:
                        testing_routes=sections.http.enable_testing_routes)
 
 
+def tracking_hits(sections: ApiSections, backends: ApiBackends) -> TrackingHits | None:
+    """The tracking endpoints' token check and event queue (None: tracking off, or nothing
+    to produce the events with)."""
+    from etrans.app.tracking_hits import TrackingHits
+    from etrans.domain.tracking import derive_tracking_key
+
+    tracking = sections.tracking
+    if tracking is None or backends.events is None:
+        return None
+    return TrackingHits(derive_tracking_key(tracking.secret.get().encode()), backends.events,
+                        tracking.events_topic, queue_size=tracking.queue_size)
+
+
 def create_api(sections: ApiSections, backends: ApiBackends, *,
                probes: Sequence[HealthProbe]) -> QuartTrio:
     """The Quart app of ``serve`` and ``dev``."""
@@ -215,7 +233,8 @@ def create_api(sections: ApiSections, backends: ApiBackends, *,
         probes=probes, authenticator=authenticator(http, backends.stores),
         services=api_services(sections, backends),
         rate_limiter=rate_limiter(http, backends.stores.rate_counter),
-        body_memory_bytes=http.body_memory_bytes))
+        body_memory_bytes=http.body_memory_bytes,
+        tracking=tracking_hits(sections, backends)))
 
 
 def outbox_relay(kafka: KafkaSettings, outbox: OutboxSettings, store: OutboxStore,

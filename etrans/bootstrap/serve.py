@@ -32,7 +32,7 @@ log = get_logger(__name__)
 
 def build(settings: ServeSettings) -> ServiceMain:
     sections = ApiSections(http=settings.http, tokens=settings.tokens, kafka=settings.kafka,
-                           outbox=settings.outbox)
+                           outbox=settings.outbox, tracking=settings.tracking)
     config = hypercorn_config(settings.http, drain_seconds=settings.drain_seconds)
     mmap_large_allocations()
 
@@ -82,8 +82,9 @@ async def _open_backends(settings: ServeSettings
         mongo = MongoStore(settings.mongo)
         stack.callback(mongo.close)
         producer = KafkaProducer.from_settings(settings.kafka)
-        # Only the relay produces here, and it has returned: what is still queued belongs to a
-        # pass that was cut short and rolled back, published again at the next start.
+        # The relay and the tracking events produce here, and both have returned: what is
+        # still queued belongs to a relay pass that was cut short and rolled back, published
+        # again at the next start (tracking events: see app/tracking_hits.py).
         stack.callback(producer.close, 1.0)
         # One Redis client for every Redis adapter (requests' commands are pipelined).
         redis = await stack.enter_async_context(open_redis(settings.redis.url.get()))
@@ -92,7 +93,8 @@ async def _open_backends(settings: ServeSettings
         stores = redis_api_stores(redis, prefix=settings.http.redis_prefix,
                                   usend_repo=usend_repo, log_reader=MongoLogReader(mongo))
         relay = outbox_relay(settings.kafka, settings.outbox, PgOutboxStore.of(usend), producer)
-        yield (ApiBackends(usend_db=usend, stores=stores, billing_db=billing, relay=relay), relay,
+        yield (ApiBackends(usend_db=usend, stores=stores, billing_db=billing, relay=relay,
+                           events=producer), relay,
                [billing, usend, redis, producer, mongo])
 
 
