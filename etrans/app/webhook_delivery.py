@@ -8,9 +8,15 @@ in the same write - before the caller returns, so before the pipeline commits th
 restart loses no retry.  An endpoint failing for longer than the schedule's ``disable_after`` is
 disabled, and a ``webhook.disabled`` event says so on the events topic.
 
+The subscribers of a (user, event type) are remembered for ``subscribers_ttl`` seconds (1 s):
+a webhook created, changed or deleted takes effect within that time, and a burst of one user's
+events costs one directory read.  Disabling forgets the user's entries at once.
+
 No endpoint can slow the others: each has a ``trio.CapacityLimiter`` (``endpoint_concurrency``
-attempts at once).  When it is full the event is not waited for: it is scheduled as a retry due
-``busy_delay`` seconds later (without counting an attempt), and the worker moves on.
+attempts at once).  When it is full an event waits ``busy_wait`` seconds (0.25) at most for a
+slot - enough for a healthy endpoint's answers to free one - and otherwise is scheduled as a
+retry due ``busy_delay`` seconds later (without counting an attempt): the worker moves on, so an
+endpoint that hangs holds at most ``endpoint_concurrency`` workers.
 """
 
 from __future__ import annotations
@@ -69,9 +75,11 @@ def _utc_now() -> datetime:
 class DeliveryPolicy:
     schedule: RetrySchedule = field(default_factory=RetrySchedule)
     endpoint_concurrency: int = 4
+    busy_wait: float = 0.25  # seconds an event waits for a busy endpoint's slot
     busy_delay: float = 1.0  # seconds before an event refused by a busy endpoint is tried again
     claim_lease: float = 60.0  # more than an attempt can take (the transport's timeouts)
     claim_batch: int = 100
+    subscribers_ttl: float = 1.0
 
 
 @dataclass
@@ -109,6 +117,7 @@ class WebhookDelivery:
         self.clock = clock
         self.counters = DeliveryCounters()
         self._limiters: dict[int, trio.CapacityLimiter] = {}
+        self._subscribers: dict[tuple[int, str], tuple[datetime, list[WebhookEndpoint]]] = {}
 
     def statistics(self) -> DeliveryCounters:
         return DeliveryCounters(**vars(self.counters))
@@ -116,7 +125,7 @@ class WebhookDelivery:
     async def deliver(self, event: EmailEvent, record: bytes) -> None:
         """Attempt ``event`` at every endpoint subscribed to it, at once; returns when each
         attempt is recorded (delivered, scheduled for a retry, or given up)."""
-        endpoints = await self.directory.subscribers(event.user_id, event.type.value)
+        endpoints = await self._subscribers_of(event)
         async with trio.open_nursery() as nursery:
             for endpoint in endpoints:
                 nursery.start_soon(self._attempt, _Job(endpoint, event, record, 1))
@@ -138,27 +147,41 @@ class WebhookDelivery:
                       event_id=retry.event_id, error=str(exc))
             await self.store.drop_retry(retry.webhook_id, retry.event_id)
             return
-        endpoints = await self.directory.subscribers(event.user_id, event.type.value)
+        endpoints = await self._subscribers_of(event)
         endpoint = next((e for e in endpoints if e.id == retry.webhook_id), None)
         if endpoint is None:  # deleted, disabled or unsubscribed since
             await self.store.drop_retry(retry.webhook_id, retry.event_id)
             return
         await self._attempt(_Job(endpoint, event, retry.event, retry.attempt + 1))
 
+    async def _subscribers_of(self, event: EmailEvent) -> list[WebhookEndpoint]:
+        key, now = (event.user_id, event.type.value), self.clock()
+        cached = self._subscribers.get(key)
+        if cached is not None and cached[0] > now:
+            return cached[1]
+        found = await self.directory.subscribers(*key)
+        if len(self._subscribers) >= 10_000:  # bounded: forget everything, refill on demand
+            self._subscribers.clear()
+        self._subscribers[key] = (now + timedelta(seconds=self.policy.subscribers_ttl), found)
+        return found
+
     async def _attempt(self, job: _Job) -> None:
         limiter = self._limiter(job.endpoint.id)
         try:
             limiter.acquire_nowait()
         except trio.WouldBlock:
-            await self._postpone(job)
-            return
+            with trio.move_on_after(self.policy.busy_wait) as waited:
+                await limiter.acquire()
+            if waited.cancelled_caught:
+                self._forget_limiter(job.endpoint.id, limiter)
+                await self._postpone(job)
+                return
         try:
             attempted_at = self.clock()
             result = await self._post(job, attempted_at)
         finally:
             limiter.release()
-            if limiter.borrowed_tokens == 0:
-                self._limiters.pop(job.endpoint.id, None)
+            self._forget_limiter(job.endpoint.id, limiter)
         await self._record(job, attempted_at, result)
 
     def _limiter(self, webhook_id: int) -> trio.CapacityLimiter:
@@ -167,6 +190,11 @@ class WebhookDelivery:
             limiter = self._limiters[webhook_id] = trio.CapacityLimiter(
                 self.policy.endpoint_concurrency)
         return limiter
+
+    def _forget_limiter(self, webhook_id: int, limiter: trio.CapacityLimiter) -> None:
+        """Drop an idle endpoint's limiter (the dict holds only endpoints in use)."""
+        if limiter.borrowed_tokens == 0 and limiter.statistics().tasks_waiting == 0:
+            self._limiters.pop(webhook_id, None)
 
     async def _post(self, job: _Job, attempted_at: datetime) -> PostResult:
         from etrans.app.webhook_delivery_ports import PostResult
@@ -225,6 +253,8 @@ class WebhookDelivery:
         if not await self.store.disable(endpoint.id, reason):
             return  # another worker (or process) did it, and published the event
         self.counters.disabled += 1
+        for cached in [k for k in self._subscribers if k[0] == endpoint.user_id]:
+            del self._subscribers[cached]
         log.warning("webhook disabled", webhook_id=endpoint.id, reason=reason)
         event = EmailEvent(
             id=derived_event_id(str(endpoint.id), EventType.WEBHOOK_DISABLED.value,

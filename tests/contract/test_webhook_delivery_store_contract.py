@@ -197,3 +197,26 @@ async def test_a_deleted_webhook_is_not_an_error(backend: Backend) -> None:
     assert await store.disable(hook, "gone") is False
     assert backend.retries(hook) == []
     assert backend.deliveries(hook) == []
+
+
+async def test_concurrent_successes_are_grouped_and_a_deleted_webhook_fails_alone(
+        backend: Backend) -> None:
+    store = backend.store
+    hooks = [backend.webhook() for _ in range(3)]
+    gone = backend.webhook()
+    backend.delete(gone)
+    events = {hook: [_event_id() for _ in range(10)] for hook in [*hooks, gone]}
+    for hook in hooks:  # failing, with a pending retry each
+        await store.record_failed(_attempt(hook, events[hook][0]),
+                                  _retry(hook, events[hook][0]))
+
+    async with trio.open_nursery() as nursery:
+        for hook, ids in events.items():
+            for n, event in enumerate(ids):
+                nursery.start_soon(store.record_delivered,
+                                   _attempt(hook, event, 2 if n == 0 else 1, 200, None))
+    for hook in hooks:
+        assert len(backend.deliveries(hook)) == 11
+        assert backend.row(hook).failing_since is None
+        assert backend.retries(hook) == []
+    assert backend.deliveries(gone) == []

@@ -9,6 +9,10 @@ their ``due_at`` by the lease before committing, so the HTTP attempts happen out
 transaction and a process that dies holding a claim only delays it by the lease.  SQLite has no
 row locks (the compiler drops the clause); its ``BEGIN IMMEDIATE`` serialises claimers.
 
+Successful attempts - nearly all of them - are written by group commit
+(:class:`~etrans.adapters.sql.group_commit.GroupCommit`): the attempts that finish while a
+write is in flight share the next transaction (one multi-row INSERT, one UPDATE, one DELETE).
+
 A webhook deleted while an attempt was under way: its rows are gone (``ON DELETE CASCADE``) and
 writing the attempt breaks the foreign key - the attempt is then dropped, not retried.
 """
@@ -18,10 +22,11 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import and_, delete, insert, select, update
+from sqlalchemy import and_, delete, insert, select, text, tuple_, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
+from etrans.adapters.sql.group_commit import GroupCommit
 from etrans.adapters.sql.usend_webhooks import Webhook, WebhookDelivery, WebhookRetry
 from etrans.app.webhook_delivery_ports import PendingRetry
 from etrans.errors import RetryLater
@@ -34,6 +39,29 @@ if TYPE_CHECKING:
 
     from etrans.adapters.sql import Database
     from etrans.app.webhook_delivery_ports import DeliveryAttempt
+
+# PostgreSQL: a group of successful attempts in one statement, one round trip (autocommit: a
+# statement is atomic by itself).  Measured with bench/webhooks.py: BEGIN + three statements +
+# COMMIT made the write ~45 % of an event's cost.
+_DELIVERED_PG = """
+WITH v AS (
+    SELECT * FROM unnest(CAST(:webhook_ids AS bigint[]), CAST(:event_ids AS text[]),
+                         CAST(:event_types AS text[]), CAST(:attempts AS int[]),
+                         CAST(:status_codes AS int[]), CAST(:errors AS text[]),
+                         CAST(:latencies AS int[]), CAST(:attempted_ats AS timestamptz[]))
+        AS v(webhook_id, event_id, event_type, attempt, status_code, error, latency_ms,
+             attempted_at)),
+ins AS (
+    INSERT INTO webhook_deliveries (webhook_id, event_id, event_type, attempt, status_code,
+                                    error, latency_ms, attempted_at)
+    SELECT webhook_id, event_id, event_type, attempt, status_code, error, latency_ms,
+           attempted_at FROM v),
+healthy AS (
+    UPDATE webhooks SET failing_since = NULL
+    WHERE id IN (SELECT webhook_id FROM v) AND failing_since IS NOT NULL)
+DELETE FROM webhook_retries AS r USING v
+WHERE r.webhook_id = v.webhook_id AND r.event_id = v.event_id
+"""
 
 _WEBHOOKS = Webhook.__table__
 _DELIVERIES = WebhookDelivery.__table__
@@ -64,6 +92,10 @@ class SqlWebhookDeliveryStore:
         self.database = database
         dialect = database.engine.dialect.name
         self._insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+        self._postgres = dialect == "postgresql"
+        # A deleted webhook's attempt breaks the foreign key: the round is halved down to it.
+        self._delivered = GroupCommit(self._write_delivered, split_on=(IntegrityError,),
+                                      max_items=200)
 
     async def _run(self, fn: Callable[..., Any], *args: Any) -> Any:
         try:
@@ -87,16 +119,43 @@ class SqlWebhookDeliveryStore:
         conn.execute(statement)
 
     async def record_delivered(self, attempt: DeliveryAttempt) -> None:
-        await self._run(self._delivered, attempt)
+        try:
+            await self._delivered.write([attempt])
+        except IntegrityError:
+            return  # the webhook was deleted meanwhile
+        except SQLAlchemyError as exc:
+            raise RetryLater(f"USEND DB webhook write failed: {exc.__class__.__name__}") from exc
 
-    def _delivered(self, conn: Connection, attempt: DeliveryAttempt) -> None:
-        conn.execute(insert(_DELIVERIES), _attempt_row(attempt))
-        w = _WEBHOOKS.c
-        conn.execute(update(_WEBHOOKS).where(w.id == attempt.webhook_id,
+    async def _write_delivered(self, attempts: list[DeliveryAttempt]) -> None:
+        if self._postgres:
+            await self.database.run(self._delivered_one_statement, attempts)
+        else:
+            await self.database.run(self._transaction, self._delivered_many, attempts)
+
+    def _delivered_one_statement(self, attempts: list[DeliveryAttempt]) -> None:
+        params = {
+            "webhook_ids": [a.webhook_id for a in attempts],
+            "event_ids": [a.event_id for a in attempts],
+            "event_types": [a.event_type for a in attempts],
+            "attempts": [a.attempt for a in attempts],
+            "status_codes": [a.status_code for a in attempts],
+            "errors": [a.error for a in attempts],
+            "latencies": [a.latency_ms for a in attempts],
+            "attempted_ats": [a.attempted_at for a in attempts],
+        }
+        engine = self.database.engine
+        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            conn.execute(text(_DELIVERED_PG), params)
+
+    def _delivered_many(self, conn: Connection, attempts: list[DeliveryAttempt]) -> None:
+        conn.execute(insert(_DELIVERIES).values([_attempt_row(a) for a in attempts]))
+        w, r = _WEBHOOKS.c, _RETRIES.c
+        conn.execute(update(_WEBHOOKS).where(w.id.in_(sorted({a.webhook_id for a in attempts})),
                                              w.failing_since.is_not(None))
                      .values(failing_since=None))
         # Also after a first attempt: an event postponed while its endpoint was busy has a row.
-        conn.execute(delete(_RETRIES).where(_retry_key(attempt.webhook_id, attempt.event_id)))
+        conn.execute(delete(_RETRIES).where(tuple_(r.webhook_id, r.event_id).in_(
+            [(a.webhook_id, a.event_id) for a in attempts])))
 
     async def record_failed(self, attempt: DeliveryAttempt,
                             retry: PendingRetry | None) -> datetime | None:
