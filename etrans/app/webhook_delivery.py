@@ -118,6 +118,7 @@ class WebhookDelivery:
         self.counters = DeliveryCounters()
         self._limiters: dict[int, trio.CapacityLimiter] = {}
         self._subscribers: dict[tuple[int, str], tuple[datetime, list[WebhookEndpoint]]] = {}
+        self._retries_in_flight = 0
 
     def statistics(self) -> DeliveryCounters:
         return DeliveryCounters(**vars(self.counters))
@@ -130,16 +131,37 @@ class WebhookDelivery:
             for endpoint in endpoints:
                 nursery.start_soon(self._attempt, _Job(endpoint, event, record, 1))
 
-    async def deliver_due(self) -> int:
-        """Claim the retries that are due and attempt them, at once; how many were claimed."""
+    async def deliver_due(self, nursery: trio.Nursery | None = None) -> int:
+        """Claim the retries that are due and attempt them, at once; how many were claimed.
+
+        With ``nursery`` the attempts run there and this returns at once (the retry loop: an
+        endpoint that hangs must not hold up the next claims); at most ``claim_batch`` retries
+        are in flight.  Without, it returns when they are all recorded."""
         policy = self.policy
-        due = await self.store.claim_due(self.clock(), policy.claim_batch, policy.claim_lease)
-        async with trio.open_nursery() as nursery:
+        room = policy.claim_batch - self._retries_in_flight
+        if room <= 0:
+            return 0
+        due = await self.store.claim_due(self.clock(), room, policy.claim_lease)
+        if nursery is not None:
             for retry in due:
                 nursery.start_soon(self._retry, retry)
+            return len(due)
+        async with trio.open_nursery() as own:
+            for retry in due:
+                own.start_soon(self._retry, retry)
         return len(due)
 
     async def _retry(self, retry: PendingRetry) -> None:
+        self._retries_in_flight += 1
+        try:
+            await self._retry_once(retry)
+        except Exception as exc:  # a task boundary: the claim's lease brings the retry back
+            log.warning("webhook retry failed, it comes back after its lease",
+                        webhook_id=retry.webhook_id, event_id=retry.event_id, error=str(exc))
+        finally:
+            self._retries_in_flight -= 1
+
+    async def _retry_once(self, retry: PendingRetry) -> None:
         try:
             event = decode_event(retry.event)
         except InvalidEmailEvent as exc:  # only what decoded once is ever scheduled

@@ -54,19 +54,23 @@ class WebhooksTask:
 
 async def run_retries(delivery: WebhookDelivery, shutdown: Shutdown,
                       poll_seconds: float) -> None:
-    """Attempt the due retries until shutdown is requested (what was claimed finishes)."""
+    """Attempt the due retries until shutdown is requested (the attempts under way finish).
+    Attempts run in a nursery of their own, so a retry of an endpoint that hangs does not hold
+    up the next claims (at most ``claim_batch`` retries are in flight)."""
     delay = poll_seconds
-    while not shutdown.requested.is_set():
-        try:
-            claimed = await delivery.deliver_due()
-            delay = poll_seconds
-        except Exception as exc:  # a task boundary: the database is down, try again later
-            log.warning("webhook retries failed, trying again", error=str(exc), retry_in=delay)
-            claimed = 0
-            delay = min(delay * 2, 30.0)
-        if claimed < delivery.policy.claim_batch:
-            with trio.move_on_after(delay):
-                await shutdown.wait_requested()
+    async with trio.open_nursery() as attempts:
+        while not shutdown.requested.is_set():
+            try:
+                claimed = await delivery.deliver_due(attempts)
+                delay = poll_seconds
+            except Exception as exc:  # a task boundary: the database is down, try again later
+                log.warning("webhook retries failed, trying again", error=str(exc),
+                            retry_in=delay)
+                claimed = 0
+                delay = min(delay * 2, 30.0)
+            if claimed < delivery.policy.claim_batch:
+                with trio.move_on_after(delay):
+                    await shutdown.wait_requested()
 
 
 async def run_webhooks(config: PipelineConfig, delivery: WebhookDelivery, shutdown: Shutdown,

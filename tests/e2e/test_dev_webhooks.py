@@ -34,7 +34,8 @@ def test_etrans_dev_delivers_webhooks(kafka_bootstrap: str, new_topic: Any,
     try:
         token_secret, _ = data_secrets(tmp_path / "data")
         user = fresh_user()
-        add_webhook(dev.usend_url, token_secret, user, receiver.url, receiver.secret)
+        usend_url = f"sqlite:///{tmp_path / 'data' / 'usend.sqlite3'}"  # dev's SQLite USEND DB
+        add_webhook(usend_url, token_secret, user, receiver.url, receiver.secret)
         events = [email_event(user, i) for i in range(3)]
         produce_events(kafka_bootstrap, events_topic, events)
         got = wait_for(lambda: len(receiver.snapshot()) >= 3 and receiver.snapshot(), 60,

@@ -194,3 +194,33 @@ def test_settings_defaults_are_the_domain_schedule() -> None:
     assert options.disable_after_seconds == schedule.disable_after
     assert (options.events_topic, options.group_id, options.timeout_seconds) == (
         "email-events", "etrans-webhooks", 10.0)
+
+
+async def test_the_retry_loop_does_not_wait_for_a_hanging_retry() -> None:
+    gate = trio.Event()
+    transport = FakeTransport(answer=lambda url: 500)
+    delivery, store, _, clock = _delivery(transport, _endpoint(1), _endpoint(2, "https://b/"))
+    await delivery.deliver(*_event())  # fails at both endpoints: two retries
+    clock.advance(5)
+    transport.gate, transport.answer = gate, (lambda url: 200)
+    async with trio.open_nursery() as nursery:
+        assert await delivery.deliver_due(nursery) == 2  # returns while both attempts hang
+        await trio.testing.wait_all_tasks_blocked()
+        assert len(transport.calls) == 4
+        gate.set()
+    assert store.retries == {}
+
+
+async def test_a_failing_retry_write_is_logged_not_raised() -> None:
+    transport = FakeTransport(answer=lambda url: 500)
+    delivery, store, _, clock = _delivery(transport, _endpoint())
+    await delivery.deliver(*_event())
+    clock.advance(5)
+
+    async def database_down(*args: object) -> None:
+        raise RuntimeError("USEND DB down")
+
+    store.record_failed = database_down  # type: ignore[method-assign,assignment]
+    async with trio.open_nursery() as nursery:
+        assert await delivery.deliver_due(nursery) == 1
+    assert len(store.retries) == 1  # still there: its lease brings it back
