@@ -18,7 +18,8 @@ Billing is the local mode (``local_*`` tables).  TOKEN_SECRET/TOKEN_IV default t
 generated once in ``data_dir/secrets.json``.  The API, the pipelines and the SMTP pool are built
 by the same functions as those of ``serve``, ``sendmail``, ``fetchlog`` and ``webhooks``
 (webhooks: the USEND DB in use holds the webhooks, attempts and retries; loopback and private
-endpoint addresses are allowed unless WEBHOOKS_ALLOW_PRIVATE_URLS=false).
+endpoint addresses are allowed unless WEBHOOKS_ALLOW_PRIVATE_URLS=false).  Open and click
+tracking is on (:func:`dev_tracking`): ``/t/o`` and ``/t/c`` on dev's own server.
 """
 
 from __future__ import annotations
@@ -56,6 +57,7 @@ from etrans.bootstrap.workers import (
     email_delivery,
     fetchlog_task,
     message_signing,
+    message_tracking,
     smtp_pool,
 )
 
@@ -66,7 +68,8 @@ if TYPE_CHECKING:
     from etrans.adapters.crypto.credentials import CredentialCipher
     from etrans.pipeline import PipelineConfig
     from etrans.runtime import ServiceMain, Shutdown
-    from etrans.settings import DevSettings, SmtpSettings
+    from etrans.settings import DevSettings, SmtpSettings, TokenSettings
+    from etrans.settings.tracking import TrackingSettings
 
 
 @dataclass(frozen=True)
@@ -88,7 +91,7 @@ def build(settings: DevSettings, *, data_dir: Path) -> ServiceMain:
         secret, iv = demo.data_secrets(data_dir)
         tokens = TokenSettings(Secret(secret), Secret(iv))
     sections = ApiSections(http=settings.http, tokens=tokens, kafka=settings.topics,
-                           outbox=settings.outbox)
+                           outbox=settings.outbox, tracking=dev_tracking(settings, tokens))
     cipher = CredentialCipher(tokens.secret.get(), tokens.iv.get())
 
     async def main(shutdown: Shutdown) -> None:
@@ -98,6 +101,22 @@ def build(settings: DevSettings, *, data_dir: Path) -> ServiceMain:
             await _run(settings, sections, data_dir, backends, cipher, stand_ins, shutdown)
 
     return main
+
+
+def _local_url(settings: DevSettings) -> str:
+    host, _, port = settings.http.bind.rpartition(":")
+    return f"http://{'127.0.0.1' if host in ('0.0.0.0', '') else host}:{port}"
+
+
+def dev_tracking(settings: DevSettings, tokens: TokenSettings) -> TrackingSettings:
+    """ETRANS_TRACKING_* when set; else tracking on (for the domains whose flags are on), served
+    by dev's own API, with a key derived from TOKEN_SECRET, events on the webhooks' topic."""
+    from etrans.settings.tracking import TrackingSettings
+
+    if settings.tracking is not None:
+        return settings.tracking
+    return TrackingSettings(base_url=_local_url(settings), secret=tokens.secret,
+                            events_topic=settings.webhooks.events_topic)
 
 
 @asynccontextmanager
@@ -163,7 +182,7 @@ async def _run(settings: DevSettings, sections: ApiSections, data_dir: Path,
     account = await usend.db.run(demo.ensure_demo, usend.db, cipher, data_dir)
     relay = outbox_relay(kafka, settings.outbox, usend.outbox, topics.publisher)
     app = create_api(sections, ApiBackends(usend_db=usend.db, stores=backends.state.api,
-                                           relay=relay),
+                                           relay=relay, events=topics.publisher),
                      probes=[usend.db, topics.publisher, backends.logs.writer])
     config = hypercorn_config(settings.http, drain_seconds=settings.drain_seconds)
     mmap_large_allocations()
@@ -181,8 +200,11 @@ async def _run(settings: DevSettings, sections: ApiSections, data_dir: Path,
         # Billing is local: the domains' DKIM keys are the local_dkim rows of the USEND DB.
         keys = dkim_key_source(usend.db, sections.tokens.secret.get(), settings.sendmail,
                                local=True)
+        tracking = (message_tracking(sections.tracking, usend.db) if sections.tracking
+                    else None)
         delivery = email_delivery(backends.state.delivery, pool, topics.publisher, kafka,
-                                  settings.sendmail, message_signing(settings.sendmail, keys))
+                                  settings.sendmail, message_signing(settings.sendmail, keys),
+                                  tracking)
         try:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(serve_http, app, config, relay, shutdown)
@@ -193,9 +215,7 @@ async def _run(settings: DevSettings, sections: ApiSections, data_dir: Path,
                                            source=topics.source))
                 nursery.start_soon(_run_webhooks, settings, backends,
                                    sections.tokens.secret.get(), shutdown)
-                host, _, port = settings.http.bind.rpartition(":")
-                host = "127.0.0.1" if host in ("0.0.0.0", "") else host
-                print(demo.banner(account, f"http://{host}:{port}", data_dir, stand_ins),
+                print(demo.banner(account, _local_url(settings), data_dir, stand_ins),
                       flush=True)
             outer.cancel_scope.cancel()
         finally:

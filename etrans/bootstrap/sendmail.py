@@ -14,6 +14,7 @@ from etrans.bootstrap.workers import (
     dkim_key_source,
     email_delivery,
     message_signing,
+    message_tracking,
     smtp_pool,
 )
 from etrans.observability import get_logger
@@ -48,13 +49,10 @@ def dkim_keys(settings: SendmailSettings) -> tuple[Database, DkimKeySource] | No
                                local=not store.external)
 
 
-def message_tracking(settings: SendmailSettings) -> tuple[list[Database], MessageTracking] | None:
+def tracking_of(settings: SendmailSettings) -> tuple[list[Database], MessageTracking] | None:
     """Open and click tracking (None: ETRANS_TRACKING_BASE_URL unset) and the databases its
     flags are read from (the USEND DB; the Billing DB too when BILLING_V4_URI is set)."""
     from etrans.adapters.sql import billing_database, usend_database
-    from etrans.adapters.sql.tracking_flags import SqlTrackingFlags
-    from etrans.app.tracking import MessageTracking
-    from etrans.domain.tracking import derive_tracking_key
 
     tracking, store = settings.tracking, settings.tracking_flags
     if tracking is None or store is None:
@@ -62,10 +60,8 @@ def message_tracking(settings: SendmailSettings) -> tuple[list[Database], Messag
     usend = usend_database(store.usend_uri.get(), pool_size=store.pool_size)
     domains = (billing_database(store.domains_uri.get(), pool_size=store.pool_size)
                if store.domains_uri is not None else None)
-    flags = SqlTrackingFlags(usend, domains, cache_seconds=tracking.flags_cache_seconds)
-    key = derive_tracking_key(tracking.secret.get().encode())
-    return [usend, *([domains] if domains else [])], MessageTracking(key, tracking.base_url,
-                                                                     flags)
+    return ([usend, *([domains] if domains else [])],
+            message_tracking(tracking, usend, domains))
 
 
 async def message_signer(stack: AsyncExitStack, settings: SendmailSettings,
@@ -97,7 +93,7 @@ def build(settings: SendmailSettings) -> ServiceMain:
     cipher = CredentialCipher(settings.tokens.secret.get(), settings.tokens.iv.get())
 
     async def main(shutdown: Shutdown) -> None:
-        keys, tracking = dkim_keys(settings), message_tracking(settings)
+        keys, tracking = dkim_keys(settings), tracking_of(settings)
         async with AsyncExitStack() as stack:
             if keys is not None:
                 stack.callback(keys[0].dispose)

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Protocol
 
 import trio
 
-from etrans.app.ports import EventPublisher, HealthProbe, LogDocumentWriter
+from etrans.app.ports import BatchPublisher, EventPublisher, HealthProbe, LogDocumentWriter
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -50,7 +50,7 @@ if TYPE_CHECKING:
     )
 
 
-class Publisher(EventPublisher, HealthProbe, Protocol):
+class Publisher(EventPublisher, BatchPublisher, HealthProbe, Protocol):
     """A process's publisher: Kafka's producer, or ``dev``'s in-process topics."""
 
 

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from etrans.bootstrap.stores import DeliveryStores
     from etrans.observability import ErrorSink
     from etrans.settings import FetchlogOptions, KafkaSettings, SendmailOptions, SmtpSettings
+    from etrans.settings.tracking import TrackingSettings
     from etrans.workers.fetchlog import FetchlogTask
 
 
@@ -64,6 +65,19 @@ def message_signing(options: SendmailOptions, keys: DkimKeySource | None,
         log.warning("DKIM signing: no database to read the keys from (USEND_DB_URI, or DB_URI "
                     "with BILLING_V4_URI): messages go out unsigned")
     return MessageSigning(mode, keys, signer or DkimSigner())
+
+
+def message_tracking(tracking: TrackingSettings, usend: Database,
+                     domains: Database | None = None) -> MessageTracking:
+    """Open and click tracking of the HTML: the flags of ``domain_tracking_settings`` in the
+    USEND DB, the domains' ids in ``domains`` (the Billing DB) or in the USEND DB (None)."""
+    from etrans.adapters.sql.tracking_flags import SqlTrackingFlags
+    from etrans.app.tracking import MessageTracking
+    from etrans.domain.tracking import derive_tracking_key
+
+    flags = SqlTrackingFlags(usend, domains, cache_seconds=tracking.flags_cache_seconds)
+    return MessageTracking(derive_tracking_key(tracking.secret.get().encode()),
+                           tracking.base_url, flags)
 
 
 def email_delivery(stores: DeliveryStores, pool: SmtpPool, publisher: EventPublisher,

@@ -25,7 +25,7 @@ import sqlite3
 import threading
 import time
 import zlib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
@@ -224,6 +224,18 @@ class LocalPublisher:
             partial(self.topics.append, topic, value, key, headers, partition),
             limiter=self._limiter)
         self.published += 1
+
+    async def publish_many(self, records: Sequence[tuple[str, bytes | None, bytes | None]]
+                           ) -> list[str | None]:
+        """``KafkaProducer.publish_many``: one entry per record, None where it was stored."""
+        errors: list[str | None] = []
+        for topic, value, key in records:
+            try:
+                await self.publish(topic, value, key)
+                errors.append(None)
+            except Exception as exc:
+                errors.append(repr(exc))
+        return errors
 
     async def check(self) -> None:
         await self.topics.check()

@@ -151,6 +151,8 @@ class DevSettings(Settings):
     # WEBHOOKS_*; WEBHOOKS_ALLOW_PRIVATE_URLS defaults to true here (receivers on this machine)
     webhooks: WebhooksOptions = field(
         default_factory=lambda: WebhooksOptions(allow_private_urls=True))
+    # ETRANS_TRACKING_*; None: on, with dev's own server and TOKEN_SECRET (bootstrap/dev.py)
+    tracking: TrackingSettings | None = None
 
     @property
     def topics(self) -> KafkaSettings:
@@ -271,7 +273,7 @@ def _dev(r: Reader) -> DevSettings:
     return DevSettings(drain_seconds=common.drain_seconds, sentry_dsn=common.sentry_dsn,
                        http=http, fetchlog=fetchlog, sendmail=sendmail, databases=databases,
                        outbox=outbox, kafka=kafka, redis=redis, mongo=mongo, tokens=tokens,
-                       smtp=smtp, webhooks=webhooks)
+                       smtp=smtp, webhooks=webhooks, tracking=read_tracking(r))
 
 
 # Every subcommand and how its settings are read.

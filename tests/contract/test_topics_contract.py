@@ -103,3 +103,14 @@ async def test_what_was_not_committed_is_delivered_again_after_a_restart(topics:
     assert [m.value for m in seen] == [f"{i}".encode() for i in range(5, 10)]
     assert seen[0].offset == 5
     assert stats.committed == {(topic, 0): 10}
+
+
+async def test_publish_many_answers_each_record_and_keeps_their_order(topics: Any) -> None:
+    # The tracking endpoints' events are produced so (etrans.app.tracking_hits).
+    topic = topics.new_topic(partitions=1)
+    records = [(topic, b"event-%d" % i, b"msg-1") for i in range(5)]
+    assert list(await topics.publisher.publish_many(records)) == [None] * 5
+    seen, _ = await _consume(topics, topic, unique_name("group"))
+    in_offset_order = sorted(seen, key=lambda m: m.offset)  # the workers finish in any order
+    assert [(m.key, m.value) for m in in_offset_order] == [(b"msg-1", b"event-%d" % i)
+                                                           for i in range(5)]
