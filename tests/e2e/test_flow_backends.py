@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import email
 import json
+import re
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from tests.e2e.dev_support import Backend, base_env, start_dev, start_real, wait_for
@@ -32,6 +34,9 @@ def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Any:
     else:
         env = request.getfixturevalue("etrans_env")(
             ETRANS_REDIS_PREFIX=f"e2e:{uuid.uuid4().hex[:10]}:", ETRANS_LOG_LEVEL="INFO")
+        # Tracking served by this serve (docs/tracking.md); dev has it on by default.
+        env.update(ETRANS_TRACKING_BASE_URL=f"http://{env['ETRANS_BIND']}",
+                   ETRANS_TRACKING_SECRET=uuid.uuid4().hex)
         running, sink = start_real(env, tmp_path)
         try:
             yield running
@@ -189,6 +194,29 @@ def test_hard_bounce_suppresses_the_next_send(backend: Backend) -> None:
     wait_delivered(backend, fourth)
     assert third["id"] not in stored_messages(backend.mail_dir)
     assert backend.call("GET", f"/emails/{third['id']}").json()["status"] == "Suppressed"
+
+
+def test_open_and_click_tracking(backend: Backend) -> None:
+    """PATCH /domains/{id} turns tracking on; sendmail reads the flags it wrote and instruments
+    the HTML; the pixel and the link answer on the same server."""
+    [domain] = [d for d in backend.call("GET", "/domains").json()["data"]
+                if d["domain"] == backend.domain]
+    patched = backend.call("PATCH", f"/domains/{domain['id']}",
+                           json={"open_tracking": True, "click_tracking": True})
+    assert patched.status_code == 200, patched.text
+    link = "https://shop.example.org/sale?x=1"
+    message_id = send(backend, html=f'<p><a href="{link}">sale</a></p>', text=link)
+    wait_delivered(backend, message_id)
+    stored = stored_messages(backend.mail_dir)[message_id]
+    parts = {part.get_content_subtype(): part.get_payload(decode=True).decode()
+             for part in stored.walk() if part.get_content_maintype() == "text"}
+    assert parts["plain"].strip() == link
+    [pixel] = re.findall(r'<img src="([^"]+)"', parts["html"])
+    [tracked] = re.findall(r'href="([^"]+)"', parts["html"])
+    assert pixel.startswith(f"{backend.base_url}/t/o/")
+    assert httpx.get(pixel).status_code == 200
+    clicked = httpx.get(tracked)
+    assert (clicked.status_code, clicked.headers["Location"]) == (302, link)
 
 
 def test_dev_data_persists_across_restart(tmp_path: Path) -> None:
