@@ -16,11 +16,14 @@ from quart import Response, request
 from werkzeug.urls import iri_to_uri
 
 from etrans.api.routing import json_response
+from etrans.observability import get_logger
 
 if TYPE_CHECKING:
     from quart_trio import QuartTrio
 
     from etrans.app.tracking_hits import TrackingHits
+
+log = get_logger(__name__)
 
 # The smallest transparent 1x1 GIF (43 bytes).
 PIXEL = (b"GIF89a\x01\x00\x01\x00\x80\x00\x00\x00\x00\x00\x00\x00\x00!\xf9\x04\x01\x00\x00\x00"
@@ -40,6 +43,7 @@ def register_tracking(app: QuartTrio, hits: TrackingHits) -> None:
     @app.after_serving
     async def _drain_tracking_events() -> None:
         await hits.aclose()
+        log.info("tracking stopped", **hits.statistics())
 
     @app.get("/t/o/<token>")
     async def tracking_open(token: str) -> Response:

@@ -89,3 +89,7 @@ def test_open_and_click_answer_at_once_and_their_events_reach_the_topic(
     assert events[1].data == {"message_id": message_id, "user_agent": UA[:512], "url": url}
     assert len({e.id for e in events}) == 2
     assert served.process.returncode == 0, served.err
+    [stopped] = [json.loads(line) for line in served.out.splitlines()
+                 if '"tracking stopped"' in line]
+    assert {k: stopped[k] for k in ("opens", "clicks", "invalid", "dropped", "published")} == {
+        "opens": 1, "clicks": 1, "invalid": 7, "dropped": 0, "published": 2}
