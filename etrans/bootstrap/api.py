@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from etrans.app.bus import MessageBus
     from etrans.app.ports import BatchPublisher, EventPublisher, HealthProbe, RateCounter
     from etrans.app.tracking_hits import TrackingHits
+    from etrans.app.webhooks import WebhookDeps
     from etrans.bootstrap.stores import ApiStores
     from etrans.settings import HttpSettings, KafkaSettings, OutboxSettings, TokenSettings
     from etrans.settings.tracking import TrackingSettings
@@ -195,10 +196,25 @@ def account_deps(sections: ApiSections, backends: ApiBackends,
     )
 
 
+def webhook_deps(sections: ApiSections, usend: Database) -> WebhookDeps:
+    """Webhook endpoints in the USEND DB, secrets sealed under TOKEN_SECRET, URLs resolved with
+    DNS_NAMESERVERS and checked unless WEBHOOKS_ALLOW_PRIVATE_URLS."""
+    from etrans.adapters.crypto.webhook_secrets import WebhookSecretCipher
+    from etrans.adapters.dns.addresses import DnsHostResolver
+    from etrans.adapters.sql.webhooks_repo import SqlWebhooks
+    from etrans.app.webhooks import WebhookDeps
+
+    http = sections.http
+    return WebhookDeps(store=SqlWebhooks(usend),
+                       sealer=WebhookSecretCipher(sections.tokens.secret.get()),
+                       resolver=DnsHostResolver(nameservers=http.dns_nameservers),
+                       allow_private_urls=http.webhooks_allow_private_urls)
+
+
 def api_services(sections: ApiSections, backends: ApiBackends) -> ApiServices:
     """Everything the routes use, complete: one bus with every use case registered."""
     from etrans.api.routing import ApiServices
-    from etrans.app import accounts
+    from etrans.app import accounts, webhooks
     from etrans.app import suppressions as suppression_cases
     from etrans.bootstrap.stores import suppression_store
 
@@ -206,6 +222,7 @@ def api_services(sections: ApiSections, backends: ApiBackends) -> ApiServices:
     accounts.register(bus, account_deps(sections, backends, domains))
     suppression_cases.register(bus, suppression_cases.SuppressionDeps(
         suppression_store(backends.usend_db)))
+    webhooks.register(bus, webhook_deps(sections, backends.usend_db))
     return ApiServices(bus=bus, idempotency=backends.stores.idempotency,
                        testing_routes=sections.http.enable_testing_routes)
 

@@ -268,6 +268,8 @@ def _dev(r: Reader) -> DevSettings:
     webhooks = read_webhooks(r)
     if r.raw("WEBHOOKS_ALLOW_PRIVATE_URLS") is None:
         webhooks = replace(webhooks, allow_private_urls=True)
+        # The API of dev checks the URLs it saves by the same rule as its worker delivers.
+        http = replace(http, webhooks_allow_private_urls=True)
     if r.raw("WEBHOOKS_GROUP_ID") is None:
         webhooks = replace(webhooks, group_id="etrans-dev-webhooks")
     return DevSettings(drain_seconds=common.drain_seconds, sentry_dsn=common.sentry_dsn,

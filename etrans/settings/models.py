@@ -283,6 +283,8 @@ class HttpSettings:
     default_mx_host: str = "mx.etrans.local"
     default_mx_priority: int = 5
     dns_nameservers: tuple[str, ...] = ()
+    # Webhook URLs may be http:// and resolve to loopback/private addresses (local tests only).
+    webhooks_allow_private_urls: bool = False
     enable_testing_routes: bool = False
     # Prefix of etrans's own Redis keys (API key cache, quotas, idempotency); not of hash ``auth``.
     redis_prefix: str = "etrans:"

@@ -330,6 +330,7 @@ def read_http(r: Reader, *, billing_api: bool = True) -> HttpSettings:
         default_mx_host=r.text("DEFAULT_MX_HOST", HttpSettings.default_mx_host),
         default_mx_priority=r.integer("DEFAULT_MX_PRIORITY", 5, minimum=0, maximum=65535),
         dns_nameservers=nameservers,
+        webhooks_allow_private_urls=r.boolean("WEBHOOKS_ALLOW_PRIVATE_URLS", False),
         enable_testing_routes=r.boolean("ETRANS_ENABLE_TESTING_ROUTES", False),
         redis_prefix=r.text("ETRANS_REDIS_PREFIX", "etrans:"),
         session_cookie_name=r.text("SESSION_COOKIE_NAME", "session"),

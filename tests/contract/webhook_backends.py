@@ -25,6 +25,7 @@ class WebhookBackend:
     db: Database
     sealer: WebhookSecretCipher
     directory: Any  # WebhookDirectory
+    store: Any  # WebhookStore
 
     def add_webhook(self, user_id: int, url: str, secret: str, event_types: list[str],
                     **fields: Any) -> int:
@@ -37,15 +38,29 @@ class WebhookBackend:
         with self.db.engine.begin() as conn:
             return int(conn.execute(insert(table).returning(table.c.id), row).scalar_one())
 
+    def add_deliveries(self, rows: list[dict[str, Any]]) -> None:
+        from etrans.adapters.sql.usend_webhooks import WebhookDelivery
+
+        with self.db.engine.begin() as conn:
+            conn.execute(insert(WebhookDelivery.__table__), rows)
+
+    def count(self, model: Any, webhook_id: int) -> int:
+        from sqlalchemy import func, select
+
+        with self.db.engine.connect() as conn:
+            return int(conn.scalar(select(func.count()).select_from(model.__table__)
+                                   .where(model.webhook_id == webhook_id)) or 0)
+
     def close(self) -> None:
         self.db.dispose()
 
 
 def _backend(name: str, db: Database) -> WebhookBackend:
     from etrans.adapters.sql.webhook_directory import SqlWebhookDirectory
+    from etrans.adapters.sql.webhooks_repo import SqlWebhooks
 
     sealer = WebhookSecretCipher(TOKEN_SECRET)
-    return WebhookBackend(name, db, sealer, SqlWebhookDirectory(db, sealer))
+    return WebhookBackend(name, db, sealer, SqlWebhookDirectory(db, sealer), SqlWebhooks(db))
 
 
 def postgres_webhooks(url: str) -> WebhookBackend:

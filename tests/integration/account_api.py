@@ -17,6 +17,8 @@ import pytest
 
 from etrans.adapters.crypto.credentials import CredentialCipher
 from etrans.adapters.crypto.dkim_keys import DkimKeyCipher, RsaDkimKeys
+from etrans.adapters.crypto.webhook_secrets import WebhookSecretCipher
+from etrans.adapters.dns.addresses import DnsHostResolver
 from etrans.adapters.dns.verify import DnsVerifier
 from etrans.adapters.redis.api_key_cache import RedisApiKeyCache
 from etrans.adapters.redis.client import TrioRedis, open_redis
@@ -34,6 +36,7 @@ from etrans.adapters.sql.senders_repo import SqlSenders
 from etrans.adapters.sql.subscriptions_repo import SqlSubscriptions
 from etrans.adapters.sql.suppressions_repo import PgSuppressionStore
 from etrans.adapters.sql.usend_repo import UsendRepository
+from etrans.adapters.sql.webhooks_repo import SqlWebhooks
 from etrans.api import (
     routes_api_keys,
     routes_billing,
@@ -41,11 +44,12 @@ from etrans.api import (
     routes_senders,
     routes_suppressions,
     routes_testing,
+    routes_webhooks,
 )
 from etrans.api.app import ApiDependencies, create_app
 from etrans.api.auth import ApiKeyResolver, Authenticator, JwtVerifier
 from etrans.api.routing import ApiServices
-from etrans.app import accounts, suppressions
+from etrans.app import accounts, suppressions, webhooks
 from etrans.app.accounts import AccountDeps
 from etrans.app.bus import MessageBus
 from etrans.domain.domains import DnsTemplate
@@ -59,7 +63,8 @@ TOKEN_IV = "abcdef9876543210"
 SPF = "v=spf1 include:_spf.etrans.test ~all"
 MX = "mx.etrans.test"
 ROUTERS = [routes_domains.register, routes_api_keys.register, routes_senders.register,
-           routes_suppressions.register, routes_billing.register, routes_testing.register]
+           routes_suppressions.register, routes_billing.register, routes_testing.register,
+           routes_webhooks.register]
 
 
 def new_user_id() -> int:
@@ -106,7 +111,8 @@ async def open_api(*, usend_db_url: str, redis_url: str, **options: Any
 def build_api(*, usend_db_url: str, redis: TrioRedis, dns_address: str,
               billing: Any = None, billing_topic: str | None = None,
               testing_routes: bool = True,
-              reader_db: Database | None = None, tables: BillingTables | None = None
+              reader_db: Database | None = None, tables: BillingTables | None = None,
+              webhooks_allow_private_urls: bool = False, max_webhooks: int = 20
               ) -> ApiUnderTest:
     usend = Database(make_engine(usend_db_url, pool_size=5), name="usend_db")
     # Ids restart at 1 in every session's fresh database: Redis keys get a prefix of their own.
@@ -132,6 +138,11 @@ def build_api(*, usend_db_url: str, redis: TrioRedis, dns_address: str,
     bus = MessageBus()
     accounts.register(bus, services)
     suppressions.register(bus, suppressions.SuppressionDeps(PgSuppressionStore(usend)))
+    webhooks.register(bus, webhooks.WebhookDeps(
+        store=SqlWebhooks(usend), sealer=WebhookSecretCipher(TOKEN_SECRET),
+        resolver=DnsHostResolver(nameservers=[dns_address], timeout_seconds=1.0,
+                                 lifetime_seconds=2.0),
+        allow_private_urls=webhooks_allow_private_urls, max_per_user=max_webhooks))
     repo = UsendRepository(usend)
     authenticator = Authenticator(ApiKeyResolver(repo, key_cache),
                                   jwt=JwtVerifier(secret=JWT_SECRET))
