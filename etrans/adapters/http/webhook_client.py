@@ -4,7 +4,8 @@ httpx ``AsyncClient`` (on Trio through anyio) POSTing signed bodies to customers
 * Timeouts: connecting, writing and reading each at most ``timeout`` seconds (WEBHOOKS_TIMEOUT_
   SECONDS); redirects are not followed (a 3xx is a failed attempt).
 * Where it connects: the host is resolved at every attempt and every address must be public
-  (:func:`is_public_ip`) unless ``allow_private`` (WEBHOOKS_ALLOW_
+  (:func:`etrans.domain.webhook_urls.is_public_ip`, the rule the API applies when a URL is
+  saved) unless ``allow_private`` (WEBHOOKS_ALLOW_
   PRIVATE_URLS); the request then goes to the address that was checked - the URL's host stays
   in ``Host`` and in TLS (SNI and certificate verification) - so a name that resolves to a
   public address when the webhook was created and to 127.0.0.1 now (DNS rebinding) cannot
@@ -24,6 +25,7 @@ import httpx
 import trio
 
 from etrans.app.webhook_delivery_ports import PostResult
+from etrans.domain.webhook_urls import is_public_ip
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -104,15 +106,6 @@ class WebhookClient:
             if refused:
                 raise AddressRefused(f"{host} resolves to a non-public address ({refused[0]})")
         return addresses[0]
-
-
-def is_public_ip(address: str) -> bool:
-    """A globally routable unicast address: not loopback, private, link-local, shared (CGNAT),
-    reserved or multicast; an IPv4-mapped IPv6 address is judged as its IPv4 address."""
-    ip = ipaddress.ip_address(address)
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    return ip.is_global and not ip.is_multicast
 
 
 def _elapsed_ms(started: float) -> int:
