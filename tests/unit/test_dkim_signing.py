@@ -14,7 +14,7 @@ import dkim
 import pytest
 
 from etrans.adapters.crypto.dkim_keys import generate_dkim_key_pair
-from etrans.adapters.crypto.dkim_signer import DkimSigner
+from etrans.adapters.crypto.dkim_signer import DkimSigner, _header_fields
 from etrans.app.signing import (
     DkimKey,
     DkimKeyUnavailable,
@@ -244,3 +244,32 @@ def test_signer_processes_setting() -> None:
     assert inline.sendmail.dkim_signer_processes == 0
     with pytest.raises(ConfigError, match="SENDMAIL_DKIM_SIGNER_PROCESSES"):
         for_command("sendmail", {**SENDMAIL_ENV, "SENDMAIL_DKIM_SIGNER_PROCESSES": "-1"})
+
+
+# -- our header canonicalisation against dkimpy's ------------------------------------------------
+
+CONFORMANCE = {
+    **{name: render(message) for name, message in MESSAGES.items()},
+    "folded, tabs, trailing spaces": (
+        b"From:  News \t <news@signed.example>  \r\nTo: a@example.org,\r\n\t b@example.org\r\n"
+        b"Subject:\tHello   there \t\r\n  and more\r\nX-Other: x\r\n\r\nBody  \t\r\n\r\n\r\n"),
+    "duplicate fields, the last one signed": (
+        b"Subject: first\r\nFrom: a@signed.example\r\nSubject: second\r\nTo: b@example.org\r\n"
+        b"\r\nbody\r\n"),
+    "empty body": b"From: a@signed.example\r\nTo: b@example.org\r\n\r\n",
+    "mixed-case names, no space after the colon": (
+        b"FROM:a@signed.example\r\nsubject:Hi\r\nMessage-id:<x@y>\r\n\r\n.\r\n..\r\n"),
+    "bare LF line ends (dkimpy's path)": b"From: a@signed.example\nSubject: lf\n\nbody\n",
+    "a line that is not a field (dkimpy's path)": (
+        b"From a@signed.example Sun Dec  6 2026\r\nFrom: a@signed.example\r\n\r\nbody\r\n"),
+}
+
+
+@pytest.mark.parametrize("name", list(CONFORMANCE))
+def test_our_header_canonicalisation_gives_dkimpys_digest(name: str) -> None:
+    signer, key = DkimSigner(), signing_key()
+    assert (_header_fields(CONFORMANCE[name]) is None) == ("dkimpy's path" in name)
+    ours = signer.prepare(CONFORMANCE[name], key, timestamp=1_800_000_000)
+    assert ours == signer.prepare_with_dkimpy(CONFORMANCE[name], key, timestamp=1_800_000_000)
+    signed = signer.signature_header(CONFORMANCE[name], key) + CONFORMANCE[name]
+    assert dkim.verify(signed, dnsfunc=txt_record)
