@@ -166,6 +166,7 @@ async def webhooks_run(bootstrap: str, topic: str, usend_url: str, token_secret:
             elapsed = time.perf_counter() - started
             shutdown.request()
     finally:
+        await delivery.aclose()
         await client.aclose()
         db.dispose()
     print(f"  delivery counters: {delivery.statistics()}")

@@ -123,6 +123,9 @@ class WebhookDelivery:
     def statistics(self) -> DeliveryCounters:
         return DeliveryCounters(**vars(self.counters))
 
+    async def aclose(self) -> None:
+        await self.store.aclose()
+
     async def deliver(self, event: EmailEvent, record: bytes) -> None:
         """Attempt ``event`` at every endpoint subscribed to it, at once; returns when each
         attempt is recorded (delivered, scheduled for a retry, or given up)."""

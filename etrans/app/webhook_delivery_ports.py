@@ -99,3 +99,6 @@ class WebhookDeliveryStore(Protocol):
     async def disable(self, webhook_id: int, reason: str) -> bool:
         """Disable an enabled endpoint and drop its retries; True when this call disabled it
         (False: already disabled, or gone)."""
+
+    async def aclose(self) -> None:
+        """Close the store's own connections (not the database's pool)."""

@@ -147,13 +147,14 @@ async def _run_webhooks(settings: DevSettings, backends: DevBackends, token_secr
     options = settings.webhooks
     config = webhooks_pipeline(settings.topics, settings.consumer("webhooks"), options)
     client = webhook_client(options)
+    delivery = webhook_delivery(backends.usend.db, token_secret, client,
+                                backends.topics.publisher, options)
     try:
-        delivery = webhook_delivery(backends.usend.db, token_secret, client,
-                                    backends.topics.publisher, options)
         await run_webhooks(config, delivery, shutdown, poll_seconds=options.retry_poll_seconds,
                            source=backends.topics.source)
     finally:
         with trio.CancelScope(shield=True):
+            await delivery.aclose()
             await client.aclose()
 
 

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+import trio
+
 from etrans.bootstrap.configs import webhooks_pipeline
 from etrans.observability import get_logger
 
@@ -79,7 +81,9 @@ def build(settings: WebhooksSettings) -> ServiceMain:
             await run_webhooks(config, delivery, shutdown,
                                poll_seconds=options.retry_poll_seconds)
         finally:
-            await client.aclose()
+            with trio.CancelScope(shield=True):
+                await delivery.aclose()
+                await client.aclose()
             producer.close(timeout=5.0)
             db.dispose()
 

@@ -87,7 +87,9 @@ async def backend(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterat
     else:
         db = sqlite_database(tmp_path / "usend.sqlite3")
         create_schema(db)
-    yield Backend(db)
+    backend = Backend(db)
+    yield backend
+    await backend.store.aclose()
     db.dispose()
 
 

@@ -73,6 +73,9 @@ class FakeStore:
             del self.retries[key]
         return True
 
+    async def aclose(self) -> None:
+        pass
+
 
 @dataclass
 class FakeTransport:

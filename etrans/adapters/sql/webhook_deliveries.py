@@ -19,13 +19,16 @@ writing the attempt breaks the foreign key - the attempt is then dropped, not re
 
 from __future__ import annotations
 
+import json
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import and_, delete, insert, select, text, tuple_, update
+import psycopg
+from sqlalchemy import and_, delete, insert, select, tuple_, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
+from etrans.adapters._net.trio_pq import TrioPqConnection
 from etrans.adapters.sql.group_commit import GroupCommit
 from etrans.adapters.sql.usend_webhooks import Webhook, WebhookDelivery, WebhookRetry
 from etrans.app.webhook_delivery_ports import PendingRetry
@@ -40,17 +43,21 @@ if TYPE_CHECKING:
     from etrans.adapters.sql import Database
     from etrans.app.webhook_delivery_ports import DeliveryAttempt
 
-# PostgreSQL: a group of successful attempts in one statement, one round trip (autocommit: a
-# statement is atomic by itself).  Measured with bench/webhooks.py: BEGIN + three statements +
-# COMMIT made the write ~45 % of an event's cost.
-_DELIVERED_PG = """
-WITH v AS (
-    SELECT * FROM unnest(CAST(:webhook_ids AS bigint[]), CAST(:event_ids AS text[]),
-                         CAST(:event_types AS text[]), CAST(:attempts AS int[]),
-                         CAST(:status_codes AS int[]), CAST(:errors AS text[]),
-                         CAST(:latencies AS int[]), CAST(:attempted_ats AS timestamptz[]))
-        AS v(webhook_id, event_id, event_type, attempt, status_code, error, latency_ms,
-             attempted_at)),
+# PostgreSQL: a group of successful attempts in one statement, sent from the Trio thread
+# (:class:`~etrans.adapters._net.trio_pq.TrioPqConnection`: no worker thread, no BEGIN/COMMIT
+# round trips; autocommit, the statement is atomic by itself).  Measured with bench/webhooks.py:
+# BEGIN + three statements + COMMIT from a worker thread made the write ~45 % of an event's cost.
+# The commit does not wait for the WAL flush (synchronous_commit off, this transaction only):
+# what it writes is the attempts' log and the clearing of failures, which a crash of PostgreSQL
+# itself may lose for its last moments (a retry row kept by mistake repeats a delivered event,
+# with its webhook-id); a crash of etrans loses nothing: the statement is committed before the
+# offset.
+_DELIVERED_PG = b"""
+WITH relaxed AS (SELECT set_config('synchronous_commit', 'off', true) AS value),
+v AS (
+    SELECT * FROM json_to_recordset($1::json)
+        AS v(webhook_id bigint, event_id text, event_type text, attempt int, status_code int,
+             error text, latency_ms int, attempted_at timestamptz)),
 ins AS (
     INSERT INTO webhook_deliveries (webhook_id, event_id, event_type, attempt, status_code,
                                     error, latency_ms, attempted_at)
@@ -61,6 +68,7 @@ healthy AS (
     WHERE id IN (SELECT webhook_id FROM v) AND failing_since IS NOT NULL)
 DELETE FROM webhook_retries AS r USING v
 WHERE r.webhook_id = v.webhook_id AND r.event_id = v.event_id
+  AND (SELECT value FROM relaxed) = 'off'
 """
 
 _WEBHOOKS = Webhook.__table__
@@ -92,10 +100,17 @@ class SqlWebhookDeliveryStore:
         self.database = database
         dialect = database.engine.dialect.name
         self._insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-        self._postgres = dialect == "postgresql"
+        self._connection = (TrioPqConnection.from_sqlalchemy_url(
+            database.engine.url, application_name="etrans-webhooks")
+            if dialect == "postgresql" else None)
         # A deleted webhook's attempt breaks the foreign key: the round is halved down to it.
-        self._delivered = GroupCommit(self._write_delivered, split_on=(IntegrityError,),
+        self._delivered = GroupCommit(self._write_delivered,
+                                      split_on=(IntegrityError, psycopg.IntegrityError),
                                       max_items=200)
+
+    async def aclose(self) -> None:
+        if self._connection is not None:
+            await self._connection.aclose()
 
     async def _run(self, fn: Callable[..., Any], *args: Any) -> Any:
         try:
@@ -121,31 +136,18 @@ class SqlWebhookDeliveryStore:
     async def record_delivered(self, attempt: DeliveryAttempt) -> None:
         try:
             await self._delivered.write([attempt])
-        except IntegrityError:
+        except (IntegrityError, psycopg.IntegrityError):
             return  # the webhook was deleted meanwhile
-        except SQLAlchemyError as exc:
+        except (SQLAlchemyError, psycopg.Error) as exc:
             raise RetryLater(f"USEND DB webhook write failed: {exc.__class__.__name__}") from exc
 
     async def _write_delivered(self, attempts: list[DeliveryAttempt]) -> None:
-        if self._postgres:
-            await self.database.run(self._delivered_one_statement, attempts)
-        else:
+        if self._connection is None:
             await self.database.run(self._transaction, self._delivered_many, attempts)
-
-    def _delivered_one_statement(self, attempts: list[DeliveryAttempt]) -> None:
-        params = {
-            "webhook_ids": [a.webhook_id for a in attempts],
-            "event_ids": [a.event_id for a in attempts],
-            "event_types": [a.event_type for a in attempts],
-            "attempts": [a.attempt for a in attempts],
-            "status_codes": [a.status_code for a in attempts],
-            "errors": [a.error for a in attempts],
-            "latencies": [a.latency_ms for a in attempts],
-            "attempted_ats": [a.attempted_at for a in attempts],
-        }
-        engine = self.database.engine
-        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-            conn.execute(text(_DELIVERED_PG), params)
+            return
+        rows = json.dumps([{**_attempt_row(a), "attempted_at": a.attempted_at.isoformat()}
+                           for a in attempts])
+        await self._connection.execute(_DELIVERED_PG, [rows])
 
     def _delivered_many(self, conn: Connection, attempts: list[DeliveryAttempt]) -> None:
         conn.execute(insert(_DELIVERIES).values([_attempt_row(a) for a in attempts]))
