@@ -283,8 +283,14 @@ class ConsumerThread(SourceThread):
             consumer.incremental_assign(partitions)  # cooperative-sticky (tested: rebalance)
         else:
             consumer.assign(partitions)
-        if self._paused and partitions:
-            consumer.pause(partitions)
+        if partitions:
+            # librdkafka keeps a partition's pause across revoke and re-assignment, and
+            # back-pressure may have stopped pausing while nothing was assigned (the workers
+            # drained during an eager rebalance): set the state of these partitions here.
+            if self._paused:
+                consumer.pause(partitions)
+            else:
+                consumer.resume(partitions)
         log.info("partitions assigned", partitions=[f"{t}/{p}" for t, p in tps])
         self._assigned_once = True
         self._to_trio(self._on_assigned)

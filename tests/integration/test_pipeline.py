@@ -317,12 +317,19 @@ async def test_rebalance_to_a_second_consumer_loses_and_repeats_nothing(
     """A second pipeline joins the group mid-run: the first one's revoke waits for its started
     messages and commits them, so the partitions move without loss or repeats - with the eager
     assignors (the default) and with cooperative-sticky (incremental assign and revoke: the
-    first pipeline keeps the partitions it is not asked to give up)."""
+    first pipeline keeps the partitions it is not asked to give up).
+
+    Both pipelines stay in the group until every message is seen (no ``stop_at_end``): a first
+    pipeline that reached the end of its partitions during the incremental rebalance would leave
+    the group, and tansu then never gave the second one an assignment (a CI hang).  More
+    messages are produced once the second pipeline holds partitions, so it has work whatever
+    the timing of the rebalance."""
     topic = new_topic(partitions=4, prefix="pipeline-rebalance")
-    ends = produce(kafka_bootstrap, topic, 4000, 4)
+    first_ends = produce(kafka_bootstrap, topic, 4000, 4)
+    total = 4000 + 400
     seen: Counter[tuple[int, int]] = Counter()
     by: Counter[str] = Counter()
-    progressed = trio.Event()
+    progressed, all_seen = trio.Event(), trio.Event()
 
     def task_for(name: str) -> Any:
         async def task(message: Message) -> None:
@@ -331,11 +338,13 @@ async def test_rebalance_to_a_second_consumer_loses_and_repeats_nothing(
             by[name] += 1
             if by["first"] >= 300:
                 progressed.set()
+            if len(seen) >= total:
+                all_seen.set()
 
         return task
 
     group = unique_name("pipeline-rebalance-group")
-    first_config = config(kafka_bootstrap, topic, kafka_test_config, stop_at_end=True,
+    first_config = config(kafka_bootstrap, topic, kafka_test_config,
                           assignment_strategy=strategy)
     first_config = PipelineConfig(**{**first_config.__dict__, "group_id": group})
     second_config = PipelineConfig(**{**first_config.__dict__})
@@ -346,6 +355,14 @@ async def test_rebalance_to_a_second_consumer_loses_and_repeats_nothing(
             await nursery.start(first.run, Shutdown(drain_seconds=10))
             await progressed.wait()
             await nursery.start(second.run, Shutdown(drain_seconds=10))
+            # Until the rebalance gave the second pipeline partitions (a condition, not a delay).
+            while not second.statistics().partitions:  # noqa: ASYNC110
+                await trio.sleep(0.05)
+            more = await trio.to_thread.run_sync(produce, kafka_bootstrap, topic, 400, 4)
+            await all_seen.wait()
+            first.stop()
+            second.stop()
+    ends = {p: first_ends[p] + more[p] for p in first_ends}
     assert first.statistics().rebalances >= 2  # the first pipeline was reassigned
     assert by["second"] > 0  # the second one got partitions
     assert set(seen) == {(p, o) for p, end in ends.items() for o in range(end)}

@@ -172,3 +172,21 @@ def test_shared_state_counts_done_offsets_past_the_cap_as_outstanding() -> None:
     state.finish_many([(envelopes[0][0], envelopes[0][1], PROCESSED)])
     assert state.outstanding == 0
     assert state.offsets_to_commit() == {("t", 0): 30}
+
+
+def test_stop_at_end_is_not_reached_while_an_eager_rebalance_has_nothing_assigned() -> None:
+    """The rebalance integration test no longer runs with stop_at_end: this covers its case."""
+    from etrans.pipeline.message import Message
+    from etrans.pipeline.state import PROCESSED, SharedState
+
+    state = SharedState()
+    state.assign([("t", 0)])
+    state.ends[("t", 0)] = 1
+    [(message, epoch)] = state.track([Message(topic="t", partition=0, offset=0, key=None,
+                                              value=b"x", headers=(), timestamp_ms=0)])
+    assert state.try_start(message, epoch)
+    state.finish_many([(message, epoch, PROCESSED)])
+    assert state.reached_end()
+    state.begin_revoke([("t", 0)])
+    state.end_revoke([("t", 0)])  # eager: everything revoked, the new assignment not yet given
+    assert not state.reached_end()
