@@ -189,7 +189,9 @@ async def _run(settings: DevSettings, sections: ApiSections, data_dir: Path,
     mmap_large_allocations()
     sendmail_config, fetchlog_config = pipeline_configs(settings)
     fetchlog = fetchlog_task(settings.fetchlog, backends.logs.writer, usend=usend.db,
-                             statuses=usend.statuses, suppressions=usend.suppressions)
+                             statuses=usend.statuses, suppressions=usend.suppressions,
+                             events=topics.publisher,
+                             events_topic=settings.webhooks.events_topic)
     async with trio.open_nursery() as outer:
         # The SMTP sink lives in the outer nursery: it stays up until sendmail has drained.
         smtp = settings.smtp

@@ -1,5 +1,6 @@
-"""``etrans fetchlog``: LOG_TOPIC -> MongoDB (+ email_messages.status and the suppression lists'
-hard bounces when USEND_DB_URI is set)."""
+"""``etrans fetchlog``: LOG_TOPIC -> MongoDB (+ email_messages.status, the suppression lists'
+hard bounces and the email events of API emails on KAFKA_EVENTS_TOPIC when USEND_DB_URI is
+set)."""
 
 from __future__ import annotations
 
@@ -38,6 +39,7 @@ def pipeline_config(settings: FetchlogSettings, *, from_earliest: bool = False,
 def build(settings: FetchlogSettings, *, from_earliest: bool, stop_at_end: bool) -> ServiceMain:
     from etrans import __version__
     from etrans.adapters.http.sentry_reporter import ErrorReporter
+    from etrans.adapters.kafka.client import KafkaProducer
     from etrans.adapters.sql.email_status import EmailStatusUpdater
     from etrans.workers.fetchlog import progress_stream_for, run_fetchlog
 
@@ -51,10 +53,14 @@ def build(settings: FetchlogSettings, *, from_earliest: bool, stop_at_end: bool)
         )
         writer = mongo_log_writer(settings.mongo, options)
         usend = _usend_database(settings.databases)
+        # The email events of API emails (KAFKA_EVENTS_TOPIC): only with the USEND DB, which
+        # says which emails are API emails and whose.
+        producer = KafkaProducer.from_settings(settings.kafka) if usend is not None else None
         task = fetchlog_task(
             options, writer, usend=usend, reporter=reporter,
             statuses=EmailStatusUpdater(usend) if usend is not None else None,
-            suppressions=suppression_store(usend) if usend is not None else None)
+            suppressions=suppression_store(usend) if usend is not None else None,
+            events=producer, events_topic=settings.kafka.events_topic)
         try:
             await run_fetchlog(config, task, shutdown,
                                progress_stream=progress_stream_for(from_earliest or stop_at_end))
@@ -63,6 +69,8 @@ def build(settings: FetchlogSettings, *, from_earliest: bool, stop_at_end: bool)
             raise
         finally:
             writer.close()
+            if producer is not None:
+                producer.close(timeout=5.0)
             if usend is not None:
                 usend.dispose()
             reporter.flush()

@@ -95,9 +95,11 @@ def email_delivery(stores: DeliveryStores, pool: SmtpPool, publisher: EventPubli
 def fetchlog_task(options: FetchlogOptions, writer: LogDocumentWriter, *,
                   usend: Database | None, statuses: EmailStatusStore | None,
                   suppressions: SuppressionStore | None,
-                  reporter: ErrorSink | None = None) -> FetchlogTask:
+                  reporter: ErrorSink | None = None, events: EventPublisher | None = None,
+                  events_topic: str = "email-events") -> FetchlogTask:
     """Stores the events STORE_EVENT_TYPES names; email statuses, message owners and the
-    suppression lists' hard bounces in the USEND DB when there is one."""
+    suppression lists' hard bounces in the USEND DB when there is one, and then the email
+    events of API emails on ``events_topic`` (through ``events``)."""
     from etrans.adapters.sql.message_owners import MessageOwnerLookup
     from etrans.domain.delivery_log import EventFilter
     from etrans.workers.fetchlog import FetchlogTask
@@ -105,4 +107,5 @@ def fetchlog_task(options: FetchlogOptions, writer: LogDocumentWriter, *,
     return FetchlogTask(
         EventFilter.from_settings(options.store_event_types, options.skip_message_id_pattern),
         writer, statuses, reporter,
-        MessageOwnerLookup(usend) if usend is not None else None, suppressions)
+        MessageOwnerLookup(usend) if usend is not None else None, suppressions,
+        events=events, events_topic=events_topic)

@@ -110,6 +110,8 @@ class KafkaSettings:
     log_group_id: str | None = None
     billing_topic: str | None = None
     dead_letter_topic: str | None = None
+    # KAFKA_EVENTS_TOPIC: the email events (docs/wire-formats.md, "Email events").
+    events_topic: str = "email-events"
     # Extra librdkafka properties: SASL/SSL and KAFKA_CONF_* pass-through.  Values may be secrets.
     client_config: Mapping[str, Secret] = field(default_factory=dict)
     commit_interval_seconds: float = 1.0

@@ -171,6 +171,7 @@ def read_kafka(r: Reader, *, consumer_of: str | None) -> KafkaSettings:
         log_group_id=log_group,
         billing_topic=r.raw("KAFKA_BILLING_TOPIC"),
         dead_letter_topic=r.raw("KAFKA_DEAD_LETTER_TOPIC"),
+        events_topic=r.text("KAFKA_EVENTS_TOPIC", "email-events"),
         client_config=conf,
         commit_interval_seconds=r.number("KAFKA_COMMIT_INTERVAL_SECONDS", 1.0, minimum=0.01),
         assignment_strategy=r.text("KAFKA_ASSIGNMENT_STRATEGY", "range,roundrobin"),

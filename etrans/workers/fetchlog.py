@@ -16,11 +16,15 @@
 4. advances ``email_messages.status`` in the USEND DB (when configured) for the batch's messages,
    and each recipient's outcome and bounce class (``email_recipient_outcomes``);
 5. puts each recipient whose outcome is a hard bounce of an API email on its sender's suppression
-   list (``suppressions``; idempotent, so a replayed or retried batch adds nothing twice).
+   list (``suppressions``; idempotent, so a replayed or retried batch adds nothing twice);
+6. publishes one ``email.delivered`` / ``email.delayed`` / ``email.bounced`` event per document
+   of an API email that proves it (:func:`~etrans.domain.status_events.delivery_log_event`) to
+   KAFKA_EVENTS_TOPIC - also for documents already stored: a replay publishes the same ids.
 
 Only when all of it succeeded does the call return, and only then may the pipeline commit the
-batch's offsets.  MongoDB or PostgreSQL unavailable -> :class:`~etrans.errors.RetryLater`: the
-pipeline retries the batch with backoff and commits nothing past it.
+batch's offsets.  MongoDB, PostgreSQL or the broker (events) unavailable ->
+:class:`~etrans.errors.RetryLater`: the pipeline retries the batch with backoff and commits
+nothing past it.
 
 :func:`run_fetchlog` runs the whole service: indexes, the backfill of documents stored without
 ``source`` (:func:`backfill_labels`, in the background), the pipeline, the TTY progress line and
@@ -36,6 +40,7 @@ from typing import TYPE_CHECKING, Any, TextIO, cast
 
 import trio
 
+from etrans.app.email_events import publish_events
 from etrans.domain.delivery_log import (
     EventFilter,
     InvalidEvent,
@@ -47,6 +52,7 @@ from etrans.domain.delivery_log import (
     status_changes,
     to_document,
 )
+from etrans.domain.status_events import delivery_log_event
 from etrans.errors import PoisonMessage
 from etrans.observability import get_logger
 
@@ -55,6 +61,7 @@ if TYPE_CHECKING:
 
     from etrans.app.ports import (
         EmailStatusStore,
+        EventPublisher,
         LogDocumentWriter,
         LogLabels,
         MessageOwners,
@@ -79,6 +86,7 @@ class FetchlogCounters:
     invalid: int = 0  # undecodable / unusable: poison, committed past
     status_updates: int = 0  # email_messages rows advanced
     suppressed: int = 0  # recipients newly put on their sender's suppression list
+    email_events: int = 0  # delivered/delayed/bounced events published (KAFKA_EVENTS_TOPIC)
     batches: int = 0
 
     @property
@@ -100,6 +108,8 @@ class FetchlogTask:
         reporter: ErrorSink | None = None,
         owners: MessageOwners | None = None,
         suppressions: SuppressionStore | None = None,
+        events: EventPublisher | None = None,
+        events_topic: str = "email-events",
     ) -> None:
         self.event_filter = event_filter
         self.writer = writer
@@ -107,6 +117,8 @@ class FetchlogTask:
         self.reporter = reporter
         self.owners = owners
         self.suppressions = suppressions
+        self.events = events  # None: no email events (no USEND DB: no API email is known)
+        self.events_topic = events_topic
         self.counters = FetchlogCounters()
 
     def statistics(self) -> FetchlogCounters:
@@ -154,6 +166,10 @@ class FetchlogTask:
             await self.statuses.record_outcomes(outcomes)
         if self.suppressions is not None and outcomes:
             suppressed = await self.suppressions.add_hard_bounces(outcomes)
+        events = []
+        if self.events is not None and self.owners is not None:
+            events = [e for e in map(delivery_log_event, documents) if e is not None]
+            await publish_events(self.events, self.events_topic, events)
 
         counters = self.counters
         counters.stored += result.inserted
@@ -162,6 +178,7 @@ class FetchlogTask:
         counters.skipped += skipped
         counters.status_updates += updated
         counters.suppressed += suppressed
+        counters.email_events += len(events)
         counters.batches += 1
 
     def _report(self, exc: BaseException, messages: Sequence[Message]) -> None:
