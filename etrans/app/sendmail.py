@@ -30,18 +30,20 @@ send the email again.
 from __future__ import annotations
 
 import json
-import os
-import socket
-import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import trio
 
+from etrans.app.email_events import publish_events
+from etrans.app.reject_log import AGENT_TYPE as AGENT_TYPE
+from etrans.app.reject_log import EVENT_ID_NAMESPACE as EVENT_ID_NAMESPACE
+from etrans.app.reject_log import Agent, reject_event
+from etrans.app.reject_log import reject_event_id as reject_event_id
 from etrans.app.signing import MessageSigning, SigningRefused
-from etrans.domain.bounces import classify
 from etrans.domain.mime import render
+from etrans.domain.status_events import sent_event
 from etrans.errors import RetryLater
 from etrans.observability import get_logger
 
@@ -62,10 +64,6 @@ REJECTING_PREFIX = "rejecting:"
 # during the wait) sends to the pending recipients only and keeps the rejected ones' replies.
 PARTIAL_PREFIX = "partial:"
 
-AGENT_TYPE = "etrans-sendmail"
-# Event_ID = uuid5(this namespace, "<message_id>\n<recipient>"): stable across redeliveries, so
-# a Reject published twice is stored once by fetchlog (its documents are unique by event_id).
-EVENT_ID_NAMESPACE = uuid.UUID("6f1f4a52-5b8e-4c44-9d0e-2d1c0e9a7b31")
 
 
 class SmtpFailure(Exception):
@@ -102,6 +100,7 @@ class SendResult:
     refused: dict[str, tuple[int, str]] = field(default_factory=dict)
     tls: bool = False
     reused_connection: bool = False
+    response: str = ""  # the reply to the message's data ("250 2.0.0 Ok: queued as ...")
 
 
 @dataclass(frozen=True)
@@ -120,68 +119,13 @@ class DeliveryPolicy:
         return self.base_seconds * 2.0**retry
 
 
-@dataclass(frozen=True)
-class Agent:
-    """The ``agent`` object of published events (Filebeat's shape, our identity)."""
-
-    id: str
-    hostname: str
-    name: str
-    ephemeral_id: str
-    type: str = AGENT_TYPE
-
-    @classmethod
-    def for_this_process(cls) -> Agent:
-        hostname = socket.gethostname()
-        return cls(
-            id=str(uuid.uuid5(EVENT_ID_NAMESPACE, f"agent:{hostname}")),
-            hostname=hostname,
-            name=f"{AGENT_TYPE}@{hostname}",
-            ephemeral_id=f"{uuid.uuid4()}-{os.getpid()}",
-        )
-
-    def as_dict(self) -> dict[str, str]:
-        return {"id": self.id, "type": self.type, "hostname": self.hostname, "name": self.name,
-                "ephemeral_id": self.ephemeral_id}
-
-
-def reject_event_id(message_id: str, recipient: str) -> str:
-    return str(uuid.uuid5(EVENT_ID_NAMESPACE, f"{message_id}\n{recipient.lower()}"))
-
-
-def _timestamp(moment: datetime) -> str:
-    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def reject_event(outgoing: OutgoingEmail, recipient: str, response: str, *, agent: Agent,
-                 now: datetime | None = None) -> dict[str, Any]:
-    """The spec's "Log Event Format" for a rejection of ``recipient`` (Event ``Reject``), plus
-    etrans's ``bounce_class`` of ``response`` (:mod:`etrans.domain.bounces`)."""
-    names = {m.email.lower(): m.name for m in (*outgoing.to, *outgoing.cc, *outgoing.bcc)}
-    return {
-        "Event": "Reject",
-        "@timestamp": _timestamp(now or datetime.now(UTC)),
-        "SMTP_Action": "rejected",
-        "from": outgoing.sender.email,
-        "from_name": outgoing.sender.name,
-        "recipient": recipient,
-        "to_name": names.get(recipient.lower(), ""),
-        "response": response,
-        "from_domain": outgoing.sender.domain,
-        "Event_ID": reject_event_id(outgoing.message_id, recipient),
-        "message_id": outgoing.message_id,
-        "to_domain": recipient.rpartition("@")[2].lower(),
-        "agent": agent.as_dict(),
-        "bounce_class": classify(response).value,
-    }
-
-
 @dataclass(slots=True)
 class DeliveryOutcome:
     accepted: list[str] = field(default_factory=list)
     rejected: dict[str, str] = field(default_factory=dict)  # recipient -> response
     attempts: int = 0
     accepted_before: bool = False  # resumed: some recipients were accepted by an earlier run
+    response: str = ""  # the relay's reply to the data of the last accepted transaction
 
 
 @dataclass
@@ -203,8 +147,10 @@ class EmailDelivery:
                  transport: MailTransport, events: EventPublisher, log_topic: str,
                  policy: DeliveryPolicy, agent: Agent | None = None,
                  signing: MessageSigning | None = None,
-                 tracking: MessageTracking | None = None) -> None:
+                 tracking: MessageTracking | None = None,
+                 events_topic: str | None = None) -> None:
         self.credentials = credentials
+        self.events_topic = events_topic  # email.sent events (None: none published)
         self.tracking = tracking  # open/click tracking of the HTML, before signing
         self.signing = signing or MessageSigning()
         self.marks = marks
@@ -260,6 +206,7 @@ class EmailDelivery:
             return await self._reject_all(outgoing, recipients, exc.reply, earlier)
         outcome = DeliveryOutcome(rejected=dict(earlier), accepted_before=resumed is not None)
         await self._send_with_retries(outgoing, credentials, recipients, data, outcome)
+        await self._publish_sent(outgoing, outcome)
         if (outcome.accepted or outcome.accepted_before) and outcome.rejected:
             await self._record(outgoing.message_id,
                                REJECTING_PREFIX + json.dumps(outcome.rejected))
@@ -288,16 +235,30 @@ class EmailDelivery:
         """Record ``outcome``, retrying while Redis is unavailable (up to ``record_patience``
         seconds, then :class:`RetryLater`): after the SMTP server accepted an email, the
         pipeline's retry would send it again."""
+        await self._patiently("record the outcome", self.marks.record, message_id, outcome)
+
+    async def _publish_sent(self, outgoing: OutgoingEmail, outcome: DeliveryOutcome) -> None:
+        """``email.sent`` (KAFKA_EVENTS_TOPIC) once the relay accepted the email, before it is
+        recorded (a crash in between: the redelivery sends and publishes again, same id)."""
+        if self.events_topic is None or not outcome.accepted or not outgoing.user_id.isdigit():
+            return
+        event = sent_event(outgoing.message_id, int(outgoing.user_id), outcome.accepted,
+                           outcome.response)
+        await self._patiently("publish email.sent", publish_events, self.events,
+                              self.events_topic, [event])
+
+    async def _patiently(self, what: str, fn: Any, *args: Any) -> None:
+        """``fn(*args)``, retried on RetryLater for up to ``record_patience`` seconds."""
         give_up_at = trio.current_time() + self.policy.record_patience
         delay = 0.1
         while True:
             try:
-                await self.marks.record(message_id, outcome)
+                await fn(*args)
             except RetryLater as exc:
                 if trio.current_time() + delay > give_up_at:
                     raise
-                log.warning("could not record the outcome, will retry", retry_in=delay,
-                            outcome=outcome.partition(":")[0], error=str(exc))
+                log.warning("could not " + what + ", will retry", retry_in=delay,
+                            error=str(exc))
                 await trio.sleep(delay)
                 delay = min(2 * delay, 5.0)
             else:
@@ -371,6 +332,7 @@ class EmailDelivery:
                 state.last_reply = failure.reply
             return
         outcome.accepted.extend(result.accepted)
+        outcome.response = getattr(result, "response", "") or outcome.response
         if not result.refused:
             state.pending = []
             return

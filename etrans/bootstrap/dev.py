@@ -207,7 +207,7 @@ async def _run(settings: DevSettings, sections: ApiSections, data_dir: Path,
                     else None)
         delivery = email_delivery(backends.state.delivery, pool, topics.publisher, kafka,
                                   settings.sendmail, message_signing(settings.sendmail, keys),
-                                  tracking)
+                                  tracking, events_topic=settings.webhooks.events_topic)
         try:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(serve_http, app, config, relay, shutdown)

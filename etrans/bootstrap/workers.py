@@ -83,13 +83,16 @@ def message_tracking(tracking: TrackingSettings, usend: Database,
 def email_delivery(stores: DeliveryStores, pool: SmtpPool, publisher: EventPublisher,
                    kafka: KafkaSettings, options: SendmailOptions,
                    signing: MessageSigning | None = None,
-                   tracking: MessageTracking | None = None) -> EmailDelivery:
-    """Delivers over ``pool``; Reject events go to LOG_TOPIC (default ``email-logs``)."""
+                   tracking: MessageTracking | None = None,
+                   events_topic: str | None = None) -> EmailDelivery:
+    """Delivers over ``pool``; Reject events go to LOG_TOPIC (default ``email-logs``),
+    ``email.sent`` events to ``events_topic`` (default KAFKA_EVENTS_TOPIC)."""
     from etrans.app.sendmail import EmailDelivery
 
     return EmailDelivery(credentials=stores.credentials, marks=stores.marks, transport=pool,
                          events=publisher, log_topic=log_topic(kafka),
-                         policy=delivery_policy(options), signing=signing, tracking=tracking)
+                         policy=delivery_policy(options), signing=signing, tracking=tracking,
+                         events_topic=events_topic or kafka.events_topic)
 
 
 def fetchlog_task(options: FetchlogOptions, writer: LogDocumentWriter, *,

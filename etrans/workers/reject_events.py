@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from dataclasses import replace
 
-from etrans.app.sendmail import Agent, reject_event
+from etrans.app.reject_log import Agent, reject_event
 from etrans.workers.sendmail import InvalidRequest, decode_request
 
 AGENT_TYPE = "etrans-outbox"

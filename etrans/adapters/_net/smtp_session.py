@@ -107,6 +107,7 @@ class SmtpSession:
         self.extensions: dict[str, str] = {}
         self.esmtp = False
         self.broken = False  # set when the session cannot be trusted for another transaction
+        self.last_data_reply: Reply | None = None  # the reply to the last accepted message
         self._buffer = bytearray()
 
     # -- reading and writing -------------------------------------------------------------------
@@ -312,6 +313,7 @@ class SmtpSession:
         final = await self.read_reply("DATA")
         if not final.ok:
             await self._fail(final, "DATA")
+        self.last_data_reply = final
         return refused
 
     def _mail_options(self, sender: str, recipients: Sequence[str], content: bytes) -> bytes:

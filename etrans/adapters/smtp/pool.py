@@ -327,13 +327,15 @@ class SmtpPool:
                 with trio.CancelScope(shield=True):
                     await connection.discard()
         tls = connection.session is not None and connection.session.tls
+        final = connection.session.last_data_reply if connection.session is not None else None
+        response = reply_text(final.code, final.text) if final is not None else ""
         if not refused:
-            return SendResult(list(recipients), {}, tls, reused)
+            return SendResult(list(recipients), {}, tls, reused, response)
         return SendResult(
             accepted=[r for r in recipients if r not in refused],
             refused={r: (reply.code, reply_text(reply.code, reply.text))
                      for r, reply in refused.items()},
-            tls=tls, reused_connection=reused)
+            tls=tls, reused_connection=reused, response=response)
 
     async def aclose(self) -> None:
         """QUIT every idle connection; stop the watchdog."""
