@@ -255,10 +255,11 @@ def create_api(sections: ApiSections, backends: ApiBackends, *,
 
 
 def outbox_relay(kafka: KafkaSettings, outbox: OutboxSettings, store: OutboxStore,
-                 publisher: EventPublisher) -> OutboxRelay:
+                 publisher: EventPublisher, events_topic: str | None = None) -> OutboxRelay:
     """The outbox relay of ``serve`` and ``dev`` on ``store`` (PostgreSQL or SQLite): a row that
     can never be published fails its email and queues Reject events for LOG_TOPIC (default
-    ``email-logs``, as sendmail)."""
+    ``email-logs``, as sendmail); ``email.queued`` / ``email.failed`` go to ``events_topic``
+    (default KAFKA_EVENTS_TOPIC)."""
     from etrans.adapters.sql.outbox import OutboxRelay
     from etrans.bootstrap.configs import log_topic
     from etrans.workers.reject_events import outbox_agent, reject_events
@@ -266,4 +267,5 @@ def outbox_relay(kafka: KafkaSettings, outbox: OutboxSettings, store: OutboxStor
     return OutboxRelay(store, publisher, max_attempts=outbox.max_attempts,
                        retention_seconds=outbox.retention_hours * 3600.0,
                        log_topic=log_topic(kafka),
-                       reject_events=partial(reject_events, agent=outbox_agent()))
+                       reject_events=partial(reject_events, agent=outbox_agent()),
+                       events_topic=events_topic or kafka.events_topic)

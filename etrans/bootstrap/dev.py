@@ -181,7 +181,8 @@ async def _run(settings: DevSettings, sections: ApiSections, data_dir: Path,
 
     usend, topics, kafka = backends.usend, backends.topics, sections.kafka
     account = await usend.db.run(demo.ensure_demo, usend.db, cipher, data_dir)
-    relay = outbox_relay(kafka, settings.outbox, usend.outbox, topics.publisher)
+    relay = outbox_relay(kafka, settings.outbox, usend.outbox, topics.publisher,
+                         settings.webhooks.events_topic)
     app = create_api(sections, ApiBackends(usend_db=usend.db, stores=backends.state.api,
                                            relay=relay, events=topics.publisher),
                      probes=[usend.db, topics.publisher, backends.logs.writer])

@@ -159,8 +159,9 @@ async def test_an_email_kafka_refuses_fails_with_its_reason_and_reject_events(
             status, listed = await api.call("GET", "/emails?status=failed", api.bearer(user))
             assert [e["id"] for e in listed["data"]] == [sent["id"]]
 
-            # The next pass publishes the two Reject events (and never the failed row again).
-            assert await relay.relay_once() == (2, 0)
+            # The next pass publishes the two Reject events and the email.failed event
+            # (KAFKA_EVENTS_TOPIC), and never the failed row again.
+            assert await relay.relay_once() == (3, 0)
             assert await relay.relay_once() == (0, 0)
             records = await trio.to_thread.run_sync(
                 lambda: read_topic(api.env["KAFKA_BOOTSTRAP_SERVERS"], api.env["LOG_TOPIC"], want=2,

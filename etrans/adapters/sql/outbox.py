@@ -22,8 +22,14 @@ the pass, one wait for all the broker's acks), then, per row, by what the produc
 A failed row gets ``failed_at`` and is never selected again; its email (a row with a
 ``message_id``) becomes ``failed`` with the reason in ``email_messages.response`` (GET
 /emails/{id} shows ``Failed`` and ``failure_reason``), and one ``Reject`` event per recipient,
-in the format ``etrans sendmail`` uses, is queued in the same transaction for LOG_TOPIC.  Then
-commit.  Published rows are deleted ``retention`` seconds after publication, 1000 at a time.
+in the format ``etrans sendmail`` uses, is queued in the same transaction for LOG_TOPIC, with
+its ``email.failed`` event for KAFKA_EVENTS_TOPIC.  Then commit.
+
+With ``events_topic``, each send request (a row with a ``message_id``) is published with its
+``email.queued`` event (:mod:`etrans.adapters.sql.outbox_events`) in the same wait: the row is
+marked published only when both were acknowledged (a broker that took the request but not the
+event: the row is retried, both are published again, same event id).  Published rows are
+deleted ``retention`` seconds after publication, 1000 at a time.
 
 The relay decides and publishes; the store holds the rows (no SQL here).  Delivery is
 at-least-once: a crash between the ack and the commit publishes those rows again (the
@@ -44,6 +50,7 @@ from typing import TYPE_CHECKING
 import trio
 
 from etrans.adapters.kafka.client import PublishFailure
+from etrans.adapters.sql.outbox_events import failed_record, queued_record
 from etrans.adapters.sql.outbox_store import FailedRow, OutboxRow, PassOutcome
 from etrans.observability import get_logger
 
@@ -77,7 +84,8 @@ class OutboxRelay:
                  retention_seconds: float = 24 * 3600.0, cleanup_every_seconds: float = 10.0,
                  final_pass_seconds: float = 3.0, log_topic: str | None = None,
                  reject_events: RejectEvents | None = None,
-                 max_pass_bytes: int = 64 * 1024 * 1024) -> None:
+                 max_pass_bytes: int = 64 * 1024 * 1024,
+                 events_topic: str | None = None) -> None:
         self._store = store
         self._publisher = publisher
         self._batch = batch_size
@@ -97,6 +105,7 @@ class OutboxRelay:
         self._final_pass = final_pass_seconds
         self._log_topic = log_topic
         self._reject_events = reject_events if log_topic else None
+        self._events_topic = events_topic  # email.queued / email.failed (None: none)
         self._wakeup = trio.Event()
         self.stats = RelayStatistics()
 
@@ -228,15 +237,23 @@ class OutboxRelay:
     def _failed(self, row: OutboxRow, reason: str, *, answered: bool) -> FailedRow:
         """The row fails; its email's Reject events (LOG_TOPIC) go with it."""
         failed = FailedRow(row, reason, answered)
-        if self._reject_events is None or self._log_topic is None or row.message_id is None:
+        if row.message_id is None:
             return failed
+        events: list[tuple[str, bytes | None, bytes]] = []
+        record = (failed_record(row.payload, f"{REJECT_CODE} {failed.response}")
+                  if self._events_topic is not None else None)
+        if record is not None and self._events_topic is not None:
+            events.append((self._events_topic, record[0], record[1]))
+        if self._reject_events is None or self._log_topic is None:
+            return failed._replace(events=events)
         try:
-            events = self._reject_events(row.payload, f"{REJECT_CODE} {failed.response}")
+            rejects = self._reject_events(row.payload, f"{REJECT_CODE} {failed.response}")
         except Exception as exc:  # an unreadable payload: the email still fails
             log.warning("no Reject events for a failed outbox row", row_id=row.id,
                         error=repr(exc))
-            return failed
-        return failed._replace(events=[(self._log_topic, key, value) for key, value in events])
+            return failed._replace(events=events)
+        return failed._replace(events=[*((self._log_topic, key, value) for key, value in rejects),
+                                       *events])
 
     def _count(self, outcome: PassOutcome) -> None:
         self.stats.published += len(outcome.published)
@@ -284,28 +301,57 @@ class OutboxRelay:
 
     async def _publish_all(self, rows: Sequence[OutboxRow]
                            ) -> dict[int, PublishFailure | str | None]:
+        results = await self._publish_records(rows, [
+            (row.topic, bytes(row.payload), row.key.encode() if row.key is not None else None)
+            for row in rows])
+        if self._events_topic is None:
+            return results
+        # Then the email.queued event of each send request the broker took, in one more wait.
+        queued: list[tuple[int, tuple[str, bytes | None, bytes | None]]] = []
+        for row in rows:
+            event = (queued_record(row.payload)
+                     if row.message_id is not None and results[row.id] is None else None)
+            if event is not None:
+                queued.append((row.id, (self._events_topic, event[1], event[0])))
+        if queued:
+            errors = await self._publish_records(
+                [row_id for row_id, _ in queued], [record for _, record in queued])
+            for row_id, error in errors.items():
+                if error is not None:
+                    # The request is out, its event is not: both again (at least once).
+                    results[row_id] = PublishFailure("unreachable",
+                                                     f"email.queued event: {error}")
+        return results
+
+    async def _publish_records(self, ids: Sequence[OutboxRow] | Sequence[int],
+                               records: Sequence[tuple[str, bytes | None, bytes | None]]
+                               ) -> dict[int, PublishFailure | str | None]:
+        """``records[i]`` published for ``ids[i]`` (a row or its id): id -> failure or None."""
+        keys = [each if isinstance(each, int) else each.id for each in ids]
         publish_many = getattr(self._publisher, "publish_many", None)
+        errors: Sequence[PublishFailure | str | None]
         if publish_many is not None:
             # One wait for the whole pass instead of a task and a wake-up per row.
             try:
-                errors = await publish_many([
-                    (row.topic, bytes(row.payload), row.key.encode() if row.key is not None
-                     else None) for row in rows])
+                errors = await publish_many(records)
             except Exception as exc:
-                errors = [PublishFailure("unreachable", repr(exc))] * len(rows)
-            return {row.id: error for row, error in zip(rows, errors, strict=True)}
-        outcomes: dict[int, PublishFailure | str | None] = {}
+                errors = [PublishFailure("unreachable", repr(exc))] * len(records)
+        else:
+            errors = await self._publish_each(records)
+        return dict(zip(keys, errors, strict=True))
 
-        async def publish(row: OutboxRow) -> None:
+    async def _publish_each(self, records: Sequence[tuple[str, bytes | None, bytes | None]]
+                            ) -> list[str | None]:
+        outcomes: list[str | None] = [None] * len(records)
+
+        async def publish(index: int, topic: str, value: bytes | None,
+                          key: bytes | None) -> None:
             try:
-                key = row.key.encode() if row.key is not None else None
-                await self._publisher.publish(row.topic, bytes(row.payload), key)
-                outcomes[row.id] = None
+                await self._publisher.publish(topic, value, key)
             except Exception as exc:
-                outcomes[row.id] = repr(exc)
+                outcomes[index] = repr(exc)
 
         async with trio.open_nursery() as nursery:
-            for row in rows:
-                nursery.start_soon(publish, row)
+            for index, (topic, value, key) in enumerate(records):
+                nursery.start_soon(publish, index, topic, value, key)
         return outcomes
-
