@@ -130,6 +130,9 @@ class WebhookDelivery:
         """Attempt ``event`` at every endpoint subscribed to it, at once; returns when each
         attempt is recorded (delivered, scheduled for a retry, or given up)."""
         endpoints = await self._subscribers_of(event)
+        if len(endpoints) == 1:  # the usual case: no nursery (a task and a scope per event)
+            await self._attempt(_Job(endpoints[0], event, record, 1))
+            return
         async with trio.open_nursery() as nursery:
             for endpoint in endpoints:
                 nursery.start_soon(self._attempt, _Job(endpoint, event, record, 1))

@@ -87,3 +87,39 @@ async def test_non_public_addresses_are_refused_before_any_request(receiver: Rec
 ])
 def test_public_addresses(address: str, public: bool) -> None:
     assert is_public_ip(address) is public
+
+
+async def test_no_cookie_is_kept_between_attempts() -> None:
+    """An endpoint's Set-Cookie is never sent back (to it, or to another customer's endpoint
+    on the same host)."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, HTTPServer
+
+    cookies: list[str | None] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers.get("content-length", "0")))
+            cookies.append(self.headers.get("cookie"))
+            self.send_response(200)
+            self.send_header("set-cookie", "session=abc; Path=/")
+            self.send_header("content-length", "0")
+            self.end_headers()
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    client = WebhookClient(allow_private=True)
+    url = f"http://localhost:{server.server_address[1]}"
+    try:
+        first = await client.post(url + "/a", b"{}", {})
+        second = await client.post(url + "/b", b"{}", {})
+    finally:
+        await client.aclose()
+        server.shutdown()
+    assert (first.status_code, second.status_code) == (200, 200)
+    assert cookies == [None, None]

