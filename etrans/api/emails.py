@@ -176,7 +176,8 @@ EMAIL_DETAIL = Object(name="EmailDetail", properties={
     key: Prop(AnyJson()) for key in (
         "id", "from", "to", "cc", "bcc", "reply_to", "subject", "html", "text", "headers", "tags",
         "attachments", "template_id", "template_data", "status", "created_at", "sent_at",
-        "delivered_at", "failure_reason", "recipients")})
+        "delivered_at", "failure_reason", "recipients", "opens", "clicks", "first_opened_at",
+        "first_clicked_at")})
 
 LIST_QUERY = {
     "page": QueryParam(Integer(minimum=1, maximum=1_000_000), default=1,
@@ -287,6 +288,9 @@ def detail_view(e: EmailDetail) -> dict[str, Any]:
         "recipients": [{"email": r.email, "outcome": r.outcome,
                         "bounce_class": r.bounce_class, "response": r.response,
                         "updated_at": iso(r.at, whole_seconds=True)} for r in e.recipients],
+        "opens": e.opens, "clicks": e.clicks,
+        "first_opened_at": iso(e.first_opened_at, whole_seconds=True),
+        "first_clicked_at": iso(e.first_clicked_at, whole_seconds=True),
     }
 
 

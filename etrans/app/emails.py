@@ -360,6 +360,8 @@ async def get_email(deps: EmailDeps, cmd: GetEmail) -> EmailDetail:
                            bounce_class=r["bounce_class"], response=r["response"],
                            at=r["event_at"])
             for r in row.get("recipients", ())),
+        opens=int(row.get("opens") or 0), clicks=int(row.get("clicks") or 0),
+        first_opened_at=row.get("first_opened_at"), first_clicked_at=row.get("first_clicked_at"),
     )
 
 

@@ -26,6 +26,7 @@ import trio
 from etrans.app.records import LogEntry, LogFilter, LogList
 from etrans.domain import status as status_rules
 from etrans.domain.delivery_log import bare_message_id
+from etrans.domain.engagement import LOG_EVENT_NAMES
 from etrans.domain.timestamps import parse_timestamp_field
 from etrans.errors import InvalidInput
 
@@ -168,10 +169,13 @@ def _entry(doc: dict[str, Any], api_ids: set[str]) -> LogEntry:
         api = bare_message_id(doc.get("message_id") or "") in api_ids
         source = "API" if api else "SMTP"
     response = doc.get("response") or ""
+    # An Open / Click has no SMTP response: its action is "opened" / "clicked", its
+    # action_detail the URL of a click.
+    short = "" if doc.get("event") in LOG_EVENT_NAMES else status_rules.smtp_short_code(response)
     return LogEntry(
         event=doc.get("event"), timestamp=timestamp,
         status=status_rules.log_label(doc.get("action"), doc.get("event")),
-        action=status_rules.smtp_short_code(response) or (doc.get("action") or ""),
+        action=short or (doc.get("action") or ""),
         action_detail=response, sender=doc.get("sender"), recipient=doc.get("recipient"),
         from_domain=doc.get("from_domain"), to_domain=doc.get("to_domain"),
         message_id=doc.get("message_id"), source=source,

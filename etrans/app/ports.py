@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from etrans.app.signing import DkimKey
     from etrans.domain.delivery_log import RecipientOutcome, StatusChange
     from etrans.domain.domains import DkimRecord, DnsVerification
+    from etrans.domain.engagement import Engagement
     from etrans.domain.quota import QuotaLimits, QuotaUsage
 
 
@@ -100,6 +101,15 @@ class EmailStatusStore(Protocol):
     async def record_outcomes(self, outcomes: Sequence[RecipientOutcome]) -> int:
         """Advance each API email's recipients monotonically (``email_recipient_outcomes``);
         returns the number of rows written."""
+
+
+class EngagementStore(Protocol):
+    """Records opens and clicks of API emails (``email_engagement_events``), idempotently by
+    event id; an email's status is never changed.  Returns the number of rows inserted (events
+    of no email of the USEND DB and those already recorded add none).  Raises
+    :class:`etrans.errors.RetryLater` when the USEND DB does not answer."""
+
+    async def record(self, engagements: Sequence[Engagement]) -> int: ...
 
 
 # -- sendmail -------------------------------------------------------------------------------------

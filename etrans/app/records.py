@@ -210,6 +210,11 @@ class EmailDetail:
     failure_reason: str | None
     # Each recipient the delivery log reported on, as fetchlog recorded it (addition, issue 15).
     recipients: tuple[RecipientState, ...] = ()
+    # Opens and clicks recorded by fetchlog from the tracking events (addition, issue 16).
+    opens: int = 0
+    clicks: int = 0
+    first_opened_at: datetime | None = None
+    first_clicked_at: datetime | None = None
 
 
 @dataclass(frozen=True)

@@ -158,6 +158,18 @@ async def _run_webhooks(settings: DevSettings, backends: DevBackends, token_secr
             await client.aclose()
 
 
+async def _run_engagement(settings: DevSettings, backends: DevBackends,
+                          shutdown: Shutdown) -> None:
+    """fetchlog's second pipeline: the opens and clicks, on the logs and USEND DB in use."""
+    from etrans.bootstrap.fetchlog import engagement_task
+    from etrans.workers.engagement import run_engagement
+
+    config = fetchlog_pipeline(settings.topics, settings.consumer("engagement"),
+                               settings.fetchlog)
+    await run_engagement(config, engagement_task(backends.logs.writer, backends.usend.db),
+                         shutdown, source=backends.topics.source)
+
+
 async def _start_sink(nursery: trio.Nursery, data_dir: Path, backends: DevBackends,
                       topic: str, stand_ins: dict[str, str]) -> SmtpSettings:
     """The built-in SMTP server: every message kept as ``mail/*.eml``."""
@@ -219,6 +231,7 @@ async def _run(settings: DevSettings, sections: ApiSections, data_dir: Path,
                                            source=topics.source))
                 nursery.start_soon(_run_webhooks, settings, backends,
                                    sections.tokens.secret.get(), shutdown)
+                nursery.start_soon(_run_engagement, settings, backends, shutdown)
                 print(demo.banner(account, _local_url(settings), data_dir, stand_ins),
                       flush=True)
             outer.cancel_scope.cancel()

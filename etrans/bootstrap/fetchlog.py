@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+import trio
+
 from etrans.bootstrap.configs import fetchlog_pipeline
 from etrans.bootstrap.stores import mongo_log_writer, suppression_store
 from etrans.bootstrap.workers import fetchlog_task
@@ -13,9 +15,12 @@ from etrans.observability import get_logger
 
 if TYPE_CHECKING:
     from etrans.adapters.sql import Database
+    from etrans.app.ports import LogDocumentWriter
+    from etrans.observability import ErrorSink
     from etrans.pipeline import PipelineConfig
     from etrans.runtime import ServiceMain, Shutdown
     from etrans.settings import DatabaseSettings, FetchlogSettings
+    from etrans.workers.engagement import EngagementTask
 
 log = get_logger(__name__)
 
@@ -36,15 +41,55 @@ def pipeline_config(settings: FetchlogSettings, *, from_earliest: bool = False,
                              from_earliest=from_earliest, stop_at_end=stop_at_end)
 
 
+def engagement_config(settings: FetchlogSettings, *, from_earliest: bool = False,
+                      stop_at_end: bool = False) -> PipelineConfig:
+    """KAFKA_EVENTS_TOPIC -> the engagement batches: fetchlog's pipeline options (LOG_*), its
+    own consumer group (ENGAGEMENT_GROUP_ID)."""
+    return fetchlog_pipeline(settings.kafka, settings.engagement, settings.fetchlog,
+                             from_earliest=from_earliest, stop_at_end=stop_at_end)
+
+
+def engagement_task(writer: LogDocumentWriter, usend: Database | None,
+                    reporter: ErrorSink | None = None) -> EngagementTask:
+    """The opens and clicks: documents by ``writer``, rows in ``usend`` (None: not recorded)."""
+    from etrans.adapters.sql.engagement import SqlEngagementStore
+    from etrans.workers.engagement import EngagementTask
+
+    return EngagementTask(writer, SqlEngagementStore(usend) if usend is not None else None,
+                          reporter)
+
+
+async def _engagement_wanted(settings: FetchlogSettings, stop_at_end: bool) -> bool:
+    """A replay (``--stop-at-end``) of a KAFKA_EVENTS_TOPIC that does not exist would wait for it
+    forever: that pipeline is left out (a service subscribes and waits for the topic)."""
+    from etrans.adapters.kafka.client import topic_exists
+
+    if not stop_at_end:
+        return True
+    topic = settings.engagement.topic
+    try:
+        exists = await trio.to_thread.run_sync(
+            topic_exists, settings.kafka.librdkafka("admin"), topic)
+    except Exception as exc:  # the broker does not answer: the pipelines wait for it alike
+        log.warning("could not look up the events topic", topic=topic, error=str(exc))
+        return True
+    if not exists:
+        log.info("events topic does not exist: no opens and clicks to replay", topic=topic)
+    return exists
+
+
 def build(settings: FetchlogSettings, *, from_earliest: bool, stop_at_end: bool) -> ServiceMain:
     from etrans import __version__
     from etrans.adapters.http.sentry_reporter import ErrorReporter
     from etrans.adapters.kafka.client import KafkaProducer
     from etrans.adapters.sql.email_status import EmailStatusUpdater
+    from etrans.workers.engagement import run_engagement
     from etrans.workers.fetchlog import progress_stream_for, run_fetchlog
 
     options = settings.fetchlog
     config = pipeline_config(settings, from_earliest=from_earliest, stop_at_end=stop_at_end)
+    engagement = engagement_config(settings, from_earliest=from_earliest,
+                                   stop_at_end=stop_at_end)
 
     async def main(shutdown: Shutdown) -> None:
         reporter = ErrorReporter.start(
@@ -62,8 +107,13 @@ def build(settings: FetchlogSettings, *, from_earliest: bool, stop_at_end: bool)
             suppressions=suppression_store(usend) if usend is not None else None,
             events=producer, events_topic=settings.kafka.events_topic)
         try:
-            await run_fetchlog(config, task, shutdown,
-                               progress_stream=progress_stream_for(from_earliest or stop_at_end))
+            async with trio.open_nursery() as nursery:
+                if await _engagement_wanted(settings, stop_at_end):
+                    nursery.start_soon(run_engagement, engagement,
+                                       engagement_task(writer, usend, reporter), shutdown)
+                await run_fetchlog(
+                    config, task, shutdown,
+                    progress_stream=progress_stream_for(from_earliest or stop_at_end))
         except BaseException as exc:
             reporter.capture(exc, step="fetchlog")
             raise

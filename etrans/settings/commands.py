@@ -106,6 +106,9 @@ class FetchlogSettings(Settings):
     mongo: MongoSettings
     databases: DatabaseSettings  # USEND_DB_URI optional
     fetchlog: FetchlogOptions
+    # The opens and clicks: KAFKA_EVENTS_TOPIC, ENGAGEMENT_GROUP_ID (default
+    # "<LOG_GROUP_ID>-engagement"), the static member id "<id>-engagement".
+    engagement: Consumer
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -153,20 +156,26 @@ class DevSettings(Settings):
         default_factory=lambda: WebhooksOptions(allow_private_urls=True))
     # ETRANS_TRACKING_*; None: on, with dev's own server and TOKEN_SECRET (bootstrap/dev.py)
     tracking: TrackingSettings | None = None
+    engagement_group_id: str | None = None  # ENGAGEMENT_GROUP_ID
 
     @property
     def topics(self) -> KafkaSettings:
         """The Kafka settings the wiring uses: the real broker's, else the local topics'."""
         return self.kafka or LOCAL_TOPICS
 
-    def consumer(self, worker: Literal["sendmail", "fetchlog", "webhooks"]) -> Consumer:
-        """Three consumers in one process: one static member id each (``<id>-sendmail``)."""
+    def consumer(self, worker: Literal["sendmail", "fetchlog", "webhooks", "engagement"]
+                 ) -> Consumer:
+        """Four consumers in one process: one static member id each (``<id>-sendmail``)."""
         topics = self.topics
         instance = topics.group_instance_id
         if worker == "sendmail":
             topic, group = topics.topic, topics.group_id or "etrans-dev-sendmail"
         elif worker == "webhooks":
             topic, group = self.webhooks.events_topic, self.webhooks.group_id
+        elif worker == "engagement":
+            topic = self.webhooks.events_topic
+            group = self.engagement_group_id or (
+                f"{topics.log_group_id or 'etrans-dev-fetchlog'}-engagement")
         else:
             topic = topics.log_topic or "email-logs"
             group = topics.log_group_id or "etrans-dev-fetchlog"
@@ -210,12 +219,16 @@ def _sendmail(r: Reader) -> SendmailSettings:
 def _fetchlog(r: Reader) -> FetchlogSettings:
     common = _common(r)
     kafka = read_kafka(r, consumer_of="fetchlog")
+    instance = kafka.group_instance_id
     return FetchlogSettings(
         drain_seconds=common.drain_seconds, sentry_dsn=common.sentry_dsn, kafka=kafka,
-        consumer=Consumer(kafka.log_topic or "", kafka.log_group_id or "",
-                          kafka.group_instance_id),
+        consumer=Consumer(kafka.log_topic or "", kafka.log_group_id or "", instance),
         mongo=read_mongo(r), databases=read_databases(r, billing=False, usend=False),
-        fetchlog=read_fetchlog(r))
+        fetchlog=read_fetchlog(r),
+        engagement=Consumer(
+            kafka.events_topic,
+            r.text("ENGAGEMENT_GROUP_ID", f"{kafka.log_group_id or 'etrans-fetchlog'}-engagement"),
+            f"{instance}-engagement" if instance else None))
 
 
 def _webhooks(r: Reader) -> WebhooksSettings:
@@ -275,7 +288,8 @@ def _dev(r: Reader) -> DevSettings:
     return DevSettings(drain_seconds=common.drain_seconds, sentry_dsn=common.sentry_dsn,
                        http=http, fetchlog=fetchlog, sendmail=sendmail, databases=databases,
                        outbox=outbox, kafka=kafka, redis=redis, mongo=mongo, tokens=tokens,
-                       smtp=smtp, webhooks=webhooks, tracking=read_tracking(r))
+                       smtp=smtp, webhooks=webhooks, tracking=read_tracking(r),
+                       engagement_group_id=r.raw("ENGAGEMENT_GROUP_ID"))
 
 
 # Every subcommand and how its settings are read.

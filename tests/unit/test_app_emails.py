@@ -261,8 +261,11 @@ async def test_an_email_reads_back_as_it_was_sent() -> None:
     assert list(view) == ["id", "from", "to", "cc", "bcc", "reply_to", "subject", "html",
                           "text", "headers", "tags", "attachments", "template_id",
                           "template_data", "status", "created_at", "sent_at", "delivered_at",
-                          "failure_reason", "recipients"]
+                          "failure_reason", "recipients", "opens", "clicks",
+                          "first_opened_at", "first_clicked_at"]
     assert view["recipients"] == []  # no delivery-log event yet
+    assert (view["opens"], view["clicks"], view["first_opened_at"],
+            view["first_clicked_at"]) == (0, 0, None, None)  # no open or click yet
     assert (view["id"], view["created_at"], view["sent_at"], view["delivered_at"]) == (
         sent.message_id, "2026-03-10T14:30:00Z", None, None)
     assert (view["text"], view["tags"], view["failure_reason"]) == (

@@ -10,7 +10,7 @@ from pathlib import Path
 from etrans.bootstrap import dev, fetchlog, sendmail
 from etrans.bootstrap.stores import open_state, redis_delivery_stores
 from etrans.bootstrap.workers import smtp_pool
-from etrans.settings import for_command
+from etrans.settings import Consumer, for_command
 
 TOKEN_SECRET = "S" * 32
 TOKEN_IV = "I" * 16
@@ -92,3 +92,20 @@ async def test_delivery_marks_keep_sendmail_delivered_ttl_seconds_everywhere(tmp
                           sendmail=in_dev.sendmail, stand_ins={}) as local:
         stand_in_ttl = local.delivery.marks.ttl_seconds  # type: ignore[attr-defined]
     assert own.marks.ttl_seconds == stand_in_ttl == 8 * 24 * 3600  # type: ignore[attr-defined]
+
+
+def test_fetchlog_consumes_the_opens_and_clicks_with_a_group_of_its_own():
+    own = for_command("fetchlog", ENV)
+    config = fetchlog.engagement_config(own)
+    alone = fetchlog.pipeline_config(own)
+    assert config.topics == ("email-events",)
+    assert (config.group_id, config.group_instance_id) == ("loggers-engagement",
+                                                          "host-a-engagement")
+    for name in ("workers", "batch_size", "channel_size", "message_timeout", "kafka"):
+        assert getattr(config, name) == getattr(alone, name), name
+    named = fetchlog.engagement_config(for_command(
+        "fetchlog", {**ENV, "ENGAGEMENT_GROUP_ID": "opens", "KAFKA_EVENTS_TOPIC": "ev"}))
+    assert (named.topics, named.group_id) == (("ev",), "opens")
+    in_dev = for_command("dev", ENV)
+    assert in_dev.consumer("engagement") == Consumer("email-events", "loggers-engagement",
+                                                     "host-a-engagement")

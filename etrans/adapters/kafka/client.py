@@ -263,3 +263,11 @@ class KafkaProducer:
 
     def _list_topics(self) -> None:
         self._producer.list_topics(timeout=3.0)
+
+
+def topic_exists(conf: Mapping[str, str | int | bool], topic: str, timeout: float = 10.0) -> bool:
+    """Whether the broker of ``conf`` (an admin client's librdkafka configuration) knows
+    ``topic``; asks for the metadata of every topic, so none is auto-created by asking."""
+    from confluent_kafka.admin import AdminClient
+
+    return topic in AdminClient(dict(conf)).list_topics(timeout=timeout).topics

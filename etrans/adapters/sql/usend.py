@@ -14,7 +14,8 @@ Tables (``docs/database.md`` has every column and the reasons):
   one transaction, a relay publishes the outbox and sets ``published_at``;
 - ``local_users``, ``local_domain``, ``local_dkim``, ``local_mkt_domain``: the ``local`` billing
   mode's copies of the Billing DB shapes (:mod:`etrans.adapters.sql.billing`), owned by etrans;
-- ``webhooks``, ``webhook_deliveries``, ``webhook_retries``: :mod:`.usend_webhooks`.
+- ``webhooks``, ``webhook_deliveries``, ``webhook_retries``: :mod:`.usend_webhooks`;
+- ``email_engagement_events``: opens and clicks (fetchlog), :mod:`.usend_engagement`.
 
 Conventions: ids are ``bigint`` identities (the API shows them as ``dom_<n>``, ``key_<n>``,
 ``sender_<n>``); user ids are ``bigint`` (the Billing DB's ``users.id``); timestamps are
@@ -54,6 +55,7 @@ from etrans.adapters.sql.usend_base import (
     now_column,
     one_of,
 )
+from etrans.adapters.sql.usend_engagement import EmailEngagementEvent
 from etrans.adapters.sql.usend_webhooks import Webhook, WebhookDelivery, WebhookRetry
 
 
@@ -361,6 +363,7 @@ __all__ = [
     "ApiKey",
     "DomainSubscriptionStatus",
     "DomainTrackingSettings",
+    "EmailEngagementEvent",
     "EmailMessage",
     "EmailOutbox",
     "EmailRecipientOutcome",

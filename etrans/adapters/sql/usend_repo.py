@@ -28,6 +28,7 @@ import psycopg
 from sqlalchemy import and_, func, select
 
 from etrans.adapters._net.trio_pq import TrioPqConnection
+from etrans.adapters.sql.engagement import engagement_summary
 from etrans.adapters.sql.group_commit import GroupCommit
 from etrans.adapters.sql.usend import (
     ApiKey,
@@ -302,8 +303,10 @@ class UsendRepository:
             if row is None:
                 return None
             recipients = [dict(r._mapping) for r in conn.execute(outcomes)]
-        # Each recipient the delivery log reported on (fetchlog): email_recipient_outcomes.
-        return {**row._mapping, "recipients": recipients}
+            engagement = engagement_summary(conn, message_id)
+        # Each recipient the delivery log reported on (fetchlog): email_recipient_outcomes; the
+        # opens and clicks: email_engagement_events.
+        return {**row._mapping, "recipients": recipients, **engagement}
 
     async def existing_message_ids(self, message_ids: Sequence[str]) -> set[str]:
         ids = sorted({m for m in message_ids if m})
