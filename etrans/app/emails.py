@@ -6,7 +6,9 @@ credentials (400), ONE lookup of every recipient (to, cc, bcc) on the user's sup
 quota reserved atomically (400 when exceeded), credentials cached in Redis ``auth``, then the row
 and its outbox record committed in one transaction.  Suppressed recipients are left out of the
 Kafka record (each field keeps its role) and stored as recipient outcomes ``suppressed`` with
-the row; an email whose every recipient is suppressed is stored with the status ``suppressed``,
+the row (and, for each, an ``email.suppressed`` event as an outbox record of
+KAFKA_EVENTS_TOPIC: only emails with suppressed recipients get such records); an email whose
+every recipient is suppressed is stored with the status ``suppressed``,
 without an outbox record and without taking quota: it is never sent.  If the commit fails the
 quota is given back and the request fails (503): nothing half-done.  The outbox relay publishes.
 Whatever stops a request after its quota was reserved (a failed commit, a dependency down on a
@@ -51,8 +53,10 @@ from etrans.domain.emails import (
     render_templates,
     sendmail_message,
 )
+from etrans.domain.events import encode_event
 from etrans.domain.quota import exceeded_message
 from etrans.domain.status import RAW_QUEUED, RAW_SUPPRESSED
+from etrans.domain.status_events import suppressed_event
 from etrans.domain.suppressions import normalise_address
 from etrans.domain.timestamps import parse_timestamp_field
 from etrans.errors import AppError, InvalidInput, NotFound, RetryLater, UpstreamUnavailable
@@ -130,6 +134,8 @@ class EmailDeps:
     clock: Callable[[], datetime] = field(default=_utcnow)
     # KAFKA_MAX_RECORD_BYTES: an email whose Kafka record (key + value) is larger is refused.
     max_record_bytes: int | None = None
+    # KAFKA_EVENTS_TOPIC: where the email.suppressed events go (None: none written).
+    events_topic: str | None = None
 
 
 # -- sending ---------------------------------------------------------------------------------------
@@ -206,10 +212,22 @@ async def _prepare(deps: EmailDeps, user_id: int, email: dict[str, Any], now: da
         template_id=email.get("template_id"), template_data=email.get("template_data"),
         created_at=now, topic=deps.topic, kafka_key=kafka_key, kafka_value=kafka_value,
         suppressed=suppressed, status=RAW_QUEUED if kafka_value else RAW_SUPPRESSED,
+        events=_suppressed_events(deps, message_id, user_id, suppressed, now),
     )
     if new.published:
         await deps.credential_cache.store(user_id, credentials)
     return new, domain
+
+
+def _suppressed_events(deps: EmailDeps, message_id: str, user_id: int,
+                       suppressed: tuple[SuppressedRecipient, ...], now: datetime
+                       ) -> tuple[tuple[str, bytes, bytes], ...]:
+    """The outbox records of the ``email.suppressed`` events (none in the common send)."""
+    topic = deps.events_topic
+    if topic is None or not suppressed:
+        return ()
+    return tuple((topic, *encode_event(suppressed_event(
+        message_id, user_id, normalise_address(s.email), s.reason, now))) for s in suppressed)
 
 
 async def _suppressed(deps: EmailDeps, user_id: int, email: dict[str, Any]
@@ -286,7 +304,7 @@ async def _commit(deps: EmailDeps, emails: list[NewEmail]) -> None:
         log.error("saving emails failed", error=repr(exc), count=len(emails))
         raise UpstreamUnavailable("Could not queue the email, please retry",
                                   retry_after_seconds=5) from None
-    if deps.outbox is not None and any(e.published for e in emails):
+    if deps.outbox is not None and any(e.published or e.events for e in emails):
         deps.outbox.notify()
 
 

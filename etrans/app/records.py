@@ -82,6 +82,9 @@ class NewEmail:
     kafka_value: bytes
     suppressed: tuple[SuppressedRecipient, ...] = ()
     status: str = RAW_QUEUED  # or RAW_SUPPRESSED
+    # Outbox records (topic, key, value) written with the row: the email.suppressed events of
+    # the suppressed recipients (none for an email without).
+    events: tuple[tuple[str, bytes, bytes], ...] = ()
 
     @property
     def published(self) -> bool:

@@ -135,6 +135,7 @@ def sending_bus(sections: ApiSections, backends: ApiBackends
         credential_cache=stores.credential_cache, quota=stores.quota, store=stores.usend_repo,
         suppressions=stores.usend_repo, outbox=backends.relay,
         topic=kafka.topic, max_record_bytes=kafka.max_record_bytes,
+        events_topic=kafka.events_topic,
     ))
     log_cases.register(bus, log_cases.LogDeps(stores.log_reader, stores.usend_repo, domains))
     return bus, domains

@@ -258,6 +258,9 @@ def _rows(emails: Sequence[NewEmail]) -> list[tuple[Any, dict[str, Any]]]:
     rows += [(outbox_table, {"topic": e.topic, "key": e.kafka_key.decode(),
                              "payload": e.kafka_value, "message_id": e.message_id,
                              "created_at": e.created_at}) for e in emails if e.published]
+    rows += [(outbox_table, {"topic": topic, "key": key.decode(), "payload": value,
+                             "message_id": None, "created_at": e.created_at})
+             for e in emails for topic, key, value in e.events]
     return rows
 
 

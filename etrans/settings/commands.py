@@ -161,7 +161,7 @@ class DevSettings(Settings):
     @property
     def topics(self) -> KafkaSettings:
         """The Kafka settings the wiring uses: the real broker's, else the local topics'."""
-        return self.kafka or LOCAL_TOPICS
+        return self.kafka or replace(LOCAL_TOPICS, events_topic=self.webhooks.events_topic)
 
     def consumer(self, worker: Literal["sendmail", "fetchlog", "webhooks", "engagement"]
                  ) -> Consumer:

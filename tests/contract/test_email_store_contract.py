@@ -20,6 +20,7 @@ What the use cases rely on (:mod:`etrans.app.ports`):
 
 from __future__ import annotations
 
+import uuid
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -311,3 +312,31 @@ async def test_a_database_that_does_not_answer(name: str, tmp_path: Path) -> Non
         assert not isinstance(failed.value, InvalidInput)
     finally:
         await down.close()
+
+
+async def test_event_records_are_saved_with_the_email_as_outbox_rows(usend: Any) -> None:
+    """The email.suppressed events of an email (``NewEmail.events``) are outbox rows of their
+    own, written in the same statement, without a message_id (not send requests)."""
+    from sqlalchemy import select
+
+    from etrans.adapters.sql.usend import EmailOutbox
+
+    user = fresh_user()
+    key = f"msg_{uuid.uuid4().hex}@x.org"
+    events = (("email-events", key.encode(), b'{"id":"evt_1"}'),
+              ("email-events", key.encode(), b'{"id":"evt_2"}'))
+    with_events = new_email(user, suppressed=(SuppressedRecipient("Bob@X.org", "hard_bounce"),
+                                              SuppressedRecipient("c@x.org", "manual")),
+                            events=events)
+    plain = new_email(user)
+    await usend.repo.save([with_events, plain])
+    table = EmailOutbox.__table__
+    with usend.db.engine.connect() as conn:
+        rows = conn.execute(select(table.c.topic, table.c.key, table.c.payload,
+                                   table.c.message_id)
+                            .where(table.c.key == key).order_by(table.c.id)).all()
+    assert sorted((t, k, bytes(p), m) for t, k, p, m in rows) == [
+        ("email-events", key, b'{"id":"evt_1"}', None),
+        ("email-events", key, b'{"id":"evt_2"}', None)]
+    assert usend.outbox([plain.message_id, with_events.message_id]) == [
+        ("sendmail", e.message_id, e.kafka_value, e.message_id) for e in (with_events, plain)]

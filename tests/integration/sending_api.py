@@ -152,7 +152,8 @@ def _build(conf: Any, env: dict[str, str], billing_db: Any, redis: TrioRedis, *,
         from etrans.adapters.sql.outbox_store import PgOutboxStore
 
         producer = KafkaProducer.from_settings(conf.kafka, **{"message.timeout.ms": 60000})
-        relay = OutboxRelay(PgOutboxStore.of(usend), producer, idle_seconds=0.2)
+        relay = OutboxRelay(PgOutboxStore.of(usend), producer, idle_seconds=0.2,
+                            events_topic=conf.kafka.events_topic)
     stores = redis_api_stores(redis, prefix=conf.http.redis_prefix,
                               usend_repo=UsendRepository(usend), log_reader=MongoLogReader(mongo))
     sections = ApiSections(http=conf.http, tokens=conf.tokens, kafka=conf.kafka,

@@ -20,6 +20,7 @@ from sqlalchemy import func, select
 from etrans.adapters.sql.suppressions_repo import PgSuppressionStore
 from etrans.adapters.sql.usend import EmailOutbox
 from etrans.app.records import Suppression
+from etrans.domain.events import EmailEvent, EventType, decode_event, derived_event_id
 from tests.e2e.send_support import read_topic
 from tests.integration.sending_api import SendingApi, email, open_sending_api
 
@@ -36,9 +37,10 @@ def own_usend(fresh_database: Any) -> str:
 
 
 @pytest.fixture
-async def api(etrans_env: Any, billing_db: Any, own_usend: str) -> Any:
+async def api(etrans_env: Any, billing_db: Any, own_usend: str, new_topic: Any) -> Any:
     async with open_sending_api(etrans_env, billing_db, with_relay=True,
-                                USEND_DB_URI=own_usend) as built:
+                                USEND_DB_URI=own_usend,
+                                KAFKA_EVENTS_TOPIC=new_topic(prefix="events")) as built:
         yield built
 
 
@@ -49,10 +51,11 @@ async def suppress(api: SendingApi, user: int, *entries: tuple[str, str]) -> Non
     assert added == len(entries)
 
 
-async def published(api: SendingApi, kafka_test_config: dict[str, Any], want: int
-                    ) -> list[dict[str, Any]]:
-    """The relay publishes what is pending; the payloads on the send topic (``want`` of them)."""
-    assert await api.relay.relay_once() == (want, 0), api.relay.stats
+async def published(api: SendingApi, kafka_test_config: dict[str, Any], want: int,
+                    events: int = 0) -> list[dict[str, Any]]:
+    """The relay publishes what is pending; the payloads on the send topic (``want`` of them).
+    ``events``: the email.suppressed events pending with them (outbox rows of their own)."""
+    assert await api.relay.relay_once() == (want + events, 0), api.relay.stats
     records = await trio.to_thread.run_sync(lambda: read_topic(
         api.env["KAFKA_BOOTSTRAP_SERVERS"], api.env["KAFKA_TOPIC"], want=want,
         overrides=kafka_test_config))
@@ -61,6 +64,14 @@ async def published(api: SendingApi, kafka_test_config: dict[str, Any], want: in
 
 async def used(api: SendingApi, domain_id: int) -> int:
     return (await api.stores.quota.usage(domain_id, datetime.now(UTC))).hourly  # type: ignore[no-any-return]
+
+
+async def email_events(api: SendingApi, kafka_test_config: dict[str, Any], want: int
+                       ) -> list[EmailEvent]:
+    records = await trio.to_thread.run_sync(lambda: read_topic(
+        api.env["KAFKA_BOOTSTRAP_SERVERS"], api.env["KAFKA_EVENTS_TOPIC"], want=want,
+        overrides=kafka_test_config))
+    return [decode_event(json.dumps(record["value"]).encode()) for record in records]
 
 
 def outbox_rows(api: SendingApi) -> int:
@@ -82,8 +93,19 @@ async def test_suppressed_recipients_are_skipped_and_reported(
     assert sent["to"] == ["Ann <ann@example.org>", "Gone <GONE@Example.ORG>"]
     assert sent["suppressed"] == [{"email": "GONE@Example.ORG", "reason": "hard_bounce"},
                                   {"email": "spam@EXAMPLE.org", "reason": "complaint"}]
-    [payload] = await published(api, kafka_test_config, 1)
+    [payload] = await published(api, kafka_test_config, 1, events=2)
     assert payload["message_id"] == sent["id"]
+    # One email.suppressed per suppressed recipient (written with the email), and email.queued.
+    events = await email_events(api, kafka_test_config, 3)
+    suppressed = sorted((e for e in events if e.type is EventType.SUPPRESSED),
+                        key=lambda e: e.data["recipient"])
+    assert [(e.data["recipient"], e.data["reason"], e.message_id, e.user_id)
+            for e in suppressed] == [("gone@example.org", "hard_bounce", sent["id"], user),
+                                     ("spam@example.org", "complaint", sent["id"], user)]
+    for event in suppressed:
+        assert event.id == derived_event_id(sent["id"], "email.suppressed",
+                                            event.data["recipient"])
+    assert [e.type for e in events].count(EventType.QUEUED) == 1
     assert (payload["recipients"], payload["cc"], payload["bcc"]) == (
         ["Ann <ann@example.org>"], ["cy@example.org"], ["bee@example.org"])
     assert await used(api, domain_id) == 1
@@ -115,8 +137,10 @@ async def test_an_email_whose_every_recipient_is_suppressed_is_never_sent(
     assert sent["status"] == "suppressed"
     assert sent["to"] == ["gone@example.org"]
     assert [s["email"] for s in sent["suppressed"]] == ["gone@example.org", "CC@example.org"]
-    assert outbox_rows(api) == 0
-    assert await api.relay.relay_once() == (0, 0)
+    assert outbox_rows(api) == 2  # its two email.suppressed events, no send request
+    assert await api.relay.relay_once() == (2, 0)
+    assert sorted(e.data["recipient"] for e in await email_events(
+        api, kafka_test_config, 2)) == ["cc@example.org", "gone@example.org"]
     assert await used(api, domain_id) == 0
 
     status, detail = await api.call("GET", f"/emails/{sent['id']}", headers)
@@ -151,7 +175,7 @@ async def test_a_batch_sends_to_the_others_and_stores_the_fully_suppressed_items
         ("suppressed", ["Gone@example.org"]), ("queued", ["gone@example.org"]),
         ("suppressed", ["gone@EXAMPLE.ORG"]), ("queued", [])]
     assert [e["index"] for e in answer["errors"]] == [4]
-    payloads = await published(api, kafka_test_config, 2)
+    payloads = await published(api, kafka_test_config, 2, events=3)
     assert [(p["message_id"], p["recipients"]) for p in payloads] == [
         (answer["data"][1]["id"], ["ann@example.org"]),
         (answer["data"][3]["id"], ["bob@example.org"])]

@@ -58,7 +58,9 @@ _OUTBOX = EmailOutbox.__table__
 _TRANSPORT = Transport.__table__
 
 # One statement writes every email of a group, its outbox record and the outcomes of its
-# suppressed recipients (autocommit: one statement, one transaction).  $1 is a JSON array of rows
+# suppressed recipients with their email.suppressed events (outbox records without message_id;
+# ``events`` is null for an email without suppressed recipients) (autocommit: one statement,
+# one transaction).  $1 is a JSON array of rows
 # (see ``_row``); ``n`` keeps the outbox ids in the callers' order.  ``payload`` is the Kafka
 # message as text (convert_to gives back its UTF-8 bytes), null for an email whose every recipient
 # is suppressed: it gets no outbox record.
@@ -69,7 +71,7 @@ WITH r AS (
         to_addresses jsonb, cc_addresses jsonb, bcc_addresses jsonb, reply_to text, subject text,
         html text, "text" text, headers jsonb, tags jsonb, attachments jsonb, template_id text,
         template_data jsonb, status text, created_at timestamptz, suppressed json, topic text,
-        key text, payload text)
+        key text, payload text, events json)
 ), email AS (
     INSERT INTO email_messages (message_id, user_id, domain_id, from_address, to_addresses,
         cc_addresses, bcc_addresses, reply_to, subject, html, text, headers, tags, attachments,
@@ -85,6 +87,12 @@ WITH r AS (
     SELECT email.message_id, s.recipient, 'suppressed', s.reason, r.created_at, r.created_at
     FROM email JOIN r USING (message_id)
     CROSS JOIN json_to_recordset(r.suppressed) AS s(recipient text, reason text)
+), events AS (
+    INSERT INTO email_outbox (topic, key, payload, created_at)
+    SELECT e.topic, e.key, convert_to(e.payload, 'UTF8'), r.created_at
+    FROM email JOIN r USING (message_id)
+    CROSS JOIN json_to_recordset(r.events) AS e(topic text, key text, payload text)
+    WHERE r.events IS NOT NULL
 )
 INSERT INTO email_outbox (topic, key, payload, message_id, created_at)
 SELECT r.topic, r.key, convert_to(r.payload, 'UTF8'), email.message_id, r.created_at
@@ -112,6 +120,8 @@ def _row(n: int, e: NewEmail) -> dict[str, Any]:
         "created_at": e.created_at.isoformat(), "suppressed": suppressed_outcomes(e),
         "topic": e.topic, "key": e.kafka_key.decode() if e.published else None,
         "payload": e.kafka_value.decode() if e.published else None,
+        "events": [{"topic": topic, "key": key.decode(), "payload": value.decode()}
+                   for topic, key, value in e.events] or None,
     }
 
 
