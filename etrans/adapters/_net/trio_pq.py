@@ -27,6 +27,11 @@ for ``ping_after_idle`` seconds is checked with ``SELECT 1`` first (a server res
 timeout in between is then met by reconnecting, not by failing the statement); under load the
 connection is never idle and pays nothing.  Inside a transaction (after ``BEGIN``) there is no
 such check: a lost connection fails the statement, it never reconnects into autocommit.
+
+A hot statement can be sent ``prepared=b"name"``: it is prepared (parsed and planned) once per
+connection - again after a reconnect - and then only executed.  Measured on the webhooks
+worker's success write (a ``WITH`` of four statements over ``json_to_recordset``): 0.37-0.42 ms
+per statement unprepared, 0.09-0.15 ms prepared (psycopg, 1,500 statements each).
 """
 
 from __future__ import annotations
@@ -85,6 +90,7 @@ class TrioPqConnection:
         self._fd = -1
         self._last_used = 0.0
         self._lock = trio.Lock()
+        self._prepared: set[bytes] = set()  # names prepared on the current connection
 
     @classmethod
     def from_sqlalchemy_url(cls, url: str | URL, *, application_name: str = "etrans",
@@ -109,9 +115,11 @@ class TrioPqConnection:
     def connected(self) -> bool:
         return self._pgconn is not None
 
-    async def execute(self, sql: bytes, params: Sequence[str | bytes | None] = ()
-                      ) -> QueryResult:
-        """Run one statement; raise a psycopg error when PostgreSQL refuses it."""
+    async def execute(self, sql: bytes, params: Sequence[str | bytes | None] = (), *,
+                      prepared: bytes | None = None) -> QueryResult:
+        """Run one statement; raise a psycopg error when PostgreSQL refuses it.  With
+        ``prepared``, the statement is prepared under that name on first use per connection
+        (one ``sql`` per name)."""
         values = [p.encode() if isinstance(p, str) else p for p in params]
         async with self._lock:
             if (self._pgconn is not None
@@ -126,15 +134,25 @@ class TrioPqConnection:
                 await self._connect()
             pgconn = self._pgconn
             assert pgconn is not None
-            results = await self._send(pgconn, sql, values)
+            if prepared is not None and prepared not in self._prepared:
+                self._outcome(pgconn, await self._send(pgconn, sql, [], prepare=prepared))
+                self._prepared.add(prepared)
+            results = await self._send(pgconn, sql, values, prepared=prepared)
             self._last_used = trio.current_time()
             return self._outcome(pgconn, results)
 
-    async def _send(self, pgconn: PGconn, sql: bytes,
-                    values: list[bytes | None]) -> list[PGresult]:
+    async def _send(self, pgconn: PGconn, sql: bytes, values: list[bytes | None], *,
+                    prepare: bytes | None = None, prepared: bytes | None = None,
+                    ) -> list[PGresult]:
         try:
             with trio.fail_after(self._timeout):
-                return await self._round_trip(pgconn, sql, values)
+                if prepare is not None:
+                    pgconn.send_prepare(prepare, sql)
+                elif prepared is not None:
+                    pgconn.send_query_prepared(prepared, values)
+                else:
+                    pgconn.send_query_params(sql, values)
+                return await self._round_trip(pgconn)
         except trio.TooSlowError:
             self._close()
             raise psycopg.OperationalError(
@@ -170,11 +188,10 @@ class TrioPqConnection:
             raise _error_from(None, pgconn)
         return QueryResult(rows=rows, rowcount=rowcount)
 
-    async def _round_trip(self, pgconn: PGconn, sql: bytes,
-                          values: list[bytes | None]) -> list[PGresult]:
-        # psycopg.pq raises psycopg.OperationalError when the connection fails.
+    async def _round_trip(self, pgconn: PGconn) -> list[PGresult]:
+        # The statement is sent; psycopg.pq raises psycopg.OperationalError when the connection
+        # fails.
         fd = self._fd
-        pgconn.send_query_params(sql, values)
         while pgconn.flush():  # a large statement: libpq's output buffer is not empty yet
             await self._wait_read_or_write(pgconn, fd)
         results: list[PGresult] = []
@@ -215,6 +232,7 @@ class TrioPqConnection:
 
     def _close(self) -> None:
         pgconn, self._pgconn = self._pgconn, None
+        self._prepared = set()
         if pgconn is None:
             return
         if self._fd >= 0:

@@ -146,3 +146,19 @@ async def test_a_connection_lost_inside_a_transaction_fails_instead_of_reconnect
         await conn.execute(b"INSERT INTO v VALUES (1)")
     assert not conn.connected
     assert (await other.execute(b"SELECT count(*) FROM v")).rows == [("0",)]
+
+
+async def test_a_prepared_statement_is_prepared_once_per_connection(
+        idle_checked_pair: Any) -> None:
+    conn, other = idle_checked_pair
+    sql = b"SELECT $1::int * 2"
+    assert (await conn.execute(sql, ["21"], prepared=b"double")).rows == [("42",)]
+    assert (await conn.execute(sql, ["5"], prepared=b"double")).rows == [("10",)]
+    listed = await conn.execute(b"SELECT count(*) FROM pg_prepared_statements"
+                                b" WHERE name = 'double'")
+    assert listed.rows == [("1",)]
+    with pytest.raises(psycopg.DataError):  # a refused execution keeps the statement
+        await conn.execute(sql, ["x"], prepared=b"double")
+    assert (await conn.execute(sql, ["4"], prepared=b"double")).rows == [("8",)]
+    await _end_session(conn, other)  # a new connection: prepared again on first use
+    assert (await conn.execute(sql, ["3"], prepared=b"double")).rows == [("6",)]
