@@ -36,7 +36,8 @@ def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Any:
             ETRANS_REDIS_PREFIX=f"e2e:{uuid.uuid4().hex[:10]}:", ETRANS_LOG_LEVEL="INFO")
         # Tracking served by this serve (docs/tracking.md); dev has it on by default.
         env.update(ETRANS_TRACKING_BASE_URL=f"http://{env['ETRANS_BIND']}",
-                   ETRANS_TRACKING_SECRET=uuid.uuid4().hex)
+                   ETRANS_TRACKING_SECRET=uuid.uuid4().hex,
+                   KAFKA_EVENTS_TOPIC=request.getfixturevalue("new_topic")(prefix="events"))
         running, sink = start_real(env, tmp_path)
         try:
             yield running
@@ -217,6 +218,20 @@ def test_open_and_click_tracking(backend: Backend) -> None:
     assert httpx.get(pixel).status_code == 200
     clicked = httpx.get(tracked)
     assert (clicked.status_code, clicked.headers["Location"]) == (302, link)
+
+    # fetchlog stores both (docs/tracking.md): counts on the email, Open / Click in its logs.
+    def engaged() -> dict[str, Any] | None:
+        body = backend.call("GET", f"/emails/{message_id}").json()
+        return body if (body["opens"], body["clicks"]) == (1, 1) else None
+
+    detail = wait_for(engaged, 60, f"{message_id} opened and clicked", backend.tails)
+    assert detail["status"] == "Delivered"  # an open or a click changes no status
+    assert detail["first_opened_at"] is not None
+    assert detail["first_clicked_at"] is not None
+    logs = backend.call("GET", f"/logs?message_id={message_id}&per_page=100").json()["logs"]
+    by_event = {entry["event"]: entry for entry in logs}
+    assert (by_event["Open"]["status"], by_event["Click"]["status"]) == ("Opened", "Clicked")
+    assert by_event["Click"]["action_detail"] == link
 
 
 def test_dev_data_persists_across_restart(tmp_path: Path) -> None:
