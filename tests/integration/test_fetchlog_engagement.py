@@ -5,7 +5,8 @@
 - a replay (``--from-earliest``) stores and counts nothing twice;
 - a malformed record is skipped, logged and committed past (a later run reads nothing);
 - an open of a bounced email leaves it Bounced;
-- GET /logs of another user shows none of it.
+- GET /logs of another user shows none of it;
+- the USEND DB down: RetryLater (nothing committed), and the retried batch counts once.
 """
 
 from __future__ import annotations
@@ -19,12 +20,25 @@ from typing import Any
 import pytest
 from confluent_kafka import Producer
 
+from etrans.adapters.mongo.log_writer import MongoLogWriter
+from etrans.adapters.sql import Database, usend_database
 from etrans.adapters.sql.email_status import EmailStatusUpdater
+from etrans.adapters.sql.engagement import SqlEngagementStore
 from etrans.domain.delivery_log import StatusChange
 from etrans.domain.events import EmailEvent, EventType, encode_event, random_event_id
-from tests.harness.servers import unique_name
+from etrans.errors import RetryLater
+from etrans.pipeline import Message
+from etrans.settings import MongoSettings
+from etrans.workers.engagement import EngagementTask
+from tests.harness.servers import free_port, unique_name
 from tests.integration.sending_api import SendingApi, email, open_sending_api
 from tests.integration.test_fetchlog_cli import start_fetchlog, wait_exit
+from tests.integration.test_fetchlog_suppressions import (
+    _insert_email,
+    _user,
+    mongo_settings,  # noqa: F401  (fixture)
+    usend,  # noqa: F401  (fixture)
+)
 
 pytestmark = pytest.mark.slow
 
@@ -145,3 +159,26 @@ async def test_opens_and_clicks_reach_the_logs_and_the_email(
     detail = await _detail(api, alice, opened)
     assert (detail["opens"], detail["clicks"]) == (2, 1)
     assert len(await _logs(api, alice)) == 4
+
+
+async def test_a_usend_db_that_does_not_answer_is_retry_later(
+        mongo_settings: MongoSettings, usend: Database) -> None:  # noqa: F811
+    alice = _user()
+    message_id = _insert_email(usend, alice)
+    batch = [Message("email-events", 0, 0, None, _event(EventType.OPENED, alice, message_id, 1)[1])]
+    down = usend_database(f"postgresql://postgres@127.0.0.1:{free_port()}/usend", pool_size=1)
+    writer = MongoLogWriter(mongo_settings)
+    try:
+        await writer.ensure_indexes()
+        failing = EngagementTask(writer, SqlEngagementStore(down))
+        # The pipeline commits nothing past a batch that raised: it retries it.
+        with pytest.raises(RetryLater):
+            await failing(batch)
+        assert failing.statistics().batches == 0
+        retried = EngagementTask(writer, SqlEngagementStore(usend))
+        await retried(batch)
+        counters = retried.statistics()
+        assert (counters.duplicates, counters.recorded) == (1, 1)
+    finally:
+        writer.close()
+        down.dispose()
