@@ -3,6 +3,11 @@
 The first SIGTERM/SIGINT sets :attr:`Shutdown.requested`: services stop intake and finish what
 they hold.  If they have not returned ``drain_seconds`` later, their scope is cancelled.  A second
 signal exits at once (status 128 + signal number), without waiting for anything.
+
+Under a service manager (``NOTIFY_SOCKET``, :mod:`etrans.systemd_notify`) it is told the
+lifetime too: the service calls :meth:`Shutdown.notify_ready` once it serves (``READY=1``), the
+first signal sends ``STOPPING=1`` before the drain, and with ``WATCHDOG_USEC`` a task of this
+Trio loop sends ``WATCHDOG=1`` every half of it until the process ends.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ import trio
 
 from etrans.errors import ConfigError
 from etrans.observability import get_logger
+from etrans.systemd_notify import SystemdNotify
 
 log = get_logger(__name__)
 
@@ -27,12 +33,24 @@ class Shutdown:
 
     drain_seconds: float
     requested: trio.Event = field(default_factory=trio.Event)
+    notify: SystemdNotify = field(default_factory=SystemdNotify)  # default: nowhere
 
     async def wait_requested(self) -> None:
         await self.requested.wait()
 
     def request(self) -> None:
         self.requested.set()
+
+    async def notify_ready(self, status: str) -> None:
+        """The service serves: ``READY=1`` and ``status`` to the service manager (nothing once
+        a stop was requested: the manager already knows the service is going)."""
+        if not self.requested.is_set():
+            await self.notify.send("READY=1", f"STATUS={status}")
+
+    async def notify_status(self, status: str) -> None:
+        """A line for ``systemctl status`` (e.g. a worker's partitions assigned)."""
+        if not self.requested.is_set():
+            await self.notify.send(f"STATUS={status}")
 
 
 ServiceMain = Callable[[Shutdown], Awaitable[None]]
@@ -50,18 +68,22 @@ async def _watch_signals(shutdown: Shutdown, service_scope: trio.CancelScope, *,
             log.info("stopping", signal=signal.Signals(signum).name,
                      drain_seconds=shutdown.drain_seconds)
             shutdown.request()
+            await shutdown.notify.send("STOPPING=1", "STATUS=draining in-flight work")
             # Hard deadline for the drain: whatever is still running then is cancelled.
             service_scope.deadline = min(service_scope.deadline,
                                          trio.current_time() + shutdown.drain_seconds)
 
 
-async def supervise(main: ServiceMain, drain_seconds: float) -> bool:
+async def supervise(main: ServiceMain, drain_seconds: float,
+                    notify: SystemdNotify | None = None) -> bool:
     """Run ``main`` until it returns; returns False when the drain deadline cut it short."""
-    shutdown = Shutdown(drain_seconds=drain_seconds)
+    shutdown = Shutdown(drain_seconds=drain_seconds, notify=notify or SystemdNotify())
     async with trio.open_nursery() as nursery:
         service_scope = trio.CancelScope()
         # Handlers first: a SIGTERM during the service's startup must drain, not kill.
         await nursery.start(_watch_signals, shutdown, service_scope)
+        # In this loop, not in a thread: pings stop when the loop is stuck (systemd restarts).
+        nursery.start_soon(shutdown.notify.keep_alive)
         with service_scope:
             await main(shutdown)
         nursery.cancel_scope.cancel()
@@ -76,8 +98,9 @@ def run(main: ServiceMain, drain_seconds: float) -> int:
     """Run a service under Trio; the process exit status (2 when the service found its
     configuration unusable once started, e.g. a consumer-group member id already in use)."""
     problems: list[str] = []
+    notify = SystemdNotify.from_process_environment()
     try:
-        completed = trio.run(supervise, main, drain_seconds)
+        completed = trio.run(supervise, main, drain_seconds, notify)
     except* ConfigError as group:
         problems = [p for exc in _leaves(group) for p in exc.problems]
     if problems:

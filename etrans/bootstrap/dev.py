@@ -40,6 +40,7 @@ from etrans.bootstrap.configs import (
     sendmail_pipeline,
     webhooks_pipeline,
 )
+from etrans.bootstrap.readiness import run_ready
 from etrans.bootstrap.serve import serve_http
 from etrans.bootstrap.stores import (
     LogStores,
@@ -66,7 +67,7 @@ if TYPE_CHECKING:
     from pathlib import Path
 
     from etrans.adapters.crypto.credentials import CredentialCipher
-    from etrans.pipeline import PipelineConfig
+    from etrans.pipeline import Pipeline, PipelineConfig
     from etrans.runtime import ServiceMain, Shutdown
     from etrans.settings import DevSettings, SmtpSettings, TokenSettings
     from etrans.settings.tracking import TrackingSettings
@@ -140,7 +141,9 @@ def pipeline_configs(settings: DevSettings) -> tuple[PipelineConfig, PipelineCon
 
 
 async def _run_webhooks(settings: DevSettings, backends: DevBackends, token_secret: str,
-                        shutdown: Shutdown) -> None:
+                        shutdown: Shutdown, *,
+                        task_status: trio.TaskStatus[Pipeline] = trio.TASK_STATUS_IGNORED,
+                        ) -> None:
     """``etrans webhooks``, on the USEND DB and the topics in use."""
     from etrans.workers.webhooks import run_webhooks
 
@@ -151,7 +154,7 @@ async def _run_webhooks(settings: DevSettings, backends: DevBackends, token_secr
                                 backends.topics.publisher, options)
     try:
         await run_webhooks(config, delivery, shutdown, poll_seconds=options.retry_poll_seconds,
-                           source=backends.topics.source)
+                           source=backends.topics.source, task_status=task_status)
     finally:
         with trio.CancelScope(shield=True):
             await delivery.aclose()
@@ -159,7 +162,9 @@ async def _run_webhooks(settings: DevSettings, backends: DevBackends, token_secr
 
 
 async def _run_engagement(settings: DevSettings, backends: DevBackends,
-                          shutdown: Shutdown) -> None:
+                          shutdown: Shutdown, *,
+                          task_status: trio.TaskStatus[Pipeline] = trio.TASK_STATUS_IGNORED,
+                          ) -> None:
     """fetchlog's second pipeline: the opens and clicks, on the logs and USEND DB in use."""
     from etrans.bootstrap.fetchlog import engagement_task
     from etrans.workers.engagement import run_engagement
@@ -167,7 +172,7 @@ async def _run_engagement(settings: DevSettings, backends: DevBackends,
     config = fetchlog_pipeline(settings.topics, settings.consumer("engagement"),
                                settings.fetchlog)
     await run_engagement(config, engagement_task(backends.logs.writer, backends.usend.db),
-                         shutdown, source=backends.topics.source)
+                         shutdown, source=backends.topics.source, task_status=task_status)
 
 
 async def _start_sink(nursery: trio.Nursery, data_dir: Path, backends: DevBackends,
@@ -222,18 +227,20 @@ async def _run(settings: DevSettings, sections: ApiSections, data_dir: Path,
                                   settings.sendmail, message_signing(settings.sendmail, keys),
                                   tracking, events_topic=settings.webhooks.events_topic)
         try:
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(serve_http, app, config, relay, shutdown)
-                nursery.start_soon(partial(run_pipeline, sendmail_config, SendmailTask(delivery),
-                                           shutdown, producer=topics.publisher,
-                                           source=topics.source))
-                nursery.start_soon(partial(run_fetchlog, fetchlog_config, fetchlog, shutdown,
-                                           source=topics.source))
-                nursery.start_soon(_run_webhooks, settings, backends,
-                                   sections.tokens.secret.get(), shutdown)
-                nursery.start_soon(_run_engagement, settings, backends, shutdown)
-                print(demo.banner(account, _local_url(settings), data_dir, stand_ins),
-                      flush=True)
+            # Ready (and the banner printed) once the API listens and every consumer has
+            # subscribed, as each production subcommand reports it.
+            await run_ready(
+                shutdown, f"dev: HTTP on {_local_url(settings)}",
+                partial(serve_http, app, config, relay, shutdown),
+                partial(run_pipeline, sendmail_config, SendmailTask(delivery), shutdown,
+                        producer=topics.publisher, source=topics.source),
+                partial(run_fetchlog, fetchlog_config, fetchlog, shutdown,
+                        source=topics.source),
+                partial(_run_webhooks, settings, backends, sections.tokens.secret.get(),
+                        shutdown),
+                partial(_run_engagement, settings, backends, shutdown),
+                then=partial(print, demo.banner(account, _local_url(settings), data_dir,
+                                                stand_ins), flush=True))
             outer.cancel_scope.cancel()
         finally:
             with trio.CancelScope(shield=True):

@@ -4,16 +4,20 @@ set)."""
 
 from __future__ import annotations
 
+from functools import partial
 from typing import TYPE_CHECKING
 
 import trio
 
 from etrans.bootstrap.configs import fetchlog_pipeline
+from etrans.bootstrap.readiness import run_ready
 from etrans.bootstrap.stores import mongo_log_writer, suppression_store
 from etrans.bootstrap.workers import fetchlog_task
 from etrans.observability import get_logger
 
 if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+
     from etrans.adapters.sql import Database
     from etrans.app.ports import LogDocumentWriter
     from etrans.observability import ErrorSink
@@ -106,14 +110,15 @@ def build(settings: FetchlogSettings, *, from_earliest: bool, stop_at_end: bool)
             statuses=EmailStatusUpdater(usend) if usend is not None else None,
             suppressions=suppression_store(usend) if usend is not None else None,
             events=producer, events_topic=settings.kafka.events_topic)
+        # Ready once both consumers have subscribed (the opens and clicks one unless left out).
+        pipelines: list[Callable[..., Awaitable[object]]] = [partial(
+            run_fetchlog, config, task, shutdown,
+            progress_stream=progress_stream_for(from_earliest or stop_at_end))]
         try:
-            async with trio.open_nursery() as nursery:
-                if await _engagement_wanted(settings, stop_at_end):
-                    nursery.start_soon(run_engagement, engagement,
-                                       engagement_task(writer, usend, reporter), shutdown)
-                await run_fetchlog(
-                    config, task, shutdown,
-                    progress_stream=progress_stream_for(from_earliest or stop_at_end))
+            if await _engagement_wanted(settings, stop_at_end):
+                pipelines.append(partial(run_engagement, engagement,
+                                         engagement_task(writer, usend, reporter), shutdown))
+            await run_ready(shutdown, "fetchlog", *pipelines)
         except BaseException as exc:
             reporter.capture(exc, step="fetchlog")
             raise

@@ -4,11 +4,13 @@ the billing mode keeps them in); Reject events to LOG_TOPIC."""
 from __future__ import annotations
 
 from contextlib import AsyncExitStack
+from functools import partial
 from typing import TYPE_CHECKING
 
 import trio
 
 from etrans.bootstrap.configs import log_topic, sendmail_pipeline
+from etrans.bootstrap.readiness import run_ready
 from etrans.bootstrap.stores import redis_delivery_stores
 from etrans.bootstrap.workers import (
     dkim_key_source,
@@ -85,7 +87,7 @@ def build(settings: SendmailSettings) -> ServiceMain:
     from etrans.adapters.crypto.credentials import CredentialCipher
     from etrans.adapters.kafka.client import KafkaProducer
     from etrans.adapters.redis.client import open_redis
-    from etrans.pipeline import run_pipeline
+    from etrans.pipeline import Pipeline, run_pipeline
     from etrans.workers.sendmail import SendmailTask
 
     kafka, smtp, options = settings.kafka, settings.smtp, settings.sendmail
@@ -114,9 +116,10 @@ def build(settings: SendmailSettings) -> ServiceMain:
                      dkim_signing=options.dkim_signing,
                      tracking=settings.tracking.base_url if settings.tracking else "off")
             try:
-                stats = await run_pipeline(config, SendmailTask(delivery), shutdown,
-                                           producer=producer)
-                log.info("pipeline stopped", pipeline=repr(stats),
+                [pipeline] = await run_ready(shutdown, "sendmail", partial(
+                    run_pipeline, config, SendmailTask(delivery), shutdown, producer=producer))
+                assert isinstance(pipeline, Pipeline)
+                log.info("pipeline stopped", pipeline=repr(pipeline.statistics()),
                          sendmail=delivery.statistics(), smtp=pool.statistics(),
                          signing=signing.statistics(),
                          signer=signer.statistics() if signer is not None else None)

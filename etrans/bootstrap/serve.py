@@ -7,12 +7,14 @@ the real services, checks KAFKA_TOPIC at start and runs the server.
 from __future__ import annotations
 
 from contextlib import AsyncExitStack, asynccontextmanager
+from functools import partial
 from typing import TYPE_CHECKING
 
 import trio
 
 from etrans.bootstrap.api import ApiBackends, ApiSections, create_api, outbox_relay
 from etrans.bootstrap.configs import hypercorn_config, mmap_large_allocations
+from etrans.bootstrap.readiness import run_ready
 from etrans.bootstrap.stores import redis_api_stores
 from etrans.observability import get_logger
 
@@ -39,22 +41,26 @@ def build(settings: ServeSettings) -> ServiceMain:
     async def main(shutdown: Shutdown) -> None:
         async with _open_backends(settings) as (backends, relay, probes):
             app = create_api(sections, backends, probes=probes)
-            await serve_http(app, config, relay, shutdown)
+            await run_ready(shutdown, f"HTTP on {config.bind[0]}",
+                            partial(serve_http, app, config, relay, shutdown))
 
     return main
 
 
 async def serve_http(app: QuartTrio, config: HypercornConfig, relay: OutboxRelay,
-                     shutdown: Shutdown) -> None:
+                     shutdown: Shutdown, *,
+                     task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED) -> None:
     """The HTTP server until shutdown, and the outbox relay that publishes what requests
-    committed: it runs until the server has drained, then makes one last pass."""
+    committed: it runs until the server has drained, then makes one last pass.
+    ``task_status.started(binds)`` once the sockets listen (the relay runs by then)."""
     from hypercorn.trio import serve as hypercorn_serve
 
     async with trio.open_nursery() as nursery:
         relay_done = trio.Event()
         await nursery.start(relay.run, relay_done)
         log.info("listening", bind=config.bind[0])
-        await hypercorn_serve(app, config, shutdown_trigger=shutdown.wait_requested)
+        await hypercorn_serve(app, config, shutdown_trigger=shutdown.wait_requested,
+                              task_status=task_status)
         relay_done.set()
         relay.notify()
 

@@ -4,11 +4,13 @@ retries in the USEND DB; secrets unsealed with a key derived from TOKEN_SECRET;
 
 from __future__ import annotations
 
+from functools import partial
 from typing import TYPE_CHECKING
 
 import trio
 
 from etrans.bootstrap.configs import webhooks_pipeline
+from etrans.bootstrap.readiness import run_ready
 from etrans.observability import get_logger
 
 if TYPE_CHECKING:
@@ -78,8 +80,9 @@ def build(settings: WebhooksSettings) -> ServiceMain:
                  workers=config.workers, timeout_seconds=options.timeout_seconds,
                  endpoint_concurrency=options.endpoint_concurrency)
         try:
-            await run_webhooks(config, delivery, shutdown,
-                               poll_seconds=options.retry_poll_seconds)
+            await run_ready(shutdown, "webhooks", partial(
+                run_webhooks, config, delivery, shutdown,
+                poll_seconds=options.retry_poll_seconds))
         finally:
             with trio.CancelScope(shield=True):
                 await delivery.aclose()

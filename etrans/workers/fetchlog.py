@@ -327,14 +327,18 @@ async def run_fetchlog(
     *,
     progress_stream: TextIO | None = None,
     source: MessageSourceFactory | None = None,
+    task_status: trio.TaskStatus[Pipeline] = trio.TASK_STATUS_IGNORED,
 ) -> FetchlogCounters:
-    """Indexes, then the pipeline until shutdown (or the end with ``stop_at_end``); summary."""
+    """Indexes, then the pipeline until shutdown (or the end with ``stop_at_end``); summary.
+    ``task_status.started(pipeline)`` once its consumer has subscribed (or, when shutdown came
+    during the indexes, with the pipeline that will not run)."""
     from etrans.pipeline import Pipeline
 
     started = time.monotonic()
-    if not await ensure_indexes(task.writer, shutdown, task.reporter):
-        return task.statistics()
     pipeline = Pipeline(config, batch_task=task, source=source)
+    if not await ensure_indexes(task.writer, shutdown, task.reporter):
+        task_status.started(pipeline)
+        return task.statistics()
     log.info("consuming", topics=list(config.topics), group_id=config.group_id,
              workers=config.workers, batch_size=config.batch_size,
              from_earliest=config.from_earliest, stop_at_end=config.stop_at_end)
@@ -353,7 +357,7 @@ async def run_fetchlog(
             backfilled = trio.Event()
             labels = cast("LogLabels", task.writer)  # it has `unlabelled`: the MongoDB writer
             nursery.start_soon(_run_backfill, labels, task.owners, task.reporter, backfilled)
-        stats = await pipeline.run(shutdown)
+        stats = await pipeline.run(shutdown, task_status=task_status)
         if backfilled is not None and config.stop_at_end:
             # A replay to the end also finishes the backfill (unless asked to stop first).
             await _first_of(backfilled.wait, shutdown.wait_requested)

@@ -47,6 +47,12 @@ def test_unit_runs_its_subcommand_with_the_required_settings(command):
     assert service["EnvironmentFile"] == "/etc/etrans/etrans.env"
     assert service["Restart"] == "on-failure"
     assert service["KillSignal"] == "SIGTERM"
+    # Readiness and the watchdog through sd_notify from the main process (etrans.systemd_notify,
+    # tests/integration/test_systemd_notify.py); the drain fits inside the stop timeout.
+    assert service["Type"] == "notify"
+    assert service["NotifyAccess"] == "main"
+    assert seconds(service["WatchdogSec"]) >= 10
+    assert service["Environment"] == "PYTHONFAULTHANDLER=1"  # stacks in the journal on SIGABRT
     # systemd must wait longer than etrans's own drain before it sends SIGKILL.
     assert seconds(service["TimeoutStopSec"]) > settings.Settings.drain_seconds
     for hardening, value in {"NoNewPrivileges": "yes", "ProtectSystem": "strict",
