@@ -20,6 +20,7 @@ from werkzeug.exceptions import HTTPException
 from etrans.api import openapi
 from etrans.api.asgi_body import CompleteBodyBeforeResponse
 from etrans.api.body_budget import BodyBudget
+from etrans.api.docs import register_docs
 from etrans.api.readiness import Readiness
 from etrans.api.routing import Api, ApiServices, json_response
 from etrans.errors import AppError
@@ -171,6 +172,4 @@ def _document_routes(app: QuartTrio, api: Api) -> None:
             document.update(openapi.build(api))
         return json_response(document)
 
-    @app.get("/docs")
-    async def docs() -> Any:
-        return Response(openapi.docs_page(), content_type="text/html; charset=utf-8")
+    register_docs(app)

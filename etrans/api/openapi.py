@@ -1,9 +1,12 @@
-"""``/openapi.json`` (OpenAPI 3.1) from the route declarations, and the ``/docs`` page.
+"""``/openapi.json`` (OpenAPI 3.1) from the route declarations.
 
 The request schemas are the very specs that validate requests (:mod:`etrans.api.schema`): what
-the document promises is what the validator enforces.  Named objects become
-``components/schemas`` entries.  ``/docs`` is a self-contained page (no CDN) that lists the
-operations and sends requests with a key or token typed in by the user.
+the document promises is what the validator enforces.  Every operation declares its answers:
+the success ones with their schema (``response=`` of the route, :mod:`etrans.api.responses`;
+204 without a body) and the errors as ``{"detail": ...}``.  Named objects become
+``components/schemas`` entries.  ``GET /healthz`` is in the document too (the spec lists it);
+``/readyz`` and the tracking endpoints are not (operational, and for mail clients).
+``/docs`` shows the document with Swagger UI (:mod:`etrans.api.docs`).
 """
 
 from __future__ import annotations
@@ -134,9 +137,23 @@ def _path_names(path: str) -> list[str]:
     return re.findall(r"\{(\w+)\}", path)
 
 
+HEALTH_SCHEMA: dict[str, Any] = {
+    "title": "Health", "type": "object", "required": ["status", "service"],
+    "additionalProperties": False,
+    "properties": {"status": {"type": "string", "enum": ["ok"]},
+                   "service": {"type": "string"}},
+}
+HEALTH_OPERATION: dict[str, Any] = {
+    "operationId": "healthz", "summary": "Health check", "tags": ["Health"],
+    "description": "The process answers (no dependency is checked: that is `/readyz`).",
+    "responses": {"200": {"description": "Success", "content": {"application/json": {
+        "schema": {"$ref": "#/components/schemas/Health"}}}}},
+}
+
+
 def build(api: Api, *, title: str = "etrans - Email Transactional API") -> dict[str, Any]:
-    components: dict[str, Any] = {"Error": ERROR_SCHEMA}
-    paths: dict[str, Any] = {}
+    components: dict[str, Any] = {"Error": ERROR_SCHEMA, "Health": HEALTH_SCHEMA}
+    paths: dict[str, Any] = {"/healthz": {"get": HEALTH_OPERATION}}
     for op in api.operations:
         paths.setdefault(op.path, {})[op.method.lower()] = _operation(
             op, components, rate_limited=api.rate_limiter is not None)
@@ -148,9 +165,3 @@ def build(api: Api, *, title: str = "etrans - Email Transactional API") -> dict[
         "components": {"schemas": components, "securitySchemes": SECURITY_SCHEMES},
     }
 
-
-def docs_page() -> str:
-    """The interactive page served at ``/docs`` (``docs_page.html`` next to this module)."""
-    from importlib.resources import files
-
-    return files("etrans.api").joinpath("docs_page.html").read_text(encoding="utf-8")

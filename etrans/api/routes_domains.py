@@ -10,7 +10,14 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING, Any
 
-from etrans.api.schema import Boolean, Integer, Object, Prop, QueryParam, String
+from etrans.api.responses import (
+    DATE_TIME,
+    DELETED,
+    page_of,
+    present,
+    present_or_null,
+)
+from etrans.api.schema import Array, Boolean, Integer, Object, Prop, QueryParam, String
 from etrans.app.domains import (
     CreateDomain,
     DeleteDomain,
@@ -57,6 +64,43 @@ TRACKING = Object({"click_tracking": Prop(Boolean(), nullable=True),
                    "open_tracking": Prop(Boolean(), nullable=True)},
                   name="UpdateDomainTrackingRequest")
 
+# -- answers (docs/api.md, "Domains") --
+_ID = String(description="dom_<n>", example="dom_42")
+DNS_RECORD = Object(name="DnsRecord", properties={
+    "type": present(String(enum=("TXT", "MX"))),
+    "name": present(String(description="@ or the DKIM record's name")),
+    "value": present(String()),
+    "purpose": present(String(enum=("spf", "mx", "dkim"))),
+    "priority": Prop(Integer(description="MX records only")),
+    "verified": Prop(Boolean(description="after POST /domains/{domain_id}/verify")),
+    "error": Prop(String(description="why the record was not found (verified false)")),
+})
+_DNS_RECORDS = present(Array(DNS_RECORD, description="SPF, MX and (with a DKIM key) DKIM"))
+_STATUS = String(description="pending, verified, ...")
+DOMAIN_SUMMARY = Object(name="DomainSummary", properties={
+    "id": present(_ID), "domain": present(String()), "status": present(_STATUS),
+    "created_at": present_or_null(DATE_TIME)})
+DOMAIN_DETAIL = Object(name="DomainDetail", properties={
+    **DOMAIN_SUMMARY.properties, "dns_records": _DNS_RECORDS,
+    "verified_at": present_or_null(DATE_TIME)})
+DOMAIN_CREATED = Object(name="DomainCreated", properties={
+    "id": present(_ID), "domain": present(String()), "status": present(_STATUS),
+    "dns_records": _DNS_RECORDS, "created_at": present_or_null(DATE_TIME)})
+DOMAIN_VERIFIED = Object(name="DomainVerified", properties={
+    "id": present(_ID), "domain": present(String()), "status": present(_STATUS),
+    "dns_records": _DNS_RECORDS, "verified_at": present_or_null(DATE_TIME)})
+DOMAIN_LIST = page_of("DomainList", DOMAIN_SUMMARY, total_verified=present(Integer()))
+DOMAIN_TRACKING = Object(name="DomainTracking", properties={
+    "id": present(_ID), "domain": present(String()),
+    "click_tracking": present(Boolean()), "open_tracking": present(Boolean())})
+# The nine fields of quota_view: null limit (and remaining) = unlimited.
+QUOTA_FIELDS = {f"{period}_{what}": present_or_null(Integer())
+                for period in ("daily", "hourly", "monthly")
+                for what in ("limit", "used", "remaining")}
+DOMAIN_QUOTA = Object(name="DomainQuota", properties={
+    "domain": present(String()), **QUOTA_FIELDS,
+    "pack_code": present_or_null(String()), "pack_name": present_or_null(String())})
+
 
 def domain_summary(row: DomainRow) -> dict[str, Any]:
     return {"id": format_domain_id(row.id), "domain": row.name, "status": row.status,
@@ -94,14 +138,14 @@ def register(api: Api) -> None:
     bus = api.services.bus
 
     @api.route("POST", "/domains", permission=Permission.full_access, summary="Create domain",
-               tag=TAG, body=CREATE, errors=(400, 401, 403))
+               tag=TAG, body=CREATE, response=DOMAIN_CREATED, errors=(400, 401, 403))
     async def create_domain(ctx: RequestContext) -> Any:
         return _created(await bus.handle(CreateDomain(ctx.user_id, ctx.body["domain"])))
 
     @api.route("GET", "/domains", permission=Permission.read_only, summary="List domains",
                tag=TAG, query={**PAGE, "search": QueryParam(String(max_length=253, checks=TEXT),
                                                    default="")},
-               errors=(400, 401))
+               response=DOMAIN_LIST, errors=(400, 401))
     async def list_domains(ctx: RequestContext) -> Any:
         q = ctx.query
         page = await bus.handle(ListDomains(ctx.user_id, page=q["page"], per_page=q["per_page"],
@@ -111,26 +155,28 @@ def register(api: Api) -> None:
                 "per_page": page.per_page}
 
     @api.route("GET", "/domains/{domain_id}", permission=Permission.read_only,
-               summary="Get domain", tag=TAG, errors=(400, 401, 404))
+               summary="Get domain", tag=TAG, response=DOMAIN_DETAIL, errors=(400, 401, 404))
     async def get_domain(ctx: RequestContext) -> Any:
         domain_id = parse_domain_id(ctx.path["domain_id"])
         return _details(await bus.handle(GetDomain(ctx.user_id, domain_id)))
 
     @api.route("GET", "/domains/{domain_id}/quota", permission=Permission.read_only,
-               summary="Get domain quota", tag=TAG, errors=(400, 401, 404))
+               summary="Get domain quota", tag=TAG, response=DOMAIN_QUOTA,
+               errors=(400, 401, 404))
     async def get_domain_quota(ctx: RequestContext) -> Any:
         domain_id = parse_domain_id(ctx.path["domain_id"])
         return _quota(await bus.handle(GetDomainQuota(ctx.user_id, domain_id)))
 
     @api.route("POST", "/domains/{domain_id}/verify", permission=Permission.full_access,
-               summary="Verify domain DNS", tag=TAG, errors=(400, 401, 403, 404, 409))
+               summary="Verify domain DNS", tag=TAG, response=DOMAIN_VERIFIED,
+               errors=(400, 401, 403, 404, 409))
     async def verify_domain(ctx: RequestContext) -> Any:
         domain_id = parse_domain_id(ctx.path["domain_id"])
         return _verified(await bus.handle(VerifyDomain(ctx.user_id, domain_id)))
 
     @api.route("PATCH", "/domains/{domain_id}", permission=Permission.full_access,
                summary="Update domain tracking", tag=TAG, body=TRACKING,
-               errors=(400, 401, 403, 404))
+               response=DOMAIN_TRACKING, errors=(400, 401, 403, 404))
     async def update_domain_tracking(ctx: RequestContext) -> Any:
         body = ctx.body or {}
         return _tracking(await bus.handle(UpdateDomainTracking(
@@ -139,7 +185,7 @@ def register(api: Api) -> None:
             open_tracking=body.get("open_tracking"))))
 
     @api.route("DELETE", "/domains/{domain_id}", permission=Permission.full_access,
-               summary="Delete domain", tag=TAG, errors=(400, 401, 403, 404))
+               summary="Delete domain", tag=TAG, response=DELETED, errors=(400, 401, 403, 404))
     async def delete_domain(ctx: RequestContext) -> Any:
         row = await bus.handle(DeleteDomain(ctx.user_id, parse_domain_id(ctx.path["domain_id"])))
         return {"id": format_domain_id(row.id), "deleted": True}

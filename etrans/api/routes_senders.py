@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from etrans.api.responses import DATE_TIME, present, present_or_null
 from etrans.api.routes_domains import TEXT
-from etrans.api.schema import Object, Prop, String
+from etrans.api.schema import Boolean, Integer, Object, Prop, String
 from etrans.app.senders import MIN_PASSWORD_LENGTH, CreateSender
 from etrans.domain.api_keys import Permission
 from etrans.domain.domains import format_sender_id
@@ -22,13 +23,18 @@ CREATE = Object({
     "password": Prop(String(min_length=MIN_PASSWORD_LENGTH, max_length=256, checks=TEXT),
                      required=True),
 }, name="CreateSenderRequest")
+SENDER = Object(name="Sender", properties={
+    "id": present(String(description="sender_<n>")), "account": present(String()),
+    "domain": present(String()), "active": present(Boolean()),
+    "daily_limit": present(Integer()), "hourly_limit": present(Integer()),
+    "created_at": present_or_null(DATE_TIME)})
 
 
 def register(api: Api) -> None:
     bus = api.services.bus
 
     @api.route("POST", "/senders", permission=Permission.full_access, summary="Create SMTP sender",
-               tag="Senders", body=CREATE, errors=(400, 401, 403))
+               tag="Senders", body=CREATE, response=SENDER, errors=(400, 401, 403))
     async def create_sender(ctx: RequestContext) -> Any:
         b = ctx.body
         row = await bus.handle(CreateSender(ctx.user_id, account=b["account"],

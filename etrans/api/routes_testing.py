@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from etrans.api.responses import present
 from etrans.api.routes_domains import TEXT
-from etrans.api.schema import Object, Prop, String
+from etrans.api.schema import Integer, Object, Prop, String
 from etrans.app.billing import SetPackForTesting
 from etrans.domain.api_keys import Permission
 
@@ -19,6 +20,10 @@ if TYPE_CHECKING:
 CODE = String(min_length=1, max_length=64, checks=TEXT)
 SET_PACK = Object({"pack_code": Prop(CODE, required=True)},
                   name="SetPackRequest")
+PACK_SET = Object(name="PackSet", properties={
+    "pack_code": present(String()), "pack_name": present(String()),
+    "domain_limit": present(Integer()), "daily_email_limit": present(Integer()),
+    "domains_updated": present(Integer())})
 
 
 def register(api: Api) -> None:
@@ -27,7 +32,7 @@ def register(api: Api) -> None:
     bus = api.services.bus
 
     @api.route("POST", "/testing/set-pack", permission=Permission.full_access,
-               summary="Set pack for testing", tag="Testing", body=SET_PACK,
+               summary="Set pack for testing", tag="Testing", body=SET_PACK, response=PACK_SET,
                errors=(400, 401, 403))
     async def set_pack(ctx: RequestContext) -> Any:
         done = await bus.handle(SetPackForTesting(ctx.user_id, ctx.body["pack_code"]))

@@ -8,8 +8,9 @@ from typing import TYPE_CHECKING, Any
 
 from quart import Response
 
+from etrans.api.responses import DATE_TIME, page_of, present, present_or_null
 from etrans.api.routes_domains import PAGE, TEXT
-from etrans.api.schema import NO_LINE_BREAKS, Array, Boolean, Object, Prop, String
+from etrans.api.schema import NO_LINE_BREAKS, Array, Boolean, Integer, Object, Prop, String
 from etrans.app.webhooks import (
     CreateWebhook,
     DeleteWebhook,
@@ -45,6 +46,29 @@ UPDATE = Object({
     "description": Prop(DESCRIPTION, nullable=True),
 }, name="UpdateWebhookRequest")
 
+# -- answers (docs/api.md, "Webhooks") --
+_WEBHOOK_FIELDS = {
+    "id": present(String(description="wh_<n>")), "url": present(String()),
+    "description": present_or_null(String()),
+    "events": present_or_null(Array(String(enum=EVENT_TYPES),
+                                     description="null: every event type")),
+    "enabled": present(Boolean()),
+    "disabled_reason": present_or_null(String()),
+    "failing_since": present_or_null(DATE_TIME),
+    "created_at": present(DATE_TIME), "updated_at": present(DATE_TIME),
+}
+WEBHOOK = Object(name="Webhook", properties=_WEBHOOK_FIELDS)
+WEBHOOK_CREATED = Object(name="WebhookCreated", properties={
+    **_WEBHOOK_FIELDS,
+    "secret": present(String(description="the signing secret (whsec_...): shown once"))})
+WEBHOOK_LIST = page_of("WebhookList", WEBHOOK)
+DELIVERY = Object(name="WebhookDelivery", properties={
+    "event_id": present(String()), "event_type": present(String()),
+    "attempt": present(Integer()), "status_code": present_or_null(Integer()),
+    "error": present_or_null(String()), "latency_ms": present_or_null(Integer()),
+    "attempted_at": present(DATE_TIME)})
+DELIVERY_LIST = page_of("WebhookDeliveryList", DELIVERY)
+
 
 def webhook_view(row: Webhook) -> dict[str, Any]:
     return {"id": format_webhook_id(row.id), "url": row.url, "description": row.description,
@@ -72,14 +96,15 @@ def register(api: Api) -> None:
     bus = api.services.bus
 
     @api.route("POST", "/webhooks", permission=Permission.full_access, summary="Create webhook",
-               tag=TAG, body=CREATE, errors=(400, 401, 403), success=(201,))
+               tag=TAG, body=CREATE, response=WEBHOOK_CREATED, errors=(400, 401, 403),
+               success=(201,))
     async def create_webhook(ctx: RequestContext) -> Any:
         b = ctx.body
         return _created(await bus.handle(CreateWebhook(
             ctx.user_id, url=b["url"], events=_events(b), description=b.get("description")))), 201
 
     @api.route("GET", "/webhooks", permission=Permission.read_only, summary="List webhooks",
-               tag=TAG, query=PAGE, errors=(400, 401))
+               tag=TAG, query=PAGE, response=WEBHOOK_LIST, errors=(400, 401))
     async def list_webhooks(ctx: RequestContext) -> Any:
         page = await bus.handle(ListWebhooks(ctx.user_id, page=ctx.query["page"],
                                              per_page=ctx.query["per_page"]))
@@ -87,13 +112,14 @@ def register(api: Api) -> None:
                 "page": page.page, "per_page": page.per_page}
 
     @api.route("GET", "/webhooks/{webhook_id}", permission=Permission.read_only,
-               summary="Get webhook", tag=TAG, errors=(400, 401, 404))
+               summary="Get webhook", tag=TAG, response=WEBHOOK, errors=(400, 401, 404))
     async def get_webhook(ctx: RequestContext) -> Any:
         webhook_id = parse_webhook_id(ctx.path["webhook_id"])
         return webhook_view(await bus.handle(GetWebhook(ctx.user_id, webhook_id)))
 
     @api.route("PATCH", "/webhooks/{webhook_id}", permission=Permission.full_access,
-               summary="Update webhook", tag=TAG, body=UPDATE, errors=(400, 401, 403, 404))
+               summary="Update webhook", tag=TAG, body=UPDATE, response=WEBHOOK,
+               errors=(400, 401, 403, 404))
     async def update_webhook(ctx: RequestContext) -> Any:
         webhook_id = parse_webhook_id(ctx.path["webhook_id"])
         b = ctx.body or {}
@@ -108,7 +134,8 @@ def register(api: Api) -> None:
         return Response(b"", status=204)
 
     @api.route("GET", "/webhooks/{webhook_id}/deliveries", permission=Permission.read_only,
-               summary="List webhook deliveries", tag=TAG, query=PAGE, errors=(400, 401, 404))
+               summary="List webhook deliveries", tag=TAG, query=PAGE, response=DELIVERY_LIST,
+               errors=(400, 401, 404))
     async def list_webhook_deliveries(ctx: RequestContext) -> Any:
         webhook_id = parse_webhook_id(ctx.path["webhook_id"])
         page = await bus.handle(ListWebhookDeliveries(

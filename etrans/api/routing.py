@@ -138,6 +138,10 @@ class Api:
         validate_body: bool = True,
         success: tuple[int, ...] = (200,),
     ) -> Callable[[Handler], Handler]:
+        if response is None and [code for code in success if code != 204]:
+            # /openapi.json promises every answer's shape: a client generated from it is typed.
+            raise TypeError(f"{method} {path}: declare the answer's schema (response=...)")
+
         def decorate(handler: Handler) -> Handler:
             op = Operation(
                 method=method.upper(), path=re.sub(r"\{(\w+):path\}", r"{\1}", path),
