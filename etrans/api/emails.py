@@ -112,7 +112,9 @@ SEND_EMAIL = Object(
         "from": Prop(ADDRESS, required=True),
         "to": Prop(Array(ADDRESS, min_items=1, max_items=MAX_RECIPIENTS), required=True),
         "subject": Prop(String(min_length=1, max_length=998, pattern=NO_LINE_BREAKS,
-                               checks=(_no_line_breaks,)), required=True),
+                               checks=(_no_line_breaks,),
+                               description="required unless template_id gives it"),
+                        nullable=True),
         "html": Prop(BODY_TEXT, nullable=True),
         "text": Prop(BODY_TEXT, nullable=True),
         "cc": Prop(ADDRESS_LIST, nullable=True),
@@ -122,12 +124,15 @@ SEND_EMAIL = Object(
         "headers": Prop(MapOf(HEADER_VALUE, key=HEADER_NAME, max_properties=50,
                               description=HEADERS_DESCRIPTION), nullable=True),
         "tags": Prop(Array(TAG, max_items=50), nullable=True),
-        "template_id": Prop(String(max_length=255,
-                                   description="Refused: no template store (docs/api.md)"),
-                            nullable=True),
+        "template_id": Prop(String(max_length=255, description=(
+            "tpl_<n> of a stored template (POST /templates): its subject, html and text, "
+            "rendered with template_data, for the parts this request does not give")),
+            nullable=True),
         "template_data": Prop(MapOf(AnyJson(text=True), key=String(
             min_length=1, max_length=100, pattern=r"^[A-Za-z_][A-Za-z0-9_.-]*$"),
-            max_properties=200, description="Values for {{ name }} placeholders"),
+            max_properties=200, description=(
+                "Values of the template's variables, and of {{ name }} placeholders in this "
+                "request's own subject/html/text")),
             nullable=True),
     },
 )

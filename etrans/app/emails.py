@@ -1,6 +1,7 @@
 """Use cases of emails: send one, send a batch, list, get.
 
-Sending one email (``SendEmail``), in order: cross-field rules and templates (400), the ``from``
+Sending one email (``SendEmail``), in order: cross-field rules and templates (400;
+:func:`etrans.app.templates.rendered_email`: Kafka gets the rendered email), the ``from``
 domain must be the user's and verified (400 "Domain not verified"), the user must have SMTP
 credentials (400), ONE lookup of every recipient (to, cc, bcc) on the user's suppression list,
 quota reserved atomically (400 when exceeded), credentials cached in Redis ``auth``, then the row
@@ -43,6 +44,7 @@ from etrans.app.records import (
     RejectedEmail,
     SuppressedRecipient,
 )
+from etrans.app.templates import rendered_email
 from etrans.domain import status as status_rules
 from etrans.domain.addresses import parse_address
 from etrans.domain.emails import (
@@ -50,7 +52,6 @@ from etrans.domain.emails import (
     check_email,
     decoded_size,
     new_message_id,
-    render_templates,
     sendmail_message,
 )
 from etrans.domain.events import encode_event
@@ -58,6 +59,7 @@ from etrans.domain.quota import exceeded_message
 from etrans.domain.status import RAW_QUEUED, RAW_SUPPRESSED
 from etrans.domain.status_events import suppressed_event
 from etrans.domain.suppressions import normalise_address
+from etrans.domain.templates import TemplateProblem
 from etrans.domain.timestamps import parse_timestamp_field
 from etrans.errors import AppError, InvalidInput, NotFound, RetryLater, UpstreamUnavailable
 from etrans.observability import get_logger
@@ -76,6 +78,7 @@ if TYPE_CHECKING:
         SuppressionLookup,
     )
     from etrans.app.records import SendingDomain
+    from etrans.app.templates import TemplateDeps
 
 log = get_logger(__name__)
 
@@ -136,6 +139,7 @@ class EmailDeps:
     max_record_bytes: int | None = None
     # KAFKA_EVENTS_TOPIC: where the email.suppressed events go (None: none written).
     events_topic: str | None = None
+    templates: TemplateDeps | None = None  # template_id / template_data (None: refused)
 
 
 # -- sending ---------------------------------------------------------------------------------------
@@ -185,9 +189,9 @@ async def send_batch(deps: EmailDeps, cmd: SendBatch) -> BatchOutcome:
 async def _prepare(deps: EmailDeps, user_id: int, email: dict[str, Any], now: datetime
                    ) -> tuple[NewEmail, SendingDomain]:
     try:
-        check_email(email)
-        rendered = render_templates(email)
-    except EmailRuleError as exc:
+        rendered = await rendered_email(deps.templates, user_id, email)
+        check_email(rendered)  # the rules hold for the email as it is sent
+    except (EmailRuleError, TemplateProblem) as exc:
         raise InvalidInput(str(exc)) from None
     sender = parse_address(rendered["from"])
     domain = await deps.domains.find(user_id, sender.domain)
@@ -209,7 +213,7 @@ async def _prepare(deps: EmailDeps, user_id: int, email: dict[str, Any], now: da
         attachments=[{"filename": a["filename"], "content_type": a["content_type"],
                       "size": decoded_size(a["content"])}
                      for a in rendered.get("attachments") or []] or None,
-        template_id=email.get("template_id"), template_data=email.get("template_data"),
+        template_id=rendered.get("template_id"), template_data=email.get("template_data"),
         created_at=now, topic=deps.topic, kafka_key=kafka_key, kafka_value=kafka_value,
         suppressed=suppressed, status=RAW_QUEUED if kafka_value else RAW_SUPPRESSED,
         events=_suppressed_events(deps, message_id, user_id, suppressed, now),

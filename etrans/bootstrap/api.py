@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from etrans.app.accounts import AccountDeps
     from etrans.app.bus import MessageBus
     from etrans.app.ports import BatchPublisher, EventPublisher, HealthProbe, RateCounter
+    from etrans.app.templates import TemplateDeps
     from etrans.app.tracking_hits import TrackingHits
     from etrans.app.webhooks import WebhookDeps
     from etrans.bootstrap.stores import ApiStores
@@ -121,6 +122,7 @@ def sending_bus(sections: ApiSections, backends: ApiBackends
     from etrans.adapters.sql.subscriptions_repo import SqlSubscriptions
     from etrans.app import emails as email_cases
     from etrans.app import logs as log_cases
+    from etrans.app import templates as template_cases
     from etrans.app.bus import MessageBus
 
     stores, tokens, kafka = backends.stores, sections.tokens, sections.kafka
@@ -130,15 +132,26 @@ def sending_bus(sections: ApiSections, backends: ApiBackends
                               SqlSubscriptions(backends.usend_db))
     cipher = CredentialCipher(tokens.secret.get(), tokens.iv.get())
     bus = MessageBus()
+    templates = template_deps(backends.usend_db)
+    template_cases.register(bus, templates)
     email_cases.register(bus, email_cases.EmailDeps(
         domains=domains, credentials=CredentialDirectory(stores.usend_repo, issued, cipher),
         credential_cache=stores.credential_cache, quota=stores.quota, store=stores.usend_repo,
         suppressions=stores.usend_repo, outbox=backends.relay,
         topic=kafka.topic, max_record_bytes=kafka.max_record_bytes,
-        events_topic=kafka.events_topic,
+        events_topic=kafka.events_topic, templates=templates,
     ))
     log_cases.register(bus, log_cases.LogDeps(stores.log_reader, stores.usend_repo, domains))
     return bus, domains
+
+
+def template_deps(usend: Database) -> TemplateDeps:
+    """Templates in the USEND DB, checked and rendered by the sandboxed Jinja engine."""
+    from etrans.adapters.jinja.engine import JinjaTemplateEngine
+    from etrans.adapters.sql.templates_repo import SqlTemplates
+    from etrans.app.templates import TemplateDeps
+
+    return TemplateDeps(store=SqlTemplates(usend), engine=JinjaTemplateEngine())
 
 
 def http_billing_gateway(http: HttpSettings) -> HttpBillingGateway:

@@ -7,10 +7,10 @@ may not set the headers etrans writes itself (:data:`RESERVED_HEADERS`), and
 ``List-Unsubscribe`` / ``List-Unsubscribe-Post`` follow the one-click unsubscribe rule
 (:mod:`etrans.domain.unsubscribe`, which the sendmail worker applies too).
 
-Templates: there is no template store, so ``template_id`` is refused (400) rather than ignored;
-``template_data`` is applied: every ``{{ name }}`` in subject, html and text is replaced by the
-value (HTML-escaped in html), and a placeholder with no value is an error.  The stored row keeps
-both fields as sent.
+Templates (:mod:`etrans.domain.templates`, rendered by :mod:`etrans.app.templates` before these
+rules run on an email sent by ``template_id``): the subject may come from the template, so the
+request schema does not require it and :func:`check_email` does.  The stored row keeps
+``template_data`` as sent and the ``template_id`` in its canonical form.
 """
 
 from __future__ import annotations
@@ -18,7 +18,6 @@ from __future__ import annotations
 import base64
 import binascii
 import html as html_lib
-import json
 import re
 import uuid
 from typing import Any
@@ -34,7 +33,6 @@ RESERVED_HEADERS = frozenset({
     "mime-version", "content-type", "content-transfer-encoding", "return-path",
 })
 HEADER_NAME = re.compile(r"^[!-9;-~]{1,100}$")  # printable ASCII except ':' (RFC 5322 ftext)
-_PLACEHOLDER = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_.-]*)\s*\}\}")
 
 
 class EmailRuleError(ValueError):
@@ -84,6 +82,8 @@ def email_size(email: dict[str, Any]) -> int:
 
 def check_email(email: dict[str, Any]) -> None:
     """Cross-field rules the schema cannot express; raises EmailRuleError."""
+    if not email.get("subject"):
+        raise EmailRuleError("subject: field required (or a template_id whose template has one)")
     if not email.get("html") and not email.get("text"):
         raise EmailRuleError("At least one of html or text is required")
     recipients = len(email["to"]) + len(email.get("cc") or []) + len(email.get("bcc") or [])
@@ -99,35 +99,6 @@ def check_email(email: dict[str, Any]) -> None:
         problem = unsubscribe_problem(headers.items())
         if problem is not None:
             raise EmailRuleError(problem)
-    if email.get("template_id") is not None:
-        raise EmailRuleError("template_id is not supported: this server stores no templates; "
-                             "send html/text (with template_data placeholders) instead")
-
-
-def render_templates(email: dict[str, Any]) -> dict[str, Any]:
-    """Apply ``template_data`` to subject/html/text; unchanged when there is none."""
-    data = email.get("template_data")
-    if not data:
-        return email
-    rendered = dict(email)
-    for field, escape in (("subject", False), ("html", True), ("text", False)):
-        if rendered.get(field):
-            rendered[field] = _render(rendered[field], data, escape=escape, field=field)
-    if "\r" in rendered["subject"] or "\n" in rendered["subject"]:
-        raise EmailRuleError("template_data must not put line breaks in the subject")
-    return rendered
-
-
-def _render(text: str, data: dict[str, Any], *, escape: bool, field: str) -> str:
-    def value(match: re.Match[str]) -> str:
-        name = match.group(1)
-        if name not in data:
-            raise EmailRuleError(f"template_data has no value for {{{{ {name} }}}} in {field}")
-        item = data[name]
-        text = item if isinstance(item, str) else json.dumps(item, ensure_ascii=False)
-        return html_lib.escape(text) if escape else text
-
-    return _PLACEHOLDER.sub(value, text)
 
 
 def text_as_html(text: str) -> str:

@@ -64,7 +64,7 @@ def _fill(path: str, value: str | None = None) -> str:
     import re
 
     well_formed = {"domain_id": "dom_1", "key_id": "key_1", "message_id": "m1",
-                   "webhook_id": "wh_1"}
+                   "webhook_id": "wh_1", "template_id": "tpl_1"}
     return re.sub(r"\{(\w+)\}", lambda m: quote(value, safe="") if value is not None
                   else well_formed[m.group(1)], path)
 

@@ -363,11 +363,19 @@ def build_email_bus(*, domains: FakeSendingDomains, credentials: FakeSenderCrede
                     outbox: FakeOutboxNotifier | None = None, logs: FakeLogReader | None = None,
                     suppressions: FakeSuppressions | None = None, clock: Any = None,
                     topic: str = "sendmail",
-                    max_record_bytes: int | None = None) -> MessageBus:
-    """A MessageBus with the email and log use cases on fakes (the ones not given are new)."""
+                    max_record_bytes: int | None = None,
+                    templates: Any = None) -> MessageBus:
+    """A MessageBus with the email, log and template use cases on fakes (the ones not given are
+    new; templates: the real engine, which needs no service, on an in-memory store)."""
+    from etrans.adapters.jinja.engine import JinjaTemplateEngine
     from etrans.app import emails as email_cases
     from etrans.app import logs as log_cases
+    from etrans.app import templates as template_cases
     from etrans.app.bus import MessageBus
+    from tests.unit.fakes_templates import FakeTemplateStore
+
+    if templates is None:
+        templates = template_cases.TemplateDeps(FakeTemplateStore(), JinjaTemplateEngine())
 
     store = store if store is not None else FakeEmailStore()
     deps = email_cases.EmailDeps(
@@ -377,10 +385,11 @@ def build_email_bus(*, domains: FakeSendingDomains, credentials: FakeSenderCrede
         quota=quota if quota is not None else FakeQuota(), store=store,
         suppressions=suppressions if suppressions is not None else FakeSuppressions(),
         outbox=outbox,
-        topic=topic, max_record_bytes=max_record_bytes)
+        topic=topic, max_record_bytes=max_record_bytes, templates=templates)
     if clock is not None:
         deps = replace(deps, clock=clock)
     bus = MessageBus()
+    template_cases.register(bus, templates)
     email_cases.register(bus, deps)
     log_cases.register(bus, log_cases.LogDeps(logs if logs is not None else FakeLogReader(),
                                               store, domains))

@@ -133,7 +133,8 @@ async def test_the_quota_refuses_what_is_over_the_limit() -> None:
     assert await world.used() == 3
 
 
-@pytest.mark.parametrize("fields", [{"template_id": "welcome"}, {"html": None, "text": None},
+@pytest.mark.parametrize("fields", [{"template_id": "welcome"}, {"template_id": "tpl_7"},
+                                    {"html": None, "text": None},
                                     {"to": [f"r{i}@x.org" for i in range(51)]}])
 async def test_rules_of_the_email_itself_are_checked_before_anything_else(
         fields: dict[str, Any]) -> None:
@@ -188,7 +189,7 @@ async def test_a_batch_sends_what_passes_and_lists_the_rest_by_index() -> None:
     world = World()
     answer = await world.bus.handle(SendBatch(1, [
         (0, email()), (2, email("alice@pending.example")), (3, email()),
-        (4, email(template_id="t")), (5, email()), (6, email()),
+        (4, email(template_id="tpl_404")), (5, email()), (6, email()),
     ], invalid=[(1, "to: field required")]))
     assert isinstance(answer, BatchOutcome)
     assert len(answer.sent) == 3
@@ -197,8 +198,7 @@ async def test_a_batch_sends_what_passes_and_lists_the_rest_by_index() -> None:
     assert answer.rejected == [
         RejectedEmail(1, "to: field required"),
         RejectedEmail(2, DOMAIN_NOT_VERIFIED),
-        RejectedEmail(4, "template_id is not supported: this server stores no templates; "
-                         "send html/text (with template_data placeholders) instead"),
+        RejectedEmail(4, "template_id 'tpl_404': template not found"),
         RejectedEmail(6, "Hourly sending quota exceeded: the limit is 3 emails per hour"),
     ]
     assert batch_view(answer) == {

@@ -15,7 +15,8 @@ Tables (``docs/database.md`` has every column and the reasons):
 - ``local_users``, ``local_domain``, ``local_dkim``, ``local_mkt_domain``: the ``local`` billing
   mode's copies of the Billing DB shapes (:mod:`etrans.adapters.sql.billing`), owned by etrans;
 - ``webhooks``, ``webhook_deliveries``, ``webhook_retries``: :mod:`.usend_webhooks`;
-- ``email_engagement_events``: opens and clicks (fetchlog), :mod:`.usend_engagement`.
+- ``email_engagement_events``: opens and clicks (fetchlog), :mod:`.usend_engagement`;
+- ``email_templates``: stored email templates (/templates), :mod:`.usend_templates`.
 
 Conventions: ids are ``bigint`` identities (the API shows them as ``dom_<n>``, ``key_<n>``,
 ``sender_<n>``); user ids are ``bigint`` (the Billing DB's ``users.id``); timestamps are
@@ -56,6 +57,7 @@ from etrans.adapters.sql.usend_base import (
     one_of,
 )
 from etrans.adapters.sql.usend_engagement import EmailEngagementEvent
+from etrans.adapters.sql.usend_templates import EmailTemplate
 from etrans.adapters.sql.usend_webhooks import Webhook, WebhookDelivery, WebhookRetry
 
 
@@ -367,6 +369,7 @@ __all__ = [
     "EmailMessage",
     "EmailOutbox",
     "EmailRecipientOutcome",
+    "EmailTemplate",
     "EmailTransactionPack",
     "LocalDkim",
     "LocalDomain",

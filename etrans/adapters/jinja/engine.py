@@ -1,0 +1,270 @@
+"""The :class:`~etrans.app.template_ports.TemplateEngine` of etrans: Jinja2 in the limited
+sandbox of :mod:`.sandbox`, compiled templates cached, renders bounded.
+
+- A stored template's parts are Jinja templates: ``subject`` and ``text`` render without
+  escaping, ``html`` with autoescape (MarkupSafe); a variable without a value is an error
+  (``StrictUndefined``; ``{{ name | default("x") }}`` makes one optional).
+- An inline text (an email's own subject/html/text with ``template_data``) is cut by
+  :func:`etrans.domain.templates.inline_parts`, and the pieces become a template built as a
+  Jinja AST (never lexed: no line-break normalisation, no other syntax), which the same
+  environment compiles and renders: same sandbox, same limits, the results of before.
+- Compiled templates are cached by their source (:data:`CACHE_SIZE` parts; inline texts share
+  one template): the send path renders without parsing.
+- Where a render runs: a stored template's parts render in a worker thread
+  (:data:`RENDER_THREADS` at once), so a render that runs into its limits (100,000 steps or
+  0.5 s) never holds the event loop (one filter on a 2 MB value can take 0.2 s by itself); an
+  inline text, a linear copy, renders on the event loop as it always did.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import trio
+from jinja2 import TemplateError, TemplateSyntaxError, UndefinedError, meta, nodes
+from jinja2.exceptions import SecurityError
+from markupsafe import Markup
+
+from etrans.adapters.jinja.sandbox import (
+    LimitedSandbox,
+    RenderBudget,
+    budget,
+    render_with,
+)
+from etrans.domain.templates import (
+    MAX_INLINE_OUTPUT_CHARS,
+    MAX_OUTPUT_CHARS,
+    PARTS,
+    MissingTemplateValue,
+    RenderedParts,
+    RenderLimitExceeded,
+    TemplateProblem,
+    TemplateSyntaxProblem,
+    inline_html_value,
+    inline_parts,
+    template_value,
+)
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from jinja2 import Template
+
+CACHE_SIZE = 512
+RENDER_THREADS = 2
+_UNDEFINED = re.compile(r"^'([^']{1,200})' is undefined$")
+_ADDRESS = re.compile(r"0x[0-9a-fA-F]+")
+_UNSUPPORTED = (nodes.Include, nodes.Import, nodes.FromImport, nodes.Extends)
+
+
+class _Environments:
+    """The two environments (html escapes, subject and text do not)."""
+
+    def __init__(self) -> None:
+        self.html = LimitedSandbox(autoescape=True)
+        self.plain = LimitedSandbox(autoescape=False)
+        for env in (self.html, self.plain):
+            env.inline_value = _inline_value  # type: ignore[attr-defined]
+            env.inline_pieces = _inline_pieces  # type: ignore[attr-defined]
+
+    def of(self, part: str) -> LimitedSandbox:
+        return self.html if part == "html" else self.plain
+
+
+
+@dataclass(frozen=True)
+class Compiled:
+    template: Template
+    variables: tuple[str, ...]
+
+
+@dataclass
+class _Inline:
+    """The pieces of the inline text being rendered (read by ``environment.inline_value``)."""
+
+    pieces: list[tuple[str, bool]]
+    data: dict[str, Any]
+    part: str
+
+
+class _InlineBudget(RenderBudget):
+    inline: _Inline | None = None
+
+
+def _inline(limits: RenderBudget) -> _Inline:
+    inline: _Inline | None = getattr(limits, "inline", None)
+    if inline is None:
+        raise RenderLimitExceeded("no inline text is being rendered")
+    return inline
+
+
+def _inline_pieces() -> range:
+    return range(len(_inline(budget()).pieces))
+
+
+def _inline_value(index: int) -> str:
+    inline = _inline(budget())
+    text, is_name = inline.pieces[index]
+    html = inline.part == "html"
+    if not is_name:
+        return Markup(text) if html else text
+    if text not in inline.data:
+        raise MissingTemplateValue(inline.part, text, inline=True)
+    value = inline.data[text]
+    return Markup(inline_html_value(value)) if html else template_value(value)
+
+
+_ENVS = _Environments()
+
+
+def _syntax_column(source: str, line: int) -> int:
+    """The column (1-based) of the first tag on ``line`` that fails to parse on its own, else of
+    the first tag on it (Jinja reports only the line)."""
+    lines = source.split("\n")
+    text = lines[line - 1] if 0 < line <= len(lines) else ""
+    tags = list(re.finditer(r"\{\{.*?\}\}|\{%.*?%\}|\{#|\{\{|\{%", text))
+    for match in tags:
+        if match.group().startswith("{{"):
+            try:
+                _ENVS.plain.parse(match.group())
+            except TemplateSyntaxError:
+                return match.start() + 1
+            except RecursionError:
+                return match.start() + 1
+    return tags[0].start() + 1 if tags else 1
+
+
+@functools.lru_cache(maxsize=CACHE_SIZE)
+def compiled(source: str, part: str) -> Compiled:
+    """``source`` compiled for ``part``; TemplateSyntaxProblem when it is not a template."""
+    env = _ENVS.of(part)
+    try:
+        tree = env.parse(source)
+        for node in tree.find_all(_UNSUPPORTED):
+            raise TemplateSyntaxProblem(part, "include, import and extends are not supported",
+                                        node.lineno, _syntax_column(source, node.lineno))
+        variables = tuple(sorted(meta.find_undeclared_variables(tree)))
+        template = env.from_string(tree)
+    except TemplateProblem:
+        raise
+    except TemplateSyntaxError as exc:
+        line = exc.lineno or 1
+        raise TemplateSyntaxProblem(part, exc.message or "invalid template", line,
+                                    _syntax_column(source, line)) from None
+    except (RecursionError, MemoryError):
+        raise TemplateProblem(f"{part}: the template is nested too deeply") from None
+    except ValueError as exc:  # e.g. an integer literal over Python's digit limit
+        raise TemplateProblem(f"{part}: {_clean(exc)}") from None
+    return Compiled(template, variables)
+
+
+@functools.lru_cache(maxsize=2)
+def _inline_template(part: str) -> Template:
+    """The one template of every inline text: each piece in turn, through
+    ``environment.inline_value`` (built as an AST: a loop of the engine, not of the user)."""
+    env = _ENVS.of(part)
+    piece = nodes.Name("piece", "store")
+    loop = nodes.For(piece, nodes.Call(nodes.EnvironmentAttribute("inline_pieces"), [], [],
+                                       None, None),
+                     [nodes.Output([nodes.Call(nodes.EnvironmentAttribute("inline_value"),
+                                               [nodes.Name("piece", "load")], [], None,
+                                               None)])],
+                     [], None, False)
+    tree = nodes.Template([loop])
+    tree.set_environment(env)
+    return env.from_string(tree)
+
+
+def _clean(exc: BaseException) -> str:
+    """An exception's message without memory addresses, short."""
+    return _ADDRESS.sub("0x…", str(exc))[:300]
+
+
+def _generate(template: Template, data: dict[str, Any], limit: int, part: str) -> str:
+    out: list[str] = []
+    size = 0
+    for chunk in template.generate(data):
+        size += len(chunk)
+        if size > limit:
+            raise RenderLimitExceeded(f"{part}: the rendered text is over {limit} characters")
+        out.append(chunk)
+    return "".join(out)
+
+
+def _render(fn: Callable[[], str], limits: RenderBudget, part: str) -> str:
+    """``fn()`` within ``limits``, every failure a TemplateProblem naming ``part``."""
+    try:
+        return render_with(limits, fn)
+    except MissingTemplateValue:
+        raise
+    except RenderLimitExceeded as exc:
+        if str(exc).startswith(f"{part}: "):
+            raise
+        raise RenderLimitExceeded(f"{part}: {exc}") from None
+    except UndefinedError as exc:
+        match = _UNDEFINED.match(exc.message or "")
+        if match:
+            raise MissingTemplateValue(part, match.group(1)) from None
+        raise TemplateProblem(f"{part}: {_clean(exc)}") from None
+    except SecurityError as exc:
+        raise TemplateProblem(f"{part}: not allowed in a template: {_clean(exc)}") from None
+    except (RecursionError, MemoryError):
+        raise RenderLimitExceeded(f"{part}: the template recurses too deeply") from None
+    except TemplateError as exc:
+        raise TemplateProblem(f"{part}: {_clean(exc)}") from None
+    except Exception as exc:  # a template's own error (1/0, int('x'), ...): the user's to fix
+        raise TemplateProblem(f"{part}: the template failed: {type(exc).__name__}: "
+                              f"{_clean(exc)}") from None
+
+
+class JinjaTemplateEngine:
+    """Stored and inline templates rendered in :class:`.sandbox.LimitedSandbox`."""
+
+    def __init__(self, *, threads: int = RENDER_THREADS,
+                 limits: Callable[[], RenderBudget] = RenderBudget) -> None:
+        self._limiter = trio.CapacityLimiter(threads)
+        self._limits = limits
+
+    async def check(self, parts: dict[str, str | None]) -> tuple[str, ...]:
+        """The variables the parts use; TemplateSyntaxProblem naming line and column."""
+        return await trio.to_thread.run_sync(self.variables, parts, limiter=self._limiter)
+
+    def variables(self, parts: dict[str, str | None]) -> tuple[str, ...]:
+        names: set[str] = set()
+        for part in PARTS:
+            source = parts.get(part)
+            if source:
+                names.update(compiled(source, part).variables)
+        return tuple(sorted(names))
+
+    async def render(self, parts: dict[str, str | None], data: dict[str, Any]) -> RenderedParts:
+        """The parts of a stored template rendered with ``data``."""
+        out: dict[str, str | None] = {}
+        for part in PARTS:
+            source = parts.get(part)
+            if not source:
+                out[part] = None
+                continue
+            found = compiled(source, part)
+            fn = functools.partial(_generate, found.template, data, MAX_OUTPUT_CHARS, part)
+            out[part] = await trio.to_thread.run_sync(_render, fn, self._limits(), part,
+                                                      limiter=self._limiter)
+        return RenderedParts(**out)
+
+    def render_inline(self, text: str, data: dict[str, Any], part: str) -> str:
+        """An email's own ``text`` with its ``{{ name }}`` placeholders filled from ``data``
+        (a linear copy: on the event loop)."""
+        template = _inline_template(part)
+        limits = _InlineBudget()
+        limits.inline = _Inline(inline_parts(text), data, part)
+        fn = functools.partial(_generate, template, {}, MAX_INLINE_OUTPUT_CHARS, part)
+        return _render(fn, limits, part)
+
+    def statistics(self) -> dict[str, Any]:
+        info = compiled.cache_info()
+        return {"compiled_hits": info.hits, "compiled_misses": info.misses,
+                "compiled_size": info.currsize,
+                "render_threads_busy": self._limiter.borrowed_tokens}

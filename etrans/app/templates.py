@@ -1,0 +1,216 @@
+"""Use cases of stored email templates (POST/GET/PATCH/DELETE /templates, POST
+/templates/{id}/render) and the rendering of an email's subject, html and text before it is sent
+(:func:`rendered_email`, used by :mod:`etrans.app.emails`).
+
+A template is checked when it is saved (created or changed): the sizes of its parts
+(:func:`etrans.domain.templates.check_parts`), then their syntax by the engine (400 naming part,
+line and column).  Every query is within the user's templates: another user's id is a 404, as
+an id that never existed.  Rendering problems (a missing variable, a limit) are 400.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from functools import partial
+from typing import TYPE_CHECKING, Any
+
+from etrans.app.template_records import (
+    Template,
+    TemplateChanges,
+    TemplateFields,
+    TemplatePage,
+    TemplateView,
+)
+from etrans.domain.templates import (
+    MAX_TEMPLATES_PER_USER,
+    PARTS,
+    RenderedParts,
+    TemplateProblem,
+    check_parts,
+    check_rendered_subject,
+    format_template_id,
+    parse_template_id,
+)
+from etrans.errors import InvalidInput, NotFound
+from etrans.observability import get_logger
+
+if TYPE_CHECKING:
+    from etrans.app.bus import MessageBus
+    from etrans.app.template_ports import TemplateEngine, TemplateStore
+
+log = get_logger(__name__)
+NOT_FOUND = "Template not found"
+
+
+@dataclass(frozen=True)
+class TemplateDeps:
+    store: TemplateStore
+    engine: TemplateEngine
+    max_per_user: int = MAX_TEMPLATES_PER_USER
+
+
+@dataclass(frozen=True)
+class CreateTemplate:
+    user_id: int
+    name: str
+    subject: str
+    html: str | None = None
+    text: str | None = None
+
+
+@dataclass(frozen=True)
+class ListTemplates:
+    user_id: int
+    page: int = 1
+    per_page: int = 20
+    search: str | None = None
+
+
+@dataclass(frozen=True)
+class GetTemplate:
+    user_id: int
+    template_id: int
+
+
+@dataclass(frozen=True)
+class UpdateTemplate:
+    """None = unchanged; ``""`` for html or text removes that part."""
+
+    user_id: int
+    template_id: int
+    name: str | None = None
+    subject: str | None = None
+    html: str | None = None
+    text: str | None = None
+
+
+@dataclass(frozen=True)
+class DeleteTemplate:
+    user_id: int
+    template_id: int
+
+
+@dataclass(frozen=True)
+class RenderTemplate:
+    """A preview: the parts rendered with ``data``, nothing sent."""
+
+    user_id: int
+    template_id: int
+    data: dict[str, Any]
+
+
+async def _checked(deps: TemplateDeps, parts: dict[str, str | None]) -> tuple[str, ...]:
+    try:
+        check_parts(parts)
+        return await deps.engine.check(parts)
+    except TemplateProblem as exc:
+        raise InvalidInput(str(exc)) from None
+
+
+async def _found(deps: TemplateDeps, user_id: int, template_id: int) -> Template:
+    row = await deps.store.get(user_id, template_id)
+    if row is None:
+        raise NotFound(NOT_FOUND)
+    return row
+
+
+def _view(deps: TemplateDeps, row: Template) -> TemplateView:
+    return TemplateView(row, deps.engine.variables(row.parts()))
+
+
+async def create_template(deps: TemplateDeps, cmd: CreateTemplate) -> TemplateView:
+    fields = TemplateFields(name=cmd.name, subject=cmd.subject, html=cmd.html or None,
+                            text=cmd.text or None)
+    variables = await _checked(deps, {"subject": fields.subject, "html": fields.html,
+                                      "text": fields.text})
+    row = await deps.store.create(cmd.user_id, fields, max_per_user=deps.max_per_user)
+    if row is None:
+        raise InvalidInput(f"Template limit reached: at most {deps.max_per_user} templates "
+                           "per account")
+    log.info("template created", user_id=cmd.user_id, template_id=row.id)
+    return TemplateView(row, variables)
+
+
+async def list_templates(deps: TemplateDeps, cmd: ListTemplates) -> TemplatePage:
+    rows, total = await deps.store.page(cmd.user_id, page=cmd.page, per_page=cmd.per_page,
+                                        search=cmd.search or None)
+    return TemplatePage([_view(deps, r) for r in rows], total, cmd.page, cmd.per_page)
+
+
+async def get_template(deps: TemplateDeps, cmd: GetTemplate) -> TemplateView:
+    return _view(deps, await _found(deps, cmd.user_id, cmd.template_id))
+
+
+async def update_template(deps: TemplateDeps, cmd: UpdateTemplate) -> TemplateView:
+    current = await _found(deps, cmd.user_id, cmd.template_id)
+    merged = replace(current, name=cmd.name if cmd.name is not None else current.name,
+                     subject=cmd.subject if cmd.subject is not None else current.subject,
+                     html=current.html if cmd.html is None else cmd.html or None,
+                     text=current.text if cmd.text is None else cmd.text or None)
+    variables = await _checked(deps, merged.parts())
+    row = await deps.store.update(cmd.user_id, cmd.template_id, TemplateChanges(
+        name=cmd.name, subject=cmd.subject, html=cmd.html, text=cmd.text))
+    if row is None:
+        raise NotFound(NOT_FOUND)
+    log.info("template updated", user_id=cmd.user_id, template_id=row.id)
+    return TemplateView(row, variables)
+
+
+async def delete_template(deps: TemplateDeps, cmd: DeleteTemplate) -> None:
+    if not await deps.store.delete(cmd.user_id, cmd.template_id):
+        raise NotFound(NOT_FOUND)
+    log.info("template deleted", user_id=cmd.user_id, template_id=cmd.template_id)
+
+
+async def render_template(deps: TemplateDeps, cmd: RenderTemplate) -> RenderedParts:
+    row = await _found(deps, cmd.user_id, cmd.template_id)
+    try:
+        rendered = await deps.engine.render(row.parts(), cmd.data)
+        check_rendered_subject(rendered.subject or "")
+    except TemplateProblem as exc:
+        raise InvalidInput(str(exc)) from None
+    return rendered
+
+
+async def rendered_email(deps: TemplateDeps | None, user_id: int, email: dict[str, Any]
+                         ) -> dict[str, Any]:
+    """``email`` with its subject, html and text rendered (TemplateProblem: a 400).
+
+    With ``template_id``: each part the request does not give comes from the template, rendered
+    with ``template_data``; a part the request gives wins and is rendered as an inline text.
+    Without: the request's own parts, their ``{{ name }}`` placeholders filled when there is
+    ``template_data``.  Unknown, deleted or another user's template: 400 naming the id.  None
+    ``deps`` (no template store wired): such emails are refused."""
+    data = email.get("template_data") or {}
+    raw_id = email.get("template_id")
+    if raw_id is None and not data:
+        return email
+    if deps is None:
+        raise InvalidInput("Templates are not available on this server")
+    own = {part: email.get(part) for part in PARTS}
+    out = dict(email)
+    if raw_id is not None:
+        row = await deps.store.get(user_id, parse_template_id(raw_id))
+        if row is None:
+            raise InvalidInput(f"template_id {raw_id!r}: template not found")
+        missing = {part: source for part, source in row.parts().items() if not own.get(part)}
+        rendered = await deps.engine.render(missing, data)
+        for part in missing:
+            out[part] = getattr(rendered, part)
+        out["template_id"] = format_template_id(row.id)
+    if data:
+        for part, text in own.items():
+            if text:
+                out[part] = deps.engine.render_inline(text, data, part)
+    if out.get("subject") is not None and (raw_id is not None or data):
+        check_rendered_subject(out["subject"])
+    return out
+
+
+def register(bus: MessageBus, deps: TemplateDeps) -> None:
+    bus.register(CreateTemplate, partial(create_template, deps))
+    bus.register(ListTemplates, partial(list_templates, deps))
+    bus.register(GetTemplate, partial(get_template, deps))
+    bus.register(UpdateTemplate, partial(update_template, deps))
+    bus.register(DeleteTemplate, partial(delete_template, deps))
+    bus.register(RenderTemplate, partial(render_template, deps))

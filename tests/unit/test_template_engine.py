@@ -1,0 +1,130 @@
+"""The template engine (:mod:`etrans.adapters.jinja.engine`), without services: inline
+placeholders keep their results from before templates (escaping, JSON values, verbatim text),
+stored templates render strictly with html escaped and text not, syntax errors name part, line
+and column, and the limits refuse what could read the server's state, hang or exhaust memory."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from etrans.adapters.jinja.engine import JinjaTemplateEngine, compiled
+from etrans.domain.templates import (
+    MissingTemplateValue,
+    RenderLimitExceeded,
+    TemplateProblem,
+    TemplateSyntaxProblem,
+)
+
+ENGINE = JinjaTemplateEngine()
+
+
+def _inline(email: dict[str, Any]) -> dict[str, Any]:
+    data = email["template_data"]
+    return {part: ENGINE.render_inline(email[part], data, part) if email.get(part) else None
+            for part in ("subject", "html", "text")}
+
+
+def test_inline_placeholders_give_the_results_of_before() -> None:
+    # The assertions of the former domain test of render_templates, unchanged.
+    rendered = _inline({"subject": "Hi {{name}}", "html": "<b>{{ name }}</b>", "text": "{{ n }}",
+                        "template_data": {"name": "<A>", "n": 3}})
+    assert (rendered["subject"], rendered["html"], rendered["text"]) == \
+        ("Hi <A>", "<b>&lt;A&gt;</b>", "3")
+    with pytest.raises(TemplateProblem, match="no value"):
+        _inline({"html": "{{ x }}", "template_data": {"y": 1}})
+    # Quotes as html.escape writes them, JSON values, names with dots and dashes, CRLF and the
+    # last line break kept, any other Jinja syntax verbatim.
+    data = {"q": "\"it's\"", "a.b-c": True, "none": None, "list": [1, "x"]}
+    assert ENGINE.render_inline("{{ q }}{{a.b-c}} {{ none }} {{ list }}\r\n", data, "html") == \
+        "&quot;it&#x27;s&quot;true null [1, &quot;x&quot;]\r\n"
+    assert ENGINE.render_inline("{{ q }} {% if %}{# x #}{{ q|upper }}{{ list }}\n", data,
+                                "text") == "\"it's\" {% if %}{# x #}{{ q|upper }}[1, \"x\"]\n"
+    with pytest.raises(MissingTemplateValue) as missing:
+        ENGINE.render_inline("a {{ gone }}", {}, "subject")
+    assert str(missing.value) == "template_data has no value for {{ gone }} in subject"
+
+
+async def test_stored_templates_escape_html_only_and_are_strict() -> None:
+    parts = {"subject": "Hi {{ name }}", "html": "<p>{{ name }} {{ flag }} {{ n }}</p>",
+             "text": "{{ name }} {{ n|default('none') }}\n"}
+    assert await ENGINE.check(parts) == ("flag", "n", "name")
+    out = await ENGINE.render(parts, {"name": "<A&'\">", "flag": True, "n": None})
+    assert out.subject == "Hi <A&'\">"
+    assert out.html == "<p>&lt;A&amp;&#39;&#34;&gt; true null</p>"
+    assert out.text == "<A&'\"> null\n"
+    with pytest.raises(MissingTemplateValue) as missing:
+        await ENGINE.render(parts, {"name": "x"})
+    assert str(missing.value) == "template_data has no value for 'flag' (used in html)"
+    assert (await ENGINE.render({"subject": "s", "text": "{{ n|default('-') }}"}, {})).text == "-"
+
+
+@pytest.mark.parametrize(("source", "line", "column"), [
+    ("{{ x ", 1, 1), ("ok\n  {{ a + }} {{ b }}", 2, 3), ("{% if x %}", 1, 1),
+    ("a\nb\n{% for %}", 3, 1), ("{% include 'x' %}", 1, 1),
+])
+async def test_syntax_errors_name_part_line_and_column(source: str, line: int,
+                                                       column: int) -> None:
+    with pytest.raises(TemplateSyntaxProblem) as problem:
+        await ENGINE.check({"subject": "s", "html": source})
+    assert (problem.value.part, problem.value.line, problem.value.column) == ("html", line, column)
+    assert str(problem.value).startswith(f"html: syntax error at line {line}, column {column}: ")
+
+
+@pytest.mark.parametrize(("source", "message"), [
+    ("{{ ''.__class__ }}", "not allowed in a template"),
+    ("{{ cycler.__init__.__globals__ }}", "not allowed in a template"),
+    ("{{ 'x'.ljust(10**9) }}", "not allowed in a template"),
+    ("{{ 'a'.translate({97: 'b'}) }}", "not allowed in a template"),
+    ("{{ (1).to_bytes(10**9, 'big') }}", "not allowed in a template"),
+    ("{{ lipsum(10**9) }}", "no value for 'lipsum'"),
+    ("{% for i in range(10**9) %}{% endfor %}", "range() makes at most"),
+    ("{% for i in range(10000) %}{% for j in range(10000) %}{% endfor %}{% endfor %}",
+     "steps"),
+    ("{% macro f(n) %}{{ f(n) }}{% endmacro %}{{ f(1) }}", "recurses too deeply"),
+    ("{% block b %}{{ self.b() }}{% endblock %}", "recurses too deeply"),
+    ("{{ 'a' * 10**9 }}", "value of 1000000000"),
+    ("{{ 9 ** (9 ** 9) }}", "4096 bits"),
+    ("{% set ns = namespace(s='a' * 1000000) %}{% for i in range(40) %}"
+     "{% set ns.s = ns.s ~ ns.s %}{% endfor %}", "value of 4000000"),
+    ("{% macro f(s, n) %}{% if n %}{{ f(s ~ s, n - 1) }}{% endif %}{% endmacro %}"
+     "{{ f('a' * 1000000, 30) }}", "value of 4000000"),
+    ("{{ '{:>999999999}'.format(1) }}", "format widths"),
+    ("{{ '%0999999999d' % 1 }}", "format widths"),
+    ("{{ 'x'|center(1000000000) }}", "value of 1000000001"),
+    ("{{ ('a' * 1000000)|replace('a', 'aaaaaaaaaa') }}", "value of 10000000"),
+    ("{{ [1]|batch(10**9, 'x')|list }}", "value of 1000000000"),
+    ("{% for i in range(10000) %}{{ 'x' * 1000 }}{% endfor %}", "over 2000000 characters"),
+    ("{% set big = 'a' * 1000000 %}{% for i in range(1000) %}{{ big|length }}{% endfor %}",
+     "characters of values"),
+    # Slow filters over large values: the work budget or the clock, whichever comes first.
+    ("{% set big = 'a b ' * 400000 %}{% for i in range(1000) %}{{ big|wordcount }}{% endfor %}",
+     "the template "),
+    ("{{ 1 / 0 }}", "ZeroDivisionError"),
+])
+async def test_limits_refuse_what_could_leak_or_hang(source: str, message: str) -> None:
+    with pytest.raises(TemplateProblem) as problem:
+        await ENGINE.render({"subject": "s", "html": source}, {})
+    assert message in str(problem.value)
+    assert str(problem.value).startswith("html: ") or "(used in html)" in str(problem.value)
+    assert "0x" not in str(problem.value).replace("0x…", "")
+
+
+async def test_deep_nesting_is_refused_when_saved() -> None:
+    with pytest.raises(TemplateProblem, match="nested too deeply"):
+        await ENGINE.check({"subject": "s", "html": "{{" + "(" * 3000 + "1" + ")" * 3000 + "}}"})
+
+
+async def test_compiled_templates_are_cached() -> None:
+    parts = {"subject": "cached {{ n }}", "text": "t {{ n }}"}
+    await ENGINE.render(parts, {"n": 1})
+    before = compiled.cache_info().hits
+    assert (await ENGINE.render(parts, {"n": 2})).subject == "cached 2"
+    assert compiled.cache_info().hits == before + 2
+
+
+def test_a_render_outside_its_budget_is_refused() -> None:
+    template = compiled("{{ 'a' * 2 }}", "text").template
+    with pytest.raises(RenderLimitExceeded):
+        template.render()
