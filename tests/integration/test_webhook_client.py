@@ -123,3 +123,37 @@ async def test_no_cookie_is_kept_between_attempts() -> None:
         server.shutdown()
     assert (first.status_code, second.status_code) == (200, 200)
     assert cookies == [None, None]
+
+
+async def test_the_head_and_body_of_a_request_leave_in_one_write() -> None:
+    """httpcore writes a request's head and body separately; the client sends them together
+    (one ``send``), so the endpoint's first read holds the whole request.  A server thread
+    reads as soon as anything arrives: with two writes it sees the head alone."""
+    import threading
+
+    server = socket.create_server(("127.0.0.1", 0))
+    first_reads: list[bytes] = []
+
+    def serve() -> None:
+        for _ in range(2):  # two requests on the kept connection
+            if not first_reads:
+                connection, _address = server.accept()
+            first_reads.append(connection.recv(65536))
+            connection.sendall(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
+        connection.close()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    client = WebhookClient(allow_private=True)
+    url = f"http://127.0.0.1:{server.getsockname()[1]}/hook"
+    try:
+        for body in (b'{"n":1}', b'{"n":2}'):
+            result = await client.post(url, body, {"content-type": "application/json"})
+            assert result.status_code == 200
+    finally:
+        await client.aclose()
+        server.close()
+    thread.join(timeout=5)
+    assert [read.endswith(b"\r\n\r\n" + body) for read, body
+            in zip(first_reads, (b'{"n":1}', b'{"n":2}'), strict=True)] == [True, True]
+    assert all(read.startswith(b"POST /hook HTTP/1.1\r\n") for read in first_reads)
