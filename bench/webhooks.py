@@ -121,7 +121,7 @@ def stats(base: str, client: httpx.Client | None = None) -> dict[str, int]:
 async def raw_loop(url: str, bodies: list[tuple[str, bytes]], concurrency: int) -> float:
     async with httpx.AsyncClient(timeout=10.0) as client:
         queue = iter(bodies)
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.process_time()
 
         async def post() -> None:
             for event_id, body in queue:
@@ -132,7 +132,9 @@ async def raw_loop(url: str, bodies: list[tuple[str, bytes]], concurrency: int) 
         async with trio.open_nursery() as nursery:
             for _ in range(concurrency):
                 nursery.start_soon(post)
-        return time.perf_counter() - started
+        elapsed = time.perf_counter() - started
+        print(f"  process CPU {(time.process_time() - cpu) / len(bodies) * 1e6:.0f} us/POST")
+        return elapsed
 
 
 async def webhooks_run(bootstrap: str, topic: str, usend_url: str, token_secret: str,
@@ -167,10 +169,11 @@ async def webhooks_run(bootstrap: str, topic: str, usend_url: str, token_secret:
             nursery.start_soon(run_retries, delivery, shutdown, options.retry_poll_seconds)
             await nursery.start(pipeline.run, shutdown)
             await pipeline.wait_assigned()
-            started = time.perf_counter()
+            started, cpu = time.perf_counter(), time.process_time()
             while (await trio.to_thread.run_sync(stats, base, poller))["unique"] < expected:  # noqa: ASYNC110
                 await trio.sleep(0.05)
             elapsed = time.perf_counter() - started
+            cpu = time.process_time() - cpu
             shutdown.request()
     finally:
         await delivery.aclose()
@@ -178,6 +181,8 @@ async def webhooks_run(bootstrap: str, topic: str, usend_url: str, token_secret:
         await trio.to_thread.run_sync(poller.close)
         db.dispose()
     print(f"  delivery counters: {delivery.statistics()}")
+    # All threads of this process (Trio thread, consumer thread, pollers), not PostgreSQL's.
+    print(f"  process CPU {cpu / expected * 1e6:.0f} us/event")
     return elapsed
 
 
