@@ -10,10 +10,13 @@ sandbox of :mod:`.sandbox`, compiled templates cached, renders bounded.
   environment compiles and renders: same sandbox, same limits, the results of before.
 - Compiled templates are cached by their source (:data:`CACHE_SIZE` parts; inline texts share
   one template): the send path renders without parsing.
-- Where a render runs: a stored template's parts render in a worker thread
-  (:data:`RENDER_THREADS` at once), so a render that runs into its limits (100,000 steps or
-  0.5 s) never holds the event loop (one filter on a 2 MB value can take 0.2 s by itself); an
-  inline text, a linear copy, renders on the event loop as it always did.
+- Where a render runs: a stored template's parts render first on the event loop with a small
+  budget (:func:`loop_budget`: 1,000 steps, 100,000 characters of values, 10 ms); one that
+  outgrows it is rendered again in a worker thread (:data:`RENDER_THREADS` at once) with the
+  full limits (100,000 steps, 0.5 s), so a heavy template never holds the event loop (one filter
+  on a 2 MB value can take 0.2 s by itself; the loop budget refuses to read such a value).  A
+  thread hop per send cost most of a template send's time (bench/api.py: template ratio 0.27
+  with every render in a thread).  An inline text, a linear copy, renders on the event loop.
 """
 
 from __future__ import annotations
@@ -55,6 +58,9 @@ if TYPE_CHECKING:
 
 CACHE_SIZE = 512
 RENDER_THREADS = 2
+LOOP_STEPS = 1_000
+LOOP_WORK_CHARS = 100_000
+LOOP_SECONDS = 0.01
 _UNDEFINED = re.compile(r"^'([^']{1,200})' is undefined$")
 _ADDRESS = re.compile(r"0x[0-9a-fA-F]+")
 _UNSUPPORTED = (nodes.Include, nodes.Import, nodes.FromImport, nodes.Extends)
@@ -220,6 +226,12 @@ def _render(fn: Callable[[], str], limits: RenderBudget, part: str) -> str:
                               f"{_clean(exc)}") from None
 
 
+def loop_budget() -> RenderBudget:
+    """What a render may do on the event loop: 1,000 steps, 100,000 characters of values made or
+    read (so no single filter reads more: sorting that takes ~10 ms), 10 ms."""
+    return RenderBudget(max_steps=LOOP_STEPS, max_work=LOOP_WORK_CHARS, seconds=LOOP_SECONDS)
+
+
 class JinjaTemplateEngine:
     """Stored and inline templates rendered in :class:`.sandbox.LimitedSandbox`."""
 
@@ -241,7 +253,18 @@ class JinjaTemplateEngine:
         return tuple(sorted(names))
 
     async def render(self, parts: dict[str, str | None], data: dict[str, Any]) -> RenderedParts:
-        """The parts of a stored template rendered with ``data``."""
+        """The parts of a stored template rendered with ``data``: first on the event loop with
+        the small :func:`loop_budget`; a render that outgrows it is done again, whole, in a
+        worker thread with the full limits (rendering has no side effects)."""
+        try:
+            return self._render_parts(parts, data, loop_budget)
+        except RenderLimitExceeded:
+            return await trio.to_thread.run_sync(self._render_parts, parts, data, self._limits,
+                                                 limiter=self._limiter)
+
+    @staticmethod
+    def _render_parts(parts: dict[str, str | None], data: dict[str, Any],
+                      limits: Callable[[], RenderBudget]) -> RenderedParts:
         out: dict[str, str | None] = {}
         for part in PARTS:
             source = parts.get(part)
@@ -250,8 +273,7 @@ class JinjaTemplateEngine:
                 continue
             found = compiled(source, part)
             fn = functools.partial(_generate, found.template, data, MAX_OUTPUT_CHARS, part)
-            out[part] = await trio.to_thread.run_sync(_render, fn, self._limits(), part,
-                                                      limiter=self._limiter)
+            out[part] = _render(fn, limits(), part)
         return RenderedParts(**out)
 
     def render_inline(self, text: str, data: dict[str, Any], part: str) -> str:
