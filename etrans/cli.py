@@ -6,13 +6,15 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
 from etrans import __version__
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from etrans.settings import Settings
 
 S = TypeVar("S", bound="Settings")
@@ -216,6 +218,81 @@ def upgrade(obj: _Context, revision: str) -> None:
     except migrations.MigrationError as exc:
         click.echo(f"etrans db upgrade: {exc}", err=True)
         sys.exit(1)
+
+
+def _moment(_ctx: click.Context, param: click.Parameter, value: str | None) -> Any:
+    if value is None:
+        return None
+    from datetime import UTC, datetime
+
+    from etrans.domain.dead_letters import parse_moment
+
+    try:
+        return parse_moment(value, datetime.now(UTC))
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param=param) from None
+
+
+def _dead_letter_filters(fn: Callable[..., Any]) -> Callable[..., Any]:
+    fn = click.option("--error", "error", default=None, metavar="TEXT",
+                      help="Only errors containing TEXT (error or error type, any case).")(fn)
+    fn = click.option("--until", default=None, callback=_moment, metavar="TIME",
+                      help="Dead-lettered before TIME (as --since).")(fn)
+    fn = click.option("--since", default=None, callback=_moment, metavar="TIME",
+                      help="Dead-lettered at or after TIME: ISO-8601 (UTC unless an offset is"
+                           " given) or an age: 90s, 15m, 2h, 7d.")(fn)
+    return click.option("--topic", default=None, metavar="TOPIC",
+                        help="Only records dead-lettered from TOPIC.")(fn)
+
+
+@cli.group()
+def dlq() -> None:
+    """The dead letters of KAFKA_DEAD_LETTER_TOPIC: list, show, replay to their source topic."""
+
+
+@dlq.command("list")
+@_dead_letter_filters
+@click.pass_obj
+def dlq_list(obj: _Context, /, **filters: Any) -> None:
+    """One line per dead letter: PARTITION/OFFSET, time, source, message id, error."""
+    from etrans.bootstrap import redrive
+    from etrans.domain.dead_letters import DeadLetterFilter
+    from etrans.settings import DlqSettings
+
+    settings = obj.settings("dlq", DlqSettings)
+    obj.start_logging("dlq")
+    sys.exit(redrive.list_dead_letters(settings, DeadLetterFilter(**filters)))
+
+
+@dlq.command("show")
+@click.argument("where", metavar="[PARTITION/]OFFSET")
+@click.pass_obj
+def dlq_show(obj: _Context, where: str) -> None:
+    """One dead letter: its error, source, headers and value."""
+    from etrans.bootstrap import redrive
+    from etrans.settings import DlqSettings
+
+    settings = obj.settings("dlq", DlqSettings)
+    obj.start_logging("dlq")
+    sys.exit(redrive.show_dead_letter_at(settings, where))
+
+
+@dlq.command("replay")
+@_dead_letter_filters
+@click.option("--dry-run", is_flag=True, help="Say what would be replayed; produce nothing.")
+@click.pass_obj
+def dlq_replay(obj: _Context, /, dry_run: bool, **filters: Any) -> None:
+    """Produce each matching dead letter's original key, value and headers to its source topic.
+
+    At least once: see docs/operations.md, "Re-drive", for what keeps a repeat harmless.
+    """
+    from etrans.bootstrap import redrive
+    from etrans.domain.dead_letters import DeadLetterFilter
+    from etrans.settings import DlqSettings
+
+    settings = obj.settings("dlq", DlqSettings)
+    obj.start_logging("dlq")
+    sys.exit(redrive.replay(settings, DeadLetterFilter(**filters), dry_run=dry_run))
 
 
 def main() -> None:

@@ -5,19 +5,23 @@ The dead-lettered record keeps the original key, value and headers and adds:
 * ``etrans-error``: the error text (UTF-8)
 * ``etrans-error-type``: the exception class name
 * ``etrans-source``: ``topic/partition/offset`` of the original record
+
+The header names and how a dead letter is read back and replayed (``etrans dlq``):
+:mod:`etrans.domain.dead_letters`.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from etrans.domain.dead_letters import ERROR_HEADER, ERROR_TYPE_HEADER, SOURCE_HEADER
+
 if TYPE_CHECKING:
     from etrans.app.ports import EventPublisher
     from etrans.pipeline.message import Message
 
-ERROR_HEADER = "etrans-error"
-ERROR_TYPE_HEADER = "etrans-error-type"
-SOURCE_HEADER = "etrans-source"
+__all__ = ["ERROR_HEADER", "ERROR_TYPE_HEADER", "SOURCE_HEADER", "dead_letter_headers",
+           "publish_dead_letter"]
 
 
 def dead_letter_headers(message: Message, error: BaseException) -> list[tuple[str, bytes]]:

@@ -15,6 +15,7 @@ from etrans.settings.commands import (
     LOCAL_TOPICS,
     DbSettings,
     DevSettings,
+    DlqSettings,
     FetchlogSettings,
     SendmailSettings,
     ServeSettings,
@@ -51,7 +52,8 @@ from etrans.settings.webhooks import WebhooksOptions
 __all__ = [
     "COMMANDS", "DEFAULT_MAX_RECORD_BYTES", "DEFAULT_STORE_EVENT_TYPES", "KAFKA_CONF_PREFIX",
     "LOCAL_TOPICS", "RECORD_FRAMING_BYTES", "ApiDatabases", "ConfigError", "Consumer",
-    "DatabaseSettings", "DbSettings", "DevSettings", "DkimKeyStore", "FetchlogOptions",
+    "DatabaseSettings", "DbSettings", "DevSettings", "DkimKeyStore", "DlqSettings",
+    "FetchlogOptions",
     "FetchlogSettings", "HttpSettings", "KafkaSettings", "MongoSettings", "OutboxSettings",
     "RedisSettings", "Secret",
     "SendmailOptions", "SendmailSettings", "ServeSettings", "Settings", "SmtpSettings",

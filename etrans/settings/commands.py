@@ -132,6 +132,14 @@ class DbSettings(Settings):
     pool_size: int = 10
 
 
+@dataclass(frozen=True, kw_only=True)
+class DlqSettings(Settings):
+    """``etrans dlq``: KAFKA_DEAD_LETTER_TOPIC read back and replayed to the source topics."""
+
+    kafka: KafkaSettings
+    dead_letter_topic: str
+
+
 # ``etrans dev`` without KAFKA_BOOTSTRAP_SERVERS: the in-process topics, with these names.
 LOCAL_TOPICS = KafkaSettings(bootstrap_servers="", log_topic="email-logs",
                              group_id="etrans-dev-sendmail", log_group_id="etrans-dev-fetchlog")
@@ -250,6 +258,13 @@ def _db(r: Reader) -> DbSettings:
                       usend_uri=databases.usend_uri or Secret(""), pool_size=databases.pool_size)
 
 
+def _dlq(r: Reader) -> DlqSettings:
+    common = _common(r)
+    kafka = read_kafka(r, consumer_of=None)
+    return DlqSettings(drain_seconds=common.drain_seconds, sentry_dsn=common.sentry_dsn,
+                       kafka=kafka, dead_letter_topic=r.required("KAFKA_DEAD_LETTER_TOPIC"))
+
+
 def _dev(r: Reader) -> DevSettings:
     """A section is set only when its real service is given (KAFKA_BOOTSTRAP_SERVERS,
     REDIS_URI/REDIS_HOST, MONGODB_URI, SMTP_HOST, USEND_DB_URI, TOKEN_SECRET/TOKEN_IV).  Billing
@@ -295,7 +310,7 @@ def _dev(r: Reader) -> DevSettings:
 # Every subcommand and how its settings are read.
 COMMANDS: dict[str, Callable[[Reader], Settings]] = {
     "serve": _serve, "sendmail": _sendmail, "fetchlog": _fetchlog, "db": _db, "dev": _dev,
-    "webhooks": _webhooks,
+    "webhooks": _webhooks, "dlq": _dlq,
 }
 
 
@@ -313,6 +328,9 @@ def for_command(command: Literal["webhooks"], env: Mapping[str, str] | None = No
                 ) -> WebhooksSettings: ...
 @overload
 def for_command(command: Literal["db"], env: Mapping[str, str] | None = None) -> DbSettings: ...
+@overload
+def for_command(command: Literal["dlq"], env: Mapping[str, str] | None = None
+                ) -> DlqSettings: ...
 @overload
 def for_command(command: Literal["dev"], env: Mapping[str, str] | None = None) -> DevSettings: ...
 @overload

@@ -281,7 +281,8 @@ def test_env_file_syntax_error_names_the_line(tmp_path: Path):
 
 
 def test_every_subcommand_has_a_section_list():
-    assert set(settings.COMMANDS) == {"serve", "sendmail", "fetchlog", "db", "dev", "webhooks"}
+    assert set(settings.COMMANDS) == {"serve", "sendmail", "fetchlog", "db", "dev", "webhooks",
+                                     "dlq"}
 
 
 def test_each_kafka_client_gets_only_the_pass_through_properties_it_understands():
