@@ -80,6 +80,7 @@ class RelayStatistics:
 class OutboxRelay:
     def __init__(self, store: OutboxStore, publisher: EventPublisher, *, batch_size: int = 200,
                  idle_seconds: float = 0.5, linger_seconds: float = 0.05,
+                 linger_min_rows: int = 10,
                  max_backoff_seconds: float = 10.0, max_attempts: int = 10,
                  retention_seconds: float = 24 * 3600.0, cleanup_every_seconds: float = 10.0,
                  final_pass_seconds: float = 3.0, log_topic: str | None = None,
@@ -95,8 +96,13 @@ class OutboxRelay:
         self._budget_reached = False  # the last pass left selected rows for the next one
         self._idle = idle_seconds
         # After a wake-up, wait this long so that one pass (one transaction, one commit) takes
-        # the rows of many requests: the relay's cost per email falls as the load rises.
+        # the rows of many requests: the relay's cost per email falls as the load rises.  Only
+        # under load, when the last pass carried at least ``linger_min_rows`` rows: below, each
+        # pass is woken by the commit (``notify``) and rows that arrive during a pass go in the
+        # next one, and a wait would only delay the email (it added 50 ms to every email's time
+        # to inbox at idle: docs/performance.md).
         self._linger = linger_seconds
+        self._linger_min_rows = linger_min_rows
         self._max_backoff = max_backoff_seconds
         self._max_attempts = max_attempts
         self._retention = retention_seconds
@@ -177,7 +183,8 @@ class OutboxRelay:
                 continue  # one last pass
             with trio.move_on_after(self._idle):
                 await self._wakeup.wait()
-                await trio.sleep(self._linger)
+                if progress >= self._linger_min_rows:
+                    await trio.sleep(self._linger)
 
     async def relay_once(self) -> tuple[int, int]:
         """One pass; returns (published, failed): failed counts the rows not published."""

@@ -1,0 +1,538 @@
+"""Benchmark: the whole real stack, accept -> SMTP 250, under offered loads stepped to saturation.
+
+Starts (or reuses, like the tests: $ETRANS_TEST_*) PostgreSQL, Redis, a Kafka-API broker (tansu)
+and a MongoDB-wire server (secantus); creates a migrated USEND DB and a Billing DB (read-only
+role) with one user owning a verified, unlimited domain; starts ``etrans serve``, ``etrans
+sendmail`` and ``etrans fetchlog`` as separate processes, and an SMTP sink as a fourth process.
+
+The sink (``--sink-phase``, started by this script) is a minimal ESMTP server that answers 250 to
+every message and writes ``<Message-ID> <time>`` for each one at its final ``.``: Postfix's
+smtp-sink, which the sendmail benchmark uses, keeps no per-message time finer than its dump
+files' mtime, and this measurement needs one per message.  Nothing publishes a delivery log
+(there is no Filebeat), so fetchlog consumes only what etrans itself publishes to its topics.
+
+Phases, all black-box (an email counts as accepted at its 200 response, as delivered when the
+sink has its final ``.``):
+
+1. idle: ``--idle-sends`` emails, one at a time, each after the previous one was delivered and
+   a pause: the time to inbox of a single email (p50, spread);
+2. steps: an open-loop generator offers ``--rates`` POST /emails per second for ``--step-seconds``
+   each, in order, until a step is saturated (fewer accepted or delivered than offered); after
+   each step, the backlog is left to drain.  Per step: offered, accepted/s, delivered/s (sink
+   count within the step's window), p50/p95/p99 of accept -> 250 of that step's emails;
+3. half: one more step at half the highest sustained delivered/s: its p99 (goal < 250 ms);
+4. alone: POST /emails with sendmail and fetchlog stopped (SIGSTOP: serve and its outbox relay
+   alone), ``--connections`` closed-loop keep-alive connections (as bench/api.py) for
+   ``--alone-seconds``.
+
+Prints the idle line, the step table, the half-saturation line, then last
+``ratio <highest sustained delivered/s / POST /emails/s alone>`` (goal >= 0.8: the workers never
+hold the API back).  The default run takes about 3 minutes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+# -- the SMTP sink (its own process) --
+
+class _SinkProtocol(asyncio.Protocol):
+    """Just enough ESMTP for etrans sendmail: EHLO (PIPELINING, 8BITMIME), MAIL, RCPT, DATA,
+    RSET, NOOP, QUIT; every message is accepted, its Message-ID and time written to stdout."""
+
+    def __init__(self, out: Any) -> None:
+        self.out = out
+        self.buffer = b""
+        self.in_data = False
+
+    def connection_made(self, transport: Any) -> None:
+        self.transport = transport
+        transport.write(b"220 sink ESMTP\r\n")
+
+    def data_received(self, data: bytes) -> None:
+        self.buffer += data
+        replies: list[bytes] = []
+        while True:
+            if self.in_data:
+                end = self.buffer.find(b"\r\n.\r\n")
+                if end < 0:
+                    break
+                message, self.buffer = self.buffer[:end], self.buffer[end + 5:]
+                self.in_data = False
+                self.out.write(f"{_message_id(message)} {time.time():.6f}\n")
+                replies.append(b"250 2.0.0 Ok: queued\r\n")
+                continue
+            line_end = self.buffer.find(b"\r\n")
+            if line_end < 0:
+                break
+            line, self.buffer = self.buffer[:line_end], self.buffer[line_end + 2:]
+            verb = line[:4].upper()
+            if verb in (b"EHLO", b"HELO"):
+                replies.append(b"250-sink\r\n250-PIPELINING\r\n250-8BITMIME\r\n"
+                               b"250 SIZE 104857600\r\n")
+            elif verb == b"DATA":
+                self.in_data = True
+                self.buffer = b"\r\n" + self.buffer  # the terminator may follow at once
+                replies.append(b"354 End data with <CR><LF>.<CR><LF>\r\n")
+            elif verb == b"QUIT":
+                replies.append(b"221 Bye\r\n")
+                self.transport.write(b"".join(replies))
+                self.transport.close()
+                return
+            else:
+                replies.append(b"250 2.0.0 Ok\r\n")
+        if replies:
+            self.transport.write(b"".join(replies))
+        self.out.flush()
+
+
+def _message_id(message: bytes) -> str:
+    head = message.split(b"\r\n\r\n", 1)[0]
+    for line in head.split(b"\r\n"):
+        if line[:11].lower() == b"message-id:":
+            return line[11:].strip().strip(b"<>").decode(errors="replace")
+    return "-"
+
+
+def sink_phase(port: int) -> None:
+    async def serve() -> None:
+        loop = asyncio.get_running_loop()
+        server = await loop.create_server(lambda: _SinkProtocol(sys.stdout), "127.0.0.1", port,
+                                          backlog=1024)
+        print("ready", flush=True)
+        async with server:
+            await server.serve_forever()
+
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(serve())
+
+
+class Sink:
+    """The sink process and a thread reading its lines: message id -> delivery time."""
+
+    def __init__(self) -> None:
+        from tests.harness.servers import free_port
+
+        self.port = free_port()
+        self.process = subprocess.Popen([sys.executable, __file__, "--sink-phase", str(self.port)],
+                                        stdout=subprocess.PIPE, text=True, cwd=str(ROOT))
+        assert self.process.stdout is not None
+        if self.process.stdout.readline().strip() != "ready":
+            raise RuntimeError("the SMTP sink did not start")
+        self.delivered: dict[str, float] = {}
+        self.changed = threading.Condition()
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            message_id, _, at = line.rpartition(" ")
+            with self.changed:
+                self.delivered.setdefault(message_id, float(at))
+                self.changed.notify_all()
+
+    def wait_for(self, ids: set[str], timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        with self.changed:
+            while not ids <= self.delivered.keys():
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self.changed.wait(min(left, 0.5))
+        return True
+
+    def count_between(self, start: float, end: float) -> int:
+        with self.changed:
+            return sum(1 for at in self.delivered.values() if start <= at < end)
+
+    def stop(self) -> None:
+        self.process.terminate()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.process.wait(5)
+        if self.process.poll() is None:
+            self.process.kill()
+
+
+# -- HTTP load (raw Trio sockets, requests serialised once) --
+
+def build_request(host: str, path: str, headers: dict[str, str], body: Any) -> bytes:
+    payload = json.dumps(body).encode()
+    lines = [f"POST {path} HTTP/1.1", f"Host: {host}", "Connection: keep-alive",
+             *(f"{k}: {v}" for k, v in headers.items()),
+             "Content-Type: application/json", f"Content-Length: {len(payload)}"]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode() + payload
+
+
+async def read_response(stream: Any, buffer: bytearray) -> tuple[int, bytes]:
+    while b"\r\n\r\n" not in buffer:
+        chunk = await stream.receive_some(65536)
+        if not chunk:
+            raise ConnectionError("server closed the connection")
+        buffer += chunk
+    head, _, rest = bytes(buffer).partition(b"\r\n\r\n")
+    length = 0
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            length = int(value)
+    body = bytearray(rest)
+    while len(body) < length:
+        chunk = await stream.receive_some(65536)
+        if not chunk:
+            raise ConnectionError("server closed the connection")
+        body += chunk
+    buffer[:] = body[length:]
+    return int(head[9:12]), bytes(body[:length])
+
+
+class Client:
+    """Keep-alive connections to ``etrans serve``, opened as needed (up to ``limit``);
+    ``send`` returns the accepted email's id and the time of its 200, or None."""
+
+    def __init__(self, host: str, port: int, request: bytes, limit: int) -> None:
+        import trio
+
+        self.host, self.port, self.request = host, port, request
+        self.idle: list[tuple[Any, bytearray]] = []
+        self.slots = trio.Semaphore(limit)
+        self.errors: dict[str, int] = {}
+
+    async def send(self) -> tuple[str, float] | None:
+        import trio
+
+        async with self.slots:
+            stream, buffer = (self.idle.pop() if self.idle
+                              else (await trio.open_tcp_stream(self.host, self.port), bytearray()))
+            try:
+                await stream.send_all(self.request)
+                status, body = await read_response(stream, buffer)
+            except (ConnectionError, trio.BrokenResourceError):
+                # hypercorn closes a connection after keep_alive_max_requests: count, go on
+                self.errors["closed"] = self.errors.get("closed", 0) + 1
+                await stream.aclose()
+                return None
+            at = time.time()
+            self.idle.append((stream, buffer))
+        if status != 200:
+            self.errors[str(status)] = self.errors.get(str(status), 0) + 1
+            return None
+        return json.loads(body)["id"], at
+
+    async def aclose(self) -> None:
+        for stream, _ in self.idle:
+            await stream.aclose()
+        self.idle.clear()
+
+
+async def offer(client: Client, rate: float, seconds: float) -> dict[str, float]:
+    """Open loop: one request every 1/rate seconds for ``seconds`` (whatever the answers);
+    returns the accepted ids -> time of their 200."""
+    import trio
+
+    accepted: dict[str, float] = {}
+
+    async def one() -> None:
+        result = await client.send()
+        if result is not None:
+            accepted[result[0]] = result[1]
+
+    start = trio.current_time()
+    count = int(rate * seconds)
+    async with trio.open_nursery() as nursery:
+        for i in range(count):
+            await trio.sleep_until(start + i / rate)
+            nursery.start_soon(one)
+    return accepted
+
+
+async def closed_loop(client: Client, connections: int, seconds: float) -> int:
+    """``connections`` requests in flight at all times for ``seconds``: how many were accepted."""
+    import trio
+
+    accepted = 0
+    deadline = trio.current_time() + seconds
+
+    async def worker() -> None:
+        nonlocal accepted
+        while trio.current_time() < deadline:
+            if await client.send() is not None:
+                accepted += 1
+
+    async with trio.open_nursery() as nursery:
+        for _ in range(connections):
+            nursery.start_soon(worker)
+    return accepted
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(len(ordered) * fraction))]
+
+
+# -- the stack --
+
+class Stack:
+    """Services, databases, topics and the three etrans processes (plus the sink)."""
+
+    def __init__(self) -> None:
+        self.started: list[Any] = []
+        self.cleanups: list[Any] = []
+
+    def start(self, log_dir: Path) -> None:
+        from etrans.adapters.sql import migrations
+        from tests.e2e.dev_support import EtransProcess
+        from tests.e2e.send_support import JWT_SECRET, bearer, seed_sender
+        from tests.harness.databases import (
+            BillingSeeder,
+            create_billing_database,
+            drop_billing_role,
+        )
+        from tests.harness.servers import (
+            create_database,
+            create_topic,
+            drop_database,
+            ensure_kafka,
+            ensure_mongo,
+            ensure_postgres,
+            ensure_redis,
+            free_port,
+            unique_name,
+        )
+
+        pg_url, pg = ensure_postgres()
+        redis_url, redis_server = ensure_redis()
+        kafka, broker = ensure_kafka()
+        mongo_uri, mongo_server = ensure_mongo()
+        self.started += [s for s in (pg, redis_server, broker, mongo_server) if s is not None]
+        usend_name = unique_name("bench_usend").replace("-", "_")
+        billing_name = unique_name("bench_billing").replace("-", "_")
+        usend_url = create_database(pg_url, usend_name)
+        self.cleanups.append(lambda: drop_database(pg_url, usend_name))
+        migrations.upgrade(usend_url)
+        owner_url = create_database(pg_url, billing_name)
+        self.cleanups.append(lambda: drop_database(pg_url, billing_name))
+        billing = create_billing_database(owner_url, billing_name)
+        self.cleanups.insert(0, lambda: drop_billing_role(pg_url, billing))
+        user, self.domain = seed_sender(BillingSeeder(billing.owner_url))
+        self.auth = bearer(user)
+        self.sink = Sink()
+        self.cleanups.insert(0, self.sink.stop)
+        self.bind = f"127.0.0.1:{free_port()}"
+        self.env = {
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8",
+            "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(ROOT),
+            "KAFKA_BOOTSTRAP_SERVERS": kafka,
+            "KAFKA_TOPIC": create_topic(kafka, unique_name("bench-sendmail")),
+            "LOG_TOPIC": create_topic(kafka, unique_name("bench-logs")),
+            "KAFKA_EVENTS_TOPIC": create_topic(kafka, unique_name("bench-events")),
+            "KAFKA_GROUP_ID": unique_name("bench-sendmail"),
+            "LOG_GROUP_ID": unique_name("bench-fetchlog"),
+            "KAFKA_GROUP_INSTANCE_ID": "none",
+            "KAFKA_CONF_SESSION_TIMEOUT_MS": "6000", "KAFKA_CONF_HEARTBEAT_INTERVAL_MS": "2000",
+            "KAFKA_CONF_GROUP_PROTOCOL": "classic",
+            "REDIS_URI": redis_url, "MONGODB_URI": mongo_uri, "MONGODB_DBNAME": "bench_e2e",
+            "MONGODB_COLLECTION": unique_name("logs"),
+            "TOKEN_SECRET": "0123456789abcdef0123456789abcdef", "TOKEN_IV": "fedcba9876543210",
+            "DB_URI": billing.readonly_url, "USEND_DB_URI": usend_url,
+            "BILLING_V4_URI": "http://127.0.0.1:9/", "JWT_SECRET": JWT_SECRET,
+            "ETRANS_REDIS_PREFIX": f"bench:{uuid.uuid4().hex[:8]}:",
+            "ETRANS_BIND": self.bind, "ETRANS_LOG_LEVEL": "WARNING", "DB_POOL_SIZE": "20",
+            "RATE_LIMIT_REQUESTS": "1000000000",
+            "SMTP_HOST": "127.0.0.1", "SMTP_PORT": str(self.sink.port), "SMTP_SECURE": "false",
+        }
+        self.processes = {
+            command: EtransProcess([command], self.env, log_dir / f"{command}.log").start()
+            for command in ("serve", "sendmail", "fetchlog")}
+        for process in reversed(self.processes.values()):
+            self.cleanups.insert(0, process.stop)
+        self.processes["serve"].wait_http(f"http://{self.bind}")
+
+    def request(self, subject: str = "Benchmark") -> bytes:
+        email = {"from": f"Bench <bench@{self.domain}>", "to": ["rcpt@example.org"],
+                 "subject": subject, "html": "<p>Hello from the benchmark</p>",
+                 "text": "Hello from the benchmark"}
+        return build_request(self.bind, "/emails", self.auth, email)
+
+    def client(self, limit: int) -> Client:
+        host, port = self.bind.split(":")
+        return Client(host, int(port), self.request(), limit)
+
+    def signal_workers(self, signum: int) -> None:
+        for command in ("sendmail", "fetchlog"):
+            process = self.processes[command].process
+            assert process is not None
+            os.kill(process.pid, signum)
+
+    def tails(self) -> str:
+        return "\n".join(f"--- {name} ---\n{p.tail(15)}" for name, p in self.processes.items())
+
+    def stop(self) -> None:
+        for cleanup in self.cleanups:
+            try:
+                cleanup()
+            except Exception as exc:  # leave nothing behind, report what could not be removed
+                print(f"cleanup: {exc!r}", file=sys.stderr)
+        for server in self.started:
+            server.cleanup()
+
+
+# -- the phases --
+
+def idle_phase(stack: Stack, sends: int, pause: float) -> list[float]:
+    """One email at a time, each after the previous one was delivered: accept -> 250 seconds."""
+    import trio
+
+    latencies: list[float] = []
+    client = stack.client(1)
+    for _ in range(sends):
+        result = trio.run(client.send)
+        if result is None:
+            raise RuntimeError(f"POST /emails refused: {client.errors}\n{stack.tails()}")
+        message_id, accepted_at = result
+        if not stack.sink.wait_for({message_id}, 30):
+            raise RuntimeError(f"email {message_id} not delivered in 30 s\n{stack.tails()}")
+        latencies.append(stack.sink.delivered[message_id] - accepted_at)
+        time.sleep(pause)
+    return latencies
+
+
+def step(stack: Stack, rate: float, seconds: float, drain: float) -> dict[str, Any]:
+    import trio
+
+    client = stack.client(256)
+
+    async def run() -> dict[str, float]:
+        try:
+            return await offer(client, rate, seconds)
+        finally:
+            await client.aclose()
+
+    started = time.time()
+    accepted = trio.run(run)
+    ended = started + seconds
+    drained = stack.sink.wait_for(set(accepted), drain)
+    latencies = [stack.sink.delivered[i] - at for i, at in accepted.items()
+                 if i in stack.sink.delivered]
+    # Deliveries within the step's window shifted by its median latency: the steady rate
+    # (unshifted, the window would miss the step's last emails and count none of its first).
+    lag = statistics.median(latencies) if latencies else 0.0
+    delivered = stack.sink.count_between(started + lag, ended + lag)
+    return {"offered": rate, "accepted": len(accepted) / seconds,
+            "delivered": delivered / seconds, "drained": drained,
+            "undelivered": len(accepted) - len(latencies), "errors": dict(client.errors),
+            "p50": percentile(latencies, 0.50) if latencies else float("nan"),
+            "p95": percentile(latencies, 0.95) if latencies else float("nan"),
+            "p99": percentile(latencies, 0.99) if latencies else float("nan")}
+
+
+def saturated(result: dict[str, Any]) -> bool:
+    """The stack did not keep up with the step: it accepted or delivered under 95% of what was
+    offered (a backlog grew), or the step's backlog did not drain."""
+    return (result["accepted"] < 0.95 * result["offered"]
+            or result["delivered"] < 0.95 * result["offered"] or not result["drained"])
+
+
+def print_step(label: str, result: dict[str, Any]) -> None:
+    errors = f"  errors {result['errors']}" if result["errors"] else ""
+    undelivered = (f"  undelivered {result['undelivered']}" if result["undelivered"] else "")
+    print(f"{label:>9s} {result['offered']:8.0f} {result['accepted']:10.1f} "
+          f"{result['delivered']:11.1f} {1000 * result['p50']:8.1f} {1000 * result['p95']:8.1f} "
+          f"{1000 * result['p99']:8.1f}{undelivered}{errors}", flush=True)
+
+
+def alone_phase(stack: Stack, connections: int, seconds: float) -> float:
+    """POST /emails/s with the workers stopped (SIGSTOP): serve and its relay alone."""
+    import trio
+
+    client = stack.client(connections)
+
+    async def run() -> int:
+        try:
+            await closed_loop(client, connections, 1.0)  # warm-up
+            return await closed_loop(client, connections, seconds)
+        finally:
+            await client.aclose()
+
+    stack.signal_workers(signal.SIGSTOP)
+    try:
+        return trio.run(run) / seconds
+    finally:
+        stack.signal_workers(signal.SIGCONT)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--idle-sends", type=int, default=20)
+    parser.add_argument("--idle-pause", type=float, default=0.3,
+                        help="seconds between a delivery and the next idle send")
+    parser.add_argument("--rates", default="25,50,100,150,200,300,400,500,650,800",
+                        help="offered POST /emails per second, one step each, until saturated")
+    parser.add_argument("--step-seconds", type=float, default=8.0)
+    parser.add_argument("--drain-seconds", type=float, default=20.0,
+                        help="at most this long for a step's emails to be delivered after it")
+    parser.add_argument("--connections", type=int, default=16,
+                        help="closed-loop connections of the alone phase")
+    parser.add_argument("--alone-seconds", type=float, default=8.0)
+    parser.add_argument("--sink-phase", type=int, metavar="PORT", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.sink_phase:
+        sink_phase(args.sink_phase)
+        return
+
+    stack = Stack()
+    log_dir = Path(tempfile.mkdtemp(prefix="bench-e2e-"))
+    try:
+        stack.start(log_dir)
+        # Warm-up: connections, caches, the consumer group's assignment.
+        idle_phase(stack, 3, 0.2)
+        idle = idle_phase(stack, args.idle_sends, args.idle_pause)
+        print(f"idle p50 {1000 * statistics.median(idle):.1f} ms  (goal < 50 ms)  "
+              f"min {1000 * min(idle):.1f}  max {1000 * max(idle):.1f}  "
+              f"n={len(idle)}", flush=True)
+        print(f"{'step':>9s} {'offered':>8s} {'accepted/s':>10s} {'delivered/s':>11s} "
+              f"{'p50 ms':>8s} {'p95 ms':>8s} {'p99 ms':>8s}", flush=True)
+        best = 0.0
+        for number, rate in enumerate(float(r) for r in args.rates.split(",")):
+            result = step(stack, rate, args.step_seconds, args.drain_seconds)
+            print_step(str(number + 1), result)
+            if not saturated(result):
+                best = max(best, result["delivered"])
+            if saturated(result):
+                break
+        best = best or result["delivered"]
+        half = step(stack, best / 2, args.step_seconds, args.drain_seconds)
+        print_step("half", half)
+        print(f"p99 at half saturation ({best / 2:.0f}/s) {1000 * half['p99']:.1f} ms  "
+              "(goal < 250 ms)", flush=True)
+        alone = alone_phase(stack, args.connections, args.alone_seconds)
+        print(f"POST /emails alone (sendmail, fetchlog stopped; {args.connections} connections) "
+              f"{alone:.1f}/s; highest sustained delivered {best:.1f}/s", flush=True)
+        print(f"ratio {best / alone:.3f}")
+    except BaseException:
+        with contextlib.suppress(Exception):
+            print(stack.tails(), file=sys.stderr)
+        raise
+    finally:
+        stack.stop()
+
+
+if __name__ == "__main__":
+    main()
