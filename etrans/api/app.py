@@ -9,7 +9,7 @@ methods 405, anything unexpected 500 ``"Internal Server Error"`` (logged with it
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -21,6 +21,7 @@ from etrans.api import openapi
 from etrans.api.asgi_body import CompleteBodyBeforeResponse
 from etrans.api.body_budget import BodyBudget
 from etrans.api.docs import register_docs
+from etrans.api.metrics import register_metrics
 from etrans.api.readiness import Readiness
 from etrans.api.routing import Api, ApiServices, json_response
 from etrans.errors import AppError
@@ -29,6 +30,7 @@ from etrans.observability import get_logger
 if TYPE_CHECKING:
     from etrans.api.auth import Authenticator
     from etrans.api.rate_limit import RateLimiter
+    from etrans.app.metrics import HttpMetrics
     from etrans.app.ports import HealthProbe
     from etrans.app.tracking_hits import TrackingHits
 
@@ -78,6 +80,10 @@ class ApiDependencies:
     body_memory_bytes: int | None = None
     # Open and click tracking endpoints (etrans.api.tracking); None: not served (404).
     tracking: TrackingHits | None = None
+    # Requests counted and timed (etrans.api.metrics); None: not measured.
+    metrics: HttpMetrics | None = None
+    # GET /metrics: the exposition (body, content type); None: no such route.
+    metrics_page: Callable[[], Awaitable[tuple[bytes, str]]] | None = None
 
 
 def create_app(deps: ApiDependencies) -> QuartTrio:
@@ -91,6 +97,7 @@ def create_app(deps: ApiDependencies) -> QuartTrio:
     api = Api(app, deps.authenticator, deps.services, rate_limiter=deps.rate_limiter)
     app.extensions["etrans_api"] = api
     _map_errors(app)
+    register_metrics(app, deps.metrics, deps.metrics_page)
     _health_routes(app, deps)
     if deps.tracking is not None:
         from etrans.api.tracking import register_tracking

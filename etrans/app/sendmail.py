@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 from etrans.app.email_events import publish_events
+from etrans.app.metrics import SmtpMetrics
 from etrans.app.reject_log import AGENT_TYPE as AGENT_TYPE
 from etrans.app.reject_log import EVENT_ID_NAMESPACE as EVENT_ID_NAMESPACE
 from etrans.app.reject_log import Agent, reject_event
@@ -148,8 +149,10 @@ class EmailDelivery:
                  policy: DeliveryPolicy, agent: Agent | None = None,
                  signing: MessageSigning | None = None,
                  tracking: MessageTracking | None = None,
-                 events_topic: str | None = None) -> None:
+                 events_topic: str | None = None,
+                 metrics: SmtpMetrics | None = None) -> None:
         self.credentials = credentials
+        self.metrics = metrics or SmtpMetrics()  # SMTP replies by class, delivery latency
         self.events_topic = events_topic  # email.sent events (None: none published)
         self.tracking = tracking  # open/click tracking of the HTML, before signing
         self.signing = signing or MessageSigning()
@@ -319,6 +322,8 @@ class EmailDelivery:
             result = await self.transport.send(credentials, outgoing.sender.email, pending,
                                                data, deadline=deadline)
         except SmtpFailure as failure:
+            self.metrics.reply(None if isinstance(failure, SmtpUnavailable)
+                               else failure.code or _reply_code(failure.reply))
             if isinstance(failure, SmtpUnavailable):
                 # An outage, not this email's fault: no attempt is used up, nothing is rejected.
                 # Recipients accepted by an earlier attempt were recorded (partial:) before
@@ -333,17 +338,26 @@ class EmailDelivery:
             return
         outcome.accepted.extend(result.accepted)
         outcome.response = getattr(result, "response", "") or outcome.response
+        if result.accepted:
+            self.metrics.reply(250)
         if not result.refused:
             state.pending = []
             return
         still: list[str] = []
         for recipient, (code, reply) in result.refused.items():
+            self.metrics.reply(code)
             if 500 <= code < 600:
                 outcome.rejected[recipient] = reply
             else:
                 still.append(recipient)
                 state.last_reply = reply
         state.pending = [r for r in pending if r in still]
+
+
+def _reply_code(reply: str) -> int | None:
+    """The code a reply starts with (``"421 4.7.0 ..."`` -> 421), None without one."""
+    head = reply[:3]
+    return int(head) if head.isdigit() else None
 
 
 class _Attempts:

@@ -13,7 +13,7 @@ from functools import partial
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Awaitable, Callable, Sequence
 
     from quart_trio import QuartTrio
 
@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from etrans.api.routing import ApiServices
     from etrans.app.accounts import AccountDeps
     from etrans.app.bus import MessageBus
+    from etrans.app.metrics import HttpMetrics
     from etrans.app.ports import BatchPublisher, EventPublisher, HealthProbe, RateCounter
     from etrans.app.templates import TemplateDeps
     from etrans.app.tracking_hits import TrackingHits
@@ -255,8 +256,11 @@ def tracking_hits(sections: ApiSections, backends: ApiBackends) -> TrackingHits 
 
 
 def create_api(sections: ApiSections, backends: ApiBackends, *,
-               probes: Sequence[HealthProbe]) -> QuartTrio:
-    """The Quart app of ``serve`` and ``dev``."""
+               probes: Sequence[HealthProbe], metrics: HttpMetrics | None = None,
+               metrics_page: Callable[[], Awaitable[tuple[bytes, str]]] | None = None
+               ) -> QuartTrio:
+    """The Quart app of ``serve`` and ``dev``; ``metrics``: requests counted and timed,
+    ``metrics_page``: GET /metrics (etrans.api.metrics)."""
     from etrans.api.app import ApiDependencies, create_app
 
     http = sections.http
@@ -265,7 +269,7 @@ def create_api(sections: ApiSections, backends: ApiBackends, *,
         services=api_services(sections, backends),
         rate_limiter=rate_limiter(http, backends.stores.rate_counter),
         body_memory_bytes=http.body_memory_bytes,
-        tracking=tracking_hits(sections, backends)))
+        tracking=tracking_hits(sections, backends), metrics=metrics, metrics_page=metrics_page))
 
 
 def outbox_relay(kafka: KafkaSettings, outbox: OutboxSettings, store: OutboxStore,

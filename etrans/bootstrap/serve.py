@@ -39,10 +39,21 @@ def build(settings: ServeSettings) -> ServiceMain:
     mmap_large_allocations()
 
     async def main(shutdown: Shutdown) -> None:
+        from etrans.adapters.metrics.prometheus import PrometheusMetrics
+        from etrans.adapters.metrics.server import serve_metrics
+
+        metrics = PrometheusMetrics()
+        # GET /metrics on the API's port, unless ETRANS_METRICS_BIND puts it elsewhere.
+        bind = settings.metrics_bind
         async with _open_backends(settings) as (backends, relay, probes):
-            app = create_api(sections, backends, probes=probes)
-            await run_ready(shutdown, f"HTTP on {config.bind[0]}",
-                            partial(serve_http, app, config, relay, shutdown))
+            app = create_api(sections, backends, probes=probes, metrics=metrics.http(),
+                             metrics_page=metrics.render if bind is None else None)
+            async with trio.open_nursery() as nursery:
+                if bind is not None:
+                    await nursery.start(serve_metrics, bind, metrics.render)
+                await run_ready(shutdown, f"HTTP on {config.bind[0]}",
+                                partial(serve_http, app, config, relay, shutdown))
+                nursery.cancel_scope.cancel()
 
     return main
 

@@ -60,10 +60,14 @@ T = TypeVar("T")
 
 @dataclass(frozen=True, kw_only=True)
 class Settings:
-    """What every subcommand reads: the drain deadline (ETRANS_DRAIN_SECONDS) and SENTRY_DSN."""
+    """What every subcommand reads: the drain deadline (ETRANS_DRAIN_SECONDS), SENTRY_DSN and
+    where the metrics are served (ETRANS_METRICS_BIND, ``--metrics-bind``)."""
 
     drain_seconds: float = 25.0
     sentry_dsn: Secret | None = None
+    # HOST:PORT of GET /metrics.  None: the workers serve none; serve answers /metrics on the
+    # API's own port (docs/operations.md, "Metrics").
+    metrics_bind: str | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -192,8 +196,11 @@ class DevSettings(Settings):
 
 def _common(r: Reader) -> Settings:
     dsn = r.raw("SENTRY_DSN")
+    metrics_bind = r.raw("ETRANS_METRICS_BIND") or None
+    if metrics_bind is not None and not metrics_bind.rpartition(":")[2].isdigit():
+        r.problems.append(f"ETRANS_METRICS_BIND must be HOST:PORT, got {metrics_bind!r}")
     return Settings(drain_seconds=r.number("ETRANS_DRAIN_SECONDS", 25.0, minimum=0.0),
-                    sentry_dsn=Secret(dsn) if dsn else None)
+                    sentry_dsn=Secret(dsn) if dsn else None, metrics_bind=metrics_bind)
 
 
 def _serve(r: Reader) -> ServeSettings:
@@ -203,6 +210,7 @@ def _serve(r: Reader) -> ServeSettings:
     databases = read_databases(r, billing=True, usend=True)
     return ServeSettings(
         drain_seconds=common.drain_seconds, sentry_dsn=common.sentry_dsn,
+        metrics_bind=common.metrics_bind,
         kafka=kafka, redis=redis, mongo=mongo, tokens=tokens,
         databases=ApiDatabases(billing_uri=databases.billing_uri or Secret(""),
                                usend_uri=databases.usend_uri or Secret(""),
@@ -217,7 +225,8 @@ def _sendmail(r: Reader) -> SendmailSettings:
     keys = None if options.dkim_signing == "off" else read_dkim_key_store(r, options.dkim_signing)
     tracking = read_tracking(r)
     return SendmailSettings(
-        drain_seconds=common.drain_seconds, sentry_dsn=common.sentry_dsn, kafka=kafka,
+        drain_seconds=common.drain_seconds, sentry_dsn=common.sentry_dsn,
+        metrics_bind=common.metrics_bind, kafka=kafka,
         consumer=Consumer(kafka.topic, kafka.group_id or "", kafka.group_instance_id),
         redis=read_redis(r), tokens=read_tokens(r), smtp=read_smtp(r),
         sendmail=options, dkim_keys=keys, tracking=tracking,
@@ -229,7 +238,8 @@ def _fetchlog(r: Reader) -> FetchlogSettings:
     kafka = read_kafka(r, consumer_of="fetchlog")
     instance = kafka.group_instance_id
     return FetchlogSettings(
-        drain_seconds=common.drain_seconds, sentry_dsn=common.sentry_dsn, kafka=kafka,
+        drain_seconds=common.drain_seconds, sentry_dsn=common.sentry_dsn,
+        metrics_bind=common.metrics_bind, kafka=kafka,
         consumer=Consumer(kafka.log_topic or "", kafka.log_group_id or "", instance),
         mongo=read_mongo(r), databases=read_databases(r, billing=False, usend=False),
         fetchlog=read_fetchlog(r),
@@ -245,7 +255,8 @@ def _webhooks(r: Reader) -> WebhooksSettings:
     options = read_webhooks(r)
     databases = read_databases(r, billing=False, usend=True)
     return WebhooksSettings(
-        drain_seconds=common.drain_seconds, sentry_dsn=common.sentry_dsn, kafka=kafka,
+        drain_seconds=common.drain_seconds, sentry_dsn=common.sentry_dsn,
+        metrics_bind=common.metrics_bind, kafka=kafka,
         consumer=Consumer(options.events_topic, options.group_id, kafka.group_instance_id),
         usend_uri=databases.usend_uri or Secret(""), pool_size=databases.pool_size,
         tokens=read_tokens(r), webhooks=options)
