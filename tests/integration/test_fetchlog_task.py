@@ -19,7 +19,12 @@ from etrans.adapters.mongo.log_writer import MongoLogWriter
 from etrans.adapters.sql import Database, make_engine
 from etrans.adapters.sql.email_status import EmailStatusUpdater
 from etrans.adapters.sql.message_owners import MessageOwnerLookup
-from etrans.domain.delivery_log import EventFilter, decode_event, to_document
+from etrans.domain.delivery_log import (
+    EventFilter,
+    decode_event,
+    recipient_outcomes,
+    to_document,
+)
 from etrans.errors import PoisonMessage, RetryLater
 from etrans.pipeline import Message
 from etrans.settings import MongoSettings, Secret
@@ -149,6 +154,32 @@ async def test_bounced_documents_store_their_bounce_class(  # type: ignore[no-un
         writer.close()
     stored = {d["event_id"]: d.get("bounce_class") for d in collection.find({}, {"_id": 0})}
     assert stored == {"c1": "hard", "c2": "soft", "c3": "policy", "c4": None, "c5": None}
+
+
+async def test_recipient_outcomes_are_computed_only_for_a_store_that_takes_them(  # type: ignore[no-untyped-def]
+        mongo_settings: MongoSettings, collection, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Without the USEND DB (no status store, no suppression list) nothing reads the outcomes:
+    # computing them cost ~6% of the CPU per event of bench/fetchlog.py's no-op sink run.
+    from etrans.workers import fetchlog
+
+    calls: list[int] = []
+
+    def counted(documents):  # type: ignore[no-untyped-def]
+        calls.append(len(documents))
+        return recipient_outcomes(documents)
+
+    monkeypatch.setattr(fetchlog, "recipient_outcomes", counted)
+    writer = MongoLogWriter(mongo_settings)
+    task = FetchlogTask(EventFilter(), writer)
+    try:
+        await writer.ensure_indexes()
+        await task(_messages([_event("o1", "Reject", "msg_o", action="rejected"),
+                              _event("o2", "Sender", "msg_p")]))
+    finally:
+        writer.close()
+    assert calls == []
+    assert task.statistics().stored == 2
+    assert collection.count_documents({}) == 2
 
 
 async def test_invalid_events_are_poison(mongo_settings: MongoSettings, collection) -> None:  # type: ignore[no-untyped-def]
