@@ -295,5 +295,27 @@ def dlq_replay(obj: _Context, /, dry_run: bool, **filters: Any) -> None:
     sys.exit(redrive.replay(settings, DeadLetterFilter(**filters), dry_run=dry_run))
 
 
+@cli.group()
+def outbox() -> None:
+    """The USEND DB's outbox (email_outbox): rows the relay gave up on."""
+
+
+@outbox.command("retry-failed")
+@click.option("--id", "ids", type=int, multiple=True, metavar="ID",
+              help="Only this row (repeatable); default: every failed row.")
+@click.option("--topic", default=None, metavar="TOPIC", help="Only rows for TOPIC.")
+@click.option("--dry-run", is_flag=True, help="List the rows; change nothing.")
+@click.pass_obj
+def outbox_retry_failed(obj: _Context, ids: tuple[int, ...], topic: str | None,
+                        dry_run: bool) -> None:
+    """Put the failed outbox rows back in the relay's queue (their emails Queued again)."""
+    from etrans.bootstrap import redrive
+    from etrans.settings import DbSettings
+
+    settings = obj.settings("db", DbSettings)
+    obj.start_logging("outbox")
+    sys.exit(redrive.retry_outbox(settings, ids, topic, dry_run=dry_run))
+
+
 def main() -> None:
     cli(prog_name="etrans")

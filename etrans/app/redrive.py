@@ -1,4 +1,6 @@
-"""Re-driving dead letters (``etrans dlq``): list them, show one, replay them to their source.
+"""Re-driving dead letters (``etrans dlq``): list them, show one, replay them to their source;
+and putting the outbox rows the relay gave up on back in its queue (``etrans outbox
+retry-failed``).
 
 The records come from a :class:`DeadLetterLog` (the Kafka adapter reads KAFKA_DEAD_LETTER_TOPIC
 without a consumer group, from the beginning to the ends it had when the command started: what
@@ -29,6 +31,7 @@ from etrans.errors import InvalidInput, NotFound
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Sequence
+    from datetime import datetime
 
     from etrans.domain.dead_letters import DeadLetter, DeadLetterFilter
 
@@ -184,3 +187,56 @@ async def replay_dead_letters(log: DeadLetterLog, publisher: RecordPublisher,
     await scan_dead_letters(log, wanted, replay, progress)
     return report
 
+
+# -- the outbox rows marked failed -------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FailedOutboxRow:
+    """An ``email_outbox`` row the relay gave up on (``failed_at`` set)."""
+
+    id: int
+    topic: str
+    message_id: str | None
+    attempts: int
+    failed_at: datetime | None
+    last_error: str | None
+
+
+class FailedOutbox(Protocol):
+    """The outbox rows marked failed, and putting them back in the relay's queue."""
+
+    async def failed_rows(self, *, ids: Sequence[int] = (), topic: str | None = None
+                          ) -> list[FailedOutboxRow]:
+        """The failed rows, oldest first (only ``ids``, only ``topic``, when given)."""
+        ...
+
+    async def retry(self, ids: Sequence[int]) -> int:
+        """In one transaction: each of ``ids`` still failed and unpublished gets ``failed_at``,
+        ``attempts`` and ``last_error`` cleared (the relay takes it again) and its email, when it
+        is ``failed``, ``queued`` again; returns how many rows."""
+        ...
+
+
+@dataclass
+class OutboxRetryReport:
+    rows: list[FailedOutboxRow]
+    retried: int = 0
+    dry_run: bool = False
+
+
+async def retry_failed_outbox(store: FailedOutbox, *, ids: Sequence[int] = (),
+                              topic: str | None = None,
+                              dry_run: bool = False) -> OutboxRetryReport:
+    """Put the failed outbox rows (all, or those of ``ids`` / ``topic``) back in the relay's
+    queue; the relay of a running ``etrans serve`` publishes them in its next pass.  Unknown ids
+    are InvalidInput (nothing is retried)."""
+    rows = await store.failed_rows(ids=ids, topic=topic)
+    missing = sorted(set(ids) - {row.id for row in rows})
+    if missing:
+        raise InvalidInput("not failed outbox rows (unknown, published or not failed): "
+                           + ", ".join(map(str, missing)))
+    report = OutboxRetryReport(rows=rows, dry_run=dry_run)
+    if not dry_run and rows:
+        report.retried = await store.retry([row.id for row in rows])
+    return report

@@ -1,5 +1,6 @@
-"""``etrans dlq`` (list, show, replay the dead letters): the wiring and what it prints.  Each
-call is one ``trio.run``; the use cases are :mod:`etrans.app.redrive`."""
+"""``etrans dlq`` (list, show, replay the dead letters) and ``etrans outbox retry-failed``: the
+wiring and what they print.  Each call is one ``trio.run``; the use cases are
+:mod:`etrans.app.redrive`."""
 
 from __future__ import annotations
 
@@ -11,18 +12,19 @@ import trio
 
 from etrans.app.redrive import (
     replay_dead_letters,
+    retry_failed_outbox,
     scan_dead_letters,
     show_dead_letter,
 )
 from etrans.errors import InvalidInput, NotFound
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Sequence
 
     from etrans.adapters.kafka.dead_letters import KafkaDeadLetterLog
-    from etrans.app.redrive import ReplayReport
+    from etrans.app.redrive import OutboxRetryReport, ReplayReport
     from etrans.domain.dead_letters import DeadLetter, DeadLetterFilter
-    from etrans.settings import DlqSettings
+    from etrans.settings import DbSettings, DlqSettings
 
 
 def dead_letter_log(settings: DlqSettings) -> KafkaDeadLetterLog:
@@ -194,3 +196,33 @@ def replay_summary(report: ReplayReport) -> str:
     return (f"{verb} {report.replayed} of {report.matched}"
             + (f" ({', '.join(extra)})" if extra else ""))
 
+
+def retry_outbox(settings: DbSettings, ids: Sequence[int], topic: str | None, *,
+                 dry_run: bool) -> int:
+    from etrans.adapters.sql import usend_database
+    from etrans.adapters.sql.outbox_failures import SqlFailedOutbox
+
+    db = usend_database(settings.usend_uri.get(), pool_size=2)
+    reports: list[OutboxRetryReport] = []
+
+    async def main() -> None:
+        reports.append(await retry_failed_outbox(SqlFailedOutbox(db), ids=ids, topic=topic,
+                                                 dry_run=dry_run))
+
+    try:
+        status = _run("outbox retry-failed", main)
+    finally:
+        db.dispose()
+    if status != 0:
+        return status
+    report = reports[0]
+    for row in report.rows:
+        when = row.failed_at.strftime("%Y-%m-%dT%H:%M:%SZ") if row.failed_at else "-"
+        click.echo("  ".join([str(row.id), when, row.topic, row.message_id or "-",
+                              " ".join((row.last_error or "-").split())]))
+    verb = "would retry" if dry_run else "retried"
+    click.echo(f"{verb} {report.retried if not dry_run else len(report.rows)} of "
+               f"{len(report.rows)} failed outbox rows"
+               + ("" if dry_run or not report.rows else
+                  " (the outbox relay of etrans serve publishes them in its next pass)"))
+    return 0
