@@ -23,6 +23,7 @@ from etrans.observability import get_logger
 
 if TYPE_CHECKING:
     from etrans.adapters.crypto.signing_processes import ProcessDkimSigner
+    from etrans.adapters.metrics.prometheus import PrometheusMetrics
     from etrans.adapters.sql import Database
     from etrans.app.ports import DkimKeySource
     from etrans.app.tracking import MessageTracking
@@ -87,7 +88,8 @@ def build(settings: SendmailSettings) -> ServiceMain:
     from etrans.adapters.crypto.credentials import CredentialCipher
     from etrans.adapters.kafka.client import KafkaProducer
     from etrans.adapters.redis.client import open_redis
-    from etrans.pipeline import Pipeline, run_pipeline
+    from etrans.bootstrap.metrics import run_with_metrics
+    from etrans.pipeline import Pipeline
     from etrans.workers.sendmail import SendmailTask
 
     kafka, smtp, options = settings.kafka, settings.smtp, settings.sendmail
@@ -95,6 +97,9 @@ def build(settings: SendmailSettings) -> ServiceMain:
     cipher = CredentialCipher(settings.tokens.secret.get(), settings.tokens.iv.get())
 
     async def main(shutdown: Shutdown) -> None:
+        await run_with_metrics(settings.metrics_bind, partial(deliver, shutdown))
+
+    async def deliver(shutdown: Shutdown, metrics: PrometheusMetrics) -> None:
         keys, tracking = dkim_keys(settings), tracking_of(settings)
         async with AsyncExitStack() as stack:
             if keys is not None:
@@ -108,7 +113,12 @@ def build(settings: SendmailSettings) -> ServiceMain:
             signing = message_signing(options, keys[1] if keys is not None else None, signer)
             delivery = email_delivery(redis_delivery_stores(redis, cipher, options), pool,
                                       producer, kafka, options, signing,
-                                      tracking[1] if tracking is not None else None)
+                                      tracking[1] if tracking is not None else None,
+                                      metrics=metrics.smtp())
+            running = Pipeline(config, SendmailTask(delivery), producer=producer)
+            metrics.watch_pipeline("sendmail", running.statistics)
+            metrics.watch_counts("etrans_sendmail_outcomes_total", "sendmail",
+                                 delivery.statistics)
             log.info("started", worker="sendmail", topic=config.topics[0],
                      group_id=config.group_id, group_instance_id=config.group_instance_id,
                      log_topic=log_topic(kafka), workers=options.worker_pool_size,
@@ -116,8 +126,8 @@ def build(settings: SendmailSettings) -> ServiceMain:
                      dkim_signing=options.dkim_signing,
                      tracking=settings.tracking.base_url if settings.tracking else "off")
             try:
-                [pipeline] = await run_ready(shutdown, "sendmail", partial(
-                    run_pipeline, config, SendmailTask(delivery), shutdown, producer=producer))
+                [pipeline] = await run_ready(shutdown, "sendmail",
+                                             partial(running.run, shutdown))
                 assert isinstance(pipeline, Pipeline)
                 log.info("pipeline stopped", pipeline=repr(pipeline.statistics()),
                          sendmail=delivery.statistics(), smtp=pool.statistics(),

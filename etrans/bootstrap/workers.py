@@ -11,6 +11,7 @@ from etrans.observability import get_logger
 if TYPE_CHECKING:
     from etrans.adapters.smtp.pool import SmtpPool
     from etrans.adapters.sql import Database
+    from etrans.app.metrics import SmtpMetrics
     from etrans.app.ports import (
         DkimKeySource,
         EmailStatusStore,
@@ -84,7 +85,8 @@ def email_delivery(stores: DeliveryStores, pool: SmtpPool, publisher: EventPubli
                    kafka: KafkaSettings, options: SendmailOptions,
                    signing: MessageSigning | None = None,
                    tracking: MessageTracking | None = None,
-                   events_topic: str | None = None) -> EmailDelivery:
+                   events_topic: str | None = None,
+                   metrics: SmtpMetrics | None = None) -> EmailDelivery:
     """Delivers over ``pool``; Reject events go to LOG_TOPIC (default ``email-logs``),
     ``email.sent`` events to ``events_topic`` (default KAFKA_EVENTS_TOPIC)."""
     from etrans.app.sendmail import EmailDelivery
@@ -92,7 +94,7 @@ def email_delivery(stores: DeliveryStores, pool: SmtpPool, publisher: EventPubli
     return EmailDelivery(credentials=stores.credentials, marks=stores.marks, transport=pool,
                          events=publisher, log_topic=log_topic(kafka),
                          policy=delivery_policy(options), signing=signing, tracking=tracking,
-                         events_topic=events_topic or kafka.events_topic)
+                         events_topic=events_topic or kafka.events_topic, metrics=metrics)
 
 
 def fetchlog_task(options: FetchlogOptions, writer: LogDocumentWriter, *,

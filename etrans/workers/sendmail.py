@@ -14,6 +14,7 @@ sees (:mod:`etrans.pipeline.task`):
 
 from __future__ import annotations
 
+import time
 from typing import TYPE_CHECKING
 
 from structlog.contextvars import bind_contextvars, unbind_contextvars
@@ -48,7 +49,12 @@ class SendmailTask:
         # without unbinding is enough (the next message rebinds), and cheaper than
         # bound_contextvars, a generator context manager.
         bind_contextvars(message_id=outgoing.message_id)
-        await self.delivery.deliver(outgoing, invalid_reason=invalid_reason)
+        outcome = await self.delivery.deliver(outgoing, invalid_reason=invalid_reason)
+        if outcome == "delivered" and message.timestamp_ms:
+            # From the record's creation (the outbox relay's publish, right after the API
+            # accepted the email) to the 250 recorded.
+            self.delivery.metrics.delivery_seconds.observe(
+                max(0.0, time.time() - message.timestamp_ms / 1000))
         if refused:
             # Rejected (the email shows as Bounced) and kept for an operator to look at.
             raise PoisonMessage(f"refused send request: {invalid_reason}")
