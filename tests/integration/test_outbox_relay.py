@@ -5,6 +5,7 @@ and a connection lost between passes costs one failed pass, not the relay."""
 from __future__ import annotations
 
 import json
+import time
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import Any
@@ -12,6 +13,7 @@ from typing import Any
 import psycopg
 import pytest
 import trio
+import trio.testing
 from sqlalchemy import func, insert, select, text
 
 from etrans.adapters.kafka.client import KafkaProducer
@@ -368,6 +370,58 @@ async def test_the_relay_loop_deletes_old_published_rows_while_every_pass_is_ful
                 done.set()
         assert count() == 12
         assert relay.stats.published == 12
+    finally:
+        producer.close(1.0)
+        db.dispose()
+
+
+async def _until(condition: Any, seconds: float = 20.0) -> bool:
+    """Wait in real time (the test's Trio clock is frozen) until ``condition()`` holds; whether
+    it did within ``seconds``."""
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        await trio.to_thread.run_sync(time.sleep, 0.02)
+    return True
+
+
+async def test_an_idle_relay_publishes_at_once_when_a_commit_wakes_it(
+        fresh_database: Any, kafka_bootstrap: str, kafka_test_config: dict[str, Any],
+        new_topic: Any, mock_clock: trio.testing.MockClock) -> None:
+    """At idle (the last pass carried fewer than ``linger_min_rows`` rows) a commit's notify()
+    starts the next pass without waiting: Trio's clock is frozen here, so any sleep between the
+    wake-up and the pass would never end.  (Before: it slept the 50 ms linger after every
+    wake-up, 50 ms on every email's time to inbox; under load it still lingers.)"""
+    db = _migrated(fresh_database, "relay_idle")
+    topic = new_topic()
+    producer = KafkaProducer({"bootstrap.servers": kafka_bootstrap})
+    relay = OutboxRelay(PgOutboxStore.of(db), producer, idle_seconds=3600.0,
+                        linger_seconds=3600.0)
+    done = trio.Event()
+
+    def add(key: str) -> None:
+        with db.engine.begin() as conn:
+            conn.execute(insert(OUTBOX).values(topic=topic, key=key, payload=b"{}",
+                                               created_at=datetime.now(UTC)))
+
+    try:
+        add("a")
+        async with trio.open_nursery() as nursery:
+            await nursery.start(relay.run, done)
+            # The first pass publishes "a" and ends (one row: fewer than linger_min_rows).
+            assert await _until(lambda: relay.stats.published == 1)
+            add("b")
+            relay.notify()
+            published_at_once = await _until(lambda: relay.stats.published == 2)
+            if published_at_once:
+                done.set()
+            else:  # still waiting on the frozen clock: stop it, and fail below
+                nursery.cancel_scope.cancel()
+        assert published_at_once, "the relay waited on the clock between wake-up and pass"
+        records = await trio.to_thread.run_sync(
+            _raw_records, kafka_bootstrap, topic, 2, kafka_test_config)
+        assert records == [(b"a", b"{}"), (b"b", b"{}")]
     finally:
         producer.close(1.0)
         db.dispose()
