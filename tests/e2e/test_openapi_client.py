@@ -182,6 +182,23 @@ def test_a_generated_client_calls_every_operation_typed(serve: ServeProcess, dns
          body=m.AddSuppressionRequest(email="gone@example.org"))
     call(op("suppressions", "list_suppressions"), 200)
 
+    # Templates: stored, read, changed, previewed, sent by id.
+    template = call(op("templates", "create_template"), 201,
+                    body=m.CreateTemplateRequest(name="welcome", subject="Hi {{ name }}",
+                                                 text="Hello {{ name }}"))
+    call(op("templates", "list_templates"), 200)
+    call(op("templates", "get_template"), 200, template_id=template.id)
+    call(op("templates", "update_template"), 200, template_id=template.id,
+         body=m.UpdateTemplateRequest(html="<p>Hello {{ name }}</p>"))
+    data = m.RenderTemplateRequestTemplateDataType0.from_dict({"name": "Ada"})
+    preview = call(op("templates", "render_template"), 200, template_id=template.id,
+                   body=m.RenderTemplateRequest(template_data=data))
+    assert preview.subject == "Hi Ada"
+    by_template = call(op("emails", "send_email"), 200, body=m.SendEmailRequest(
+        from_=f"hello@{name}", to=["someone@example.org"], template_id=template.id,
+        template_data=m.SendEmailRequestTemplateDataType0.from_dict({"name": "Ada"})))
+    assert call(op("emails", "get_email"), 200, message_id=by_template.id).subject == "Hi Ada"
+
     # Webhooks (private URLs allowed by this server's settings).
     hook = call(op("webhooks", "create_webhook"), 201,
                 body=m.CreateWebhookRequest(url="https://127.0.0.1:9/hooks"))
@@ -219,6 +236,7 @@ def test_a_generated_client_calls_every_operation_typed(serve: ServeProcess, dns
     # The deletes, last.
     call(op("suppressions", "remove_suppression"), 204, address="gone@example.org")
     call(op("webhooks", "delete_webhook"), 204, webhook_id=hook.id)
+    call(op("templates", "delete_template"), 204, template_id=template.id)
     call(op("api_keys", "delete_api_key"), 200, key_id=key.id)
     call(op("domains", "delete_domain"), 200, domain_id=second.id)
     deleted = call(op("domains", "delete_domain"), 200, domain_id=created.id)
