@@ -90,12 +90,16 @@ def test_schemathesis_whole_openapi(serve: ServeProcess, tmp_path: Path):
             "/billing/subscription/subs", "/testing/set-pack", "/suppressions",
             "/suppressions/{address}"} <= set(spec["paths"])
     har = tmp_path / "run.har"
+    # One schemathesis worker: with two, its case generation crashed twice on this document
+    # (Python 3.11, threads generating at once: "AST constructor recursion depth mismatch", and
+    # hypothesis "Inconsistent results" in the coverage phase of POST /emails/batch), a failure
+    # of the tool, not of etrans; the same cases are sent either way.
     command = [
         str(Path(sys.executable).parent / "schemathesis"), "run",
         f"{serve.base_url}/openapi.json",
         "--checks", "not_a_server_error", "--max-examples", "40",
         "--header", f"Authorization: {bearer(_user())['Authorization']}",
-        "--seed", "7", "--workers", "2", "--request-timeout", "30",
+        "--seed", "7", "--workers", "1", "--request-timeout", "30",
         "--report", "har", "--report-har-path", str(har), "--suppress-health-check", "all",
         "--generation-codec", "utf-8",
     ]

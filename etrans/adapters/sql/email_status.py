@@ -50,6 +50,16 @@ WHERE m.message_id = v.message_id AND ({_RANK_OF_STORED}) < v.rank
 """
 
 
+# The rows of a batch locked in one order (message id) before the UPDATE: the UPDATE locks them
+# in the order of its join plan (heap order with a hash join, array order with a nested loop),
+# and two concurrent batches planned differently deadlocked (seen in CI: DeadlockDetected on
+# email_messages, the batch retried as RetryLater).
+_LOCK = """
+SELECT 1 FROM email_messages WHERE message_id = ANY(CAST(:message_ids AS text[]))
+ORDER BY message_id FOR UPDATE
+"""
+
+
 # Columns the upsert sets; a row changes only when its outcome is behind the new one.
 OUTCOME_UPSERT = f"""
 ON CONFLICT (message_id, recipient) DO UPDATE
@@ -84,7 +94,6 @@ class EmailStatusUpdater:
         from sqlalchemy import text
         from sqlalchemy.exc import SQLAlchemyError
 
-        # A stable lock order (by message id) keeps concurrent batches from deadlocking.
         ordered = sorted(changes, key=lambda c: c.message_id)
         params = {
             "message_ids": [c.message_id for c in ordered],
@@ -96,6 +105,7 @@ class EmailStatusUpdater:
         }
         try:
             with self.database.engine.begin() as conn:
+                conn.execute(text(_LOCK), {"message_ids": params["message_ids"]})
                 result = conn.execute(text(_UPDATE), params)
                 return int(result.rowcount or 0)
         except SQLAlchemyError as exc:
