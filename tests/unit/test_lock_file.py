@@ -1,5 +1,5 @@
 """The lock files match pyproject.toml (issue 13 item 8): every dependency of etrans (and of its
-``sentry`` extra) is pinned in requirements.lock, every one of the test extras too in
+``sentry`` and ``otel`` extras) is pinned in requirements.lock, every one of the test extras too in
 requirements-test.lock, each pin satisfies pyproject's specifier (so the floors past known
 advisories hold in what is installed), and every pin carries hashes (``--require-hashes``).
 
@@ -20,7 +20,8 @@ from packaging.version import Version
 
 ROOT = Path(__file__).resolve().parents[2]
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
-LOCKS = {"requirements.lock": ("sentry",), "requirements-test.lock": ("sentry", "test")}
+LOCKS = {"requirements.lock": ("sentry", "otel"),
+         "requirements-test.lock": ("sentry", "otel", "test")}
 
 
 @dataclass(frozen=True)
