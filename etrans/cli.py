@@ -114,7 +114,19 @@ def serve(obj: _Context, bind: str | None) -> None:
     sys.exit(runtime.run(wiring.build(settings), settings.drain_seconds))
 
 
+def _set_metrics_bind(_ctx: click.Context, _param: click.Parameter, bind: str | None) -> None:
+    if bind is not None:
+        os.environ["ETRANS_METRICS_BIND"] = bind
+
+
+_metrics_bind = click.option(
+    "--metrics-bind", default=None, metavar="HOST:PORT", expose_value=False,
+    callback=_set_metrics_bind,
+    help="Serve GET /metrics (Prometheus) there [env ETRANS_METRICS_BIND; default: none].")
+
+
 @cli.command()
+@_metrics_bind
 @click.pass_obj
 def sendmail(obj: _Context) -> None:
     """Consume send requests from KAFKA_TOPIC and deliver them over SMTP."""
@@ -133,6 +145,7 @@ def sendmail(obj: _Context) -> None:
 @click.option("--from-earliest", is_flag=True,
               help="Reprocess LOG_TOPIC from the beginning, whatever the group has committed.")
 @click.option("--stop-at-end", is_flag=True, help="Exit 0 once every partition is caught up.")
+@_metrics_bind
 @click.pass_obj
 def fetchlog(obj: _Context, from_earliest: bool, stop_at_end: bool) -> None:
     """Consume delivery-log events from LOG_TOPIC into MongoDB."""
@@ -148,6 +161,7 @@ def fetchlog(obj: _Context, from_earliest: bool, stop_at_end: bool) -> None:
 
 
 @cli.command()
+@_metrics_bind
 @click.pass_obj
 def webhooks(obj: _Context) -> None:
     """Deliver the events of KAFKA_EVENTS_TOPIC to the subscribed webhook endpoints."""

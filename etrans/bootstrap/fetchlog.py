@@ -4,6 +4,7 @@ set)."""
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from functools import partial
 from typing import TYPE_CHECKING
 
@@ -19,12 +20,14 @@ if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
 
     from etrans.adapters.sql import Database
+    from etrans.app.metrics import MetricsRegistry
     from etrans.app.ports import LogDocumentWriter
     from etrans.observability import ErrorSink
     from etrans.pipeline import PipelineConfig
     from etrans.runtime import ServiceMain, Shutdown
     from etrans.settings import DatabaseSettings, FetchlogSettings
     from etrans.workers.engagement import EngagementTask
+    from etrans.workers.fetchlog import FetchlogTask
 
 log = get_logger(__name__)
 
@@ -82,11 +85,29 @@ async def _engagement_wanted(settings: FetchlogSettings, stop_at_end: bool) -> b
     return exists
 
 
+# The outcomes of etrans_fetchlog_events_total: what became of each delivery-log event.
+EVENT_OUTCOMES = ("stored", "duplicates", "filtered", "skipped", "invalid")
+
+
+def watch_events(metrics: MetricsRegistry, worker: str, task: FetchlogTask) -> None:
+    """``task``'s events by outcome, read at every scrape."""
+    def outcomes() -> dict[str, int]:
+        counters = task.statistics()
+        return {outcome: getattr(counters, outcome) for outcome in EVENT_OUTCOMES}
+
+    metrics.watch_counts("etrans_fetchlog_events_total", worker, outcomes)
+
+
+def _engagement_outcomes(task: EngagementTask) -> dict[str, int]:
+    return {k: v for k, v in asdict(task.statistics()).items() if k != "batches"}
+
+
 def build(settings: FetchlogSettings, *, from_earliest: bool, stop_at_end: bool) -> ServiceMain:
     from etrans import __version__
     from etrans.adapters.http.sentry_reporter import ErrorReporter
     from etrans.adapters.kafka.client import KafkaProducer
     from etrans.adapters.sql.email_status import EmailStatusUpdater
+    from etrans.bootstrap.metrics import run_with_metrics, watched
     from etrans.workers.engagement import run_engagement
     from etrans.workers.fetchlog import progress_stream_for, run_fetchlog
 
@@ -96,11 +117,14 @@ def build(settings: FetchlogSettings, *, from_earliest: bool, stop_at_end: bool)
                                    stop_at_end=stop_at_end)
 
     async def main(shutdown: Shutdown) -> None:
+        await run_with_metrics(settings.metrics_bind, partial(ingest, shutdown))
+
+    async def ingest(shutdown: Shutdown, metrics: MetricsRegistry) -> None:
         reporter = ErrorReporter.start(
             settings.sentry_dsn.get() if settings.sentry_dsn else None,
             service="fetchlog", release=__version__,
         )
-        writer = mongo_log_writer(settings.mongo, options)
+        writer = mongo_log_writer(settings.mongo, options, metrics.log_inserts("mongodb"))
         usend = _usend_database(settings.databases)
         # The email events of API emails (KAFKA_EVENTS_TOPIC): only with the USEND DB, which
         # says which emails are API emails and whose.
@@ -110,14 +134,18 @@ def build(settings: FetchlogSettings, *, from_earliest: bool, stop_at_end: bool)
             statuses=EmailStatusUpdater(usend) if usend is not None else None,
             suppressions=suppression_store(usend) if usend is not None else None,
             events=producer, events_topic=settings.kafka.events_topic)
+        watch_events(metrics, "fetchlog", task)
         # Ready once both consumers have subscribed (the opens and clicks one unless left out).
-        pipelines: list[Callable[..., Awaitable[object]]] = [partial(
+        pipelines: list[Callable[..., Awaitable[object]]] = [watched(metrics, "fetchlog", partial(
             run_fetchlog, config, task, shutdown,
-            progress_stream=progress_stream_for(from_earliest or stop_at_end))]
+            progress_stream=progress_stream_for(from_earliest or stop_at_end)))]
         try:
             if await _engagement_wanted(settings, stop_at_end):
-                pipelines.append(partial(run_engagement, engagement,
-                                         engagement_task(writer, usend, reporter), shutdown))
+                opens_clicks = engagement_task(writer, usend, reporter)
+                metrics.watch_counts("etrans_fetchlog_events_total", "engagement",
+                                     partial(_engagement_outcomes, opens_clicks))
+                pipelines.append(watched(metrics, "engagement", partial(
+                    run_engagement, engagement, opens_clicks, shutdown)))
             await run_ready(shutdown, "fetchlog", *pipelines)
         except BaseException as exc:
             reporter.capture(exc, step="fetchlog")

@@ -3,7 +3,7 @@ as long as the worker runs (docs/operations.md, "Metrics")."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import trio
 
@@ -12,6 +12,9 @@ from etrans.adapters.metrics.server import serve_metrics
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
+
+    from etrans.app.metrics import MetricsRegistry
+    from etrans.pipeline import Pipeline
 
 
 async def run_with_metrics(bind: str | None,
@@ -25,3 +28,18 @@ async def run_with_metrics(bind: str | None,
             await run(metrics)
         finally:
             nursery.cancel_scope.cancel()
+
+
+def watched(metrics: MetricsRegistry, worker: str,
+            start: Callable[..., Awaitable[object]]) -> Callable[..., Awaitable[None]]:
+    """``start`` (a worker's run function, started with its Pipeline: ``run_fetchlog``...), with
+    that pipeline's figures read at every scrape, labelled ``worker``, from its start on."""
+
+    async def run(*, task_status: trio.TaskStatus[Pipeline] = trio.TASK_STATUS_IGNORED
+                  ) -> None:
+        async with trio.open_nursery() as nursery:
+            pipeline: Any = await nursery.start(start)
+            metrics.watch_pipeline(worker, pipeline.statistics)
+            task_status.started(pipeline)
+
+    return run

@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from etrans.adapters.sql import Database
     from etrans.adapters.sql.outbox_store import OutboxStore
     from etrans.adapters.sql.usend_repo import UsendRepository
+    from etrans.app.metrics import LogInsertMetrics
     from etrans.app.ports import (
         ApiKeyCache,
         CredentialCache,
@@ -125,12 +126,14 @@ def suppression_store(db: Database) -> SuppressionStore:
     return PgSuppressionStore(db)
 
 
-def mongo_log_writer(mongo: MongoSettings, options: FetchlogOptions) -> MongoLogWriter:
-    """fetchlog's MongoDB writer: LOG_MONGO_INSERT_TIMEOUT_SECONDS, one thread per worker."""
+def mongo_log_writer(mongo: MongoSettings, options: FetchlogOptions,
+                     inserts: LogInsertMetrics | None = None) -> MongoLogWriter:
+    """fetchlog's MongoDB writer: LOG_MONGO_INSERT_TIMEOUT_SECONDS, one thread per worker;
+    ``inserts``: each insert timed and its documents counted."""
     from etrans.adapters.mongo.log_writer import MongoLogWriter
 
     return MongoLogWriter(mongo, insert_timeout=options.mongo_insert_timeout_seconds,
-                          threads=options.worker_pool_size)
+                          threads=options.worker_pool_size, inserts=inserts)
 
 
 def redis_api_stores(redis: TrioRedis, *, prefix: str, usend_repo: UsendRepository,

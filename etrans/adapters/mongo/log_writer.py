@@ -10,10 +10,12 @@ retries the batch and commits nothing past it.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from time import perf_counter
 from typing import TYPE_CHECKING, Any
 
 import trio
 
+from etrans.app.metrics import LogInsertMetrics
 from etrans.errors import RetryLater
 
 if TYPE_CHECKING:
@@ -55,10 +57,14 @@ class MongoLogWriter:
         insert_timeout: float = 10.0,
         threads: int = 10,
         server_selection_timeout: float = 5.0,
+        inserts: LogInsertMetrics | None = None,
     ) -> None:
         from pymongo import MongoClient
 
         self.insert_timeout = insert_timeout
+        # Each insert_many that MongoDB answered: its time (in the thread, around the call
+        # alone: not the wait for a thread) and its documents.
+        self.inserts = inserts or LogInsertMetrics()
         self._client: MongoClient[dict[str, Any]] = MongoClient(
             settings.uri.get(),
             tz_aware=True,
@@ -104,10 +110,12 @@ class MongoLogWriter:
         # insert_many adds ``_id`` to the dicts it is given: hand it copies, so that a retried
         # batch does not carry ids from an attempt that may or may not have been stored.
         batch = [dict(document) for document in documents]
+        started = perf_counter()
         try:
             with pymongo.timeout(self.insert_timeout):
                 result = self.collection.insert_many(batch, ordered=False)
         except BulkWriteError as exc:
+            self._observe(started, len(batch))
             errors = exc.details.get("writeErrors", [])
             others = [e for e in errors if e.get("code") != DUPLICATE_KEY]
             if others or exc.details.get("writeConcernErrors"):
@@ -117,7 +125,12 @@ class MongoLogWriter:
             return InsertResult(int(exc.details.get("nInserted", 0)), len(errors))
         except PyMongoError as exc:
             raise RetryLater(f"MongoDB unavailable: {exc.__class__.__name__}: {exc}") from exc
+        self._observe(started, len(batch))
         return InsertResult(len(result.inserted_ids), 0)
+
+    def _observe(self, started: float, documents: int) -> None:
+        self.inserts.seconds.observe(perf_counter() - started)
+        self.inserts.documents.observe(documents)
 
     async def insert(self, documents: Sequence[Mapping[str, Any]]) -> InsertResult:
         """Store ``documents`` (unordered); events already stored are counted, not errors."""
