@@ -58,7 +58,8 @@ class NewEmail:
     ``to``/``cc``/``bcc`` are the addresses as requested; the record (``kafka_value``) leaves out
     the ``suppressed`` ones, which the store writes as recipient outcomes ``suppressed``.  An
     email whose every recipient is suppressed has the status ``suppressed`` and no record: it
-    is stored, never published (``published`` is False)."""
+    is stored, never published (``published`` is False).  A scheduled email (``scheduled_at``)
+    has the status ``scheduled``: its record waits in the outbox until then."""
 
     message_id: str
     user_id: int
@@ -81,10 +82,11 @@ class NewEmail:
     kafka_key: bytes
     kafka_value: bytes
     suppressed: tuple[SuppressedRecipient, ...] = ()
-    status: str = RAW_QUEUED  # or RAW_SUPPRESSED
+    status: str = RAW_QUEUED  # or RAW_SUPPRESSED, RAW_SCHEDULED
     # Outbox records (topic, key, value) written with the row: the email.suppressed events of
     # the suppressed recipients (none for an email without).
     events: tuple[tuple[str, bytes, bytes], ...] = ()
+    scheduled_at: datetime | None = None  # when to send (None: at once)
 
     @property
     def published(self) -> bool:
@@ -298,3 +300,14 @@ class SuppressionFilter:
 class SuppressionPage:
     rows: list[Suppression]
     total: int  # over the whole filtered set
+
+
+@dataclass(frozen=True)
+class ScheduleChange:
+    """What cancelling or moving an email's schedule found: its raw status and ``scheduled_at``
+    afterwards, and whether it changed (False: the email was not, or no longer, scheduled)."""
+
+    message_id: str
+    status: str
+    scheduled_at: datetime | None
+    changed: bool

@@ -26,6 +26,7 @@ from sqlalchemy.exc import DataError, IntegrityError
 from etrans.adapters.sql import Database
 from etrans.adapters.sql.email_status import OUTCOME_UPSERT, RECIPIENT_LENGTH
 from etrans.adapters.sql.usend_repo import UsendRepository, suppressed_outcomes
+from etrans.dev.sqlite_schedule_upgrade import upgrade_for_scheduling
 from etrans.domain.delivery_log import DELIVERED, STATUS_RANK
 from etrans.errors import InvalidInput, RetryLater
 
@@ -130,8 +131,8 @@ def _add_missing_columns(engine: Engine, metadata: MetaData) -> None:
 
 def _upgrade(conn: Any, metadata: MetaData) -> None:
     """What :func:`_add_missing_columns` cannot do for a data directory made by an older etrans:
-    the changed index and CHECK constraint of the outbox failures (migration 0004 on PostgreSQL)
-    and the ``suppressed`` status (0006)."""
+    the changed index and CHECK constraint of the outbox failures (migration 0004 on PostgreSQL),
+    the ``suppressed`` status (0006), the scheduled sending's statuses and index (0010)."""
     outbox = metadata.tables["email_outbox"]
     unpublished = conn.exec_driver_sql("SELECT sql FROM sqlite_master WHERE type = 'index' AND "
                                        "name = 'ix_email_outbox_unpublished'").scalar()
@@ -155,6 +156,7 @@ def _upgrade(conn: Any, metadata: MetaData) -> None:
                              "FROM email_messages_before_0004")
         conn.exec_driver_sql("DROP TABLE email_messages_before_0004")
     _allow_suppressed(conn)
+    upgrade_for_scheduling(conn, metadata)
 
 
 # The CHECK constraints of statuses before migration 0006 and after it.
@@ -249,7 +251,7 @@ def _rows(emails: Sequence[NewEmail]) -> list[tuple[Any, dict[str, Any]]]:
         "html": e.html, "text": e.text, "headers": e.headers, "tags": e.tags,
         "attachments": e.attachments, "template_id": e.template_id,
         "template_data": e.template_data, "status": e.status, "created_at": e.created_at,
-        "updated_at": e.created_at,
+        "updated_at": e.created_at, "scheduled_at": e.scheduled_at,
     }) for e in emails]
     rows += [(outcomes_table, {"message_id": e.message_id, "recipient": s["recipient"],
                                "outcome": "suppressed", "response": s["reason"],
@@ -257,9 +259,10 @@ def _rows(emails: Sequence[NewEmail]) -> list[tuple[Any, dict[str, Any]]]:
              for e in emails for s in suppressed_outcomes(e)]
     rows += [(outbox_table, {"topic": e.topic, "key": e.kafka_key.decode(),
                              "payload": e.kafka_value, "message_id": e.message_id,
-                             "created_at": e.created_at}) for e in emails if e.published]
+                             "created_at": e.created_at, "due_at": e.scheduled_at})
+             for e in emails if e.published]
     rows += [(outbox_table, {"topic": topic, "key": key.decode(), "payload": value,
-                             "message_id": None, "created_at": e.created_at})
+                             "message_id": None, "created_at": e.created_at, "due_at": None})
              for e in emails for topic, key, value in e.events]
     return rows
 

@@ -41,7 +41,7 @@ class SqliteOutboxStore:
               decide: Callable[[Sequence[OutboxRow]], Awaitable[PassOutcome]]) -> PassOutcome:
         c = _OUTBOX.c
         pending = (select(c.id, func.length(c.payload))
-                   .where(c.published_at.is_(None), c.failed_at.is_(None))
+                   .where(c.published_at.is_(None), c.failed_at.is_(None), c.due_at.is_(None))
                    .order_by(c.attempts, c.id).limit(limit)
                    .with_for_update(skip_locked=True))
         with self._db.engine.begin() as conn:
@@ -66,6 +66,26 @@ class SqliteOutboxStore:
                   .order_by(c.published_at).limit(limit))
         with self._db.engine.begin() as conn:
             return int(conn.execute(delete(_OUTBOX).where(c.id.in_(oldest))).rowcount or 0)
+
+    async def release_due(self, limit: int) -> int:
+        return await self._db.run(self._release_due, limit)
+
+    def _release_due(self, limit: int) -> int:
+        c = _OUTBOX.c
+        now = datetime.now(UTC)
+        due = (select(c.id, c.message_id)
+               .where(c.published_at.is_(None), c.failed_at.is_(None), c.due_at.is_not(None),
+                      c.due_at <= now)
+               .order_by(c.due_at).limit(limit))
+        with self._db.engine.begin() as conn:
+            rows = conn.execute(due).all()
+            if not rows:
+                return 0
+            conn.execute(update(_OUTBOX).where(c.id.in_([r.id for r in rows])).values(due_at=None))
+            conn.execute(update(_EMAILS).where(
+                _EMAILS.c.message_id.in_([r.message_id for r in rows if r.message_id]),
+                _EMAILS.c.status == "scheduled").values(status="queued", updated_at=now))
+        return len(rows)
 
     async def aclose(self) -> None:
         """Nothing of its own: the engine belongs to the caller."""

@@ -2,8 +2,10 @@
 
 The table of the spec: queued -> Queued; sender/sent -> Sent; delivered/delivery -> Delivered;
 deferred -> Delayed; bounced/reject/rejected -> Bounced; and etrans's own failed -> Failed (the
-outbox could never hand the email to Kafka: ``docs/api.md``) and suppressed -> Suppressed (every
-recipient is on the sender's suppression list: never sent).  Filters accept raw and display
+outbox could never hand the email to Kafka: ``docs/api.md``), suppressed -> Suppressed (every
+recipient is on the sender's suppression list: never sent), scheduled -> Scheduled (waiting in the
+outbox for its ``scheduled_at``: :mod:`etrans.domain.schedule`) and cancelled -> Cancelled (its
+schedule was cancelled: never sent).  Filters accept raw and display
 names, case-insensitively (``delayed`` and ``deferred`` both select Delayed).
 """
 
@@ -16,10 +18,13 @@ if TYPE_CHECKING:
 
 QUEUED, SENT, DELIVERED, DELAYED, BOUNCED = "Queued", "Sent", "Delivered", "Delayed", "Bounced"
 FAILED, SUPPRESSED = "Failed", "Suppressed"
-LABELS = (QUEUED, SENT, DELIVERED, DELAYED, BOUNCED, FAILED, SUPPRESSED)
+SCHEDULED, CANCELLED = "Scheduled", "Cancelled"
+LABELS = (QUEUED, SENT, DELIVERED, DELAYED, BOUNCED, FAILED, SUPPRESSED, SCHEDULED, CANCELLED)
 
-# The raw statuses POST /emails stores: queued (to be published) or suppressed (never published).
+# The raw statuses POST /emails stores: queued (to be published), scheduled (to be published at
+# its scheduled_at) or suppressed (never published); cancelled: a scheduled email cancelled.
 RAW_QUEUED, RAW_SUPPRESSED = "queued", "suppressed"
+RAW_SCHEDULED, RAW_CANCELLED = "scheduled", "cancelled"
 
 # Display label -> every raw value meaning it.
 RAW_BY_LABEL: Mapping[str, tuple[str, ...]] = {
@@ -30,6 +35,8 @@ RAW_BY_LABEL: Mapping[str, tuple[str, ...]] = {
     BOUNCED: ("bounced", "reject", "rejected"),
     FAILED: ("failed",),
     SUPPRESSED: (RAW_SUPPRESSED,),
+    SCHEDULED: (RAW_SCHEDULED,),
+    CANCELLED: (RAW_CANCELLED,),
 }
 LABEL_BY_RAW: Mapping[str, str] = {
     raw: label for label, raws in RAW_BY_LABEL.items() for raw in raws
@@ -83,7 +90,7 @@ def parse_status_filter(text: str) -> tuple[str, ...]:
         label = FILTER_NAMES.get(name)
         if label is None:
             allowed = ("queued, sent, delivered, bounced, deferred, delayed, failed, "
-                       "suppressed")
+                       "suppressed, scheduled, cancelled")
             raise StatusFilterError(f"invalid status {part.strip()!r}: use {allowed}")
         if label not in labels:
             labels.append(label)

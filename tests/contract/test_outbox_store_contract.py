@@ -215,3 +215,63 @@ async def test_delete_published_removes_only_old_published_rows_up_to_the_limit(
     assert await backend.store.delete_published(24 * 3600.0, 2) == 1
     assert await backend.store.delete_published(24 * 3600.0, 2) == 0
     assert set(backend.rows()) == set(kept)
+
+
+# -- scheduled emails: waiting rows (due_at) ------------------------------------------------------
+
+async def test_a_pass_never_takes_a_waiting_row(backend: Backend) -> None:
+    soon = datetime.now(UTC) + timedelta(hours=1)
+    past = datetime.now(UTC) - timedelta(seconds=1)
+    _, _, pending = backend.add({"payload": b"w", "due_at": soon},
+                                {"payload": b"due, not released", "due_at": past},
+                                {"payload": b"p"})
+    seen: list[int] = []
+
+    def choose(rows: Sequence[tuple[int, int]]) -> list[int]:
+        seen.extend(row_id for row_id, _ in rows)
+        return []
+
+    await backend.store.relay_pass(10, choose, _publish_all)
+    assert seen == [pending]
+
+
+async def test_release_due_makes_due_rows_pending_earliest_first_and_their_emails_queued(
+        backend: Backend) -> None:
+    now = datetime.now(UTC)
+    for name in ("m-late", "m-early", "m-future", "m-cancelled"):
+        backend.add_email(name, status="scheduled")
+    late, early, future, gone_email, event = backend.add(
+        {"payload": b"1", "message_id": "m-late", "due_at": now - timedelta(seconds=1)},
+        {"payload": b"2", "message_id": "m-early", "due_at": now - timedelta(seconds=60)},
+        {"payload": b"3", "message_id": "m-future", "due_at": now + timedelta(hours=1)},
+        {"payload": b"4", "message_id": "m-other", "due_at": now - timedelta(seconds=30)},
+        {"payload": b"5", "due_at": now - timedelta(seconds=10)})
+    backend.add({"payload": b"p", "due_at": now - timedelta(days=1),
+                 "published_at": now})  # published: not waiting
+    assert await backend.store.release_due(2) == 2  # the two earliest: early and gone_email
+    rows = backend.rows()
+    assert [i for i in (late, early, future, gone_email, event) if rows[i].due_at is None] == [
+        early, gone_email]
+    assert backend.email("m-early").status == "queued"
+    assert backend.email("m-late").status == "scheduled"
+    assert await backend.store.release_due(10) == 2  # event (no email) and late
+    assert await backend.store.release_due(10) == 0
+    assert backend.email("m-late").status == "queued"
+    assert backend.email("m-future").status == "scheduled"
+    assert backend.rows()[future].due_at is not None
+    taken: list[int] = []
+
+    def choose(pending: Sequence[tuple[int, int]]) -> list[int]:
+        taken.extend(row_id for row_id, _ in pending)
+        return []
+
+    await backend.store.relay_pass(10, choose, _publish_all)
+    assert taken == [late, early, gone_email, event]  # then in the relay's order (attempts, id)
+
+
+async def test_release_due_leaves_a_cancelled_email_as_it_is(backend: Backend) -> None:
+    backend.add_email("m-c", status="cancelled")
+    backend.add({"payload": b"x", "message_id": "m-c",
+                 "due_at": datetime.now(UTC) - timedelta(seconds=1)})
+    assert await backend.store.release_due(10) == 1
+    assert backend.email("m-c").status == "cancelled"

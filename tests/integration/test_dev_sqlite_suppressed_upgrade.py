@@ -13,6 +13,7 @@ if TYPE_CHECKING:
     from pathlib import Path
 
 OLD, NEW = "'bounced', 'failed'))", "'bounced', 'failed', 'suppressed'))"
+SINCE_0010 = "'bounced', 'failed', 'suppressed', 'scheduled', 'cancelled'))"  # email_messages
 
 
 async def test_a_data_dir_made_before_0006_takes_suppressed_emails(tmp_path: Path) -> None:
@@ -26,8 +27,9 @@ async def test_a_data_dir_made_before_0006_takes_suppressed_emails(tmp_path: Pat
     await repo.save([kept])
     with db.engine.begin() as conn:  # back to the CHECK constraints of an older etrans
         conn.exec_driver_sql("PRAGMA writable_schema = ON")
-        conn.exec_driver_sql(f"UPDATE sqlite_master SET sql = replace(sql, \"{NEW}\", \"{OLD}\")"
-                             " WHERE type = 'table'")
+        for since in (SINCE_0010, NEW):
+            conn.exec_driver_sql(f"UPDATE sqlite_master SET sql = replace(sql, \"{since}\", "
+                                 f"\"{OLD}\") WHERE type = 'table'")
         version = conn.exec_driver_sql("PRAGMA schema_version").scalar()
         conn.exec_driver_sql(f"PRAGMA schema_version = {version + 1}")
         conn.exec_driver_sql("PRAGMA writable_schema = OFF")

@@ -265,18 +265,21 @@ async def test_etrans_dev_sqlite_upgrades_an_older_data_dir_and_fails_rows_the_s
     with db.engine.begin() as conn:  # back to the schema of an older etrans
         conn.exec_driver_sql("DROP INDEX ix_email_outbox_unpublished")
         conn.exec_driver_sql("DROP INDEX ix_email_outbox_published_at")
+        conn.exec_driver_sql("DROP INDEX ix_email_outbox_due_at")
+        conn.exec_driver_sql("ALTER TABLE email_outbox DROP COLUMN due_at")
         conn.exec_driver_sql("ALTER TABLE email_outbox DROP COLUMN failed_at")
         conn.exec_driver_sql("CREATE INDEX ix_email_outbox_unpublished ON email_outbox (id) "
                              "WHERE published_at IS NULL")
         ddl = conn.exec_driver_sql("SELECT sql FROM sqlite_master WHERE name = "
                                    "'email_messages'").scalar()
-        assert ", 'failed', 'suppressed')" in ddl
+        statuses = ", 'failed', 'suppressed', 'scheduled', 'cancelled')"
+        assert statuses in ddl
         for (name,) in conn.exec_driver_sql(
                 "SELECT name FROM sqlite_master WHERE type = 'index' AND "
                 "tbl_name = 'email_messages' AND sql IS NOT NULL").all():
             conn.exec_driver_sql(f'DROP INDEX "{name}"')
         conn.exec_driver_sql("DROP TABLE email_messages")
-        conn.exec_driver_sql(ddl.replace(", 'failed', 'suppressed')", ")"))
+        conn.exec_driver_sql(ddl.replace(statuses, ")"))
     topic = new_topic()
     with db.engine.begin() as conn:
         conn.execute(insert(EmailMessage.__table__).values(

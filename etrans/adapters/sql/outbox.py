@@ -31,6 +31,14 @@ marked published only when both were acknowledged (a broker that took the reques
 event: the row is retried, both are published again, same event id).  Published rows are
 deleted ``retention`` seconds after publication, 1000 at a time.
 
+Scheduled emails: their rows wait (``due_at``) and no pass sees them.  At most every
+``release_every_seconds`` (1 s), and at once again while a release finds a full batch, the relay
+asks the store to release the due ones (:meth:`OutboxStore.release_due`: pending again, their
+emails ``queued``); the pass that follows publishes them.  An idle relay wakes every
+``idle_seconds`` (0.5 s), so an email goes out within about 1.5 s of its ``scheduled_at``
+(never before: the database's clock decides), and all of it is rows in the database: a
+restart loses nothing.
+
 The relay decides and publishes; the store holds the rows (no SQL here).  Delivery is
 at-least-once: a crash between the ack and the commit publishes those rows again (the
 message_id lets consumers recognise a repeat).
@@ -73,6 +81,7 @@ class RelayStatistics:
     failed: int = 0  # failures of a pass (retried later, or given up)
     given_up: int = 0  # rows marked failed
     deleted: int = 0  # published rows deleted after the retention period
+    released: int = 0  # rows of scheduled emails made pending when due
     passes: int = 0
     last_error: str | None = None
 
@@ -86,7 +95,8 @@ class OutboxRelay:
                  final_pass_seconds: float = 3.0, log_topic: str | None = None,
                  reject_events: RejectEvents | None = None,
                  max_pass_bytes: int = 64 * 1024 * 1024,
-                 events_topic: str | None = None) -> None:
+                 events_topic: str | None = None,
+                 release_every_seconds: float = 1.0) -> None:
         self._store = store
         self._publisher = publisher
         self._batch = batch_size
@@ -112,6 +122,8 @@ class OutboxRelay:
         self._log_topic = log_topic
         self._reject_events = reject_events if log_topic else None
         self._events_topic = events_topic  # email.queued / email.failed (None: none)
+        self._release_every = release_every_seconds
+        self._next_release = 0.0
         self._wakeup = trio.Event()
         self.stats = RelayStatistics()
 
@@ -154,6 +166,7 @@ class OutboxRelay:
         while True:
             self._wakeup = trio.Event()
             stopping = shutdown_requested is not None and shutdown_requested.is_set()
+            await self._release_due_if_time()
             try:
                 outcome = await self._relay_pass()
                 progress = len(outcome.published) + len(outcome.failed)
@@ -276,6 +289,26 @@ class OutboxRelay:
             log.error("outbox row failed: never published", row_id=failed.row.id,
                       topic=failed.row.topic, message_id=failed.row.message_id,
                       reason=failed.reason)
+
+    # -- scheduled emails --------------------------------------------------------------------
+
+    async def _release_due_if_time(self) -> None:
+        if trio.current_time() < self._next_release:
+            return
+        self._next_release = trio.current_time() + self._release_every
+        try:
+            released = await self.release_due()
+        except Exception as exc:  # the pass that follows will say more if the database is down
+            log.warning("releasing scheduled outbox rows failed", error=repr(exc))
+            return
+        if released >= self._batch:
+            self._next_release = 0.0  # more may be due: again before the next pass
+
+    async def release_due(self) -> int:
+        """Make the due rows of scheduled emails pending (at most one batch); how many."""
+        released = await self._store.release_due(self._batch)
+        self.stats.released += released
+        return released
 
     # -- retention ---------------------------------------------------------------------------
 

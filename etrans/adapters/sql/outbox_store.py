@@ -6,6 +6,9 @@ pending rows (``ORDER BY attempts, id``, skipping rows another process holds), a
 which of them fit the pass (``choose``), reads those, hands them to the relay to publish
 (``decide``), writes the :class:`PassOutcome` and commits.  A store that fails or is cancelled
 rolls back: the rows stay pending.  :meth:`OutboxStore.delete_published` is the retention.
+:meth:`OutboxStore.release_due` makes the rows of scheduled emails whose time has come pending
+(``due_at`` NULL, the email ``scheduled`` -> ``queued``, one transaction); until then a pass
+does not see them.
 
 :class:`PgOutboxStore` runs the pass on the Trio thread over a connection of its own
 (:mod:`etrans.adapters._net.trio_pq`: no worker thread competing for the GIL with the requests
@@ -89,13 +92,19 @@ class OutboxStore(Protocol):
         """Delete up to ``limit`` rows published more than ``older_than_seconds`` ago."""
         ...
 
+    async def release_due(self, limit: int) -> int:
+        """Make up to ``limit`` waiting rows whose ``due_at`` has come pending, earliest first,
+        and their emails ``queued`` (one transaction, skipping rows another process holds);
+        returns how many."""
+        ...
+
     async def aclose(self) -> None: ...
 
 
 # Lock the pass's rows and learn their sizes (octet_length does not read a TOASTed payload)...
 _SELECT_PENDING = b"""
 SELECT id, octet_length(payload) FROM email_outbox
-WHERE published_at IS NULL AND failed_at IS NULL
+WHERE published_at IS NULL AND failed_at IS NULL AND due_at IS NULL
 ORDER BY attempts, id LIMIT $1 FOR UPDATE SKIP LOCKED
 """
 # ... then read the payloads of those within the byte budget, as plain hex: the same text
@@ -124,6 +133,23 @@ WHERE message_id = $1 AND status = 'queued'
 """
 _QUEUE_EVENT = b"""
 INSERT INTO email_outbox (topic, key, payload, created_at) VALUES ($1, $2, $3::bytea, now())
+"""
+# The due rows by the waiting rows' index (ix_email_outbox_due_at), locked outbox first and then
+# their emails: the order of the schedule's cancel and move (etrans.adapters.sql.schedules_repo),
+# so the two cannot deadlock; a row one of them holds is skipped (next time it may be gone).
+_RELEASE_DUE = b"""
+WITH due AS (
+    SELECT id FROM email_outbox
+    WHERE published_at IS NULL AND failed_at IS NULL AND due_at IS NOT NULL AND due_at <= now()
+    ORDER BY due_at LIMIT $1::int FOR UPDATE SKIP LOCKED
+), released AS (
+    UPDATE email_outbox AS o SET due_at = NULL FROM due WHERE o.id = due.id
+    RETURNING o.message_id
+), queued AS (
+    UPDATE email_messages SET status = 'queued', updated_at = now()
+    WHERE message_id IN (SELECT message_id FROM released) AND status = 'scheduled'
+)
+SELECT count(*) FROM released
 """
 _DELETE_PUBLISHED = b"""
 DELETE FROM email_outbox WHERE id IN (
@@ -192,6 +218,10 @@ class PgOutboxStore:
         result = await self._connection.execute(
             _DELETE_PUBLISHED, [repr(float(older_than_seconds)), str(limit)])
         return result.rowcount
+
+    async def release_due(self, limit: int) -> int:
+        result = await self._connection.execute(_RELEASE_DUE, [str(limit)])
+        return int(result.rows[0][0] or 0)
 
     async def aclose(self) -> None:
         await self._connection.aclose()

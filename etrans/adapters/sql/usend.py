@@ -48,10 +48,13 @@ from etrans.adapters.sql.portable import BIGINT
 from etrans.adapters.sql.usend_base import (
     EMAIL_STATUSES,
     NAMING_CONVENTION,
+    OUTCOME_STATUSES,
+    PENDING,
     PERMISSIONS,
     SUBSCRIPTION_KINDS,
     SUBSCRIPTION_STATES,
     SUPPRESSION_REASONS,
+    WAITING,
     UsendBase,
     now_column,
     one_of,
@@ -96,7 +99,9 @@ class EmailMessage(UsendBase):
     """One email accepted by POST /emails (or /emails/batch).  ``message_id`` is the public id and
     the SMTP Message-ID (without angle brackets).  Addresses are kept as given (``Name <a@b>``
     allowed); ``to_addresses``/``cc_addresses``/``bcc_addresses`` are JSON arrays of strings.
-    ``attachments`` holds metadata only (filename, content_type, size), never the content."""
+    ``attachments`` holds metadata only (filename, content_type, size), never the content.
+    ``scheduled_at``: when a scheduled email is to be sent (NULL: at once); its outbox row waits
+    until then (``email_outbox.due_at``)."""
 
     __tablename__ = "email_messages"
     __table_args__ = (
@@ -129,6 +134,7 @@ class EmailMessage(UsendBase):
     updated_at: Mapped[datetime] = now_column()
     sent_at: Mapped[datetime | None]
     delivered_at: Mapped[datetime | None]
+    scheduled_at: Mapped[datetime | None]
 
 
 class EmailRecipientOutcome(UsendBase):
@@ -137,7 +143,7 @@ class EmailRecipientOutcome(UsendBase):
     (``docs/bounces.md``), the event's ``response`` and time.  ``recipient`` is lower-cased."""
 
     __tablename__ = "email_recipient_outcomes"
-    __table_args__ = (CheckConstraint(one_of("outcome", EMAIL_STATUSES), name="outcome"),)
+    __table_args__ = (CheckConstraint(one_of("outcome", OUTCOME_STATUSES), name="outcome"),)
 
     message_id: Mapped[str] = mapped_column(
         String(255), ForeignKey("email_messages.message_id", ondelete="CASCADE"),
@@ -176,13 +182,18 @@ class EmailOutbox(UsendBase):
     a broker's refusal bumps ``attempts`` and records ``last_error``; a row the producer refuses
     at once, or refused ``ETRANS_OUTBOX_MAX_ATTEMPTS`` times, gets ``failed_at`` and is never
     tried again.  Published rows are deleted after ``ETRANS_OUTBOX_RETENTION_HOURS``.
-    ``payload`` is the exact bytes to publish (JSON for the sendmail topic)."""
+    ``payload`` is the exact bytes to publish (JSON for the sendmail topic).
+
+    A scheduled email's row waits (``due_at``, not pending) until the relay releases it when due
+    (``due_at`` NULL, its email ``queued``); partial indexes on the pending and the waiting rows
+    keep both lookups cheap however many wait (``docs/database.md``)."""
 
     __tablename__ = "email_outbox"
     __table_args__ = (
         Index("ix_email_outbox_unpublished", "attempts", "id",
-              postgresql_where=text("published_at IS NULL AND failed_at IS NULL"),
-              sqlite_where=text("published_at IS NULL AND failed_at IS NULL")),
+              postgresql_where=text(PENDING), sqlite_where=text(PENDING)),
+        Index("ix_email_outbox_due_at", "due_at",
+              postgresql_where=text(WAITING), sqlite_where=text(WAITING)),
         Index("ix_email_outbox_published_at", "published_at",
               postgresql_where=text("published_at IS NOT NULL"),
               sqlite_where=text("published_at IS NOT NULL")),
@@ -198,6 +209,7 @@ class EmailOutbox(UsendBase):
     attempts: Mapped[int] = mapped_column(Integer, server_default=text("0"))
     last_error: Mapped[str | None]
     failed_at: Mapped[datetime | None]
+    due_at: Mapped[datetime | None]
 
 
 class EmailTransactionPack(UsendBase):
@@ -357,11 +369,14 @@ USEND_TABLES = tuple(UsendBase.metadata.tables)
 __all__ = [
     "EMAIL_STATUSES",
     "NAMING_CONVENTION",
+    "OUTCOME_STATUSES",
+    "PENDING",
     "PERMISSIONS",
     "SUBSCRIPTION_KINDS",
     "SUBSCRIPTION_STATES",
     "SUPPRESSION_REASONS",
     "USEND_TABLES",
+    "WAITING",
     "ApiKey",
     "DomainSubscriptionStatus",
     "DomainTrackingSettings",

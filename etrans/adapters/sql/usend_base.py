@@ -22,9 +22,17 @@ NAMING_CONVENTION = {
     "pk": "pk_%(table_name)s",
 }
 
-# Raw statuses of email_messages.status, in the order a message can advance through them
-# (fetchlog owns the transition rules; the database only refuses unknown values).
-EMAIL_STATUSES = ("queued", "sent", "deferred", "delivered", "bounced", "failed", "suppressed")
+# Raw outcomes of a recipient (email_recipient_outcomes.outcome), in the order a message can
+# advance through them (fetchlog owns the transition rules; the database only refuses unknown
+# values).
+OUTCOME_STATUSES = ("queued", "sent", "deferred", "delivered", "bounced", "failed", "suppressed")
+# Raw statuses of email_messages.status: the outcomes, and those of a scheduled email (migration
+# 0010) that no recipient can have.
+EMAIL_STATUSES = (*OUTCOME_STATUSES, "scheduled", "cancelled")
+# The predicates of the outbox's partial indexes (migration 0010): rows to publish now, and rows
+# of scheduled emails waiting for their time.
+PENDING = "published_at IS NULL AND failed_at IS NULL AND due_at IS NULL"
+WAITING = "published_at IS NULL AND failed_at IS NULL AND due_at IS NOT NULL"
 SUPPRESSION_REASONS = tuple(reason.value for reason in SuppressionReason)
 PERMISSIONS = ("read_only", "sending_access", "full_access")
 SUBSCRIPTION_KINDS = ("subscription", "payg")

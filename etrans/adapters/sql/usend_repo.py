@@ -60,7 +60,8 @@ _TRANSPORT = Transport.__table__
 # One statement writes every email of a group, its outbox record and the outcomes of its
 # suppressed recipients with their email.suppressed events (outbox records without message_id;
 # ``events`` is null for an email without suppressed recipients) (autocommit: one statement,
-# one transaction).  $1 is a JSON array of rows
+# one transaction).  A scheduled email's outbox record waits for its ``scheduled_at``
+# (``due_at``); its email.suppressed events do not.  $1 is a JSON array of rows
 # (see ``_row``); ``n`` keeps the outbox ids in the callers' order.  ``payload`` is the Kafka
 # message as text (convert_to gives back its UTF-8 bytes), null for an email whose every recipient
 # is suppressed: it gets no outbox record.
@@ -71,14 +72,14 @@ WITH r AS (
         to_addresses jsonb, cc_addresses jsonb, bcc_addresses jsonb, reply_to text, subject text,
         html text, "text" text, headers jsonb, tags jsonb, attachments jsonb, template_id text,
         template_data jsonb, status text, created_at timestamptz, suppressed json, topic text,
-        key text, payload text, events json)
+        key text, payload text, events json, scheduled_at timestamptz)
 ), email AS (
     INSERT INTO email_messages (message_id, user_id, domain_id, from_address, to_addresses,
         cc_addresses, bcc_addresses, reply_to, subject, html, text, headers, tags, attachments,
-        template_id, template_data, status, created_at, updated_at)
+        template_id, template_data, status, created_at, updated_at, scheduled_at)
     SELECT message_id, user_id, domain_id, from_address, to_addresses, cc_addresses,
         bcc_addresses, reply_to, subject, html, "text", headers, tags, attachments, template_id,
-        template_data, status, created_at, created_at
+        template_data, status, created_at, created_at, scheduled_at
     FROM r ORDER BY n
     RETURNING message_id
 ), suppressed AS (
@@ -94,8 +95,9 @@ WITH r AS (
     CROSS JOIN json_to_recordset(r.events) AS e(topic text, key text, payload text)
     WHERE r.events IS NOT NULL
 )
-INSERT INTO email_outbox (topic, key, payload, message_id, created_at)
-SELECT r.topic, r.key, convert_to(r.payload, 'UTF8'), email.message_id, r.created_at
+INSERT INTO email_outbox (topic, key, payload, message_id, created_at, due_at)
+SELECT r.topic, r.key, convert_to(r.payload, 'UTF8'), email.message_id, r.created_at,
+    r.scheduled_at
 FROM email JOIN r USING (message_id) WHERE r.payload IS NOT NULL ORDER BY r.n
 """
 
@@ -122,6 +124,7 @@ def _row(n: int, e: NewEmail) -> dict[str, Any]:
         "payload": e.kafka_value.decode() if e.published else None,
         "events": [{"topic": topic, "key": key.decode(), "payload": value.decode()}
                    for topic, key, value in e.events] or None,
+        "scheduled_at": e.scheduled_at.isoformat() if e.scheduled_at else None,
     }
 
 
