@@ -24,6 +24,8 @@ from etrans.api.docs import register_docs
 from etrans.api.metrics import register_metrics
 from etrans.api.readiness import Readiness
 from etrans.api.routing import Api, ApiServices, json_response
+from etrans.api.trace import register_tracing
+from etrans.app.tracing import ContextOnlyTracer
 from etrans.errors import AppError
 from etrans.observability import get_logger
 
@@ -32,6 +34,7 @@ if TYPE_CHECKING:
     from etrans.api.rate_limit import RateLimiter
     from etrans.app.metrics import HttpMetrics
     from etrans.app.ports import HealthProbe
+    from etrans.app.tracing import Tracer
     from etrans.app.tracking_hits import TrackingHits
 
 log = get_logger(__name__)
@@ -84,6 +87,8 @@ class ApiDependencies:
     metrics: HttpMetrics | None = None
     # GET /metrics: the exposition (body, content type); None: no such route.
     metrics_page: Callable[[], Awaitable[tuple[bytes, str]]] | None = None
+    # A span per request (etrans.api.trace); None: trace context only, nothing recorded.
+    tracer: Tracer | None = None
 
 
 def create_app(deps: ApiDependencies) -> QuartTrio:
@@ -96,6 +101,7 @@ def create_app(deps: ApiDependencies) -> QuartTrio:
     app.extensions["etrans"] = deps
     api = Api(app, deps.authenticator, deps.services, rate_limiter=deps.rate_limiter)
     app.extensions["etrans_api"] = api
+    register_tracing(app, deps.tracer or ContextOnlyTracer())
     _map_errors(app)
     register_metrics(app, deps.metrics, deps.metrics_page)
     _health_routes(app, deps)

@@ -29,6 +29,7 @@ from etrans.api.schema import (
     String,
     first_message,
 )
+from etrans.api.trace import current_traceparent
 from etrans.app.emails import GetEmail, ListEmails, SendBatch, SendEmail
 from etrans.domain.addresses import has_line_break
 from etrans.domain.api_keys import Permission
@@ -307,7 +308,9 @@ def register(api: Api) -> None:
                headers=IDEMPOTENCY_HEADER)
     async def send_email(ctx: RequestContext) -> Any:
         async def send() -> dict[str, Any]:
-            return accepted_view(await bus.handle(SendEmail(ctx.user_id, ctx.body)))
+            new = await bus.handle(SendEmail(ctx.user_id, ctx.body, current_traceparent()))
+            log.debug("email queued", message_id=new.message_id, status=new.status)
+            return accepted_view(new)
 
         return await idempotent(api, ctx, "/emails", send)
 
@@ -319,7 +322,10 @@ def register(api: Api) -> None:
         command = _batch_command(ctx)
 
         async def send() -> dict[str, Any]:
-            return batch_view(await bus.handle(command))
+            outcome = await bus.handle(command)
+            for new in outcome.sent:
+                log.debug("email queued", message_id=new.message_id, status=new.status)
+            return batch_view(outcome)
 
         return await idempotent(api, ctx, "/emails/batch", send)
 
@@ -350,4 +356,4 @@ def _batch_command(ctx: RequestContext) -> SendBatch:
             valid.append((index, SEND_EMAIL.validate(item)))
         except SchemaError as exc:
             invalid.append((index, first_message(exc.errors)))
-    return SendBatch(ctx.user_id, valid, invalid)
+    return SendBatch(ctx.user_id, valid, invalid, current_traceparent())

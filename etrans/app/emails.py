@@ -9,12 +9,11 @@ and its outbox record committed in one transaction.  Suppressed recipients are l
 Kafka record (each field keeps its role) and stored as recipient outcomes ``suppressed`` with
 the row (and, for each, an ``email.suppressed`` event as an outbox record of
 KAFKA_EVENTS_TOPIC: only emails with suppressed recipients get such records); an email whose
-every recipient is suppressed is stored with the status ``suppressed``,
-without an outbox record and without taking quota: it is never sent.  If the commit fails the
+every recipient is suppressed is stored with the status ``suppressed``, without an outbox
+record and without taking quota: it is never sent.  If the commit fails the
 quota is given back and the request fails (503): nothing half-done.  The outbox relay publishes.
 Whatever stops a request after its quota was reserved (a failed commit, a dependency down on a
-later batch item, a cancelled request), the reserved quota of every uncommitted email is given
-back (:func:`_give_back`).
+later batch item, a cancelled request), every uncommitted email's quota is given back.
 
 Each use case is a command on the :class:`~etrans.app.bus.MessageBus` whose handler takes
 :class:`EmailDeps` (ports only) and answers records (:mod:`etrans.app.records`): the accepted
@@ -92,6 +91,7 @@ NO_CREDENTIALS = ("No SMTP credentials for this account: create a sender with PO
 class SendEmail:
     user_id: int
     email: dict[str, Any]  # validated by the request schema
+    traceparent: str | None = None  # the request span's: the parent of the email's next steps
 
 
 @dataclass(frozen=True)
@@ -100,6 +100,7 @@ class SendBatch:
     # Index -> validated email, or index -> schema error message for items that failed it.
     emails: list[tuple[int, dict[str, Any]]]
     invalid: list[tuple[int, str]] = field(default_factory=list)
+    traceparent: str | None = None  # the request span's, shared by the batch's emails
 
 
 @dataclass(frozen=True)
@@ -147,7 +148,7 @@ class EmailDeps:
 async def send_email(deps: EmailDeps, cmd: SendEmail) -> NewEmail:
     """The accepted email (status queued), committed with its outbox record."""
     now = deps.clock()
-    new, domain = await _prepare(deps, cmd.user_id, cmd.email, now)
+    new, domain = await _prepare(deps, cmd.user_id, cmd.email, now, cmd.traceparent)
     reserved = [domain] if new.published else []
     for each in reserved:
         await _reserve(deps, each, now)
@@ -168,7 +169,7 @@ async def send_batch(deps: EmailDeps, cmd: SendBatch) -> BatchOutcome:
     try:
         for index, email in cmd.emails:
             try:
-                new, domain = await _prepare(deps, cmd.user_id, email, now)
+                new, domain = await _prepare(deps, cmd.user_id, email, now, cmd.traceparent)
                 if new.published:
                     await _reserve(deps, domain, now)
                     reserved.append(domain)
@@ -186,8 +187,8 @@ async def send_batch(deps: EmailDeps, cmd: SendBatch) -> BatchOutcome:
     return BatchOutcome(sent=accepted, rejected=rejected)
 
 
-async def _prepare(deps: EmailDeps, user_id: int, email: dict[str, Any], now: datetime
-                   ) -> tuple[NewEmail, SendingDomain]:
+async def _prepare(deps: EmailDeps, user_id: int, email: dict[str, Any], now: datetime,
+                   traceparent: str | None = None) -> tuple[NewEmail, SendingDomain]:
     try:
         rendered = await rendered_email(deps.templates, user_id, email)
         check_email(rendered)  # the rules hold for the email as it is sent
@@ -217,6 +218,7 @@ async def _prepare(deps: EmailDeps, user_id: int, email: dict[str, Any], now: da
         created_at=now, topic=deps.topic, kafka_key=kafka_key, kafka_value=kafka_value,
         suppressed=suppressed, status=RAW_QUEUED if kafka_value else RAW_SUPPRESSED,
         events=_suppressed_events(deps, message_id, user_id, suppressed, now),
+        traceparent=traceparent,
     )
     if new.published:
         await deps.credential_cache.store(user_id, credentials)

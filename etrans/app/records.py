@@ -87,6 +87,9 @@ class NewEmail:
     # the suppressed recipients (none for an email without).
     events: tuple[tuple[str, bytes, bytes], ...] = ()
     scheduled_at: datetime | None = None  # when to send (None: at once)
+    # W3C traceparent of the request that sent it (its span: the parent of the relay's and
+    # sendmail's); kept with the email and its outbox records.
+    traceparent: str | None = None
 
     @property
     def published(self) -> bool:

@@ -90,6 +90,9 @@ class OutgoingEmail:
     headers: tuple[tuple[str, str], ...] = ()
     attachments: tuple[Attachment, ...] = ()
     tags: tuple[tuple[str, str], ...] = field(default=())
+    # W3C traceparent of the delivery's span (not of the wire format: the Kafka header's child),
+    # put on the Reject events it publishes.
+    traceparent: str | None = None
 
     def envelope_recipients(self) -> list[str]:
         """RCPT TO addresses: to, cc and bcc, each once, in that order."""

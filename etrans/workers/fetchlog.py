@@ -21,6 +21,8 @@
    of an API email that proves it (:func:`~etrans.domain.status_events.delivery_log_event`) to
    KAFKA_EVENTS_TOPIC - also for documents already stored: a replay publishes the same ids.
 
+Trace context: :mod:`etrans.workers.log_traces`.
+
 Only when all of it succeeded does the call return, and only then may the pipeline commit the
 batch's offsets.  MongoDB, PostgreSQL or the broker (events) unavailable ->
 :class:`~etrans.errors.RetryLater`: the pipeline retries the batch with backoff and commits
@@ -41,6 +43,7 @@ from typing import TYPE_CHECKING, Any, TextIO, cast
 import trio
 
 from etrans.app.email_events import publish_events
+from etrans.app.tracing import ContextOnlyTracer
 from etrans.domain.delivery_log import (
     EventFilter,
     InvalidEvent,
@@ -55,6 +58,7 @@ from etrans.domain.delivery_log import (
 from etrans.domain.status_events import delivery_log_event
 from etrans.errors import PoisonMessage
 from etrans.observability import get_logger
+from etrans.workers.log_traces import record_trace, trace_documents
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -67,6 +71,8 @@ if TYPE_CHECKING:
         MessageOwners,
         SuppressionStore,
     )
+    from etrans.app.tracing import Tracer
+    from etrans.domain.trace_context import TraceContext
     from etrans.observability import ErrorSink
     from etrans.pipeline import Message, Pipeline, PipelineConfig, PipelineStats
     from etrans.pipeline.source import MessageSourceFactory
@@ -110,6 +116,7 @@ class FetchlogTask:
         suppressions: SuppressionStore | None = None,
         events: EventPublisher | None = None,
         events_topic: str = "email-events",
+        tracer: Tracer | None = None,
     ) -> None:
         self.event_filter = event_filter
         self.writer = writer
@@ -119,6 +126,7 @@ class FetchlogTask:
         self.suppressions = suppressions
         self.events = events  # None: no email events (no USEND DB: no API email is known)
         self.events_topic = events_topic
+        self.tracer = tracer or ContextOnlyTracer()
         self.counters = FetchlogCounters()
 
     def statistics(self) -> FetchlogCounters:
@@ -138,6 +146,7 @@ class FetchlogTask:
 
     async def _process(self, messages: Sequence[Message]) -> None:
         documents: list[dict[str, Any]] = []
+        traces: list[TraceContext | None] = []  # of each document: its record's traceparent
         filtered = skipped = 0
         for message in messages:
             try:
@@ -147,6 +156,7 @@ class FetchlogTask:
                     document = to_document(event)
                     add_bounce_class(document, event.get("bounce_class"))
                     documents.append(document)
+                    traces.append(record_trace(message))
             except InvalidEvent as exc:
                 # The pipeline re-runs a multi-message batch one message at a time, so that only
                 # this one is dead-lettered: storing the others now would be wasted work.
@@ -174,6 +184,7 @@ class FetchlogTask:
             events = [e for e in map(delivery_log_event, documents) if e is not None]
             await publish_events(self.events, self.events_topic, events)
 
+        trace_documents(self.tracer, documents, traces)
         counters = self.counters
         counters.stored += result.inserted
         counters.duplicates += result.duplicates

@@ -10,20 +10,28 @@ sees (:mod:`etrans.pipeline.task`):
 - known message, invalid detail (bad attachment base64, ...): rejected with a Reject event;
 - delivered, rejected or skipped: returns;
 - Redis/Kafka unavailable, SMTP server unreachable: :class:`RetryLater` (retried by the pipeline).
+
+Trace context: the record's ``traceparent`` header (the outbox relay's, from the API request;
+absent: a new trace) is the parent of the delivery's span; its trace id is bound to every log
+line about the message (``trace_id``) and its context is put on the Reject events.
 """
 
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from structlog.contextvars import bind_contextvars, unbind_contextvars
 
+from etrans.app.tracing import ContextOnlyTracer
+from etrans.domain.trace_context import HEADER, parse_traceparent
 from etrans.errors import PoisonMessage
 from etrans.workers.send_request import InvalidRequest, decode_request
 
 if TYPE_CHECKING:
     from etrans.app.sendmail import EmailDelivery
+    from etrans.app.tracing import Tracer
     from etrans.pipeline.message import Message
 
 __all__ = ["InvalidRequest", "SendmailTask", "decode_request"]
@@ -32,10 +40,21 @@ __all__ = ["InvalidRequest", "SendmailTask", "decode_request"]
 class SendmailTask:
     """The pipeline task (:class:`etrans.pipeline.Task`) of ``etrans sendmail``."""
 
-    def __init__(self, delivery: EmailDelivery) -> None:
+    def __init__(self, delivery: EmailDelivery, tracer: Tracer | None = None) -> None:
         self.delivery = delivery
+        self.tracer = tracer or ContextOnlyTracer()
 
     async def __call__(self, message: Message) -> None:
+        span = self.tracer.start("sendmail deliver", parse_traceparent(message.header(HEADER)),
+                                 kind="consumer")
+        try:
+            await self._deliver(message, span.context.trace_id, span.context.traceparent)
+        except BaseException as exc:
+            span.end(type(exc).__name__)
+            raise
+        span.end()
+
+    async def _deliver(self, message: Message, trace_id: str, traceparent: str) -> None:
         invalid_reason: str | None = None
         refused = False
         try:
@@ -43,12 +62,14 @@ class SendmailTask:
         except InvalidRequest as exc:
             if exc.email is None:
                 unbind_contextvars("message_id")  # not the previous message's any more
+                bind_contextvars(trace_id=trace_id)
                 raise PoisonMessage(f"undeliverable send request: {exc.reason}") from None
             outgoing, invalid_reason, refused = exc.email, exc.reason, exc.refused
         # Each pipeline worker runs in its own context (Trio copies it per task): binding
         # without unbinding is enough (the next message rebinds), and cheaper than
         # bound_contextvars, a generator context manager.
-        bind_contextvars(message_id=outgoing.message_id)
+        bind_contextvars(message_id=outgoing.message_id, trace_id=trace_id)
+        outgoing = replace(outgoing, traceparent=traceparent)
         outcome = await self.delivery.deliver(outgoing, invalid_reason=invalid_reason)
         if outcome == "delivered" and message.timestamp_ms:
             # From the record's creation (the outbox relay's publish, right after the API

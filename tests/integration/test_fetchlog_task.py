@@ -355,3 +355,25 @@ async def test_fetchlog_run_backfills_documents_stored_before(
         assert state.find_one({"_id": "labels"})["complete"] is True
     finally:
         topics.close()
+
+
+async def test_an_event_with_a_traceparent_is_stored_in_its_trace(  # type: ignore[no-untyped-def]
+    mongo_settings: MongoSettings, collection
+) -> None:
+    from structlog.testing import capture_logs
+
+    trace = "4bf92f3577b34da6a3ce929d0e0e4736"
+    writer = MongoLogWriter(mongo_settings)
+    task = FetchlogTask(EventFilter(), writer)
+    traced, plain = _messages(
+        [_event("t1", "Reject", "msg_t", action="rejected"), _event("t2", "Sender", "msg_u")]
+    )
+    traced = traced._replace(headers=(("traceparent", f"00-{trace}-00f067aa0ba902b7-01".encode()),))
+    try:
+        await writer.ensure_indexes()
+        with capture_logs() as logs:
+            await task([traced, plain])
+    finally:
+        writer.close()
+    stored = [line for line in logs if line["event"] == "delivery event stored"]
+    assert [(line["message_id"], line["trace_id"]) for line in stored] == [("msg_t", trace)]

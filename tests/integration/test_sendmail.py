@@ -612,3 +612,82 @@ async def test_invalid_attachment_is_rejected_not_retried(
     [event] = await worker.events(1)
     assert event["response"].startswith("554 5.6.0 etrans: invalid request")
     assert smtp_server.attempts == []
+
+
+# -- trace context ---------------------------------------------------------------------------------
+
+TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
+
+
+async def test_the_records_traceparent_is_bound_to_its_lines_and_put_on_its_rejects(
+    smtp_server_factory: Callable[..., SmtpTestServer],
+    make_worker: Callable[..., Worker],
+    credentials: CredentialFixture,
+) -> None:
+    import structlog
+    from confluent_kafka import Consumer, TopicPartition
+
+    from etrans.domain.trace_context import parse_traceparent
+
+    server = smtp_server_factory(replies=["550 5.7.1 Message content rejected"])
+    worker = make_worker(server)
+    user_id = credentials.add("tracy", "pw")
+    message_id = new_id()
+    message = worker.message(simple_request(message_id, user_id))._replace(
+        headers=(("traceparent", f"00-{TRACE}-00f067aa0ba902b7-01".encode()),)
+    )
+    with capture_logs(processors=[structlog.contextvars.merge_contextvars]) as logs:
+        await worker.task(message)
+    about = [line for line in logs if line.get("message_id") == message_id]
+    assert about, logs
+    assert {line.get("trace_id") for line in about} == {TRACE}
+
+    def read_reject() -> Any:
+        consumer = Consumer(
+            {
+                "bootstrap.servers": worker.bootstrap,
+                "log_level": 3,
+                "group.id": f"r-{uuid.uuid4()}",
+                "enable.auto.commit": False,
+            }
+        )
+        consumer.assign([TopicPartition(worker.log_topic, 0, -2)])
+        try:
+            for _ in range(100):
+                for record in consumer.consume(10, 0.2):
+                    if record.error() is None:
+                        return record
+        finally:
+            consumer.close()
+        return None
+
+    record = await trio.to_thread.run_sync(read_reject)
+    assert record is not None
+    [(name, value)] = record.headers()
+    sent = parse_traceparent(value)
+    assert name == "traceparent"
+    assert sent is not None
+    assert sent.trace_id == TRACE
+    assert sent.span_id != "00f067aa0ba902b7"
+    assert json.loads(record.value())["Event"] == "Reject"
+
+
+async def test_a_record_without_traceparent_gets_a_trace_of_its_own(
+    smtp_server_factory: Callable[..., SmtpTestServer],
+    make_worker: Callable[..., Worker],
+    credentials: CredentialFixture,
+) -> None:
+    import structlog
+
+    worker = make_worker(smtp_server_factory())
+    user_id = credentials.add("tracy2", "pw")
+    ids = [new_id(), new_id()]
+    with capture_logs(processors=[structlog.contextvars.merge_contextvars]) as logs:
+        for message_id in ids:
+            await worker.task(worker.message(simple_request(message_id, user_id)))
+    traces = [
+        {line.get("trace_id") for line in logs if line.get("message_id") == message_id}
+        for message_id in ids
+    ]
+    assert all(len(found) == 1 and None not in found for found in traces), logs
+    assert traces[0] != traces[1]
