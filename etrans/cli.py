@@ -6,15 +6,16 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import click
 
 from etrans import __version__
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Mapping, Sequence
 
+    from etrans.runtime import ServiceMain
     from etrans.settings import Settings
 
 S = TypeVar("S", bound="Settings")
@@ -24,9 +25,12 @@ _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
 
 class _Context:
-    def __init__(self, env_file: Path | None, log_level: str | None) -> None:
+    def __init__(self, env_file: Path | None, log_level: str | None,
+                 process_index: int | None = None) -> None:
         self.env_file = env_file
         self.log_level = log_level  # None: ETRANS_LOG_LEVEL of the environment or env file
+        # Set in a child of `--processes N` / `serve --workers N` (etrans.bootstrap.processes).
+        self.process_index = process_index
 
     def environment(self) -> dict[str, str]:
         """The process environment over the env file: a variable set in both keeps its env value."""
@@ -59,7 +63,7 @@ class _Context:
             click.echo(f"etrans {service}: invalid configuration:\n  - ETRANS_LOG_LEVEL must be"
                        f" one of {', '.join(_LOG_LEVELS)}, got {level!r}", err=True)
             sys.exit(2)
-        observability.configure(service, level=level)
+        observability.configure(service, level=level, process=self.process_index)
 
     def start_error_reporting(self, service: str, settings: Settings) -> None:
         """SENTRY_DSN: error lines with an exception go to Sentry (every subcommand; fetchlog
@@ -74,6 +78,43 @@ class _Context:
         if reporter.enabled:
             observability.forward_errors(reporter.capture)
 
+    def run(self, main: ServiceMain, drain_seconds: float) -> NoReturn:
+        """Run one process of ``main``; a child of ``--processes`` also stops when its parent
+        closes its stdin."""
+        from etrans import runtime
+
+        parent_pipe = 0 if self.process_index is not None else None
+        sys.exit(runtime.run(main, drain_seconds, parent_pipe=parent_pipe))
+
+    def run_processes(self, count: int, settings: Settings, command: Sequence[str],
+                      environment: Callable[[int], Mapping[str, str]],
+                      pass_fds: Sequence[int] = ()) -> NoReturn:
+        """``etrans <command>`` as ``count`` child processes of this one."""
+        from etrans.bootstrap.processes import run_processes
+
+        options: dict[str, str] = {}
+        if self.env_file is not None:
+            options["ETRANS_ENV_FILE"] = str(self.env_file.resolve())
+        if self.log_level is not None:
+            options["ETRANS_LOG_LEVEL"] = self.log_level
+        sys.exit(run_processes(
+            command[0], count, settings.drain_seconds,
+            lambda i: [sys.executable, "-m", "etrans", "--process-index", str(i), *command],
+            lambda i: {**options, **environment(i)}, pass_fds))
+
+
+def _processes(fn: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option(
+        "--processes", type=click.IntRange(min=1), default=1, show_default=True,
+        help="Run N consumers of the group, as N processes under this one (docs/operations.md,"
+             " 'Using every core').")(fn)
+
+
+def _worker_environment(settings: Any, index: int) -> dict[str, str]:
+    from etrans.bootstrap.processes import consumer_environment
+
+    return consumer_environment(index, settings.metrics_bind, settings.consumer.instance_id)
+
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, "--version", prog_name="etrans")
@@ -83,17 +124,22 @@ class _Context:
 @click.option("--log-level", default=None, envvar="ETRANS_LOG_LEVEL",
               type=click.Choice(_LOG_LEVELS, case_sensitive=False),
               help="[env ETRANS_LOG_LEVEL, also read from the env file; default: INFO]")
+@click.option("--process-index", type=int, default=None, hidden=True)
 @click.pass_context
-def cli(ctx: click.Context, env_file: Path | None, log_level: str | None) -> None:
+def cli(ctx: click.Context, env_file: Path | None, log_level: str | None,
+        process_index: int | None) -> None:
     """etrans: transactional email - HTTP API, SMTP sender and delivery-log ingester."""
-    ctx.obj = _Context(env_file, log_level)
+    ctx.obj = _Context(env_file, log_level, process_index)
 
 
 @cli.command()
 @click.option("--bind", default=None,
               help="HOST:PORT to listen on [env ETRANS_BIND, default 0.0.0.0:8000].")
+@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Serve from N processes sharing the listening socket (docs/operations.md,"
+                   " 'Using every core').")
 @click.pass_obj
-def serve(obj: _Context, bind: str | None) -> None:
+def serve(obj: _Context, bind: str | None, workers: int) -> None:
     """Run the HTTP API."""
     if bind is not None:
         os.environ["ETRANS_BIND"] = bind
@@ -102,16 +148,24 @@ def serve(obj: _Context, bind: str | None) -> None:
     settings = obj.settings("serve", ServeSettings)
     obj.start_logging("serve")
     obj.start_error_reporting("serve", settings)
-    from etrans import runtime
     from etrans.bootstrap import serve as wiring
     from etrans.errors import ConfigError
 
-    try:
-        wiring.check_kafka_topic(settings)
-    except ConfigError as exc:
-        click.echo(f"etrans serve: {exc.render()}", err=True)
-        sys.exit(2)
-    sys.exit(runtime.run(wiring.build(settings), settings.drain_seconds))
+    if obj.process_index is None:  # once, in the parent of --workers
+        try:
+            wiring.check_kafka_topic(settings)
+        except ConfigError as exc:
+            click.echo(f"etrans serve: {exc.render()}", err=True)
+            sys.exit(2)
+    if workers > 1:
+        from etrans.bootstrap.processes import child_environment
+
+        sockets = wiring.listening_sockets(settings)  # open in this process until it exits
+        fds = [sock.fileno() for sock in sockets]
+        obj.run_processes(workers, settings, ["serve"], lambda i: {
+            "ETRANS_BIND": f"fd://{fds[0]}",
+            **child_environment(i, settings.metrics_bind)}, pass_fds=fds)
+    obj.run(wiring.build(settings), settings.drain_seconds)
 
 
 def _set_metrics_bind(_ctx: click.Context, _param: click.Parameter, bind: str | None) -> None:
@@ -127,18 +181,21 @@ _metrics_bind = click.option(
 
 @cli.command()
 @_metrics_bind
+@_processes
 @click.pass_obj
-def sendmail(obj: _Context) -> None:
+def sendmail(obj: _Context, processes: int) -> None:
     """Consume send requests from KAFKA_TOPIC and deliver them over SMTP."""
     from etrans.settings import SendmailSettings
 
     settings = obj.settings("sendmail", SendmailSettings)
     obj.start_logging("sendmail")
     obj.start_error_reporting("sendmail", settings)
-    from etrans import runtime
+    if processes > 1:
+        obj.run_processes(processes, settings, ["sendmail"],
+                          lambda i: _worker_environment(settings, i))
     from etrans.bootstrap import sendmail as wiring
 
-    sys.exit(runtime.run(wiring.build(settings), settings.drain_seconds))
+    obj.run(wiring.build(settings), settings.drain_seconds)
 
 
 @cli.command()
@@ -146,34 +203,42 @@ def sendmail(obj: _Context) -> None:
               help="Reprocess LOG_TOPIC from the beginning, whatever the group has committed.")
 @click.option("--stop-at-end", is_flag=True, help="Exit 0 once every partition is caught up.")
 @_metrics_bind
+@_processes
 @click.pass_obj
-def fetchlog(obj: _Context, from_earliest: bool, stop_at_end: bool) -> None:
+def fetchlog(obj: _Context, from_earliest: bool, stop_at_end: bool, processes: int) -> None:
     """Consume delivery-log events from LOG_TOPIC into MongoDB."""
     from etrans.settings import FetchlogSettings
 
     settings = obj.settings("fetchlog", FetchlogSettings)
     obj.start_logging("fetchlog")
-    from etrans import runtime
+    if processes > 1:
+        flags = [f for f, on in (("--from-earliest", from_earliest),
+                                 ("--stop-at-end", stop_at_end)) if on]
+        obj.run_processes(processes, settings, ["fetchlog", *flags],
+                          lambda i: _worker_environment(settings, i))
     from etrans.bootstrap import fetchlog as wiring
 
-    main = wiring.build(settings, from_earliest=from_earliest, stop_at_end=stop_at_end)
-    sys.exit(runtime.run(main, settings.drain_seconds))
+    obj.run(wiring.build(settings, from_earliest=from_earliest, stop_at_end=stop_at_end),
+            settings.drain_seconds)
 
 
 @cli.command()
 @_metrics_bind
+@_processes
 @click.pass_obj
-def webhooks(obj: _Context) -> None:
+def webhooks(obj: _Context, processes: int) -> None:
     """Deliver the events of KAFKA_EVENTS_TOPIC to the subscribed webhook endpoints."""
     from etrans.settings import WebhooksSettings
 
     settings = obj.settings("webhooks", WebhooksSettings)
     obj.start_logging("webhooks")
     obj.start_error_reporting("webhooks", settings)
-    from etrans import runtime
+    if processes > 1:
+        obj.run_processes(processes, settings, ["webhooks"],
+                          lambda i: _worker_environment(settings, i))
     from etrans.bootstrap import webhooks as wiring
 
-    sys.exit(runtime.run(wiring.build(settings), settings.drain_seconds))
+    obj.run(wiring.build(settings), settings.drain_seconds)
 
 
 @cli.command()

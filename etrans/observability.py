@@ -62,14 +62,18 @@ def _forward_errors(_: WrappedLogger, method: str, event: EventDict) -> EventDic
     return event
 
 
-def configure(service: str, *, level: str = "INFO", json: bool | None = None) -> None:
-    """Configure structlog (and stdlib logging, for libraries) for one process."""
+def configure(service: str, *, level: str = "INFO", json: bool | None = None,
+              process: int | None = None) -> None:
+    """Configure structlog (and stdlib logging, for libraries) for one process; ``process``:
+    its index among the processes of one subcommand (``--processes``), on every line."""
     if json is None:
         json = not sys.stdout.isatty()
 
     def add_service(_: WrappedLogger, __: str, event: EventDict) -> EventDict:
         # Also on lines logged from threads and by libraries, where no contextvar is bound.
         event.setdefault("service", service)
+        if process is not None:
+            event.setdefault("process", process)
         return event
 
     shared: list[Any] = [

@@ -19,6 +19,7 @@ from etrans.bootstrap.stores import redis_api_stores
 from etrans.observability import get_logger
 
 if TYPE_CHECKING:
+    import socket
     from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 
     from hypercorn.config import Config as HypercornConfig
@@ -56,6 +57,18 @@ def build(settings: ServeSettings) -> ServiceMain:
                 nursery.cancel_scope.cancel()
 
     return main
+
+
+def listening_sockets(settings: ServeSettings) -> list[socket.socket]:
+    """For ``serve --workers N``: the parent binds and listens at ETRANS_BIND (as hypercorn's
+    own multi-process mode does) and its children accept on these inherited descriptors
+    (``fd://N``): one accept queue, so a worker that drains leaves the waiting connections to
+    the others, and a busy worker accepts less."""
+    config = hypercorn_config(settings.http, drain_seconds=settings.drain_seconds)
+    sockets = config.create_sockets().insecure_sockets
+    for sock in sockets:
+        sock.listen(config.backlog)
+    return sockets
 
 
 async def serve_http(app: QuartTrio, config: HypercornConfig, relay: OutboxRelay,

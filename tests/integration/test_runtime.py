@@ -18,6 +18,7 @@ SERVICE = textwrap.dedent("""
     from etrans import observability, runtime
 
     WORK, DRAIN = float(sys.argv[1]), float(sys.argv[2])
+    PARENT_PIPE = 0 if sys.argv[3:] == ["supervised"] else None
 
     async def main(shutdown):
         async def announce():
@@ -30,13 +31,15 @@ SERVICE = textwrap.dedent("""
             runtime.log.info("in-flight work done")
 
     observability.configure("runtime-test", json=True)
-    sys.exit(runtime.run(main, DRAIN))
+    sys.exit(runtime.run(main, DRAIN, parent_pipe=PARENT_PIPE))
 """)
 
 
-def start(work: float, drain: float) -> subprocess.Popen[str]:
-    process = subprocess.Popen([sys.executable, "-c", SERVICE, str(work), str(drain)],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+def start(work: float, drain: float, *, supervised: bool = False) -> subprocess.Popen[str]:
+    process = subprocess.Popen(
+        [sys.executable, "-c", SERVICE, str(work), str(drain), *(["supervised"] * supervised)],
+        stdin=subprocess.PIPE if supervised else None, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True)
     assert process.stdout is not None
     first = process.stdout.readline()
     if first.strip() != "ready":
@@ -89,6 +92,38 @@ def test_second_signal_exits_at_once():
     assert process.returncode == 128 + signal.SIGTERM
     assert "second signal, exiting now" in events(out)
     assert "in-flight work done" not in events(out)
+
+
+def close_stdin(process: subprocess.Popen[str]) -> None:
+    assert process.stdin is not None
+    process.stdin.close()
+    process.stdin = None  # communicate() would flush it
+
+
+def test_a_supervised_process_drains_when_its_parent_closes_the_pipe():
+    """etrans.bootstrap.processes asks a child to stop by closing its stdin: a drain."""
+    process = start(work=1.0, drain=30, supervised=True)
+    close_stdin(process)
+    out, err = process.communicate(timeout=30)
+    assert process.returncode == 0, err
+    assert events(out) == ["stopping", "in-flight work done", "stopped"]
+    assert json.loads(out.splitlines()[0])["asked_by"] == "parent process"
+    assert json.loads(out.splitlines()[-1])["drained"] is True
+
+
+def test_the_parents_request_is_not_a_first_signal():
+    """Under systemd (KillMode=control-group) a child gets SIGTERM and its parent's request:
+    it drains; only a second signal exits at once."""
+    process = start(work=2.0, drain=30, supervised=True)
+    close_stdin(process)
+    time.sleep(0.3)
+    process.send_signal(signal.SIGTERM)
+    time.sleep(0.3)
+    assert process.poll() is None, "one signal after the parent's request must not exit"
+    process.send_signal(signal.SIGTERM)
+    out, _err = process.communicate(timeout=30)
+    assert process.returncode == 128 + signal.SIGTERM
+    assert "second signal, exiting now" in events(out)
 
 
 # A service that announces itself and then blocks (no checkpoint) during its startup.
