@@ -18,12 +18,20 @@ side always runs right after the other; the rate of each side is the MEDIAN of i
 rates (a slice hit by another process's burst does not drag the figure), and the ratio is
 median(send) / median(healthz).  Every round is printed, with the median and spread of the
 per-round (paired) ratios.
+
+CPU per request (less sensitive to the other loads of a shared machine than rates): the CPU time
+of the ``etrans serve`` process (all its threads, ``/proc/<pid>/stat``) and of the PostgreSQL
+backends connected to the benchmark's databases (``pg_stat_activity``, when PostgreSQL runs on
+this machine), summed over each load's slices and divided by its requests; the line ``template
+cpu ratio <send CPU per request / template CPU per request>`` compares the two sends (1.0: a send
+by template costs no more than a plain one).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import time
@@ -121,6 +129,46 @@ async def load(host: str, port: int, request: bytes, *, seconds: float,
     return latencies, statuses, time.perf_counter() - started
 
 
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """User + system CPU of process ``pid`` (all its threads) so far; 0 when it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # utime, stime
+
+
+class CpuMeter:
+    """CPU seconds of ``etrans serve`` and of the PostgreSQL backends of ``databases``."""
+
+    def __init__(self, serve_pid: int, admin_url: str, databases: list[str]) -> None:
+        self.serve_pid = serve_pid
+        self.admin_url = admin_url
+        self.databases = databases
+
+    def backends(self) -> list[int]:
+        import psycopg
+
+        with psycopg.connect(self.admin_url, autocommit=True) as conn:
+            rows = conn.execute("SELECT pid FROM pg_stat_activity WHERE datname = ANY(%s)",
+                                [self.databases]).fetchall()
+        return [int(pid) for (pid,) in rows]
+
+    def sample(self) -> tuple[float, dict[int, float]]:
+        return (process_cpu_seconds(self.serve_pid),
+                {pid: process_cpu_seconds(pid) for pid in self.backends()})
+
+    @staticmethod
+    def spent(before: tuple[float, dict[int, float]], after: tuple[float, dict[int, float]]
+              ) -> tuple[float, float]:
+        """(serve, database) CPU seconds between two samples (backends present at both)."""
+        database = sum(after[1][pid] - t for pid, t in before[1].items() if pid in after[1])
+        return after[0] - before[0], database
+
+
 def summary(parts: list[tuple[list[float], dict[int, int], float]]) -> dict[str, Any]:
     latencies = sorted(x for part in parts for x in part[0])
     statuses: dict[int, int] = {}
@@ -216,6 +264,11 @@ def main() -> None:
         template_email = {"from": email["from"], "to": email["to"], "template_id": template_id,
                           "template_data": {"name": "Bench"}}
 
+        assert serve.process is not None
+        meter = CpuMeter(serve.process.pid, pg_url, [usend_name.replace("-", "_"),
+                                                     billing_name.replace("-", "_")])
+        cpu: dict[str, list[float]] = {"healthz": [0.0, 0.0], "send": [0.0, 0.0],
+                                       "template": [0.0, 0.0]}
         host, port = env["ETRANS_BIND"].split(":")
         health_request = build_request(env["ETRANS_BIND"], "GET", "/healthz", {})
         send_request = build_request(env["ETRANS_BIND"], "POST", "/emails", auth, email)
@@ -235,13 +288,17 @@ def main() -> None:
             template: list[Any] = []
             slice_seconds = args.seconds / args.rounds
             for round_no in range(args.rounds):
-                order = [(health, health_request), (send, send_request),
-                         (template, template_request)]
+                order = [("healthz", health, health_request), ("send", send, send_request),
+                         ("template", template, template_request)]
                 if round_no % 2:
                     order.reverse()
-                for results, request in order:
+                for name, results, request in order:
+                    before = meter.sample()
                     results.append(await load(host, int(port), request, seconds=slice_seconds,
                                               connections=n))
+                    serve_cpu, db_cpu = meter.spent(before, meter.sample())
+                    cpu[name][0] += serve_cpu
+                    cpu[name][1] += db_cpu
             return summary(health), summary(send), summary(template)
 
         health, send, template = trio.run(run)
@@ -258,6 +315,13 @@ def main() -> None:
         print(f"connections {args.connections}, {args.seconds:.0f} s per load in {args.rounds} "
               f"alternating slices after {args.warmup:.0f} s warm-up each; rates are medians of "
               "the rounds")
+        per_request = {}
+        for name, result in (("healthz", health), ("send", send), ("template", template)):
+            serve_ms, db_ms = (1000 * t / max(1, result["count"]) for t in cpu[name])
+            per_request[name] = serve_ms + db_ms
+            print(f"cpu per request {name:8s} serve {serve_ms:6.3f} ms  database {db_ms:6.3f} ms"
+                  f"  total {serve_ms + db_ms:6.3f} ms")
+        print(f"template cpu ratio {per_request['send'] / per_request['template']:.3f}")
         if health["non_2xx"] or send["non_2xx"] or template["non_2xx"]:
             print("WARNING: non-2xx responses were counted", file=sys.stderr)
         # A send by stored template (fetched, rendered from the compiled cache) beside the same

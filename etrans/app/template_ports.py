@@ -31,6 +31,14 @@ class TemplateStore(Protocol):
     async def delete(self, user_id: int, template_id: int) -> bool: ...
 
 
+class TemplateSource(Protocol):
+    """The send path's read of one template: the answer of :meth:`TemplateStore.get`, over the
+    cheaper connection a store may keep for its hot path.  A database that does not answer is
+    UpstreamUnavailable."""
+
+    async def template(self, user_id: int, template_id: int) -> Template | None: ...
+
+
 class TemplateEngine(Protocol):
     """Checks and renders templates; every problem is a
     :class:`~etrans.domain.templates.TemplateProblem` (its message the API's ``detail``)."""

@@ -36,7 +36,7 @@ from etrans.observability import get_logger
 
 if TYPE_CHECKING:
     from etrans.app.bus import MessageBus
-    from etrans.app.template_ports import TemplateEngine, TemplateStore
+    from etrans.app.template_ports import TemplateEngine, TemplateSource, TemplateStore
 
 log = get_logger(__name__)
 NOT_FOUND = "Template not found"
@@ -47,6 +47,13 @@ class TemplateDeps:
     store: TemplateStore
     engine: TemplateEngine
     max_per_user: int = MAX_TEMPLATES_PER_USER
+    # Where a send reads its template (serve: the send path's own connection); None: ``store``.
+    source: TemplateSource | None = None
+
+    async def for_sending(self, user_id: int, template_id: int) -> Template | None:
+        if self.source is not None:
+            return await self.source.template(user_id, template_id)
+        return await self.store.get(user_id, template_id)
 
 
 @dataclass(frozen=True)
@@ -190,7 +197,7 @@ async def rendered_email(deps: TemplateDeps | None, user_id: int, email: dict[st
     own = {part: email.get(part) for part in PARTS}
     out = dict(email)
     if raw_id is not None:
-        row = await deps.store.get(user_id, parse_template_id(raw_id))
+        row = await deps.for_sending(user_id, parse_template_id(raw_id))
         if row is None:
             raise InvalidInput(f"template_id {raw_id!r}: template not found")
         missing = {part: source for part, source in row.parts().items() if not own.get(part)}

@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from etrans.app.bus import MessageBus
     from etrans.app.metrics import HttpMetrics
     from etrans.app.ports import BatchPublisher, EventPublisher, HealthProbe, RateCounter
+    from etrans.app.template_ports import TemplateSource
     from etrans.app.templates import TemplateDeps
     from etrans.app.tracking_hits import TrackingHits
     from etrans.app.webhooks import WebhookDeps
@@ -133,7 +134,7 @@ def sending_bus(sections: ApiSections, backends: ApiBackends
                               SqlSubscriptions(backends.usend_db))
     cipher = CredentialCipher(tokens.secret.get(), tokens.iv.get())
     bus = MessageBus()
-    templates = template_deps(backends.usend_db)
+    templates = template_deps(backends.usend_db, source=stores.usend_repo)
     template_cases.register(bus, templates)
     email_cases.register(bus, email_cases.EmailDeps(
         domains=domains, credentials=CredentialDirectory(stores.usend_repo, issued, cipher),
@@ -146,13 +147,14 @@ def sending_bus(sections: ApiSections, backends: ApiBackends
     return bus, domains
 
 
-def template_deps(usend: Database) -> TemplateDeps:
-    """Templates in the USEND DB, checked and rendered by the sandboxed Jinja engine."""
+def template_deps(usend: Database, *, source: TemplateSource | None = None) -> TemplateDeps:
+    """Templates in the USEND DB, checked and rendered by the sandboxed Jinja engine; a send
+    reads its template from ``source`` (the send path's connection) when given."""
     from etrans.adapters.jinja.engine import JinjaTemplateEngine
     from etrans.adapters.sql.templates_repo import SqlTemplates
     from etrans.app.templates import TemplateDeps
 
-    return TemplateDeps(store=SqlTemplates(usend), engine=JinjaTemplateEngine())
+    return TemplateDeps(store=SqlTemplates(usend), engine=JinjaTemplateEngine(), source=source)
 
 
 def http_billing_gateway(http: HttpSettings) -> HttpBillingGateway:

@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
 
     from etrans.app.records import NewEmail, Suppression
+    from etrans.app.template_records import Template
     from etrans.domain.delivery_log import RecipientOutcome, StatusChange
 
 
@@ -220,6 +221,12 @@ class SqliteUsendRepository(UsendRepository):
         from etrans.dev.sqlite_suppressions import SqliteSuppressionStore
 
         return await SqliteSuppressionStore(self._database).suppressed(user_id, addresses)
+
+    async def template(self, user_id: int, template_id: int) -> Template | None:
+        """The read of a template by a send: the template store's (in a worker thread)."""
+        from etrans.adapters.sql.templates_repo import SqlTemplates
+
+        return await SqlTemplates(self._database).get(user_id, template_id)
 
     async def _save(self, emails: list[NewEmail]) -> None:
         if emails:

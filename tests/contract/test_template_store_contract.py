@@ -94,3 +94,33 @@ async def test_update_changes_what_is_given_and_delete(store: Any) -> None:
     assert await store.delete(user, row.id) is True
     assert await store.delete(user, row.id) is False
     assert await store.get(user, row.id) is None
+
+
+async def test_the_send_paths_read_answers_as_the_store(usend: Any) -> None:
+    """``UsendRepository.template`` (port TemplateSource: serve reads a send's template there,
+    grouped on its own connection) answers as ``get``, at once after a change or a delete, within
+    the user's rows; concurrent reads share a statement and each gets its own row."""
+    import trio
+
+    from etrans.adapters.sql.templates_repo import SqlTemplates
+
+    store, source = SqlTemplates(usend.db), usend.repo
+    alice, bob = fresh_user(), fresh_user()
+    rows = [await store.create(alice, fields(f"t{i}", text=f"Zoë {i} {{{{ name }}}}"),
+                               max_per_user=10) for i in range(3)]
+    assert await source.template(alice, rows[0].id) == await store.get(alice, rows[0].id)
+    assert await source.template(bob, rows[0].id) is None
+    assert await source.template(alice, rows[2].id + 10**9) is None
+    found: dict[int, Any] = {}
+
+    async def read(template_id: int) -> None:
+        found[template_id] = await source.template(alice, template_id)
+
+    async with trio.open_nursery() as nursery:
+        for row in rows:
+            nursery.start_soon(read, row.id)
+    assert found == {row.id: row for row in rows}
+    changed = await store.update(alice, rows[1].id, TemplateChanges(subject="New {{ x }}"))
+    assert await source.template(alice, rows[1].id) == changed
+    assert await store.delete(alice, rows[1].id) is True
+    assert await source.template(alice, rows[1].id) is None

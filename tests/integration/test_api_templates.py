@@ -192,6 +192,34 @@ async def test_send_by_template_renders_before_storing_and_publishing(api: Sendi
     assert "subject" in body["detail"]
 
 
+async def test_a_change_is_used_by_the_next_send_in_every_process(
+        api: SendingApi, etrans_env: Any, billing_db: Any) -> None:
+    """Two API processes on one USEND DB: a template changed (or deleted) through one is what
+    the next send through the other renders (no process keeps a stale template)."""
+    user, _, domain = api.sender()
+    auth = api.bearer(user)
+    created = await _create(api, user)
+    data = {"name": "Ann", "items": ["x"]}
+    by_template = email(domain, subject=None, html=None, template_id=created["id"],
+                        template_data=data)
+    async with open_sending_api(etrans_env, billing_db, all_routes=True) as other:
+        for _ in range(3):  # whatever a send may keep of the template, it has it now
+            status, sent = await api.call("POST", "/emails", auth, json=by_template)
+            assert status == 200, sent
+        status, _ = await other.call("PATCH", f"/templates/{created['id']}", auth,
+                                     json={"subject": "Changed {{ name }}", "text": "T {{ name }}"})
+        assert status == 200
+        status, sent = await api.call("POST", "/emails", auth, json=by_template)
+        assert status == 200, sent
+        status, detail = await api.call("GET", f"/emails/{sent['id']}", auth)
+        assert (detail["subject"], detail["text"]) == ("Changed Ann", "T Ann")
+        assert _outbox_payload(api, sent["id"])["subject"] == "Changed Ann"
+        assert (await other.call("DELETE", f"/templates/{created['id']}", auth))[0] == 204
+        status, body = await api.call("POST", "/emails", auth, json=by_template)
+        assert (status, body["detail"]) == (
+            400, f"template_id {created['id']!r}: template not found")
+
+
 async def test_batch_sends_by_template_item_by_item(api: SendingApi) -> None:
     user, _, domain = api.sender()
     auth = api.bearer(user)

@@ -14,7 +14,9 @@ the Trio thread over a second connection of its own, and concurrent lookups shar
 (the same :class:`~etrans.adapters.sql.group_commit.GroupCommit`, here for a read), each address
 one probe of the primary key of ``suppressions``.  Measured with ``bench/api.py``: the lookup of
 :class:`~etrans.adapters.sql.suppressions_repo.PgSuppressionStore` (a worker thread and a pooled
-SQLAlchemy connection per send) took POST /emails from 1,303 to 578 sends/s.
+SQLAlchemy connection per send) took POST /emails from 1,303 to 578 sends/s.  The read of a
+stored template by a send (:meth:`UsendRepository.template`) shares that connection
+(:mod:`etrans.adapters.sql.template_reads`).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from sqlalchemy import and_, func, select
 from etrans.adapters._net.trio_pq import TrioPqConnection
 from etrans.adapters.sql.engagement import engagement_summary
 from etrans.adapters.sql.group_commit import GroupCommit
+from etrans.adapters.sql.template_reads import GroupedTemplateReads
 from etrans.adapters.sql.usend import (
     ApiKey,
     EmailMessage,
@@ -48,6 +51,7 @@ if TYPE_CHECKING:
 
     from etrans.adapters.sql import Database
     from etrans.app.records import EmailFilter, NewEmail
+    from etrans.app.template_records import Template
 
 log = get_logger(__name__)
 
@@ -172,6 +176,7 @@ class UsendRepository:
             self._save, split_on=self.data_errors, weight=_size, max_weight=_MAX_ROUND_BYTES)
         self._reader_connection: TrioPqConnection | None = None  # opened by the first lookup
         self._lookups: GroupCommit[_Lookup] = GroupCommit(self._look_up)
+        self._template_reads = GroupedTemplateReads(self._reader)
 
     # -- API keys ------------------------------------------------------------------------------
 
@@ -259,12 +264,22 @@ class UsendRepository:
             raise RetryLater(f"suppression lookup failed: {type(exc).__name__}") from exc
         return lookup.found
 
-    async def _look_up(self, lookups: list[_Lookup]) -> None:
+    async def _reader(self) -> TrioPqConnection:
         if self._reader_connection is None:
             self._reader_connection = TrioPqConnection.from_sqlalchemy_url(self._db.engine.url)
+        return self._reader_connection
+
+    async def template(self, user_id: int, template_id: int) -> Template | None:
+        """The send path's read of a stored template (port ``TemplateSource``)."""
+        try:
+            return await self._template_reads.get(user_id, template_id)
+        except psycopg.OperationalError as exc:
+            raise UpstreamUnavailable("USEND DB unavailable", retry_after_seconds=5) from exc
+
+    async def _look_up(self, lookups: list[_Lookup]) -> None:
         wanted = json.dumps([{"user_id": one.user_id, "address": address}
                              for one in lookups for address in one.addresses])
-        result = await self._reader_connection.execute(_SUPPRESSED, [wanted])
+        result = await (await self._reader()).execute(_SUPPRESSED, [wanted])
         waiting: dict[tuple[int, str], list[_Lookup]] = {}
         for one in lookups:
             for address in one.addresses:
