@@ -25,9 +25,16 @@ sink has its final ``.``):
    alone), ``--connections`` closed-loop keep-alive connections (as bench/api.py) for
    ``--alone-seconds``.
 
-Prints the idle line, the step table, the half-saturation line, then last
+After each step and the alone phase, a ``cores:`` line: the CPU each process of the stack used
+over the phase (in cores: CPU seconds / wall seconds; /proc), the rest of the machine
+(``others``: other programs, the shared Redis, PostgreSQL's background processes) and the
+stack's CPU per email.  Every process shares the same cores, so each phase's rate is at most
+cores / (its stack CPU per email): the ``CPU bound`` line gives both bounds and their quotient,
+the best ``ratio`` the machine allows whatever the waits (docs/performance.md).
+
+Prints the idle line, the step table, the half-saturation line, the CPU bound, then last
 ``ratio <highest sustained delivered/s / POST /emails/s alone>`` (goal >= 0.8: the workers never
-hold the API back).  The default run takes about 3 minutes.
+hold the API back).  The default run takes about 1.5 to 3 minutes.
 """
 
 from __future__ import annotations
@@ -54,6 +61,7 @@ sys.path.insert(0, str(ROOT))
 
 # -- the SMTP sink (its own process) --
 
+
 class _SinkProtocol(asyncio.Protocol):
     """Just enough ESMTP for etrans sendmail: EHLO (PIPELINING, 8BITMIME), MAIL, RCPT, DATA,
     RSET, NOOP, QUIT; every message is accepted, its Message-ID and time written to stdout."""
@@ -75,7 +83,7 @@ class _SinkProtocol(asyncio.Protocol):
                 end = self.buffer.find(b"\r\n.\r\n")
                 if end < 0:
                     break
-                message, self.buffer = self.buffer[:end], self.buffer[end + 5:]
+                message, self.buffer = self.buffer[:end], self.buffer[end + 5 :]
                 self.in_data = False
                 self.out.write(f"{_message_id(message)} {time.time():.6f}\n")
                 replies.append(b"250 2.0.0 Ok: queued\r\n")
@@ -83,11 +91,12 @@ class _SinkProtocol(asyncio.Protocol):
             line_end = self.buffer.find(b"\r\n")
             if line_end < 0:
                 break
-            line, self.buffer = self.buffer[:line_end], self.buffer[line_end + 2:]
+            line, self.buffer = self.buffer[:line_end], self.buffer[line_end + 2 :]
             verb = line[:4].upper()
             if verb in (b"EHLO", b"HELO"):
-                replies.append(b"250-sink\r\n250-PIPELINING\r\n250-8BITMIME\r\n"
-                               b"250 SIZE 104857600\r\n")
+                replies.append(
+                    b"250-sink\r\n250-PIPELINING\r\n250-8BITMIME\r\n250 SIZE 104857600\r\n"
+                )
             elif verb == b"DATA":
                 self.in_data = True
                 self.buffer = b"\r\n" + self.buffer  # the terminator may follow at once
@@ -115,8 +124,9 @@ def _message_id(message: bytes) -> str:
 def sink_phase(port: int) -> None:
     async def serve() -> None:
         loop = asyncio.get_running_loop()
-        server = await loop.create_server(lambda: _SinkProtocol(sys.stdout), "127.0.0.1", port,
-                                          backlog=1024)
+        server = await loop.create_server(
+            lambda: _SinkProtocol(sys.stdout), "127.0.0.1", port, backlog=1024
+        )
         print("ready", flush=True)
         async with server:
             await server.serve_forever()
@@ -132,8 +142,12 @@ class Sink:
         from tests.harness.servers import free_port
 
         self.port = free_port()
-        self.process = subprocess.Popen([sys.executable, __file__, "--sink-phase", str(self.port)],
-                                        stdout=subprocess.PIPE, text=True, cwd=str(ROOT))
+        self.process = subprocess.Popen(
+            [sys.executable, __file__, "--sink-phase", str(self.port)],
+            stdout=subprocess.PIPE,
+            text=True,
+            cwd=str(ROOT),
+        )
         assert self.process.stdout is not None
         if self.process.stdout.readline().strip() != "ready":
             raise RuntimeError("the SMTP sink did not start")
@@ -173,11 +187,17 @@ class Sink:
 
 # -- HTTP load (raw Trio sockets, requests serialised once) --
 
+
 def build_request(host: str, path: str, headers: dict[str, str], body: Any) -> bytes:
     payload = json.dumps(body).encode()
-    lines = [f"POST {path} HTTP/1.1", f"Host: {host}", "Connection: keep-alive",
-             *(f"{k}: {v}" for k, v in headers.items()),
-             "Content-Type: application/json", f"Content-Length: {len(payload)}"]
+    lines = [
+        f"POST {path} HTTP/1.1",
+        f"Host: {host}",
+        "Connection: keep-alive",
+        *(f"{k}: {v}" for k, v in headers.items()),
+        "Content-Type: application/json",
+        f"Content-Length: {len(payload)}",
+    ]
     return ("\r\n".join(lines) + "\r\n\r\n").encode() + payload
 
 
@@ -219,8 +239,11 @@ class Client:
         import trio
 
         async with self.slots:
-            stream, buffer = (self.idle.pop() if self.idle
-                              else (await trio.open_tcp_stream(self.host, self.port), bytearray()))
+            stream, buffer = (
+                self.idle.pop()
+                if self.idle
+                else (await trio.open_tcp_stream(self.host, self.port), bytearray())
+            )
             try:
                 await stream.send_all(self.request)
                 status, body = await read_response(stream, buffer)
@@ -287,7 +310,89 @@ def percentile(values: list[float], fraction: float) -> float:
     return ordered[min(len(ordered) - 1, int(len(ordered) * fraction))]
 
 
+# -- CPU accounting (/proc) --
+
+_TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def _cpu_seconds(pid: int) -> float | None:
+    """utime + stime of a process (all its threads), or None once it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / _TICK
+
+
+def _machine_busy_seconds() -> float:
+    """CPU seconds spent by the whole machine (every core) outside idle and iowait."""
+    with open("/proc/stat") as stat:
+        values = [int(v) for v in stat.readline().split()[1:]]
+    return (sum(values[:8]) - values[3] - values[4]) / _TICK
+
+
+class CpuMeter:
+    """CPU seconds of each process of the stack over a window, and of the whole machine.
+
+    The stack: the three etrans processes, the sink, this process (the load generator), the
+    broker and MongoDB-wire server when this run started them, and the PostgreSQL backends
+    connected to the run's two databases.  Redis (a shared server) and PostgreSQL's own
+    background processes are not counted: they land in ``others`` with every other program
+    on the machine.
+    """
+
+    def __init__(self, stack: Stack) -> None:
+        self.stack = stack
+
+    def _pids(self) -> dict[str, list[int]]:
+        pids = {name: [pid] for name, pid in self.stack.pids().items()}
+        pids["postgres"] = self.stack.postgres_backends()
+        return pids
+
+    def snapshot(self) -> tuple[float, float, dict[str, dict[int, float]]]:
+        per = {
+            name: {pid: cpu for pid in group if (cpu := _cpu_seconds(pid)) is not None}
+            for name, group in self._pids().items()
+        }
+        return time.monotonic(), _machine_busy_seconds(), per
+
+    @staticmethod
+    def between(
+        before: tuple[float, float, dict[str, dict[int, float]]],
+        after: tuple[float, float, dict[str, dict[int, float]]],
+    ) -> dict[str, float]:
+        """Seconds of CPU per process group, ``machine``, ``others`` and ``wall``."""
+        used: dict[str, float] = {}
+        for name, now in after[2].items():
+            then = before[2].get(name, {})
+            # A PostgreSQL backend born within the window counts from zero.
+            used[name] = sum(cpu - then.get(pid, 0.0) for pid, cpu in now.items())
+        used["machine"] = after[1] - before[1]
+        used["others"] = max(0.0, used["machine"] - sum(used[n] for n in after[2]))
+        used["wall"] = after[0] - before[0]
+        return used
+
+
+def print_cpu(used: dict[str, float], emails: int, what: str) -> None:
+    """One line: cores used by each process group over the window, and stack CPU per email."""
+    wall = used["wall"] or 1.0
+    stack = sum(v for k, v in used.items() if k not in ("machine", "others", "wall"))
+    groups = " ".join(
+        f"{name} {used[name] / wall:.2f}"
+        for name in sorted(used, key=lambda n: -used[n])
+        if name not in ("machine", "others", "wall") and used[name] / wall >= 0.005
+    )
+    per = f"{1000 * stack / emails:.2f} ms" if emails else "-"
+    print(
+        f"{'':>9s} cores: {groups}; stack {stack / wall:.2f}, others {used['others'] / wall:.2f}"
+        f", machine {used['machine'] / wall:.2f}; stack CPU per {what} email {per}",
+        flush=True,
+    )
+
+
 # -- the stack --
+
 
 class Stack:
     """Services, databases, topics and the three etrans processes (plus the sink)."""
@@ -324,6 +429,8 @@ class Stack:
         self.started += [s for s in (pg, redis_server, broker, mongo_server) if s is not None]
         usend_name = unique_name("bench_usend").replace("-", "_")
         billing_name = unique_name("bench_billing").replace("-", "_")
+        self.pg_url, self.database_names = pg_url, (usend_name, billing_name)
+        self.servers = {"tansu": broker, "secantus": mongo_server}
         usend_url = create_database(pg_url, usend_name)
         self.cleanups.append(lambda: drop_database(pg_url, usend_name))
         migrations.upgrade(usend_url)
@@ -337,8 +444,10 @@ class Stack:
         self.cleanups.insert(0, self.sink.stop)
         self.bind = f"127.0.0.1:{free_port()}"
         self.env = {
-            "PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8",
-            "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(ROOT),
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "LANG": "C.UTF-8",
+            "PYTHONUNBUFFERED": "1",
+            "PYTHONPATH": str(ROOT),
             "KAFKA_BOOTSTRAP_SERVERS": kafka,
             "KAFKA_TOPIC": create_topic(kafka, unique_name("bench-sendmail")),
             "LOG_TOPIC": create_topic(kafka, unique_name("bench-logs")),
@@ -346,29 +455,44 @@ class Stack:
             "KAFKA_GROUP_ID": unique_name("bench-sendmail"),
             "LOG_GROUP_ID": unique_name("bench-fetchlog"),
             "KAFKA_GROUP_INSTANCE_ID": "none",
-            "KAFKA_CONF_SESSION_TIMEOUT_MS": "6000", "KAFKA_CONF_HEARTBEAT_INTERVAL_MS": "2000",
+            "KAFKA_CONF_SESSION_TIMEOUT_MS": "6000",
+            "KAFKA_CONF_HEARTBEAT_INTERVAL_MS": "2000",
             "KAFKA_CONF_GROUP_PROTOCOL": "classic",
-            "REDIS_URI": redis_url, "MONGODB_URI": mongo_uri, "MONGODB_DBNAME": "bench_e2e",
+            "REDIS_URI": redis_url,
+            "MONGODB_URI": mongo_uri,
+            "MONGODB_DBNAME": "bench_e2e",
             "MONGODB_COLLECTION": unique_name("logs"),
-            "TOKEN_SECRET": "0123456789abcdef0123456789abcdef", "TOKEN_IV": "fedcba9876543210",
-            "DB_URI": billing.readonly_url, "USEND_DB_URI": usend_url,
-            "BILLING_V4_URI": "http://127.0.0.1:9/", "JWT_SECRET": JWT_SECRET,
+            "TOKEN_SECRET": "0123456789abcdef0123456789abcdef",
+            "TOKEN_IV": "fedcba9876543210",
+            "DB_URI": billing.readonly_url,
+            "USEND_DB_URI": usend_url,
+            "BILLING_V4_URI": "http://127.0.0.1:9/",
+            "JWT_SECRET": JWT_SECRET,
             "ETRANS_REDIS_PREFIX": f"bench:{uuid.uuid4().hex[:8]}:",
-            "ETRANS_BIND": self.bind, "ETRANS_LOG_LEVEL": "WARNING", "DB_POOL_SIZE": "20",
+            "ETRANS_BIND": self.bind,
+            "ETRANS_LOG_LEVEL": "WARNING",
+            "DB_POOL_SIZE": "20",
             "RATE_LIMIT_REQUESTS": "1000000000",
-            "SMTP_HOST": "127.0.0.1", "SMTP_PORT": str(self.sink.port), "SMTP_SECURE": "false",
+            "SMTP_HOST": "127.0.0.1",
+            "SMTP_PORT": str(self.sink.port),
+            "SMTP_SECURE": "false",
         }
         self.processes = {
             command: EtransProcess([command], self.env, log_dir / f"{command}.log").start()
-            for command in ("serve", "sendmail", "fetchlog")}
+            for command in ("serve", "sendmail", "fetchlog")
+        }
         for process in reversed(self.processes.values()):
             self.cleanups.insert(0, process.stop)
         self.processes["serve"].wait_http(f"http://{self.bind}")
 
     def request(self, subject: str = "Benchmark") -> bytes:
-        email = {"from": f"Bench <bench@{self.domain}>", "to": ["rcpt@example.org"],
-                 "subject": subject, "html": "<p>Hello from the benchmark</p>",
-                 "text": "Hello from the benchmark"}
+        email = {
+            "from": f"Bench <bench@{self.domain}>",
+            "to": ["rcpt@example.org"],
+            "subject": subject,
+            "html": "<p>Hello from the benchmark</p>",
+            "text": "Hello from the benchmark",
+        }
         return build_request(self.bind, "/emails", self.auth, email)
 
     def client(self, limit: int) -> Client:
@@ -380,6 +504,28 @@ class Stack:
             process = self.processes[command].process
             assert process is not None
             os.kill(process.pid, signum)
+
+    def pids(self) -> dict[str, int]:
+        """The processes of the stack that are this run's own (a server it reused is not)."""
+        pids = {name: p.process.pid for name, p in self.processes.items() if p.process is not None}
+        pids["sink"] = self.sink.process.pid
+        pids["bench"] = os.getpid()
+        for name, server in self.servers.items():
+            process = getattr(server, "process", None)
+            if process is not None:
+                pids[name] = process.pid
+        return pids
+
+    def postgres_backends(self) -> list[int]:
+        import psycopg
+
+        with psycopg.connect(self.pg_url, autocommit=True, connect_timeout=5) as conn:
+            rows = conn.execute(
+                "SELECT pid FROM pg_stat_activity WHERE datname = ANY(%s) "
+                "AND pid <> pg_backend_pid()",
+                [list(self.database_names)],
+            ).fetchall()
+        return [int(row[0]) for row in rows]
 
     def tails(self) -> str:
         return "\n".join(f"--- {name} ---\n{p.tail(15)}" for name, p in self.processes.items())
@@ -395,6 +541,7 @@ class Stack:
 
 
 # -- the phases --
+
 
 def idle_phase(stack: Stack, sends: int, pause: float) -> list[float]:
     """One email at a time, each after the previous one was delivered: accept -> 250 seconds."""
@@ -425,71 +572,127 @@ def step(stack: Stack, rate: float, seconds: float, drain: float) -> dict[str, A
         finally:
             await client.aclose()
 
+    meter = CpuMeter(stack)
+    cpu_before = meter.snapshot()
     started = time.time()
     accepted = trio.run(run)
     ended = started + seconds
     drained = stack.sink.wait_for(set(accepted), drain)
-    latencies = [stack.sink.delivered[i] - at for i, at in accepted.items()
-                 if i in stack.sink.delivered]
+    cpu = meter.between(cpu_before, meter.snapshot())
+    latencies = [
+        stack.sink.delivered[i] - at for i, at in accepted.items() if i in stack.sink.delivered
+    ]
     # Deliveries within the step's window shifted by its median latency: the steady rate
     # (unshifted, the window would miss the step's last emails and count none of its first).
     lag = statistics.median(latencies) if latencies else 0.0
     delivered = stack.sink.count_between(started + lag, ended + lag)
-    return {"offered": rate, "accepted": len(accepted) / seconds,
-            "delivered": delivered / seconds, "drained": drained,
-            "undelivered": len(accepted) - len(latencies), "errors": dict(client.errors),
-            "p50": percentile(latencies, 0.50) if latencies else float("nan"),
-            "p95": percentile(latencies, 0.95) if latencies else float("nan"),
-            "p99": percentile(latencies, 0.99) if latencies else float("nan")}
+    return {
+        "offered": rate,
+        "accepted": len(accepted) / seconds,
+        "delivered": delivered / seconds,
+        "drained": drained,
+        "undelivered": len(accepted) - len(latencies),
+        "errors": dict(client.errors),
+        "p50": percentile(latencies, 0.50) if latencies else float("nan"),
+        "p95": percentile(latencies, 0.95) if latencies else float("nan"),
+        "p99": percentile(latencies, 0.99) if latencies else float("nan"),
+        "cpu": cpu,
+        "delivered_count": len(latencies),
+    }
 
 
 def saturated(result: dict[str, Any]) -> bool:
     """The stack did not keep up with the step: it accepted or delivered under 95% of what was
     offered (a backlog grew), or the step's backlog did not drain."""
-    return (result["accepted"] < 0.95 * result["offered"]
-            or result["delivered"] < 0.95 * result["offered"] or not result["drained"])
+    return (
+        result["accepted"] < 0.95 * result["offered"]
+        or result["delivered"] < 0.95 * result["offered"]
+        or not result["drained"]
+    )
 
 
 def print_step(label: str, result: dict[str, Any]) -> None:
     errors = f"  errors {result['errors']}" if result["errors"] else ""
-    undelivered = (f"  undelivered {result['undelivered']}" if result["undelivered"] else "")
-    print(f"{label:>9s} {result['offered']:8.0f} {result['accepted']:10.1f} "
-          f"{result['delivered']:11.1f} {1000 * result['p50']:8.1f} {1000 * result['p95']:8.1f} "
-          f"{1000 * result['p99']:8.1f}{undelivered}{errors}", flush=True)
+    undelivered = f"  undelivered {result['undelivered']}" if result["undelivered"] else ""
+    print(
+        f"{label:>9s} {result['offered']:8.0f} {result['accepted']:10.1f} "
+        f"{result['delivered']:11.1f} {1000 * result['p50']:8.1f} {1000 * result['p95']:8.1f} "
+        f"{1000 * result['p99']:8.1f}{undelivered}{errors}",
+        flush=True,
+    )
 
 
-def alone_phase(stack: Stack, connections: int, seconds: float) -> float:
-    """POST /emails/s with the workers stopped (SIGSTOP): serve and its relay alone."""
+def alone_phase(
+    stack: Stack, connections: int, seconds: float
+) -> tuple[float, dict[str, float], int]:
+    """POST /emails/s with the workers stopped (SIGSTOP): serve and its relay alone; and the
+    CPU used meanwhile (and how many emails were accepted)."""
     import trio
 
     client = stack.client(connections)
+    meter = CpuMeter(stack)
+    cpu_before: list[Any] = []
 
     async def run() -> int:
         try:
             await closed_loop(client, connections, 1.0)  # warm-up
+            cpu_before.append(meter.snapshot())
             return await closed_loop(client, connections, seconds)
         finally:
             await client.aclose()
 
     stack.signal_workers(signal.SIGSTOP)
     try:
-        return trio.run(run) / seconds
+        accepted = trio.run(run)
+        return accepted / seconds, meter.between(cpu_before[0], meter.snapshot()), accepted
     finally:
         stack.signal_workers(signal.SIGCONT)
+
+
+def print_bound(best: dict[str, Any], alone_cpu: dict[str, float], alone_count: int) -> None:
+    """What the CPU allows: every process shares the machine's cores, so the highest rate of
+    each phase is at most cores / (stack CPU per email); the ratio of the two bounds is the
+    best ``ratio`` this machine allows whatever the waits."""
+
+    def per_email(used: dict[str, float], count: int) -> float:
+        stack = sum(v for k, v in used.items() if k not in ("machine", "others", "wall"))
+        return stack / count if count else float("nan")
+
+    cores = os.cpu_count() or 1
+    path = per_email(best["cpu"], best["delivered_count"])
+    api = per_email(alone_cpu, alone_count)
+    print(
+        f"CPU bound on {cores} cores: whole path {1000 * path:.2f} ms/email -> at most "
+        f"{cores / path:.0f} delivered/s; serve alone {1000 * api:.2f} ms/email -> at most "
+        f"{cores / api:.0f} accepted/s; ratio at most {api / path:.3f}",
+        flush=True,
+    )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--idle-sends", type=int, default=20)
-    parser.add_argument("--idle-pause", type=float, default=0.3,
-                        help="seconds between a delivery and the next idle send")
-    parser.add_argument("--rates", default="25,50,100,150,200,300,400,500,650,800",
-                        help="offered POST /emails per second, one step each, until saturated")
+    parser.add_argument(
+        "--idle-pause",
+        type=float,
+        default=0.3,
+        help="seconds between a delivery and the next idle send",
+    )
+    parser.add_argument(
+        "--rates",
+        default="25,50,100,150,200,300,400,500,650,800",
+        help="offered POST /emails per second, one step each, until saturated",
+    )
     parser.add_argument("--step-seconds", type=float, default=8.0)
-    parser.add_argument("--drain-seconds", type=float, default=20.0,
-                        help="at most this long for a step's emails to be delivered after it")
-    parser.add_argument("--connections", type=int, default=16,
-                        help="closed-loop connections of the alone phase")
+    parser.add_argument(
+        "--drain-seconds",
+        type=float,
+        default=20.0,
+        help="at most this long for a step's emails to be delivered after it",
+    )
+    parser.add_argument(
+        "--connections", type=int, default=16, help="closed-loop connections of the alone phase"
+    )
     parser.add_argument("--alone-seconds", type=float, default=8.0)
     parser.add_argument("--sink-phase", type=int, metavar="PORT", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -504,27 +707,43 @@ def main() -> None:
         # Warm-up: connections, caches, the consumer group's assignment.
         idle_phase(stack, 3, 0.2)
         idle = idle_phase(stack, args.idle_sends, args.idle_pause)
-        print(f"idle p50 {1000 * statistics.median(idle):.1f} ms  (goal < 50 ms)  "
-              f"min {1000 * min(idle):.1f}  max {1000 * max(idle):.1f}  "
-              f"n={len(idle)}", flush=True)
-        print(f"{'step':>9s} {'offered':>8s} {'accepted/s':>10s} {'delivered/s':>11s} "
-              f"{'p50 ms':>8s} {'p95 ms':>8s} {'p99 ms':>8s}", flush=True)
-        best = 0.0
+        print(
+            f"idle p50 {1000 * statistics.median(idle):.1f} ms  (goal < 50 ms)  "
+            f"min {1000 * min(idle):.1f}  max {1000 * max(idle):.1f}  "
+            f"n={len(idle)}",
+            flush=True,
+        )
+        print(
+            f"{'step':>9s} {'offered':>8s} {'accepted/s':>10s} {'delivered/s':>11s} "
+            f"{'p50 ms':>8s} {'p95 ms':>8s} {'p99 ms':>8s}",
+            flush=True,
+        )
+        best, best_result = 0.0, None
         for number, rate in enumerate(float(r) for r in args.rates.split(",")):
             result = step(stack, rate, args.step_seconds, args.drain_seconds)
             print_step(str(number + 1), result)
-            if not saturated(result):
-                best = max(best, result["delivered"])
+            print_cpu(result["cpu"], result["delivered_count"], "delivered")
+            if not saturated(result) and result["delivered"] >= best:
+                best, best_result = result["delivered"], result
             if saturated(result):
                 break
         best = best or result["delivered"]
+        best_result = best_result or result
         half = step(stack, best / 2, args.step_seconds, args.drain_seconds)
         print_step("half", half)
-        print(f"p99 at half saturation ({best / 2:.0f}/s) {1000 * half['p99']:.1f} ms  "
-              "(goal < 250 ms)", flush=True)
-        alone = alone_phase(stack, args.connections, args.alone_seconds)
-        print(f"POST /emails alone (sendmail, fetchlog stopped; {args.connections} connections) "
-              f"{alone:.1f}/s; highest sustained delivered {best:.1f}/s", flush=True)
+        print(
+            f"p99 at half saturation ({best / 2:.0f}/s) {1000 * half['p99']:.1f} ms  "
+            "(goal < 250 ms)",
+            flush=True,
+        )
+        alone, alone_cpu, alone_count = alone_phase(stack, args.connections, args.alone_seconds)
+        print(
+            f"POST /emails alone (sendmail, fetchlog stopped; {args.connections} connections) "
+            f"{alone:.1f}/s; highest sustained delivered {best:.1f}/s",
+            flush=True,
+        )
+        print_cpu(alone_cpu, alone_count, "accepted")
+        print_bound(best_result, alone_cpu, alone_count)
         print(f"ratio {best / alone:.3f}")
     except BaseException:
         with contextlib.suppress(Exception):
