@@ -36,9 +36,9 @@ def _raw_records(bootstrap: str, topic: str, want: int, overrides: dict[str, Any
     records: list[tuple[bytes | None, bytes | None]] = []
     try:
         for _ in range(120):
-            message = consumer.poll(0.5)
-            if message is not None and not message.error():
-                records.append((message.key(), message.value()))
+            for message in consumer.consume(max(1, want - len(records)), 0.5):
+                if not message.error():
+                    records.append((message.key(), message.value()))
             if len(records) >= want:
                 break
     finally:
@@ -118,7 +118,7 @@ async def test_unpublishable_rows_at_the_head_do_not_hold_back_a_good_row(
         conn.execute(insert(OUTBOX).values(topic=topic, key="good", payload=b'{"good":1}',
                                            created_at=now))
     producer = KafkaProducer({"bootstrap.servers": kafka_bootstrap, "message.max.bytes": 10_000})
-    relay = OutboxRelay(PgOutboxStore.of(db), producer)
+    relay = OutboxRelay(PgOutboxStore.of(db), producer, batch_size=200)
     try:
         assert await relay.relay_once() == (1, 199)
         records = await trio.to_thread.run_sync(
@@ -306,6 +306,34 @@ async def test_etrans_dev_sqlite_upgrades_an_older_data_dir_and_fails_rows_the_s
         assert {"ix_email_outbox_unpublished", "ix_email_outbox_published_at",
                 "ix_email_messages_user_id_status"} <= indexes
         assert await relay.relay_once() == (0, 0)
+    finally:
+        await relay.aclose()
+        producer.close(1.0)
+        db.dispose()
+
+
+async def test_one_pass_takes_up_to_1000_rows_by_default(
+        fresh_database: Any, kafka_bootstrap: str, kafka_test_config: dict[str, Any],
+        new_topic: Any) -> None:
+    """Under load a pass is slow (its statements and its broker waits queue behind the requests
+    of ``etrans serve`` for the Trio thread and the CPU: 1-2 s per pass measured by
+    bench/e2e.py), so the rows a pass may take bound what the relay publishes per second.  At
+    200 rows per pass the outbox backlog grew by 200-row steps while POST /emails accepted 250/s
+    (docs/performance.md); a default pass now takes up to 1000 rows, in order."""
+    db = _migrated(fresh_database, "relay_batch")
+    topic = new_topic()
+    now = datetime.now(UTC)
+    with db.engine.begin() as conn:
+        conn.execute(insert(OUTBOX), [{"topic": topic, "key": f"k{i}", "payload": b"%d" % i,
+                                       "created_at": now} for i in range(1001)])
+    producer = KafkaProducer({"bootstrap.servers": kafka_bootstrap})
+    relay = OutboxRelay(PgOutboxStore.of(db), producer)
+    try:
+        assert await relay.relay_once() == (1000, 0)
+        assert await relay.relay_once() == (1, 0)
+        records = await trio.to_thread.run_sync(
+            _raw_records, kafka_bootstrap, topic, 1001, kafka_test_config)
+        assert [value for _, value in records] == [b"%d" % i for i in range(1001)]
     finally:
         await relay.aclose()
         producer.close(1.0)

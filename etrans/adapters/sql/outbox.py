@@ -87,7 +87,7 @@ class RelayStatistics:
 
 
 class OutboxRelay:
-    def __init__(self, store: OutboxStore, publisher: EventPublisher, *, batch_size: int = 200,
+    def __init__(self, store: OutboxStore, publisher: EventPublisher, *, batch_size: int = 1000,
                  idle_seconds: float = 0.5, linger_seconds: float = 0.05,
                  linger_min_rows: int = 10,
                  max_backoff_seconds: float = 10.0, max_attempts: int = 10,
@@ -99,9 +99,14 @@ class OutboxRelay:
                  release_every_seconds: float = 1.0) -> None:
         self._store = store
         self._publisher = publisher
+        # Rows one pass takes at most.  Under load a pass is slow: its statements and its broker
+        # waits queue behind the requests of ``etrans serve`` for the Trio thread and the CPU
+        # (1-2 s per pass measured by bench/e2e.py on 2 shared cores), so this bounds what the
+        # relay publishes per second: at 200 the outbox backlog grew by 200-row steps while
+        # POST /emails accepted 250/s (docs/performance.md).
         self._batch = batch_size
-        # Payload bytes one pass holds at most (at least one row): 200 emails of 25 MB would
-        # otherwise be 7 GB in memory at once (twice that while hex-decoded).
+        # Payload bytes one pass holds at most (at least one row): 1000 emails of 25 MB would
+        # otherwise be 25 GB in memory at once (twice that while hex-decoded).
         self._max_pass_bytes = max_pass_bytes
         self._budget_reached = False  # the last pass left selected rows for the next one
         self._idle = idle_seconds
