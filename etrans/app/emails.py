@@ -5,15 +5,19 @@ Sending one email (``SendEmail``), in order: cross-field rules and templates (40
 domain must be the user's and verified (400 "Domain not verified"), the user must have SMTP
 credentials (400), ONE lookup of every recipient (to, cc, bcc) on the user's suppression list,
 quota reserved atomically (400 when exceeded), credentials cached in Redis ``auth``, then the row
-and its outbox record committed in one transaction.  Suppressed recipients are left out of the
-Kafka record (each field keeps its role) and stored as recipient outcomes ``suppressed`` with
-the row (and, for each, an ``email.suppressed`` event as an outbox record of
-KAFKA_EVENTS_TOPIC: only emails with suppressed recipients get such records); an email whose
-every recipient is suppressed is stored with the status ``suppressed``, without an outbox
-record and without taking quota: it is never sent.  If the commit fails the
-quota is given back and the request fails (503): nothing half-done.  The outbox relay publishes.
-Whatever stops a request after its quota was reserved (a failed commit, a dependency down on a
-later batch item, a cancelled request), every uncommitted email's quota is given back.
+and its outbox record committed in one transaction.  With ``guarded_saves`` (serve, dev) there is
+no lookup first: the store checks ``NewEmail.guard`` (the normalised recipients) in its insert
+and, when one is listed, saves nothing and raises ``SuppressionCheckNeeded``; the quota is given
+back and the request done again, lookup first (so too after a quota or size refusal, which the
+listed recipients might change): the same results, one round trip less per send.  Suppressed
+recipients are left out of the Kafka record (each field keeps its role) and stored as recipient
+outcomes ``suppressed`` with the row (and, for each, an ``email.suppressed`` event as an outbox
+record of KAFKA_EVENTS_TOPIC: only emails with suppressed recipients get such records); an email
+whose every recipient is suppressed is stored with the status ``suppressed``, without an outbox
+record and without taking quota: it is never sent.  If the commit fails the quota is given back
+and the request fails (503): nothing half-done.  The outbox relay publishes.  Whatever stops a
+request after its quota was reserved (a failed commit, a dependency down on a later batch item,
+a cancelled request), every uncommitted email's quota is given back.
 
 Each use case is a command on the :class:`~etrans.app.bus.MessageBus` whose handler takes
 :class:`EmailDeps` (ports only) and answers records (:mod:`etrans.app.records`): the accepted
@@ -28,10 +32,11 @@ import json
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import partial
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import trio
 
+from etrans.app.ports import SuppressionCheckNeeded
 from etrans.app.records import (
     BatchOutcome,
     EmailDetail,
@@ -41,7 +46,12 @@ from etrans.app.records import (
     NewEmail,
     RecipientState,
     RejectedEmail,
-    SuppressedRecipient,
+)
+from etrans.app.send_suppressions import (
+    guard_addresses,
+    suppressed_events,
+    suppressed_recipients,
+    without,
 )
 from etrans.app.templates import rendered_email
 from etrans.domain import status as status_rules
@@ -53,18 +63,15 @@ from etrans.domain.emails import (
     new_message_id,
     sendmail_message,
 )
-from etrans.domain.events import encode_event
 from etrans.domain.quota import exceeded_message
 from etrans.domain.status import RAW_QUEUED, RAW_SUPPRESSED
-from etrans.domain.status_events import suppressed_event
-from etrans.domain.suppressions import normalise_address
 from etrans.domain.templates import TemplateProblem
 from etrans.domain.timestamps import parse_timestamp_field
-from etrans.errors import AppError, InvalidInput, NotFound, RetryLater, UpstreamUnavailable
+from etrans.errors import AppError, InvalidInput, NotFound, UpstreamUnavailable
 from etrans.observability import get_logger
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Awaitable, Callable
 
     from etrans.app.bus import MessageBus
     from etrans.app.ports import (
@@ -80,6 +87,7 @@ if TYPE_CHECKING:
     from etrans.app.templates import TemplateDeps
 
 log = get_logger(__name__)
+T = TypeVar("T")
 
 DOMAIN_NOT_VERIFIED = "Domain not verified"
 GIVE_BACK_SECONDS = 5.0
@@ -141,17 +149,35 @@ class EmailDeps:
     # KAFKA_EVENTS_TOPIC: where the email.suppressed events go (None: none written).
     events_topic: str | None = None
     templates: TemplateDeps | None = None  # template_id / template_data (None: refused)
+    # The store checks each email's recipients against the suppression list in its insert
+    # (``NewEmail.guard``): no lookup before it; see the module docstring.
+    guarded_saves: bool = False
 
 
 # -- sending ---------------------------------------------------------------------------------------
 
 async def send_email(deps: EmailDeps, cmd: SendEmail) -> NewEmail:
     """The accepted email (status queued), committed with its outbox record."""
+    return await _guarded_first(deps, _send_one, cmd)
+
+
+async def _guarded_first(deps: EmailDeps, send: Callable[..., Awaitable[T]], cmd: Any) -> T:
     now = deps.clock()
-    new, domain = await _prepare(deps, cmd.user_id, cmd.email, now, cmd.traceparent)
+    if deps.guarded_saves:
+        try:
+            return await send(deps, cmd, now, guarded=True)
+        except SuppressionCheckNeeded:
+            pass  # nothing committed, the quota given back: again, looking the list up first
+    return await send(deps, cmd, now, guarded=False)
+
+
+async def _send_one(deps: EmailDeps, cmd: SendEmail, now: datetime, *, guarded: bool
+                    ) -> NewEmail:
+    new, domain = await _prepare(deps, cmd.user_id, cmd.email, now, cmd.traceparent,
+                                 guarded=guarded)
     reserved = [domain] if new.published else []
     for each in reserved:
-        await _reserve(deps, each, now)
+        await _reserve(deps, each, now, guarded)
     try:
         await _commit(deps, [new])
     except BaseException:
@@ -162,16 +188,21 @@ async def send_email(deps: EmailDeps, cmd: SendEmail) -> NewEmail:
 
 async def send_batch(deps: EmailDeps, cmd: SendBatch) -> BatchOutcome:
     """What passes is committed in one transaction; the rest is listed by index."""
-    now = deps.clock()
+    return await _guarded_first(deps, _send_batch, cmd)
+
+
+async def _send_batch(deps: EmailDeps, cmd: SendBatch, now: datetime, *, guarded: bool
+                      ) -> BatchOutcome:
     rejected = [RejectedEmail(i, msg) for i, msg in cmd.invalid]
     accepted: list[NewEmail] = []
     reserved: list[SendingDomain] = []  # of the published emails (never the suppressed ones)
     try:
         for index, email in cmd.emails:
             try:
-                new, domain = await _prepare(deps, cmd.user_id, email, now, cmd.traceparent)
+                new, domain = await _prepare(deps, cmd.user_id, email, now, cmd.traceparent,
+                                             guarded=guarded)
                 if new.published:
-                    await _reserve(deps, domain, now)
+                    await _reserve(deps, domain, now, guarded)
                     reserved.append(domain)
             except (InvalidInput, NotFound) as exc:
                 rejected.append(RejectedEmail(index, _text(exc)))
@@ -188,7 +219,8 @@ async def send_batch(deps: EmailDeps, cmd: SendBatch) -> BatchOutcome:
 
 
 async def _prepare(deps: EmailDeps, user_id: int, email: dict[str, Any], now: datetime,
-                   traceparent: str | None = None) -> tuple[NewEmail, SendingDomain]:
+                   traceparent: str | None = None, *, guarded: bool = False
+                   ) -> tuple[NewEmail, SendingDomain]:
     try:
         rendered = await rendered_email(deps.templates, user_id, email)
         check_email(rendered)  # the rules hold for the email as it is sent
@@ -201,9 +233,12 @@ async def _prepare(deps: EmailDeps, user_id: int, email: dict[str, Any], now: da
     credentials = await deps.credentials.cache_value(user_id, domain.name)
     if credentials is None:
         raise InvalidInput(NO_CREDENTIALS)
-    suppressed = await _suppressed(deps, user_id, rendered)
+    # Guarded: the store looks the recipients up itself, in the insert's round trip.
+    suppressed = (() if guarded
+                  else await suppressed_recipients(deps.suppressions, user_id, rendered))
     message_id = new_message_id(domain.name)
-    kafka_key, kafka_value = _record(deps, _without(rendered, suppressed), message_id, user_id)
+    kafka_key, kafka_value = _record(deps, without(rendered, suppressed), message_id, user_id,
+                                     guarded)
     new = NewEmail(
         message_id=message_id, user_id=user_id, domain_id=domain.id,
         from_address=rendered["from"], to=list(rendered["to"]),
@@ -217,7 +252,8 @@ async def _prepare(deps: EmailDeps, user_id: int, email: dict[str, Any], now: da
         template_id=rendered.get("template_id"), template_data=email.get("template_data"),
         created_at=now, topic=deps.topic, kafka_key=kafka_key, kafka_value=kafka_value,
         suppressed=suppressed, status=RAW_QUEUED if kafka_value else RAW_SUPPRESSED,
-        events=_suppressed_events(deps, message_id, user_id, suppressed, now),
+        events=suppressed_events(deps.events_topic, message_id, user_id, suppressed, now),
+        guard=guard_addresses(rendered) if guarded else None,
         traceparent=traceparent,
     )
     if new.published:
@@ -225,59 +261,20 @@ async def _prepare(deps: EmailDeps, user_id: int, email: dict[str, Any], now: da
     return new, domain
 
 
-def _suppressed_events(deps: EmailDeps, message_id: str, user_id: int,
-                       suppressed: tuple[SuppressedRecipient, ...], now: datetime
-                       ) -> tuple[tuple[str, bytes, bytes], ...]:
-    """The outbox records of the ``email.suppressed`` events (none in the common send)."""
-    topic = deps.events_topic
-    if topic is None or not suppressed:
-        return ()
-    return tuple((topic, *encode_event(suppressed_event(
-        message_id, user_id, normalise_address(s.email), s.reason, now))) for s in suppressed)
-
-
-async def _suppressed(deps: EmailDeps, user_id: int, email: dict[str, Any]
-                      ) -> tuple[SuppressedRecipient, ...]:
-    """The recipients (to, cc, bcc) on the user's suppression list: one lookup."""
-    addresses: dict[str, str] = {}  # normalised -> the bare address as given (the first one)
-    for text in (*email["to"], *(email.get("cc") or ()), *(email.get("bcc") or ())):
-        bare = parse_address(text).email
-        addresses.setdefault(normalise_address(bare), bare)
-    try:
-        listed = await deps.suppressions.suppressed(user_id, list(addresses))
-    except RetryLater as exc:
-        log.error("suppression lookup failed", error=str(exc))
-        raise UpstreamUnavailable("Could not check the suppression list, please retry",
-                                  retry_after_seconds=5) from None
-    return tuple(SuppressedRecipient(bare, listed[key].reason)
-                 for key, bare in addresses.items() if key in listed)
-
-
-def _without(email: dict[str, Any], suppressed: tuple[SuppressedRecipient, ...]
-             ) -> dict[str, Any] | None:
-    """The email as it is sent: to, cc and bcc without the suppressed addresses (each field
-    keeps its role: a cc is never promoted to to, so an email whose every to is suppressed
-    goes out with an empty ``recipients``); None when no recipient is left."""
-    if not suppressed:
-        return email
-    left_out = {normalise_address(s.email) for s in suppressed}
-    kept = {name: [a for a in email.get(name) or ()
-                   if normalise_address(parse_address(a).email) not in left_out]
-            for name in ("to", "cc", "bcc")}
-    if not any(kept.values()):
-        return None
-    return {**email, **kept}
-
-
-def _record(deps: EmailDeps, email: dict[str, Any] | None, message_id: str, user_id: int
-            ) -> tuple[bytes, bytes]:
+def _record(deps: EmailDeps, email: dict[str, Any] | None, message_id: str, user_id: int,
+            guarded: bool = False) -> tuple[bytes, bytes]:
     """The Kafka key and value of the send request; empty when nothing is to be sent."""
     if email is None:
         return b"", b""
     message = sendmail_message(email, message_id=message_id, user_id=user_id)
     kafka_key = message_id.encode()
     kafka_value = json.dumps(message, ensure_ascii=False, separators=(",", ":")).encode()
-    _check_record_size(deps, len(kafka_key) + len(kafka_value))
+    try:
+        _check_record_size(deps, len(kafka_key) + len(kafka_value))
+    except InvalidInput:
+        if guarded:  # without its listed recipients, if any, the record may fit
+            raise SuppressionCheckNeeded from None
+        raise
     return kafka_key, kafka_value
 
 
@@ -292,9 +289,12 @@ def _check_record_size(deps: EmailDeps, size: int) -> None:
             " and the text of a text-only email is carried twice, also as HTML)")
 
 
-async def _reserve(deps: EmailDeps, domain: SendingDomain, now: datetime) -> None:
+async def _reserve(deps: EmailDeps, domain: SendingDomain, now: datetime,
+                   guarded: bool = False) -> None:
     refused = await deps.quota.reserve(domain.id, domain.limits, 1, now)
     if refused is not None:
+        if guarded:  # an email whose every recipient is listed takes no quota: look first
+            raise SuppressionCheckNeeded
         limit = getattr(domain.limits, refused)
         raise InvalidInput(exceeded_message(refused, limit))
 
@@ -304,8 +304,8 @@ async def _commit(deps: EmailDeps, emails: list[NewEmail]) -> None:
     A store never raises Cancelled once it has committed (the group commit's guarantee)."""
     try:
         await deps.store.save(emails)
-    except InvalidInput:
-        raise  # the database refused the data itself: retrying cannot help
+    except (InvalidInput, SuppressionCheckNeeded):
+        raise  # the database refused the data itself / a guarded email has listed recipients
     except Exception as exc:
         log.error("saving emails failed", error=repr(exc), count=len(emails))
         raise UpstreamUnavailable("Could not queue the email, please retry",

@@ -90,6 +90,9 @@ class NewEmail:
     # W3C traceparent of the request that sent it (its span: the parent of the relay's and
     # sendmail's); kept with the email and its outbox records.
     traceparent: str | None = None
+    # Not looked up yet (EmailDeps.guarded_saves): the normalised recipients the store checks
+    # against the user's suppression list as it saves (EmailStore.save); None: checked already.
+    guard: tuple[str, ...] | None = None
 
     @property
     def published(self) -> bool:

@@ -142,6 +142,8 @@ def sending_bus(sections: ApiSections, backends: ApiBackends
         suppressions=stores.usend_repo, outbox=backends.relay,
         topic=kafka.topic, max_record_bytes=kafka.max_record_bytes,
         events_topic=kafka.events_topic, templates=templates,
+        # Both stores (PostgreSQL, dev's SQLite) check the recipients as they insert.
+        guarded_saves=True,
     ))
     log_cases.register(bus, log_cases.LogDeps(stores.log_reader, stores.usend_repo, domains))
     return bus, domains

@@ -25,7 +25,7 @@ from sqlalchemy.exc import DataError, IntegrityError
 
 from etrans.adapters.sql import Database
 from etrans.adapters.sql.email_status import OUTCOME_UPSERT, RECIPIENT_LENGTH
-from etrans.adapters.sql.usend_repo import UsendRepository, suppressed_outcomes
+from etrans.adapters.sql.usend_repo import SaveCall, UsendRepository, suppressed_outcomes
 from etrans.dev.sqlite_schedule_upgrade import upgrade_for_scheduling
 from etrans.domain.delivery_log import DELIVERED, STATUS_RANK
 from etrans.errors import InvalidInput, RetryLater
@@ -228,20 +228,34 @@ class SqliteUsendRepository(UsendRepository):
 
         return await SqlTemplates(self._database).get(user_id, template_id)
 
-    async def _save(self, emails: list[NewEmail]) -> None:
-        if emails:
-            await self._database.run(self._insert, emails)
+    async def _save(self, items: list[tuple[SaveCall, NewEmail]]) -> None:
+        if items:
+            await self._database.run(self._insert, items)
 
-    def _insert(self, emails: list[NewEmail]) -> None:
+    def _insert(self, items: list[tuple[SaveCall, NewEmail]]) -> None:
         from etrans.adapters.sql.usend import EmailMessage, EmailOutbox, EmailRecipientOutcome
 
-        rows = _rows(emails)
         with self._database.engine.begin() as conn:
+            # A call with a guarded email one of whose recipients is listed: none of its rows.
+            refused = {call for call, e in items if e.guard and _listed(conn, e.user_id, e.guard)}
+            for call, _ in items:
+                call.refused = call in refused
+            rows = _rows([e for call, e in items if call not in refused])
             for each in (EmailMessage, EmailRecipientOutcome, EmailOutbox):
                 table = each.__table__
                 chosen = [row for of, row in rows if of is table]
                 if chosen:
                     conn.execute(insert(table), chosen)
+
+
+def _listed(conn: Any, user_id: int, addresses: Sequence[str]) -> bool:
+    """Whether one of ``addresses`` is on the user's suppression list."""
+    from etrans.adapters.sql.usend import Suppression as SuppressionRow
+
+    table = SuppressionRow.__table__
+    return conn.execute(select(table.c.address).where(
+        table.c.user_id == user_id, table.c.address.in_(list(addresses))).limit(1)).first(
+        ) is not None
 
 
 def _rows(emails: Sequence[NewEmail]) -> list[tuple[Any, dict[str, Any]]]:

@@ -340,3 +340,57 @@ async def test_event_records_are_saved_with_the_email_as_outbox_rows(usend: Any)
         ("email-events", key, b'{"id":"evt_2"}', None)]
     assert usend.outbox([plain.message_id, with_events.message_id]) == [
         ("sendmail", e.message_id, e.kafka_value, e.message_id) for e in (with_events, plain)]
+
+
+# -- guarded saves: the suppression check inside the insert (EmailDeps.guarded_saves) -------------
+
+async def _list(backend: Any, entries: list[Suppression]) -> None:
+    if backend.name == "fake":
+        from tests.unit.fakes_sending import FakeSuppressions
+
+        backend.repo.suppressions = backend.repo.suppressions or FakeSuppressions()
+        await backend.repo.suppressions.add(entries)
+        return
+    from etrans.bootstrap.stores import suppression_store
+
+    await suppression_store(backend.db).add(entries)
+
+
+async def test_a_guarded_call_with_a_listed_recipient_saves_nothing(email_store: Any) -> None:
+    """A guard (normalised recipients) that names an address on the user's list refuses the
+    whole call (SuppressionCheckNeeded, nothing stored); other users' lists and unguarded
+    emails are not concerned; concurrent calls sharing a statement are refused alone."""
+    from etrans.app.ports import SuppressionCheckNeeded
+
+    repo, alice, bob = email_store.repo, fresh_user(), fresh_user()
+    await _list(email_store, [Suppression(alice, "gone@x.org", "hard_bounce")])
+    fine = new_email(alice, guard=("ok@x.org", "other@x.org"))
+    await repo.save([fine])
+    refused = [new_email(alice, guard=("ok@x.org",)),
+               new_email(alice, guard=("ok@x.org", "gone@x.org"))]
+    with pytest.raises(SuppressionCheckNeeded):
+        await repo.save(refused)
+    assert await repo.existing_message_ids([e.message_id for e in refused]) == set()
+    others = [new_email(bob, guard=("gone@x.org",)), new_email(alice, to=["gone@x.org"])]
+    await repo.save(others)
+    assert await repo.existing_message_ids([e.message_id for e in others]) == {
+        e.message_id for e in others}
+
+    outcomes: dict[str, bool] = {}
+    calls = [[new_email(alice, guard=("gone@x.org",) if n % 2 else ("ok@x.org",))]
+             for n in range(10)]
+
+    async def save(emails: list[Any]) -> None:
+        try:
+            await repo.save(emails)
+            outcomes[emails[0].message_id] = True
+        except SuppressionCheckNeeded:
+            outcomes[emails[0].message_id] = False
+
+    async with trio.open_nursery() as nursery:
+        for call in calls:
+            nursery.start_soon(save, call)
+    saved = await repo.existing_message_ids([c[0].message_id for c in calls])
+    assert saved == {c[0].message_id for n, c in enumerate(calls) if n % 2 == 0}
+    assert {m for m, ok in outcomes.items() if ok} == saved
+    assert len(outcomes) == 10

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
+from etrans.app.ports import SuppressionCheckNeeded
 from etrans.app.records import MISSING, REVOKED, EmailPage, LogGroup, SuppressionPage
 from etrans.domain.quota import QuotaUsage, windows
 from etrans.domain.suppressions import normalise_address
@@ -188,12 +189,15 @@ class FakeEmailStore:
     """EmailStore: rows in a list.  ``fail_next`` makes the next ``save`` raise it (nothing
     stored), ``block_saves`` makes saves wait until it is set (to cancel a request mid-commit)."""
 
-    def __init__(self) -> None:
+    def __init__(self, suppressions: FakeSuppressions | None = None) -> None:
         self.rows: list[dict[str, Any]] = []
         self.outbox: list[tuple[str, bytes, bytes]] = []
         self.outcomes: dict[str, list[dict[str, Any]]] = {}  # message_id -> recipients
         self.fail_next: BaseException | None = None
         self.block_saves: trio.Event | None = None
+        # The list a guarded email is checked against (NewEmail.guard); none: nothing listed.
+        self.suppressions = suppressions
+        self.refused = 0  # calls refused by a guard
 
     async def save(self, emails: Sequence[NewEmail]) -> None:
         if self.block_saves is not None:
@@ -205,6 +209,10 @@ class FakeEmailStore:
         known = {row["message_id"] for row in self.rows}
         if len({e.message_id for e in emails} | known) != len(known) + len(emails):
             raise ValueError("duplicate message_id")  # as the unique index: nothing stored
+        listed = self.suppressions.entries if self.suppressions is not None else {}
+        if any((e.user_id, a) in listed for e in emails for a in e.guard or ()):
+            self.refused += 1
+            raise SuppressionCheckNeeded  # nothing stored
         for e in emails:
             row = {name: getattr(e, name) for name in _EMAIL_COLUMNS}
             row.update(id=len(self.rows) + 1, to_addresses=list(e.to), cc_addresses=list(e.cc),
@@ -364,7 +372,7 @@ def build_email_bus(*, domains: FakeSendingDomains, credentials: FakeSenderCrede
                     suppressions: FakeSuppressions | None = None, clock: Any = None,
                     topic: str = "sendmail",
                     max_record_bytes: int | None = None,
-                    templates: Any = None) -> MessageBus:
+                    templates: Any = None, guarded_saves: bool = False) -> MessageBus:
     """A MessageBus with the email, log and template use cases on fakes (the ones not given are
     new; templates: the real engine, which needs no service, on an in-memory store)."""
     from etrans.adapters.jinja.engine import JinjaTemplateEngine
@@ -378,14 +386,16 @@ def build_email_bus(*, domains: FakeSendingDomains, credentials: FakeSenderCrede
         templates = template_cases.TemplateDeps(FakeTemplateStore(), JinjaTemplateEngine())
 
     store = store if store is not None else FakeEmailStore()
+    suppressions = suppressions if suppressions is not None else FakeSuppressions()
+    if guarded_saves:  # the store checks the list, as serve's and dev's do
+        store.suppressions = suppressions
     deps = email_cases.EmailDeps(
         domains=domains, credentials=credentials,
         credential_cache=(credential_cache if credential_cache is not None
                           else FakeCredentialCache()),
         quota=quota if quota is not None else FakeQuota(), store=store,
-        suppressions=suppressions if suppressions is not None else FakeSuppressions(),
-        outbox=outbox,
-        topic=topic, max_record_bytes=max_record_bytes, templates=templates)
+        suppressions=suppressions, outbox=outbox, topic=topic,
+        max_record_bytes=max_record_bytes, templates=templates, guarded_saves=guarded_saves)
     if clock is not None:
         deps = replace(deps, clock=clock)
     bus = MessageBus()

@@ -40,6 +40,7 @@ from etrans.adapters.sql.usend import (
     EmailRecipientOutcome,
     Transport,
 )
+from etrans.app.ports import SuppressionCheckNeeded
 from etrans.app.records import ApiKeyRecord, EmailPage, Suppression
 from etrans.domain.api_keys import Permission
 from etrans.domain.suppressions import normalise_address
@@ -66,9 +67,12 @@ _TRANSPORT = Transport.__table__
 # ``events`` is null for an email without suppressed recipients) (autocommit: one statement,
 # one transaction).  A scheduled email's outbox record waits for its ``scheduled_at``
 # (``due_at``); its email.suppressed events do not.  $1 is a JSON array of rows
-# (see ``_row``); ``n`` keeps the outbox ids in the callers' order.  ``payload`` is the Kafka
-# message as text (convert_to gives back its UTF-8 bytes), null for an email whose every recipient
-# is suppressed: it gets no outbox record.
+# (see ``_row``); ``n`` keeps the outbox ids in the callers' order.  ``g`` numbers the callers
+# (``save`` calls): a caller with a guarded email (``guard``: its normalised recipients) one of
+# whose recipients is on its user's suppression list gets none of its rows written, and its
+# ``g`` is returned (the send path then looks the list up and prepares it again).
+# ``payload`` is the Kafka message as text (convert_to gives back its UTF-8 bytes), null for an
+# email whose every recipient is suppressed: it gets no outbox record.
 _INSERT_EMAILS_AND_OUTBOX = b"""
 WITH r AS (
     SELECT * FROM json_to_recordset($1::json) AS r(
@@ -76,7 +80,11 @@ WITH r AS (
         to_addresses jsonb, cc_addresses jsonb, bcc_addresses jsonb, reply_to text, subject text,
         html text, "text" text, headers jsonb, tags jsonb, attachments jsonb, template_id text,
         template_data jsonb, status text, created_at timestamptz, suppressed json, topic text,
-        key text, payload text, events json, scheduled_at timestamptz)
+        key text, payload text, events json, scheduled_at timestamptz, g int, guard jsonb)
+), refused AS (
+    SELECT DISTINCT r.g FROM r
+    CROSS JOIN jsonb_array_elements_text(r.guard) AS a(address)
+    JOIN suppressions AS s ON s.user_id = r.user_id AND s.address = a.address
 ), email AS (
     INSERT INTO email_messages (message_id, user_id, domain_id, from_address, to_addresses,
         cc_addresses, bcc_addresses, reply_to, subject, html, text, headers, tags, attachments,
@@ -84,7 +92,7 @@ WITH r AS (
     SELECT message_id, user_id, domain_id, from_address, to_addresses, cc_addresses,
         bcc_addresses, reply_to, subject, html, "text", headers, tags, attachments, template_id,
         template_data, status, created_at, created_at, scheduled_at
-    FROM r ORDER BY n
+    FROM r WHERE r.g NOT IN (SELECT g FROM refused) ORDER BY n
     RETURNING message_id
 ), suppressed AS (
     INSERT INTO email_recipient_outcomes (message_id, recipient, outcome, response, event_at,
@@ -98,11 +106,13 @@ WITH r AS (
     FROM email JOIN r USING (message_id)
     CROSS JOIN json_to_recordset(r.events) AS e(topic text, key text, payload text)
     WHERE r.events IS NOT NULL
+), queued AS (
+    INSERT INTO email_outbox (topic, key, payload, message_id, created_at, due_at)
+    SELECT r.topic, r.key, convert_to(r.payload, 'UTF8'), email.message_id, r.created_at,
+        r.scheduled_at
+    FROM email JOIN r USING (message_id) WHERE r.payload IS NOT NULL ORDER BY r.n
 )
-INSERT INTO email_outbox (topic, key, payload, message_id, created_at, due_at)
-SELECT r.topic, r.key, convert_to(r.payload, 'UTF8'), email.message_id, r.created_at,
-    r.scheduled_at
-FROM email JOIN r USING (message_id) WHERE r.payload IS NOT NULL ORDER BY r.n
+SELECT g FROM refused
 """
 
 
@@ -112,12 +122,22 @@ FROM email JOIN r USING (message_id) WHERE r.payload IS NOT NULL ORDER BY r.n
 _MAX_ROUND_BYTES = 64 * 1024 * 1024
 
 
-def _size(e: NewEmail) -> int:
+@dataclass(eq=False)
+class SaveCall:
+    """One ``save`` call in a group commit: refused when one of its guarded emails has a
+    listed recipient (then none of its rows is written)."""
+
+    refused: bool = False
+
+
+def _size(item: tuple[SaveCall, NewEmail]) -> int:
+    e = item[1]
     return len(e.kafka_value) + len(e.html or "") + len(e.text or "") + 1024
 
 
-def _row(n: int, e: NewEmail) -> dict[str, Any]:
+def _row(n: int, e: NewEmail, g: int = 0) -> dict[str, Any]:
     return {
+        "g": g, "guard": list(e.guard) if e.guard is not None else None,
         "n": n, "message_id": e.message_id, "user_id": e.user_id, "domain_id": e.domain_id,
         "from_address": e.from_address, "to_addresses": e.to, "cc_addresses": e.cc,
         "bcc_addresses": e.bcc, "reply_to": e.reply_to, "subject": e.subject, "html": e.html,
@@ -172,7 +192,7 @@ class UsendRepository:
         self._writer_connection: TrioPqConnection | None = None  # opened by the first save
         # Requests saving while a commit is in flight are written together by the next one;
         # a data error in the shared statement retries each request's rows on their own.
-        self._writer: GroupCommit[NewEmail] = GroupCommit(
+        self._writer: GroupCommit[tuple[SaveCall, NewEmail]] = GroupCommit(
             self._save, split_on=self.data_errors, weight=_size, max_weight=_MAX_ROUND_BYTES)
         self._reader_connection: TrioPqConnection | None = None  # opened by the first lookup
         self._lookups: GroupCommit[_Lookup] = GroupCommit(self._look_up)
@@ -225,25 +245,33 @@ class UsendRepository:
     async def save(self, emails: Sequence[NewEmail]) -> None:
         if not emails:
             return
+        call = SaveCall()
         try:
-            await self._writer.write(list(emails))
+            await self._writer.write([(call, e) for e in emails])
         except psycopg.DataError as exc:
             # The data itself was refused (the request schema should have caught it): a 400,
             # not a 503 "please retry" that could never succeed.
             raise InvalidInput(f"The email could not be stored: {exc.sqlstate} "
                                f"{type(exc).__name__}") from exc
+        if call.refused:
+            raise SuppressionCheckNeeded
 
     def statistics(self) -> dict[str, Any]:
         return {"group_commit": self._writer.statistics()}
 
-    async def _save(self, emails: list[NewEmail]) -> None:
-        if not emails:
+    async def _save(self, items: list[tuple[SaveCall, NewEmail]]) -> None:
+        if not items:
             return
         if self._writer_connection is None:
             self._writer_connection = TrioPqConnection.from_sqlalchemy_url(self._db.engine.url)
-        rows = json.dumps([_row(n, e) for n, e in enumerate(emails)], ensure_ascii=False,
+        calls: dict[SaveCall, int] = {}
+        rows = json.dumps([_row(n, e, calls.setdefault(call, len(calls)))
+                           for n, (call, e) in enumerate(items)], ensure_ascii=False,
                           separators=(",", ":"))
-        await self._writer_connection.execute(_INSERT_EMAILS_AND_OUTBOX, [rows])
+        result = await self._writer_connection.execute(_INSERT_EMAILS_AND_OUTBOX, [rows])
+        refused = {int(g or -1) for (g,) in result.rows}
+        for call, g in calls.items():
+            call.refused = g in refused
 
     async def aclose(self) -> None:
         if self._writer_connection is not None:
