@@ -165,11 +165,11 @@ class EventPublisher(Protocol):
 
 
 class BatchPublisher(Protocol):
-    """Publishes ``(topic, value, key)`` records, returns once the broker answered for all:
-    one entry per record, None where acknowledged (else why not)."""
+    """Publishes ``(topic, value, key)`` records (with ``headers[i]``, when given), returns once
+    the broker answered for all: one entry per record, None where acknowledged (else why not)."""
 
-    async def publish_many(self, records: Sequence[tuple[str, bytes | None, bytes | None]]
-                           ) -> Sequence[object | None]: ...
+    async def publish_many(self, records: Sequence[tuple[str, bytes | None, bytes | None]],
+                           headers: Sequence[Any] | None = None) -> Sequence[object | None]: ...
 
 
 # -- API: authentication, sending, emails, logs ---------------------------------------------------

@@ -273,6 +273,7 @@ def _rows(emails: Sequence[NewEmail]) -> list[tuple[Any, dict[str, Any]]]:
         "attachments": e.attachments, "template_id": e.template_id,
         "template_data": e.template_data, "status": e.status, "created_at": e.created_at,
         "updated_at": e.created_at, "scheduled_at": e.scheduled_at,
+        "traceparent": e.traceparent,
     }) for e in emails]
     rows += [(outcomes_table, {"message_id": e.message_id, "recipient": s["recipient"],
                                "outcome": "suppressed", "response": s["reason"],
@@ -280,10 +281,12 @@ def _rows(emails: Sequence[NewEmail]) -> list[tuple[Any, dict[str, Any]]]:
              for e in emails for s in suppressed_outcomes(e)]
     rows += [(outbox_table, {"topic": e.topic, "key": e.kafka_key.decode(),
                              "payload": e.kafka_value, "message_id": e.message_id,
-                             "created_at": e.created_at, "due_at": e.scheduled_at})
+                             "created_at": e.created_at, "due_at": e.scheduled_at,
+                             "traceparent": e.traceparent})
              for e in emails if e.published]
     rows += [(outbox_table, {"topic": topic, "key": key.decode(), "payload": value,
-                             "message_id": None, "created_at": e.created_at, "due_at": None})
+                             "message_id": None, "created_at": e.created_at, "due_at": None,
+                             "traceparent": e.traceparent})
              for e in emails for topic, key, value in e.events]
     return rows
 

@@ -48,10 +48,10 @@ class SqliteOutboxStore:
             ids = choose([(r[0], r[1] or 0) for r in conn.execute(pending).all()])
             if not ids:
                 return PassOutcome()
-            query = (select(c.id, c.topic, c.key, c.payload, c.message_id, c.attempts)
-                     .where(c.id.in_(ids)).order_by(c.attempts, c.id))
-            rows = [OutboxRow(r.id, r.topic, r.key, bytes(r.payload), r.message_id, r.attempts)
-                    for r in conn.execute(query).all()]
+            query = (select(c.id, c.topic, c.key, c.payload, c.message_id, c.attempts,
+                            c.traceparent).where(c.id.in_(ids)).order_by(c.attempts, c.id))
+            rows = [OutboxRow(r.id, r.topic, r.key, bytes(r.payload), r.message_id, r.attempts,
+                              r.traceparent) for r in conn.execute(query).all()]
             outcome = trio.from_thread.run(decide, rows)
             _write(conn, outcome)
         return outcome

@@ -225,13 +225,13 @@ class LocalPublisher:
             limiter=self._limiter)
         self.published += 1
 
-    async def publish_many(self, records: Sequence[tuple[str, bytes | None, bytes | None]]
-                           ) -> list[str | None]:
+    async def publish_many(self, records: Sequence[tuple[str, bytes | None, bytes | None]],
+                           headers: Sequence[Any] | None = None) -> list[str | None]:
         """``KafkaProducer.publish_many``: one entry per record, None where it was stored."""
         errors: list[str | None] = []
-        for topic, value, key in records:
+        for index, (topic, value, key) in enumerate(records):
             try:
-                await self.publish(topic, value, key)
+                await self.publish(topic, value, key, headers[index] if headers else None)
                 errors.append(None)
             except Exception as exc:
                 errors.append(repr(exc))

@@ -58,7 +58,7 @@ from etrans.domain.delivery_log import (
 from etrans.domain.status_events import delivery_log_event
 from etrans.errors import PoisonMessage
 from etrans.observability import get_logger
-from etrans.workers.log_traces import record_trace, trace_documents
+from etrans.workers.log_traces import add_email_traces, record_trace, trace_documents
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -168,6 +168,7 @@ class FetchlogTask:
 
         if self.owners is not None and documents:
             await label_documents(documents, self.owners)
+            add_email_traces(documents, traces, self.owners)
         result = await self.writer.insert(documents)
         updated = suppressed = 0
         # Only the status store and the suppression list read the outcomes (without the USEND

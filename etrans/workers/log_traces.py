@@ -2,7 +2,9 @@
 
 An event whose record carries a ``traceparent`` header (the Reject events of ``etrans
 sendmail``) is stored in that trace: a span per document (``fetchlog store``, the child of the
-header's) and a DEBUG line ``delivery event stored`` with its ``trace_id``.  Documents of no
+header's) and a DEBUG line ``delivery event stored`` with its ``trace_id``.  An event without
+one (the SMTP server's, through Filebeat) takes its email's, read with its owner from the USEND
+DB (``email_messages.traceparent``, when the lookup offers ``traceparents``).  Documents of no
 known trace cost nothing but the look at their headers.
 """
 
@@ -10,6 +12,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from etrans.domain.delivery_log import bare_message_id
 from etrans.domain.trace_context import HEADER, parse_traceparent
 from etrans.observability import get_logger
 
@@ -26,6 +29,20 @@ log = get_logger(__name__)
 def record_trace(message: Message) -> TraceContext | None:
     """The context of the record's ``traceparent`` header, if it has a valid one."""
     return parse_traceparent(message.header(HEADER)) if message.headers else None
+
+
+def add_email_traces(documents: Sequence[dict[str, Any]], traces: list[TraceContext | None],
+                     owners: object) -> None:
+    """Fill in, in place, the traces of documents whose record had none, from their emails'."""
+    lookup = getattr(owners, "traceparents", None)
+    if lookup is None or all(traces):
+        return
+    ids = {index: bare_message_id(str(documents[index].get("message_id") or ""))
+           for index, trace in enumerate(traces) if trace is None}
+    known: dict[str, str] = lookup(list(ids.values()))
+    for index, message_id in ids.items():
+        if message_id in known:
+            traces[index] = parse_traceparent(known[message_id])
 
 
 def trace_documents(tracer: Tracer, documents: Sequence[dict[str, Any]],

@@ -89,8 +89,10 @@ class ServeProcess:
 
 
 def read_topic(bootstrap: str, topic: str, *, want: int, timeout: float = 60.0,
-               overrides: dict[str, Any] | None = None) -> list[dict[str, Any]]:
-    """Every record of partition 0 of ``topic`` from the start, until ``want`` were read."""
+               overrides: dict[str, Any] | None = None,
+               raw: bool = False) -> list[dict[str, Any]]:
+    """Every record of partition 0 of ``topic`` from the start, until ``want`` were read
+    (``raw``: the value as bytes, with the record's headers)."""
     from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"reader-{uuid.uuid4().hex}",
@@ -104,7 +106,11 @@ def read_topic(bootstrap: str, topic: str, *, want: int, timeout: float = 60.0,
             message = consumer.poll(0.5)
             if message is None or message.error():
                 continue
-            records.append({"key": message.key(), "value": json.loads(message.value())})
+            if raw:
+                records.append({"key": message.key(), "value": message.value(),
+                                "headers": message.headers() or []})
+            else:
+                records.append({"key": message.key(), "value": json.loads(message.value())})
     finally:
         consumer.close()
     return records

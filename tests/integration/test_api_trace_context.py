@@ -97,3 +97,46 @@ async def test_every_answer_has_a_traceresponse(api: Any) -> None:
         response = await api.client.get(path)
         assert response.status_code == status
         assert parse_traceparent(response.headers["traceresponse"]) is not None
+
+
+async def test_the_outbox_keeps_the_trace_and_the_relay_puts_it_in_the_kafka_header(
+    etrans_env: Any, billing_db: Any, kafka_test_config: dict[str, Any]
+) -> None:
+    import trio
+    from sqlalchemy import select
+
+    from etrans.adapters.sql.usend import EmailMessage, EmailOutbox
+    from tests.e2e.send_support import read_topic
+
+    async with open_sending_api(etrans_env, billing_db, with_relay=True) as api:
+        response, sent, _ = await _send(api, traceparent=f"00-{TRACE}-{PARENT}-01")
+        request_span = parse_traceparent(response.headers["traceresponse"])
+        assert request_span is not None
+        outbox, emails = EmailOutbox.__table__, EmailMessage.__table__
+        with api.usend.engine.connect() as conn:
+            row = conn.execute(select(outbox).where(outbox.c.message_id == sent["id"])).one()
+            stored = conn.execute(
+                select(emails.c.traceparent).where(emails.c.message_id == sent["id"])
+            ).scalar_one()
+        # The request's span is the parent of what it queued.
+        assert row.traceparent == stored == request_span.traceparent
+        published_rows, failed_rows = await api.relay.relay_once()  # earlier tests' rows too
+        assert published_rows >= 1
+        assert failed_rows == 0
+        records = await trio.to_thread.run_sync(
+            lambda: read_topic(
+                api.env["KAFKA_BOOTSTRAP_SERVERS"],
+                api.settings.kafka.topic,
+                want=1,
+                overrides=kafka_test_config,
+                raw=True,
+            )
+        )
+    [record] = records
+    assert record["value"] == bytes(row.payload)  # the wire contract is untouched
+    [(name, value)] = record["headers"]
+    published = parse_traceparent(value)
+    assert name == "traceparent"
+    assert published is not None
+    assert published.trace_id == TRACE
+    assert published.span_id not in (PARENT, request_span.span_id)  # the relay's own span

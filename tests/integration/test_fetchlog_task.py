@@ -377,3 +377,30 @@ async def test_an_event_with_a_traceparent_is_stored_in_its_trace(  # type: igno
         writer.close()
     stored = [line for line in logs if line["event"] == "delivery event stored"]
     assert [(line["message_id"], line["trace_id"]) for line in stored] == [("msg_t", trace)]
+
+
+async def test_an_smtp_servers_event_takes_its_emails_trace(  # type: ignore[no-untyped-def]
+    mongo_settings: MongoSettings, collection, usend: Database
+) -> None:
+    from structlog.testing import capture_logs
+
+    trace = "5bf92f3577b34da6a3ce929d0e0e4736"
+    message_id = f"msg_{unique_name('tr')}"
+    _insert_email(usend, message_id)
+    with usend.engine.begin() as conn:
+        conn.execute(
+            text("UPDATE email_messages SET traceparent = :t WHERE message_id = :m"),
+            {"t": f"00-{trace}-00f067aa0ba902b7-01", "m": message_id},
+        )
+    writer = MongoLogWriter(mongo_settings)
+    task = FetchlogTask(EventFilter(), writer, owners=MessageOwnerLookup(usend))
+    try:
+        await writer.ensure_indexes()
+        with capture_logs() as logs:
+            await task(_messages([_event("s1", "Sender", f"<{message_id}>")]))
+    finally:
+        writer.close()
+    stored = [line for line in logs if line["event"] == "delivery event stored"]
+    assert [(line["message_id"], line["trace_id"]) for line in stored] == [
+        (f"<{message_id}>", trace)
+    ]

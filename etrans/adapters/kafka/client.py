@@ -199,10 +199,12 @@ class KafkaProducer:
             raise DeliveryFailed(f"kafka delivery to {topic!r} failed: {err}")
 
     async def publish_many(
-        self, records: Sequence[tuple[str, bytes | None, bytes | None]]
+        self, records: Sequence[tuple[str, bytes | None, bytes | None]],
+        headers: Sequence[Headers | None] | None = None,
     ) -> list[PublishFailure | None]:
-        """Produce ``(topic, value, key)`` records and wait until the broker answered for all of
-        them: one :class:`PublishFailure` per record, None where it was acknowledged.
+        """Produce ``(topic, value, key)`` records (``headers[i]`` with ``records[i]``) and wait
+        until the broker answered for all of them: one :class:`PublishFailure` per record, None
+        where it was acknowledged.
 
         Cheaper than one :meth:`publish` per record (one wake-up of Trio for the whole batch,
         no task per record); used by the outbox relay.
@@ -234,10 +236,14 @@ class KafkaProducer:
             return on_delivery
 
         for index, (topic, value, key) in enumerate(records):
+            extra: dict[str, Any] = {}
+            given = headers[index] if headers is not None else None
+            if given:
+                extra["headers"] = list(given.items() if isinstance(given, Mapping) else given)
             while True:
                 try:
                     self._producer.produce(topic, value=value, key=key,
-                                           on_delivery=on_delivery_of(index))
+                                           on_delivery=on_delivery_of(index), **extra)
                     break
                 except BufferError:
                     await trio.sleep(0.01)  # local queue full: let the polling thread drain it

@@ -59,12 +59,16 @@ import trio
 
 from etrans.adapters.kafka.client import PublishFailure
 from etrans.adapters.sql.outbox_events import failed_record, queued_record
+from etrans.adapters.sql.outbox_publishing import publish_records
 from etrans.adapters.sql.outbox_store import FailedRow, OutboxRow, PassOutcome
+from etrans.adapters.sql.outbox_traces import PassSpans
+from etrans.app.tracing import ContextOnlyTracer
 from etrans.observability import get_logger
 
 if TYPE_CHECKING:
     from etrans.adapters.sql.outbox_store import OutboxStore
     from etrans.app.ports import EventPublisher
+    from etrans.app.tracing import Tracer
 
 log = get_logger(__name__)
 
@@ -96,7 +100,7 @@ class OutboxRelay:
                  reject_events: RejectEvents | None = None,
                  max_pass_bytes: int = 64 * 1024 * 1024,
                  events_topic: str | None = None,
-                 release_every_seconds: float = 1.0) -> None:
+                 release_every_seconds: float = 1.0, tracer: Tracer | None = None) -> None:
         self._store = store
         self._publisher = publisher
         # Rows one pass takes at most.  Under load a pass is slow: its statements and its broker
@@ -127,6 +131,7 @@ class OutboxRelay:
         self._log_topic = log_topic
         self._reject_events = reject_events if log_topic else None
         self._events_topic = events_topic  # email.queued / email.failed (None: none)
+        self._tracer = tracer or ContextOnlyTracer()  # spans of traced rows (outbox_traces)
         self._release_every = release_every_seconds
         self._next_release = 0.0
         self._wakeup = trio.Event()
@@ -346,9 +351,11 @@ class OutboxRelay:
 
     async def _publish_all(self, rows: Sequence[OutboxRow]
                            ) -> dict[int, PublishFailure | str | None]:
-        results = await self._publish_records(rows, [
+        spans = PassSpans(self._tracer, rows)
+        results = await publish_records(self._publisher, rows, [
             (row.topic, bytes(row.payload), row.key.encode() if row.key is not None else None)
-            for row in rows])
+            for row in rows], spans.headers())
+        spans.end(results)
         if self._events_topic is None:
             return results
         # Then the email.queued event of each send request the broker took, in one more wait.
@@ -359,7 +366,7 @@ class OutboxRelay:
             if event is not None:
                 queued.append((row.id, (self._events_topic, event[1], event[0])))
         if queued:
-            errors = await self._publish_records(
+            errors = await publish_records(self._publisher,
                 [row_id for row_id, _ in queued], [record for _, record in queued])
             for row_id, error in errors.items():
                 if error is not None:
@@ -367,36 +374,3 @@ class OutboxRelay:
                     results[row_id] = PublishFailure("unreachable",
                                                      f"email.queued event: {error}")
         return results
-
-    async def _publish_records(self, ids: Sequence[OutboxRow] | Sequence[int],
-                               records: Sequence[tuple[str, bytes | None, bytes | None]]
-                               ) -> dict[int, PublishFailure | str | None]:
-        """``records[i]`` published for ``ids[i]`` (a row or its id): id -> failure or None."""
-        keys = [each if isinstance(each, int) else each.id for each in ids]
-        publish_many = getattr(self._publisher, "publish_many", None)
-        errors: Sequence[PublishFailure | str | None]
-        if publish_many is not None:
-            # One wait for the whole pass instead of a task and a wake-up per row.
-            try:
-                errors = await publish_many(records)
-            except Exception as exc:
-                errors = [PublishFailure("unreachable", repr(exc))] * len(records)
-        else:
-            errors = await self._publish_each(records)
-        return dict(zip(keys, errors, strict=True))
-
-    async def _publish_each(self, records: Sequence[tuple[str, bytes | None, bytes | None]]
-                            ) -> list[str | None]:
-        outcomes: list[str | None] = [None] * len(records)
-
-        async def publish(index: int, topic: str, value: bytes | None,
-                          key: bytes | None) -> None:
-            try:
-                await self._publisher.publish(topic, value, key)
-            except Exception as exc:
-                outcomes[index] = repr(exc)
-
-        async with trio.open_nursery() as nursery:
-            for index, (topic, value, key) in enumerate(records):
-                nursery.start_soon(publish, index, topic, value, key)
-        return outcomes

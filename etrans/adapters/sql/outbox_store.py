@@ -39,16 +39,17 @@ class OutboxRow(NamedTuple):
     payload: bytes
     message_id: str | None = None
     attempts: int = 0
+    traceparent: str | None = None  # of the request that queued it: the record's header
 
     @classmethod
     def from_text(cls, row_id: str | None, topic: str | None, key: str | None,
                   payload: str | None, message_id: str | None = None,
-                  attempts: str | None = "0") -> OutboxRow:
+                  attempts: str | None = "0", traceparent: str | None = None) -> OutboxRow:
         """From text-format columns (the payload hex-encoded)."""
         if row_id is None or topic is None or payload is None:  # NOT NULL columns
             raise ValueError(f"email_outbox row {row_id} without topic or payload")
         return cls(int(row_id), topic, key, bytes.fromhex(payload), message_id,
-                   int(attempts or 0))
+                   int(attempts or 0), traceparent)
 
 
 class FailedRow(NamedTuple):
@@ -110,8 +111,8 @@ ORDER BY attempts, id LIMIT $1 FOR UPDATE SKIP LOCKED
 # ... then read the payloads of those within the byte budget, as plain hex: the same text
 # whatever the server's bytea_output setting.
 _SELECT_ROWS = b"""
-SELECT id, topic, key, encode(payload, 'hex'), message_id, attempts FROM email_outbox
-WHERE id = ANY($1::bigint[]) ORDER BY attempts, id
+SELECT id, topic, key, encode(payload, 'hex'), message_id, attempts, traceparent
+FROM email_outbox WHERE id = ANY($1::bigint[]) ORDER BY attempts, id
 """
 _MARK_PUBLISHED = b"""
 UPDATE email_outbox SET published_at = now(), attempts = attempts + 1 WHERE id = ANY($1::bigint[])

@@ -10,8 +10,7 @@ Tables (``docs/database.md`` has every column and the reasons):
   ``user_pack`` (the user-level pack fallback), ``domain_tracking_settings``, ``transport``
   (SMTP sender accounts);
 - ``email_recipient_outcomes``: each recipient's outcome and bounce class (fetchlog);
-- ``email_outbox``: the transactional outbox; an email row and its Kafka message are written in
-  one transaction, a relay publishes the outbox and sets ``published_at``;
+- ``email_outbox``: the transactional outbox (an email and its Kafka message, one transaction);
 - ``local_users``, ``local_domain``, ``local_dkim``, ``local_mkt_domain``: the ``local`` billing
   mode's copies of the Billing DB shapes (:mod:`etrans.adapters.sql.billing`), owned by etrans;
 - ``webhooks``, ``webhook_deliveries``, ``webhook_retries``: :mod:`.usend_webhooks`;
@@ -135,6 +134,7 @@ class EmailMessage(UsendBase):
     sent_at: Mapped[datetime | None]
     delivered_at: Mapped[datetime | None]
     scheduled_at: Mapped[datetime | None]
+    traceparent: Mapped[str | None] = mapped_column(String(55))  # of the request that sent it
 
 
 class EmailRecipientOutcome(UsendBase):
@@ -182,11 +182,10 @@ class EmailOutbox(UsendBase):
     a broker's refusal bumps ``attempts`` and records ``last_error``; a row the producer refuses
     at once, or refused ``ETRANS_OUTBOX_MAX_ATTEMPTS`` times, gets ``failed_at`` and is never
     tried again.  Published rows are deleted after ``ETRANS_OUTBOX_RETENTION_HOURS``.
-    ``payload`` is the exact bytes to publish (JSON for the sendmail topic).
-
-    A scheduled email's row waits (``due_at``, not pending) until the relay releases it when due
-    (``due_at`` NULL, its email ``queued``); partial indexes on the pending and the waiting rows
-    keep both lookups cheap however many wait (``docs/database.md``)."""
+    ``payload`` is the exact bytes to publish (JSON for the sendmail topic), ``traceparent`` its
+    record's header.  A scheduled email's row waits (``due_at``, not pending) until the relay
+    releases it when due (``due_at`` NULL, its email ``queued``); partial indexes on the pending
+    and the waiting rows keep both lookups cheap however many wait (``docs/database.md``)."""
 
     __tablename__ = "email_outbox"
     __table_args__ = (
@@ -210,6 +209,7 @@ class EmailOutbox(UsendBase):
     last_error: Mapped[str | None]
     failed_at: Mapped[datetime | None]
     due_at: Mapped[datetime | None]
+    traceparent: Mapped[str | None] = mapped_column(String(55))
 
 
 class EmailTransactionPack(UsendBase):

@@ -80,7 +80,8 @@ WITH r AS (
         to_addresses jsonb, cc_addresses jsonb, bcc_addresses jsonb, reply_to text, subject text,
         html text, "text" text, headers jsonb, tags jsonb, attachments jsonb, template_id text,
         template_data jsonb, status text, created_at timestamptz, suppressed json, topic text,
-        key text, payload text, events json, scheduled_at timestamptz, g int, guard jsonb)
+        key text, payload text, events json, scheduled_at timestamptz, g int, guard jsonb,
+        traceparent text)
 ), refused AS (
     SELECT DISTINCT r.g FROM r
     CROSS JOIN jsonb_array_elements_text(r.guard) AS a(address)
@@ -88,10 +89,10 @@ WITH r AS (
 ), email AS (
     INSERT INTO email_messages (message_id, user_id, domain_id, from_address, to_addresses,
         cc_addresses, bcc_addresses, reply_to, subject, html, text, headers, tags, attachments,
-        template_id, template_data, status, created_at, updated_at, scheduled_at)
+        template_id, template_data, status, created_at, updated_at, scheduled_at, traceparent)
     SELECT message_id, user_id, domain_id, from_address, to_addresses, cc_addresses,
         bcc_addresses, reply_to, subject, html, "text", headers, tags, attachments, template_id,
-        template_data, status, created_at, created_at, scheduled_at
+        template_data, status, created_at, created_at, scheduled_at, traceparent
     FROM r WHERE r.g NOT IN (SELECT g FROM refused) ORDER BY n
     RETURNING message_id
 ), suppressed AS (
@@ -101,15 +102,15 @@ WITH r AS (
     FROM email JOIN r USING (message_id)
     CROSS JOIN json_to_recordset(r.suppressed) AS s(recipient text, reason text)
 ), events AS (
-    INSERT INTO email_outbox (topic, key, payload, created_at)
-    SELECT e.topic, e.key, convert_to(e.payload, 'UTF8'), r.created_at
+    INSERT INTO email_outbox (topic, key, payload, created_at, traceparent)
+    SELECT e.topic, e.key, convert_to(e.payload, 'UTF8'), r.created_at, r.traceparent
     FROM email JOIN r USING (message_id)
     CROSS JOIN json_to_recordset(r.events) AS e(topic text, key text, payload text)
     WHERE r.events IS NOT NULL
 ), queued AS (
-    INSERT INTO email_outbox (topic, key, payload, message_id, created_at, due_at)
+    INSERT INTO email_outbox (topic, key, payload, message_id, created_at, due_at, traceparent)
     SELECT r.topic, r.key, convert_to(r.payload, 'UTF8'), email.message_id, r.created_at,
-        r.scheduled_at
+        r.scheduled_at, r.traceparent
     FROM email JOIN r USING (message_id) WHERE r.payload IS NOT NULL ORDER BY r.n
 )
 SELECT g FROM refused
@@ -149,6 +150,7 @@ def _row(n: int, e: NewEmail, g: int = 0) -> dict[str, Any]:
         "events": [{"topic": topic, "key": key.decode(), "payload": value.decode()}
                    for topic, key, value in e.events] or None,
         "scheduled_at": e.scheduled_at.isoformat() if e.scheduled_at else None,
+        "traceparent": e.traceparent,
     }
 
 
