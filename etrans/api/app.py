@@ -63,7 +63,7 @@ ROUTER_MODULES: list[str] = [
     # account routes: domains, API keys, senders, suppressions, billing
     "etrans.api.routes_domains", "etrans.api.routes_api_keys", "etrans.api.routes_senders",
     "etrans.api.routes_suppressions", "etrans.api.routes_billing", "etrans.api.routes_testing",
-    "etrans.api.routes_webhooks", "etrans.api.routes_templates",
+    "etrans.api.routes_webhooks", "etrans.api.routes_templates", "etrans.api.routes_schedule",
 ]
 
 

@@ -41,6 +41,7 @@ from etrans.domain.emails import (
     check_base64,
     check_header_name,
 )
+from etrans.domain.schedule import MAX_AHEAD, format_problem
 from etrans.domain.timestamps import iso
 from etrans.errors import Conflict, InvalidInput, UpstreamUnavailable
 from etrans.observability import get_logger
@@ -107,6 +108,12 @@ HEADERS_DESCRIPTION = (
     'List-Unsubscribe-Post must be exactly "List-Unsubscribe=One-Click" and needs an https URI '
     'in List-Unsubscribe (RFC 8058).  See docs/api.md, "One-click unsubscribe".')
 
+SCHEDULED_AT = String(
+    max_length=64, checks=(format_problem,), format="date-time", example="2026-12-24T09:00:00Z",
+    description=(f"Send at this moment instead of at once: RFC 3339 with its offset, in the "
+                 f"future, at most {MAX_AHEAD.days} days ahead (docs/api.md, \"Scheduled "
+                 "sending\")"))
+
 SEND_EMAIL = Object(
     name="SendEmailRequest",
     properties={
@@ -135,6 +142,7 @@ SEND_EMAIL = Object(
                 "Values of the template's variables, and of {{ name }} placeholders in this "
                 "request's own subject/html/text")),
             nullable=True),
+        "scheduled_at": Prop(SCHEDULED_AT, nullable=True),
     },
 )
 SEND_BATCH = Object(
@@ -153,17 +161,22 @@ SUPPRESSED_LIST = Array(Object(name="SuppressedRecipient", properties={
     "email": Prop(_STR, required=True), "reason": Prop(_STR, required=True)}),
     description="Recipients not sent to: on the suppression list (hard_bounce, complaint, "
                 "manual); [] when none")
-SEND_STATUS = String(enum=("queued", "suppressed"),
-                     description='"queued", or "suppressed" when every recipient is suppressed '
-                                 "(stored, never sent)")
+SEND_STATUS = String(enum=("queued", "scheduled", "suppressed"),
+                     description='"queued"; "scheduled" with a scheduled_at (sent then); or '
+                                 '"suppressed" when every recipient is suppressed (stored, never '
+                                 "sent)")
+_SCHEDULED = Prop(String(format="date-time",
+                         description="a scheduled email's scheduled_at (absent otherwise)"))
 SEND_RESPONSE = Object(name="SendEmailResponse", properties={
     "id": Prop(_STR, required=True), "from": Prop(_STR, required=True),
     "to": Prop(_STR_LIST, required=True), "status": Prop(SEND_STATUS, required=True),
-    "created_at": Prop(_STR, required=True), "suppressed": Prop(SUPPRESSED_LIST, required=True)})
+    "created_at": Prop(_STR, required=True), "suppressed": Prop(SUPPRESSED_LIST, required=True),
+    "scheduled_at": _SCHEDULED})
 BATCH_RESPONSE = Object(name="SendBatchResponse", properties={
     "data": Prop(Array(Object(properties={
         "id": Prop(_STR, required=True), "status": Prop(SEND_STATUS, required=True),
-        "suppressed": Prop(SUPPRESSED_LIST, required=True)})), required=True),
+        "suppressed": Prop(SUPPRESSED_LIST, required=True), "scheduled_at": _SCHEDULED})),
+        required=True),
     "errors": Prop(Array(Object(properties={"index": Prop(Integer(), required=True),
                                             "error": Prop(_STR, required=True)})),
                    required=True)})
@@ -183,7 +196,7 @@ EMAIL_DETAIL = Object(name="EmailDetail", properties={
         "id", "from", "to", "cc", "bcc", "reply_to", "subject", "html", "text", "headers", "tags",
         "attachments", "template_id", "template_data", "status", "created_at", "sent_at",
         "delivered_at", "failure_reason", "recipients", "opens", "clicks", "first_opened_at",
-        "first_clicked_at")})
+        "first_clicked_at", "scheduled_at")})
 
 LIST_QUERY = {
     "page": QueryParam(Integer(minimum=1, maximum=1_000_000), default=1,
@@ -192,7 +205,7 @@ LIST_QUERY = {
                            description="Items per page (1-100)"),
     "status": QueryParam(String(max_length=200), description=(
         "Comma-separated: queued, sent, delivered, bounced, deferred, delayed, failed, "
-        "suppressed (raw or display)")),
+        "suppressed, scheduled, cancelled (raw or display)")),
     "created_at_from": QueryParam(TIMESTAMP, description="ISO-8601 UTC lower bound"),
     "created_at_to": QueryParam(TIMESTAMP, description="ISO-8601 UTC upper bound"),
 }
@@ -259,15 +272,24 @@ def _suppressed_view(new: NewEmail) -> list[dict[str, str]]:
     return [{"email": s.email, "reason": s.reason} for s in new.suppressed]
 
 
+def _schedule_view(new: NewEmail) -> dict[str, Any]:
+    """``scheduled_at`` of a scheduled email; nothing else (the answer of a send at once is the
+    spec's, unchanged)."""
+    if new.scheduled_at is None:
+        return {}
+    return {"scheduled_at": iso(new.scheduled_at, whole_seconds=True)}
+
+
 def accepted_view(new: NewEmail) -> dict[str, Any]:
     return {"id": new.message_id, "from": new.from_address, "to": new.to, "status": new.status,
             "created_at": iso(new.created_at, whole_seconds=True),
-            "suppressed": _suppressed_view(new)}
+            "suppressed": _suppressed_view(new), **_schedule_view(new)}
 
 
 def batch_view(outcome: BatchOutcome) -> dict[str, Any]:
     return {"data": [{"id": new.message_id, "status": new.status,
-                      "suppressed": _suppressed_view(new)} for new in outcome.sent],
+                      "suppressed": _suppressed_view(new), **_schedule_view(new)}
+                     for new in outcome.sent],
             "errors": [{"index": r.index, "error": r.error} for r in outcome.rejected]}
 
 
@@ -297,6 +319,7 @@ def detail_view(e: EmailDetail) -> dict[str, Any]:
         "opens": e.opens, "clicks": e.clicks,
         "first_opened_at": iso(e.first_opened_at, whole_seconds=True),
         "first_clicked_at": iso(e.first_clicked_at, whole_seconds=True),
+        "scheduled_at": iso(e.scheduled_at, whole_seconds=True),
     }
 
 

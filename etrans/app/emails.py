@@ -20,10 +20,9 @@ request after its quota was reserved (a failed commit, a dependency down on a la
 a cancelled request), every uncommitted email's quota is given back.
 
 Each use case is a command on the :class:`~etrans.app.bus.MessageBus` whose handler takes
-:class:`EmailDeps` (ports only) and answers records (:mod:`etrans.app.records`): the accepted
-:class:`~etrans.app.records.NewEmail`, a :class:`~etrans.app.records.BatchOutcome`, an
-:class:`~etrans.app.records.EmailList`, an :class:`~etrans.app.records.EmailDetail`;
-:mod:`etrans.api.emails` shapes the JSON (and handles ``Idempotency-Key``).
+:class:`EmailDeps` (ports only) and answers records (:mod:`etrans.app.records`);
+:mod:`etrans.api.emails` shapes the JSON (and handles ``Idempotency-Key``).  ``scheduled_at``:
+:mod:`etrans.app.schedules` (the email is stored ``scheduled``, its outbox record waits).
 """
 
 from __future__ import annotations
@@ -47,6 +46,7 @@ from etrans.app.records import (
     RecipientState,
     RejectedEmail,
 )
+from etrans.app.schedules import scheduled_time, stored_status
 from etrans.app.send_suppressions import (
     guard_addresses,
     suppressed_events,
@@ -64,7 +64,6 @@ from etrans.domain.emails import (
     sendmail_message,
 )
 from etrans.domain.quota import exceeded_message
-from etrans.domain.status import RAW_QUEUED, RAW_SUPPRESSED
 from etrans.domain.templates import TemplateProblem
 from etrans.domain.timestamps import parse_timestamp_field
 from etrans.errors import AppError, InvalidInput, NotFound, UpstreamUnavailable
@@ -221,6 +220,7 @@ async def _send_batch(deps: EmailDeps, cmd: SendBatch, now: datetime, *, guarded
 async def _prepare(deps: EmailDeps, user_id: int, email: dict[str, Any], now: datetime,
                    traceparent: str | None = None, *, guarded: bool = False
                    ) -> tuple[NewEmail, SendingDomain]:
+    scheduled_at = scheduled_time(email, now)  # 400 before any lookup
     try:
         rendered = await rendered_email(deps.templates, user_id, email)
         check_email(rendered)  # the rules hold for the email as it is sent
@@ -251,11 +251,10 @@ async def _prepare(deps: EmailDeps, user_id: int, email: dict[str, Any], now: da
                      for a in rendered.get("attachments") or []] or None,
         template_id=rendered.get("template_id"), template_data=email.get("template_data"),
         created_at=now, topic=deps.topic, kafka_key=kafka_key, kafka_value=kafka_value,
-        suppressed=suppressed, status=RAW_QUEUED if kafka_value else RAW_SUPPRESSED,
+        suppressed=suppressed, status=stored_status(kafka_value, scheduled_at),
         events=suppressed_events(deps.events_topic, message_id, user_id, suppressed, now),
         guard=guard_addresses(rendered) if guarded else None,
-        traceparent=traceparent,
-    )
+        traceparent=traceparent, scheduled_at=scheduled_at)
     if new.published:
         await deps.credential_cache.store(user_id, credentials)
     return new, domain
@@ -376,6 +375,7 @@ async def get_email(deps: EmailDeps, cmd: GetEmail) -> EmailDetail:
         template_id=row["template_id"], template_data=row["template_data"],
         status=status_rules.display_label(row["status"]), created_at=row["created_at"],
         sent_at=row["sent_at"], delivered_at=row["delivered_at"],
+        scheduled_at=row.get("scheduled_at"),
         # Why a Failed email was never handed to the delivery queue (else None).
         failure_reason=(row["response"] if row["status"] == status_rules.FAILED.lower()
                         else None),

@@ -226,6 +226,7 @@ class EmailDetail:
     clicks: int = 0
     first_opened_at: datetime | None = None
     first_clicked_at: datetime | None = None
+    scheduled_at: datetime | None = None  # when a scheduled email is (or was) to be sent
 
 
 @dataclass(frozen=True)

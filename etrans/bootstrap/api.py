@@ -120,10 +120,12 @@ def sending_bus(sections: ApiSections, backends: ApiBackends
     """
     from etrans.adapters.crypto.credentials import CredentialCipher
     from etrans.adapters.sql.issued_credentials import IssuedCredentialReader
+    from etrans.adapters.sql.schedules_repo import SqlSchedules
     from etrans.adapters.sql.sending_domains import CredentialDirectory, DomainDirectory
     from etrans.adapters.sql.subscriptions_repo import SqlSubscriptions
     from etrans.app import emails as email_cases
     from etrans.app import logs as log_cases
+    from etrans.app import schedules as schedule_cases
     from etrans.app import templates as template_cases
     from etrans.app.bus import MessageBus
 
@@ -146,6 +148,7 @@ def sending_bus(sections: ApiSections, backends: ApiBackends
         guarded_saves=True,
     ))
     log_cases.register(bus, log_cases.LogDeps(stores.log_reader, stores.usend_repo, domains))
+    schedule_cases.register(bus, schedule_cases.ScheduleDeps(SqlSchedules(backends.usend_db)))
     return bus, domains
 
 

@@ -19,6 +19,7 @@ import json
 import subprocess
 import sys
 import uuid
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -168,6 +169,17 @@ def test_a_generated_client_calls_every_operation_typed(serve: ServeProcess, dns
     call(op("emails", "send_batch"), 200, body=m.SendBatchRequest(emails=[email]))
     call(op("emails", "list_emails"), 200)
     call(op("emails", "get_email"), 200, message_id=sent.id)
+    # A scheduled email: sent later, moved, cancelled (typed times both ways).
+    soon = datetime.now(UTC) + timedelta(hours=1)
+    scheduled = call(op("emails", "send_email"), 200, body=m.SendEmailRequest(
+        from_=f"hello@{name}", to=["someone@example.org"], subject="later", text="later",
+        scheduled_at=soon))
+    assert (scheduled.status, scheduled.scheduled_at) == ("scheduled", soon.replace(microsecond=0))
+    moved = call(op("emails", "reschedule_email"), 200, message_id=scheduled.id,
+                 body=m.MoveScheduleRequest(scheduled_at=soon + timedelta(hours=1)))
+    assert moved.scheduled_at == (soon + timedelta(hours=1)).replace(microsecond=0)
+    assert call(op("emails", "cancel_schedule"), 200, message_id=scheduled.id).status == (
+        "Cancelled")
     call(op("logs", "list_logs"), 200)
     call(op("domains", "get_domain_quota"), 200, domain_id=created.id)
 

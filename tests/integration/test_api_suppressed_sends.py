@@ -193,5 +193,5 @@ async def test_the_openapi_document_describes_the_suppressed_recipients(api: Sen
     text = json.dumps(document)
     assert "SuppressedRecipient" in text
     schemas = document["components"]["schemas"]
-    assert schemas["SendEmailResponse"]["properties"]["status"]["enum"] == ["queued",
-                                                                            "suppressed"]
+    assert schemas["SendEmailResponse"]["properties"]["status"]["enum"] == [
+        "queued", "scheduled", "suppressed"]  # scheduled: a send with scheduled_at

@@ -262,7 +262,7 @@ async def test_an_email_reads_back_as_it_was_sent() -> None:
                           "text", "headers", "tags", "attachments", "template_id",
                           "template_data", "status", "created_at", "sent_at", "delivered_at",
                           "failure_reason", "recipients", "opens", "clicks",
-                          "first_opened_at", "first_clicked_at"]
+                          "first_opened_at", "first_clicked_at", "scheduled_at"]
     assert view["recipients"] == []  # no delivery-log event yet
     assert (view["opens"], view["clicks"], view["first_opened_at"],
             view["first_clicked_at"]) == (0, 0, None, None)  # no open or click yet

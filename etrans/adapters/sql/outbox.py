@@ -31,13 +31,10 @@ marked published only when both were acknowledged (a broker that took the reques
 event: the row is retried, both are published again, same event id).  Published rows are
 deleted ``retention`` seconds after publication, 1000 at a time.
 
-Scheduled emails: their rows wait (``due_at``) and no pass sees them.  At most every
-``release_every_seconds`` (1 s), and at once again while a release finds a full batch, the relay
-asks the store to release the due ones (:meth:`OutboxStore.release_due`: pending again, their
-emails ``queued``); the pass that follows publishes them.  An idle relay wakes every
-``idle_seconds`` (0.5 s), so an email goes out within about 1.5 s of its ``scheduled_at``
-(never before: the database's clock decides), and all of it is rows in the database: a
-restart loses nothing.
+Scheduled emails' rows wait (``due_at``): every ``release_every_seconds`` (1 s; at once again
+after a full batch) the store releases the due ones (:meth:`OutboxStore.release_due`) and the
+next pass publishes them: within ~1.5 s of ``scheduled_at``, never before (the database's
+clock), and a restart loses nothing (it is all rows).
 
 The relay decides and publishes; the store holds the rows (no SQL here).  Delivery is
 at-least-once: a crash between the ack and the commit publishes those rows again (the
