@@ -81,6 +81,14 @@ class LogInsertMetrics:
     documents: Histogram = NOTHING
 
 
+@dataclass(frozen=True)
+class WebhookMetrics:
+    """webhooks: one ``observe`` per POST to an endpoint, whatever it answered (a timeout
+    too): the time from sending the request to the answer or the error."""
+
+    post_seconds: Histogram = NOTHING
+
+
 class HttpMetrics(Protocol):
     def observe_request(self, method: str, route: str, status: int, seconds: float) -> None:
         """One answered request; ``route`` is the route's template (``/emails/<email_id>``),
@@ -133,6 +141,7 @@ class MetricsRegistry(Protocol):
     def http(self) -> HttpMetrics: ...
     def smtp(self) -> SmtpMetrics: ...
     def log_inserts(self, store: str) -> LogInsertMetrics: ...
+    def webhooks(self) -> WebhookMetrics: ...
 
     def watch_pipeline(self, worker: str, statistics: Callable[[], PipelineFigures]) -> None:
         """Read ``statistics()`` at every scrape, labelled ``worker``."""
@@ -141,8 +150,11 @@ class MetricsRegistry(Protocol):
                      counts: Callable[[], Mapping[str, int]]) -> None:
         """Counters named in the catalog (``name``), one per key of ``counts()``."""
 
-    def watch_outbox(self, backlog: Callable[[], Awaitable[tuple[int, float]]]) -> None:
-        """``backlog()`` -> (rows waiting, age in seconds of the oldest), read at scrape."""
+    def watch_backlog(self, rows: str, age: str,
+                      backlog: Callable[[], Awaitable[tuple[int, float]]]) -> None:
+        """Gauges named in the catalog (``rows``, ``age``) set from ``backlog()`` -> (rows
+        waiting, seconds of the oldest), read at every scrape (a database query: bounded in
+        time, the last values kept when it fails)."""
 
     async def render(self) -> tuple[bytes, str]:
         """The exposition (body, content type), after the scrape-time reads."""

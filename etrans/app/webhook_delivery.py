@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING
 
 import trio
 
+from etrans.app.metrics import WebhookMetrics
 from etrans.app.webhook_delivery_ports import DeliveryAttempt, PendingRetry
 from etrans.domain.events import (
     EmailEvent,
@@ -89,6 +90,7 @@ class DeliveryCounters:
     given_up: int = 0
     postponed: int = 0  # endpoint busy
     disabled: int = 0
+    retried: int = 0  # attempts after a failed one (from the retry queue)
 
 
 @dataclass(frozen=True)
@@ -107,7 +109,8 @@ class WebhookDelivery:
     def __init__(self, directory: WebhookDirectory, store: WebhookDeliveryStore,
                  transport: WebhookTransport, publisher: EventPublisher, events_topic: str,
                  policy: DeliveryPolicy | None = None,
-                 clock: Callable[[], datetime] = _utc_now) -> None:
+                 clock: Callable[[], datetime] = _utc_now,
+                 metrics: WebhookMetrics | None = None) -> None:
         self.directory = directory
         self.store = store
         self.transport = transport
@@ -116,6 +119,7 @@ class WebhookDelivery:
         self.policy = policy or DeliveryPolicy()
         self.clock = clock
         self.counters = DeliveryCounters()
+        self.metrics = metrics or WebhookMetrics()  # the time of each POST
         self._limiters: dict[int, trio.CapacityLimiter] = {}
         self._subscribers: dict[tuple[int, str], tuple[datetime, list[WebhookEndpoint]]] = {}
         self._retries_in_flight = 0
@@ -236,9 +240,11 @@ class WebhookDelivery:
         headers["content-type"] = "application/json"
         started = time.monotonic()
         result = await self.transport.post(job.endpoint.url, body, headers)
+        seconds = time.monotonic() - started
+        self.metrics.post_seconds.observe(seconds)
         log.debug("webhook attempt", webhook_id=job.endpoint.id, event_id=job.event.id,
                   attempt=job.attempt, status_code=result.status_code, error=result.error,
-                  seconds=round(time.monotonic() - started, 3))
+                  seconds=round(seconds, 3))
         return result
 
     async def _postpone(self, job: _Job) -> None:
@@ -255,6 +261,8 @@ class WebhookDelivery:
                                   job.attempt, result.status_code,
                                   error[:ERROR_LENGTH] if error else None, result.latency_ms,
                                   attempted_at)
+        if job.attempt > 1:
+            self.counters.retried += 1
         if result.delivered:
             await self.store.record_delivered(attempt)
             self.counters.delivered += 1

@@ -100,5 +100,9 @@ class WebhookDeliveryStore(Protocol):
         """Disable an enabled endpoint and drop its retries; True when this call disabled it
         (False: already disabled, or gone)."""
 
+    async def retry_backlog(self, now: datetime) -> tuple[int, float]:
+        """The retries waiting, and how many seconds before ``now`` the earliest is due (0:
+        none is due yet): the metrics' read, two index lookups and an index count."""
+
     async def aclose(self) -> None:
         """Close the store's own connections (not the database's pool)."""

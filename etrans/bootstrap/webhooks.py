@@ -4,6 +4,7 @@ retries in the USEND DB; secrets unsealed with a key derived from TOKEN_SECRET;
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from functools import partial
 from typing import TYPE_CHECKING
 
@@ -16,6 +17,7 @@ from etrans.observability import get_logger
 if TYPE_CHECKING:
     from etrans.adapters.http.webhook_client import WebhookClient
     from etrans.adapters.sql import Database
+    from etrans.app.metrics import MetricsRegistry
     from etrans.app.ports import EventPublisher
     from etrans.app.webhook_delivery import WebhookDelivery
     from etrans.pipeline import PipelineConfig
@@ -40,8 +42,10 @@ def webhook_client(options: WebhooksOptions) -> WebhookClient:
 
 
 def webhook_delivery(db: Database, token_secret: str, client: WebhookClient,
-                     publisher: EventPublisher, options: WebhooksOptions) -> WebhookDelivery:
-    """The delivery use case on the USEND DB ``db`` (PostgreSQL, or dev's SQLite)."""
+                     publisher: EventPublisher, options: WebhooksOptions,
+                     metrics: MetricsRegistry | None = None) -> WebhookDelivery:
+    """The delivery use case on the USEND DB ``db`` (PostgreSQL, or dev's SQLite); with
+    ``metrics``: attempts by outcome, the time of each POST and the retry queue, at scrape."""
     from etrans.adapters.crypto.webhook_secrets import WebhookSecretCipher
     from etrans.adapters.sql.webhook_deliveries import SqlWebhookDeliveryStore
     from etrans.adapters.sql.webhook_directory import SqlWebhookDirectory
@@ -55,34 +59,54 @@ def webhook_delivery(db: Database, token_secret: str, client: WebhookClient,
         busy_delay=options.busy_retry_seconds,
         # A claimed retry is invisible to other processes for longer than its attempt takes.
         claim_lease=options.timeout_seconds * 3 + 30.0)
-    return WebhookDelivery(SqlWebhookDirectory(db, WebhookSecretCipher(token_secret)),
-                           SqlWebhookDeliveryStore(db), client, publisher,
-                           options.events_topic, policy)
+    delivery = WebhookDelivery(SqlWebhookDirectory(db, WebhookSecretCipher(token_secret)),
+                               SqlWebhookDeliveryStore(db), client, publisher,
+                               options.events_topic, policy,
+                               metrics=metrics.webhooks() if metrics is not None else None)
+    if metrics is not None:
+        metrics.watch_counts("etrans_webhook_deliveries_total", "webhooks",
+                             partial(_outcomes, delivery))
+        metrics.watch_backlog("etrans_webhook_retries_waiting",
+                              "etrans_webhook_retries_overdue_seconds",
+                              partial(_retry_backlog, delivery))
+    return delivery
+
+
+def _outcomes(delivery: WebhookDelivery) -> dict[str, int]:
+    return asdict(delivery.statistics())
+
+
+async def _retry_backlog(delivery: WebhookDelivery) -> tuple[int, float]:
+    return await delivery.store.retry_backlog(delivery.clock())
 
 
 def build(settings: WebhooksSettings) -> ServiceMain:
     from etrans.adapters.kafka.client import KafkaProducer
     from etrans.adapters.sql import Database, make_engine
+    from etrans.bootstrap.metrics import run_with_metrics, watched
     from etrans.workers.webhooks import run_webhooks
 
     options = settings.webhooks
     config = pipeline_config(settings)
 
     async def main(shutdown: Shutdown) -> None:
+        await run_with_metrics(settings.metrics_bind, partial(deliver, shutdown))
+
+    async def deliver(shutdown: Shutdown, metrics: MetricsRegistry) -> None:
         db = Database(make_engine(settings.usend_uri.get(), pool_size=settings.pool_size,
                                   application_name="etrans-webhooks"), name="usend_db")
         producer = KafkaProducer.from_settings(settings.kafka)
         client = webhook_client(options)
         delivery = webhook_delivery(db, settings.tokens.secret.get(), client, producer,
-                                    options)
+                                    options, metrics)
         log.info("started", worker="webhooks", topic=config.topics[0],
                  group_id=config.group_id, group_instance_id=config.group_instance_id,
                  workers=config.workers, timeout_seconds=options.timeout_seconds,
                  endpoint_concurrency=options.endpoint_concurrency)
         try:
-            await run_ready(shutdown, "webhooks", partial(
+            await run_ready(shutdown, "webhooks", watched(metrics, "webhooks", partial(
                 run_webhooks, config, delivery, shutdown,
-                poll_seconds=options.retry_poll_seconds))
+                poll_seconds=options.retry_poll_seconds)))
         finally:
             with trio.CancelScope(shield=True):
                 await delivery.aclose()

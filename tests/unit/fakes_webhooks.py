@@ -73,6 +73,10 @@ class FakeStore:
             del self.retries[key]
         return True
 
+    async def retry_backlog(self, now: datetime) -> tuple[int, float]:
+        due = min((r.due_at for r in self.retries.values()), default=now)
+        return len(self.retries), max(0.0, (now - due).total_seconds())
+
     async def aclose(self) -> None:
         pass
 

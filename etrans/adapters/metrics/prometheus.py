@@ -20,7 +20,12 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
-from etrans.app.metrics import SMTP_REPLY_CLASSES, LogInsertMetrics, SmtpMetrics
+from etrans.app.metrics import (
+    SMTP_REPLY_CLASSES,
+    LogInsertMetrics,
+    SmtpMetrics,
+    WebhookMetrics,
+)
 from etrans.observability import get_logger
 
 if TYPE_CHECKING:
@@ -72,7 +77,14 @@ CATALOG: dict[str, tuple[str, tuple[str, ...], str]] = {
         "histogram", ("store",), "Documents in one batch insert"),
     "etrans_webhook_deliveries_total": (
         "counter", ("worker", "outcome"),
-        "Webhook attempts by outcome (delivered, failed, given_up, postponed, disabled)"),
+        "Webhook attempts by outcome (delivered, failed, given_up, postponed, disabled, "
+        "retried)"),
+    "etrans_webhook_post_seconds": (
+        "histogram", (), "Time of one POST to a webhook endpoint (answer, error or timeout)"),
+    "etrans_webhook_retries_waiting": (
+        "gauge", (), "Events waiting for another attempt at an endpoint (webhook_retries)"),
+    "etrans_webhook_retries_overdue_seconds": (
+        "gauge", (), "How long the most overdue webhook retry has been due (0 when none is)"),
     "etrans_outbox_backlog": ("gauge", (), "Outbox rows waiting to be published"),
     "etrans_outbox_oldest_age_seconds": (
         "gauge", (), "Age of the oldest outbox row waiting (0 when none)"),
@@ -139,7 +151,8 @@ class PrometheusMetrics:
         self._inserts: dict[str, LogInsertMetrics] = {}
         self._pipelines: list[tuple[str, Callable[[], PipelineFigures]]] = []
         self._counts: list[tuple[str, str, Callable[[], Mapping[str, int]]]] = []
-        self._outbox: Callable[[], Awaitable[tuple[int, float]]] | None = None
+        self._webhooks: WebhookMetrics | None = None
+        self._backlogs: list[tuple[Gauge, Gauge, Callable[[], Awaitable[tuple[int, float]]]]] = []
         self._figures = _ScrapeTimeFigures()
         self.registry.register(self._figures)
 
@@ -174,6 +187,13 @@ class PrometheusMetrics:
                                                     documents.labels(store))
         return self._inserts[store]
 
+    def webhooks(self) -> WebhookMetrics:
+        if self._webhooks is None:
+            name = "etrans_webhook_post_seconds"
+            self._webhooks = WebhookMetrics(Histogram(name, _help(name), registry=self.registry,
+                                                      buckets=_HTTP_BUCKETS))
+        return self._webhooks
+
     def watch_pipeline(self, worker: str, statistics: Callable[[], PipelineFigures]) -> None:
         self._pipelines.append((worker, statistics))
 
@@ -183,33 +203,33 @@ class PrometheusMetrics:
             raise ValueError(f"{name} is not a family of counts (COUNT_FAMILIES)")
         self._counts.append((name, worker, counts))
 
-    def watch_outbox(self, backlog: Callable[[], Awaitable[tuple[int, float]]]) -> None:
-        self._outbox = backlog
-        self._backlog = Gauge("etrans_outbox_backlog", _help("etrans_outbox_backlog"),
-                              registry=self.registry)
-        self._oldest = Gauge("etrans_outbox_oldest_age_seconds",
-                             _help("etrans_outbox_oldest_age_seconds"), registry=self.registry)
+    def watch_backlog(self, rows: str, age: str,
+                      backlog: Callable[[], Awaitable[tuple[int, float]]]) -> None:
+        self._backlogs.append((Gauge(rows, _help(rows), registry=self.registry),
+                               Gauge(age, _help(age), registry=self.registry), backlog))
 
     async def render(self) -> tuple[bytes, str]:
         """Read the scrape-time figures (on this, the Trio thread), then render them all."""
         families = _pipeline_families(self._pipelines)
         families.extend(_count_families(self._counts))
         self._figures.families = families
-        if self._outbox is not None:
-            await self._read_outbox(self._outbox)
+        for rows, age, backlog in self._backlogs:
+            await _read_backlog(rows, age, backlog)
         return generate_latest(self.registry), CONTENT_TYPE_LATEST
 
-    async def _read_outbox(self, backlog: Callable[[], Awaitable[tuple[int, float]]]) -> None:
-        # A database that does not answer must not hang the scrape: the gauges keep their last
-        # value (the relay's own errors are logged by the relay).
-        try:
-            with trio.fail_after(2.0):
-                rows, oldest = await backlog()
-        except Exception as exc:
-            log.warning("could not measure the outbox backlog", error=repr(exc))
-            return
-        self._backlog.set(rows)
-        self._oldest.set(oldest)
+
+async def _read_backlog(rows: Gauge, age: Gauge,
+                        backlog: Callable[[], Awaitable[tuple[int, float]]]) -> None:
+    # A database that does not answer must not hang the scrape: the gauges keep their last
+    # value (the relay's or the worker's own errors are logged by them).
+    try:
+        with trio.fail_after(2.0):
+            waiting, oldest = await backlog()
+    except Exception as exc:
+        log.warning("could not measure a backlog", error=repr(exc))
+        return
+    rows.set(waiting)
+    age.set(oldest)
 
 
 def _pipeline_families(pipelines: list[tuple[str, Callable[[], PipelineFigures]]]

@@ -20,11 +20,11 @@ writing the attempt breaks the foreign key - the attempt is then dropped, not re
 from __future__ import annotations
 
 import json
-from datetime import timedelta
+from datetime import UTC, timedelta
 from typing import TYPE_CHECKING, Any
 
 import psycopg
-from sqlalchemy import and_, delete, insert, select, tuple_, update
+from sqlalchemy import and_, delete, func, insert, select, tuple_, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
@@ -223,6 +223,20 @@ class SqlWebhookDeliveryStore:
             return False
         conn.execute(delete(_RETRIES).where(_RETRIES.c.webhook_id == webhook_id))
         return True
+
+    async def retry_backlog(self, now: datetime) -> tuple[int, float]:
+        return await self.database.run(self._retry_backlog, now)
+
+    def _retry_backlog(self, now: datetime) -> tuple[int, float]:
+        # count(*): an index-only scan of ix_webhook_retries_due_at; min: one index lookup.
+        r = _RETRIES.c
+        with self.database.engine.connect() as conn:
+            waiting, earliest = conn.execute(select(func.count(), func.min(r.due_at))).one()
+        if earliest is None:
+            return 0, 0.0
+        if earliest.tzinfo is None:  # SQLite keeps naive UTC
+            earliest = earliest.replace(tzinfo=UTC)
+        return int(waiting), max(0.0, (now - earliest).total_seconds())
 
     async def check(self) -> None:
         await self.database.check()
