@@ -66,11 +66,16 @@ if TYPE_CHECKING:
     from collections.abc import AsyncIterator
     from pathlib import Path
 
+    from quart_trio import QuartTrio
+
     from etrans.adapters.crypto.credentials import CredentialCipher
+    from etrans.adapters.metrics.prometheus import PrometheusMetrics
+    from etrans.adapters.sql.outbox import OutboxRelay
     from etrans.pipeline import Pipeline, PipelineConfig
     from etrans.runtime import ServiceMain, Shutdown
     from etrans.settings import DevSettings, SmtpSettings, TokenSettings
     from etrans.settings.tracking import TrackingSettings
+    from etrans.workers.fetchlog import FetchlogTask
 
 
 @dataclass(frozen=True)
@@ -96,10 +101,21 @@ def build(settings: DevSettings, *, data_dir: Path) -> ServiceMain:
     cipher = CredentialCipher(tokens.secret.get(), tokens.iv.get())
 
     async def main(shutdown: Shutdown) -> None:
+        from etrans.adapters.metrics.prometheus import PrometheusMetrics
+        from etrans.adapters.metrics.server import serve_metrics
+
         # The banner lists the services in this order, whichever is opened first.
         stand_ins = dict.fromkeys(("usend db", "topics", "redis", "logs", "smtp"), "")
-        async with _open_backends(settings, data_dir, cipher, stand_ins) as backends:
-            await _run(settings, sections, data_dir, backends, cipher, stand_ins, shutdown)
+        # One registry for the API and every worker: GET /metrics on the API's port, or at
+        # ETRANS_METRICS_BIND instead (as serve).
+        metrics = PrometheusMetrics()
+        async with _open_backends(settings, data_dir, cipher, stand_ins) as backends, \
+                trio.open_nursery() as nursery:
+            if settings.metrics_bind is not None:
+                await nursery.start(serve_metrics, settings.metrics_bind, metrics.render)
+            await _run(settings, sections, data_dir, backends, cipher, stand_ins, shutdown,
+                       metrics)
+            nursery.cancel_scope.cancel()
 
     return main
 
@@ -141,7 +157,7 @@ def pipeline_configs(settings: DevSettings) -> tuple[PipelineConfig, PipelineCon
 
 
 async def _run_webhooks(settings: DevSettings, backends: DevBackends, token_secret: str,
-                        shutdown: Shutdown, *,
+                        shutdown: Shutdown, metrics: PrometheusMetrics, *,
                         task_status: trio.TaskStatus[Pipeline] = trio.TASK_STATUS_IGNORED,
                         ) -> None:
     """``etrans webhooks``, on the USEND DB and the topics in use."""
@@ -151,7 +167,7 @@ async def _run_webhooks(settings: DevSettings, backends: DevBackends, token_secr
     config = webhooks_pipeline(settings.topics, settings.consumer("webhooks"), options)
     client = webhook_client(options)
     delivery = webhook_delivery(backends.usend.db, token_secret, client,
-                                backends.topics.publisher, options)
+                                backends.topics.publisher, options, metrics)
     try:
         await run_webhooks(config, delivery, shutdown, poll_seconds=options.retry_poll_seconds,
                            source=backends.topics.source, task_status=task_status)
@@ -162,17 +178,19 @@ async def _run_webhooks(settings: DevSettings, backends: DevBackends, token_secr
 
 
 async def _run_engagement(settings: DevSettings, backends: DevBackends,
-                          shutdown: Shutdown, *,
+                          shutdown: Shutdown, metrics: PrometheusMetrics, *,
                           task_status: trio.TaskStatus[Pipeline] = trio.TASK_STATUS_IGNORED,
                           ) -> None:
     """fetchlog's second pipeline: the opens and clicks, on the logs and USEND DB in use."""
-    from etrans.bootstrap.fetchlog import engagement_task
+    from etrans.bootstrap.fetchlog import engagement_task, watch_engagement
     from etrans.workers.engagement import run_engagement
 
     config = fetchlog_pipeline(settings.topics, settings.consumer("engagement"),
                                settings.fetchlog)
-    await run_engagement(config, engagement_task(backends.logs.writer, backends.usend.db),
-                         shutdown, source=backends.topics.source, task_status=task_status)
+    task = engagement_task(backends.logs.writer, backends.usend.db)
+    watch_engagement(metrics, task)
+    await run_engagement(config, task, shutdown, source=backends.topics.source,
+                         task_status=task_status)
 
 
 async def _start_sink(nursery: trio.Nursery, data_dir: Path, backends: DevBackends,
@@ -188,9 +206,36 @@ async def _start_sink(nursery: trio.Nursery, data_dir: Path, backends: DevBacken
     return SmtpSettings(host="127.0.0.1", port=port, allow_plaintext_auth=True)
 
 
+def _api(settings: DevSettings, sections: ApiSections, backends: DevBackends,
+         relay: OutboxRelay, metrics: PrometheusMetrics) -> QuartTrio:
+    """The API of ``serve``, its GET /metrics on the API's port unless ETRANS_METRICS_BIND."""
+    usend, topics = backends.usend, backends.topics
+    metrics.watch_backlog("etrans_outbox_backlog", "etrans_outbox_oldest_age_seconds",
+                          usend.outbox.backlog)
+    return create_api(sections, ApiBackends(usend_db=usend.db, stores=backends.state.api,
+                                            relay=relay, events=topics.publisher),
+                      probes=[usend.db, topics.publisher, backends.logs.writer],
+                      metrics=metrics.http(),
+                      metrics_page=metrics.render if settings.metrics_bind is None else None)
+
+
+def _fetchlog_task(settings: DevSettings, backends: DevBackends,
+                   metrics: PrometheusMetrics) -> FetchlogTask:
+    from etrans.bootstrap.fetchlog import watch_events
+
+    usend = backends.usend
+    task = fetchlog_task(settings.fetchlog, backends.logs.writer, usend=usend.db,
+                         statuses=usend.statuses, suppressions=usend.suppressions,
+                         events=backends.topics.publisher,
+                         events_topic=settings.webhooks.events_topic)
+    watch_events(metrics, "fetchlog", task)
+    return task
+
+
 async def _run(settings: DevSettings, sections: ApiSections, data_dir: Path,
                backends: DevBackends, cipher: CredentialCipher, stand_ins: dict[str, str],
-               shutdown: Shutdown) -> None:
+               shutdown: Shutdown, metrics: PrometheusMetrics) -> None:
+    from etrans.bootstrap.metrics import watched
     from etrans.dev import demo
     from etrans.pipeline import run_pipeline
     from etrans.workers.fetchlog import run_fetchlog
@@ -200,16 +245,11 @@ async def _run(settings: DevSettings, sections: ApiSections, data_dir: Path,
     account = await usend.db.run(demo.ensure_demo, usend.db, cipher, data_dir)
     relay = outbox_relay(kafka, settings.outbox, usend.outbox, topics.publisher,
                          settings.webhooks.events_topic)
-    app = create_api(sections, ApiBackends(usend_db=usend.db, stores=backends.state.api,
-                                           relay=relay, events=topics.publisher),
-                     probes=[usend.db, topics.publisher, backends.logs.writer])
+    app = _api(settings, sections, backends, relay, metrics)
     config = hypercorn_config(settings.http, drain_seconds=settings.drain_seconds)
     mmap_large_allocations()
     sendmail_config, fetchlog_config = pipeline_configs(settings)
-    fetchlog = fetchlog_task(settings.fetchlog, backends.logs.writer, usend=usend.db,
-                             statuses=usend.statuses, suppressions=usend.suppressions,
-                             events=topics.publisher,
-                             events_topic=settings.webhooks.events_topic)
+    fetchlog = _fetchlog_task(settings, backends, metrics)
     async with trio.open_nursery() as outer:
         # The SMTP sink lives in the outer nursery: it stays up until sendmail has drained.
         smtp = settings.smtp
@@ -225,20 +265,25 @@ async def _run(settings: DevSettings, sections: ApiSections, data_dir: Path,
                     else None)
         delivery = email_delivery(backends.state.delivery, pool, topics.publisher, kafka,
                                   settings.sendmail, message_signing(settings.sendmail, keys),
-                                  tracking, events_topic=settings.webhooks.events_topic)
+                                  tracking, events_topic=settings.webhooks.events_topic,
+                                  metrics=metrics.smtp())
+        metrics.watch_counts("etrans_sendmail_outcomes_total", "sendmail", delivery.statistics)
         try:
             # Ready (and the banner printed) once the API listens and every consumer has
             # subscribed, as each production subcommand reports it.
             await run_ready(
                 shutdown, f"dev: HTTP on {_local_url(settings)}",
                 partial(serve_http, app, config, relay, shutdown),
-                partial(run_pipeline, sendmail_config, SendmailTask(delivery), shutdown,
-                        producer=topics.publisher, source=topics.source),
-                partial(run_fetchlog, fetchlog_config, fetchlog, shutdown,
-                        source=topics.source),
-                partial(_run_webhooks, settings, backends, sections.tokens.secret.get(),
-                        shutdown),
-                partial(_run_engagement, settings, backends, shutdown),
+                watched(metrics, "sendmail", partial(
+                    run_pipeline, sendmail_config, SendmailTask(delivery), shutdown,
+                    producer=topics.publisher, source=topics.source)),
+                watched(metrics, "fetchlog", partial(run_fetchlog, fetchlog_config, fetchlog,
+                                                     shutdown, source=topics.source)),
+                watched(metrics, "webhooks", partial(
+                    _run_webhooks, settings, backends, sections.tokens.secret.get(), shutdown,
+                    metrics)),
+                watched(metrics, "engagement", partial(_run_engagement, settings, backends,
+                                                       shutdown, metrics)),
                 then=partial(print, demo.banner(account, _local_url(settings), data_dir,
                                                 stand_ins), flush=True))
             outer.cancel_scope.cancel()

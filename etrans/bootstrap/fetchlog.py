@@ -98,8 +98,12 @@ def watch_events(metrics: MetricsRegistry, worker: str, task: FetchlogTask) -> N
     metrics.watch_counts("etrans_fetchlog_events_total", worker, outcomes)
 
 
-def _engagement_outcomes(task: EngagementTask) -> dict[str, int]:
-    return {k: v for k, v in asdict(task.statistics()).items() if k != "batches"}
+def watch_engagement(metrics: MetricsRegistry, task: EngagementTask) -> None:
+    """The opens and clicks pipeline's records by outcome, read at every scrape."""
+    def outcomes() -> dict[str, int]:
+        return {k: v for k, v in asdict(task.statistics()).items() if k != "batches"}
+
+    metrics.watch_counts("etrans_fetchlog_events_total", "engagement", outcomes)
 
 
 def build(settings: FetchlogSettings, *, from_earliest: bool, stop_at_end: bool) -> ServiceMain:
@@ -142,8 +146,7 @@ def build(settings: FetchlogSettings, *, from_earliest: bool, stop_at_end: bool)
         try:
             if await _engagement_wanted(settings, stop_at_end):
                 opens_clicks = engagement_task(writer, usend, reporter)
-                metrics.watch_counts("etrans_fetchlog_events_total", "engagement",
-                                     partial(_engagement_outcomes, opens_clicks))
+                watch_engagement(metrics, opens_clicks)
                 pipelines.append(watched(metrics, "engagement", partial(
                     run_engagement, engagement, opens_clicks, shutdown)))
             await run_ready(shutdown, "fetchlog", *pipelines)

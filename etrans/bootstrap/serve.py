@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from quart_trio import QuartTrio
 
     from etrans.adapters.sql.outbox import OutboxRelay
+    from etrans.adapters.sql.outbox_store import OutboxStore
     from etrans.app.ports import HealthProbe
     from etrans.runtime import ServiceMain, Shutdown
     from etrans.settings import ServeSettings
@@ -46,7 +47,9 @@ def build(settings: ServeSettings) -> ServiceMain:
         metrics = PrometheusMetrics()
         # GET /metrics on the API's port, unless ETRANS_METRICS_BIND puts it elsewhere.
         bind = settings.metrics_bind
-        async with _open_backends(settings) as (backends, relay, probes):
+        async with _open_backends(settings) as (backends, relay, probes, outbox):
+            metrics.watch_backlog("etrans_outbox_backlog", "etrans_outbox_oldest_age_seconds",
+                                  outbox.backlog)
             app = create_api(sections, backends, probes=probes, metrics=metrics.http(),
                              metrics_page=metrics.render if bind is None else None)
             async with trio.open_nursery() as nursery:
@@ -91,7 +94,8 @@ async def serve_http(app: QuartTrio, config: HypercornConfig, relay: OutboxRelay
 
 @asynccontextmanager
 async def _open_backends(settings: ServeSettings
-                         ) -> AsyncIterator[tuple[ApiBackends, OutboxRelay, Sequence[HealthProbe]]]:
+                         ) -> AsyncIterator[tuple[ApiBackends, OutboxRelay, Sequence[HealthProbe],
+                                                  OutboxStore]]:
     """PostgreSQL (Billing DB read only, USEND DB), MongoDB, Kafka and Redis, closed on exit in
     reverse order; the outbox relay on the USEND DB."""
     from etrans.adapters.kafka.client import KafkaProducer
@@ -122,10 +126,11 @@ async def _open_backends(settings: ServeSettings
         stack.push_async_callback(_shielded, usend_repo.aclose)
         stores = redis_api_stores(redis, prefix=settings.http.redis_prefix,
                                   usend_repo=usend_repo, log_reader=MongoLogReader(mongo))
-        relay = outbox_relay(settings.kafka, settings.outbox, PgOutboxStore.of(usend), producer)
+        outbox = PgOutboxStore.of(usend)  # the relay's rows, and their backlog for the metrics
+        relay = outbox_relay(settings.kafka, settings.outbox, outbox, producer)
         yield (ApiBackends(usend_db=usend, stores=stores, billing_db=billing, relay=relay,
                            events=producer), relay,
-               [billing, usend, redis, producer, mongo])
+               [billing, usend, redis, producer, mongo], outbox)
 
 
 async def _shielded(close: Callable[[], Awaitable[object]]) -> None:

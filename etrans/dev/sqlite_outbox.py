@@ -87,6 +87,22 @@ class SqliteOutboxStore:
                 _EMAILS.c.status == "scheduled").values(status="queued", updated_at=now))
         return len(rows)
 
+    async def backlog(self) -> tuple[int, float]:
+        return await self._db.run(self._backlog)
+
+    def _backlog(self) -> tuple[int, float]:
+        c = _OUTBOX.c
+        now = datetime.now(UTC)
+        unpublished = (c.published_at.is_(None), c.failed_at.is_(None))
+        with self._db.engine.connect() as conn:
+            pending, created = conn.execute(select(func.count(), func.min(c.created_at))
+                                            .where(*unpublished, c.due_at.is_(None))).one()
+            overdue, due = conn.execute(select(func.count(), func.min(c.due_at)).where(
+                *unpublished, c.due_at.is_not(None), c.due_at <= now)).one()
+        ages = [(now - (t if t.tzinfo else t.replace(tzinfo=UTC))).total_seconds()
+                for t in (created, due) if t is not None]
+        return int(pending) + int(overdue), max([0.0, *ages])
+
     async def aclose(self) -> None:
         """Nothing of its own: the engine belongs to the caller."""
 

@@ -275,3 +275,27 @@ async def test_release_due_leaves_a_cancelled_email_as_it_is(backend: Backend) -
                  "due_at": datetime.now(UTC) - timedelta(seconds=1)})
     assert await backend.store.release_due(10) == 1
     assert backend.email("m-c").status == "cancelled"
+
+
+# -- the backlog (the metrics of serve and dev) ---------------------------------------------------
+
+async def test_backlog_counts_rows_waiting_to_be_published_and_the_oldest_wait(
+        backend: Backend) -> None:
+    assert await backend.store.backlog() == (0, 0.0)
+    now = datetime.now(UTC)
+    backend.add({"payload": b"pending for 30 s", "created_at": now - timedelta(seconds=30)},
+                {"payload": b"pending, new"},
+                {"payload": b"published", "published_at": now,
+                 "created_at": now - timedelta(hours=2)},
+                {"payload": b"failed", "failed_at": now, "created_at": now - timedelta(hours=2)},
+                {"payload": b"scheduled, not due", "due_at": now + timedelta(hours=1),
+                 "created_at": now - timedelta(hours=2)})
+    rows, age = await backend.store.backlog()
+    assert rows == 2
+    assert 30 <= age < 90
+    # A scheduled row due for 300 s and not yet released waits since its due time.
+    backend.add({"payload": b"overdue", "due_at": now - timedelta(seconds=300),
+                 "created_at": now - timedelta(days=1)})
+    rows, age = await backend.store.backlog()
+    assert rows == 3
+    assert 300 <= age < 360

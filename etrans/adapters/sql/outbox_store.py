@@ -99,6 +99,13 @@ class OutboxStore(Protocol):
         returns how many."""
         ...
 
+    async def backlog(self) -> tuple[int, float]:
+        """(rows waiting to be published, seconds the oldest has waited; 0 when none): the
+        pending rows since their creation, and the scheduled rows due but not yet released
+        since their ``due_at``.  For the metrics: a query on the partial indexes of those rows
+        only, whatever the number of rows published and kept."""
+        ...
+
     async def aclose(self) -> None: ...
 
 
@@ -152,6 +159,22 @@ WITH due AS (
 )
 SELECT count(*) FROM released
 """
+# Each subquery reads one partial index (ix_email_outbox_unpublished: the pending rows;
+# ix_email_outbox_due_at: the waiting rows, the overdue ones by range): its cost follows the
+# rows waiting, not the table (EXPLAIN in tests/integration/test_outbox_backlog.py).
+_BACKLOG = b"""
+WITH pending AS (
+    SELECT count(*) AS n, min(created_at) AS oldest FROM email_outbox
+    WHERE published_at IS NULL AND failed_at IS NULL AND due_at IS NULL
+), overdue AS (
+    SELECT count(*) AS n, min(due_at) AS oldest FROM email_outbox
+    WHERE published_at IS NULL AND failed_at IS NULL AND due_at IS NOT NULL AND due_at <= now()
+)
+SELECT pending.n + overdue.n,
+       greatest(coalesce(extract(epoch FROM now() - pending.oldest), 0),
+                coalesce(extract(epoch FROM now() - overdue.oldest), 0), 0)
+FROM pending, overdue
+"""
 _DELETE_PUBLISHED = b"""
 DELETE FROM email_outbox WHERE id IN (
     SELECT id FROM email_outbox WHERE published_at < now() - make_interval(secs => $1::float8)
@@ -162,13 +185,20 @@ DELETE FROM email_outbox WHERE id IN (
 class PgOutboxStore:
     """:class:`OutboxStore` on PostgreSQL, on the Trio thread (a connection of its own)."""
 
-    def __init__(self, connection: TrioPqConnection) -> None:
+    def __init__(self, connection: TrioPqConnection,
+                 backlog_connection: TrioPqConnection) -> None:
         self._connection = connection
+        # The metrics' reads: never inside a pass's transaction (an error there would abort
+        # it), never waiting behind one.  Connected at the first scrape.
+        self._backlog_connection = backlog_connection
+        self._closed = False
 
     @classmethod
     def of(cls, db: Database) -> PgOutboxStore:
-        """A store on its own connection to ``db``'s database."""
-        return cls(TrioPqConnection.from_sqlalchemy_url(db.engine.url))
+        """A store on its own connections to ``db``'s database (the relay's, the metrics')."""
+        return cls(TrioPqConnection.from_sqlalchemy_url(db.engine.url),
+                   TrioPqConnection.from_sqlalchemy_url(db.engine.url,
+                                                        application_name="etrans-metrics"))
 
     async def relay_pass(
             self, limit: int, choose: Callable[[Sequence[tuple[int, int]]], list[int]],
@@ -224,8 +254,17 @@ class PgOutboxStore:
         result = await self._connection.execute(_RELEASE_DUE, [str(limit)])
         return int(result.rows[0][0] or 0)
 
+    async def backlog(self) -> tuple[int, float]:
+        if self._closed:  # the relay has stopped: no connection is reopened
+            raise RuntimeError("the outbox store is closed")
+        result = await self._backlog_connection.execute(_BACKLOG)
+        rows, age = result.rows[0]
+        return int(rows or 0), float(age or 0.0)
+
     async def aclose(self) -> None:
+        self._closed = True
         await self._connection.aclose()
+        await self._backlog_connection.aclose()
 
 
 def _pg_array(ids: Sequence[int]) -> str:
