@@ -19,8 +19,6 @@ if TYPE_CHECKING:
     from etrans.settings import Settings
 
 S = TypeVar("S", bound="Settings")
-
-
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
 
@@ -64,6 +62,8 @@ class _Context:
                        f" one of {', '.join(_LOG_LEVELS)}, got {level!r}", err=True)
             sys.exit(2)
         observability.configure(service, level=level, process=self.process_index)
+        from etrans.bootstrap.tracing import start_tracing  # spans when OTLP is configured
+        start_tracing(service, self.environment())
 
     def start_error_reporting(self, service: str, settings: Settings) -> None:
         """SENTRY_DSN: error lines with an exception go to Sentry (every subcommand; fetchlog

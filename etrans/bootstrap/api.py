@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
+from etrans.bootstrap.tracing import process_tracer
+
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Sequence
 
@@ -276,7 +278,8 @@ def create_api(sections: ApiSections, backends: ApiBackends, *,
         services=api_services(sections, backends),
         rate_limiter=rate_limiter(http, backends.stores.rate_counter),
         body_memory_bytes=http.body_memory_bytes,
-        tracking=tracking_hits(sections, backends), metrics=metrics, metrics_page=metrics_page))
+        tracking=tracking_hits(sections, backends), metrics=metrics, metrics_page=metrics_page,
+        tracer=process_tracer()))
 
 
 def outbox_relay(kafka: KafkaSettings, outbox: OutboxSettings, store: OutboxStore,
@@ -293,4 +296,5 @@ def outbox_relay(kafka: KafkaSettings, outbox: OutboxSettings, store: OutboxStor
                        retention_seconds=outbox.retention_hours * 3600.0,
                        log_topic=log_topic(kafka),
                        reject_events=partial(reject_events, agent=outbox_agent()),
-                       events_topic=events_topic or kafka.events_topic)
+                       events_topic=events_topic or kafka.events_topic,
+                       tracer=process_tracer())

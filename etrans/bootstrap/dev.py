@@ -52,6 +52,7 @@ from etrans.bootstrap.stores import (
     open_topics,
     open_usend,
 )
+from etrans.bootstrap.tracing import process_tracer
 from etrans.bootstrap.webhooks import webhook_client, webhook_delivery
 from etrans.bootstrap.workers import (
     dkim_key_source,
@@ -275,8 +276,8 @@ async def _run(settings: DevSettings, sections: ApiSections, data_dir: Path,
                 shutdown, f"dev: HTTP on {_local_url(settings)}",
                 partial(serve_http, app, config, relay, shutdown),
                 watched(metrics, "sendmail", partial(
-                    run_pipeline, sendmail_config, SendmailTask(delivery), shutdown,
-                    producer=topics.publisher, source=topics.source)),
+                    run_pipeline, sendmail_config, SendmailTask(delivery, process_tracer()),
+                    shutdown, producer=topics.publisher, source=topics.source)),
                 watched(metrics, "fetchlog", partial(run_fetchlog, fetchlog_config, fetchlog,
                                                      shutdown, source=topics.source)),
                 watched(metrics, "webhooks", partial(

@@ -12,6 +12,7 @@ import trio
 from etrans.bootstrap.configs import log_topic, sendmail_pipeline
 from etrans.bootstrap.readiness import run_ready
 from etrans.bootstrap.stores import redis_delivery_stores
+from etrans.bootstrap.tracing import process_tracer
 from etrans.bootstrap.workers import (
     dkim_key_source,
     email_delivery,
@@ -115,7 +116,7 @@ def build(settings: SendmailSettings) -> ServiceMain:
                                       producer, kafka, options, signing,
                                       tracking[1] if tracking is not None else None,
                                       metrics=metrics.smtp())
-            running = Pipeline(config, SendmailTask(delivery), producer=producer)
+            running = Pipeline(config, SendmailTask(delivery, process_tracer()), producer=producer)
             metrics.watch_pipeline("sendmail", running.statistics)
             metrics.watch_counts("etrans_sendmail_outcomes_total", "sendmail",
                                  delivery.statistics)

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from etrans.bootstrap.configs import delivery_policy, log_topic, smtp_config
+from etrans.bootstrap.tracing import process_tracer
 from etrans.observability import get_logger
 
 if TYPE_CHECKING:
@@ -113,4 +114,4 @@ def fetchlog_task(options: FetchlogOptions, writer: LogDocumentWriter, *,
         EventFilter.from_settings(options.store_event_types, options.skip_message_id_pattern),
         writer, statuses, reporter,
         MessageOwnerLookup(usend) if usend is not None else None, suppressions,
-        events=events, events_topic=events_topic)
+        events=events, events_topic=events_topic, tracer=process_tracer())

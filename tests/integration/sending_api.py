@@ -119,7 +119,7 @@ class SendingApi:
 @asynccontextmanager
 async def open_sending_api(etrans_env: Any, billing_db: Any, *, with_relay: bool = False,
                            all_routes: bool = False, redis_reply_timeout: float = 5.0,
-                           **overrides: Any) -> AsyncIterator[SendingApi]:
+                           tracer: Any = None, **overrides: Any) -> AsyncIterator[SendingApi]:
     """The sending API on its own Redis client (``open_redis``, as ``etrans serve``), closed
     on exit; ``all_routes``: the account routes too (every route of ``etrans serve``)."""
     values: dict[str, Any] = {
@@ -131,7 +131,8 @@ async def open_sending_api(etrans_env: Any, billing_db: Any, *, with_relay: bool
     conf = settings.for_command("serve", env)
     assert conf.redis is not None
     async with open_redis(conf.redis.url.get(), reply_timeout=redis_reply_timeout) as redis:
-        api = _build(conf, env, billing_db, redis, with_relay=with_relay, all_routes=all_routes)
+        api = _build(conf, env, billing_db, redis, with_relay=with_relay, all_routes=all_routes,
+                     tracer=tracer)
         try:
             yield api
         finally:
@@ -139,7 +140,7 @@ async def open_sending_api(etrans_env: Any, billing_db: Any, *, with_relay: bool
 
 
 def _build(conf: Any, env: dict[str, str], billing_db: Any, redis: TrioRedis, *,
-           with_relay: bool, all_routes: bool) -> SendingApi:
+           with_relay: bool, all_routes: bool, tracer: Any = None) -> SendingApi:
     from tests.harness.databases import BillingSeeder
 
     billing = billing_database(conf.databases.billing_uri.get(), pool_size=5)
@@ -153,7 +154,7 @@ def _build(conf: Any, env: dict[str, str], billing_db: Any, redis: TrioRedis, *,
 
         producer = KafkaProducer.from_settings(conf.kafka, **{"message.timeout.ms": 60000})
         relay = OutboxRelay(PgOutboxStore.of(usend), producer, idle_seconds=0.2,
-                            events_topic=conf.kafka.events_topic)
+                            events_topic=conf.kafka.events_topic, tracer=tracer)
     stores = redis_api_stores(redis, prefix=conf.http.redis_prefix,
                               usend_repo=UsendRepository(usend), log_reader=MongoLogReader(mongo))
     sections = ApiSections(http=conf.http, tokens=conf.tokens, kafka=conf.kafka,
@@ -162,7 +163,7 @@ def _build(conf: Any, env: dict[str, str], billing_db: Any, redis: TrioRedis, *,
     app = create_app(ApiDependencies(
         authenticator=authenticator(conf.http, stores), services=api_services(sections, backends),
         routers=None if all_routes else [emails.register, logs.register],
-        rate_limiter=rate_limiter(conf.http, stores.rate_counter)))
+        rate_limiter=rate_limiter(conf.http, stores.rate_counter), tracer=tracer))
     api = SendingApi(app=app, client=app.test_client(), settings=conf, redis=redis, usend=usend,
                billing=billing, mongo=mongo, seed=BillingSeeder(billing_db.owner_url),
                cipher=CredentialCipher(conf.tokens.secret.get(), conf.tokens.iv.get()), env=env,

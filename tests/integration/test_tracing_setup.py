@@ -1,0 +1,30 @@
+"""Without an OTLP endpoint, nothing of the OpenTelemetry SDK is imported (no cost when unset):
+checked in a fresh interpreter that wires the three traced subcommands' modules."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+CHECK = """
+import sys
+from etrans.bootstrap import fetchlog, sendmail, serve
+from etrans.bootstrap.tracing import process_tracer, start_tracing
+from etrans.app.tracing import ContextOnlyTracer
+for service in ("serve", "sendmail", "fetchlog", "dev"):
+    start_tracing(service, {"OTEL_SERVICE_NAME": "x"})
+assert isinstance(process_tracer(), ContextOnlyTracer)
+loaded = sorted(m for m in sys.modules if m.startswith("opentelemetry"))
+assert not loaded, loaded
+start_tracing("db", {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:9"})
+assert isinstance(process_tracer(), ContextOnlyTracer)
+start_tracing("sendmail", {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:9"})
+assert type(process_tracer()).__name__ == "OtelTracer"
+"""
+
+
+def test_the_sdk_is_imported_only_with_an_endpoint() -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", CHECK], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 0, done.stderr
