@@ -6,9 +6,10 @@ domain must be the user's and verified (400 "Domain not verified"), the user mus
 credentials (400), ONE lookup of every recipient (to, cc, bcc) on the user's suppression list,
 quota reserved atomically (400 when exceeded), credentials cached in Redis ``auth``, then the row
 and its outbox record committed in one transaction.  With ``guarded_saves`` (serve, dev) there is
-no lookup first: the store checks ``NewEmail.guard`` (the normalised recipients) in its insert
-and, when one is listed, saves nothing and raises ``SuppressionCheckNeeded``; the quota is given
-back and the request done again, lookup first (so too after a quota or size refusal, which the
+no lookup first, and a stored template may be one sends used lately: the store checks the
+recipients (``NewEmail.guard``) and the template's version in its insert; when one is listed or
+the template changed it saves nothing (``SendCheckNeeded``), the quota is given back and the
+request done again, lookup and template read first (so too after a quota or size refusal, which
 listed recipients might change): the same results, one round trip less per send.  Suppressed
 recipients are left out of the Kafka record (each field keeps its role) and stored as recipient
 outcomes ``suppressed`` with the row (and, for each, an ``email.suppressed`` event as an outbox
@@ -35,7 +36,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import trio
 
-from etrans.app.ports import SuppressionCheckNeeded
+from etrans.app.ports import SendCheckNeeded
 from etrans.app.records import (
     BatchOutcome,
     EmailDetail,
@@ -83,6 +84,7 @@ if TYPE_CHECKING:
         SuppressionLookup,
     )
     from etrans.app.records import SendingDomain
+    from etrans.app.template_records import Template
     from etrans.app.templates import TemplateDeps
 
 log = get_logger(__name__)
@@ -165,7 +167,7 @@ async def _guarded_first(deps: EmailDeps, send: Callable[..., Awaitable[T]], cmd
     if deps.guarded_saves:
         try:
             return await send(deps, cmd, now, guarded=True)
-        except SuppressionCheckNeeded:
+        except SendCheckNeeded:
             pass  # nothing committed, the quota given back: again, looking the list up first
     return await send(deps, cmd, now, guarded=False)
 
@@ -221,8 +223,9 @@ async def _prepare(deps: EmailDeps, user_id: int, email: dict[str, Any], now: da
                    traceparent: str | None = None, *, guarded: bool = False
                    ) -> tuple[NewEmail, SendingDomain]:
     scheduled_at = scheduled_time(email, now)  # 400 before any lookup
+    used: list[Template] = []  # the stored template rendered, if any
     try:
-        rendered = await rendered_email(deps.templates, user_id, email)
+        rendered = await rendered_email(deps.templates, user_id, email, used, cached=guarded)
         check_email(rendered)  # the rules hold for the email as it is sent
     except (EmailRuleError, TemplateProblem) as exc:
         raise InvalidInput(str(exc)) from None
@@ -233,8 +236,7 @@ async def _prepare(deps: EmailDeps, user_id: int, email: dict[str, Any], now: da
     credentials = await deps.credentials.cache_value(user_id, domain.name)
     if credentials is None:
         raise InvalidInput(NO_CREDENTIALS)
-    # Guarded: the store looks the recipients up itself, in the insert's round trip.
-    suppressed = (() if guarded
+    suppressed = (() if guarded  # guarded: the store checks them in the insert
                   else await suppressed_recipients(deps.suppressions, user_id, rendered))
     message_id = new_message_id(domain.name)
     kafka_key, kafka_value = _record(deps, without(rendered, suppressed), message_id, user_id,
@@ -254,6 +256,7 @@ async def _prepare(deps: EmailDeps, user_id: int, email: dict[str, Any], now: da
         suppressed=suppressed, status=stored_status(kafka_value, scheduled_at),
         events=suppressed_events(deps.events_topic, message_id, user_id, suppressed, now),
         guard=guard_addresses(rendered) if guarded else None,
+        template_version=(used[0].id, used[0].updated_at) if guarded and used else None,
         traceparent=traceparent, scheduled_at=scheduled_at)
     if new.published:
         await deps.credential_cache.store(user_id, credentials)
@@ -268,20 +271,17 @@ def _record(deps: EmailDeps, email: dict[str, Any] | None, message_id: str, user
     message = sendmail_message(email, message_id=message_id, user_id=user_id)
     kafka_key = message_id.encode()
     kafka_value = json.dumps(message, ensure_ascii=False, separators=(",", ":")).encode()
-    try:
-        _check_record_size(deps, len(kafka_key) + len(kafka_value))
-    except InvalidInput:
-        if guarded:  # without its listed recipients, if any, the record may fit
-            raise SuppressionCheckNeeded from None
-        raise
+    _check_record_size(deps, len(kafka_key) + len(kafka_value), guarded)
     return kafka_key, kafka_value
 
 
-def _check_record_size(deps: EmailDeps, size: int) -> None:
+def _check_record_size(deps: EmailDeps, size: int, guarded: bool) -> None:
     """The record must fit what the producer and the topic take, else it could never be
     published: refuse it now (400) rather than queue an email that stays Queued."""
     limit = deps.max_record_bytes
     if limit is not None and size > limit:
+        if guarded:  # without its listed recipients, if any, the record may fit
+            raise SendCheckNeeded
         raise InvalidInput(
             f"Email too large to queue: its message would be {size} bytes and this server "
             f"takes at most {limit} (attachments count 4/3 of their size once base64-encoded,"
@@ -293,7 +293,7 @@ async def _reserve(deps: EmailDeps, domain: SendingDomain, now: datetime,
     refused = await deps.quota.reserve(domain.id, domain.limits, 1, now)
     if refused is not None:
         if guarded:  # an email whose every recipient is listed takes no quota: look first
-            raise SuppressionCheckNeeded
+            raise SendCheckNeeded
         limit = getattr(domain.limits, refused)
         raise InvalidInput(exceeded_message(refused, limit))
 
@@ -303,7 +303,7 @@ async def _commit(deps: EmailDeps, emails: list[NewEmail]) -> None:
     A store never raises Cancelled once it has committed (the group commit's guarantee)."""
     try:
         await deps.store.save(emails)
-    except (InvalidInput, SuppressionCheckNeeded):
+    except (InvalidInput, SendCheckNeeded):
         raise  # the database refused the data itself / a guarded email has listed recipients
     except Exception as exc:
         log.error("saving emails failed", error=repr(exc), count=len(emails))

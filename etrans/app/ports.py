@@ -248,10 +248,11 @@ class QuotaCounter(Protocol):
     async def usage(self, domain_id: int, now: datetime) -> QuotaUsage: ...
 
 
-class SuppressionCheckNeeded(Exception):
-    """A guarded save found a recipient on its user's suppression list (nothing saved), or the
-    send path cannot decide without the list (a quota or size refusal that the recipients left
-    out might avoid): the send is prepared again, the list looked up first."""
+class SendCheckNeeded(Exception):
+    """A guarded save found a recipient on its user's suppression list, or a template that is
+    no longer the version the email was rendered from (nothing saved); or the send path cannot
+    decide without the list (a quota or size refusal that the recipients left out might avoid):
+    the send is prepared again, the list looked up and the template read first."""
 
 
 class EmailStore(Protocol):
@@ -259,9 +260,10 @@ class EmailStore(Protocol):
         """Insert the rows and their outbox records in ONE transaction (all or nothing).
 
         An email with a ``guard`` (its normalised recipients) is checked against its user's
-        suppression list in the same transaction: when one of them is listed, NOTHING of the
-        call is saved and it raises :class:`SuppressionCheckNeeded` (the emails of other
-        concurrent calls are saved as usual)."""
+        suppression list in the same transaction, one with a ``template_version`` against its
+        user's template (same id, same ``updated_at``): when one of them is listed, or the
+        template changed or is gone, NOTHING of the call is saved and it raises
+        :class:`SendCheckNeeded` (the emails of other concurrent calls are saved as usual)."""
 
     async def list(self, query: EmailFilter) -> EmailPage: ...
 

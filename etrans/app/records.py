@@ -93,6 +93,9 @@ class NewEmail:
     # Not looked up yet (EmailDeps.guarded_saves): the normalised recipients the store checks
     # against the user's suppression list as it saves (EmailStore.save); None: checked already.
     guard: tuple[str, ...] | None = None
+    # Rendered from a template the store must still find unchanged as it saves (its id and
+    # ``updated_at``; EmailStore.save); None: no template, or read in this request.
+    template_version: tuple[int, datetime] | None = None
 
     @property
     def published(self) -> bool:

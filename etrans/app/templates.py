@@ -10,7 +10,8 @@ an id that never existed.  Rendering problems (a missing variable, a limit) are 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from collections import OrderedDict
+from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
@@ -40,6 +41,32 @@ if TYPE_CHECKING:
 
 log = get_logger(__name__)
 NOT_FOUND = "Template not found"
+CACHED_TEMPLATES = 256
+CACHED_TEMPLATE_CHARS = 64_000
+
+
+class SentTemplates:
+    """The templates sends used lately, by (user, id): a guarded send renders from here and the
+    store checks, as it saves, that the template is still that version
+    (``NewEmail.template_version``), so no process sends from a changed template.  At most
+    :data:`CACHED_TEMPLATES`, each of at most :data:`CACHED_TEMPLATE_CHARS` characters."""
+
+    def __init__(self) -> None:
+        self._rows: OrderedDict[tuple[int, int], Template] = OrderedDict()
+
+    def get(self, user_id: int, template_id: int) -> Template | None:
+        row = self._rows.get((user_id, template_id))
+        if row is not None:
+            self._rows.move_to_end((user_id, template_id))
+        return row
+
+    def put(self, user_id: int, template_id: int, row: Template | None) -> None:
+        self._rows.pop((user_id, template_id), None)
+        if row is None or sum(len(p or "") for p in row.parts().values()) > CACHED_TEMPLATE_CHARS:
+            return
+        self._rows[(user_id, template_id)] = row
+        while len(self._rows) > CACHED_TEMPLATES:
+            self._rows.popitem(last=False)
 
 
 @dataclass(frozen=True)
@@ -49,11 +76,22 @@ class TemplateDeps:
     max_per_user: int = MAX_TEMPLATES_PER_USER
     # Where a send reads its template (serve: the send path's own connection); None: ``store``.
     source: TemplateSource | None = None
+    sent: SentTemplates = field(default_factory=SentTemplates)
 
-    async def for_sending(self, user_id: int, template_id: int) -> Template | None:
+    async def for_sending(self, user_id: int, template_id: int, *, cached: bool = False
+                          ) -> Template | None:
+        """The template of a send; ``cached``: the one sends used lately, if any (the caller has
+        the store check its version); else read, and remembered."""
+        if cached:
+            row = self.sent.get(user_id, template_id)
+            if row is not None:
+                return row
         if self.source is not None:
-            return await self.source.template(user_id, template_id)
-        return await self.store.get(user_id, template_id)
+            row = await self.source.template(user_id, template_id)
+        else:
+            row = await self.store.get(user_id, template_id)
+        self.sent.put(user_id, template_id, row)
+        return row
 
 
 @dataclass(frozen=True)
@@ -179,7 +217,8 @@ async def render_template(deps: TemplateDeps, cmd: RenderTemplate) -> RenderedPa
     return rendered
 
 
-async def rendered_email(deps: TemplateDeps | None, user_id: int, email: dict[str, Any]
+async def rendered_email(deps: TemplateDeps | None, user_id: int, email: dict[str, Any],
+                         used: list[Template] | None = None, *, cached: bool = False
                          ) -> dict[str, Any]:
     """``email`` with its subject, html and text rendered (TemplateProblem: a 400).
 
@@ -187,7 +226,9 @@ async def rendered_email(deps: TemplateDeps | None, user_id: int, email: dict[st
     with ``template_data``; a part the request gives wins and is rendered as an inline text.
     Without: the request's own parts, their ``{{ name }}`` placeholders filled when there is
     ``template_data``.  Unknown, deleted or another user's template: 400 naming the id.  None
-    ``deps`` (no template store wired): such emails are refused."""
+    ``deps`` (no template store wired): such emails are refused.  ``cached``: the template may
+    come from :class:`SentTemplates` (the caller has its version checked); the one used is
+    appended to ``used``."""
     data = email.get("template_data") or {}
     raw_id = email.get("template_id")
     if raw_id is None and not data:
@@ -197,9 +238,11 @@ async def rendered_email(deps: TemplateDeps | None, user_id: int, email: dict[st
     own = {part: email.get(part) for part in PARTS}
     out = dict(email)
     if raw_id is not None:
-        row = await deps.for_sending(user_id, parse_template_id(raw_id))
+        row = await deps.for_sending(user_id, parse_template_id(raw_id), cached=cached)
         if row is None:
             raise InvalidInput(f"template_id {raw_id!r}: template not found")
+        if used is not None:
+            used.append(row)
         missing = {part: source for part, source in row.parts().items() if not own.get(part)}
         rendered = await deps.engine.render(missing, data)
         for part in missing:

@@ -27,6 +27,7 @@ from etrans.adapters.sql import Database
 from etrans.adapters.sql.email_status import OUTCOME_UPSERT, RECIPIENT_LENGTH
 from etrans.adapters.sql.usend_repo import SaveCall, UsendRepository, suppressed_outcomes
 from etrans.dev.sqlite_schedule_upgrade import upgrade_for_scheduling
+from etrans.dev.sqlite_send_checks import listed, template_changed
 from etrans.domain.delivery_log import DELIVERED, STATUS_RANK
 from etrans.errors import InvalidInput, RetryLater
 
@@ -237,7 +238,10 @@ class SqliteUsendRepository(UsendRepository):
 
         with self._database.engine.begin() as conn:
             # A call with a guarded email one of whose recipients is listed: none of its rows.
-            refused = {call for call, e in items if e.guard and _listed(conn, e.user_id, e.guard)}
+            refused = {call for call, e in items
+                       if (e.guard and listed(conn, e.user_id, e.guard)) or (
+                           e.template_version
+                           and template_changed(conn, e.user_id, e.template_version))}
             for call, _ in items:
                 call.refused = call in refused
             rows = _rows([e for call, e in items if call not in refused])
@@ -246,16 +250,6 @@ class SqliteUsendRepository(UsendRepository):
                 chosen = [row for of, row in rows if of is table]
                 if chosen:
                     conn.execute(insert(table), chosen)
-
-
-def _listed(conn: Any, user_id: int, addresses: Sequence[str]) -> bool:
-    """Whether one of ``addresses`` is on the user's suppression list."""
-    from etrans.adapters.sql.usend import Suppression as SuppressionRow
-
-    table = SuppressionRow.__table__
-    return conn.execute(select(table.c.address).where(
-        table.c.user_id == user_id, table.c.address.in_(list(addresses))).limit(1)).first(
-        ) is not None
 
 
 def _rows(emails: Sequence[NewEmail]) -> list[tuple[Any, dict[str, Any]]]:

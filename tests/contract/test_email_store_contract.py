@@ -358,9 +358,9 @@ async def _list(backend: Any, entries: list[Suppression]) -> None:
 
 async def test_a_guarded_call_with_a_listed_recipient_saves_nothing(email_store: Any) -> None:
     """A guard (normalised recipients) that names an address on the user's list refuses the
-    whole call (SuppressionCheckNeeded, nothing stored); other users' lists and unguarded
+    whole call (SendCheckNeeded, nothing stored); other users' lists and unguarded
     emails are not concerned; concurrent calls sharing a statement are refused alone."""
-    from etrans.app.ports import SuppressionCheckNeeded
+    from etrans.app.ports import SendCheckNeeded
 
     repo, alice, bob = email_store.repo, fresh_user(), fresh_user()
     await _list(email_store, [Suppression(alice, "gone@x.org", "hard_bounce")])
@@ -368,7 +368,7 @@ async def test_a_guarded_call_with_a_listed_recipient_saves_nothing(email_store:
     await repo.save([fine])
     refused = [new_email(alice, guard=("ok@x.org",)),
                new_email(alice, guard=("ok@x.org", "gone@x.org"))]
-    with pytest.raises(SuppressionCheckNeeded):
+    with pytest.raises(SendCheckNeeded):
         await repo.save(refused)
     assert await repo.existing_message_ids([e.message_id for e in refused]) == set()
     others = [new_email(bob, guard=("gone@x.org",)), new_email(alice, to=["gone@x.org"])]
@@ -384,7 +384,7 @@ async def test_a_guarded_call_with_a_listed_recipient_saves_nothing(email_store:
         try:
             await repo.save(emails)
             outcomes[emails[0].message_id] = True
-        except SuppressionCheckNeeded:
+        except SendCheckNeeded:
             outcomes[emails[0].message_id] = False
 
     async with trio.open_nursery() as nursery:
@@ -394,3 +394,42 @@ async def test_a_guarded_call_with_a_listed_recipient_saves_nothing(email_store:
     assert saved == {c[0].message_id for n, c in enumerate(calls) if n % 2 == 0}
     assert {m for m, ok in outcomes.items() if ok} == saved
     assert len(outcomes) == 10
+
+
+async def test_a_guarded_call_from_a_changed_template_saves_nothing(email_store: Any) -> None:
+    """An email with a ``template_version`` is saved only while the user's template is still at
+    that ``updated_at``: changed, deleted or another user's, the call is refused whole."""
+    from etrans.app.ports import SendCheckNeeded
+    from etrans.app.template_records import TemplateChanges, TemplateFields
+
+    if email_store.name == "fake":
+        from tests.unit.fakes_templates import FakeTemplateStore
+
+        templates: Any = FakeTemplateStore()
+        email_store.repo.templates = templates
+    else:
+        from etrans.adapters.sql.templates_repo import SqlTemplates
+
+        templates = SqlTemplates(email_store.db)
+    repo, alice, bob = email_store.repo, fresh_user(), fresh_user()
+    row = await templates.create(alice, TemplateFields("t", "Hi {{ x }}", "<p>x</p>", None),
+                                 max_per_user=10)
+    current = new_email(alice, template_version=(row.id, row.updated_at))
+    await repo.save([current])
+    assert await repo.existing_message_ids([current.message_id]) == {current.message_id}
+    theirs = new_email(bob, template_version=(row.id, row.updated_at))
+    with pytest.raises(SendCheckNeeded):
+        await repo.save([theirs])
+    changed = await templates.update(alice, row.id, TemplateChanges(subject="New {{ x }}"))
+    stale = [new_email(alice), new_email(alice, template_version=(row.id, row.updated_at))]
+    with pytest.raises(SendCheckNeeded):
+        await repo.save(stale)
+    assert await repo.existing_message_ids([e.message_id for e in stale]) == set()
+    fresh = new_email(alice, template_version=(row.id, changed.updated_at))
+    await repo.save([fresh])
+    assert await templates.delete(alice, row.id) is True
+    gone = new_email(alice, template_version=(row.id, changed.updated_at))
+    with pytest.raises(SendCheckNeeded):
+        await repo.save([gone])
+    assert await repo.existing_message_ids([fresh.message_id, gone.message_id, theirs.message_id]
+                                           ) == {fresh.message_id}

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
-from etrans.app.ports import SuppressionCheckNeeded
+from etrans.app.ports import SendCheckNeeded
 from etrans.app.records import MISSING, REVOKED, EmailPage, LogGroup, SuppressionPage
 from etrans.domain.quota import QuotaUsage, windows
 from etrans.domain.suppressions import normalise_address
@@ -197,6 +197,7 @@ class FakeEmailStore:
         self.block_saves: trio.Event | None = None
         # The list a guarded email is checked against (NewEmail.guard); none: nothing listed.
         self.suppressions = suppressions
+        self.templates: Any = None  # a FakeTemplateStore: the templates a version is checked in
         self.refused = 0  # calls refused by a guard
 
     async def save(self, emails: Sequence[NewEmail]) -> None:
@@ -210,9 +211,10 @@ class FakeEmailStore:
         if len({e.message_id for e in emails} | known) != len(known) + len(emails):
             raise ValueError("duplicate message_id")  # as the unique index: nothing stored
         listed = self.suppressions.entries if self.suppressions is not None else {}
-        if any((e.user_id, a) in listed for e in emails for a in e.guard or ()):
+        if any((e.user_id, a) in listed for e in emails for a in e.guard or ()) or any(
+                e.template_version and self._template_changed(e) for e in emails):
             self.refused += 1
-            raise SuppressionCheckNeeded  # nothing stored
+            raise SendCheckNeeded  # nothing stored
         for e in emails:
             row = {name: getattr(e, name) for name in _EMAIL_COLUMNS}
             row.update(id=len(self.rows) + 1, to_addresses=list(e.to), cc_addresses=list(e.cc),
@@ -226,6 +228,13 @@ class FakeEmailStore:
                  for s in e.suppressed), key=lambda r: r["recipient"])
             if e.published:
                 self.outbox.append((e.topic, e.kafka_key, e.kafka_value))
+
+    def _template_changed(self, e: NewEmail) -> bool:
+        assert e.template_version is not None
+        template_id, version = e.template_version
+        rows = self.templates.rows if self.templates is not None else {}
+        row = rows.get(template_id)
+        return row is None or row.user_id != e.user_id or row.updated_at != version
 
     async def list(self, query: EmailFilter) -> EmailPage:
         await trio.lowlevel.checkpoint()
@@ -387,8 +396,9 @@ def build_email_bus(*, domains: FakeSendingDomains, credentials: FakeSenderCrede
 
     store = store if store is not None else FakeEmailStore()
     suppressions = suppressions if suppressions is not None else FakeSuppressions()
-    if guarded_saves:  # the store checks the list, as serve's and dev's do
+    if guarded_saves:  # the store checks the list and templates, as serve's and dev's do
         store.suppressions = suppressions
+        store.templates = templates.store
     deps = email_cases.EmailDeps(
         domains=domains, credentials=credentials,
         credential_cache=(credential_cache if credential_cache is not None

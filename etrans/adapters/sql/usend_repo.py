@@ -40,7 +40,7 @@ from etrans.adapters.sql.usend import (
     EmailRecipientOutcome,
     Transport,
 )
-from etrans.app.ports import SuppressionCheckNeeded
+from etrans.app.ports import SendCheckNeeded
 from etrans.app.records import ApiKeyRecord, EmailPage, Suppression
 from etrans.domain.api_keys import Permission
 from etrans.domain.suppressions import normalise_address
@@ -70,7 +70,9 @@ _TRANSPORT = Transport.__table__
 # (see ``_row``); ``n`` keeps the outbox ids in the callers' order.  ``g`` numbers the callers
 # (``save`` calls): a caller with a guarded email (``guard``: its normalised recipients) one of
 # whose recipients is on its user's suppression list gets none of its rows written, and its
-# ``g`` is returned (the send path then looks the list up and prepares it again).
+# ``g`` is returned (the send path then looks the list up and prepares it again); so too a
+# caller with an email rendered from a template (``template_key``) that is no longer at
+# ``template_version`` (its ``updated_at``), or gone.
 # ``payload`` is the Kafka message as text (convert_to gives back its UTF-8 bytes), null for an
 # email whose every recipient is suppressed: it gets no outbox record.
 # Prepared once per connection (parsed and planned once, not per round): PostgreSQL CPU per
@@ -83,11 +85,15 @@ WITH r AS (
         html text, "text" text, headers jsonb, tags jsonb, attachments jsonb, template_id text,
         template_data jsonb, status text, created_at timestamptz, suppressed json, topic text,
         key text, payload text, events json, scheduled_at timestamptz, g int, guard jsonb,
-        traceparent text)
+        traceparent text, template_key bigint, template_version timestamptz)
 ), refused AS (
-    SELECT DISTINCT r.g FROM r
+    SELECT r.g FROM r
     CROSS JOIN jsonb_array_elements_text(r.guard) AS a(address)
     JOIN suppressions AS s ON s.user_id = r.user_id AND s.address = a.address
+    UNION
+    SELECT r.g FROM r WHERE r.template_key IS NOT NULL AND NOT EXISTS (
+        SELECT 1 FROM email_templates AS t WHERE t.id = r.template_key
+        AND t.user_id = r.user_id AND t.updated_at = r.template_version)
 ), email AS (
     INSERT INTO email_messages (message_id, user_id, domain_id, from_address, to_addresses,
         cc_addresses, bcc_addresses, reply_to, subject, html, text, headers, tags, attachments,
@@ -141,6 +147,8 @@ def _size(item: tuple[SaveCall, NewEmail]) -> int:
 def _row(n: int, e: NewEmail, g: int = 0) -> dict[str, Any]:
     return {
         "g": g, "guard": list(e.guard) if e.guard is not None else None,
+        "template_key": e.template_version[0] if e.template_version else None,
+        "template_version": e.template_version[1].isoformat() if e.template_version else None,
         "n": n, "message_id": e.message_id, "user_id": e.user_id, "domain_id": e.domain_id,
         "from_address": e.from_address, "to_addresses": e.to, "cc_addresses": e.cc,
         "bcc_addresses": e.bcc, "reply_to": e.reply_to, "subject": e.subject, "html": e.html,
@@ -258,7 +266,7 @@ class UsendRepository:
             raise InvalidInput(f"The email could not be stored: {exc.sqlstate} "
                                f"{type(exc).__name__}") from exc
         if call.refused:
-            raise SuppressionCheckNeeded
+            raise SendCheckNeeded
 
     def statistics(self) -> dict[str, Any]:
         return {"group_commit": self._writer.statistics()}
