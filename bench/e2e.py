@@ -32,7 +32,10 @@ stack's CPU per email.  Every process shares the same cores, so each phase's rat
 cores / (its stack CPU per email): the ``CPU bound`` line gives both bounds and their quotient,
 ``cpu ratio``, the best ``ratio`` the machine allows whatever the waits, and the ratio with the
 machine's share taken out (docs/performance.md).  After the alone phase, the outbox rows its
-relay left unpublished (their publishing was not paid for within the phase).
+relay left unpublished (their publishing was not paid for within the phase).  Then the step that
+delivered most is offered again with the workers stopped: serve's CPU per email alone on the
+steps' own load (an open loop with up to 256 connections costs serve and the load generator more
+per email than the alone phase's 16 keep-alive connections), and the ``cpu ratio`` on that load.
 
 Prints the idle line, the step table, the half-saturation line, the CPU bound, then last
 ``ratio <highest sustained delivered/s / POST /emails/s alone>`` (goal >= 0.8: the workers never
@@ -664,7 +667,41 @@ def alone_phase(
         stack.signal_workers(signal.SIGCONT)
 
 
-def print_bound(busiest: Any, alone_cpu: dict[str, float], alone_count: int) -> None:
+def alone_open_loop(
+    stack: Stack, rate: float, seconds: float, drain: float
+) -> tuple[dict[str, float], int]:
+    """The open loop of the steps at ``rate`` with the workers stopped: the CPU of serve alone
+    on the steps' load (many connections, requests one by one), until its relay has published
+    what was accepted; and how many were accepted."""
+    import trio
+
+    client = stack.client(256)
+    meter = CpuMeter(stack)
+
+    async def run() -> dict[str, float]:
+        try:
+            return await offer(client, rate, seconds)
+        finally:
+            await client.aclose()
+
+    stack.signal_workers(signal.SIGSTOP)
+    try:
+        before = meter.snapshot()
+        accepted = trio.run(run)
+        deadline = time.monotonic() + drain
+        while stack.outbox_pending() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        return meter.between(before, meter.snapshot()), len(accepted)
+    finally:
+        stack.signal_workers(signal.SIGCONT)
+
+
+def print_bound(
+    busiest: Any,
+    alone_cpu: dict[str, float],
+    alone_count: int,
+    same_load: tuple[dict[str, float], int],
+) -> None:
     """What the CPU allows.  Every process shares the machine's cores, so each phase's rate is
     at most cores / (its stack CPU per email).  The quotient of the two costs is also the
     ``ratio`` with the machine's share taken out (emails per stack CPU-second, delivered over
@@ -678,11 +715,18 @@ def print_bound(busiest: Any, alone_cpu: dict[str, float], alone_count: int) -> 
     cores = os.cpu_count() or 1
     path = per_email(busiest["cpu"], busiest["delivered_count"])
     api = per_email(alone_cpu, alone_count)
+    api_same_load = per_email(*same_load)
     print(
         f"CPU bound on {cores} cores: whole path {1000 * path:.2f} ms/email -> at most "
         f"{cores / path:.0f} delivered/s; serve alone {1000 * api:.2f} ms/email -> at most "
         f"{cores / api:.0f} accepted/s; cpu ratio {api / path:.3f} (the ratio per stack "
         "CPU-second: at most this whatever the waits)",
+        flush=True,
+    )
+    print(
+        f"{'':>9s} serve alone on the step's open loop at {busiest['offered']:.0f}/s: "
+        f"{1000 * api_same_load:.2f} ms/email; cpu ratio on the same load "
+        f"{api_same_load / path:.3f}",
         flush=True,
     )
 
@@ -764,7 +808,11 @@ def main() -> None:
             flush=True,
         )
         print_cpu(alone_cpu, alone_count, "accepted")
-        print_bound(busiest, alone_cpu, alone_count)
+        same_load = alone_open_loop(
+            stack, busiest["offered"], args.step_seconds, args.drain_seconds
+        )
+        print_cpu(same_load[0], same_load[1], "accepted (open loop)")
+        print_bound(busiest, alone_cpu, alone_count, same_load)
         print(f"ratio {best / alone:.3f}")
     except BaseException:
         with contextlib.suppress(Exception):
