@@ -10,6 +10,11 @@ an outbox row and a Kafka record published by the relay.  Prints rates, p50/p99 
 non-2xx counts; the line before the last is ``template ratio <send by template_id rate / send
 rate>`` (goal >= 0.8); the last line is ``ratio <send rate / healthz rate>`` (goal >= 0.5).
 
+With ``--workers N`` (default 2; 0: skipped), a second ``etrans serve --workers N`` on the same
+databases runs beside the first, and each round also runs GET /healthz and POST /emails
+against it: the rates with 1 and with N serve workers, measured in the same rounds, are
+printed before the ratio lines (docs/operations.md, "Using every core").
+
 Method (the machine is shared, so single measurements move by tens of percent): both loads use
 the same connection count, the same generator and fresh keep-alive connections per slice; each
 load is warmed up (``--warmup`` seconds) before the measured rounds; within a round the order of
@@ -213,6 +218,8 @@ def main() -> None:
                         help="alternating healthz/send slices per phase")
     parser.add_argument("--warmup", type=float, default=2.0,
                         help="seconds of each load before the measured rounds")
+    parser.add_argument("--workers", type=int, default=2,
+                        help="also measure `etrans serve --workers N` (0: not)")
     parser.add_argument("--profile", metavar="PATH",
                         help="run etrans serve under cProfile, stats written to PATH")
     args = parser.parse_args()
@@ -256,6 +263,11 @@ def main() -> None:
         python_args = ("-m", "cProfile", "-o", args.profile) if args.profile else ()
         serve = ServeProcess(env, python_args=python_args).start()
         cleanups.insert(0, serve.stop)
+        multi_bind = f"127.0.0.1:{free_port()}"
+        if args.workers:
+            multi = ServeProcess({**env, "ETRANS_BIND": multi_bind},
+                                 serve_args=("--workers", str(args.workers))).start()
+            cleanups.insert(0, multi.stop)
         email = {"from": f"Bench <bench@{domain}>", "to": ["rcpt@example.org"],
                  "subject": "Benchmark", "html": "<p>Hello from the benchmark</p>",
                  "text": "Hello from the benchmark"}
@@ -275,6 +287,11 @@ def main() -> None:
         template_request = build_request(env["ETRANS_BIND"], "POST", "/emails", auth,
                                          template_email)
 
+        multi_port = int(multi_bind.split(":")[1])
+        multi_health = build_request(multi_bind, "GET", "/healthz", {})
+        multi_send = build_request(multi_bind, "POST", "/emails", auth, email)
+        multi: dict[str, list[Any]] = {"health": [], "send": []}
+
         async def run() -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
             # Warm-up (connections, caches, JIT-less but lazily built paths, the group commit's
             # pool), then alternating slices of the two loads, in alternating order, so that a
@@ -283,6 +300,9 @@ def main() -> None:
             await load(host, int(port), health_request, seconds=args.warmup, connections=n)
             await load(host, int(port), send_request, seconds=args.warmup, connections=n)
             await load(host, int(port), template_request, seconds=args.warmup, connections=n)
+            if args.workers:
+                for request in (multi_health, multi_send):
+                    await load(host, multi_port, request, seconds=args.warmup, connections=n)
             health: list[Any] = []
             send: list[Any] = []
             template: list[Any] = []
@@ -299,6 +319,10 @@ def main() -> None:
                     serve_cpu, db_cpu = meter.spent(before, meter.sample())
                     cpu[name][0] += serve_cpu
                     cpu[name][1] += db_cpu
+                if args.workers:
+                    for kind, request in (("health", multi_health), ("send", multi_send)):
+                        multi[kind].append(await load(host, multi_port, request,
+                                                      seconds=slice_seconds, connections=n))
             return summary(health), summary(send), summary(template)
 
         health, send, template = trio.run(run)
@@ -324,6 +348,14 @@ def main() -> None:
         print(f"template cpu ratio {per_request['send'] / per_request['template']:.3f}")
         if health["non_2xx"] or send["non_2xx"] or template["non_2xx"]:
             print("WARNING: non-2xx responses were counted", file=sys.stderr)
+        if args.workers:
+            for name, one, label in (("health", health, "GET /healthz"),
+                                     ("send", send, "POST /emails")):
+                many = summary(multi[name])
+                print(f"{label}: 1 serve worker {one['rate']:7.1f} req/s, {args.workers} workers "
+                      f"{many['rate']:7.1f} req/s (x{many['rate'] / one['rate']:.2f}; p50 "
+                      f"{many['p50_ms']:.2f} ms, p99 {many['p99_ms']:.2f} ms, non-2xx "
+                      f"{many['non_2xx']})")
         # A send by stored template (fetched, rendered from the compiled cache) beside the same
         # email sent plainly (goal >= 0.8).
         print(f"template ratio {template['rate'] / send['rate']:.3f}")

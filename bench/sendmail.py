@@ -12,6 +12,15 @@
 
 1b. the same as 1 with DKIM signing on (SENDMAIL_DKIM_SIGNING=on, the sender domain's key in a
    SQLite USEND DB as ``etrans dev`` keeps it; step 1 runs with SENDMAIL_DKIM_SIGNING=off);
+1c. the same as 1 with ``--processes 2`` (two consumers of the group, one per core; a backlog
+   on 4 partitions, 2 each): its rate is counted from the moment both children consume (the
+   parent's STATUS, through a notify socket of the bench's own), after the group's rebalance;
+2b. the raw loop pinned to one CPU, and one raw process per CPU (each pinned, the connections
+   and messages split between them, started together: the rate is all messages over the time
+   from the first start to the last end);
+2c. a Go ``net/smtp`` loop with 10 reused connections (bench/smtp_loop.go, standard library
+   only, built into a temporary directory with Debian's ``golang-go``): a reference, not in
+   the ratio.
 
 Steps 1, 1b and 2 run in ``--rounds`` (default 5) alternating rounds, the side that goes first
 alternating too: each round produces a fresh backlog (new topic, new message_ids: the worker
@@ -20,16 +29,18 @@ sends that round's messages.  The raw baseline's 10 threads share the GIL with t
 machine, so one round per side is not a stable measurement: every round's rates and CPU per
 message are printed, and the ratio compares the medians of both sides.
 
-A third side per round, printed for reference only (not in the ratio): the same raw loop
-pinned to one CPU.  Unpinned, its 10 threads sometimes fall into a GIL hand-off regime across
-the 2 CPUs (kernel CPU per message ~35 -> 150-240 us, rate ~9,000 -> 4,000-6,600 msg/s) that
-lasts minutes, so medians of 5 rounds do not remove it; pinned, its CPU per message stays
-54-58 us.
+Unpinned, the raw loop's 10 threads sometimes fall into a GIL hand-off regime across the 2
+CPUs (kernel CPU per message ~35 -> 150-240 us, rate ~9,000 -> 3,800-6,600 msg/s) that lasts
+minutes, so medians of 5 rounds do not remove it; pinned, its CPU per message stays 54-58 us.
+So the baseline is the best plain-Python loop: the highest median of the unpinned, pinned and
+one-process-per-CPU variants.
 
 Prints the rates, then ``signing ratio <median signed / median unsigned etrans>`` (goal >= 0.5),
-then ``ratio <median etrans / median raw smtplib>`` last (goal >= 0.8).
+then ``ratio <median etrans --processes 2 / median of the best raw Python loop>`` last (goal
+>= 0.8; etrans with one process against the same baseline is printed above it).
 
 Needs ``smtp-sink``/``smtp-source`` (Debian package ``postfix``: ``apt-get install postfix``),
+``go`` (``golang-go``; both installed by scripts/system-packages),
 a Kafka-API broker (tansu is started unless $ETRANS_TEST_KAFKA_BOOTSTRAP is set) and Redis
 (127.0.0.1:6379 or $ETRANS_TEST_REDIS_URL).  Options: ``--messages N``, ``--rounds N``,
 ``--skip-latency``.
@@ -68,6 +79,7 @@ from tests.harness.servers import (  # noqa: E402
     free_port,
     unique_name,
 )
+from tests.integration.notify_support import NotifySocket  # noqa: E402
 from tests.integration.sendmail_support import (  # noqa: E402
     CredentialFixture,
     produce_requests,
@@ -192,13 +204,41 @@ def thread_cpu_seconds(pid: int, tid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+class GroupSettled:
+    """When every child of ``sendmail --processes N`` consumes (the parent's STATUS shows N
+    ``consuming`` lines: the rebalance that the later joins caused is over), and how many
+    messages smtp-sink had counted then."""
+
+    def __init__(self, processes: int, sink: Sink) -> None:
+        self.notify = NotifySocket()
+        self.processes, self.sink = processes, sink
+        self.at: float | None = None
+        self.count = 0
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+        self._thread.start()
+
+    def _watch(self) -> None:
+        with contextlib.suppress(AssertionError):
+            self.notify.wait_until(
+                lambda n: n.states.get("STATUS", "").count(" consuming ") >= self.processes,
+                "every child consuming", timeout=600)
+            self.at, self.count = time.monotonic(), self.sink.count
+
+    def close(self) -> None:
+        self.notify.close()
+
+
 CPU_PER_MESSAGE: dict[str, float] = {}  # run name -> CPU microseconds per message
 SYS_PER_MESSAGE: dict[str, float] = {}  # run name -> of which system (kernel) microseconds
 
 
 def run_etrans(env: dict[str, str], sink: Sink, count: int, timeout: float,
-               reply_delay: float = 0.0) -> tuple[float, float]:
+               reply_delay: float = 0.0, processes: int = 1) -> tuple[float, float]:
     """(rate from the first to the last delivery, rate from process start).
+
+    ``processes`` > 1: ``sendmail --processes N``, its steady rate counted from the moment
+    every child consumes (:class:`GroupSettled`) when at least a quarter of the messages
+    were left then (``CPU_PER_MESSAGE["after-settled"]``: the share counted).
 
     Also records the process's CPU time per message between the first and the last delivery
     (``CPU_PER_MESSAGE["etrans"]``): a steadier figure than rates on a shared machine.
@@ -211,6 +251,10 @@ def run_etrans(env: dict[str, str], sink: Sink, count: int, timeout: float,
     log = tempfile.NamedTemporaryFile(  # noqa: SIM115 - kept for the post-mortem
         prefix="bench-sendmail-", suffix=".log", delete=False)
     command = [sys.executable, "-m", "etrans", "sendmail"]
+    settled = GroupSettled(processes, sink) if processes > 1 else None
+    if settled is not None:
+        command += ["--processes", str(processes)]
+        env = {**env, "NOTIFY_SOCKET": settled.notify.name}
     if os.environ.get("BENCH_SENDMAIL_WRAP"):  # e.g. "py-spy record -o out.svg --" (profiling)
         command = os.environ["BENCH_SENDMAIL_WRAP"].split() + command
     process = subprocess.Popen(command, env=env,
@@ -248,16 +292,25 @@ def run_etrans(env: dict[str, str], sink: Sink, count: int, timeout: float,
     finally:
         process.send_signal(signal.SIGTERM)
         try:
-            process.wait(30)
+            process.wait(45)
         except subprocess.TimeoutExpired:
             process.kill()
+        if settled is not None:
+            settled.close()
     first = sink.first_at or started
+    left = start_count + count - settled.count if settled and settled.at else 0
+    if settled is not None and settled.at is not None and left >= count // 4:
+        CPU_PER_MESSAGE["after-settled"] = 100 * left / count
+        return left / max(finished - settled.at, 1e-9), count / (finished - started)
     if reply_delay:
         steady = count / (finished - first + reply_delay)
     else:
         steady = (count - 1) / max(finished - first, 1e-9)
     overall = count / (finished - started)
     return steady, overall
+
+
+RAW_WALL: dict[str, float] = {}  # the raw loop's wall-clock start and end (time.time())
 
 
 def run_raw_smtplib(port: int, messages: list[tuple[str, list[str], bytes]],
@@ -284,10 +337,12 @@ def run_raw_smtplib(port: int, messages: list[tuple[str, list[str], bytes]],
         thread.start()
     barrier.wait()
     started = time.monotonic()
+    RAW_WALL["start"] = time.time()
     times_start = os.times()
     for thread in threads:
         thread.join()
     elapsed = time.monotonic() - started
+    RAW_WALL["end"] = time.time()
     times_end = os.times()
     user, system = times_end.user - times_start.user, times_end.system - times_start.system
     CPU_PER_MESSAGE["raw"] = (user + system) * 1e6 / len(messages)
@@ -306,30 +361,92 @@ def run_raw_subprocess(port: int, messages: list[tuple[str, list[str], bytes]],
     counted in their CPU time); the subprocess holds only the senders.  The messages are
     handed over pre-built (pickled), so the subprocess renders nothing.  ``pin_cpu``: the
     subprocess (all its threads) runs on that one CPU only."""
-    with tempfile.NamedTemporaryFile("wb", suffix=".pickle", delete=False) as handle:
-        pickle.dump(messages, handle, protocol=pickle.HIGHEST_PROTOCOL)
-    try:
-        command = [sys.executable, __file__, "--raw-phase", str(port), handle.name]
-        if pin_cpu is not None:
-            command += ["--pin-cpu", str(pin_cpu)]
-        out = subprocess.run(command, check=True, capture_output=True, text=True, cwd=str(ROOT))
-    finally:
-        os.unlink(handle.name)
-    result = json.loads(out.stdout.strip().splitlines()[-1])
+    [result] = run_raw_processes(port, [messages], [pin_cpu], connections=10)
     CPU_PER_MESSAGE["raw"] = result["cpu_us"]
     SYS_PER_MESSAGE["raw"] = result["sys_us"]
     return float(result["rate"])
 
 
-def raw_phase(port: int, path: str, pin_cpu: int | None) -> None:
-    """Runs in the subprocess: send the pickled messages, print rate and CPU as JSON."""
+def run_raw_per_cpu(port: int, messages: list[tuple[str, list[str], bytes]]) -> float:
+    """One raw process per CPU, each pinned to its own with its share of the messages and of
+    the 10 connections, started together; all messages over first start -> last end."""
+    cpus = sorted(os.sched_getaffinity(0))
+    shares = [messages[i::len(cpus)] for i in range(len(cpus))]
+    results = run_raw_processes(port, shares, cpus, connections=max(1, 10 // len(cpus)))
+    elapsed = max(r["end"] for r in results) - min(r["start"] for r in results)
+    CPU_PER_MESSAGE["raw"] = sum(r["cpu_us"] * len(m) for r, m in zip(results, shares,
+                                                                      strict=True)) / len(messages)
+    SYS_PER_MESSAGE["raw"] = sum(r["sys_us"] * len(m) for r, m in zip(results, shares,
+                                                                      strict=True)) / len(messages)
+    return len(messages) / elapsed
+
+
+def run_raw_processes(port: int, shares: list[list[tuple[str, list[str], bytes]]],
+                      pins: list[int | None], connections: int) -> list[dict[str, float]]:
+    """``run_raw_smtplib`` in fresh Python processes, one per share, started together."""
+    paths = []
+    for share in shares:
+        with tempfile.NamedTemporaryFile("wb", suffix=".pickle", delete=False) as handle:
+            pickle.dump(share, handle, protocol=pickle.HIGHEST_PROTOCOL)
+        paths.append(handle.name)
+    try:
+        running = []
+        for path, pin in zip(paths, pins, strict=True):
+            command = [sys.executable, __file__, "--raw-phase", str(port), path,
+                       "--connections", str(connections)]
+            if pin is not None:
+                command += ["--pin-cpu", str(pin)]
+            running.append(subprocess.Popen(command, stdout=subprocess.PIPE, text=True,
+                                            cwd=str(ROOT)))
+        outputs = [process.communicate()[0] for process in running]
+        if any(process.returncode for process in running):
+            raise RuntimeError(f"a raw smtplib process failed: {outputs}")
+    finally:
+        for path in paths:
+            os.unlink(path)
+    return [json.loads(out.strip().splitlines()[-1]) for out in outputs]
+
+
+def raw_phase(port: int, path: str, pin_cpu: int | None, connections: int) -> None:
+    """Runs in the subprocess: send the pickled messages, print rate, CPU and wall-clock start
+    and end as JSON."""
     if pin_cpu is not None:
         os.sched_setaffinity(0, {pin_cpu})  # before the sender threads: they inherit it
     with open(path, "rb") as handle:
         messages = pickle.load(handle)  # our own file, written just before
-    rate = run_raw_smtplib(port, messages)
+    rate = run_raw_smtplib(port, messages, connections)
     print(json.dumps({"rate": rate, "cpu_us": CPU_PER_MESSAGE["raw"],
-                      "sys_us": SYS_PER_MESSAGE["raw"]}))
+                      "sys_us": SYS_PER_MESSAGE["raw"], **RAW_WALL}))
+
+
+def build_go_loop(work_dir: Path) -> Path:
+    """bench/smtp_loop.go built into ``work_dir`` (GOPATH and GOCACHE there too: nothing
+    written outside it, nothing fetched: standard library only)."""
+    go = shutil.which("go")
+    if go is None:
+        print("bench/sendmail.py: go not found: it comes with Debian's golang-go, which "
+              "scripts/system-packages installs.", file=sys.stderr)
+        sys.exit(2)
+    binary = work_dir / "smtp_loop"
+    env = {**os.environ, "GOPATH": str(work_dir / "gopath"), "GOCACHE": str(work_dir / "gocache"),
+           "GOFLAGS": "", "GOPROXY": "off", "GOTOOLCHAIN": "local", "CGO_ENABLED": "0"}
+    subprocess.run([go, "build", "-o", str(binary), str(ROOT / "bench" / "smtp_loop.go")],
+                   check=True, env=env, cwd=str(work_dir))
+    return binary
+
+
+def run_go_loop(binary: Path, port: int, messages: list[tuple[str, list[str], bytes]],
+                work_dir: Path, connections: int = 10) -> float:
+    path = work_dir / "messages.bin"
+    with path.open("wb") as out:
+        for sender_address, recipients, data in messages:
+            out.write(f"{sender_address}\n{','.join(recipients)}\n{len(data)}\n".encode())
+            out.write(data)
+    result = subprocess.run([str(binary), f"127.0.0.1:{port}", str(path), str(connections)],
+                            check=True, capture_output=True, text=True)
+    figures = json.loads(result.stdout.strip().splitlines()[-1])
+    CPU_PER_MESSAGE["go"] = figures["cpu_us"]
+    return float(figures["rate"])
 
 
 def run_smtp_source(port: int, count: int, message_file: Path, sessions: int = 10) -> float:
@@ -340,24 +457,24 @@ def run_smtp_source(port: int, count: int, message_file: Path, sessions: int = 1
     return count / (time.monotonic() - started)
 
 
-def fresh_backlog(bootstrap: str, user_id: str, count: int,
-                  label: str) -> tuple[str, list[tuple[str, list[str], bytes]]]:
+def fresh_backlog(bootstrap: str, user_id: str, count: int, label: str,
+                  partitions: int = 3) -> tuple[str, list[tuple[str, list[str], bytes]]]:
     """A new topic holding ``count`` new requests, and the same requests pre-built for smtplib.
 
     Every round needs new message_ids: the worker records each delivered message_id in Redis
     and skips one already recorded, so a new consumer group over an old backlog sends nothing."""
     requests = [simple_request(f"<bench-{label}-{i}-{uuid.uuid4().hex[:10]}@etrans.bench>",
                                user_id) for i in range(count)]
-    topic = create_topic(bootstrap, unique_name("bench-sendmail"), partitions=3)
+    topic = create_topic(bootstrap, unique_name("bench-sendmail"), partitions=partitions)
     started = time.monotonic()
-    produce_requests(bootstrap, topic, requests, partitions=3)
+    produce_requests(bootstrap, topic, requests, partitions=partitions)
     produced = time.monotonic() - started
     prebuilt = []
     for request in requests:
         outgoing = decode_request(json.dumps(request).encode())
         prebuilt.append((outgoing.sender.email, outgoing.envelope_recipients(),
                          render(outgoing)))
-    print(f"{label}: backlog of {count} messages on {topic} (3 partitions, produced in "
+    print(f"{label}: backlog of {count} messages on {topic} ({partitions} partitions, produced in "
           f"{produced:.1f} s); the same messages pre-built for raw smtplib")
     return topic, prebuilt
 
@@ -386,6 +503,19 @@ def signing_env(base: dict[str, str], user_id: str, work_dir: Path) -> dict[str,
     return {**base, "SENDMAIL_DKIM_SIGNING": "on", "USEND_DB_URI": f"sqlite:///{path}"}
 
 
+# The sides of a round, in the order of the first round, with their printed names.
+SIDES = {
+    "etrans": "etrans sendmail (pool 10)",
+    "signed": "etrans sendmail, DKIM-signed",
+    "etrans2": "etrans sendmail --processes 2",
+    "raw": "raw smtplib (10 connections)",
+    "pinned": "raw smtplib pinned to one CPU",
+    "per-cpu": "raw smtplib, one process per CPU",
+    "go": "Go net/smtp (10 connections, reference)",
+}
+RAW_SIDES = ("raw", "pinned", "per-cpu")  # the plain-Python loops the ratio may divide by
+
+
 def spread(values: list[float], fmt: str = ",.0f") -> str:
     return f"median {statistics.median(values):{fmt}} (min {min(values):{fmt}}, " \
            f"max {max(values):{fmt}}; {', '.join(format(v, fmt) for v in values)})"
@@ -399,9 +529,10 @@ def main() -> None:
     parser.add_argument("--raw-phase", nargs=2, metavar=("PORT", "PICKLE"),
                         help=argparse.SUPPRESS)
     parser.add_argument("--pin-cpu", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--connections", type=int, default=10, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.raw_phase:
-        raw_phase(int(args.raw_phase[0]), args.raw_phase[1], args.pin_cpu)
+        raw_phase(int(args.raw_phase[0]), args.raw_phase[1], args.pin_cpu, args.connections)
         return
     need_postfix_tools()
     count = args.messages
@@ -429,92 +560,74 @@ def main() -> None:
             "SENDMAIL_DKIM_SIGNING": "off",
         }
         signed_env = signing_env(base_env, user_id, work_dir)
-        print(f"{args.rounds} rounds of {count} messages per side, etrans, raw smtplib and raw "
-              "smtplib pinned to one CPU (reference) alternating (the order reverses every "
-              "round); the ratio compares the medians of etrans and unpinned raw smtplib")
+        go_loop = build_go_loop(work_dir)
+        print(f"{args.rounds} rounds of {count} messages per side: {', '.join(SIDES.values())}, "
+              "alternating (the order reverses every round); the ratio compares the medians of "
+              "etrans --processes 2 and of the best raw Python loop")
         sink = Sink()
         sinks.append(sink)
-        etrans_rates: list[float] = []
+        rates: dict[str, list[float]] = {side: [] for side in SIDES}
+        cpu: dict[str, list[float]] = {side: [] for side in SIDES}
         etrans_overall: list[float] = []
-        etrans_cpu: list[float] = []
-        signed_rates: list[float] = []
-        signed_cpu: list[float] = []
-        raw_rates: list[float] = []
-        raw_cpu: list[float] = []
-        pinned_rates: list[float] = []
-        pinned_cpu: list[float] = []
         pin_cpu = max(os.sched_getaffinity(0))
         prebuilt: list[tuple[str, list[str], bytes]] = []
         for round_number in range(1, args.rounds + 1):
             topic, prebuilt = fresh_backlog(bootstrap, user_id, count, f"round {round_number}")
             signed_topic, _ = fresh_backlog(bootstrap, user_id, count,
                                             f"round {round_number} (signed)")
+            two_topic, _ = fresh_backlog(bootstrap, user_id, count,
+                                         f"round {round_number} (2 processes)", partitions=4)
             figures: dict[str, str] = {}
-            order = ("etrans", "signed", "raw", "pinned")
-            if not round_number % 2:
-                order = order[::-1]
+            order = tuple(SIDES) if round_number % 2 else tuple(SIDES)[::-1]
             for side in order:
                 CPU_PER_MESSAGE.clear()
                 SYS_PER_MESSAGE.clear()
                 if side == "etrans":
-                    steady, overall = run_etrans(worker_env(base_env, sink, topic, 10), sink,
-                                                 count, timeout=max(300.0, count / 50))
-                    etrans_rates.append(steady)
+                    rate, overall = run_etrans(worker_env(base_env, sink, topic, 10), sink,
+                                               count, timeout=max(300.0, count / 50))
                     etrans_overall.append(overall)
-                    cpu = CPU_PER_MESSAGE.get("etrans", float("nan"))
-                    etrans_cpu.append(cpu)
-                    figures[side] = (
-                        f"etrans sendmail (pool 10) {steady:,.0f} msg/s (with start-up and "
-                        f"group join {overall:,.0f}), CPU {cpu:.0f} us/msg (kernel "
-                        f"{SYS_PER_MESSAGE.get('etrans', float('nan')):.0f} us), Trio thread "
-                        f"busy {CPU_PER_MESSAGE.get('trio-thread-busy', float('nan')):.0f}%")
+                    note = (f" (with start-up and group join {overall:,.0f}), Trio thread busy "
+                            f"{CPU_PER_MESSAGE.get('trio-thread-busy', float('nan')):.0f}%")
                 elif side == "signed":
-                    steady, _ = run_etrans(worker_env(signed_env, sink, signed_topic, 10), sink,
-                                           count, timeout=max(300.0, count / 20))
-                    signed_rates.append(steady)
-                    cpu = CPU_PER_MESSAGE.get("etrans", float("nan"))
-                    signed_cpu.append(cpu)
-                    busy = CPU_PER_MESSAGE.get("trio-thread-busy", float("nan"))
-                    figures[side] = (f"signed {steady:,.0f} msg/s, CPU {cpu:.0f} us/msg, Trio "
-                                     f"thread busy {busy:.0f}%")
-                elif side == "pinned":
-                    rate = run_raw_subprocess(sink.port, prebuilt, pin_cpu=pin_cpu)
-                    pinned_rates.append(rate)
-                    pinned_cpu.append(CPU_PER_MESSAGE["raw"])
-                    figures[side] = (
-                        f"raw smtplib pinned to CPU {pin_cpu} (reference) {rate:,.0f} msg/s, CPU "
-                        f"{CPU_PER_MESSAGE['raw']:.0f} us/msg (kernel "
-                        f"{SYS_PER_MESSAGE['raw']:.0f} us)")
+                    rate, _ = run_etrans(worker_env(signed_env, sink, signed_topic, 10), sink,
+                                         count, timeout=max(300.0, count / 20))
+                    note = (f", Trio thread busy "
+                            f"{CPU_PER_MESSAGE.get('trio-thread-busy', float('nan')):.0f}%")
+                elif side == "etrans2":
+                    rate, _ = run_etrans(worker_env(base_env, sink, two_topic, 10), sink,
+                                         count, timeout=max(300.0, count / 50), processes=2)
+                    share = CPU_PER_MESSAGE.get("after-settled")
+                    note = (f" (the last {share:.0f}%, after both consume)" if share else
+                            " (first to last delivery: the group settled late)")
+                elif side == "go":
+                    rate, note = run_go_loop(go_loop, sink.port, prebuilt, work_dir), ""
+                elif side == "per-cpu":
+                    rate, note = run_raw_per_cpu(sink.port, prebuilt), ""
                 else:
-                    rate = run_raw_subprocess(sink.port, prebuilt)
-                    raw_rates.append(rate)
-                    raw_cpu.append(CPU_PER_MESSAGE["raw"])
-                    figures[side] = (
-                        f"raw smtplib (10 connections) {rate:,.0f} msg/s, CPU "
-                        f"{CPU_PER_MESSAGE['raw']:.0f} us/msg (kernel "
-                        f"{SYS_PER_MESSAGE['raw']:.0f} us)")
-            print(f"round {round_number} ({order[0]} first): {figures['etrans']}; "
-                  f"{figures['signed']}; {figures['raw']}; {figures['pinned']}; "
-                  f"ratio {etrans_rates[-1] / raw_rates[-1]:.3f}")
+                    pin = pin_cpu if side == "pinned" else None
+                    rate, note = run_raw_subprocess(sink.port, prebuilt, pin_cpu=pin), ""
+                used = CPU_PER_MESSAGE.get("raw" if side in RAW_SIDES else side,
+                                           CPU_PER_MESSAGE.get("etrans", float("nan")))
+                rates[side].append(rate)
+                cpu[side].append(used)
+                kernel = SYS_PER_MESSAGE.get("raw" if side in RAW_SIDES else "etrans")
+                figures[side] = (f"{SIDES[side]} {rate:,.0f} msg/s{note}, CPU {used:.0f} us/msg"
+                                 + (f" (kernel {kernel:.0f} us)" if kernel is not None else ""))
+            print(f"round {round_number} ({SIDES[order[0]]} first): "
+                  + "; ".join(figures[side] for side in SIDES))
 
-        steady, raw = statistics.median(etrans_rates), statistics.median(raw_rates)
-        print(f"etrans sendmail (pool 10):       {steady:9.0f} msg/s  {spread(etrans_rates)}; "
-              f"with start-up and group join {spread(etrans_overall)}")
-        signed = statistics.median(signed_rates)
-        print(f"etrans sendmail, DKIM-signed:    {signed:9.0f} msg/s  {spread(signed_rates)}; "
-              f"CPU {spread(signed_cpu)} us/msg")
-        print(f"raw smtplib (10 connections):    {raw:9.0f} msg/s  {spread(raw_rates)}")
-        print(f"CPU per message: etrans {spread(etrans_cpu)} us (whole process: Kafka, Redis, "
-              f"SMTP), raw smtplib {spread(raw_cpu)} us (its own process: "
-              "the 10 sender threads)")
-        pinned = statistics.median(pinned_rates)
-        print(f"raw smtplib pinned to one CPU:   {pinned:9.0f} msg/s  {spread(pinned_rates)}; "
-              f"CPU {spread(pinned_cpu)} us/msg (reference only: the same loop without "
-              f"cross-CPU GIL hand-offs; etrans / this = {steady / pinned:.3f})")
-        ratios = [e / r for e, r in zip(etrans_rates, raw_rates, strict=True)]
-        print("per-round ratios: " + ", ".join(f"{r:.3f}" for r in ratios)
-              + f" (their median {statistics.median(ratios):.3f}, reference only: the ratio "
-              "below is median etrans / median raw)")
+        medians = {side: statistics.median(values) for side, values in rates.items()}
+        for side in SIDES:
+            extra = (f"; with start-up and group join {spread(etrans_overall)}"
+                     if side == "etrans" else "")
+            print(f"{SIDES[side] + ':':42s} {medians[side]:9.0f} msg/s  {spread(rates[side])}; "
+                  f"CPU {spread(cpu[side])} us/msg{extra}")
+        best = max(RAW_SIDES, key=lambda side: medians[side])
+        steady, signed, two = medians["etrans"], medians["signed"], medians["etrans2"]
+        print(f"best raw Python loop: {SIDES[best]} ({medians[best]:,.0f} msg/s); etrans 1 "
+              f"process / it = {steady / medians[best]:.3f}, 2 processes / it = "
+              f"{two / medians[best]:.3f} (goal >= 0.8); Go net/smtp / it = "
+              f"{medians['go'] / medians[best]:.3f} (reference)")
 
         with tempfile.NamedTemporaryFile("wb", suffix=".eml", delete=False) as handle:
             handle.write(prebuilt[0][2].replace(b"\r\n", b"\n"))
@@ -538,7 +651,7 @@ def main() -> None:
 
         print(f"signed {signed:.0f} msg/s, unsigned {steady:.0f} msg/s")
         print(f"signing ratio {signed / steady:.3f}")
-        print(f"ratio {steady / raw:.3f}")
+        print(f"ratio {two / medians[best]:.3f}")
     finally:
         for sink in sinks:
             sink.stop()

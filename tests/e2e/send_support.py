@@ -44,9 +44,11 @@ def bearer(user_id: int) -> dict[str, str]:
 class ServeProcess:
     """``python -m etrans serve`` with the given environment, stopped with SIGTERM."""
 
-    def __init__(self, env: dict[str, str], *, python_args: tuple[str, ...] = ()) -> None:
+    def __init__(self, env: dict[str, str], *, python_args: tuple[str, ...] = (),
+                 serve_args: tuple[str, ...] = ()) -> None:
         self.env = env
         self.python_args = python_args
+        self.serve_args = serve_args  # e.g. ("--workers", "2")
         self.base_url = f"http://{env['ETRANS_BIND']}"
         self.log = Path(tempfile.mkdtemp(prefix="etrans-serve-")) / "serve.log"
         self.process: subprocess.Popen[bytes] | None = None
@@ -54,7 +56,8 @@ class ServeProcess:
     def start(self, timeout: float = 60.0) -> ServeProcess:
         with open(self.log, "wb") as out:
             self.process = subprocess.Popen(
-                [sys.executable, *self.python_args, "-m", "etrans", "serve"], env=self.env,
+                [sys.executable, *self.python_args, "-m", "etrans", "serve", *self.serve_args],
+                env=self.env,
                 stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                 start_new_session=True,
                 cwd=os.getcwd())
