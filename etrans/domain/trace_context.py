@@ -15,9 +15,13 @@ logged or echoed (a header is the client's input).
 from __future__ import annotations
 
 import random
+import re
 from typing import NamedTuple
 
-_HEX = frozenset("0123456789abcdef")
+# version-trace_id-parent_id-flags, lower-case hex; a later version may go on after a dash.
+_TRACEPARENT = re.compile(
+    r"([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})(-.*)?\Z", re.DOTALL
+)
 _ZERO_TRACE = "0" * 32
 _ZERO_SPAN = "0" * 16
 HEADER = "traceparent"
@@ -53,30 +57,19 @@ def new_span_id() -> str:
 
 def parse_traceparent(value: str | bytes | None) -> TraceContext | None:
     """The context of a ``traceparent`` header, or None when it is missing or malformed."""
-    if value is None:
+    if value is None or len(value) > 512:
         return None
     if isinstance(value, bytes):
         try:
             value = value.decode("ascii")
         except UnicodeDecodeError:
             return None
-    if len(value) < 55 or len(value) > 512:
+    found = _TRACEPARENT.match(value)
+    if found is None:
         return None
-    version, trace_id, span_id, flags = value[0:2], value[3:35], value[36:52], value[53:55]
-    if value[2] != "-" or value[35] != "-" or value[52] != "-":
-        return None
-    if not _is_hex(version) or version == "ff":
-        return None
-    if version == "00" and len(value) != 55:
-        return None
-    if len(value) > 55 and value[55] != "-":
-        return None
-    if not (_is_hex(trace_id) and _is_hex(span_id) and _is_hex(flags)):
+    version, trace_id, span_id, flags, later = found.groups()
+    if version == "ff" or (version == "00" and later is not None):
         return None
     if trace_id == _ZERO_TRACE or span_id == _ZERO_SPAN:
         return None
     return TraceContext(trace_id, span_id, bool(int(flags, 16) & 1))
-
-
-def _is_hex(text: str) -> bool:
-    return bool(text) and _HEX.issuperset(text)

@@ -264,8 +264,9 @@ def _addressing(get: Callable[[str], Any], problems: _Problems) -> _Addressing:
     return message_id, user_id, sender, to, cc, bcc
 
 
-def decode_request(raw: bytes | None) -> OutgoingEmail:
-    """Decode one Kafka send request; :class:`InvalidRequest` when it cannot be sent."""
+def decode_request(raw: bytes | None, traceparent: str | None = None) -> OutgoingEmail:
+    """Decode one Kafka send request; :class:`InvalidRequest` when it cannot be sent.
+    ``traceparent``: of the delivery's span, kept on the email (its Reject events carry it)."""
     payload = _document(raw)
     problems = _Problems()
     get = payload.get
@@ -296,6 +297,7 @@ def decode_request(raw: bytes | None) -> OutgoingEmail:
             headers=_headers(headers, problems) if headers else (),
             attachments=_attachments(attachments, problems) if attachments else (),
             tags=_pairs(tags, "tags") if tags else (),
+            traceparent=traceparent,
         )
     except ValueError as exc:
         detail = str(exc)
@@ -304,7 +306,7 @@ def decode_request(raw: bytes | None) -> OutgoingEmail:
             return outgoing
         detail = ""
     envelope = OutgoingEmail(message_id=message_id, user_id=user_id, sender=sender, to=to,
-                             cc=cc, bcc=bcc, subject="")
+                             cc=cc, bcc=bcc, subject="", traceparent=traceparent)
     if problems.reasons:
         raise InvalidRequest(problems.reasons[0], envelope, refused=True)
     raise InvalidRequest(detail, envelope)

@@ -19,7 +19,6 @@ line about the message (``trace_id``) and its context is put on the Reject event
 from __future__ import annotations
 
 import time
-from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from structlog.contextvars import bind_contextvars, unbind_contextvars
@@ -58,7 +57,7 @@ class SendmailTask:
         invalid_reason: str | None = None
         refused = False
         try:
-            outgoing = decode_request(message.value)
+            outgoing = decode_request(message.value, traceparent)
         except InvalidRequest as exc:
             if exc.email is None:
                 unbind_contextvars("message_id")  # not the previous message's any more
@@ -69,7 +68,6 @@ class SendmailTask:
         # without unbinding is enough (the next message rebinds), and cheaper than
         # bound_contextvars, a generator context manager.
         bind_contextvars(message_id=outgoing.message_id, trace_id=trace_id)
-        outgoing = replace(outgoing, traceparent=traceparent)
         outcome = await self.delivery.deliver(outgoing, invalid_reason=invalid_reason)
         if outcome == "delivered" and message.timestamp_ms:
             # From the record's creation (the outbox relay's publish, right after the API
