@@ -299,3 +299,16 @@ async def test_backlog_counts_rows_waiting_to_be_published_and_the_oldest_wait(
     rows, age = await backend.store.backlog()
     assert rows == 3
     assert 300 <= age < 360
+
+
+async def test_a_pass_reads_each_rows_traceparent(backend: Backend) -> None:
+    traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+    ids = backend.add({"payload": b"a", "traceparent": traceparent}, {"payload": b"b"})
+    read: list[OutboxRow] = []
+
+    async def decide(rows: Sequence[OutboxRow]) -> PassOutcome:
+        read.extend(rows)
+        return PassOutcome()
+
+    await backend.store.relay_pass(10, lambda pending: [i for i, _ in pending], decide)
+    assert [(r.id, r.traceparent) for r in read] == [(ids[0], traceparent), (ids[1], None)]

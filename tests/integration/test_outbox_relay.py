@@ -456,3 +456,28 @@ async def test_an_idle_relay_publishes_at_once_when_a_commit_wakes_it(
     finally:
         producer.close(1.0)
         db.dispose()
+
+
+async def test_a_failed_rows_error_line_carries_its_trace_id(
+        fresh_database: Any, kafka_bootstrap: str, new_topic: Any) -> None:
+    import structlog
+    from structlog.testing import capture_logs
+
+    db = _migrated(fresh_database, "relay_trace")
+    trace = "6bf92f3577b34da6a3ce929d0e0e4736"
+    with db.engine.begin() as conn:
+        conn.execute(insert(OUTBOX).values(
+            topic=new_topic(), key="big", payload=b"{" + b" " * 20_000 + b"}",
+            message_id="msg_traced", created_at=datetime.now(UTC),
+            traceparent=f"00-{trace}-00f067aa0ba902b7-01"))
+    producer = KafkaProducer({"bootstrap.servers": kafka_bootstrap, "message.max.bytes": 10_000})
+    relay = OutboxRelay(PgOutboxStore.of(db), producer)
+    try:
+        with capture_logs(processors=[structlog.contextvars.merge_contextvars]) as logs:
+            assert await relay.relay_once() == (0, 1)
+    finally:
+        await relay.aclose()
+        producer.close(1.0)
+        db.dispose()
+    [failed] = [line for line in logs if line["event"] == "outbox row failed: never published"]
+    assert (failed["message_id"], failed["trace_id"]) == ("msg_traced", trace)

@@ -58,7 +58,7 @@ from etrans.adapters.kafka.client import PublishFailure
 from etrans.adapters.sql.outbox_events import failed_record, queued_record
 from etrans.adapters.sql.outbox_publishing import publish_records
 from etrans.adapters.sql.outbox_store import FailedRow, OutboxRow, PassOutcome
-from etrans.adapters.sql.outbox_traces import PassSpans
+from etrans.adapters.sql.outbox_traces import PassSpans, trace_id_of
 from etrans.app.tracing import ContextOnlyTracer
 from etrans.observability import get_logger
 
@@ -277,7 +277,8 @@ class OutboxRelay:
             rejects = self._reject_events(row.payload, f"{REJECT_CODE} {failed.response}")
         except Exception as exc:  # an unreadable payload: the email still fails
             log.warning("no Reject events for a failed outbox row", row_id=row.id,
-                        error=repr(exc))
+                        message_id=row.message_id, error=repr(exc),
+                        trace_id=trace_id_of(row.traceparent))
             return failed._replace(events=events)
         return failed._replace(events=[*((self._log_topic, key, value) for key, value in rejects),
                                        *events])
@@ -295,7 +296,7 @@ class OutboxRelay:
             self.stats.last_error = failed.reason
             log.error("outbox row failed: never published", row_id=failed.row.id,
                       topic=failed.row.topic, message_id=failed.row.message_id,
-                      reason=failed.reason)
+                      reason=failed.reason, trace_id=trace_id_of(failed.row.traceparent))
 
     # -- scheduled emails --------------------------------------------------------------------
 

@@ -64,3 +64,9 @@ class PassSpans:
                     topic=row.topic,
                     trace_id=span.context.trace_id,
                 )
+
+
+def trace_id_of(traceparent: str | None) -> str | None:
+    """The trace id of a row's ``traceparent`` (for its log lines), None without a valid one."""
+    context = parse_traceparent(traceparent) if traceparent else None
+    return context.trace_id if context is not None else None
