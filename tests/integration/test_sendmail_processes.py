@@ -11,7 +11,9 @@ once.
 from __future__ import annotations
 
 import json
+import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -20,8 +22,10 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
+from tests.harness.servers import free_port
 from tests.harness.smtp import SmtpTestServer
 from tests.integration.notify_support import NotifySocket
 from tests.integration.sendmail_support import CredentialFixture, produce_requests, simple_request
@@ -62,6 +66,18 @@ def records(log_path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in lines if line.startswith("{")]
 
 
+def two_free_ports() -> int:
+    """A port P such that P and P + 1 are free (child I serves its metrics at P + I)."""
+    while True:
+        port = free_port()
+        try:
+            with socket.socket() as probe:
+                probe.bind(("127.0.0.1", port + 1))
+        except OSError:
+            continue
+        return port
+
+
 def assigned_processes(log_path: Path) -> set[int]:
     return {
         r["process"]
@@ -83,11 +99,14 @@ def test_two_processes_share_the_partitions_and_drain_on_sigterm(
     user_id = credentials.add("procs", "procs-pass")
     notify = NotifySocket()
     log_path = tmp_path / "parent.log"
+    metrics_port = two_free_ports()
     parent = start(
         {**env, "NOTIFY_SOCKET": notify.name, "WATCHDOG_USEC": "2000000"},
         log_path,
         "--processes",
         "2",
+        "--metrics-bind",
+        f"127.0.0.1:{metrics_port}",
     )
     try:
         ready = notify.wait_for("READY", alive=lambda: parent.poll() is None)
@@ -105,6 +124,10 @@ def test_two_processes_share_the_partitions_and_drain_on_sigterm(
             partitions=PARTITIONS,
         )
         wait_count(server, TOTAL // 4, parent, 120, log_path)
+        # Each child serves its own registry at the metrics port + its index.
+        for port in (metrics_port, metrics_port + 1):
+            page = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
+            assert 'etrans_pipeline_processed_total{worker="sendmail"}' in page, page[:2000]
         parent.send_signal(signal.SIGTERM)
         assert parent.wait(60) == 0, log_path.read_text()[-3000:]
         stopped_at = len(server.received)
@@ -154,3 +177,30 @@ def test_two_processes_share_the_partitions_and_drain_on_sigterm(
     assert max(counts.values()) == 1, [m for m, n in counts.items() if n > 1][:5]
     output = log_path.read_text()
     assert "Traceback" not in output, output[-3000:]
+
+
+def test_a_child_that_dies_stops_the_others_and_fails_the_parent(
+    worker_env: tuple[dict[str, str], CredentialFixture], tmp_path: Path
+) -> None:
+    """Not restarted in place: the parent drains the other child and exits with the dead
+    child's status (128 + 9 here), so the service manager sees the failure."""
+    base, _credentials = worker_env
+    notify = NotifySocket()
+    log_path = tmp_path / "parent.log"
+    parent = start({**base, "NOTIFY_SOCKET": notify.name}, log_path, "--processes", "2")
+    try:
+        notify.wait_for("READY", alive=lambda: parent.poll() is None)
+        [started] = [r for r in records(log_path) if r.get("event") == "processes started"]
+        children = started["pids"]  # by index
+        os.kill(children[1], signal.SIGKILL)
+        assert parent.wait(60) == 128 + signal.SIGKILL, log_path.read_text()[-3000:]
+    finally:
+        stop_worker(parent)
+        notify.close()
+    lines = records(log_path)
+    [failed] = [r for r in lines if r.get("event") == "child process failed: stopping the others"]
+    assert failed["pid"] == children[1]
+    assert failed["status"] == 128 + signal.SIGKILL
+    drained = [r for r in lines if r.get("event") == "stopped" and r.get("process") is not None]
+    assert [(r["process"], r["drained"]) for r in drained] == [(0, True)], lines[-20:]
+    assert any(n.has("STOPPING") for n in notify.received)
