@@ -6,6 +6,7 @@ the real services, checks KAFKA_TOPIC at start and runs the server.
 
 from __future__ import annotations
 
+import os
 from contextlib import AsyncExitStack, asynccontextmanager
 from functools import partial
 from typing import TYPE_CHECKING
@@ -55,11 +56,22 @@ def build(settings: ServeSettings) -> ServiceMain:
             async with trio.open_nursery() as nursery:
                 if bind is not None:
                     await nursery.start(serve_metrics, bind, metrics.render)
-                await run_ready(shutdown, f"HTTP on {config.bind[0]}",
+                await run_ready(shutdown, f"HTTP on {shown(config.bind[0])}",
                                 partial(serve_http, app, config, relay, shutdown))
                 nursery.cancel_scope.cancel()
 
     return main
+
+
+def shown(bind: str) -> str:
+    """``bind`` for people: a worker of ``--workers`` binds ``fd://N``, its parent's socket."""
+    if not bind.startswith("fd://"):
+        return bind
+    import socket
+
+    with socket.socket(fileno=os.dup(int(bind[5:]))) as sock:
+        host, port = sock.getsockname()[:2]
+    return f"{host}:{port}"
 
 
 def listening_sockets(settings: ServeSettings) -> list[socket.socket]:
@@ -85,7 +97,7 @@ async def serve_http(app: QuartTrio, config: HypercornConfig, relay: OutboxRelay
     async with trio.open_nursery() as nursery:
         relay_done = trio.Event()
         await nursery.start(relay.run, relay_done)
-        log.info("listening", bind=config.bind[0])
+        log.info("listening", bind=shown(config.bind[0]))
         await hypercorn_serve(app, config, shutdown_trigger=shutdown.wait_requested,
                               task_status=task_status)
         relay_done.set()

@@ -128,6 +128,10 @@ def test_two_workers_serve_and_drain_their_in_flight_requests_on_sigterm(
     requests: list[HalfSentRequest] = []
     try:
         ready = notify.wait_for("READY", timeout=90, alive=lambda: parent.poll() is None)
+        status = notify.received[ready].states["STATUS"]
+        # Both workers, each on the parent's socket (shown by its address, not fd://N).
+        assert f"#0 HTTP on {host}:{port}" in status, status
+        assert f"#1 HTTP on {host}:{port}" in status, status
         # Serving means answering, at the first attempt.
         assert httpx.get(f"http://{host}:{port}/healthz", timeout=10).status_code == 200
         workers = children_of(parent.pid)
