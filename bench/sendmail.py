@@ -184,8 +184,8 @@ def worker_env(base: dict[str, str], sink: Sink, topic: str, pool: int) -> dict[
 
 
 def cpu_times(pid: int) -> tuple[float, float]:
-    """(user, system) CPU seconds of a process (all its threads) and of its running children
-    (the DKIM signing processes) so far, from /proc."""
+    """(user, system) CPU seconds of a process (all its threads, the DKIM signing threads
+    included) and of its running children so far, from /proc."""
     fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
     tick = os.sysconf("SC_CLK_TCK")
     user, system = int(fields[11]) / tick, int(fields[12]) / tick

@@ -33,7 +33,7 @@ if TYPE_CHECKING:
 log = get_logger(__name__)
 
 # Read once at start and removed from the environment (as sd_notify(3)'s unset_environment
-# does): the DKIM signing processes and any other child must not speak for the main process.
+# does): no child process must speak for the main process.
 ENVIRONMENT = ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID")
 
 

@@ -221,7 +221,7 @@ async def _receive_notifications(listener: trio.socket.SocketType, children: Chi
         )
         child = children.by_pid(pid)
         if child is None:
-            continue  # not one of ours (a DKIM signing process is told nothing of the socket)
+            continue  # not one of ours (a grandchild is told nothing of the socket)
         states = dict(line.split("=", 1) for line in data.decode().splitlines() if "=" in line)
         await _record(children, child, states)
 

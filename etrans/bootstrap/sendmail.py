@@ -23,7 +23,7 @@ from etrans.bootstrap.workers import (
 from etrans.observability import get_logger
 
 if TYPE_CHECKING:
-    from etrans.adapters.crypto.signing_processes import ProcessDkimSigner
+    from etrans.adapters.crypto.signing_threads import ThreadDkimSigner
     from etrans.adapters.metrics.prometheus import PrometheusMetrics
     from etrans.adapters.sql import Database
     from etrans.app.ports import DkimKeySource
@@ -69,20 +69,17 @@ def tracking_of(settings: SendmailSettings) -> tuple[list[Database], MessageTrac
 
 
 async def message_signer(stack: AsyncExitStack, settings: SendmailSettings,
-                         has_keys: bool) -> ProcessDkimSigner | None:
-    """SENDMAIL_DKIM_SIGNER_PROCESSES signing processes, owned by ``stack`` (they outlive the
+                         has_keys: bool) -> ThreadDkimSigner | None:
+    """SENDMAIL_DKIM_SIGNER_THREADS signing threads, owned by ``stack`` (they outlive the
     pipeline's drain); None: signed in the Trio thread (0, or nothing to sign)."""
-    from etrans.adapters.crypto.signing_processes import (
-        ProcessDkimSigner,
-        open_signing_processes,
-    )
+    from etrans.adapters.crypto.signing_threads import ThreadDkimSigner, open_signing_threads
 
-    count = settings.sendmail.dkim_signer_processes
+    count = settings.sendmail.dkim_signer_threads
     if not has_keys or count == 0 or settings.sendmail.dkim_signing == "off":
         return None
-    processes = await stack.enter_async_context(open_signing_processes(count))
-    log.info("DKIM signing processes started", processes=count, pids=processes.pids)
-    return ProcessDkimSigner(processes)
+    threads = await stack.enter_async_context(open_signing_threads(count))
+    log.info("DKIM signing threads started", threads=count)
+    return ThreadDkimSigner(threads)
 
 
 def build(settings: SendmailSettings) -> ServiceMain:

@@ -250,9 +250,9 @@ class SendmailOptions:
     # off (never sign: the relay signs); keys are kept this long once read.
     dkim_signing: str = "auto"
     dkim_key_cache_seconds: float = 60.0
-    # SENDMAIL_DKIM_SIGNER_PROCESSES: child processes making the RSA step of the signatures
-    # (etrans/adapters/crypto/signing_processes.py); 0: in the Trio thread.
-    dkim_signer_processes: int = 1
+    # SENDMAIL_DKIM_SIGNER_THREADS: threads making the RSA step of the signatures
+    # (etrans/adapters/crypto/signing_threads.py); 0: in the Trio thread.
+    dkim_signer_threads: int = 2
 
 
 @dataclass(frozen=True)

@@ -21,8 +21,8 @@ def read_sendmail(r: Reader) -> SendmailOptions:
                                         minimum=7 * 24 * 3600),
         dkim_signing=read_signing_mode(r),
         dkim_key_cache_seconds=r.number("SENDMAIL_DKIM_KEY_CACHE_SECONDS", 60.0),
-        dkim_signer_processes=r.integer("SENDMAIL_DKIM_SIGNER_PROCESSES", 1, minimum=0,
-                                        maximum=64),
+        dkim_signer_threads=r.integer("SENDMAIL_DKIM_SIGNER_THREADS", 2, minimum=0,
+                                      maximum=64),
     )
 
 

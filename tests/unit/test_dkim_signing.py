@@ -238,12 +238,12 @@ def test_signing_setting_problems_are_named() -> None:
                                  "BILLING_V4_URI": "https://billing.example/v4"})
 
 
-def test_signer_processes_setting() -> None:
-    assert for_command("sendmail", SENDMAIL_ENV).sendmail.dkim_signer_processes == 1
-    inline = for_command("sendmail", {**SENDMAIL_ENV, "SENDMAIL_DKIM_SIGNER_PROCESSES": "0"})
-    assert inline.sendmail.dkim_signer_processes == 0
-    with pytest.raises(ConfigError, match="SENDMAIL_DKIM_SIGNER_PROCESSES"):
-        for_command("sendmail", {**SENDMAIL_ENV, "SENDMAIL_DKIM_SIGNER_PROCESSES": "-1"})
+def test_signer_threads_setting() -> None:
+    assert for_command("sendmail", SENDMAIL_ENV).sendmail.dkim_signer_threads == 2
+    inline = for_command("sendmail", {**SENDMAIL_ENV, "SENDMAIL_DKIM_SIGNER_THREADS": "0"})
+    assert inline.sendmail.dkim_signer_threads == 0
+    with pytest.raises(ConfigError, match="SENDMAIL_DKIM_SIGNER_THREADS"):
+        for_command("sendmail", {**SENDMAIL_ENV, "SENDMAIL_DKIM_SIGNER_THREADS": "-1"})
 
 
 # -- our header canonicalisation against dkimpy's ------------------------------------------------

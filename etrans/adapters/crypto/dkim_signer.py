@@ -14,8 +14,8 @@ The RSA step is not dkimpy's: dkimpy signs with Python integers (``pow`` with CR
 messages per second; ``cryptography`` (OpenSSL) signs the same digest in 0.2-0.5 ms (idle or
 loaded machine; ``Prehashed`` SHA-256, PKCS#1 v1.5: the bytes dkimpy would produce).  Loaded keys
 are kept per PEM (:func:`private_key`), so a domain's key is parsed once.  ``etrans sendmail``
-makes the RSA step in child processes (:mod:`.signing_processes`, with :meth:`DkimSigner.prepare`
-and :func:`signature_field`); ``etrans dev`` and ``SENDMAIL_DKIM_SIGNER_PROCESSES=0`` use
+makes the RSA step in worker threads (:mod:`.signing_threads`, with :meth:`DkimSigner.prepare`
+and :func:`signature_field`); ``etrans dev`` and ``SENDMAIL_DKIM_SIGNER_THREADS=0`` use
 :class:`DkimSigner` whole, in the Trio thread.
 """
 
@@ -60,12 +60,11 @@ def private_key(pem: bytes) -> rsa.RSAPrivateKey:
 class DkimSigner:
     """Signs rendered messages (CRLF line ends); see the module docstring.
 
-    :meth:`sign` runs in the caller's thread.  The RSA step in worker threads was measured too
-    (10 Trio tasks signing 1,500 messages, 4 runs on the 2 shared CPUs): the same rate within
-    the noise (680-1,380 signatures/s either way, with the machine's load) for 8-25 % more CPU
-    per signature (754-886 us inline, 819-1,121 us with threads).  OpenSSL signs without the
-    GIL, but taking the GIL back after each signature and the thread hop cost what the second
-    CPU would have brought.
+    :meth:`sign` runs all of it in the caller's thread (``etrans dev``,
+    ``SENDMAIL_DKIM_SIGNER_THREADS=0``).  ``trio.to_thread.run_sync`` per RSA step was
+    measured in an earlier session: the same rate for 8-25 % more CPU per signature (the hop
+    costs the Trio thread ~40 us); :mod:`.signing_threads` hands the steps to dedicated
+    threads in batches instead (~10 us).
     """
 
     def __init__(self, headers: Sequence[str] = SIGNED_HEADERS) -> None:
@@ -80,7 +79,7 @@ class DkimSigner:
         """The ``DKIM-Signature`` field (name, value, CRLF) for ``message``, in this thread."""
         private = private_key(key.private_key_pem)
         fields, digest = self.prepare(message, key, timestamp)
-        return signature_field(fields, _rsa_sign(private, digest))
+        return signature_field(fields, rsa_sign(private, digest))
 
     def prepare(self, message: bytes, key: DkimKey, timestamp: int | None = None
                 ) -> tuple[list[tuple[bytes, bytes]], bytes]:
@@ -176,7 +175,7 @@ def _select(headers: list[tuple[bytes, bytes]], include: list[bytes]
     return selected
 
 
-def _rsa_sign(private: rsa.RSAPrivateKey, digest: bytes) -> bytes:
+def rsa_sign(private: rsa.RSAPrivateKey, digest: bytes) -> bytes:
     return private.sign(digest, padding.PKCS1v15(), Prehashed(hashes.SHA256()))
 
 
