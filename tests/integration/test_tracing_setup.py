@@ -1,5 +1,6 @@
 """Without an OTLP endpoint, nothing of the OpenTelemetry SDK is imported (no cost when unset):
-checked in a fresh interpreter that wires the three traced subcommands' modules."""
+checked in a fresh interpreter that wires the three traced subcommands' modules; with one
+(from the environment or the env file) the SDK's tracer is used, named after the subcommand."""
 
 from __future__ import annotations
 
@@ -20,6 +21,11 @@ start_tracing("db", {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:9"})
 assert isinstance(process_tracer(), ContextOnlyTracer)
 start_tracing("sendmail", {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:9"})
 assert type(process_tracer()).__name__ == "OtelTracer"
+assert process_tracer().provider.resource.attributes["service.name"] == "etrans-sendmail"
+# Variables of the env file reach the SDK (it reads the process environment).
+start_tracing("fetchlog", {"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://127.0.0.1:9/v1/traces",
+                           "OTEL_SERVICE_NAME": "mail-logs"})
+assert process_tracer().provider.resource.attributes["service.name"] == "mail-logs"
 """
 
 
