@@ -79,41 +79,40 @@ class _Context:
             observability.forward_errors(reporter.capture)
 
     def run(self, main: ServiceMain, drain_seconds: float) -> NoReturn:
-        """Run one process of ``main``; a child of ``--processes`` also stops when its parent
-        closes its stdin."""
+        """Run one process of ``main`` (a child of ``--processes`` also stops on stdin's end)."""
         from etrans import runtime
 
         parent_pipe = 0 if self.process_index is not None else None
         sys.exit(runtime.run(main, drain_seconds, parent_pipe=parent_pipe))
 
+    def processes(self, option: int | None, settings: Settings) -> int:
+        """The option, else ETRANS_PROCESSES/ETRANS_SERVE_WORKERS; 1 in a child (it inherits)."""
+        return 1 if self.process_index is not None else (option or settings.processes)
+
+    def run_consumers(self, count: int, settings: Any, command: Sequence[str]) -> NoReturn:
+        """A worker's ``count`` processes, each a member of the group with an id of its own."""
+        from etrans.bootstrap.processes import consumer_environment
+
+        self.run_processes(count, settings, command, lambda i: consumer_environment(
+            i, settings.metrics_bind, settings.consumer.instance_id))
+
     def run_processes(self, count: int, settings: Settings, command: Sequence[str],
                       environment: Callable[[int], Mapping[str, str]],
                       pass_fds: Sequence[int] = ()) -> NoReturn:
-        """``etrans <command>`` as ``count`` child processes of this one."""
-        from etrans.bootstrap.processes import run_processes
+        """``etrans <command>`` as ``count`` child processes of this one, with its options."""
+        from etrans.bootstrap.processes import run_subcommand
 
-        options: dict[str, str] = {}
-        if self.env_file is not None:
-            options["ETRANS_ENV_FILE"] = str(self.env_file.resolve())
-        if self.log_level is not None:
-            options["ETRANS_LOG_LEVEL"] = self.log_level
-        sys.exit(run_processes(
-            command[0], count, settings.drain_seconds,
-            lambda i: [sys.executable, "-m", "etrans", "--process-index", str(i), *command],
-            lambda i: {**options, **environment(i)}, pass_fds))
+        options = {"ETRANS_ENV_FILE": str(self.env_file.resolve()) if self.env_file else None,
+                   "ETRANS_LOG_LEVEL": self.log_level}
+        sys.exit(run_subcommand(command, count, settings.drain_seconds, environment, pass_fds,
+                                options={k: v for k, v in options.items() if v is not None}))
 
 
 def _processes(fn: Callable[..., Any]) -> Callable[..., Any]:
     return click.option(
-        "--processes", type=click.IntRange(min=1), default=1, show_default=True,
-        help="Run N consumers of the group, as N processes under this one (docs/operations.md,"
-             " 'Using every core').")(fn)
-
-
-def _worker_environment(settings: Any, index: int) -> dict[str, str]:
-    from etrans.bootstrap.processes import consumer_environment
-
-    return consumer_environment(index, settings.metrics_bind, settings.consumer.instance_id)
+        "--processes", type=click.IntRange(min=1, max=64), default=None,
+        help="Run N consumers of the group, as N processes under this one [env ETRANS_PROCESSES,"
+             " default 1] (docs/operations.md, 'Using every core').")(fn)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -135,11 +134,12 @@ def cli(ctx: click.Context, env_file: Path | None, log_level: str | None,
 @cli.command()
 @click.option("--bind", default=None,
               help="HOST:PORT to listen on [env ETRANS_BIND, default 0.0.0.0:8000].")
-@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
-              help="Serve from N processes sharing the listening socket (docs/operations.md,"
+@click.option("--workers", type=click.IntRange(min=1, max=64), default=None,
+              help="Serve from N processes sharing the listening socket [env"
+                   " ETRANS_SERVE_WORKERS, default 1] (docs/operations.md,"
                    " 'Using every core').")
 @click.pass_obj
-def serve(obj: _Context, bind: str | None, workers: int) -> None:
+def serve(obj: _Context, bind: str | None, workers: int | None) -> None:
     """Run the HTTP API."""
     if bind is not None:
         os.environ["ETRANS_BIND"] = bind
@@ -157,12 +157,12 @@ def serve(obj: _Context, bind: str | None, workers: int) -> None:
         except ConfigError as exc:
             click.echo(f"etrans serve: {exc.render()}", err=True)
             sys.exit(2)
-    if workers > 1:
+    if obj.processes(workers, settings) > 1:
         from etrans.bootstrap.processes import child_environment
 
         sockets = wiring.listening_sockets(settings)  # open in this process until it exits
         fds = [sock.fileno() for sock in sockets]
-        obj.run_processes(workers, settings, ["serve"], lambda i: {
+        obj.run_processes(obj.processes(workers, settings), settings, ["serve"], lambda i: {
             "ETRANS_BIND": f"fd://{fds[0]}",
             **child_environment(i, settings.metrics_bind)}, pass_fds=fds)
     obj.run(wiring.build(settings), settings.drain_seconds)
@@ -183,16 +183,15 @@ _metrics_bind = click.option(
 @_metrics_bind
 @_processes
 @click.pass_obj
-def sendmail(obj: _Context, processes: int) -> None:
+def sendmail(obj: _Context, processes: int | None) -> None:
     """Consume send requests from KAFKA_TOPIC and deliver them over SMTP."""
     from etrans.settings import SendmailSettings
 
     settings = obj.settings("sendmail", SendmailSettings)
     obj.start_logging("sendmail")
     obj.start_error_reporting("sendmail", settings)
-    if processes > 1:
-        obj.run_processes(processes, settings, ["sendmail"],
-                          lambda i: _worker_environment(settings, i))
+    if obj.processes(processes, settings) > 1:
+        obj.run_consumers(obj.processes(processes, settings), settings, ["sendmail"])
     from etrans.bootstrap import sendmail as wiring
 
     obj.run(wiring.build(settings), settings.drain_seconds)
@@ -205,17 +204,17 @@ def sendmail(obj: _Context, processes: int) -> None:
 @_metrics_bind
 @_processes
 @click.pass_obj
-def fetchlog(obj: _Context, from_earliest: bool, stop_at_end: bool, processes: int) -> None:
+def fetchlog(obj: _Context, from_earliest: bool, stop_at_end: bool,
+             processes: int | None) -> None:
     """Consume delivery-log events from LOG_TOPIC into MongoDB."""
     from etrans.settings import FetchlogSettings
 
     settings = obj.settings("fetchlog", FetchlogSettings)
     obj.start_logging("fetchlog")
-    if processes > 1:
+    if obj.processes(processes, settings) > 1:
         flags = [f for f, on in (("--from-earliest", from_earliest),
                                  ("--stop-at-end", stop_at_end)) if on]
-        obj.run_processes(processes, settings, ["fetchlog", *flags],
-                          lambda i: _worker_environment(settings, i))
+        obj.run_consumers(obj.processes(processes, settings), settings, ["fetchlog", *flags])
     from etrans.bootstrap import fetchlog as wiring
 
     obj.run(wiring.build(settings, from_earliest=from_earliest, stop_at_end=stop_at_end),
@@ -226,16 +225,15 @@ def fetchlog(obj: _Context, from_earliest: bool, stop_at_end: bool, processes: i
 @_metrics_bind
 @_processes
 @click.pass_obj
-def webhooks(obj: _Context, processes: int) -> None:
+def webhooks(obj: _Context, processes: int | None) -> None:
     """Deliver the events of KAFKA_EVENTS_TOPIC to the subscribed webhook endpoints."""
     from etrans.settings import WebhooksSettings
 
     settings = obj.settings("webhooks", WebhooksSettings)
     obj.start_logging("webhooks")
     obj.start_error_reporting("webhooks", settings)
-    if processes > 1:
-        obj.run_processes(processes, settings, ["webhooks"],
-                          lambda i: _worker_environment(settings, i))
+    if obj.processes(processes, settings) > 1:
+        obj.run_consumers(obj.processes(processes, settings), settings, ["webhooks"])
     from etrans.bootstrap import webhooks as wiring
 
     obj.run(wiring.build(settings), settings.drain_seconds)

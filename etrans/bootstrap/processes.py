@@ -102,6 +102,27 @@ class Children:
         return self.failure or 0
 
 
+def run_subcommand(
+    command: Sequence[str],
+    count: int,
+    drain_seconds: float,
+    environment: Callable[[int], Mapping[str, str]],
+    pass_fds: Sequence[int] = (),
+    options: Mapping[str, str] | None = None,
+) -> int:
+    """``etrans <command>`` in ``count`` children (``etrans --process-index I <command>``), with
+    ``options`` (ETRANS_ENV_FILE, ETRANS_LOG_LEVEL: the parent's global options) and
+    ``environment(I)`` over this process's environment; the exit status."""
+    return run_processes(
+        command[0],
+        count,
+        drain_seconds,
+        lambda i: [sys.executable, "-m", "etrans", "--process-index", str(i), *command],
+        lambda i: {**(options or {}), **environment(i)},
+        pass_fds,
+    )
+
+
 def run_processes(
     what: str,
     count: int,

@@ -68,6 +68,10 @@ class Settings:
     # HOST:PORT of GET /metrics.  None: the workers serve none; serve answers /metrics on the
     # API's own port (docs/operations.md, "Metrics").
     metrics_bind: str | None = None
+    # How many processes run the subcommand under one parent: ETRANS_SERVE_WORKERS (serve),
+    # ETRANS_PROCESSES (sendmail, fetchlog, webhooks); 1 for the others (docs/operations.md,
+    # "Using every core").
+    processes: int = 1
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -211,6 +215,7 @@ def _serve(r: Reader) -> ServeSettings:
     return ServeSettings(
         drain_seconds=common.drain_seconds, sentry_dsn=common.sentry_dsn,
         metrics_bind=common.metrics_bind,
+        processes=r.integer("ETRANS_SERVE_WORKERS", 1, minimum=1, maximum=64),
         kafka=kafka, redis=redis, mongo=mongo, tokens=tokens,
         databases=ApiDatabases(billing_uri=databases.billing_uri or Secret(""),
                                usend_uri=databases.usend_uri or Secret(""),
@@ -226,7 +231,9 @@ def _sendmail(r: Reader) -> SendmailSettings:
     tracking = read_tracking(r)
     return SendmailSettings(
         drain_seconds=common.drain_seconds, sentry_dsn=common.sentry_dsn,
-        metrics_bind=common.metrics_bind, kafka=kafka,
+        metrics_bind=common.metrics_bind,
+        processes=r.integer("ETRANS_PROCESSES", 1, minimum=1, maximum=64),
+        kafka=kafka,
         consumer=Consumer(kafka.topic, kafka.group_id or "", kafka.group_instance_id),
         redis=read_redis(r), tokens=read_tokens(r), smtp=read_smtp(r),
         sendmail=options, dkim_keys=keys, tracking=tracking,
@@ -239,7 +246,9 @@ def _fetchlog(r: Reader) -> FetchlogSettings:
     instance = kafka.group_instance_id
     return FetchlogSettings(
         drain_seconds=common.drain_seconds, sentry_dsn=common.sentry_dsn,
-        metrics_bind=common.metrics_bind, kafka=kafka,
+        metrics_bind=common.metrics_bind,
+        processes=r.integer("ETRANS_PROCESSES", 1, minimum=1, maximum=64),
+        kafka=kafka,
         consumer=Consumer(kafka.log_topic or "", kafka.log_group_id or "", instance),
         mongo=read_mongo(r), databases=read_databases(r, billing=False, usend=False),
         fetchlog=read_fetchlog(r),
@@ -256,7 +265,9 @@ def _webhooks(r: Reader) -> WebhooksSettings:
     databases = read_databases(r, billing=False, usend=True)
     return WebhooksSettings(
         drain_seconds=common.drain_seconds, sentry_dsn=common.sentry_dsn,
-        metrics_bind=common.metrics_bind, kafka=kafka,
+        metrics_bind=common.metrics_bind,
+        processes=r.integer("ETRANS_PROCESSES", 1, minimum=1, maximum=64),
+        kafka=kafka,
         consumer=Consumer(options.events_topic, options.group_id, kafka.group_instance_id),
         usend_uri=databases.usend_uri or Secret(""), pool_size=databases.pool_size,
         tokens=read_tokens(r), webhooks=options)

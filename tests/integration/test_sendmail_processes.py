@@ -187,7 +187,8 @@ def test_a_child_that_dies_stops_the_others_and_fails_the_parent(
     base, _credentials = worker_env
     notify = NotifySocket()
     log_path = tmp_path / "parent.log"
-    parent = start({**base, "NOTIFY_SOCKET": notify.name}, log_path, "--processes", "2")
+    # The count from the environment this time; the children inherit it and run as one each.
+    parent = start({**base, "NOTIFY_SOCKET": notify.name, "ETRANS_PROCESSES": "2"}, log_path)
     try:
         notify.wait_for("READY", alive=lambda: parent.poll() is None)
         [started] = [r for r in records(log_path) if r.get("event") == "processes started"]

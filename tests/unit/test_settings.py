@@ -417,3 +417,18 @@ def test_pipeline_gives_the_instance_id_to_its_consumer():
     assert static.consumer_config()["group.instance.id"] == "h-sendmail"
     assert "group.instance.id" not in PipelineConfig(topics=("t",), group_id="g",
                                                      kafka={}).consumer_config()
+
+
+def test_process_counts_default_to_one_and_are_read_per_subcommand():
+    """ETRANS_SERVE_WORKERS for serve, ETRANS_PROCESSES for the workers (docs/operations.md,
+    "Using every core"); each ignores the other's, and 0 or more than 64 is refused."""
+    both = {"ETRANS_SERVE_WORKERS": "3", "ETRANS_PROCESSES": "2"}
+    assert for_command("serve", SERVE_ENV).processes == 1
+    assert for_command("sendmail", SENDMAIL_ENV).processes == 1
+    assert for_command("serve", {**SERVE_ENV, **both}).processes == 3
+    assert for_command("sendmail", {**SENDMAIL_ENV, **both}).processes == 2
+    assert for_command("fetchlog", {**FETCHLOG_ENV, **both}).processes == 2
+    assert any("ETRANS_PROCESSES" in p
+               for p in problems_of("sendmail", {**SENDMAIL_ENV, "ETRANS_PROCESSES": "0"}))
+    assert any("ETRANS_SERVE_WORKERS" in p
+               for p in problems_of("serve", {**SERVE_ENV, "ETRANS_SERVE_WORKERS": "65"}))
