@@ -23,7 +23,7 @@ from pathlib import Path
 import httpx
 import psycopg
 
-from tests.e2e.send_support import JWT_SECRET, bearer, seed_sender
+from tests.e2e.send_support import JWT_SECRET, bearer, read_topic, seed_sender
 from tests.harness.databases import BillingSeeder
 from tests.integration.notify_support import NotifySocket
 
@@ -105,8 +105,31 @@ class HalfSentRequest:
         return int(lines[0].split()[1]), json.loads(rest)
 
 
+def send_many(base_url: str, headers: dict[str, str], domain: str, count: int) -> list[str]:
+    """``count`` POST /emails from 6 threads with a keep-alive client each; their ids."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def send(indexes: range) -> list[str]:
+        with httpx.Client(base_url=base_url, headers=headers, timeout=30) as client:
+            ids = []
+            for i in indexes:
+                body = {
+                    "from": f"a@{domain}",
+                    "to": ["x@example.org"],
+                    "subject": f"{i}",
+                    "text": "t",
+                }
+                answer = client.post("/emails", json=body)
+                assert answer.status_code == 200, answer.text
+                ids.append(str(answer.json()["id"]))
+            return ids
+
+    with ThreadPoolExecutor(6) as pool:
+        return [i for ids in pool.map(send, [range(k, count, 6) for k in range(6)]) for i in ids]
+
+
 def test_two_workers_serve_and_drain_their_in_flight_requests_on_sigterm(
-    etrans_env, billing_db, tmp_path
+    etrans_env, billing_db, kafka_bootstrap, tmp_path
 ):
     env = etrans_env(
         DB_URI=billing_db.readonly_url,
@@ -136,6 +159,7 @@ def test_two_workers_serve_and_drain_their_in_flight_requests_on_sigterm(
         assert httpx.get(f"http://{host}:{port}/healthz", timeout=10).status_code == 200
         workers = children_of(parent.pid)
         assert len(workers) == 2, workers
+        sent = send_many(f"http://{host}:{port}", bearer(user), domain, 60)
         # Requests in the middle of their body, until each worker holds one.
         holders: dict[int, int] = {}
         while set(holders.values()) != set(workers):
@@ -169,7 +193,7 @@ def test_two_workers_serve_and_drain_their_in_flight_requests_on_sigterm(
             parent.wait()
         notify.close()
     assert [status for status, _ in answers] == [200] * len(requests), answers
-    ids = [str(answer["id"]) for _, answer in answers]
+    ids = sent + [str(answer["id"]) for _, answer in answers]
     with psycopg.connect(env["USEND_DB_URI"]) as conn:
         stored = {
             row[0]
@@ -178,6 +202,11 @@ def test_two_workers_serve_and_drain_their_in_flight_requests_on_sigterm(
             )
         }
     assert stored == set(ids)
+    # Two outbox relays, one per worker, share the rows (FOR UPDATE SKIP LOCKED): each email
+    # published once (a second copy would take a place among the first len(ids) records).
+    records = read_topic(kafka_bootstrap, env["KAFKA_TOPIC"], want=len(ids))
+    published = sorted(r["value"]["payload"]["message_id"] for r in records)
+    assert published == sorted(ids)
     received = notify.received
     assert {n.pid for n in received} == {parent.pid}, "NotifyAccess=main"
     assert [i for i, n in enumerate(received) if n.has("READY")] == [ready] < [stopping]
