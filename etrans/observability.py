@@ -93,7 +93,9 @@ def configure(service: str, *, level: str = "INFO", json: bool | None = None,
     structlog.configure(
         processors=[*shared, renderer],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
-        logger_factory=structlog.PrintLoggerFactory(sys.stdout),
+        # One write per line (the line and its newline together; print() writes them apart
+        # when stdout is unbuffered), so the lines of processes sharing stdout stay whole.
+        logger_factory=structlog.WriteLoggerFactory(sys.stdout),
         cache_logger_on_first_use=False,
     )
     structlog.contextvars.clear_contextvars()
