@@ -30,9 +30,20 @@ if TYPE_CHECKING:
     from etrans.app.tracking import MessageTracking
     from etrans.pipeline import PipelineConfig
     from etrans.runtime import ServiceMain, Shutdown
-    from etrans.settings import SendmailSettings
+    from etrans.settings import KafkaSettings, SendmailSettings
 
 log = get_logger(__name__)
+
+
+def producer_config(kafka: KafkaSettings) -> dict[str, str | int | bool]:
+    """sendmail's producer sends at once (``linger.ms`` 0): each message's task waits for the
+    acknowledgement of its ``email.sent`` or Reject event before it completes (and its offset
+    may be committed), so librdkafka's default 5 ms linger was 5 ms of every message: with 10
+    tasks at most ~1,500 msg/s (bench/sendmail.py: 1,473 msg/s, 3,740 with 0).  Requests still
+    batch what queues while one is in flight.  KAFKA_CONF_LINGER_MS wins."""
+    overrides: dict[str, str | int | bool] = (
+        {} if "linger.ms" in kafka.client_config else {"linger.ms": 0})
+    return kafka.librdkafka("producer", **overrides)
 
 
 def pipeline_config(settings: SendmailSettings) -> PipelineConfig:
@@ -105,7 +116,7 @@ def build(settings: SendmailSettings) -> ServiceMain:
             for db in tracking[0] if tracking is not None else ():
                 stack.callback(db.dispose)
             redis = await stack.enter_async_context(open_redis(settings.redis.url.get()))
-            producer = KafkaProducer.from_settings(kafka)
+            producer = KafkaProducer(producer_config(kafka))
             pool = smtp_pool(smtp, options)
             signer = await message_signer(stack, settings, keys is not None)
             signing = message_signing(options, keys[1] if keys is not None else None, signer)
