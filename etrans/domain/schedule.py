@@ -16,9 +16,11 @@ from datetime import UTC, datetime, timedelta
 MAX_AHEAD = timedelta(days=30)
 
 # RFC 3339 ``date-time``: full date, ``T`` (or a space, or ``t``), time with seconds, an optional
-# fraction (at most 6 digits: what datetime holds), and a mandatory offset.
+# fraction (any number of digits, as RFC 3339 allows: Go's RFC3339Nano and Java's Instant write
+# 9; cut to the 6 that datetime holds), and a mandatory offset.  ASCII digits only.
 _RFC3339 = re.compile(
-    r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d{1,6})?([Zz]|[+-]\d{2}:\d{2})$")
+    r"^(\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2})(?:(\.\d{1,6})\d*)?([Zz]|[+-]\d{2}:\d{2})$",
+    re.ASCII)
 
 
 class ScheduleError(ValueError):
@@ -36,11 +38,13 @@ def format_problem(text: str) -> str | None:
 
 def parse_scheduled_at(text: str) -> datetime:
     """``text`` as an aware UTC datetime; ScheduleError when it is not RFC 3339 with an offset."""
-    if not _RFC3339.match(text):
+    found = _RFC3339.match(text)
+    if not found:
         raise ScheduleError(
             f"invalid RFC 3339 date-time {text!r}: use e.g. 2026-12-24T09:00:00Z or "
             "2026-12-24T10:00:00+01:00 (the offset is required)")
-    value = text[:-1] + "+00:00" if text.endswith(("Z", "z")) else text
+    moment, fraction, offset = found.groups()
+    value = moment + (fraction or "") + ("+00:00" if offset in ("Z", "z") else offset)
     try:
         return datetime.fromisoformat(value.replace("t", "T")).astimezone(UTC)
     except (ValueError, OverflowError):

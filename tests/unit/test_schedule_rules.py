@@ -27,6 +27,10 @@ NOW = datetime(2026, 12, 6, 21, 0, 0, tzinfo=UTC)
     ("2026-12-24 09:00:00+01:00", datetime(2026, 12, 24, 8, tzinfo=UTC)),
     ("2026-12-24T03:30:00.250-04:30", datetime(2026, 12, 24, 8, 0, 0, 250000, tzinfo=UTC)),
     ("2026-12-24T08:00:00.123456+00:00", datetime(2026, 12, 24, 8, 0, 0, 123456, tzinfo=UTC)),
+    # RFC 3339 allows any number of fraction digits: Go's RFC3339Nano and Java's Instant write
+    # up to 9; beyond microseconds they are cut (datetime holds no more).
+    ("2026-12-24T08:00:00.123456789Z", datetime(2026, 12, 24, 8, 0, 0, 123456, tzinfo=UTC)),
+    ("2026-12-24T09:00:00.9999999+01:00", datetime(2026, 12, 24, 8, 0, 0, 999999, tzinfo=UTC)),
 ])
 def test_rfc3339_with_an_offset_is_one_moment_in_utc(text: str, moment: datetime) -> None:
     assert parse_scheduled_at(text) == moment
@@ -37,7 +41,10 @@ def test_rfc3339_with_an_offset_is_one_moment_in_utc(text: str, moment: datetime
     ("2026-12-24T08:00:00", "the offset is required"),
     ("2026-12-24T08:00Z", "invalid RFC 3339"),  # seconds are required
     ("2026-12-24", "invalid RFC 3339"),
-    ("2026-12-24T08:00:00.1234567Z", "invalid RFC 3339"),  # more than datetime holds
+    ("2026-12-24T08:00:00.Z", "invalid RFC 3339"),  # a dot needs a digit
+    ("2026-12-24T08:00:0012Z", "invalid RFC 3339"),  # digits after the seconds need a dot
+    ("\u0662026-12-24T08:00:00Z", "invalid RFC 3339"),  # ASCII digits only (not Arabic-Indic)
+    ("2026-12-24T08:00:00.\u0661Z", "invalid RFC 3339"),
     ("2026-12-24T08:00:00+0100", "invalid RFC 3339"),
     ("2026-02-30T08:00:00Z", "invalid date-time"),
     ("2026-12-24T24:00:00Z", "invalid date-time"),
