@@ -89,6 +89,19 @@ class ApiDependencies:
     metrics_page: Callable[[], Awaitable[tuple[bytes, str]]] | None = None
     # A span per request (etrans.api.trace); None: trace context only, nothing recorded.
     tracer: Tracer | None = None
+    # The errors of a backend that cannot answer (its driver's connection errors, named by the
+    # wiring) that an adapter let through: 503 with Retry-After, not 500.
+    unavailable: tuple[type[BaseException], ...] = ()
+
+
+UNAVAILABLE_RETRY_AFTER_SECONDS = 5
+
+
+def _only(exc: BaseException, kinds: tuple[type[BaseException], ...]) -> bool:
+    """``exc`` is one of ``kinds``, or a group of nothing else (a nursery's)."""
+    if isinstance(exc, BaseExceptionGroup):
+        return all(_only(inner, kinds) for inner in exc.exceptions)
+    return isinstance(exc, kinds)
 
 
 def create_app(deps: ApiDependencies) -> QuartTrio:
@@ -102,7 +115,7 @@ def create_app(deps: ApiDependencies) -> QuartTrio:
     api = Api(app, deps.authenticator, deps.services, rate_limiter=deps.rate_limiter)
     app.extensions["etrans_api"] = api
     register_tracing(app, deps.tracer or ContextOnlyTracer())
-    _map_errors(app)
+    _map_errors(app, deps)
     register_metrics(app, deps.metrics, deps.metrics_page)
     _health_routes(app, deps)
     if deps.tracking is not None:
@@ -121,7 +134,7 @@ def create_app(deps: ApiDependencies) -> QuartTrio:
     return app
 
 
-def _map_errors(app: QuartTrio) -> None:
+def _map_errors(app: QuartTrio, deps: ApiDependencies) -> None:
     """Every error as ``{"detail": ...}``, rate-limit headers on every answer."""
 
     @app.after_request
@@ -151,6 +164,10 @@ def _map_errors(app: QuartTrio) -> None:
 
     @app.errorhandler(Exception)
     async def _unexpected(exc: Exception) -> Any:
+        if deps.unavailable and _only(exc, deps.unavailable):
+            log.warning("backend unavailable", error=f"{type(exc).__name__}: {exc}"[:500])
+            return json_response({"detail": "Service temporarily unavailable, please retry"},
+                                 503, {"Retry-After": str(UNAVAILABLE_RETRY_AFTER_SECONDS)})
         log.error("unhandled error", exc_info=exc)
         return json_response({"detail": "Internal Server Error"}, 500)
 

@@ -77,7 +77,8 @@ async def _answer(call: Awaitable[T]) -> T:
         return await call
     except RetryLater as exc:
         log.warning("suppression list unavailable", error=str(exc))
-        raise UpstreamUnavailable("The suppression list is unavailable, try again") from None
+        raise UpstreamUnavailable("The suppression list is unavailable, try again",
+                                  retry_after_seconds=5) from None
 
 
 def listed_address(text: str) -> str:

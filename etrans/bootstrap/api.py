@@ -264,6 +264,19 @@ def tracking_hits(sections: ApiSections, backends: ApiBackends) -> TrackingHits 
                         tracking.events_topic, queue_size=tracking.queue_size)
 
 
+def unavailable_errors() -> tuple[type[BaseException], ...]:
+    """The drivers' errors of a database that cannot answer (connection refused or lost, a
+    database closed to connections, the pool's wait run out, MongoDB unreachable): the API
+    answers them 503 with Retry-After where an adapter let one through (docs/api.md)."""
+    import psycopg
+    import pymongo.errors
+    import sqlalchemy.exc
+
+    return (sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError,
+            sqlalchemy.exc.TimeoutError, psycopg.OperationalError, psycopg.InterfaceError,
+            pymongo.errors.ConnectionFailure)
+
+
 def create_api(sections: ApiSections, backends: ApiBackends, *,
                probes: Sequence[HealthProbe], metrics: HttpMetrics | None = None,
                metrics_page: Callable[[], Awaitable[tuple[bytes, str]]] | None = None
@@ -279,7 +292,7 @@ def create_api(sections: ApiSections, backends: ApiBackends, *,
         rate_limiter=rate_limiter(http, backends.stores.rate_counter),
         body_memory_bytes=http.body_memory_bytes,
         tracking=tracking_hits(sections, backends), metrics=metrics, metrics_page=metrics_page,
-        tracer=process_tracer()))
+        tracer=process_tracer(), unavailable=unavailable_errors()))
 
 
 def outbox_relay(kafka: KafkaSettings, outbox: OutboxSettings, store: OutboxStore,

@@ -32,6 +32,7 @@ from etrans.bootstrap.api import (
     api_services,
     authenticator,
     rate_limiter,
+    unavailable_errors,
 )
 from etrans.bootstrap.stores import redis_api_stores
 from etrans.domain.api_keys import generate_api_key, hash_api_key
@@ -163,7 +164,8 @@ def _build(conf: Any, env: dict[str, str], billing_db: Any, redis: TrioRedis, *,
     app = create_app(ApiDependencies(
         authenticator=authenticator(conf.http, stores), services=api_services(sections, backends),
         routers=None if all_routes else [emails.register, logs.register],
-        rate_limiter=rate_limiter(conf.http, stores.rate_counter), tracer=tracer))
+        rate_limiter=rate_limiter(conf.http, stores.rate_counter), tracer=tracer,
+        unavailable=unavailable_errors()))
     api = SendingApi(app=app, client=app.test_client(), settings=conf, redis=redis, usend=usend,
                billing=billing, mongo=mongo, seed=BillingSeeder(billing_db.owner_url),
                cipher=CredentialCipher(conf.tokens.secret.get(), conf.tokens.iv.get()), env=env,
