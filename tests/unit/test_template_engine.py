@@ -111,6 +111,26 @@ async def test_limits_refuse_what_could_leak_or_hang(source: str, message: str) 
     assert "0x" not in str(problem.value).replace("0x…", "")
 
 
+@pytest.mark.parametrize(("source", "name", "line"), [
+    ("{{ ''.__class__ }}", "__class__", 1),
+    ("Hi\n{{ cycler.__init__.__globals__ }}", "__globals__", 2),
+    ("{{ x['__globals__'] }}", "__globals__", 1),
+    ("{{ x|attr('__class__') }}", "__class__", 1),
+    ("{% for k in x._private %}{% endfor %}", "_private", 1),
+])
+async def test_private_names_are_refused_when_saved(source: str, name: str, line: int) -> None:
+    """Refused when the template is saved, with its line, not only when it is sent."""
+    with pytest.raises(TemplateSyntaxProblem) as problem:
+        await ENGINE.check({"subject": "s", "html": source})
+    assert (problem.value.part, problem.value.line) == ("html", line)
+    assert f"'{name}' is not allowed in a template" in str(problem.value)
+
+
+async def test_names_with_an_inner_underscore_are_fine() -> None:
+    assert await ENGINE.check({"subject": "{{ user.first_name }}", "html": "{{ x['a_b'] }}"}) \
+        == ("user", "x")
+
+
 async def test_deep_nesting_is_refused_when_saved() -> None:
     with pytest.raises(TemplateProblem, match="nested too deeply"):
         await ENGINE.check({"subject": "s", "html": "{{" + "(" * 3000 + "1" + ")" * 3000 + "}}"})

@@ -52,7 +52,7 @@ from etrans.domain.templates import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Iterator
 
     from jinja2 import Template
 
@@ -143,6 +143,23 @@ def _syntax_column(source: str, line: int) -> int:
     return tags[0].start() + 1 if tags else 1
 
 
+def _private_names(tree: nodes.Template) -> Iterator[tuple[nodes.Node, str]]:
+    """The attributes and keys starting with ``_`` a template names as constants (``x._a``,
+    ``x['_a']``, ``x|attr('_a')``): the sandbox refuses them when rendering; this refuses them
+    when the template is saved, with their line."""
+    for node in tree.find_all((nodes.Getattr, nodes.Getitem, nodes.Filter)):
+        if isinstance(node, nodes.Getattr):
+            names = [node.attr]
+        elif isinstance(node, nodes.Getitem):
+            names = [node.arg.value] if isinstance(node.arg, nodes.Const) else []
+        else:
+            names = [arg.value for arg in node.args if isinstance(arg, nodes.Const)] \
+                if isinstance(node, nodes.Filter) and node.name == "attr" else []
+        for name in names:
+            if isinstance(name, str) and name.startswith("_"):
+                yield node, name
+
+
 @functools.lru_cache(maxsize=CACHE_SIZE)
 def compiled(source: str, part: str) -> Compiled:
     """``source`` compiled for ``part``; TemplateSyntaxProblem when it is not a template."""
@@ -152,6 +169,10 @@ def compiled(source: str, part: str) -> Compiled:
         for node in tree.find_all(_UNSUPPORTED):
             raise TemplateSyntaxProblem(part, "include, import and extends are not supported",
                                         node.lineno, _syntax_column(source, node.lineno))
+        for named, name in _private_names(tree):
+            raise TemplateSyntaxProblem(
+                part, f"'{name}' is not allowed in a template (names starting with _ are not)",
+                named.lineno, _syntax_column(source, named.lineno))
         variables = tuple(sorted(meta.find_undeclared_variables(tree)))
         template = env.from_string(tree)
     except TemplateProblem:
