@@ -9,7 +9,8 @@ Bad input is a 400, never a 500, whatever its shape (docs/api.md, "Errors"):
   PostgreSQL, and the others have no business in names, addresses or ids.  TAB, CR and LF are
   allowed only where text is free (``String(text=True)``: the html/text bodies, template values);
 - a JSON body is bounded before it is decoded (:func:`decode_json`: size, nesting depth, number
-  of arrays and objects), and NaN, Infinity and numbers beyond a float are refused;
+  of arrays and objects), and NaN, Infinity, numbers beyond a float and objects with a key
+  given twice are refused;
 - path parameters are 1..1024 characters (:func:`check_path`), and timestamps are parsed and
   range-checked by the schema (:data:`etrans.api.schema.TIMESTAMP`), so the use cases never
   see one they cannot convert.
@@ -108,6 +109,20 @@ def _refuse_constant(name: str) -> Any:
     raise ValueError(f"{name} is not a JSON number")
 
 
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """An object whose keys are all different: with a key given twice, decoders disagree on
+    which value counts (Python's keeps the last, many keep the first), so a proxy or a client's
+    own check could read another recipient than the one etrans sends to."""
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise ValueError(f"duplicate key {key[:64]!r} in an object")
+            seen.add(key)
+    return obj
+
+
 def _finite_float(text: str) -> float:
     number = float(text)
     if number in (float("inf"), float("-inf")):
@@ -118,15 +133,17 @@ def _finite_float(text: str) -> float:
 def decode_json(raw: bytes, *, max_bytes: int | None = None, max_depth: int = MAX_JSON_DEPTH,
                 max_containers: int = MAX_JSON_CONTAINERS) -> Any:
     """The JSON document ``raw``, bounded before decoding (size, depth, arrays and objects);
-    NaN, Infinity, numbers that overflow a float, and text that is not valid Unicode (a lone
-    surrogate escape) are refused.  Raises :class:`SchemaError` (``json_invalid``)."""
+    NaN, Infinity, numbers that overflow a float, an object with a key given twice, and text that
+    is not valid Unicode (a lone surrogate escape) are refused.  Raises :class:`SchemaError`
+    (``json_invalid``)."""
     if max_bytes is not None and len(raw) > max_bytes:
         raise _json_error(f"JSON body larger than {max_bytes} bytes")
     problem = _nesting_problem(raw, max_depth, max_containers)
     if problem:
         raise _json_error(f"Invalid JSON: {problem}")
     try:
-        value = json.loads(raw, parse_constant=_refuse_constant, parse_float=_finite_float)
+        value = json.loads(raw, parse_constant=_refuse_constant, parse_float=_finite_float,
+                           object_pairs_hook=_unique_keys)
         if _SURROGATE_ESCAPE.search(raw):
             # "\ud800" alone is valid JSON but no valid text: refuse it here, not in a driver.
             json.dumps(value, ensure_ascii=False).encode("utf-8")

@@ -138,6 +138,33 @@ async def test_generated_deep_json_is_400(api: SendingApi) -> None:
         assert answer["detail"][0]["type"] == "json_invalid"
 
 
+async def test_a_key_given_twice_is_400_on_every_json_endpoint(api: SendingApi) -> None:
+    """Decoders disagree on ``{"to": [a], "to": [b]}`` (Python keeps the last, many keep the
+    first): a proxy or the client's own check would see ``a`` while etrans sent to ``b``."""
+    user, _, domain = api.sender(daily=None, hourly=None)
+    headers = api.bearer(user)
+    twice = (b'{"from": "noreply@' + domain.encode() + b'", "to": ["seen@example.org"], '
+             b'"subject": "s", "text": "t", "to": ["other@example.org"]}')
+    status, answer = await _send(api, "POST", "/emails", headers, twice)
+    assert status == 400, answer  # was 200, sent to other@example.org only
+    assert answer["detail"] == [{"loc": ["body"], "type": "json_invalid",
+                                 "msg": "Invalid JSON: duplicate key 'to' in an object"}]
+    nested = json.dumps(email(domain, template_data={"n": {"a": 1}})).encode().replace(
+        b'{"a": 1}', b'{"a": 1, "a": 2}')
+    bodies = [nested, b'{"emails": [{"a": 1, "b": 2, "a": 3}]}', b'{"x": {}, "x": {}}',
+              b'{"name": "k", "name": "k"}']
+    for op in (op for op in _operations(api) if op.body is not None):
+        for body in bodies:
+            status, answer = await _send(api, op.method, _fill(op.path), headers, body)
+            assert status == 400, (op.method, op.path, body[:60], answer)
+            assert answer["detail"][0]["type"] == "json_invalid", answer
+            assert "duplicate key" in answer["detail"][0]["msg"], answer
+    # The same key in different objects is fine.
+    body = email(domain, template_data={"a": {"a": 1}, "b": [{"a": 2}, {"a": 3}]})
+    status, answer = await _send(api, "POST", "/emails", headers, json.dumps(body).encode())
+    assert status == 200, answer
+
+
 def _wrap(kinds: list[str]) -> Any:
     value: Any = 0
     for kind in kinds:
