@@ -7,6 +7,7 @@ SmtpPool, KafkaProducer) and hands it Kafka records; the pipeline around it is t
 
 from __future__ import annotations
 
+import contextlib
 import json
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -361,6 +362,40 @@ async def test_connection_closed_before_the_greeting_is_retried_later(
         nursery.cancel_scope.cancel()
     assert await worker.marks.outcome(message_id) is None
     assert await worker.events(0, settle=0.5) == []
+
+
+async def test_421_at_the_greeting_is_retried_later_never_bounced(
+    smtp_server_factory: Callable[..., SmtpTestServer], make_worker: Callable[..., Worker],
+    credentials: CredentialFixture,
+) -> None:
+    """A server that greets with 421 (RFC 5321 3.1: "service not available", e.g. too many
+    connections) and hangs up is unavailable, like one that hangs up without a word: the email
+    waits for it.  It used up the retries (five in 0.05 * 31 s here, 31 s by default) and every
+    email was bounced with the 421."""
+    server = smtp_server_factory()
+    server.stop()
+    listeners = await trio.open_tcp_listeners(server.port, host=server.host)
+    greetings = 0
+
+    async def busy(stream: trio.SocketStream) -> None:
+        nonlocal greetings
+        greetings += 1
+        with contextlib.suppress(trio.BrokenResourceError):
+            await stream.send_all(b"421 4.3.2 etrans-test: too many connections\r\n")
+        await stream.aclose()
+
+    worker = make_worker(server)
+    user_id = credentials.add("iris", "pw")
+    message_id = new_id()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(trio.serve_listeners, busy, listeners)
+        with pytest.raises(RetryLater, match=r"421 4\.3\.2 etrans-test: too many connections"):
+            await worker.task(worker.message(simple_request(message_id, user_id)))
+        nursery.cancel_scope.cancel()
+    assert greetings == 1  # no retry spent on it: the pipeline retries the message later
+    assert await worker.marks.outcome(message_id) is None
+    assert await worker.events(0, settle=0.5) == []
+    assert worker.delivery.statistics()["rejected"] == 0
 
 
 async def test_email_timeout_caps_the_retries(

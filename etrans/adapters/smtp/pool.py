@@ -25,10 +25,12 @@ as a timeout (451 4.4.2).  A cancel scope per message cost more than the rest of
 Every outcome is reported as data (:class:`SendResult`) or as :class:`SmtpFailure`, which says
 whether the failure is transient (connection errors, timeouts, 4xx) or permanent (5xx).  A
 failure to set a session up without any reply from the server (connection refused, reset or
-timed out; the server closing before its greeting) is :class:`SmtpUnavailable`: the server is
-down, and the email waits for it (the use case hands it back to the pipeline) instead of using
-up its retries.  TLS failures other than a dropped connection (an untrusted certificate, no
-common protocol) are configuration problems and stay ordinary transient failures.
+timed out; the server closing before its greeting), or with a 421 (a server greeting with
+"421 too many connections", or closing during EHLO, STARTTLS or AUTH), is
+:class:`SmtpUnavailable`: the server is down or overloaded, and the email waits for it (the use
+case hands it back to the pipeline) instead of using up its retries.  TLS failures other than a
+dropped connection (an untrusted certificate, no common protocol) are configuration problems and
+stay ordinary transient failures.
 """
 
 from __future__ import annotations
@@ -116,8 +118,11 @@ def classify(exc: BaseException, where: str, *, setting_up: bool = False) -> Smt
     """Map a protocol/stream/socket/ssl exception to transient or permanent.
 
     ``setting_up``: raised before the session was ready (connect, greeting, EHLO, STARTTLS,
-    AUTH); a failure there without a reply is :class:`SmtpUnavailable`."""
+    AUTH); a failure there without a reply, or with a 421 (RFC 5321: "service not available,
+    closing transmission channel"), is :class:`SmtpUnavailable`."""
     if isinstance(exc, SmtpProtocolError):
+        if setting_up and exc.code == 421:
+            return SmtpUnavailable(reply_text(exc.code, exc.text))
         return _failure_from_code(exc.code, exc.text)
     failure = _transport_failure(exc, where)
     if setting_up and isinstance(exc, _UNREACHABLE) and not _tls_problem(exc):
