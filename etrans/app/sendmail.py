@@ -244,13 +244,14 @@ class EmailDelivery:
 
     async def _publish_sent(self, outgoing: OutgoingEmail, outcome: DeliveryOutcome) -> None:
         """``email.sent`` (KAFKA_EVENTS_TOPIC) once the relay accepted the email, before it is
-        recorded (a crash in between: the redelivery sends and publishes again, same id)."""
+        recorded (a crash in between: the redelivery sends and publishes again, same id); with
+        the delivery's ``traceparent`` header, as the Reject events."""
         if self.events_topic is None or not outcome.accepted or not outgoing.user_id.isdigit():
             return
         event = sent_event(outgoing.message_id, int(outgoing.user_id), outcome.accepted,
                            outcome.response)
         await self._patiently("publish email.sent", publish_events, self.events,
-                              self.events_topic, [event])
+                              self.events_topic, [event], [outgoing.traceparent])
 
     async def _patiently(self, what: str, fn: Any, *args: Any) -> None:
         """``fn(*args)``, retried on RetryLater for up to ``record_patience`` seconds."""

@@ -182,8 +182,13 @@ class FetchlogTask:
             suppressed = await self.suppressions.add_hard_bounces(outcomes)
         events = []
         if self.events is not None and self.owners is not None:
-            events = [e for e in map(delivery_log_event, documents) if e is not None]
-            await publish_events(self.events, self.events_topic, events)
+            found = [(delivery_log_event(document), trace)
+                     for document, trace in zip(documents, traces, strict=True)]
+            events = [event for event, _ in found if event is not None]
+            # Each in its email's trace (the header), when known.
+            await publish_events(self.events, self.events_topic, events, [
+                trace.traceparent if trace is not None else None
+                for event, trace in found if event is not None])
 
         trace_documents(self.tracer, documents, traces)
         counters = self.counters

@@ -1,9 +1,10 @@
 """Trace context over the real processes (issue 17 item 2): ``etrans serve``, ``sendmail`` and
 ``fetchlog`` on the harness's services, the dev SMTP sink publishing the delivery log as
-Filebeat would.  One POST /emails with a ``traceparent``: every log line of every process about
-that email carries its trace id, the Kafka record carries the header (read by a real consumer),
-and with ``OTEL_EXPORTER_OTLP_ENDPOINT`` pointing at an OTLP/HTTP receiver of this test (the
-export requests decoded with opentelemetry-proto), each process exports its spans in that trace.
+Filebeat would.  One POST /emails with a ``traceparent``: every log line of every process that
+names that email carries its trace id, the send request and each email event (``email.queued``,
+``email.sent``, ``email.delivered``) carry the header (read by a real consumer), and with
+``OTEL_EXPORTER_OTLP_ENDPOINT`` pointing at an OTLP/HTTP receiver of this test (the export
+requests decoded with opentelemetry-proto), each process exports its spans in that trace.
 """
 
 from __future__ import annotations
@@ -99,12 +100,13 @@ def _lines(log: Path) -> list[dict[str, Any]]:
 
 
 def _about(log: Path, message_id: str) -> list[dict[str, Any]]:
-    return [line for line in _lines(log) if message_id in str(line.get("message_id") or "")]
+    """The lines that name the email, in any field (its id, or its ``<id>`` header)."""
+    return [line for line in _lines(log) if message_id in json.dumps(line)]
 
 
 @pytest.mark.slow
 def test_one_trace_through_serve_sendmail_and_fetchlog(
-    etrans_env: Any, tmp_path: Path, kafka_test_config: dict[str, Any]
+    etrans_env: Any, tmp_path: Path, kafka_test_config: dict[str, Any], new_topic: Any
 ) -> None:
     receiver = OtlpReceiver().start()
     env = etrans_env(
@@ -112,6 +114,7 @@ def test_one_trace_through_serve_sendmail_and_fetchlog(
         ETRANS_LOG_LEVEL="DEBUG",
         OTEL_EXPORTER_OTLP_ENDPOINT=receiver.url,
         OTEL_BSP_SCHEDULE_DELAY="200",
+        KAFKA_EVENTS_TOPIC=new_topic(prefix="events"),
     )
     backend, sink = start_real(env, tmp_path)
     logs = {p.args[0]: p.log for p in backend.processes}
@@ -174,6 +177,19 @@ def test_one_trace_through_serve_sendmail_and_fetchlog(
     [(name, value)] = record["headers"]
     assert name == "traceparent"
     assert value.decode().startswith(f"00-{TRACE}-")
+    events = read_topic(
+        env["KAFKA_BOOTSTRAP_SERVERS"],
+        env["KAFKA_EVENTS_TOPIC"],
+        want=3,
+        overrides=kafka_test_config,
+        raw=True,
+    )
+    traced = {
+        json.loads(event["value"])["type"]: dict(event["headers"]).get("traceparent", b"")
+        for event in events
+    }
+    assert sorted(traced) == ["email.delivered", "email.queued", "email.sent"], traced
+    assert all(v.decode().startswith(f"00-{TRACE}-") for v in traced.values()), traced
     names = {(service, name) for service, trace, name, _ in receiver.spans if trace == TRACE}
     assert {
         ("etrans-serve", "POST /emails"),

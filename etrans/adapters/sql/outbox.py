@@ -358,14 +358,18 @@ class OutboxRelay:
             return results
         # Then the email.queued event of each send request the broker took, in one more wait.
         queued: list[tuple[int, tuple[str, bytes | None, bytes | None]]] = []
-        for row in rows:
+        traced = spans.headers()  # each event in its request's trace (its record's header)
+        headers = []
+        for index, row in enumerate(rows):
             event = (queued_record(row.payload)
                      if row.message_id is not None and results[row.id] is None else None)
             if event is not None:
                 queued.append((row.id, (self._events_topic, event[1], event[0])))
+                headers.append(traced[index] if traced is not None else None)
         if queued:
             errors = await publish_records(self._publisher,
-                [row_id for row_id, _ in queued], [record for _, record in queued])
+                [row_id for row_id, _ in queued], [record for _, record in queued],
+                headers if traced is not None else None)
             for row_id, error in errors.items():
                 if error is not None:
                     # The request is out, its event is not: both again (at least once).
