@@ -50,9 +50,10 @@ class TemplateProblem(ValueError):
 
 
 class TemplateSyntaxProblem(TemplateProblem):
-    def __init__(self, part: str, message: str, line: int, column: int) -> None:
+    def __init__(self, part: str, message: str, line: int, column: int, *,
+                 what: str = "syntax error") -> None:
         self.part, self.line, self.column = part, line, column
-        super().__init__(f"{part}: syntax error at line {line}, column {column}: {message}")
+        super().__init__(f"{part}: {what} at line {line}, column {column}: {message}")
 
 
 class MissingTemplateValue(TemplateProblem):

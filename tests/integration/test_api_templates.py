@@ -105,6 +105,25 @@ async def test_syntax_errors_are_400_with_part_line_and_column(api: SendingApi) 
     assert page["total"] == 1
 
 
+async def test_constants_over_a_render_limit_are_400_when_saved(api: SendingApi) -> None:
+    """``range(10**9)`` was saved (201) and refused at every send."""
+    user = api.user()
+    status, body = await api.call("POST", "/templates", api.bearer(user), json={
+        "name": "huge", "subject": "ok",
+        "text": "Hello\n{% for i in range(10**9) %}x{% endfor %}"})
+    assert status == 400, body
+    assert body["detail"] == ("text: render limit at line 2, column 1: range() makes at most "
+                              "10000 numbers, whatever template_data holds (an expression of "
+                              "constants)")
+    created = await _create(api, user)
+    status, body = await api.call("PATCH", f"/templates/{created['id']}", api.bearer(user),
+                                  json={"subject": "{{ 'a' * 10**9 }}"})
+    assert status == 400, body
+    assert body["detail"].startswith("subject: render limit at line 1, column 1: "), body
+    status, page = await api.call("GET", "/templates", api.bearer(user))
+    assert page["total"] == 1
+
+
 async def test_read_only_reads_and_previews_full_access_writes(api: SendingApi) -> None:
     user = api.user()
     created = await _create(api, user)

@@ -126,6 +126,39 @@ async def test_private_names_are_refused_when_saved(source: str, name: str, line
     assert f"'{name}' is not allowed in a template" in str(problem.value)
 
 
+@pytest.mark.parametrize(("source", "line", "message"), [
+    ("{% for i in range(10**9) %}{% endfor %}", 1, "range() makes at most 10000 numbers"),
+    ("a\n{{ range(1, 20002, 2)|list }}", 2, "range() makes at most"),
+    ("{% if false %}{{ range(-1, 10**5) }}{% endif %}", 1, "range() makes at most"),
+    ("{{ 'a' * 10**9 }}", 1, "value of 1000000000"),
+    ("{{ [1, 2] * (10**7) }}", 1, "value of 20000000"),
+    ("{{ (('ab' * 1000) * 1000) * 3 }}", 1, "value of 6000000"),
+    ("{{ 9 ** (9 ** 9) }}", 1, "4096 bits"),
+    ("{{ -(2 ** 4097) }}", 1, "4096 bits"),
+    ("{{ '%0999999999d' % 1 }}", 1, "format widths"),
+])
+async def test_constants_over_a_render_limit_are_refused_when_saved(
+        source: str, line: int, message: str) -> None:
+    """An expression of constants alone fails every render that reaches it: refused when the
+    template is saved (it was saved, and refused at every send)."""
+    with pytest.raises(TemplateSyntaxProblem) as problem:
+        await ENGINE.check({"subject": "s", "html": source})
+    assert (problem.value.part, problem.value.line) == ("html", line)
+    assert str(problem.value).startswith(f"html: render limit at line {line}, column ")
+    assert message in str(problem.value)
+
+
+@pytest.mark.parametrize("source", [
+    "{{ range(10000)|length }}", "{{ 'a' * 10**6 }}", "{{ x * 10**9 }}",
+    "{{ range(n * 10**9) }}", "{% set range = x %}{{ range(10**9) }}",
+    "{% macro m(range) %}{{ range(10**9) }}{% endmacro %}", "{{ range(0, 10**9, 10**6) }}",
+    "{{ 9**9**9 }}",  # Jinja's ** is left-associative: (9**9)**9, 257 bits
+    "{{ 1 / 0 }}", "{{ 2.0 ** 10**9 }}", "{{ range(10**9, 0) }}",
+])
+async def test_what_depends_on_the_data_or_fits_is_saved(source: str) -> None:
+    await ENGINE.check({"subject": "s", "html": source})
+
+
 async def test_names_with_an_inner_underscore_are_fine() -> None:
     assert await ENGINE.check({"subject": "{{ user.first_name }}", "html": "{{ x['a_b'] }}"}) \
         == ("user", "x")

@@ -31,6 +31,7 @@ from jinja2 import TemplateError, TemplateSyntaxError, UndefinedError, meta, nod
 from jinja2.exceptions import SecurityError
 from markupsafe import Markup
 
+from etrans.adapters.jinja.constants import constant_over_limit
 from etrans.adapters.jinja.sandbox import (
     LimitedSandbox,
     RenderBudget,
@@ -173,6 +174,11 @@ def compiled(source: str, part: str) -> Compiled:
             raise TemplateSyntaxProblem(
                 part, f"'{name}' is not allowed in a template (names starting with _ are not)",
                 named.lineno, _syntax_column(source, named.lineno))
+        over = constant_over_limit(tree)
+        if over is not None:
+            raise TemplateSyntaxProblem(
+                part, f"{over[1]}, whatever template_data holds (an expression of constants)",
+                over[0].lineno, _syntax_column(source, over[0].lineno), what="render limit")
         variables = tuple(sorted(meta.find_undeclared_variables(tree)))
         template = env.from_string(tree)
     except TemplateProblem:
