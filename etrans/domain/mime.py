@@ -14,6 +14,9 @@ turns it into the bytes handed to the SMTP server:
   a header; a request without a to recipient (cc or bcc only: the API leaves suppressed
   recipients out, and every to may be suppressed) gets ``To: undisclosed-recipients:;`` (an empty
   group, RFC 5322 section 3.6.3) rather than an empty, invalid ``To:``;
+- attachments are base64-encoded with their content type, except ``multipart/*`` and
+  ``message/*`` (e.g. a forwarded ``message/rfc822``), which RFC 2045 forbids to encode: those are
+  sent as ``application/octet-stream`` (same bytes, same filename);
 - custom headers are added unless they would replace a header this module owns (listed in
   :data:`RESERVED_HEADERS`) or carry line breaks (header injection); ``List-Unsubscribe`` and
   ``List-Unsubscribe-Post`` are written by :func:`etrans.domain.unsubscribe.header_field`
@@ -46,6 +49,10 @@ RESERVED_HEADERS = frozenset(
 )
 
 _HEADER_NAME = re.compile(r"[!-9;-~]+")  # RFC 5322 ftext: printable ASCII except ':'
+
+# Attachments are base64: a composite type may not be (RFC 2045 6.4), and the email package
+# wrote one without a boundary (multipart) or with bare LFs (message/rfc822).
+_COMPOSITE = frozenset(("multipart", "message"))
 
 # CRLF line ends, 78-column folding, RFC 2047 for non-ASCII headers (no SMTPUTF8 needed).
 # refold_source="none": the address fields, set raw (already folded by address_field), are
@@ -230,7 +237,7 @@ def build_mime(outgoing: OutgoingEmail, *, date: str | None = None) -> EmailMess
     _body_part(outgoing, message)
     for attachment in outgoing.attachments:
         maintype, _, subtype = attachment.content_type.partition("/")
-        if not maintype or not subtype:
+        if not maintype or not subtype or maintype.strip().lower() in _COMPOSITE:
             maintype, subtype = "application", "octet-stream"
         # add_attachment turns a single-part or alternative body into multipart/mixed.
         message.add_attachment(

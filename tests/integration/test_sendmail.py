@@ -7,6 +7,7 @@ SmtpPool, KafkaProducer) and hands it Kafka records; the pipeline around it is t
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import uuid
@@ -186,6 +187,40 @@ async def test_superset_fields_reach_the_mime(
     assert plain.get_content().strip() == "Xin chào, hóa đơn đính kèm."
     assert html.get_content().strip() == "<p>Xin chào, hóa đơn đính kèm.</p>"
     assert attachment.get_content() == PDF
+
+
+async def test_attachments_declared_multipart_or_message_arrive_intact(
+    smtp_server_factory: Callable[..., SmtpTestServer], make_worker: Callable[..., Worker],
+    credentials: CredentialFixture,
+) -> None:
+    """The API accepts any type/subtype as an attachment's content_type.  multipart/* and
+    message/* may not be base64-encoded (RFC 2045 6.4): sent as such, the multipart one had no
+    boundary (its content unreadable) and the forwarded email parsed as an empty message.  They
+    are sent as application/octet-stream, their bytes and filenames unchanged."""
+    server = smtp_server_factory()
+    worker = make_worker(server)
+    user_id = credentials.add("olga", "pw")
+    forwarded = b"From: a@example.org\r\nSubject: the original\r\n\r\nHello\r\n"
+    parts = b"--b\r\nContent-Type: text/plain\r\n\r\nx\r\n--b--\r\n"
+    attachments = [
+        {"filename": "original.eml", "content": base64.b64encode(forwarded).decode(),
+         "content_type": "message/rfc822"},
+        {"filename": "parts.bin", "content": base64.b64encode(parts).decode(),
+         "content_type": "multipart/mixed"},
+        {"filename": "file.pdf", "content": base64.b64encode(PDF).decode(),
+         "content_type": "application/pdf"},
+    ]
+    await worker.task(worker.message(simple_request(new_id(), user_id, attachments=attachments)))
+    [received] = server.received
+    mime = received.parsed()
+    assert [part.defects for part in mime.walk()] == [[]] * 5
+    got = [(part.get_filename(), part.get_content_type(), part.get_payload(decode=True))
+           for part in mime.iter_attachments()]
+    assert got == [("original.eml", "application/octet-stream", forwarded),
+                   ("parts.bin", "application/octet-stream", parts),
+                   ("file.pdf", "application/pdf", PDF)]
+    assert all(b"\r" not in line for line in received.data.split(b"\r\n"))
+    assert all(b"\n" not in line for line in received.data.split(b"\r\n"))
 
 
 # -- TLS -------------------------------------------------------------------------------------------
