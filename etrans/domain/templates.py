@@ -12,7 +12,8 @@ Inline placeholders (an email's own subject/html/text with ``template_data``, no
 their rules from before templates existed: only ``{{ name }}`` is replaced (``name`` a key of
 ``template_data`` as written, dots and dashes included), everything else is kept verbatim,
 non-string values are written as JSON, and html values are escaped as :func:`html.escape` does.
-:func:`inline_parts` cuts such a text into literal text and names.
+:func:`render_inline` fills them in one linear pass (no template engine: nothing in such a text
+is code).
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ RENDER_SECONDS = 0.5
 # An inline text is an email's own body: it may be as large as the email (25 MB), and its render
 # is a linear copy, so its output limit is the email's.
 MAX_INLINE_OUTPUT_CHARS = 25 * 1024 * 1024
+MAX_INLINE_PLACEHOLDERS = 100_000
 
 PARTS = ("subject", "html", "text")
 INLINE_PLACEHOLDER = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_.-]*)\s*\}\}")
@@ -117,18 +119,37 @@ def inline_html_value(value: Any) -> str:
     return html_lib.escape(template_value(value))
 
 
-def inline_parts(text: str) -> list[tuple[str, bool]]:
-    """``text`` cut into (literal text, False) and (placeholder name, True), in order."""
-    parts: list[tuple[str, bool]] = []
-    at = 0
-    for match in INLINE_PLACEHOLDER.finditer(text):
-        if match.start() > at:
-            parts.append((text[at:match.start()], False))
-        parts.append((match.group(1), True))
+def render_inline(text: str, data: dict[str, Any], part: str) -> str:
+    """``text`` with its ``{{ name }}`` placeholders filled from ``data``, as they always were
+    (:func:`template_value`; in html :func:`inline_html_value`): one linear pass, each name's
+    value made once, at most :data:`MAX_INLINE_PLACEHOLDERS` placeholders and
+    :data:`MAX_INLINE_OUTPUT_CHARS` characters (RenderLimitExceeded; MissingTemplateValue for a
+    name ``data`` lacks)."""
+    write = inline_html_value if part == "html" else template_value
+    values: dict[str, str] = {}
+    out: list[str] = []
+    size = at = 0
+    for count, match in enumerate(INLINE_PLACEHOLDER.finditer(text), 1):
+        if count > MAX_INLINE_PLACEHOLDERS:
+            raise RenderLimitExceeded(f"{part}: more than {MAX_INLINE_PLACEHOLDERS} "
+                                      "placeholders")
+        name = match.group(1)
+        value = values.get(name)
+        if value is None:
+            if name not in data:
+                raise MissingTemplateValue(part, name, inline=True)
+            value = values[name] = write(data[name])
+        size += match.start() - at + len(value)
+        if size > MAX_INLINE_OUTPUT_CHARS:
+            break
+        out += (text[at:match.start()], value)
         at = match.end()
-    if at < len(text):
-        parts.append((text[at:], False))
-    return parts
+    size += len(text) - at
+    if size > MAX_INLINE_OUTPUT_CHARS:
+        raise RenderLimitExceeded(f"{part}: the rendered text is over "
+                                  f"{MAX_INLINE_OUTPUT_CHARS} characters")
+    out.append(text[at:])
+    return "".join(out)
 
 
 def check_rendered_subject(subject: str) -> None:

@@ -4,12 +4,13 @@ sandbox of :mod:`.sandbox`, compiled templates cached, renders bounded.
 - A stored template's parts are Jinja templates: ``subject`` and ``text`` render without
   escaping, ``html`` with autoescape (MarkupSafe); a variable without a value is an error
   (``StrictUndefined``; ``{{ name | default("x") }}`` makes one optional).
-- An inline text (an email's own subject/html/text with ``template_data``) is cut by
-  :func:`etrans.domain.templates.inline_parts`, and the pieces become a template built as a
-  Jinja AST (never lexed: no line-break normalisation, no other syntax), which the same
-  environment compiles and renders: same sandbox, same limits, the results of before.
-- Compiled templates are cached by their source (:data:`CACHE_SIZE` parts; inline texts share
-  one template): the send path renders without parsing.
+- An inline text (an email's own subject/html/text with ``template_data``) is no template:
+  :func:`etrans.domain.templates.render_inline` fills its ``{{ name }}`` placeholders in one
+  linear pass, with the results of before.  (It was a loop of this engine, one sandboxed call
+  per piece: ~10 us each, so a 4 MB text of placeholders held the event loop for its 0.5 s
+  limit, per part, and a text over 2,000,000 characters was refused as one too large value.)
+- Compiled templates are cached by their source (:data:`CACHE_SIZE` parts): the send path
+  renders without parsing.
 - Where a render runs: a stored template's parts render first on the event loop with a small
   budget (:func:`loop_budget`: 1,000 steps, 100,000 characters of values, 10 ms); one that
   outgrows it is rendered again in a worker thread (:data:`RENDER_THREADS` at once) with the
@@ -29,17 +30,14 @@ from typing import TYPE_CHECKING, Any
 import trio
 from jinja2 import TemplateError, TemplateSyntaxError, UndefinedError, meta, nodes
 from jinja2.exceptions import SecurityError
-from markupsafe import Markup
 
 from etrans.adapters.jinja.constants import constant_over_limit
 from etrans.adapters.jinja.sandbox import (
     LimitedSandbox,
     RenderBudget,
-    budget,
     render_with,
 )
 from etrans.domain.templates import (
-    MAX_INLINE_OUTPUT_CHARS,
     MAX_OUTPUT_CHARS,
     PARTS,
     MissingTemplateValue,
@@ -47,9 +45,7 @@ from etrans.domain.templates import (
     RenderLimitExceeded,
     TemplateProblem,
     TemplateSyntaxProblem,
-    inline_html_value,
-    inline_parts,
-    template_value,
+    render_inline,
 )
 
 if TYPE_CHECKING:
@@ -73,9 +69,6 @@ class _Environments:
     def __init__(self) -> None:
         self.html = LimitedSandbox(autoescape=True)
         self.plain = LimitedSandbox(autoescape=False)
-        for env in (self.html, self.plain):
-            env.inline_value = _inline_value  # type: ignore[attr-defined]
-            env.inline_pieces = _inline_pieces  # type: ignore[attr-defined]
 
     def of(self, part: str) -> LimitedSandbox:
         return self.html if part == "html" else self.plain
@@ -86,42 +79,6 @@ class _Environments:
 class Compiled:
     template: Template
     variables: tuple[str, ...]
-
-
-@dataclass
-class _Inline:
-    """The pieces of the inline text being rendered (read by ``environment.inline_value``)."""
-
-    pieces: list[tuple[str, bool]]
-    data: dict[str, Any]
-    part: str
-
-
-class _InlineBudget(RenderBudget):
-    inline: _Inline | None = None
-
-
-def _inline(limits: RenderBudget) -> _Inline:
-    inline: _Inline | None = getattr(limits, "inline", None)
-    if inline is None:
-        raise RenderLimitExceeded("no inline text is being rendered")
-    return inline
-
-
-def _inline_pieces() -> range:
-    return range(len(_inline(budget()).pieces))
-
-
-def _inline_value(index: int) -> str:
-    inline = _inline(budget())
-    text, is_name = inline.pieces[index]
-    html = inline.part == "html"
-    if not is_name:
-        return Markup(text) if html else text
-    if text not in inline.data:
-        raise MissingTemplateValue(inline.part, text, inline=True)
-    value = inline.data[text]
-    return Markup(inline_html_value(value)) if html else template_value(value)
 
 
 _ENVS = _Environments()
@@ -192,23 +149,6 @@ def compiled(source: str, part: str) -> Compiled:
     except ValueError as exc:  # e.g. an integer literal over Python's digit limit
         raise TemplateProblem(f"{part}: {_clean(exc)}") from None
     return Compiled(template, variables)
-
-
-@functools.lru_cache(maxsize=2)
-def _inline_template(part: str) -> Template:
-    """The one template of every inline text: each piece in turn, through
-    ``environment.inline_value`` (built as an AST: a loop of the engine, not of the user)."""
-    env = _ENVS.of(part)
-    piece = nodes.Name("piece", "store")
-    loop = nodes.For(piece, nodes.Call(nodes.EnvironmentAttribute("inline_pieces"), [], [],
-                                       None, None),
-                     [nodes.Output([nodes.Call(nodes.EnvironmentAttribute("inline_value"),
-                                               [nodes.Name("piece", "load")], [], None,
-                                               None)])],
-                     [], None, False)
-    tree = nodes.Template([loop])
-    tree.set_environment(env)
-    return env.from_string(tree)
 
 
 def _clean(exc: BaseException) -> str:
@@ -305,12 +245,8 @@ class JinjaTemplateEngine:
 
     def render_inline(self, text: str, data: dict[str, Any], part: str) -> str:
         """An email's own ``text`` with its ``{{ name }}`` placeholders filled from ``data``
-        (a linear copy: on the event loop)."""
-        template = _inline_template(part)
-        limits = _InlineBudget()
-        limits.inline = _Inline(inline_parts(text), data, part)
-        fn = functools.partial(_generate, template, {}, MAX_INLINE_OUTPUT_CHARS, part)
-        return _render(fn, limits, part)
+        (:func:`etrans.domain.templates.render_inline`: a linear pass, on the event loop)."""
+        return render_inline(text, data, part)
 
     def statistics(self) -> dict[str, Any]:
         info = compiled.cache_info()
