@@ -171,7 +171,8 @@ async def _run_webhooks(settings: DevSettings, backends: DevBackends, token_secr
                                 backends.topics.publisher, options, metrics)
     try:
         await run_webhooks(config, delivery, shutdown, poll_seconds=options.retry_poll_seconds,
-                           source=backends.topics.source, task_status=task_status)
+                           source=backends.topics.source, tracer=process_tracer(),
+                           task_status=task_status)
     finally:
         with trio.CancelScope(shield=True):
             await delivery.aclose()

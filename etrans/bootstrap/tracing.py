@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from etrans.app.tracing import Tracer
 
 # The subcommands whose steps are spans of an email's trace.
-TRACED = frozenset({"serve", "sendmail", "fetchlog", "dev"})
+TRACED = frozenset({"serve", "sendmail", "fetchlog", "webhooks", "dev"})
 ENDPOINTS = ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
 
 _CONTEXT_ONLY = ContextOnlyTracer()

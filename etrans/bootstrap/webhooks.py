@@ -84,6 +84,7 @@ def build(settings: WebhooksSettings) -> ServiceMain:
     from etrans.adapters.kafka.client import KafkaProducer
     from etrans.adapters.sql import Database, make_engine
     from etrans.bootstrap.metrics import run_with_metrics, watched
+    from etrans.bootstrap.tracing import process_tracer
     from etrans.workers.webhooks import run_webhooks
 
     options = settings.webhooks
@@ -106,7 +107,7 @@ def build(settings: WebhooksSettings) -> ServiceMain:
         try:
             await run_ready(shutdown, "webhooks", watched(metrics, "webhooks", partial(
                 run_webhooks, config, delivery, shutdown,
-                poll_seconds=options.retry_poll_seconds)))
+                poll_seconds=options.retry_poll_seconds, tracer=process_tracer())))
         finally:
             with trio.CancelScope(shield=True):
                 await delivery.aclose()

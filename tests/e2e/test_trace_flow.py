@@ -1,8 +1,9 @@
-"""Trace context over the real processes (issue 17 item 2): ``etrans serve``, ``sendmail`` and
-``fetchlog`` on the harness's services, the dev SMTP sink publishing the delivery log as
-Filebeat would.  One POST /emails with a ``traceparent``: every log line of every process that
-names that email carries its trace id, the send request and each email event (``email.queued``,
-``email.sent``, ``email.delivered``) carry the header (read by a real consumer), and with
+"""Trace context over the real processes (issue 17 item 2): ``etrans serve``, ``sendmail``,
+``fetchlog`` and ``webhooks`` on the harness's services, the dev SMTP sink publishing the
+delivery log as Filebeat would, a webhook endpoint of this test subscribed to the email events.
+One POST /emails with a ``traceparent``: every log line of every process that names that email
+carries its trace id, the send request and each email event (``email.queued``, ``email.sent``,
+``email.delivered``) carry the header (read by a real consumer), and with
 ``OTEL_EXPORTER_OTLP_ENDPOINT`` pointing at an OTLP/HTTP receiver of this test (the export
 requests decoded with opentelemetry-proto), each process exports its spans in that trace.
 """
@@ -23,8 +24,10 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceResponse,
 )
 
-from tests.e2e.dev_support import start_real, wait_for
+from tests.e2e.dev_support import EtransProcess, start_real, wait_for
 from tests.e2e.send_support import read_topic
+from tests.harness.servers import unique_name
+from tests.integration.webhook_support import Receiver
 
 TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
 PARENT = "00f067aa0ba902b7"
@@ -105,20 +108,34 @@ def _about(log: Path, message_id: str) -> list[dict[str, Any]]:
 
 
 @pytest.mark.slow
-def test_one_trace_through_serve_sendmail_and_fetchlog(
+def test_one_trace_through_serve_sendmail_fetchlog_and_webhooks(
     etrans_env: Any, tmp_path: Path, kafka_test_config: dict[str, Any], new_topic: Any
 ) -> None:
     receiver = OtlpReceiver().start()
+    hooks = Receiver().start()
     env = etrans_env(
         ETRANS_REDIS_PREFIX=f"e2e:{uuid.uuid4().hex[:10]}:",
         ETRANS_LOG_LEVEL="DEBUG",
         OTEL_EXPORTER_OTLP_ENDPOINT=receiver.url,
         OTEL_BSP_SCHEDULE_DELAY="200",
         KAFKA_EVENTS_TOPIC=new_topic(prefix="events"),
+        WEBHOOKS_GROUP_ID=unique_name("hooks"),
+        WEBHOOKS_ALLOW_PRIVATE_URLS="true",
     )
     backend, sink = start_real(env, tmp_path)
-    logs = {p.args[0]: p.log for p in backend.processes}
     try:
+        webhooks_env = {k: v for k, v in env.items() if k != "BILLING_V4_URI"}
+        backend.processes.append(
+            EtransProcess(["webhooks"], webhooks_env, tmp_path / "webhooks.log").start()
+        )
+        logs = {p.args[0]: p.log for p in backend.processes}
+        created = backend.call(
+            "POST",
+            "/webhooks",
+            json={"url": hooks.url, "events": ["email.queued", "email.sent", "email.delivered"]},
+        )
+        assert created.status_code == 201, created.text
+        hooks.secret = created.json()["secret"]
         sent = httpx.post(
             backend.base_url + "/emails",
             timeout=30,
@@ -138,6 +155,7 @@ def test_one_trace_through_serve_sendmail_and_fetchlog(
             ("serve", "outbox row published"),
             ("sendmail", "delivered"),
             ("fetchlog", "delivery event stored"),
+            ("webhooks", "webhook attempt"),
         ):
             wait_for(
                 lambda c=command, e=event: any(
@@ -150,17 +168,20 @@ def test_one_trace_through_serve_sendmail_and_fetchlog(
         wait_for(
             lambda: (
                 receiver.services_of(TRACE)
-                >= {"etrans-serve", "etrans-sendmail", "etrans-fetchlog"}
+                >= {"etrans-serve", "etrans-sendmail", "etrans-fetchlog", "etrans-webhooks"}
             ),
             30,
-            "spans of the trace from the three processes",
+            "spans of the trace from the four processes",
             lambda: f"{receiver.spans}\n{backend.tails()}",
         )
-        assert backend.stop() == [0, 0, 0], backend.tails()
+        wait_for(lambda: len(hooks.snapshot()) >= 3, 30, "the three webhook calls",
+                 backend.tails)
+        assert backend.stop() == [0, 0, 0, 0], backend.tails()
     finally:
         backend.stop()
         sink.stop()
         receiver.stop()
+        hooks.stop()
 
     for command, log in logs.items():
         about = _about(log, message_id)
@@ -196,4 +217,5 @@ def test_one_trace_through_serve_sendmail_and_fetchlog(
         ("etrans-serve", "outbox publish"),
         ("etrans-sendmail", "sendmail deliver"),
         ("etrans-fetchlog", "fetchlog store"),
+        ("etrans-webhooks", "webhook deliver"),
     } <= names

@@ -1,5 +1,5 @@
 """Without an OTLP endpoint, nothing of the OpenTelemetry SDK is imported (no cost when unset):
-checked in a fresh interpreter that wires the three traced subcommands' modules; with one
+checked in a fresh interpreter that wires the traced subcommands' modules; with one
 (from the environment or the env file) the SDK's tracer is used, named after the subcommand."""
 
 from __future__ import annotations
@@ -9,10 +9,11 @@ import sys
 
 CHECK = """
 import sys
-from etrans.bootstrap import fetchlog, sendmail, serve
+from etrans.bootstrap import fetchlog, sendmail, serve, webhooks
+import etrans.workers.webhooks
 from etrans.bootstrap.tracing import process_tracer, start_tracing
 from etrans.app.tracing import ContextOnlyTracer
-for service in ("serve", "sendmail", "fetchlog", "dev"):
+for service in ("serve", "sendmail", "fetchlog", "webhooks", "dev"):
     start_tracing(service, {"OTEL_SERVICE_NAME": "x"})
 assert isinstance(process_tracer(), ContextOnlyTracer)
 loaded = sorted(m for m in sys.modules if m.startswith("opentelemetry"))

@@ -1,0 +1,86 @@
+"""Trace context in ``etrans webhooks`` (docs/operations.md, "Tracing"), in process on the real
+USEND DB and a real HTTP receiver, with the OpenTelemetry SDK's in-memory exporter: an event
+whose record carries a ``traceparent`` is delivered in a ``webhook deliver`` span of that trace
+(the header's child) and the lines of its delivery carry its ``trace_id`` and ``message_id``; the
+next event, without one, makes no span and its lines carry no trace of the previous one."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import structlog
+import trio
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind
+from structlog.testing import capture_logs
+
+from etrans.adapters.kafka.client import KafkaProducer
+from etrans.adapters.otel.tracer import OtelTracer
+from etrans.adapters.sql import usend_database
+from etrans.bootstrap.webhooks import webhook_client, webhook_delivery
+from etrans.domain.events import encode_event
+from etrans.pipeline import Message
+from etrans.settings import for_command
+from etrans.workers.webhooks import WebhooksTask
+from tests.harness.servers import unique_name
+from tests.integration.webhook_support import Receiver, add_webhook, email_event, fresh_user
+
+TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
+PARENT = "00f067aa0ba902b7"
+
+
+async def test_a_traced_event_is_delivered_in_its_trace_and_the_next_is_not(
+    etrans_env: Callable[..., dict[str, str]], new_topic: Callable[..., str]
+) -> None:
+    env = etrans_env(KAFKA_EVENTS_TOPIC=new_topic(prefix="events"),
+                     WEBHOOKS_GROUP_ID=unique_name("webhooks"),
+                     WEBHOOKS_ALLOW_PRIVATE_URLS="true")
+    settings = for_command("webhooks", env)
+    receiver = Receiver().start()
+    user_id = fresh_user()
+    add_webhook(env["USEND_DB_URI"], env["TOKEN_SECRET"], user_id, receiver.url,
+                receiver.secret)
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    db = usend_database(env["USEND_DB_URI"], pool_size=2)
+    producer = KafkaProducer.from_settings(settings.kafka)
+    client = webhook_client(settings.webhooks)
+    delivery = webhook_delivery(db, settings.tokens.secret.get(), client, producer,
+                                settings.webhooks)
+    task = WebhooksTask(delivery, OtelTracer(provider))
+    traced, plain = email_event(user_id, 1), email_event(user_id, 2)
+
+    def record(event: Any, offset: int, headers: tuple[tuple[str, bytes], ...]) -> Message:
+        key, value = encode_event(event)
+        return Message("events", 0, offset, key, value, headers)
+
+    try:
+        with capture_logs(processors=[structlog.contextvars.merge_contextvars]) as logs:
+            await task(record(traced, 0, (("traceparent", f"00-{TRACE}-{PARENT}-01".encode()),)))
+            await task(record(plain, 1, ()))
+        await trio.to_thread.run_sync(lambda: receiver.wait_for(lambda got: len(got) == 2))
+    finally:
+        await delivery.aclose()
+        await client.aclose()
+        producer.close(timeout=5.0)
+        db.dispose()
+        receiver.stop()
+
+    [span] = exporter.get_finished_spans()
+    assert span.name == "webhook deliver"
+    assert span.kind is SpanKind.CONSUMER
+    assert f"{span.context.trace_id:032x}" == TRACE
+    assert span.parent is not None
+    assert f"{span.parent.span_id:016x}" == PARENT
+    assert dict(span.attributes or {}) == {"messaging.message.id": traced.id,
+                                           "etrans.event": "email.delivered"}
+    attempts = {line["event_id"]: line for line in logs if line["event"] == "webhook attempt"}
+    assert attempts[traced.id]["trace_id"] == TRACE
+    assert attempts[traced.id]["message_id"] == traced.message_id
+    assert "trace_id" not in attempts[plain.id]
+    assert attempts[plain.id]["message_id"] == plain.message_id
+    assert [r.webhook_id for r in receiver.snapshot()] == [traced.id, plain.id]
