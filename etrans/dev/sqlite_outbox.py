@@ -34,7 +34,9 @@ class SqliteOutboxStore:
 
     async def relay_pass(
             self, limit: int, choose: Callable[[Sequence[tuple[int, int]]], list[int]],
-            decide: Callable[[Sequence[OutboxRow]], Awaitable[PassOutcome]]) -> PassOutcome:
+            decide: Callable[[Sequence[OutboxRow]], Awaitable[PassOutcome]],
+            max_bytes: int = 0) -> PassOutcome:
+        # max_bytes: no round trips to save in-process (choose alone decides).
         return await self._db.run(self._pass, limit, choose, decide)
 
     def _pass(self, limit: int, choose: Callable[[Sequence[tuple[int, int]]], list[int]],

@@ -312,3 +312,26 @@ async def test_a_pass_reads_each_rows_traceparent(backend: Backend) -> None:
 
     await backend.store.relay_pass(10, lambda pending: [i for i, _ in pending], decide)
     assert [(r.id, r.traceparent) for r in read] == [(ids[0], traceparent), (ids[1], None)]
+
+
+async def test_a_pass_reads_the_chosen_rows_whatever_its_byte_budget(backend: Backend) -> None:
+    """``max_bytes`` tells the store what ``choose`` will take (PostgreSQL reads those payloads
+    with the lock); the rows ``choose`` picks are read whole whatever it said."""
+    ids = backend.add({"payload": b"a" * 10}, {"payload": b"b" * 10}, {"payload": b"c" * 10},
+                      {"payload": b"d" * 10})
+    read: list[Sequence[OutboxRow]] = []
+
+    async def decide(rows: Sequence[OutboxRow]) -> PassOutcome:
+        read.append(rows)
+        return PassOutcome()
+
+    def within_25(pending: Sequence[tuple[int, int]]) -> list[int]:
+        return [row_id for row_id, _ in pending][:2]
+
+    await backend.store.relay_pass(10, within_25, decide, 25)
+    await backend.store.relay_pass(10, _all, decide, 25)  # beyond what it said
+    await backend.store.relay_pass(10, lambda pending: [ids[2]], decide, 0)
+    assert [[(r.id, r.payload) for r in rows] for rows in read] == [
+        [(ids[0], b"a" * 10), (ids[1], b"b" * 10)],
+        [(ids[i], bytes([97 + i]) * 10) for i in range(4)],
+        [(ids[2], b"c" * 10)]]

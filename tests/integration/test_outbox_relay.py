@@ -16,6 +16,7 @@ import trio
 import trio.testing
 from sqlalchemy import func, insert, select, text
 
+from etrans.adapters._net.trio_pq import TrioPqConnection
 from etrans.adapters.kafka.client import KafkaProducer
 from etrans.adapters.sql import migrations, usend_database
 from etrans.adapters.sql.outbox import OutboxRelay
@@ -481,3 +482,52 @@ async def test_a_failed_rows_error_line_carries_its_trace_id(
         db.dispose()
     [failed] = [line for line in logs if line["event"] == "outbox row failed: never published"]
     assert (failed["message_id"], failed["trace_id"]) == ("msg_traced", trace)
+
+
+class _CountingConnection(TrioPqConnection):
+    """Counts the requests sent to PostgreSQL (each one round trip)."""
+
+    calls = 0
+
+    async def execute(self, sql: bytes, params: Any = (), *,
+                      prepared: bytes | None = None) -> Any:
+        self.calls += 1
+        return await super().execute(sql, params, prepared=prepared)
+
+    async def execute_script(self, sql: bytes) -> Any:
+        self.calls += 1
+        return await super().execute_script(sql)
+
+
+async def test_a_pass_makes_two_round_trips_to_postgresql(
+        fresh_database: Any, kafka_bootstrap: str, kafka_test_config: dict[str, Any],
+        new_topic: Any) -> None:
+    """Under load each wait of the relay is a scheduling delay behind the requests of ``etrans
+    serve`` (docs/performance.md), so a pass whose rows all got through makes two requests to
+    PostgreSQL: BEGIN with the lock and the read of its rows, then the write with the COMMIT
+    (before: BEGIN, the lock, the read, the write, COMMIT: five).  An empty pass: two (three)."""
+    db = _migrated(fresh_database, "relay_round_trips")
+    topic, events_topic = new_topic(), new_topic(prefix="events")
+    now = datetime.now(UTC)
+    with db.engine.begin() as conn:
+        conn.execute(insert(OUTBOX), [{"topic": topic, "key": f"k{i}", "payload": b"%d" % i,
+                                       "created_at": now} for i in range(3)])
+    connection = _CountingConnection.from_sqlalchemy_url(db.engine.url)
+    store = PgOutboxStore(connection, TrioPqConnection.from_sqlalchemy_url(db.engine.url))
+    producer = KafkaProducer({"bootstrap.servers": kafka_bootstrap})
+    relay = OutboxRelay(store, producer, events_topic=events_topic)
+    try:
+        assert await relay.relay_once() == (3, 0)
+        assert connection.calls == 2
+        assert await relay.relay_once() == (0, 0)
+        assert connection.calls == 4
+        records = await trio.to_thread.run_sync(
+            _raw_records, kafka_bootstrap, topic, 3, kafka_test_config)
+        assert [value for _, value in records] == [b"0", b"1", b"2"]
+        with db.engine.connect() as conn:
+            rows = conn.execute(select(OUTBOX.c.published_at, OUTBOX.c.attempts)).all()
+        assert [(at is not None, attempts) for at, attempts in rows] == [(True, 1)] * 3
+    finally:
+        await relay.aclose()
+        producer.close(1.0)
+        db.dispose()

@@ -18,6 +18,9 @@ errors as with psycopg itself.
 Statements run in autocommit: one statement is one transaction (a ``WITH ... INSERT ... INSERT``
 statement writes both of its tables or neither).  Parameters are sent in text format (``str``,
 ``bytes`` already encoded, or ``None`` for NULL); results come back in text format.
+:meth:`TrioPqConnection.execute_script` sends several statements in one round trip (the simple
+query protocol, no parameters): the outbox relay opens its transaction with ``BEGIN; SELECT ...``
+and ends it with ``UPDATE ...; COMMIT`` (:mod:`etrans.adapters.sql.outbox_store`).
 
 A statement that takes longer than ``timeout`` seconds, a cancelled statement, or a connection
 error closes the connection (its state is unknown) and raises ``psycopg.OperationalError``; the
@@ -121,6 +124,18 @@ class TrioPqConnection:
         ``prepared``, the statement is prepared under that name on first use per connection
         (one ``sql`` per name)."""
         values = [p.encode() if isinstance(p, str) else p for p in params]
+        return await self._execute(sql, values, prepared=prepared)
+
+    async def execute_script(self, sql: bytes) -> QueryResult:
+        """Run several statements separated by ``;`` in one round trip (the simple query
+        protocol: no parameters, so every value in ``sql`` must be a literal the caller built
+        safely, e.g. from integers).  ``BEGIN; SELECT ...`` leaves the transaction open;
+        ``UPDATE ...; COMMIT`` ends it.  A statement that fails skips the rest and raises; the
+        rows of every statement that returned some, in order."""
+        return await self._execute(sql, None)
+
+    async def _execute(self, sql: bytes, values: list[bytes | None] | None, *,
+                       prepared: bytes | None = None) -> QueryResult:
         async with self._lock:
             if (self._pgconn is not None
                     and self._pgconn.transaction_status == pq.TransactionStatus.IDLE
@@ -141,7 +156,7 @@ class TrioPqConnection:
             self._last_used = trio.current_time()
             return self._outcome(pgconn, results)
 
-    async def _send(self, pgconn: PGconn, sql: bytes, values: list[bytes | None], *,
+    async def _send(self, pgconn: PGconn, sql: bytes, values: list[bytes | None] | None, *,
                     prepare: bytes | None = None, prepared: bytes | None = None,
                     ) -> list[PGresult]:
         try:
@@ -150,6 +165,8 @@ class TrioPqConnection:
                     pgconn.send_prepare(prepare, sql)
                 elif prepared is not None:
                     pgconn.send_query_prepared(prepared, values)
+                elif values is None:
+                    pgconn.send_query(sql)
                 else:
                     pgconn.send_query_params(sql, values)
                 return await self._round_trip(pgconn)

@@ -213,7 +213,8 @@ class OutboxRelay:
 
     async def _relay_pass(self) -> PassOutcome:
         self.stats.passes += 1
-        outcome = await self._store.relay_pass(self._batch, self._within_budget, self._decide)
+        outcome = await self._store.relay_pass(self._batch, self._within_budget, self._decide,
+                                               self._max_pass_bytes)
         self._count(outcome)
         return outcome
 

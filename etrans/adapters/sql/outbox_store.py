@@ -4,8 +4,11 @@ The relay (:mod:`etrans.adapters.sql.outbox`) decides; a store holds the rows.  
 transaction, so the port is one call, :meth:`OutboxStore.relay_pass`: the store locks the
 pending rows (``ORDER BY attempts, id``, skipping rows another process holds), asks the relay
 which of them fit the pass (``choose``), reads those, hands them to the relay to publish
-(``decide``), writes the :class:`PassOutcome` and commits.  A store that fails or is cancelled
-rolls back: the rows stay pending.  :meth:`OutboxStore.delete_published` is the retention.
+(``decide``), writes the :class:`PassOutcome` and commits.  On PostgreSQL that is two round
+trips when every row got through: ``BEGIN`` with the lock and the read of the rows within the
+pass's byte budget, then the write with the ``COMMIT`` (``_CLAIM``, ``_PUBLISH_AND_COMMIT``).
+A store that fails or is cancelled rolls back: the rows stay pending.
+:meth:`OutboxStore.delete_published` is the retention.
 :meth:`OutboxStore.release_due` makes the rows of scheduled emails whose time has come pending
 (``due_at`` NULL, the email ``scheduled`` -> ``queued``, one transaction); until then a pass
 does not see them.
@@ -84,9 +87,12 @@ class PassOutcome:
 class OutboxStore(Protocol):
     async def relay_pass(
             self, limit: int, choose: Callable[[Sequence[tuple[int, int]]], list[int]],
-            decide: Callable[[Sequence[OutboxRow]], Awaitable[PassOutcome]]) -> PassOutcome:
+            decide: Callable[[Sequence[OutboxRow]], Awaitable[PassOutcome]],
+            max_bytes: int = 0) -> PassOutcome:
         """One transaction: lock up to ``limit`` pending rows, read those ``choose`` picks,
-        ``decide`` (publish), write the outcome, commit; nothing chosen: an empty outcome."""
+        ``decide`` (publish), write the outcome, commit; nothing chosen: an empty outcome.
+        ``max_bytes``: what ``choose`` will take (the rows whose payloads fit it, at least
+        one), which a store may read with the lock (PostgreSQL: one round trip for both)."""
         ...
 
     async def delete_published(self, older_than_seconds: float, limit: int) -> int:
@@ -109,18 +115,37 @@ class OutboxStore(Protocol):
     async def aclose(self) -> None: ...
 
 
-# Lock the pass's rows and learn their sizes (octet_length does not read a TOASTed payload)...
-_SELECT_PENDING = b"""
-SELECT id, octet_length(payload) FROM email_outbox
-WHERE published_at IS NULL AND failed_at IS NULL AND due_at IS NULL
-ORDER BY attempts, id LIMIT $1 FOR UPDATE SKIP LOCKED
+# The pass's rows, locked and read in one statement: every locked row's id and payload size
+# (octet_length does not read a TOASTed payload) for ``choose``, and the payloads, as plain hex
+# (the same text whatever the server's bytea_output), of the rows within the byte budget counted
+# in the pass's order (at least the first row: what the relay's ``choose`` takes).  Rows beyond
+# it stay locked until the commit and go in a later pass.  Only integers are formatted in
+# (PgOutboxStore.relay_pass): it goes by the simple query protocol, after BEGIN (_CLAIM).
+_CLAIM_ROWS = """SELECT id, topic, key,
+    CASE WHEN row_number() OVER pass = 1 OR sum(size) OVER pass <= {max_bytes:d}
+         THEN encode(payload, 'hex') END,
+    message_id, attempts, traceparent, size
+FROM (
+    SELECT id, topic, key, payload, message_id, attempts, traceparent,
+           octet_length(payload) AS size
+    FROM email_outbox
+    WHERE published_at IS NULL AND failed_at IS NULL AND due_at IS NULL
+    ORDER BY attempts, id LIMIT {limit:d} FOR UPDATE SKIP LOCKED
+) AS locked
+WINDOW pass AS (ORDER BY attempts, id ROWS UNBOUNDED PRECEDING)
+ORDER BY attempts, id
 """
-# ... then read the payloads of those within the byte budget, as plain hex: the same text
-# whatever the server's bytea_output setting.
+# One round trip opens the pass's transaction, locks its rows and reads them.
+_CLAIM = "BEGIN;\n" + _CLAIM_ROWS
+# The payloads ``choose`` took beyond the budget the claim read (a caller's own ``choose``).
 _SELECT_ROWS = b"""
 SELECT id, topic, key, encode(payload, 'hex'), message_id, attempts, traceparent
 FROM email_outbox WHERE id = ANY($1::bigint[]) ORDER BY attempts, id
 """
+# The usual end of a pass (every row published): the write and the commit in one round trip.
+_PUBLISH_AND_COMMIT = """UPDATE email_outbox SET published_at = now(), attempts = attempts + 1
+WHERE id = ANY('{ids}'::bigint[]);
+COMMIT"""
 _MARK_PUBLISHED = b"""
 UPDATE email_outbox SET published_at = now(), attempts = attempts + 1 WHERE id = ANY($1::bigint[])
 """
@@ -202,18 +227,26 @@ class PgOutboxStore:
 
     async def relay_pass(
             self, limit: int, choose: Callable[[Sequence[tuple[int, int]]], list[int]],
-            decide: Callable[[Sequence[OutboxRow]], Awaitable[PassOutcome]]) -> PassOutcome:
+            decide: Callable[[Sequence[OutboxRow]], Awaitable[PassOutcome]],
+            max_bytes: int = 0) -> PassOutcome:
+        # Two round trips for a pass whose rows all got through (the claim, the write with the
+        # commit) and for an empty one (the claim, the commit): under load each wait of the
+        # Trio thread is a scheduling delay behind the requests of ``etrans serve``
+        # (docs/performance.md, "The relay's round trips").
         conn = self._connection
-        await conn.execute(b"BEGIN")
         try:
-            found = await conn.execute(_SELECT_PENDING, [str(limit)])
-            ids = choose([(int(i or 0), int(n or 0)) for i, n in found.rows])
+            found = await conn.execute_script(
+                _CLAIM.format(limit=int(limit), max_bytes=int(max_bytes)).encode())
+            ids = choose([(int(values[0] or 0), int(values[7] or 0)) for values in found.rows])
             outcome = PassOutcome()
             if ids:
-                found = await conn.execute(_SELECT_ROWS, [_pg_array(ids)])
-                outcome = await decide([OutboxRow.from_text(*values) for values in found.rows])
+                outcome = await decide(await self._rows(ids, found.rows))
+            if outcome.published and not (outcome.retried or outcome.failed):
+                await conn.execute_script(_PUBLISH_AND_COMMIT.format(
+                    ids=_pg_array(outcome.published)).encode())
+            else:
                 await self._write(outcome)
-            await conn.execute(b"COMMIT")
+                await conn.execute(b"COMMIT")
         except BaseException:
             # Roll back, shielded but within 5 s (a ROLLBACK that fails or is cut short closes
             # the connection: the transaction goes with it, the next pass reconnects).
@@ -226,6 +259,20 @@ class PgOutboxStore:
                         await conn.aclose()
             raise
         return outcome
+
+    async def _rows(self, ids: Sequence[int], claimed: Sequence[tuple[str | None, ...]]
+                    ) -> list[OutboxRow]:
+        """The chosen rows, in the pass's order: as the claim read them, and the payloads it
+        did not read (beyond its byte budget) in one more statement."""
+        chosen = set(ids)
+        read = {int(values[0] or 0): values[:7] for values in claimed
+                if int(values[0] or 0) in chosen and values[3] is not None}
+        missing = [row_id for row_id in ids if row_id not in read]
+        if missing:
+            found = await self._connection.execute(_SELECT_ROWS, [_pg_array(missing)])
+            read.update({int(values[0] or 0): values for values in found.rows})
+        return [OutboxRow.from_text(*read[int(values[0] or 0)]) for values in claimed
+                if int(values[0] or 0) in chosen]
 
     async def _write(self, outcome: PassOutcome) -> None:
         conn = self._connection

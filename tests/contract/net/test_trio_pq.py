@@ -57,6 +57,22 @@ async def test_errors_are_psycopgs_classes_and_the_connection_stays(
     assert (await conn.execute(b"SELECT count(*) FROM u")).rows == [("1",)]
 
 
+async def test_a_script_runs_several_statements_in_one_round_trip(
+        conn: TrioPqConnection) -> None:
+    """execute_script: ``BEGIN; ...`` leaves the transaction open, ``...; COMMIT`` ends it (the
+    outbox relay's two round trips); a failing statement skips the rest and raises."""
+    await conn.execute(b"CREATE TABLE s (a int PRIMARY KEY)")
+    begun = await conn.execute_script(b"BEGIN; INSERT INTO s VALUES (1); SELECT a FROM s")
+    assert begun.rows == [("1",)]
+    assert (await conn.execute(b"SELECT 'open'")).rows == [("open",)]  # still inside it
+    await conn.execute(b"ROLLBACK")  # so the insert goes
+    assert (await conn.execute_script(b"BEGIN; INSERT INTO s VALUES (2); COMMIT")).rows == []
+    with pytest.raises(psycopg.errors.UniqueViolation):
+        await conn.execute_script(b"BEGIN; INSERT INTO s VALUES (3); INSERT INTO s VALUES (2)")
+    await conn.execute(b"ROLLBACK")
+    assert (await conn.execute(b"SELECT array_agg(a) FROM s")).rows == [("{2}",)]
+
+
 async def test_a_statement_larger_than_the_socket_buffers(conn: TrioPqConnection) -> None:
     big = "x" * (20 * 1024 * 1024)
     assert (await conn.execute(b"SELECT length($1::text)", [big])).rows == [(str(len(big)),)]
