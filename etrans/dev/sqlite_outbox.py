@@ -133,4 +133,4 @@ def _write(conn: Any, outcome: PassOutcome) -> None:
         for topic, key, value in failed.events:
             conn.execute(insert(_OUTBOX).values(
                 topic=topic, key=key.decode() if key is not None else None, payload=value,
-                created_at=now))
+                created_at=now, traceparent=row.traceparent))

@@ -314,6 +314,28 @@ async def test_a_pass_reads_each_rows_traceparent(backend: Backend) -> None:
     assert [(r.id, r.traceparent) for r in read] == [(ids[0], traceparent), (ids[1], None)]
 
 
+async def test_the_events_of_a_failed_row_keep_its_traceparent(backend: Backend) -> None:
+    """The Reject and email.failed events queued for a failed row are published later, by
+    another pass: they keep the row's trace (the relay puts it in their records' header)."""
+    traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+    traced, plain = backend.add(
+        {"payload": b"a", "message_id": "m-traced", "traceparent": traceparent},
+        {"payload": b"b", "message_id": "m-plain"})
+    backend.add_email("m-traced")
+    backend.add_email("m-plain")
+
+    async def decide(rows: Sequence[OutboxRow]) -> PassOutcome:
+        return PassOutcome(failed=[
+            FailedRow(row, "too large", answered=False,
+                      events=[("logs", row.message_id.encode() if row.message_id else None,
+                               b'{"Event":"Reject"}')]) for row in rows])
+
+    await backend.store.relay_pass(10, _all, decide)
+    events = {r.key: r.traceparent for i, r in backend.rows().items() if i > plain}
+    assert events == {"m-traced": traceparent, "m-plain": None}
+    assert traced < plain
+
+
 async def test_a_pass_reads_the_chosen_rows_whatever_its_byte_budget(backend: Backend) -> None:
     """``max_bytes`` tells the store what ``choose`` will take (PostgreSQL reads those payloads
     with the lock); the rows ``choose`` picks are read whole whatever it said."""

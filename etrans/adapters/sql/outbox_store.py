@@ -164,8 +164,10 @@ UPDATE email_messages SET status = 'failed', last_event = 'outbox', response = $
     updated_at = now()
 WHERE message_id = $1 AND status = 'queued'
 """
+# The failed row's events keep its traceparent: the relay publishes them in its trace.
 _QUEUE_EVENT = b"""
-INSERT INTO email_outbox (topic, key, payload, created_at) VALUES ($1, $2, $3::bytea, now())
+INSERT INTO email_outbox (topic, key, payload, created_at, traceparent)
+VALUES ($1, $2, $3::bytea, now(), $4)
 """
 # The due rows by the waiting rows' index (ix_email_outbox_due_at), locked outbox first and then
 # their emails: the order of the schedule's cancel and move (etrans.adapters.sql.schedules_repo),
@@ -290,7 +292,8 @@ class PgOutboxStore:
                 continue
             await conn.execute(_FAIL_EMAIL, [failed.row.message_id, failed.response])
             for topic, key, value in failed.events:
-                await conn.execute(_QUEUE_EVENT, [topic, key, b"\\x" + value.hex().encode()])
+                await conn.execute(_QUEUE_EVENT, [topic, key, b"\\x" + value.hex().encode(),
+                                                  failed.row.traceparent])
 
     async def delete_published(self, older_than_seconds: float, limit: int) -> int:
         result = await self._connection.execute(
