@@ -32,6 +32,11 @@ if TYPE_CHECKING:
 # -- query strings and path parameters ------------------------------------------------------
 
 
+# ASCII digits only: int() also reads "1_0" as 10 and U+0661 (Arabic-Indic) or U+FF11
+# (fullwidth) as 1.
+_INTEGER = re.compile(r"\s*[+-]?[0-9]+\s*", re.ASCII)
+
+
 def parse_query(params: Mapping[str, QueryParam], args: Mapping[str, str]) -> dict[str, Any]:
     """Validate query arguments (text) against ``params``; unknown arguments are ignored."""
     errors = ErrorList()
@@ -44,8 +49,10 @@ def parse_query(params: Mapping[str, QueryParam], args: Mapping[str, str]) -> di
         loc: Loc = ("query", name)
         if isinstance(param.spec, Integer):
             try:
-                number = int(raw.strip())
-            except ValueError:
+                if not _INTEGER.fullmatch(raw):
+                    raise ValueError(raw)
+                number = int(raw)
+            except ValueError:  # also over 4,300 digits
                 errors.add(loc, f"must be an integer, got {raw!r}", "int_parsing")
                 continue
             result[name] = param.spec.check(number, loc, errors)

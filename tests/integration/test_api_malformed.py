@@ -19,7 +19,7 @@ from hypothesis import HealthCheck, given, seed, settings
 from hypothesis import strategies as st
 
 from etrans.api.request_input import MAX_JSON_DEPTH
-from etrans.api.schema import Object, String
+from etrans.api.schema import Integer, Object, String
 from tests.integration.sending_api import SendingApi, email, open_sending_api
 
 if TYPE_CHECKING:
@@ -209,6 +209,25 @@ async def test_control_characters_in_query_values_are_400(api: SendingApi) -> No
         status, answer = await _send(api, op.method, f"{op.path}?{name}={quote(value)}", headers)
         assert status == 400, (op.path, name, value, answer)
         assert answer["detail"][0]["loc"] == ["query", name], answer
+
+
+async def test_integer_query_values_are_ascii_digits(api: SendingApi) -> None:
+    """int() read page=1_0 as 10 and page=U+0661 (Arabic-Indic) or U+FF11 (fullwidth) as 1."""
+    user = api.user()
+    headers = api.bearer(user)
+    integers = [(op, name) for op in _operations(api) for name, param in op.query.items()
+                if isinstance(param.spec, Integer)]
+    assert len(integers) >= 10
+    for op, name in integers:
+        for value in ("1_0", "\u0661", "\uff11", "\u00b2", "1.0", "0x1", "1e1", "", "9" * 5000):
+            status, answer = await _send(api, op.method, f"{op.path}?{name}={quote(value)}",
+                                         headers)
+            assert status == 400, (op.path, name, value, answer)
+            assert answer["detail"][0]["loc"] == ["query", name], answer
+            assert answer["detail"][0]["type"] == "int_parsing", answer
+    for value, page in (("2", 2), ("+2", 2), (" 3 ", 3)):
+        status, answer = await _send(api, "GET", f"/emails?page={quote(value)}", headers)
+        assert (status, answer["page"]) == (200, page), answer
 
 
 def _string_leaves(value: Any, at: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
