@@ -56,8 +56,11 @@ _COMPOSITE = frozenset(("multipart", "message"))
 
 # CRLF line ends, 78-column folding, RFC 2047 for non-ASCII headers (no SMTPUTF8 needed).
 # refold_source="none": the address fields, set raw (already folded by address_field), are
-# written as they are instead of being re-folded by the email package.
-_POLICY = email.policy.SMTP.clone(refold_source="none")
+# written as they are instead of being re-folded by the email package.  cte_type="7bit": a
+# non-ASCII body is quoted-printable or base64, never "8bit" (the SMTP policy's default): MAIL
+# FROM never says BODY=8BITMIME, and a relay converting 8bit for a next hop without 8BITMIME
+# would break the DKIM signature (RFC 6376 5.3).
+_POLICY = email.policy.SMTP.clone(refold_source="none", cte_type="7bit")
 
 
 @dataclass(frozen=True)

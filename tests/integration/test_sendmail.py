@@ -223,6 +223,41 @@ async def test_attachments_declared_multipart_or_message_arrive_intact(
     assert all(b"\n" not in line for line in received.data.split(b"\r\n"))
 
 
+async def test_non_ascii_bodies_travel_7bit_clean(
+    smtp_server_factory: Callable[..., SmtpTestServer], make_worker: Callable[..., Worker],
+    credentials: CredentialFixture,
+) -> None:
+    """MAIL FROM never says BODY=8BITMIME, so the content must be 7-bit (RFC 6152); and a relay
+    that converts 8bit to quoted-printable for a next hop without 8BITMIME breaks the DKIM
+    signature.  Emails built by the email package (an attachment, a non-ASCII subject) had
+    their short-lined non-ASCII text and html as Content-Transfer-Encoding: 8bit; the others
+    (etrans' fast path) were base64 already."""
+    server = smtp_server_factory()
+    worker = make_worker(server)
+    user_id = credentials.add("ulla", "pw")
+    text, html = "Xin chào, hóa đơn đính kèm.\nCảm ơn.", "<p>Grüße, 漢字 😀</p>"
+    attachment = {"filename": "a.pdf", "content": base64.b64encode(PDF).decode(),
+                  "content_type": "application/pdf"}
+    requests = [
+        simple_request(new_id(), user_id, text=text, body=html, attachments=[attachment]),
+        simple_request(new_id(), user_id, subject="Hóa đơn", text=text, body=html),
+        simple_request(new_id(), user_id, subject="Hóa đơn", body=html,
+                       headers={"X-Has-Text": "no"}),
+    ]
+    for request in requests:
+        await worker.task(worker.message(request))
+    assert len(server.received) == 3
+    for received in server.received:
+        assert received.data.isascii()
+        mime = received.parsed()
+        for part in mime.walk():
+            assert part["Content-Transfer-Encoding"] in (None, "7bit", "base64",
+                                                         "quoted-printable")
+        bodies = [mime.get_body((kind,)) for kind in ("plain", "html")]
+        assert [body.get_content().replace("\r\n", "\n").strip() if body else None
+                for body in bodies] == [text if mime["X-Has-Text"] != "no" else None, html]
+
+
 # -- TLS -------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize(("tls", "expect_tls"),
