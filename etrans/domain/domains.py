@@ -9,31 +9,68 @@ Nothing here does I/O.  Ids travel in the API as ``dom_<n>`` (domains), ``key_<n
 from __future__ import annotations
 
 import re
+import unicodedata
 from dataclasses import dataclass
+from encodings.idna import nameprep
 
 from etrans.domain.quota import QuotaLimits, QuotaUsage, remaining
 from etrans.errors import InvalidInput
 
 # RFC 1035/1123 host names: labels of letters, digits and inner hyphens, 1..63 characters each,
 # 253 characters in all; at least two labels; the last (TLD) not all digits.  IDNs are accepted
-# in their A-label form (xn--...); a U-label is converted with the stdlib idna codec.
+# as U-labels and stored as A-labels (xn--...), by IDNA 2008 (UTS #46, non-transitional), as
+# registries, browsers and mail systems read them; see _a_label.
 _LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
 DOMAIN_MAX_LENGTH = 253
+# The letters IDNA 2003 (Python's "idna" codec) maps away but IDNA 2008 keeps: straße.de is
+# xn--strae-oqa.de, a name of its own, not strasse.de; the capital sharp s is the small one.
+_DEVIATIONS = re.compile("([\u00df\u03c2\u1e9e])")
+_JOINERS = ("\u200c", "\u200d")
+
+
+def _a_label(label: str) -> str:
+    """``label`` (as typed, any case) in its A-label form; UnicodeError when IDNA has none.
+
+    Python's codec (nameprep, IDNA 2003) maps ß to "ss" and the final sigma to the plain one,
+    and drops the joiners U+200C/U+200D: "straße.de" became another registrable domain,
+    "strasse.de".  Here ß and the final sigma stay (the capital sharp s becomes ß), nameprep
+    maps the rest (case, compatibility forms), and a label with a joiner is refused rather than
+    changed."""
+    if any(joiner in label for joiner in _JOINERS):
+        raise UnicodeError("joiners (U+200C, U+200D) are not supported")
+    pieces = _DEVIATIONS.split(label)
+    mapped = "".join(
+        "\u00df" if piece == "\u1e9e" else piece if _DEVIATIONS.fullmatch(piece) else
+        nameprep(piece) for piece in pieces if piece)
+    mapped = unicodedata.normalize("NFC", mapped)
+    if mapped.isascii():
+        return mapped.lower()
+    return "xn--" + mapped.encode("punycode").decode("ascii")
+
+
+def _checked_a_label(label: str) -> str:
+    """An ``xn--`` label as given when it is the A-label of its U-label, else UnicodeError
+    (``xn--a`` decodes to U+0080, ``xn--zzzz`` to nothing: no registry holds such names)."""
+    decoded = label[4:].encode("ascii").decode("punycode")
+    if decoded.isascii() or _a_label(decoded) != label:
+        raise UnicodeError(f"{label} is not a valid A-label")
+    return label
 
 
 def normalize_domain_name(raw: object) -> str:
     """Validated, lower-case, A-label domain name; InvalidInput with a clear message otherwise."""
     if not isinstance(raw, str):
         raise InvalidInput("domain must be a string")
-    name = raw.strip().rstrip(".").lower()
+    name = raw.strip().rstrip(".")
     if not name:
         raise InvalidInput("domain must not be empty")
-    if not name.isascii():
-        try:
-            name = name.encode("idna").decode("ascii")
-        except UnicodeError:
-            raise InvalidInput(f"invalid domain name: {raw!r}") from None
-    labels = name.split(".")
+    try:
+        labels = [_a_label(label) if not label.isascii() else
+                  _checked_a_label(label.lower()) if label.lower().startswith("xn--") else
+                  label.lower() for label in name.split(".")]
+    except UnicodeError:
+        raise InvalidInput(f"invalid domain name: {raw!r}") from None
+    name = ".".join(labels)
     if (
         len(name) > DOMAIN_MAX_LENGTH
         or len(labels) < 2

@@ -37,9 +37,36 @@ from etrans.errors import InvalidInput
     ("  a-b.example  ", "a-b.example"),
     ("xn--bcher-kva.example", "xn--bcher-kva.example"),
     ("bücher.example", "xn--bcher-kva.example"),
+    ("XN--BCHER-KVA.example", "xn--bcher-kva.example"),
+    # IDNA 2008: ß and ς are letters of their own (IDNA 2003 made straße.de strasse.de).
+    ("straße.de", "xn--strae-oqa.de"), ("STRA\u1e9eE.de", "xn--strae-oqa.de"),
+    ("βόλος.gr", "xn--nxasmm1c.gr"), ("ΟΔΟΣ.gr", "xn--pxavbq.gr"),
+    ("xn--strae-oqa.de", "xn--strae-oqa.de"), ("\uff45xample.org", "example.org"),
 ])
 def test_valid_domain_names(raw, expected):
     assert normalize_domain_name(raw) == expected
+
+
+IDN_NAMES = ["straße.de", "STRA\u1e9eE.de", "faß.de", "σας.gr", "ΣΑΣ.gr", "βόλος.gr",
+             "bücher.example", "BÜCHER.example", "münchen.de", "\uff45xample.org", "Ⅻ.example",
+             "a\u0301.example", "ﬁ.example", "日本語.jp", "ドメイン名例.jp", "пример.рф",
+             "مثال.إختبار", "例え.テスト", "xn--strae-oqa.de", "xn--mxa8ab.gr",
+             "xn--a.example", "xn--zzzz.example", "ab\u200dc.com", "a\u200cb.com"]
+
+
+@pytest.mark.parametrize("raw", IDN_NAMES)
+def test_idns_are_converted_as_idna_2008_does(raw):
+    """The reference: the idna package (UTS #46, non-transitional): same A-label, or both
+    refuse (an A-label that is no valid encoding, joiners)."""
+    import idna
+
+    try:
+        expected = idna.encode(raw, uts46=True, transitional=False).decode("ascii")
+    except idna.IDNAError:
+        with pytest.raises(InvalidInput):
+            normalize_domain_name(raw)
+    else:
+        assert normalize_domain_name(raw) == expected
 
 
 @pytest.mark.parametrize("raw", [
