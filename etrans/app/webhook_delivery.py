@@ -17,6 +17,12 @@ attempts at once).  When it is full an event waits ``busy_wait`` seconds (0.25) 
 slot - enough for a healthy endpoint's answers to free one - and otherwise is scheduled as a
 retry due ``busy_delay`` seconds later (without counting an attempt): the worker moves on, so an
 endpoint that hangs holds at most ``endpoint_concurrency`` workers.
+
+Trace context (docs/operations.md, "Tracing"): the first attempts run in the span the worker
+started from the record's header (:mod:`etrans.workers.webhooks`).  A retry has no header (the
+queue keeps the event's value): when its email's ``traceparent`` is known (:class:`EmailTraces`)
+it is attempted in a ``webhook retry`` span of that trace, with ``trace_id`` and ``message_id``
+bound to its lines.
 """
 
 from __future__ import annotations
@@ -28,8 +34,10 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
 import trio
+from structlog.contextvars import bind_contextvars
 
 from etrans.app.metrics import WebhookMetrics
+from etrans.app.tracing import ContextOnlyTracer
 from etrans.app.webhook_delivery_ports import DeliveryAttempt, PendingRetry
 from etrans.domain.events import (
     EmailEvent,
@@ -40,6 +48,7 @@ from etrans.domain.events import (
     encode_event,
     webhook_payload,
 )
+from etrans.domain.trace_context import parse_traceparent
 from etrans.domain.webhook_retries import RetrySchedule
 from etrans.domain.webhook_signing import InvalidWebhookSecret, secret_key, signed_headers
 from etrans.observability import get_logger
@@ -48,13 +57,16 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from etrans.app.ports import EventPublisher
+    from etrans.app.tracing import Tracer
     from etrans.app.webhook_delivery_ports import (
+        EmailTraces,
         PostResult,
         WebhookDeliveryStore,
         WebhookTransport,
     )
     from etrans.app.webhook_ports import WebhookDirectory
     from etrans.app.webhook_records import WebhookEndpoint
+    from etrans.domain.trace_context import TraceContext
 
 log = get_logger(__name__)
 
@@ -110,7 +122,8 @@ class WebhookDelivery:
                  transport: WebhookTransport, publisher: EventPublisher, events_topic: str,
                  policy: DeliveryPolicy | None = None,
                  clock: Callable[[], datetime] = _utc_now,
-                 metrics: WebhookMetrics | None = None) -> None:
+                 metrics: WebhookMetrics | None = None, tracer: Tracer | None = None,
+                 traces: EmailTraces | None = None) -> None:
         self.directory = directory
         self.store = store
         self.transport = transport
@@ -120,6 +133,8 @@ class WebhookDelivery:
         self.clock = clock
         self.counters = DeliveryCounters()
         self.metrics = metrics or WebhookMetrics()  # the time of each POST
+        self.tracer = tracer or ContextOnlyTracer()
+        self.traces = traces  # the emails' traceparents (None: retries are not traced)
         self._limiters: dict[int, trio.CapacityLimiter] = {}
         self._subscribers: dict[tuple[int, str], tuple[datetime, list[WebhookEndpoint]]] = {}
         self._retries_in_flight = 0
@@ -184,7 +199,35 @@ class WebhookDelivery:
         if endpoint is None:  # deleted, disabled or unsubscribed since
             await self.store.drop_retry(retry.webhook_id, retry.event_id)
             return
-        await self._attempt(_Job(endpoint, event, retry.event, retry.attempt + 1))
+        job = _Job(endpoint, event, retry.event, retry.attempt + 1)
+        parent = await self._email_trace(event)
+        if parent is None:
+            await self._attempt(job)
+            return
+        span = self.tracer.start("webhook retry", parent, kind="consumer", attributes={
+            "messaging.message.id": event.id, "etrans.event": event.type.value,
+            "attempt": job.attempt})
+        # This retry's own task: what is bound here stays with its lines.
+        bind_contextvars(trace_id=span.context.trace_id, message_id=event.message_id)
+        try:
+            await self._attempt(job)
+        except BaseException as exc:
+            span.end(type(exc).__name__)
+            raise
+        span.end()
+
+    async def _email_trace(self, event: EmailEvent) -> TraceContext | None:
+        """The trace of the email ``event`` is about, when known (a lookup that fails costs the
+        retry its trace, not its attempt)."""
+        if self.traces is None or event.message_id is None:
+            return None
+        try:
+            return parse_traceparent(await self.traces.traceparent(event.user_id,
+                                                                   event.message_id))
+        except Exception as exc:
+            log.warning("the email's trace could not be read", event_id=event.id,
+                        error=str(exc))
+            return None
 
     async def _subscribers_of(self, event: EmailEvent) -> list[WebhookEndpoint]:
         key, now = (event.user_id, event.type.value), self.clock()

@@ -67,6 +67,15 @@ class WebhookTransport(Protocol):
     async def post(self, url: str, body: bytes, headers: Mapping[str, str]) -> PostResult: ...
 
 
+class EmailTraces(Protocol):
+    """The trace context of an email (``email_messages.traceparent``), for the retries: the
+    retry queue keeps an event's value but not its record's headers."""
+
+    async def traceparent(self, user_id: int, message_id: str) -> str | None:
+        """The ``traceparent`` the user's email was sent with; None: unknown, or none."""
+        ...
+
+
 class WebhookDeliveryStore(Protocol):
     """The worker's writes: attempts, the retry queue, and each endpoint's health.
 

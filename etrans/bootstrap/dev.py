@@ -168,7 +168,7 @@ async def _run_webhooks(settings: DevSettings, backends: DevBackends, token_secr
     config = webhooks_pipeline(settings.topics, settings.consumer("webhooks"), options)
     client = webhook_client(options)
     delivery = webhook_delivery(backends.usend.db, token_secret, client,
-                                backends.topics.publisher, options, metrics)
+                                backends.topics.publisher, options, metrics, process_tracer())
     try:
         await run_webhooks(config, delivery, shutdown, poll_seconds=options.retry_poll_seconds,
                            source=backends.topics.source, tracer=process_tracer(),

@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from etrans.adapters.sql import Database
     from etrans.app.metrics import MetricsRegistry
     from etrans.app.ports import EventPublisher
+    from etrans.app.tracing import Tracer
     from etrans.app.webhook_delivery import WebhookDelivery
     from etrans.pipeline import PipelineConfig
     from etrans.runtime import ServiceMain, Shutdown
@@ -43,9 +44,11 @@ def webhook_client(options: WebhooksOptions) -> WebhookClient:
 
 def webhook_delivery(db: Database, token_secret: str, client: WebhookClient,
                      publisher: EventPublisher, options: WebhooksOptions,
-                     metrics: MetricsRegistry | None = None) -> WebhookDelivery:
+                     metrics: MetricsRegistry | None = None,
+                     tracer: Tracer | None = None) -> WebhookDelivery:
     """The delivery use case on the USEND DB ``db`` (PostgreSQL, or dev's SQLite); with
-    ``metrics``: attempts by outcome, the time of each POST and the retry queue, at scrape."""
+    ``metrics``: attempts by outcome, the time of each POST and the retry queue, at scrape;
+    ``tracer``: the spans of the retries (their emails' traces read from the same DB)."""
     from etrans.adapters.crypto.webhook_secrets import WebhookSecretCipher
     from etrans.adapters.sql.webhook_deliveries import SqlWebhookDeliveryStore
     from etrans.adapters.sql.webhook_directory import SqlWebhookDirectory
@@ -59,10 +62,11 @@ def webhook_delivery(db: Database, token_secret: str, client: WebhookClient,
         busy_delay=options.busy_retry_seconds,
         # A claimed retry is invisible to other processes for longer than its attempt takes.
         claim_lease=options.timeout_seconds * 3 + 30.0)
-    delivery = WebhookDelivery(SqlWebhookDirectory(db, WebhookSecretCipher(token_secret)),
-                               SqlWebhookDeliveryStore(db), client, publisher,
+    directory = SqlWebhookDirectory(db, WebhookSecretCipher(token_secret))
+    delivery = WebhookDelivery(directory, SqlWebhookDeliveryStore(db), client, publisher,
                                options.events_topic, policy,
-                               metrics=metrics.webhooks() if metrics is not None else None)
+                               metrics=metrics.webhooks() if metrics is not None else None,
+                               tracer=tracer, traces=directory)
     if metrics is not None:
         metrics.watch_counts("etrans_webhook_deliveries_total", "webhooks",
                              partial(_outcomes, delivery))
@@ -99,7 +103,7 @@ def build(settings: WebhooksSettings) -> ServiceMain:
         producer = KafkaProducer.from_settings(settings.kafka)
         client = webhook_client(options)
         delivery = webhook_delivery(db, settings.tokens.secret.get(), client, producer,
-                                    options, metrics)
+                                    options, metrics, process_tracer())
         log.info("started", worker="webhooks", topic=config.topics[0],
                  group_id=config.group_id, group_instance_id=config.group_instance_id,
                  workers=config.workers, timeout_seconds=options.timeout_seconds,

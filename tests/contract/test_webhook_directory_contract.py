@@ -82,5 +82,31 @@ async def test_a_database_that_does_not_answer_is_retry_later(name: str, tmp_pat
     try:
         with pytest.raises(RetryLater):
             await backend.directory.subscribers(1, SENT)
+        with pytest.raises(RetryLater):
+            await backend.directory.traceparent(1, "msg_x")
     finally:
         backend.close()
+
+
+async def test_an_emails_traceparent_by_its_user_and_message_id(webhooks: Any) -> None:
+    """``EmailTraces`` (the retries' trace): the email's own ``traceparent``, None for an
+    email without one, another user's email or an unknown id."""
+    from datetime import UTC, datetime
+
+    from sqlalchemy import insert
+
+    from etrans.adapters.sql.usend import EmailMessage
+
+    user, other = fresh_user(), fresh_user()
+    traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+    with webhooks.db.engine.begin() as conn:
+        for message_id, trace in ((f"msg_t{user}", traceparent), (f"msg_n{user}", None)):
+            conn.execute(insert(EmailMessage.__table__).values(
+                message_id=message_id, user_id=user, from_address="s@example.test",
+                to_addresses=["r@example.org"], subject="Hi", status="sent",
+                created_at=datetime.now(UTC), traceparent=trace))
+    traces = webhooks.directory
+    assert await traces.traceparent(user, f"msg_t{user}") == traceparent
+    assert await traces.traceparent(user, f"msg_n{user}") is None
+    assert await traces.traceparent(other, f"msg_t{user}") is None
+    assert await traces.traceparent(user, "msg_unknown") is None

@@ -2,12 +2,16 @@
 USEND DB and a real HTTP receiver, with the OpenTelemetry SDK's in-memory exporter: an event
 whose record carries a ``traceparent`` is delivered in a ``webhook deliver`` span of that trace
 (the header's child) and the lines of its delivery carry its ``trace_id`` and ``message_id``; the
-next event, without one, makes no span and its lines carry no trace of the previous one."""
+next event, without one, makes no span and its lines carry no trace of the previous one.  A
+retry (from ``webhook_retries``, which keeps the event's value but not its header) is attempted
+in the email's trace, read from ``email_messages.traceparent``."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
+from uuid import uuid4
 
 import structlog
 import trio
@@ -15,11 +19,13 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
+from sqlalchemy import insert
 from structlog.testing import capture_logs
 
 from etrans.adapters.kafka.client import KafkaProducer
 from etrans.adapters.otel.tracer import OtelTracer
 from etrans.adapters.sql import usend_database
+from etrans.adapters.sql.usend import EmailMessage
 from etrans.bootstrap.webhooks import webhook_client, webhook_delivery
 from etrans.domain.events import encode_event
 from etrans.pipeline import Message
@@ -84,3 +90,59 @@ async def test_a_traced_event_is_delivered_in_its_trace_and_the_next_is_not(
     assert "trace_id" not in attempts[plain.id]
     assert attempts[plain.id]["message_id"] == plain.message_id
     assert [r.webhook_id for r in receiver.snapshot()] == [traced.id, plain.id]
+
+
+async def test_a_retry_is_attempted_in_its_emails_trace(
+    etrans_env: Callable[..., dict[str, str]], new_topic: Callable[..., str]
+) -> None:
+    env = etrans_env(KAFKA_EVENTS_TOPIC=new_topic(prefix="events"),
+                     WEBHOOKS_GROUP_ID=unique_name("webhooks"),
+                     WEBHOOKS_ALLOW_PRIVATE_URLS="true", WEBHOOKS_RETRY_DELAYS="0.1,0.1")
+    settings = for_command("webhooks", env)
+    receiver = Receiver(answer=lambda n: 500 if n == 1 else 200).start()
+    user_id = fresh_user()
+    add_webhook(env["USEND_DB_URI"], env["TOKEN_SECRET"], user_id, receiver.url,
+                receiver.secret)
+    event = email_event(user_id, 3)
+    message_id = event.data["message_id"] = f"msg_{uuid4().hex}@a.example"
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    db = usend_database(env["USEND_DB_URI"], pool_size=2)
+    with db.engine.begin() as conn:
+        conn.execute(insert(EmailMessage.__table__).values(
+            message_id=message_id, user_id=user_id, from_address="s@example.test",
+            to_addresses=["r@example.org"], subject="Hi", status="sent",
+            created_at=datetime.now(UTC), traceparent=f"00-{TRACE}-{PARENT}-01"))
+    producer = KafkaProducer.from_settings(settings.kafka)
+    client = webhook_client(settings.webhooks)
+    delivery = webhook_delivery(db, settings.tokens.secret.get(), client, producer,
+                                settings.webhooks, tracer=OtelTracer(provider))
+    key, value = encode_event(event)
+    try:
+        with capture_logs(processors=[structlog.contextvars.merge_contextvars]) as logs:
+            # The first attempt, from a record without a header (500: a retry is due 0.1 s on).
+            await WebhooksTask(delivery, OtelTracer(provider))(
+                Message("events", 0, 0, key, value, ()))
+            await trio.sleep(0.3)
+            assert await delivery.deliver_due() == 1
+        await trio.to_thread.run_sync(lambda: receiver.wait_for(lambda got: len(got) == 2))
+    finally:
+        await delivery.aclose()
+        await client.aclose()
+        producer.close(timeout=5.0)
+        db.dispose()
+        receiver.stop()
+
+    [span] = exporter.get_finished_spans()
+    assert span.name == "webhook retry"
+    assert f"{span.context.trace_id:032x}" == TRACE
+    assert span.parent is not None
+    assert f"{span.parent.span_id:016x}" == PARENT
+    assert dict(span.attributes or {}) == {"messaging.message.id": event.id,
+                                           "etrans.event": "email.delivered", "attempt": 2}
+    first, retried = [line for line in logs if line["event"] == "webhook attempt"]
+    assert (first["attempt"], first["status_code"]) == (1, 500)
+    assert "trace_id" not in first
+    assert (retried["attempt"], retried["status_code"]) == (2, 200)
+    assert (retried["trace_id"], retried["message_id"]) == (TRACE, message_id)

@@ -7,6 +7,9 @@ same class serves PostgreSQL and ``etrans dev``'s SQLite file: a user has at mos
 matched here rather than with a JSONB operator SQLite lacks.  Secrets are unsealed with the
 :class:`~etrans.app.webhook_ports.WebhookSecretSealer`; an endpoint whose secret does not unseal
 (TOKEN_SECRET changed) is left out and logged, so it cannot hold up the others' events.
+
+It is also :class:`~etrans.app.webhook_delivery_ports.EmailTraces`: an email's
+``traceparent``, by its unique ``message_id`` (a retry's trace).
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 
+from etrans.adapters.sql.usend import EmailMessage
 from etrans.adapters.sql.usend_webhooks import Webhook
 from etrans.app.webhook_records import WebhookEndpoint
 from etrans.errors import RetryLater
@@ -31,6 +35,7 @@ if TYPE_CHECKING:
 
 log = get_logger(__name__)
 _WEBHOOKS = Webhook.__table__
+_EMAILS = EmailMessage.__table__
 
 
 class SqlWebhookDirectory:
@@ -66,3 +71,17 @@ class SqlWebhookDirectory:
                  .order_by(w.created_at, w.id))
         with self._db.engine.connect() as conn:
             return conn.execute(query).all()
+
+    async def traceparent(self, user_id: int, message_id: str) -> str | None:
+        try:
+            return await self._db.run(self._traceparent, user_id, message_id)
+        except SQLAlchemyError as exc:
+            raise RetryLater(f"USEND DB email lookup failed: {exc.__class__.__name__}"
+                             ) from exc
+
+    def _traceparent(self, user_id: int, message_id: str) -> str | None:
+        e = _EMAILS.c
+        query = select(e.traceparent).where(e.message_id == message_id, e.user_id == user_id)
+        with self._db.engine.connect() as conn:
+            value = conn.execute(query).scalar()
+        return value if isinstance(value, str) else None
