@@ -102,13 +102,21 @@ async def list_logs(deps: LogDeps, cmd: ListLogs) -> LogList:
     async def count() -> None:
         groups.extend(await deps.logs.counts(query))
 
-    async def fetch() -> None:
-        docs.extend(await deps.logs.page(query, skip=(cmd.page - 1) * cmd.per_page,
-                                         limit=cmd.per_page))
+    skip = (cmd.page - 1) * cmd.per_page
 
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(count)
-        nursery.start_soon(fetch)
+    async def fetch() -> None:
+        docs.extend(await deps.logs.page(query, skip=skip, limit=cmd.per_page))
+
+    if skip == 0:  # the first page: both queries at once
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(count)
+            nursery.start_soon(fetch)
+    else:
+        # The counts first: a page past the last document is empty without a find that would
+        # make MongoDB walk every document it skips (page 1000000 is a skip of 99,999,900).
+        await count()
+        if skip < sum(group.count for group in groups):
+            await fetch()
 
     status_counts: dict[str, int] = {}
     source_counts = {"API": 0, "SMTP": 0}

@@ -136,6 +136,29 @@ async def test_the_list_is_newest_first_filtered_and_paged(email_store: Any) -> 
     assert (len(queued.rows), queued.status_counts) == (1, {"queued": 6})
 
 
+async def test_a_page_past_the_last_row_is_not_read(usend: Any) -> None:
+    """The counts come first: past the last row the page is empty without a query that would
+    make the database skip every row of the user (page 1000000 of 2M emails took 3.7 s)."""
+    from sqlalchemy import event
+
+    repo, user = usend.repo, fresh_user()
+    await repo.save([new_email(user, created_at=T0 + timedelta(minutes=n)) for n in range(3)])
+    statements: list[str] = []
+
+    def seen(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        statements.append(statement)
+
+    event.listen(usend.db.engine, "before_cursor_execute", seen)
+    try:
+        far = await repo.list(EmailFilter(user_id=user, page=1_000_000, per_page=100))
+        last = await repo.list(EmailFilter(user_id=user, page=2, per_page=2))
+    finally:
+        event.remove(usend.db.engine, "before_cursor_execute", seen)
+    assert (far.rows, far.status_counts) == ([], {"queued": 3})
+    assert (len(last.rows), last.status_counts) == (1, {"queued": 3})
+    assert [s for s in statements if "OFFSET" in s.upper()] == statements[-1:], statements
+
+
 async def test_which_ids_are_emails(email_store: Any) -> None:
     repo, user = email_store.repo, fresh_user()
     emails = [new_email(user) for _ in range(2)]

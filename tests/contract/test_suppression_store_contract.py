@@ -133,6 +133,28 @@ async def test_remove_takes_the_address_off_that_user_list(store: Any) -> None:
     assert list(await store.suppressed(bob, ["a@x.org"])) == ["a@x.org"]
 
 
+async def test_a_page_past_the_last_entry_is_not_read(usend: Any) -> None:
+    """The total comes first: past the last entry the page is empty without a query that would
+    make the database skip every entry of the user."""
+    from sqlalchemy import event
+
+    store, user = store_of(usend), fresh_user()
+    await store.add([entry(user, f"a{n}@x.org") for n in range(3)])
+    statements: list[str] = []
+
+    def seen(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        statements.append(statement)
+
+    event.listen(usend.db.engine, "before_cursor_execute", seen)
+    try:
+        far = await store.list(SuppressionFilter(user_id=user, page=1_000_000, per_page=100))
+        last = await store.list(SuppressionFilter(user_id=user, page=2, per_page=2))
+    finally:
+        event.remove(usend.db.engine, "before_cursor_execute", seen)
+    assert (far.rows, far.total, len(last.rows), last.total) == ([], 3, 1, 3)
+    assert [s for s in statements if "OFFSET" in s.upper()] == statements[-1:], statements
+
+
 async def test_list_pages_newest_first_with_the_filtered_total(store: Any) -> None:
     user, other = fresh_user(), fresh_user()
     at = [AT + timedelta(minutes=n) for n in range(5)]

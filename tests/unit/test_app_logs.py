@@ -144,6 +144,32 @@ async def test_a_log_reads_as_the_api_shows_it() -> None:
                                      "message_id", "source"]
 
 
+class PagesAsked(FakeLogReader):
+    """Records the skip of every page asked for."""
+
+    def __init__(self, documents: list[dict[str, Any]]) -> None:
+        super().__init__(documents)
+        self.skips: list[int] = []
+
+    async def page(self, query: LogFilter, *, skip: int, limit: int) -> list[dict[str, Any]]:
+        self.skips.append(skip)
+        return await super().page(query, skip=skip, limit=limit)
+
+
+async def test_a_page_past_the_last_document_is_not_read() -> None:
+    """The counts first: MongoDB walks every document a find skips (page 1000000 is a skip of
+    99,999,900), for an empty page."""
+    reader = PagesAsked([doc(n, minutes=n, user_id=1) for n in range(3)])
+    logs = build_email_bus(domains=FakeSendingDomains(), credentials=FakeSenderCredentials(),
+                           logs=reader)
+    far = await logs.handle(ListLogs(1, page=1_000_000, per_page=100))
+    assert (far.logs, far.total) == ([], 3)
+    last = await logs.handle(ListLogs(1, page=2, per_page=2))
+    first = await logs.handle(ListLogs(1, per_page=2))
+    assert (len(last.logs), last.total, len(first.logs)) == (1, 3, 2)
+    assert reader.skips == [2, 0]
+
+
 class AsStored(FakeLogReader):
     """Answers its documents as they are, whatever the query (odd timestamps included)."""
 

@@ -187,9 +187,11 @@ def list_page(conn: Connection, query: SuppressionFilter) -> SuppressionPage:
     page = (select(*COLUMNS).where(where)
             .order_by(TABLE.c.created_at.desc(), TABLE.c.address)
             .offset((query.page - 1) * query.per_page).limit(query.per_page))
-    rows = [to_record(row) for row in conn.execute(page)]
-    total = conn.execute(select(func.count()).select_from(TABLE).where(where)).scalar_one()
-    return SuppressionPage(rows=rows, total=int(total))
+    total = int(conn.execute(select(func.count()).select_from(TABLE).where(where)).scalar_one())
+    # Past the last row the page is empty: not asked for (PostgreSQL reads every row it skips).
+    beyond = (query.page - 1) * query.per_page >= total
+    rows = [] if beyond else [to_record(row) for row in conn.execute(page)]
+    return SuppressionPage(rows=rows, total=total)
 
 
 __all__ = ["PgSuppressionStore", "hard_bounces", "list_page"]

@@ -353,8 +353,11 @@ class UsendRepository:
         )
         counts = select(_EMAILS.c.status, func.count()).where(where).group_by(_EMAILS.c.status)
         with self._db.engine.connect() as conn:
-            rows = [dict(row._mapping) for row in conn.execute(page)]
             status_counts = {status: int(n) for status, n in conn.execute(counts)}
+            # A page past the last row is empty: not asked for, since PostgreSQL reads every
+            # row it skips (page 1000000 of a user with 2M emails: 3.7 s, all for nothing).
+            beyond = (query.page - 1) * query.per_page >= sum(status_counts.values())
+            rows = [] if beyond else [dict(row._mapping) for row in conn.execute(page)]
         return EmailPage(rows=rows, status_counts=status_counts)
 
     async def get(self, user_id: int, message_id: str) -> dict[str, Any] | None:
