@@ -1,9 +1,10 @@
 """Trace context over the real processes (issue 17 item 2): ``etrans serve``, ``sendmail``,
 ``fetchlog`` and ``webhooks`` on the harness's services, the dev SMTP sink publishing the
 delivery log as Filebeat would, a webhook endpoint of this test subscribed to the email events.
-One POST /emails with a ``traceparent``: every log line of every process that names that email
-carries its trace id, the send request and each email event (``email.queued``, ``email.sent``,
-``email.delivered``) carry the header (read by a real consumer), and with
+One POST /emails with a ``traceparent``, to a recipient the SMTP server accepts and one it refuses
+(550 at RCPT): every log line of every process that names that email carries its trace id, the
+send request and each email event (``email.queued``, ``email.sent``, ``email.delivered``,
+``email.bounced``) carry the header (read by a real consumer), and with
 ``OTEL_EXPORTER_OTLP_ENDPOINT`` pointing at an OTLP/HTTP receiver of this test (the export
 requests decoded with opentelemetry-proto), each process exports its spans in that trace.
 """
@@ -132,7 +133,10 @@ def test_one_trace_through_serve_sendmail_fetchlog_and_webhooks(
         created = backend.call(
             "POST",
             "/webhooks",
-            json={"url": hooks.url, "events": ["email.queued", "email.sent", "email.delivered"]},
+            json={
+                "url": hooks.url,
+                "events": ["email.queued", "email.sent", "email.delivered", "email.bounced"],
+            },
         )
         assert created.status_code == 201, created.text
         hooks.secret = created.json()["secret"]
@@ -142,7 +146,7 @@ def test_one_trace_through_serve_sendmail_fetchlog_and_webhooks(
             headers={**backend.headers, "traceparent": f"00-{TRACE}-{PARENT}-01"},
             json={
                 "from": f"Acme <news@{backend.domain}>",
-                "to": ["a@example.org"],
+                "to": ["a@example.org", "b@bounce.test"],
                 "subject": "Hi",
                 "text": "Hello",
             },
@@ -153,7 +157,7 @@ def test_one_trace_through_serve_sendmail_fetchlog_and_webhooks(
         for command, event in (
             ("serve", "email queued"),
             ("serve", "outbox row published"),
-            ("sendmail", "delivered"),
+            ("sendmail", "reject published"),
             ("fetchlog", "delivery event stored"),
             ("webhooks", "webhook attempt"),
         ):
@@ -174,7 +178,7 @@ def test_one_trace_through_serve_sendmail_fetchlog_and_webhooks(
             "spans of the trace from the four processes",
             lambda: f"{receiver.spans}\n{backend.tails()}",
         )
-        wait_for(lambda: len(hooks.snapshot()) >= 3, 30, "the three webhook calls",
+        wait_for(lambda: len(hooks.snapshot()) >= 4, 30, "the four webhook calls",
                  backend.tails)
         assert backend.stop() == [0, 0, 0, 0], backend.tails()
     finally:
@@ -201,7 +205,7 @@ def test_one_trace_through_serve_sendmail_fetchlog_and_webhooks(
     events = read_topic(
         env["KAFKA_BOOTSTRAP_SERVERS"],
         env["KAFKA_EVENTS_TOPIC"],
-        want=3,
+        want=4,
         overrides=kafka_test_config,
         raw=True,
     )
@@ -209,7 +213,9 @@ def test_one_trace_through_serve_sendmail_fetchlog_and_webhooks(
         json.loads(event["value"])["type"]: dict(event["headers"]).get("traceparent", b"")
         for event in events
     }
-    assert sorted(traced) == ["email.delivered", "email.queued", "email.sent"], traced
+    assert sorted(traced) == ["email.bounced", "email.delivered", "email.queued", "email.sent"], (
+        traced
+    )
     assert all(v.decode().startswith(f"00-{TRACE}-") for v in traced.values()), traced
     names = {(service, name) for service, trace, name, _ in receiver.spans if trace == TRACE}
     assert {
