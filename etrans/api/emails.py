@@ -100,9 +100,10 @@ HEADER_NAME = String(min_length=1, max_length=100, pattern=r"^[!-9;-~]+$",
 HEADERS_DESCRIPTION = (
     "Custom headers, name -> value (at most 50; no line breaks; not the headers etrans writes "
     "itself: From, To, Cc, Bcc, Subject, Reply-To, Message-ID, Date, Sender, MIME-Version, "
-    "Content-Type, Content-Transfer-Encoding, Return-Path).  One-click unsubscribe (required by "
-    "Gmail and Yahoo for bulk mail): List-Unsubscribe is one or more <URI> separated by commas, "
-    "each https://host/... or mailto:address (optionally ?subject=...), e.g. "
+    "Content-Type, Content-Transfer-Encoding, Content-Disposition, Return-Path).  One-click "
+    "unsubscribe (required by Gmail and Yahoo for bulk mail): List-Unsubscribe is one or more "
+    "<URI> separated by commas, each https://host/... or mailto:address (optionally "
+    "?subject=...), e.g. "
     '"<https://example.com/unsubscribe/abc>, <mailto:unsubscribe@example.com?subject=unsub>"; '
     "plain http, javascript:, data: and relative URIs are refused (400).  "
     'List-Unsubscribe-Post must be exactly "List-Unsubscribe=One-Click" and needs an https URI '

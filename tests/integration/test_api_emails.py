@@ -116,6 +116,7 @@ INVALID = {
     "no body": {"html": None},
     "header injection": {"headers": {"X-Ok": "v\r\nBcc: victim@example.org"}},
     "reserved header": {"headers": {"Bcc": "victim@example.org"}},
+    "dropped header": {"headers": {"Content-Disposition": "attachment; filename=x.pdf"}},
     "bad header name": {"headers": {"X Bad": "v"}},
     "attachment bad base64": {"attachments": [{"filename": "a", "content": "***",
                                                "content_type": "text/plain"}]},

@@ -121,6 +121,17 @@ def test_email_rules() -> None:
     assert check_header_name("X:Y") is not None
 
 
+def test_the_headers_refused_are_those_the_message_would_drop() -> None:
+    """Content-Disposition was accepted (200), stored, and dropped by the MIME builder: the
+    email went out without it, silently."""
+    from etrans.domain import emails, mime
+
+    assert check_header_name("Content-Disposition") is not None
+    assert emails.RESERVED_HEADERS == mime.RESERVED_HEADERS
+    for name in mime.RESERVED_HEADERS:
+        assert check_header_name(name.title()) is not None, name
+
+
 def test_message_ids_are_unique_msg_ids() -> None:
     ids = {new_message_id("Example.COM") for _ in range(1000)}
     assert len(ids) == 1000
