@@ -140,16 +140,21 @@ def _finite_float(text: str) -> float:
 def decode_json(raw: bytes, *, max_bytes: int | None = None, max_depth: int = MAX_JSON_DEPTH,
                 max_containers: int = MAX_JSON_CONTAINERS) -> Any:
     """The JSON document ``raw``, bounded before decoding (size, depth, arrays and objects);
-    NaN, Infinity, numbers that overflow a float, an object with a key given twice, and text that
-    is not valid Unicode (a lone surrogate escape) are refused.  Raises :class:`SchemaError`
-    (``json_invalid``)."""
+    a body that is not UTF-8, NaN, Infinity, numbers that overflow a float, an object with a key
+    given twice, and text that is not valid Unicode (a lone surrogate escape) are refused.
+    Raises :class:`SchemaError` (``json_invalid``)."""
     if max_bytes is not None and len(raw) > max_bytes:
         raise _json_error(f"JSON body larger than {max_bytes} bytes")
     problem = _nesting_problem(raw, max_depth, max_containers)
     if problem:
         raise _json_error(f"Invalid JSON: {problem}")
     try:
-        value = json.loads(raw, parse_constant=_refuse_constant, parse_float=_finite_float,
+        # UTF-8 only (RFC 8259, 8.1), strictly: json.loads(bytes) also reads UTF-16 and UTF-32,
+        # and decodes with "surrogatepass", so a surrogate written as bytes (ED A0 80) or in a
+        # UTF-16 body became a lone surrogate that the escape check below does not see (a 500
+        # when the email was encoded).  A leading byte order mark is ignored, as it was.
+        text = raw.decode("utf-8").removeprefix("\ufeff")
+        value = json.loads(text, parse_constant=_refuse_constant, parse_float=_finite_float,
                            object_pairs_hook=_unique_keys)
         if _SURROGATE_ESCAPE.search(raw):
             # "\ud800" alone is valid JSON but no valid text: refuse it here, not in a driver.

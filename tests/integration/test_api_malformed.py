@@ -165,6 +165,29 @@ async def test_a_key_given_twice_is_400_on_every_json_endpoint(api: SendingApi) 
     assert status == 200, answer
 
 
+async def test_a_body_that_is_not_utf8_is_400_on_every_json_endpoint(api: SendingApi) -> None:
+    """json.loads(bytes) read UTF-16 and UTF-32 too, and decoded with "surrogatepass": a
+    surrogate in a UTF-16 body, or written as bytes (ED A0 80), passed the lone-surrogate check
+    and POST /emails answered 500 when it encoded the email."""
+    user, _, domain = api.sender(daily=None, hourly=None)
+    headers = api.bearer(user)
+    body = json.dumps(email(domain, subject="a\ud800b"))
+    bodies = [body.encode("utf-16"), body.encode("utf-32"),
+              json.dumps(email(domain)).encode("utf-16-le"),
+              json.dumps(email(domain, subject="a-b")).encode().replace(b"a-b", b"a\xed\xa0\x80b"),
+              b'{"name": "\xff"}']
+    for op in (op for op in _operations(api) if op.body is not None):
+        for raw in bodies:
+            status, answer = await _send(api, op.method, _fill(op.path), headers, raw)
+            assert status == 400, (op.method, op.path, raw[:40], answer)
+            assert answer["detail"][0]["type"] == "json_invalid", answer
+    # UTF-8, with or without a byte order mark, is read.
+    for raw in (json.dumps(email(domain)).encode(), b"\xef\xbb\xbf" + json.dumps(
+            email(domain, subject="caf\u00e9")).encode()):
+        status, answer = await _send(api, "POST", "/emails", headers, raw)
+        assert status == 200, answer
+
+
 def _wrap(kinds: list[str]) -> Any:
     value: Any = 0
     for kind in kinds:
