@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
-from etrans.app.email_events import publish_events
+from etrans.app.email_events import CoalescedEvents
 from etrans.app.metrics import SmtpMetrics
 from etrans.app.reject_log import AGENT_TYPE as AGENT_TYPE
 from etrans.app.reject_log import EVENT_ID_NAMESPACE as EVENT_ID_NAMESPACE
@@ -164,8 +164,22 @@ class EmailDelivery:
         self.agent = agent or Agent.for_this_process()
         self.counters = DeliveryCounters()
 
+    @property
+    def events(self) -> EventPublisher:
+        return self._events
+
+    @events.setter
+    def events(self, publisher: EventPublisher) -> None:
+        self._events = publisher
+        # email.sent of concurrent deliveries: one produce and acknowledgement wait for several.
+        self._sent_events = CoalescedEvents(publisher)
+
     def statistics(self) -> dict[str, int]:
         return self.counters.as_dict()
+
+    def sent_event_statistics(self) -> dict[str, int]:
+        """email.sent batches published and the events in them."""
+        return self._sent_events.statistics()
 
     async def deliver(self, outgoing: OutgoingEmail, *, invalid_reason: str | None = None) -> str:
         """Deliver (or reject) one email; returns ``delivered``/``rejected``/``skipped``.
@@ -250,7 +264,7 @@ class EmailDelivery:
             return
         event = sent_event(outgoing.message_id, int(outgoing.user_id), outcome.accepted,
                            outcome.response)
-        await self._patiently("publish email.sent", publish_events, self.events,
+        await self._patiently("publish email.sent", self._sent_events.publish,
                               self.events_topic, [event], [outgoing.traceparent])
 
     async def _patiently(self, what: str, fn: Any, *args: Any) -> None:

@@ -140,6 +140,7 @@ def build(settings: SendmailSettings) -> ServiceMain:
                 assert isinstance(pipeline, Pipeline)
                 log.info("pipeline stopped", pipeline=repr(pipeline.statistics()),
                          sendmail=delivery.statistics(), smtp=pool.statistics(),
+                         sent_events=delivery.sent_event_statistics(),
                          signing=signing.statistics(),
                          signer=signer.statistics() if signer is not None else None)
             finally:
