@@ -29,6 +29,7 @@ from etrans.domain.templates import (
     TemplateProblem,
     check_parts,
     check_rendered_subject,
+    check_rendered_text,
     format_template_id,
     parse_template_id,
 )
@@ -212,6 +213,8 @@ async def render_template(deps: TemplateDeps, cmd: RenderTemplate) -> RenderedPa
     try:
         rendered = await deps.engine.render(row.parts(), cmd.data)
         check_rendered_subject(rendered.subject or "")
+        for part in ("html", "text"):
+            check_rendered_text(getattr(rendered, part) or "", part)
     except TemplateProblem as exc:
         raise InvalidInput(str(exc)) from None
     return rendered
@@ -252,8 +255,12 @@ async def rendered_email(deps: TemplateDeps | None, user_id: int, email: dict[st
         for part, text in own.items():
             if text:
                 out[part] = deps.engine.render_inline(text, data, part)
-    if out.get("subject") is not None and (raw_id is not None or data):
-        check_rendered_subject(out["subject"])
+    if raw_id is not None or data:
+        if out.get("subject") is not None:
+            check_rendered_subject(out["subject"])
+        for part in ("html", "text"):
+            if out.get(part):
+                check_rendered_text(out[part], part)
     return out
 
 

@@ -152,9 +152,28 @@ def render_inline(text: str, data: dict[str, Any], part: str) -> str:
     return "".join(out)
 
 
+# What a request's own subject, html and text may not hold (etrans.api.schema: control
+# characters; the subject no line break of any kind, etrans.domain.addresses.has_line_break):
+# rendered parts are held to the same rules, else a template or template_data could bring in
+# what the request itself could not - a NUL the worker refuses (the email Bounced after a 200)
+# or a U+2028 the MIME builder turns into a space.
+_SUBJECT_REFUSED = re.compile("[\x00-\x1f\x85\u2028\u2029]")
+_TEXT_REFUSED = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f]")
+
+
 def check_rendered_subject(subject: str) -> None:
-    if "\r" in subject or "\n" in subject:
-        raise TemplateProblem("template_data must not put line breaks in the subject")
+    found = _SUBJECT_REFUSED.search(subject)
+    if found:
+        raise TemplateProblem("the rendered subject contains a line break or control character "
+                              f"(U+{ord(found.group()):04X}): subject lines cannot")
     if len(subject) > MAX_SUBJECT_CHARS:
         raise TemplateProblem(f"the rendered subject is {len(subject)} characters, the limit "
                               f"is {MAX_SUBJECT_CHARS}")
+
+
+def check_rendered_text(text: str, part: str) -> None:
+    """The rendered ``html`` or ``text``: no control character but TAB, CR and LF."""
+    found = _TEXT_REFUSED.search(text)
+    if found:
+        raise TemplateProblem(f"the rendered {part} contains the control character "
+                              f"U+{ord(found.group()):04X}")

@@ -268,6 +268,39 @@ async def test_inline_placeholders_keep_their_results(api: SendingApi) -> None:
     assert detail["text"] == "\"it's\" <b> null\n"
 
 
+async def test_rendered_parts_are_held_to_the_rules_of_a_request(api: SendingApi) -> None:
+    """A request's own subject may hold no line break or control character, its html and text
+    no control character but TAB, CR, LF; a rendered part was not checked: a subject with U+2028
+    was sent as "Hi a b", a NUL made the worker refuse the email after a 200."""
+    user, _, domain = api.sender()
+    auth = api.bearer(user)
+    for value in ("a\u2028b", "a\u0085b", "a\tb", "a\rb"):
+        status, body = await api.call("POST", "/emails", auth, json=email(
+            domain, subject="Hi {{ s }}", template_data={"s": value}))
+        assert status == 400, (value, body)
+        assert body["detail"].startswith("the rendered subject contains a line break or "
+                                         "control character (U+"), body
+    created = []
+    for parts in ({"subject": "S {{ '\\x00' }}", "text": "t"},
+                  {"subject": "S", "text": "body {{ '\\x07' }}"},
+                  {"subject": "S", "html": "<p>{{ '\\x0b' }}</p>"}):
+        status, row = await api.call("POST", "/templates", auth, json={"name": "c", **parts})
+        assert status == 201, row
+        created.append(row["id"])
+    for template_id, part in zip(created, ("subject", "text", "html"), strict=True):
+        status, body = await api.call("POST", "/emails", auth, json={
+            "from": f"noreply@{domain}", "to": ["r@example.org"], "template_id": template_id})
+        assert status == 400, body
+        assert f"the rendered {part} contains" in body["detail"], body
+        status, body = await api.call("POST", f"/templates/{template_id}/render", auth,
+                                      json={"template_data": {}})
+        assert status == 400, body
+    # TAB, CR and LF stay fine in a rendered text, as in a request's own.
+    status, body = await api.call("POST", "/emails", auth, json=email(
+        domain, text="a{{ s }}b", template_data={"s": "\t\r\n"}))
+    assert status == 200, body
+
+
 SSTI = [
     "{{ ''.__class__.__mro__[1].__subclasses__() }}",
     "{{ cycler.__init__.__globals__.os.popen('id').read() }}",
