@@ -20,7 +20,9 @@ statement writes both of its tables or neither).  Parameters are sent in text fo
 ``bytes`` already encoded, or ``None`` for NULL); results come back in text format.
 :meth:`TrioPqConnection.execute_script` sends several statements in one round trip (the simple
 query protocol, no parameters): the outbox relay opens its transaction with ``BEGIN; SELECT ...``
-and ends it with ``UPDATE ...; COMMIT`` (:mod:`etrans.adapters.sql.outbox_store`).
+and ends it with ``UPDATE ...; COMMIT`` (:mod:`etrans.adapters.sql.outbox_store`).  A result
+larger than libpq's input buffer is read on while the socket holds data, not one scheduling
+round of the Trio run queue per 16 KB.
 
 A statement that takes longer than ``timeout`` seconds, a cancelled statement, or a connection
 error closes the connection (its state is unknown) and raises ``psycopg.OperationalError``; the
@@ -39,6 +41,7 @@ per statement unprepared, 0.09-0.15 ms prepared (psycopg, 1,500 statements each)
 
 from __future__ import annotations
 
+import select
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -79,6 +82,13 @@ def _error_from(result: PGresult | None, pgconn: PGconn) -> psycopg.Error:
         except KeyError:
             return psycopg.DatabaseError(text)
     return psycopg.OperationalError(text)
+
+
+def _readable_now(fd: int) -> bool:
+    """Whether the socket holds data to read (without waiting)."""
+    poller = select.poll()
+    poller.register(fd, select.POLLIN)
+    return bool(poller.poll(0))
 
 
 class TrioPqConnection:
@@ -212,9 +222,19 @@ class TrioPqConnection:
         while pgconn.flush():  # a large statement: libpq's output buffer is not empty yet
             await self._wait_read_or_write(pgconn, fd)
         results: list[PGresult] = []
+        reads = 0
         while True:
             while pgconn.is_busy():
-                await trio.lowlevel.wait_readable(fd)
+                # libpq reads at most its input buffer per call (16 KB while the rows are parsed
+                # as they come): wait for the socket only when it holds nothing more.  Waiting
+                # after each read made a large result cost one whole round of the Trio run queue
+                # per 16 KB (the outbox relay's read of 250 rows took ~1.2 s beside 30 busy
+                # tasks, 0.08 s now: docs/performance.md).  A checkpoint every 64 reads.
+                reads += 1
+                if reads % 64 == 0:
+                    await trio.lowlevel.checkpoint()
+                if not _readable_now(fd):
+                    await trio.lowlevel.wait_readable(fd)
                 pgconn.consume_input()
             result = pgconn.get_result()
             if result is None:
