@@ -7,7 +7,7 @@ events over ``--events / 2`` message ids (default 200,000 / 100,000 with a real 
 10,000 on secantus, see ``--help``), ``--api-share`` of
 them sent through the API (rows of ``email_messages``, owned by the user), the rest SMTP mail of
 the domain.  The documents are labelled by the code fetchlog runs on every batch
-(:func:`etrans.workers.fetchlog.label_documents`, one USEND lookup per 5,000 ids) and inserted
+(:func:`etrans.workers.log_labels.label_documents`, one USEND lookup per 5,000 ids) and inserted
 with the indexes fetchlog creates at start; then ``etrans serve`` is started as a subprocess.
 
 For each case (a page and its filters) it measures, ``--repeat`` times in alternation, the
@@ -51,7 +51,7 @@ from etrans.adapters.sql.message_owners import MessageOwnerLookup  # noqa: E402
 from etrans.app.logs import ListLogs, parse_sorts  # noqa: E402
 from etrans.app.records import LogFilter  # noqa: E402
 from etrans.settings import MongoSettings, Secret  # noqa: E402
-from etrans.workers.fetchlog import label_documents  # noqa: E402
+from etrans.workers.log_labels import label_documents  # noqa: E402
 from tests.e2e.send_support import JWT_SECRET, ServeProcess, bearer  # noqa: E402
 from tests.harness.databases import (  # noqa: E402
     BillingSeeder,

@@ -7,7 +7,7 @@ moment each was verified - never those of a domain name someone else held before
 ``email_messages``, else "SMTP") is recorded at ingestion too, so a request is two indexed MongoDB
 queries - one page, one count by (action, event, source) - and no USEND query, whatever the size
 of the set.  Documents stored before those fields existed get them from the backfill
-(:func:`etrans.workers.fetchlog.backfill_labels`); until then a page's unlabelled rows are looked
+(:func:`etrans.workers.log_labels.backfill_labels`); until then a page's unlabelled rows are looked
 up in the USEND DB (at most ``per_page`` ids) and they count as SMTP in the stats.
 
 The handler takes :class:`LogDeps` (ports only) and answers a :class:`~etrans.app.records.LogList`

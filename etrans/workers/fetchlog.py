@@ -29,8 +29,8 @@ batch's offsets.  MongoDB, PostgreSQL or the broker (events) unavailable ->
 nothing past it.
 
 :func:`run_fetchlog` runs the whole service: indexes, the backfill of documents stored without
-``source`` (:func:`backfill_labels`, in the background), the pipeline, the TTY progress line and
-the final summary.
+``source`` (:mod:`etrans.workers.log_labels`, in the background), the pipeline, the TTY
+progress line and the final summary.
 """
 
 from __future__ import annotations
@@ -49,7 +49,6 @@ from etrans.domain.delivery_log import (
     InvalidEvent,
     Verdict,
     add_bounce_class,
-    bare_message_id,
     decode_event,
     recipient_outcomes,
     status_changes,
@@ -58,6 +57,7 @@ from etrans.domain.delivery_log import (
 from etrans.domain.status_events import delivery_log_event
 from etrans.errors import PoisonMessage
 from etrans.observability import get_logger
+from etrans.workers.log_labels import label_documents, run_backfill
 from etrans.workers.log_traces import add_email_traces, record_trace, trace_documents
 
 if TYPE_CHECKING:
@@ -208,40 +208,6 @@ class FetchlogTask:
                                   **(first.where() if first is not None else {}))
 
 
-async def label_documents(documents: Sequence[dict[str, Any]], owners: MessageOwners) -> None:
-    """Add ``source`` and (for API mail) ``user_id`` to each document, in place."""
-    ids = [bare_message_id(str(d.get("message_id") or "")) for d in documents]
-    found = await owners.owners(ids)
-    for document, message_id in zip(documents, ids, strict=True):
-        user_id = found.get(message_id)
-        if user_id is None:
-            document["source"] = "SMTP"
-        else:
-            document["source"] = "API"
-            document["user_id"] = user_id
-
-
-async def backfill_labels(labels: LogLabels, owners: MessageOwners, *,
-                          batch: int = 1000) -> int:
-    """Record ``source`` / ``user_id`` on the documents stored without them (before fetchlog
-    recorded them, or while USEND_DB_URI was unset), ``batch`` documents at a time in stored
-    order; returns how many documents changed.  Idempotent and resumable: only documents still
-    without ``source`` are read and written, so a restart simply continues."""
-    changed = 0
-    position: Any = None
-    while True:
-        message_ids, position = await labels.unlabelled(position, batch)
-        bare = {m: bare_message_id(m) for m in message_ids}
-        found = await owners.owners(list(bare.values()))
-        by_owner: dict[int | None, list[str]] = {}
-        for stored, message_id in bare.items():
-            by_owner.setdefault(found.get(message_id), []).append(stored)
-        for user_id, group in by_owner.items():
-            changed += await labels.label(group, "SMTP" if user_id is None else "API", user_id)
-        if position is None:
-            return changed
-
-
 async def _first_of(*waits: Any) -> None:
     async with trio.open_nursery() as nursery:
         async def until(wait: Any) -> None:
@@ -250,29 +216,6 @@ async def _first_of(*waits: Any) -> None:
 
         for wait in waits:
             nursery.start_soon(until, wait)
-
-
-async def _run_backfill(labels: LogLabels, owners: MessageOwners,
-                        reporter: ErrorSink | None, done: trio.Event) -> None:
-    delay = 1.0
-    while True:
-        try:
-            if await labels.labels_complete():
-                log.info("log backfill: every document is labelled")
-                done.set()
-                return
-            changed = await backfill_labels(labels, owners)
-            await labels.set_labels_complete(True)
-        except Exception as exc:  # a task boundary: log, report, try again later
-            log.warning("log backfill failed, retrying", error=str(exc), retry_in=delay)
-            if reporter is not None:
-                reporter.capture(exc, step="backfill")
-            await trio.sleep(delay)
-            delay = min(delay * 2, 60.0)
-            continue
-        log.info("log backfill done", documents=changed)
-        done.set()
-        return
 
 
 # -- the service ----------------------------------------------------------------------------------
@@ -376,7 +319,7 @@ async def run_fetchlog(
         elif task.owners is not None and hasattr(task.writer, "unlabelled"):
             backfilled = trio.Event()
             labels = cast("LogLabels", task.writer)  # it has `unlabelled`: the MongoDB writer
-            nursery.start_soon(_run_backfill, labels, task.owners, task.reporter, backfilled)
+            nursery.start_soon(run_backfill, labels, task.owners, task.reporter, backfilled)
         stats = await pipeline.run(shutdown, task_status=task_status)
         if backfilled is not None and config.stop_at_end:
             # A replay to the end also finishes the backfill (unless asked to stop first).

@@ -16,7 +16,7 @@ from sqlalchemy import event
 
 from etrans.adapters.mongo.log_writer import MongoLogWriter
 from etrans.adapters.sql.message_owners import MessageOwnerLookup
-from etrans.workers.fetchlog import backfill_labels, label_documents
+from etrans.workers.log_labels import backfill_labels, label_documents
 from tests.integration.sending_api import SendingApi, email, open_sending_api
 
 EARLY = datetime(2026, 3, 1, tzinfo=UTC)  # the test domains are verified before their events
