@@ -482,6 +482,57 @@ async def test_email_timeout_caps_the_retries(
     assert worker.delivery.statistics()["retries"] < 5
 
 
+async def test_a_slow_reply_to_the_content_is_waited_for_not_retried(
+    smtp_server_factory: Callable[..., SmtpTestServer], make_worker: Callable[..., Worker],
+    credentials: CredentialFixture,
+) -> None:
+    """Once the content is sent, the server's reply to it may take long (content filters;
+    RFC 5321 4.5.3.2.6 gives it 10 minutes) and giving up then may duplicate the email (RFC
+    1047): it is waited for up to the email's own cap, not SMTP_TIMEOUT_SECONDS.  Before, a
+    reply 2 s late with a 1 s timeout was cut, the email sent again six times and then
+    bounced with "451 4.4.2 timeout"."""
+    server = smtp_server_factory(data_delay=2.0)
+    worker = make_worker(server, timeout_seconds=1.0, email_timeout=20.0)
+    user_id = credentials.add("vera", "pw")
+    message_id = new_id()
+    await worker.task(worker.message(simple_request(message_id, user_id)))
+    assert len(server.attempts) == 1
+    assert [m.message_id for m in server.received] == [message_id]
+    assert await worker.marks.outcome(message_id) == "delivered"
+    assert worker.delivery.statistics()["retries"] == 0
+
+
+async def test_a_server_silent_before_the_content_is_still_cut_at_the_timeout(
+    make_worker: Callable[..., Worker], smtp_server_factory: Callable[..., SmtpTestServer],
+    credentials: CredentialFixture,
+) -> None:
+    """Only the reply to the content is waited for longer: a server that greets and then
+    stops answering (here at MAIL) is cut after SMTP_TIMEOUT_SECONDS as before."""
+    server = smtp_server_factory()
+    server.stop()
+    listeners = await trio.open_tcp_listeners(server.port, host=server.host)
+
+    async def mute(stream: trio.SocketStream) -> None:
+        with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+            await stream.send_all(b"220 mute ESMTP\r\n")
+            await stream.receive_some(1000)  # EHLO
+            await stream.send_all(b"250 mute\r\n")
+            while await stream.receive_some(1000):  # MAIL ...: never answered
+                pass
+
+    worker = make_worker(server, timeout_seconds=0.5, attempts=1, base=0.05,
+                         email_timeout=20.0)
+    user_id = credentials.add("wes", "pw")
+    started = trio.current_time()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(trio.serve_listeners, mute, listeners)
+        await worker.task(worker.message(simple_request(new_id(), user_id)))
+        nursery.cancel_scope.cancel()
+    assert trio.current_time() - started < 5
+    [event] = await worker.events(1)
+    assert event["response"].startswith("451 4.4.2 etrans: timeout")
+
+
 async def test_redis_down_when_the_smtp_server_accepted_waits_to_record_it(
     smtp_server_factory: Callable[..., SmtpTestServer], make_worker: Callable[..., Worker],
 ) -> None:

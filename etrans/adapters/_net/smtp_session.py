@@ -108,6 +108,9 @@ class SmtpSession:
         self.esmtp = False
         self.broken = False  # set when the session cannot be trusted for another transaction
         self.last_data_reply: Reply | None = None  # the reply to the last accepted message
+        # The transaction in progress has written its content: only the reply to it is awaited
+        # (the pool waits longer for that one, see etrans.adapters.smtp.pool).
+        self.content_sent = False
         self._buffer = bytearray()
 
     # -- reading and writing -------------------------------------------------------------------
@@ -283,6 +286,7 @@ class SmtpSession:
 
         Raises :class:`SmtpProtocolError` when MAIL, DATA or the content was refused; the
         session is then reset (RSET) and usable again unless :attr:`broken` is set."""
+        self.content_sent = False
         content = dot_stuffed(data)
         mail = b"MAIL FROM:" + _address(sender) + self._mail_options(sender, recipients, content)
         rcpts = [b"RCPT TO:" + _address(r) for r in recipients]
@@ -310,7 +314,9 @@ class SmtpSession:
         else:
             await self.stream.send_all(content)
             await self.stream.send_all(b".\r\n")
+        self.content_sent = True
         final = await self.read_reply("DATA")
+        self.content_sent = False
         if not final.ok:
             await self._fail(final, "DATA")
         self.last_data_reply = final

@@ -16,7 +16,11 @@ for a relay on the loopback interface).  PIPELINING is used when the server offe
 
 Timeouts: connecting and setting a session up must finish within ``timeout_seconds``; a
 transaction within ``timeout_seconds`` plus one second per 64 KiB of content (large attachments
-on a slow link); neither later than the caller's ``deadline`` (the email's own cap).  Set-up runs
+on a slow link); neither later than the caller's ``deadline`` (the email's own cap).  Once the
+content is written, the reply to it is waited for up to the caller's ``deadline`` (at most
+:data:`CONTENT_REPLY_SECONDS` beyond the transaction's limit): content filters may take long,
+RFC 5321 4.5.3.2.6 gives that reply 10 minutes, and giving up on it may duplicate the email
+(RFC 1047).  Set-up runs
 in a cancel scope; transactions (the hot path) do not: the pool's watchdog, a Trio system task
 started on first use, checks the deadlines of the transactions in progress every
 ``min(1 s, timeout_seconds / 4)`` and closes the socket of one that is late, which makes it fail
@@ -54,6 +58,9 @@ if TYPE_CHECKING:
     from etrans.adapters.crypto.credentials import SmtpCredentials
 
 log = get_logger(__name__)
+
+# RFC 5321 4.5.3.2.6: the reply to the content ("DATA Termination") is waited for 10 minutes.
+CONTENT_REPLY_SECONDS = 600.0
 
 
 @dataclass(frozen=True)
@@ -163,6 +170,7 @@ class SmtpConnection:
         self.last_used = time.monotonic()
         self.transactions = 0
         self.deadline = math.inf  # of the transaction in progress (trio clock)
+        self.patience = math.inf  # of its reply to the content, once the content is written
         self.timed_out = False  # the watchdog aborted it
 
     @property
@@ -268,6 +276,10 @@ class SmtpPool:
                     now = trio.current_time()
                     late = [c for c in self._watched if c.deadline <= now]
                     for connection in late:
+                        session = connection.session
+                        if (session is not None and session.content_sent
+                                and connection.patience > now):
+                            continue  # the content is sent: its reply may take long
                         self._watched.discard(connection)
                         connection.timed_out = True
                         self._timeouts += 1
@@ -305,6 +317,8 @@ class SmtpPool:
             if deadline is not None and deadline < limit:
                 limit = deadline
             connection.deadline = limit
+            connection.patience = max(limit, min(
+                limit + CONTENT_REPLY_SECONDS, math.inf if deadline is None else deadline))
             self._watched.add(connection)
             try:
                 refused = await session.send_mail(sender, recipients, data)

@@ -36,6 +36,8 @@ class ScriptedServer:
     pipelining: bool
     # Answer nothing after the content of message number N (0-based): a server that hangs.
     stall_after: int | None = None
+    # Answer nothing once MAIL arrives: a server that hangs before the content.
+    stall_at_mail: bool = False
     chunks: list[list[bytes]] = field(default_factory=list)
     messages: list[bytes] = field(default_factory=list)
     port: int = 0
@@ -75,6 +77,8 @@ class ScriptedServer:
                 first = await lines_until(b"MAIL")
                 if not first or first[-1].upper().startswith(b"QUIT"):
                     return
+                if self.stall_at_mail:
+                    await trio.sleep_forever()
                 if self.pipelining:
                     # Say nothing until DATA: only a pipelining client gets here.
                     lines = await lines_until(b"DATA")
@@ -136,19 +140,22 @@ async def test_pipelining_is_used_exactly_when_offered(pipelining: bool) -> None
     assert server.messages == [dot_stuffed(MESSAGE).rstrip(b"\r\n")] * 2
 
 
-@pytest.mark.parametrize("cap", ["timeout_seconds", "deadline"])
+@pytest.mark.parametrize("cap", ["timeout_seconds", "deadline", "content_reply"])
 async def test_a_server_that_stops_answering_times_out(cap: str) -> None:
     """The pool's watchdog (no cancel scope per transaction) aborts a late transaction: a
-    transient timeout; the session is dropped and the next message opens a new one."""
-    server = ScriptedServer(pipelining=True, stall_after=0)
+    transient timeout; the session is dropped and the next message opens a new one.  The reply
+    to the content is waited for beyond timeout_seconds, up to the deadline (content_reply)."""
+    server = ScriptedServer(pipelining=True, stall_after=0 if cap != "timeout_seconds" else None,
+                            stall_at_mail=cap == "timeout_seconds")
     async with trio.open_nursery() as nursery:
         await nursery.start(server.serve)
-        timeout = 0.4 if cap == "timeout_seconds" else 30.0
+        timeout = 30.0 if cap == "deadline" else 0.4
         pool = SmtpPool(SmtpConfig("127.0.0.1", server.port, timeout_seconds=timeout,
                                    local_hostname="client.test"), size=1)
         recipients = ["a@example.com"]
         started = trio.current_time()
-        deadline = started + 0.4 if cap == "deadline" else None
+        expected = 1.5 if cap == "content_reply" else 0.4
+        deadline = None if cap == "timeout_seconds" else started + expected
         with pytest.raises(SmtpFailure) as caught:
             await pool.send(CREDENTIALS, "from@example.com", recipients, MESSAGE,
                             deadline=deadline)
@@ -156,10 +163,11 @@ async def test_a_server_that_stops_answering_times_out(cap: str) -> None:
         assert caught.value.transient
         assert caught.value.reply.startswith("451 4.4.2 etrans: timeout")
         # Checked every min(1 s, timeout/4): late by at most one tick (plus a loaded machine).
-        assert 0.4 <= waited < 0.4 + 1.0 + 2.0
+        assert expected <= waited < expected + 1.0 + 2.0
         assert pool.statistics()["timeouts"] == 1
         assert pool.statistics()["idle"] == 0  # the aborted session was not kept
         server.stall_after = None
+        server.stall_at_mail = False
         result = await pool.send(CREDENTIALS, "from@example.com", recipients, MESSAGE)
         assert result.accepted == recipients
         assert pool.statistics()["opened"] == 2
