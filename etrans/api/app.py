@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from quart import Response, g
+from quart import Response, g, request
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
@@ -165,7 +165,9 @@ def _map_errors(app: QuartTrio, deps: ApiDependencies) -> None:
     @app.errorhandler(Exception)
     async def _unexpected(exc: Exception) -> Any:
         if deps.unavailable and _only(exc, deps.unavailable):
-            log.warning("backend unavailable", error=f"{type(exc).__name__}: {exc}"[:500])
+            rule = request.url_rule
+            log.warning("backend unavailable", error=f"{type(exc).__name__}: {exc}"[:500],
+                        route=f"{request.method} {rule.rule if rule is not None else 'unmatched'}")
             return json_response({"detail": "Service temporarily unavailable, please retry"},
                                  503, {"Retry-After": str(UNAVAILABLE_RETRY_AFTER_SECONDS)})
         log.error("unhandled error", exc_info=exc)

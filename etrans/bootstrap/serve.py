@@ -121,9 +121,16 @@ async def _open_backends(settings: ServeSettings
     dbs = settings.databases
     async with AsyncExitStack() as stack:
         # The Billing DB is external: its engine opens READ ONLY sessions (docs/database.md).
-        billing = billing_database(dbs.billing_uri.get(), pool_size=dbs.pool_size)
+        # Both engines' sessions cancel a statement after DB_STATEMENT_TIMEOUT_SECONDS (running
+        # or waiting for a lock): no request holds a pooled connection longer.  The outbox relay
+        # (PgOutboxStore.of) and the email writes of UsendRepository open connections of their
+        # own from the URL, without that bound.
+        timeout = dbs.statement_timeout_seconds
+        billing = billing_database(dbs.billing_uri.get(), pool_size=dbs.pool_size,
+                                   statement_timeout=timeout)
         stack.callback(billing.dispose)
-        usend = usend_database(dbs.usend_uri.get(), pool_size=dbs.pool_size)
+        usend = usend_database(dbs.usend_uri.get(), pool_size=dbs.pool_size,
+                               statement_timeout=timeout)
         stack.callback(usend.dispose)
         mongo = MongoStore(settings.mongo)
         stack.callback(mongo.close)

@@ -219,7 +219,9 @@ def _serve(r: Reader) -> ServeSettings:
         kafka=kafka, redis=redis, mongo=mongo, tokens=tokens,
         databases=ApiDatabases(billing_uri=databases.billing_uri or Secret(""),
                                usend_uri=databases.usend_uri or Secret(""),
-                               pool_size=databases.pool_size),
+                               pool_size=databases.pool_size,
+                               statement_timeout_seconds=r.number(
+                                   "DB_STATEMENT_TIMEOUT_SECONDS", 5.0, minimum=0.0)),
         http=read_http(r), outbox=read_outbox(r), tracking=read_tracking(r))
 
 

@@ -219,6 +219,9 @@ class ApiDatabases:
     billing_uri: Secret
     usend_uri: Secret
     pool_size: int = 10
+    # DB_STATEMENT_TIMEOUT_SECONDS: PostgreSQL's statement_timeout and lock_timeout on the API's
+    # connections to both (0: none); not on the outbox relay's, nor on migrations'.
+    statement_timeout_seconds: float = 5.0
 
 
 @dataclass(frozen=True)

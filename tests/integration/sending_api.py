@@ -144,8 +144,11 @@ def _build(conf: Any, env: dict[str, str], billing_db: Any, redis: TrioRedis, *,
            with_relay: bool, all_routes: bool, tracer: Any = None) -> SendingApi:
     from tests.harness.databases import BillingSeeder
 
-    billing = billing_database(conf.databases.billing_uri.get(), pool_size=5)
-    usend = usend_database(conf.databases.usend_uri.get(), pool_size=10)
+    timeout = conf.databases.statement_timeout_seconds  # as serve (DB_STATEMENT_TIMEOUT_SECONDS)
+    billing = billing_database(conf.databases.billing_uri.get(), pool_size=5,
+                               statement_timeout=timeout)
+    usend = usend_database(conf.databases.usend_uri.get(), pool_size=10,
+                           statement_timeout=timeout)
     mongo = MongoStore(conf.mongo)
     relay = producer = None
     if with_relay:

@@ -372,6 +372,15 @@ def test_server_limits_defaults_and_validation():
         assert name in text
 
 
+
+def test_statement_timeout_defaults_to_five_seconds_zero_is_off_negative_refused():
+    assert for_command("serve", SERVE_ENV).databases.statement_timeout_seconds == 5.0
+    for value, seconds in (("0", 0.0), ("0.25", 0.25)):
+        loaded = for_command("serve", {**SERVE_ENV, "DB_STATEMENT_TIMEOUT_SECONDS": value})
+        assert loaded.databases.statement_timeout_seconds == seconds
+    with pytest.raises(ConfigError, match="DB_STATEMENT_TIMEOUT_SECONDS"):
+        for_command("serve", {**SERVE_ENV, "DB_STATEMENT_TIMEOUT_SECONDS": "-1"})
+
 # -- static group membership (issue 12 item 9) -----------------------------------------------------
 
 def test_group_instance_id_defaults_to_hostname_and_subcommand(monkeypatch: pytest.MonkeyPatch):

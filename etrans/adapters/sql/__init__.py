@@ -11,6 +11,7 @@ Build the Billing DB's engine with ``make_engine(uri, read_only=True)`` (or
 
 from __future__ import annotations
 
+from functools import partial
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 import trio
@@ -37,10 +38,15 @@ def sqlalchemy_url(uri: str) -> str:
 
 
 def make_engine(
-    uri: str, *, pool_size: int = 10, application_name: str = "etrans", read_only: bool = False
+    uri: str, *, pool_size: int = 10, application_name: str = "etrans", read_only: bool = False,
+    statement_timeout: float = 0.0,
 ) -> Engine:
     """A pooled engine.  ``read_only=True`` makes every PostgreSQL session it opens
-    ``READ ONLY`` (any INSERT/UPDATE/DELETE/DDL then fails with ``ReadOnlySqlTransaction``)."""
+    ``READ ONLY`` (any INSERT/UPDATE/DELETE/DDL then fails with ``ReadOnlySqlTransaction``).
+    ``statement_timeout`` (seconds, 0: none) sets PostgreSQL's ``statement_timeout`` and
+    ``lock_timeout`` on every session it opens: a statement running or waiting for a lock longer
+    is cancelled (``QueryCanceled`` / ``LockNotAvailable``, both OperationalError) and the
+    connection stays usable.  SQLite engines take neither option."""
     from sqlalchemy import create_engine, event
 
     url = sqlalchemy_url(uri)
@@ -54,34 +60,47 @@ def make_engine(
         pool_timeout=10,
         connect_args={"connect_timeout": 5, "application_name": application_name},
     )
+    statements = []
     if read_only:
-        event.listen(engine, "connect", _make_session_read_only)
+        statements.append("SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY")
+    if statement_timeout > 0:
+        milliseconds = max(1, round(statement_timeout * 1000))
+        statements += [f"SET statement_timeout = {milliseconds}",
+                       f"SET lock_timeout = {milliseconds}"]
+    if statements:
+        event.listen(engine, "connect", partial(_set_session, statements))
     return engine
 
 
-def _make_session_read_only(dbapi_connection: Any, _record: Any) -> None:
-    # Session-level, so it covers every later transaction of this pooled connection; a plain SQL
-    # statement rather than a libpq startup option, so it also works through pgbouncer.
+def _set_session(statements: list[str], dbapi_connection: Any, _record: Any) -> None:
+    # Session-level, so it covers every later transaction of this pooled connection; plain SQL
+    # statements rather than libpq startup options, so they also work through pgbouncer.
     autocommit = dbapi_connection.autocommit
     dbapi_connection.autocommit = True
     try:
         with dbapi_connection.cursor() as cursor:
-            cursor.execute("SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY")
+            for statement in statements:
+                cursor.execute(statement)
     finally:
         dbapi_connection.autocommit = autocommit
 
 
-def billing_database(uri: str, *, pool_size: int = 10) -> Database:
-    """The Billing DB (``DB_URI``): read-only sessions, named ``billing_db`` for /readyz."""
+def billing_database(uri: str, *, pool_size: int = 10,
+                     statement_timeout: float = 0.0) -> Database:
+    """The Billing DB (``DB_URI``): read-only sessions, named ``billing_db`` for /readyz;
+    ``statement_timeout``: see :func:`make_engine` (``serve``: DB_STATEMENT_TIMEOUT_SECONDS)."""
     return Database(
-        make_engine(uri, pool_size=pool_size, application_name="etrans-billing", read_only=True),
+        make_engine(uri, pool_size=pool_size, application_name="etrans-billing", read_only=True,
+                    statement_timeout=statement_timeout),
         name="billing_db",
     )
 
 
-def usend_database(uri: str, *, pool_size: int = 10) -> Database:
-    """The USEND DB (``USEND_DB_URI``), named ``usend_db`` for /readyz."""
-    return Database(make_engine(uri, pool_size=pool_size), name="usend_db")
+def usend_database(uri: str, *, pool_size: int = 10, statement_timeout: float = 0.0) -> Database:
+    """The USEND DB (``USEND_DB_URI``), named ``usend_db`` for /readyz; ``statement_timeout``:
+    see :func:`make_engine` (``serve``: DB_STATEMENT_TIMEOUT_SECONDS)."""
+    return Database(make_engine(uri, pool_size=pool_size, statement_timeout=statement_timeout),
+                    name="usend_db")
 
 
 class Database:
