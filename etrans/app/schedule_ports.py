@@ -6,9 +6,11 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
     from datetime import datetime
 
     from etrans.app.records import ScheduleChange
+    from etrans.app.scheduled_release import DueEmail, Release
 
 
 class ScheduleStore(Protocol):
@@ -23,3 +25,12 @@ class ScheduleStore(Protocol):
     async def move(self, user_id: int, message_id: str, at: datetime
                    ) -> ScheduleChange | None:
         """``scheduled_at`` and the outbox row's ``due_at`` become ``at``."""
+
+
+class DueEmailScreen(Protocol):
+    """What the outbox store asks when it releases scheduled emails
+    (:class:`etrans.app.scheduled_release.ReleaseScreen`), within the transaction that holds
+    their rows: which have recipients newly suppressed.  Raises when it cannot tell (the store
+    rolls back: the rows stay due)."""
+
+    async def screen(self, due: Sequence[DueEmail]) -> Sequence[Release]: ...

@@ -140,7 +140,8 @@ def dev_tracking(settings: DevSettings, tokens: TokenSettings) -> TrackingSettin
 @asynccontextmanager
 async def _open_backends(settings: DevSettings, data_dir: Path, cipher: CredentialCipher,
                          stand_ins: dict[str, str]) -> AsyncIterator[DevBackends]:
-    async with open_usend(settings.databases, data_dir, stand_ins) as usend, \
+    async with open_usend(settings.databases, data_dir, stand_ins,
+                          settings.webhooks.events_topic) as usend, \
             open_topics(settings.kafka, data_dir, stand_ins) as topics, \
             open_logs(settings.mongo, settings.fetchlog, data_dir, stand_ins) as logs, \
             open_state(settings.redis, data_dir, prefix=settings.http.redis_prefix,

@@ -16,7 +16,7 @@ import trio
 from etrans.bootstrap.api import ApiBackends, ApiSections, create_api, outbox_relay
 from etrans.bootstrap.configs import hypercorn_config, mmap_large_allocations
 from etrans.bootstrap.readiness import run_ready
-from etrans.bootstrap.stores import redis_api_stores
+from etrans.bootstrap.stores import redis_api_stores, release_screen
 from etrans.observability import get_logger
 
 if TYPE_CHECKING:
@@ -145,7 +145,9 @@ async def _open_backends(settings: ServeSettings
         stack.push_async_callback(_shielded, usend_repo.aclose)
         stores = redis_api_stores(redis, prefix=settings.http.redis_prefix,
                                   usend_repo=usend_repo, log_reader=MongoLogReader(mongo))
-        outbox = PgOutboxStore.of(usend)  # the relay's rows, and their backlog for the metrics
+        # The relay's rows, and their backlog for the metrics; releasing a scheduled email
+        # checks the suppression list again.
+        outbox = PgOutboxStore.of(usend, release_screen(usend_repo, settings.kafka.events_topic))
         relay = outbox_relay(settings.kafka, settings.outbox, outbox, producer)
         yield (ApiBackends(usend_db=usend, stores=stores, billing_db=billing, relay=relay,
                            events=producer), relay,

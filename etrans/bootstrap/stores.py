@@ -38,8 +38,10 @@ if TYPE_CHECKING:
         LogReader,
         QuotaCounter,
         RateCounter,
+        SuppressionLookup,
         SuppressionStore,
     )
+    from etrans.app.scheduled_release import ReleaseScreen
     from etrans.pipeline.source import MessageSourceFactory
     from etrans.settings import (
         DatabaseSettings,
@@ -113,6 +115,15 @@ class StateStores:
 
     api: ApiStores
     delivery: DeliveryStores
+
+
+def release_screen(lookup: SuppressionLookup, events_topic: str | None) -> ReleaseScreen:
+    """What the outbox store checks again when it releases a scheduled email: the send path's
+    suppression lookup, and its email.suppressed events on ``events_topic``
+    (:mod:`etrans.app.scheduled_release`)."""
+    from etrans.app.scheduled_release import ReleaseScreen
+
+    return ReleaseScreen(lookup, events_topic)
 
 
 def suppression_store(db: Database) -> SuppressionStore:
@@ -205,9 +216,11 @@ async def open_state(redis: RedisSettings | None, data_dir: Path, *, prefix: str
 
 @asynccontextmanager
 async def open_usend(databases: DatabaseSettings, data_dir: Path,
-                     stand_ins: dict[str, str]) -> AsyncIterator[UsendStores]:
+                     stand_ins: dict[str, str], events_topic: str | None = None
+                     ) -> AsyncIterator[UsendStores]:
     """USEND_DB_URI (migrated at start), or SQLite ``usend.sqlite3`` in ``data_dir`` (a SQLite
-    USEND_DB_URI is the embedded database at another path)."""
+    USEND_DB_URI is the embedded database at another path); ``events_topic``: where releasing
+    a scheduled email writes its email.suppressed events (:func:`release_screen`)."""
     from pathlib import Path
 
     from etrans.settings import redact_uri
@@ -224,8 +237,10 @@ async def open_usend(databases: DatabaseSettings, data_dir: Path,
 
         await trio.to_thread.run_sync(migrations.upgrade, uri)
         db = usend_database(uri, pool_size=databases.pool_size)
-        stores = UsendStores(db=db, repo=UsendRepository(db), statuses=EmailStatusUpdater(db),
-                             outbox=PgOutboxStore.of(db), suppressions=suppression_store(db))
+        repo = UsendRepository(db)
+        stores = UsendStores(db=db, repo=repo, statuses=EmailStatusUpdater(db),
+                             outbox=PgOutboxStore.of(db, release_screen(repo, events_topic)),
+                             suppressions=suppression_store(db))
         stand_ins["usend db"] = redact_uri(uri)
     else:
         from etrans.dev import sqlite_db
@@ -233,9 +248,11 @@ async def open_usend(databases: DatabaseSettings, data_dir: Path,
 
         db = sqlite_db.sqlite_database(sqlite_path)
         await db.run(sqlite_db.create_schema, db)
-        stores = UsendStores(db=db, repo=sqlite_db.SqliteUsendRepository(db),
+        sqlite_repo = sqlite_db.SqliteUsendRepository(db)
+        stores = UsendStores(db=db, repo=sqlite_repo,
                              statuses=sqlite_db.SqliteEmailStatusUpdater(db),
-                             outbox=SqliteOutboxStore(db),
+                             outbox=SqliteOutboxStore(db, release_screen(sqlite_repo,
+                                                                         events_topic)),
                              suppressions=suppression_store(db))
         stand_ins["usend db"] = f"SQLite {sqlite_path}"
     try:

@@ -55,3 +55,45 @@ def test_dev_sends_scheduled_emails_when_due_and_cancels(tmp_path: Path) -> None
         assert answer.status_code == 409, answer.text
     finally:
         assert dev.stop() == [0], dev.tails()
+
+
+def test_dev_leaves_out_recipients_suppressed_while_a_scheduled_email_waited(
+        tmp_path: Path) -> None:
+    dev = start_dev(tmp_path / "data")
+    try:
+        def send(to: list[str], at: datetime) -> str:
+            answer = dev.call("POST", "/emails", json={
+                "from": f"Demo <hello@{dev.domain}>", "to": to, "subject": "Later",
+                "text": "scheduled", "scheduled_at": at.isoformat()})
+            assert answer.status_code == 200, answer.text
+            assert (answer.json()["status"], answer.json()["suppressed"]) == ("scheduled", [])
+            return str(answer.json()["id"])
+
+        def stored(message_id: str) -> Path | None:
+            for path in dev.mail_dir.rglob("*.eml"):
+                if message_id.encode() in path.read_bytes().split(b"\n\n", 1)[0]:
+                    return path
+            return None
+
+        soon = datetime.now(UTC) + timedelta(seconds=3)
+        partly = send(["someone@example.org", "gone@example.org"], soon)
+        every = send(["gone@example.org"], soon)
+        answer = dev.call("POST", "/suppressions", json={"email": "Gone@example.org"})
+        assert answer.status_code == 201, answer.text
+        arrived = wait_for(lambda: stored(partly), 60, f"{partly} delivered", dev.tails)
+        header = arrived.read_bytes().split(b"\n\n", 1)[0].lower()
+        assert b"someone@example.org" in header
+        assert b"gone@example.org" not in header
+        detail = wait_for(lambda: (lambda d: d if d["status"] != "Scheduled" else None)(
+            dev.call("GET", f"/emails/{every}").json()), 30, f"{every} released", dev.tails)
+        assert detail["status"] == "Suppressed"
+        assert [(r["email"], r["outcome"]) for r in detail["recipients"]] == [
+            ("gone@example.org", "Suppressed")]
+        detail = dev.call("GET", f"/emails/{partly}").json()
+        assert ("gone@example.org", "Suppressed") in [(r["email"], r["outcome"])
+                                                     for r in detail["recipients"]]
+        assert not any(r["email"] == "gone@example.org" and r["outcome"] != "Suppressed"
+                       for r in detail["recipients"])
+        assert stored(every) is None
+    finally:
+        assert dev.stop() == [0], dev.tails()

@@ -151,16 +151,21 @@ def _build(conf: Any, env: dict[str, str], billing_db: Any, redis: TrioRedis, *,
                            statement_timeout=timeout)
     mongo = MongoStore(conf.mongo)
     relay = producer = None
+    usend_repo = UsendRepository(usend)
     if with_relay:
         from etrans.adapters.kafka.client import KafkaProducer
         from etrans.adapters.sql.outbox import OutboxRelay
         from etrans.adapters.sql.outbox_store import PgOutboxStore
+        from etrans.bootstrap.stores import release_screen
 
         producer = KafkaProducer.from_settings(conf.kafka, **{"message.timeout.ms": 60000})
-        relay = OutboxRelay(PgOutboxStore.of(usend), producer, idle_seconds=0.2,
-                            events_topic=conf.kafka.events_topic, tracer=tracer)
+        # As etrans serve wires it (etrans.bootstrap.serve).
+        relay = OutboxRelay(PgOutboxStore.of(usend, release_screen(usend_repo,
+                                                                   conf.kafka.events_topic)),
+                            producer, idle_seconds=0.2, events_topic=conf.kafka.events_topic,
+                            tracer=tracer)
     stores = redis_api_stores(redis, prefix=conf.http.redis_prefix,
-                              usend_repo=UsendRepository(usend), log_reader=MongoLogReader(mongo))
+                              usend_repo=usend_repo, log_reader=MongoLogReader(mongo))
     sections = ApiSections(http=conf.http, tokens=conf.tokens, kafka=conf.kafka,
                            outbox=conf.outbox)
     backends = ApiBackends(usend_db=usend, stores=stores, billing_db=billing, relay=relay)

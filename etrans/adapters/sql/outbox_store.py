@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Sequence
 
     from etrans.adapters.sql import Database
+    from etrans.app.schedule_ports import DueEmailScreen
 
 
 
@@ -102,7 +103,10 @@ class OutboxStore(Protocol):
     async def release_due(self, limit: int) -> int:
         """Make up to ``limit`` waiting rows whose ``due_at`` has come pending, earliest first,
         and their emails ``queued`` (one transaction, skipping rows another process holds);
-        returns how many."""
+        returns how many.  A store built with a screen (:class:`~etrans.app.schedule_ports.
+        DueEmailScreen`) asks it in that transaction which emails have recipients suppressed
+        since they were accepted: those are released without them, or, with none left, become
+        ``suppressed`` and their rows are deleted (:mod:`etrans.app.scheduled_release`)."""
         ...
 
     async def backlog(self) -> tuple[int, float]:
@@ -213,19 +217,24 @@ class PgOutboxStore:
     """:class:`OutboxStore` on PostgreSQL, on the Trio thread (a connection of its own)."""
 
     def __init__(self, connection: TrioPqConnection,
-                 backlog_connection: TrioPqConnection) -> None:
+                 backlog_connection: TrioPqConnection,
+                 screen: DueEmailScreen | None = None) -> None:
         self._connection = connection
+        # What releasing a scheduled email checks again (the suppression list); None: nothing
+        # (:mod:`etrans.adapters.sql.outbox_release`).
+        self._screen = screen
         # The metrics' reads: never inside a pass's transaction (an error there would abort
         # it), never waiting behind one.  Connected at the first scrape.
         self._backlog_connection = backlog_connection
         self._closed = False
 
     @classmethod
-    def of(cls, db: Database) -> PgOutboxStore:
+    def of(cls, db: Database, screen: DueEmailScreen | None = None) -> PgOutboxStore:
         """A store on its own connections to ``db``'s database (the relay's, the metrics')."""
         return cls(TrioPqConnection.from_sqlalchemy_url(db.engine.url),
                    TrioPqConnection.from_sqlalchemy_url(db.engine.url,
-                                                        application_name="etrans-metrics"))
+                                                        application_name="etrans-metrics"),
+                   screen)
 
     async def relay_pass(
             self, limit: int, choose: Callable[[Sequence[tuple[int, int]]], list[int]],
@@ -301,6 +310,10 @@ class PgOutboxStore:
         return result.rowcount
 
     async def release_due(self, limit: int) -> int:
+        if self._screen is not None:
+            from etrans.adapters.sql.outbox_release import release_due
+
+            return await release_due(self._connection, self._screen, limit)
         result = await self._connection.execute(_RELEASE_DUE, [str(limit)])
         return int(result.rows[0][0] or 0)
 
