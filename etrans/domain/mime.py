@@ -3,6 +3,8 @@
 :class:`OutgoingEmail` is what one Kafka send request means once decoded; :func:`build_mime`
 turns it into the bytes handed to the SMTP server:
 
+- bodies are 7bit when ASCII with lines of at most 998 octets and no NUL, else
+  quoted-printable or base64 (never 8bit: see ``_POLICY``);
 - text only -> ``text/plain``; html only -> ``text/html``; both -> ``multipart/alternative``
   (text first, so clients prefer the html); attachments wrap that in ``multipart/mixed``;
 - ``From``/``To``/``Cc``/``Reply-To`` are written by this module (:func:`address_field`), not by
@@ -203,15 +205,22 @@ def address_field(name: str, mailboxes: tuple[Mailbox, ...]) -> str:
     return "\r\n".join(lines)[len(name) + 2:]
 
 
+def _cte(content: str) -> str | None:
+    """The email package picks 7bit for ASCII text, which may not hold a NUL (RFC 2045 2.7):
+    base64 for a body with one (the API refuses them, a record written by anything else may
+    carry them)."""
+    return "base64" if "\x00" in content else None
+
+
 def _body_part(outgoing: OutgoingEmail, target: EmailMessage) -> None:
     text, html = outgoing.text, outgoing.html
     if text is not None and html is not None:
-        target.set_content(text, subtype="plain", charset="utf-8")
-        target.add_alternative(html, subtype="html", charset="utf-8")
+        target.set_content(text, subtype="plain", charset="utf-8", cte=_cte(text))
+        target.add_alternative(html, subtype="html", charset="utf-8", cte=_cte(html))
     elif html is not None:
-        target.set_content(html, subtype="html", charset="utf-8")
+        target.set_content(html, subtype="html", charset="utf-8", cte=_cte(html))
     else:
-        target.set_content(text or "", subtype="plain", charset="utf-8")
+        target.set_content(text or "", subtype="plain", charset="utf-8", cte=_cte(text or ""))
 
 
 def build_mime(outgoing: OutgoingEmail, *, date: str | None = None) -> EmailMessage:
@@ -293,7 +302,8 @@ def _printable(value: str) -> bool:
 
 def _body(content: str, subtype: str) -> bytes:
     lines = content.split("\n") if "\r" not in content else _NEWLINES.split(content)
-    if content.isascii() and all(len(line) <= _MAX_BODY_LINE for line in lines):
+    if (content.isascii() and "\x00" not in content
+            and all(len(line) <= _MAX_BODY_LINE for line in lines)):
         encoding, payload = "7bit", "\r\n".join(lines).encode("ascii")
         if not payload.endswith(b"\r\n"):
             payload += b"\r\n"

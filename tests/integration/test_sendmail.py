@@ -258,6 +258,37 @@ async def test_non_ascii_bodies_travel_7bit_clean(
                 for body in bodies] == [text if mime["X-Has-Text"] != "no" else None, html]
 
 
+async def test_a_nul_in_a_body_is_base64_never_raw(
+    smtp_server_factory: Callable[..., SmtpTestServer], make_worker: Callable[..., Worker],
+    credentials: CredentialFixture,
+) -> None:
+    """The API refuses NUL in bodies, the topic is not trusted: a record whose text or html
+    holds one went out as 7bit with the NUL raw, which RFC 5322/2045 forbid (relays refuse or
+    strip it).  Such a body is base64, and reads back the same."""
+    server = smtp_server_factory()
+    worker = make_worker(server)
+    user_id = credentials.add("nils", "pw")
+    text, html = "a\x00b", "<p>c\x00d</p>"
+    attachment = {"filename": "a.pdf", "content": base64.b64encode(PDF).decode(),
+                  "content_type": "application/pdf"}
+    requests = [simple_request(new_id(), user_id, text=text, body=html),
+                simple_request(new_id(), user_id, body=html),
+                simple_request(new_id(), user_id, text=text, body=html,
+                               attachments=[attachment])]
+    for request in requests:
+        await worker.task(worker.message(request))
+    assert len(server.received) == 3
+    for received in server.received:
+        assert b"\x00" not in received.data
+        mime = received.parsed()
+        html_part = mime.get_body(("html",))
+        assert html_part["Content-Transfer-Encoding"] == "base64"
+        assert html_part.get_content().replace("\r\n", "\n").strip() == html
+        plain = mime.get_body(("plain",))
+        if plain is not None:
+            assert plain.get_content().replace("\r\n", "\n").strip() == text
+
+
 # -- TLS -------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize(("tls", "expect_tls"),
