@@ -776,6 +776,77 @@ async def test_dropped_idle_connection_is_replaced_without_a_retry(
     assert worker.delivery.statistics()["retries"] == 0
 
 
+@pytest.mark.parametrize("pipelining", [True, False])
+async def test_an_idle_connection_closed_with_421_is_replaced_without_a_retry(
+    smtp_server_factory: Callable[..., SmtpTestServer], make_worker: Callable[..., Worker],
+    credentials: CredentialFixture, pipelining: bool,
+) -> None:
+    """Servers close idle sessions with a 421 (Postfix: "421 4.4.2 ... Error: timeout
+    exceeded"), which the next transaction on the kept connection reads as the reply to its
+    MAIL.  Like a connection dropped without a word, that is one fresh attempt at once, not a
+    retry after the back-off (which also used up one of the email's retries); it was one
+    without PIPELINING (with it, the missing replies made it a dropped connection already)."""
+    server = smtp_server_factory()
+    server.stop()
+    listeners = await trio.open_tcp_listeners(server.port, host=server.host)
+    contents: list[bytes] = []
+
+    async def idle_421(stream: trio.SocketStream) -> None:
+        buffer = b""
+
+        async def line() -> bytes:
+            nonlocal buffer
+            while b"\r\n" not in buffer:
+                with trio.move_on_after(0.3):
+                    chunk = await stream.receive_some(65536)
+                    if not chunk:
+                        raise EOFError
+                    buffer += chunk
+                    continue
+                await stream.send_all(b"421 4.4.2 etrans-test: timeout exceeded\r\n")
+                raise EOFError
+            head, _, buffer = buffer.partition(b"\r\n")
+            return head
+
+        with contextlib.suppress(EOFError, trio.BrokenResourceError, trio.ClosedResourceError):
+            async with stream:
+                await stream.send_all(b"220 idle ESMTP\r\n")
+                while True:
+                    verb = (await line()).split(b" ")[0].upper()
+                    if verb == b"EHLO":
+                        await stream.send_all(b"250-idle\r\n250 " + (
+                            b"PIPELINING" if pipelining else b"8BITMIME") + b"\r\n")
+                    elif verb == b"DATA":
+                        await stream.send_all(b"354 go ahead\r\n")
+                        body = []
+                        while (text := await line()) != b".":
+                            body.append(text)
+                        contents.append(b"\r\n".join(body))
+                        await stream.send_all(b"250 2.0.0 queued\r\n")
+                    elif verb == b"QUIT":
+                        await stream.send_all(b"221 bye\r\n")
+                        return
+                    else:
+                        await stream.send_all(b"250 ok\r\n")
+
+    worker = make_worker(server, pool_size=1, base=5.0)
+    user_id = credentials.add("otto", "pw")
+    first, second = new_id(), new_id()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(trio.serve_listeners, idle_421, listeners)
+        await worker.task(worker.message(simple_request(first, user_id)))
+        await trio.sleep(0.6)  # the server has said 421 and closed the idle session
+        started = trio.current_time()
+        await worker.task(worker.message(simple_request(second, user_id)))
+        waited = trio.current_time() - started
+        nursery.cancel_scope.cancel()
+    assert len(contents) == 2
+    assert await worker.marks.outcome(second) == "delivered"
+    assert worker.delivery.statistics()["retries"] == 0
+    assert waited < 2.0
+    assert worker.pool.statistics()["opened"] == 2
+
+
 # -- bad requests ----------------------------------------------------------------------------------
 
 async def test_undecodable_request_is_poison(make_worker: Callable[..., Worker],

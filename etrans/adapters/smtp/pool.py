@@ -5,7 +5,9 @@ connection per worker.
 connection stays open across messages and is reused by the next message with the same
 credentials; one with other credentials, or idle longer than ``idle_seconds``, is closed and a
 new one opened (SMTP has no way to re-authenticate a session).  A connection that failed is
-never reused.
+never reused.  A kept connection the server closed meanwhile (without a word, or with the 421
+servers send when they close an idle session) gets one fresh connection at once, not counted
+as a retry.
 
 Security (``SMTP_SECURE``): ``False`` = plain connection upgraded with STARTTLS whenever the
 server offers it (and used as is when it does not); ``True`` = implicit TLS from the first byte.
@@ -256,8 +258,9 @@ class SmtpPool:
                 except SmtpFailure as failure:
                     # A reused session may have been dropped by the server while idle: one
                     # fresh attempt now, without counting as a retry, when the server said
-                    # nothing about the mail.
-                    if not (failure.transient and failure.code is None):
+                    # nothing about the mail, or 421 (servers close idle sessions with one,
+                    # e.g. Postfix's "421 4.4.2 ... timeout exceeded", read as MAIL's reply).
+                    if not (failure.transient and failure.code in (None, 421)):
                         raise
                     log.debug("smtp reused connection failed, reconnecting", reply=failure.reply)
             connection = SmtpConnection(credentials)
