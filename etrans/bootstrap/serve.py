@@ -16,7 +16,7 @@ import trio
 from etrans.bootstrap.api import ApiBackends, ApiSections, create_api, outbox_relay
 from etrans.bootstrap.configs import hypercorn_config, mmap_large_allocations
 from etrans.bootstrap.readiness import run_ready
-from etrans.bootstrap.stores import redis_api_stores, release_screen
+from etrans.bootstrap.stores import redis_api_stores, release_domains, release_screen
 from etrans.observability import get_logger
 
 if TYPE_CHECKING:
@@ -147,7 +147,9 @@ async def _open_backends(settings: ServeSettings
                                   usend_repo=usend_repo, log_reader=MongoLogReader(mongo))
         # The relay's rows, and their backlog for the metrics; releasing a scheduled email
         # checks the suppression list again.
-        outbox = PgOutboxStore.of(usend, release_screen(usend_repo, settings.kafka.events_topic))
+        outbox = PgOutboxStore.of(usend, release_screen(
+            usend_repo, settings.kafka.events_topic,
+            release_domains(billing if settings.http.billing_v4_uri else None, usend)))
         relay = outbox_relay(settings.kafka, settings.outbox, outbox, producer)
         yield (ApiBackends(usend_db=usend, stores=stores, billing_db=billing, relay=relay,
                            events=producer), relay,

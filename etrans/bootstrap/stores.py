@@ -38,6 +38,7 @@ if TYPE_CHECKING:
         LogReader,
         QuotaCounter,
         RateCounter,
+        SendingDomains,
         SuppressionLookup,
         SuppressionStore,
     )
@@ -117,13 +118,28 @@ class StateStores:
     delivery: DeliveryStores
 
 
-def release_screen(lookup: SuppressionLookup, events_topic: str | None) -> ReleaseScreen:
+def release_screen(lookup: SuppressionLookup, events_topic: str | None,
+                   domains: SendingDomains | None = None) -> ReleaseScreen:
     """What the outbox store checks again when it releases a scheduled email: the send path's
-    suppression lookup, and its email.suppressed events on ``events_topic``
+    suppression lookup, with its email.suppressed (and email.failed) events on ``events_topic``,
+    and the sending domain (``domains``: :func:`release_domains`)
     (:mod:`etrans.app.scheduled_release`)."""
     from etrans.app.scheduled_release import ReleaseScreen
 
-    return ReleaseScreen(lookup, events_topic)
+    return ReleaseScreen(lookup, events_topic, domains=domains)
+
+
+def release_domains(billing_db: Database | None, usend_db: Database) -> SendingDomains:
+    """The sending domains as the send path reads them (the Billing DB's, read only, or the
+    ``local_*`` tables of the USEND DB when ``billing_db`` is None), without the send path's
+    5 s cache: a scheduled email is released only from a domain that is there and verified now."""
+    from etrans.adapters.sql.domains_repo import BillingTables, SqlDomains
+    from etrans.adapters.sql.sending_domains import DomainDirectory
+    from etrans.adapters.sql.subscriptions_repo import SqlSubscriptions
+
+    domains = (SqlDomains(billing_db, BillingTables.external()) if billing_db is not None
+               else SqlDomains(usend_db, BillingTables.local()))
+    return DomainDirectory(domains, SqlSubscriptions(usend_db), ttl_seconds=0.0)
 
 
 def suppression_store(db: Database) -> SuppressionStore:
@@ -239,7 +255,8 @@ async def open_usend(databases: DatabaseSettings, data_dir: Path,
         db = usend_database(uri, pool_size=databases.pool_size)
         repo = UsendRepository(db)
         stores = UsendStores(db=db, repo=repo, statuses=EmailStatusUpdater(db),
-                             outbox=PgOutboxStore.of(db, release_screen(repo, events_topic)),
+                             outbox=PgOutboxStore.of(db, release_screen(
+                                 repo, events_topic, release_domains(None, db))),
                              suppressions=suppression_store(db))
         stand_ins["usend db"] = redact_uri(uri)
     else:
@@ -251,8 +268,8 @@ async def open_usend(databases: DatabaseSettings, data_dir: Path,
         sqlite_repo = sqlite_db.SqliteUsendRepository(db)
         stores = UsendStores(db=db, repo=sqlite_repo,
                              statuses=sqlite_db.SqliteEmailStatusUpdater(db),
-                             outbox=SqliteOutboxStore(db, release_screen(sqlite_repo,
-                                                                         events_topic)),
+                             outbox=SqliteOutboxStore(db, release_screen(
+                                 sqlite_repo, events_topic, release_domains(None, db))),
                              suppressions=suppression_store(db))
         stand_ins["usend db"] = f"SQLite {sqlite_path}"
     try:

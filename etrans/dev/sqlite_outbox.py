@@ -99,7 +99,8 @@ class SqliteOutboxStore:
     def _due(self, limit: int) -> Any:
         c = _OUTBOX.c
         return (select(c.id, c.message_id, c.traceparent, _EMAILS.c.user_id,
-                       _EMAILS.c.to_addresses, _EMAILS.c.cc_addresses, _EMAILS.c.bcc_addresses)
+                       _EMAILS.c.to_addresses, _EMAILS.c.cc_addresses, _EMAILS.c.bcc_addresses,
+                       _EMAILS.c.from_address)
                 .select_from(_OUTBOX.outerjoin(_EMAILS, (_EMAILS.c.message_id == c.message_id)
                                                & (_EMAILS.c.status == "scheduled")))
                 .where(*_due_now(datetime.now(UTC))).order_by(c.due_at).limit(limit))
@@ -116,7 +117,7 @@ class SqliteOutboxStore:
                 listed.setdefault(message_id, set()).add(recipient)
         return [(DueEmail(r.id, r.message_id, int(r.user_id), tuple(r.to_addresses or ()),
                           tuple(r.cc_addresses or ()), tuple(r.bcc_addresses or ()),
-                          frozenset(listed.get(r.message_id, ())))
+                          frozenset(listed.get(r.message_id, ())), r.from_address or "")
                  if r.user_id is not None else None, r.id) for r in rows]
 
     def _release(self, due: Any, releases: Sequence[Release]) -> int:
@@ -133,7 +134,7 @@ class SqliteOutboxStore:
                 return 0
             still = {r.id for r in rows}
             found = [r for r in releases if r.row_id in still]
-            dropped = {r.row_id for r in found if r.nothing_left}
+            dropped = {r.row_id for r in found if r.nothing_left or r.failure is not None}
             _write_suppressed(conn, found, {r.id: r.traceparent for r in rows}, now)
             conn.execute(update(_OUTBOX).where(c.id.in_(still - dropped)).values(due_at=None))
             conn.execute(update(_EMAILS).where(
@@ -166,7 +167,7 @@ def _write_suppressed(conn: Any, releases: Sequence[Release],
                       traceparents: dict[int, str | None], now: datetime) -> None:
     """The recipients newly suppressed at release: their outcomes and events, the rows of
     emails with no recipient left deleted (status suppressed), the others' payloads without
-    them (etrans.adapters.sql.outbox_release on PostgreSQL)."""
+    them; the emails that fail, failed (etrans.adapters.sql.outbox_release on PostgreSQL)."""
     c = _OUTBOX.c
     for release in releases:
         for s in release.suppressed:
@@ -180,7 +181,14 @@ def _write_suppressed(conn: Any, releases: Sequence[Release],
             conn.execute(insert(_OUTBOX).values(
                 topic=topic, key=key.decode(), payload=value, created_at=now,
                 traceparent=traceparents.get(release.row_id)))
-        if release.nothing_left:
+        if release.failure is not None:
+            conn.execute(update(_OUTBOX).where(c.id == release.row_id).values(
+                failed_at=now, due_at=None, last_error=release.failure))
+            conn.execute(update(_EMAILS).where(_EMAILS.c.message_id == release.message_id,
+                                               _EMAILS.c.status == "scheduled")
+                         .values(status="failed", last_event="outbox",
+                                 response=release.failure, updated_at=now))
+        elif release.nothing_left:
             conn.execute(delete(_OUTBOX).where(c.id == release.row_id))
             conn.execute(update(_EMAILS).where(_EMAILS.c.message_id == release.message_id,
                                                _EMAILS.c.status == "scheduled")

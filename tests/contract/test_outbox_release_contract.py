@@ -20,7 +20,7 @@ from sqlalchemy import insert, select
 from etrans.adapters.sql.usend import EmailRecipientOutcome
 from etrans.app.records import Suppression
 from etrans.app.scheduled_release import ReleaseScreen
-from etrans.bootstrap.stores import suppression_store
+from etrans.bootstrap.stores import release_domains, suppression_store
 from etrans.domain.emails import sendmail_message
 from etrans.domain.events import EventType, decode_event
 from etrans.errors import RetryLater
@@ -35,7 +35,7 @@ from tests.contract.test_outbox_store_contract import (
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-    from etrans.app.ports import SuppressionLookup
+    from etrans.app.ports import SendingDomains, SuppressionLookup
 
 __all__ = ["backend", "pg_outbox_url"]  # the fixtures, shared
 
@@ -43,9 +43,11 @@ OUTCOMES = EmailRecipientOutcome.__table__
 USER, OTHER = 7, 8
 
 
-def screened(b: Backend, lookup: SuppressionLookup | None = None) -> Any:
+def screened(b: Backend, lookup: SuppressionLookup | None = None, *,
+             domains: SendingDomains | None = None) -> Any:
     """A store of ``b``'s database built as bootstrap builds it: with the release screen."""
-    screen = ReleaseScreen(lookup or suppression_store(b.db), events_topic="events")
+    screen = ReleaseScreen(lookup or suppression_store(b.db), events_topic="events",
+                           domains=domains)
     if b.name == "postgres":
         from etrans.adapters.sql.outbox_store import PgOutboxStore
 
@@ -176,3 +178,32 @@ async def test_a_screen_that_fails_releases_nothing(backend: Backend) -> None:
         await store.aclose()
     assert request_of(backend, row_id)["recipients"] == ["ann@example.org"]
 
+
+
+async def test_an_email_whose_sending_domain_is_gone_fails_at_release(backend: Backend) -> None:
+    """Its domain (example.test) is not in the local billing tables: deleted while it waited."""
+    row_id = schedule(backend, "m-1", to=["ann@example.org"])
+    store = screened(backend, domains=release_domains(None, backend.db))
+    try:
+        assert await store.release_due(10) == 1
+        assert await store.release_due(10) == 0
+    finally:
+        await store.aclose()
+    email = backend.email("m-1")
+    response = ("etrans: not sent: the sending domain example.test was deleted while the email "
+                "was scheduled")
+    assert (email.status, email.last_event, email.response) == ("failed", "outbox", response)
+    rows = backend.rows()
+    assert rows[row_id].failed_at is not None  # never published, never retried
+    assert (rows[row_id].due_at, rows[row_id].published_at) == (None, None)
+    [event] = [decode_event(bytes(r.payload)) for i, r in rows.items() if i != row_id]
+    assert (event.type, event.message_id, event.user_id, event.data["response"]) == (
+        EventType.FAILED, "m-1", USER, f"554 5.3.4 {response}")
+    taken: list[int] = []
+
+    def choose(pending: Sequence[tuple[int, int]]) -> list[int]:
+        taken.extend(row_id for row_id, _ in pending)
+        return []
+
+    await backend.store.relay_pass(10, choose, _publish_all)
+    assert taken == [i for i in rows if i != row_id]  # only its email.failed event

@@ -156,12 +156,14 @@ def _build(conf: Any, env: dict[str, str], billing_db: Any, redis: TrioRedis, *,
         from etrans.adapters.kafka.client import KafkaProducer
         from etrans.adapters.sql.outbox import OutboxRelay
         from etrans.adapters.sql.outbox_store import PgOutboxStore
-        from etrans.bootstrap.stores import release_screen
+        from etrans.bootstrap.stores import release_domains, release_screen
 
         producer = KafkaProducer.from_settings(conf.kafka, **{"message.timeout.ms": 60000})
         # As etrans serve wires it (etrans.bootstrap.serve).
-        relay = OutboxRelay(PgOutboxStore.of(usend, release_screen(usend_repo,
-                                                                   conf.kafka.events_topic)),
+        relay = OutboxRelay(PgOutboxStore.of(usend, release_screen(
+                                usend_repo, conf.kafka.events_topic,
+                                release_domains(billing if conf.http.billing_v4_uri else None,
+                                                usend))),
                             producer, idle_seconds=0.2, events_topic=conf.kafka.events_topic,
                             tracer=tracer)
     stores = redis_api_stores(redis, prefix=conf.http.redis_prefix,

@@ -113,3 +113,41 @@ async def test_an_email_whose_every_recipient_was_suppressed_before_release_is_n
     assert (status, normal["status"]) == (200, "queued")
     assert [p["message_id"] for p in await published(api, kafka_test_config, 1)] == [normal["id"]]
 
+
+def change_domain(api: SendingApi, domain_id: int, *, delete: bool) -> None:
+    """What DELETE /domains or a lost verification does to the Billing DB's row (the API's
+    billing is external here, as in production)."""
+    import psycopg
+
+    with psycopg.connect(api.seed.owner_url, autocommit=True) as conn:
+        if delete:
+            conn.execute("DELETE FROM mkt_domain WHERE domain_id = %s", [domain_id])
+            conn.execute("DELETE FROM domain WHERE id = %s", [domain_id])
+        else:
+            conn.execute("UPDATE domain SET status = 'pending' WHERE id = %s", [domain_id])
+
+
+@pytest.mark.parametrize("delete", [True, False], ids=["deleted", "unverified"])
+async def test_an_email_whose_domain_went_away_while_it_waited_fails_visibly(
+        api: SendingApi, kafka_test_config: dict[str, Any], delete: bool) -> None:
+    user, domain_id, domain = api.sender()
+    headers = api.bearer(user)
+    sent, at = await schedule(api, headers, domain, to=["ann@example.org"])
+    change_domain(api, domain_id, delete=delete)
+    await release_when_due(api, at, 1)
+    # Not handed to the delivery queue: failed, with its email.failed event, never retried.
+    assert await api.relay.relay_once() == (1, 0)  # the event only
+    events = await email_events(api, kafka_test_config, 1)
+    assert [(e.type, e.message_id, e.user_id) for e in events] == [
+        (EventType.FAILED, sent["id"], user)]
+    status, detail = await api.call("GET", f"/emails/{sent['id']}", headers)
+    assert (status, detail["status"]) == (200, "Failed")
+    says = "was deleted" if delete else "is not verified"
+    assert detail["failure_reason"] == (f"etrans: not sent: the sending domain {domain} {says} "
+                                        "while the email was scheduled")
+    assert detail["failure_reason"] in events[0].data["response"]
+    with api.usend.engine.connect() as conn:
+        [row] = conn.execute(select(OUTBOX).where(OUTBOX.c.message_id == sent["id"])).all()
+    assert (row.published_at, row.due_at) == (None, None)
+    assert row.failed_at is not None
+    assert await api.relay.relay_once() == (0, 0)

@@ -33,7 +33,7 @@ _CLAIM_DUE = """BEGIN;
 SELECT o.id, o.message_id, o.traceparent, e.user_id, e.to_addresses::text,
     e.cc_addresses::text, e.bcc_addresses::text,
     (SELECT json_agg(r.recipient) FROM email_recipient_outcomes AS r
-     WHERE r.message_id = e.message_id AND r.outcome = 'suppressed')::text
+     WHERE r.message_id = e.message_id AND r.outcome = 'suppressed')::text, e.from_address
 FROM (
     SELECT id, message_id, traceparent, due_at FROM email_outbox
     WHERE published_at IS NULL AND failed_at IS NULL AND due_at IS NOT NULL AND due_at <= now()
@@ -71,6 +71,18 @@ INSERT INTO email_outbox (topic, key, payload, created_at, traceparent)
 SELECT e.topic, e.key, convert_to(e.payload, 'UTF8'), now(), e.traceparent
 FROM json_to_recordset($2::json) AS e(topic text, key text, payload text, traceparent text)
 """
+# An email whose sending domain went away: never handed to the delivery queue; the row failed
+# (never retried), the email failed with the reason (GET /emails/{id} failure_reason).
+_FAIL = b"""
+WITH failed AS (
+    UPDATE email_outbox AS o SET failed_at = now(), due_at = NULL, last_error = f.response
+    FROM json_to_recordset($1::json) AS f(id bigint, response text) WHERE o.id = f.id
+    RETURNING o.message_id, f.response
+)
+UPDATE email_messages AS e SET status = 'failed', last_event = 'outbox',
+    response = failed.response, updated_at = now()
+FROM failed WHERE e.message_id = failed.message_id AND e.status = 'scheduled'
+"""
 # An email with no recipient left: never sent, its send request gone with the transaction.
 _DROP_SUPPRESSED = b"""
 WITH dropped AS (
@@ -94,7 +106,7 @@ async def release_due(conn: TrioPqConnection, screen: DueEmailScreen, limit: int
         if releases:
             traceparents = {int(values[0] or 0): values[2] for values in found.rows}
             await _write(conn, releases, traceparents)
-        dropped = {r.row_id for r in releases if r.nothing_left}
+        dropped = {r.row_id for r in releases if r.nothing_left or r.failure is not None}
         await conn.execute_script(_RELEASE_AND_COMMIT.format(
             ids=_pg_array([i for i in ids if i not in dropped])).encode())
     except BaseException:
@@ -112,11 +124,11 @@ async def release_due(conn: TrioPqConnection, screen: DueEmailScreen, limit: int
 
 
 def _due(values: tuple[str | None, ...]) -> DueEmail:
-    _, message_id, _, user_id, to, cc, bcc, suppressed = values
+    _, message_id, _, user_id, to, cc, bcc, suppressed, from_address = values
     return DueEmail(int(values[0] or 0), message_id or "", int(user_id or 0),
                     tuple(json.loads(to or "[]")), tuple(json.loads(cc or "null") or ()),
                     tuple(json.loads(bcc or "null") or ()),
-                    frozenset(json.loads(suppressed or "null") or ()))
+                    frozenset(json.loads(suppressed or "null") or ()), from_address or "")
 
 
 async def _write(conn: TrioPqConnection, releases: Sequence[Release],
@@ -129,10 +141,13 @@ async def _write(conn: TrioPqConnection, releases: Sequence[Release],
         json.dumps([{"topic": topic, "key": key.decode(), "payload": value.decode(),
                      "traceparent": traceparents.get(r.row_id)}
                     for r in releases for topic, key, value in r.events])])
+    failed = [{"id": r.row_id, "response": r.failure} for r in releases if r.failure is not None]
+    if failed:
+        await conn.execute(_FAIL, [json.dumps(failed)])
     dropped = [r.row_id for r in releases if r.nothing_left]
     if dropped:
         await conn.execute(_DROP_SUPPRESSED, [_pg_array(dropped)])
-    rewritten = {r.row_id: r for r in releases if not r.nothing_left}
+    rewritten = {r.row_id: r for r in releases if r.suppressed and not r.nothing_left}
     if rewritten:
         found = await conn.execute(_READ_PAYLOADS, [_pg_array(list(rewritten))])
         for row_id, payload in found.rows:
