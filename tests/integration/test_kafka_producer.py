@@ -79,3 +79,31 @@ def test_what_produce_raises_is_refused_unless_the_topic_is_unknown() -> None:
     assert kind(KafkaError._UNKNOWN_TOPIC) == "unreachable"
     assert kind(KafkaError._UNKNOWN_PARTITION) == "unreachable"
     assert PublishFailure.of_produce_error(TypeError("bad value")).kind == "refused"
+
+
+async def test_publish_chained_produces_a_follow_up_only_once_its_record_is_acknowledged(
+        kafka_bootstrap: str, kafka_test_config: dict, new_topic) -> None:
+    """The outbox relay's send requests and their email.queued events in one wait: a record
+    refused at once, or by the broker, never gets its follow-up produced."""
+    topic, events = new_topic(1, prefix="chained"), new_topic(1, prefix="chained-events")
+    producer = KafkaProducer({"bootstrap.servers": kafka_bootstrap, "message.max.bytes": 10_000})
+    try:
+        records = [(topic, b"r1", None), (topic, b"x" * 20_000, None),  # refused at once
+                   ("not a valid topic name!", b"r3", None),  # refused by the broker
+                   (topic, b"r4", b"k"), (topic, b"r5", None)]
+        then = [(events, b"e1", b"k1"), (events, b"e2", None), (events, b"e3", None),
+                (events, b"e4", None), None]
+        with trio.fail_after(30):
+            errors, then_errors = await producer.publish_chained(
+                records, then, headers=[[("traceparent", "t1")], None, None, None, None])
+    finally:
+        producer.close()
+    assert [e is None for e in errors] == [True, False, False, True, True]
+    assert errors[1] is not None
+    assert errors[1].kind == "refused"
+    assert then_errors == [None] * 5
+    values = await trio.to_thread.run_sync(_read_all, kafka_bootstrap, events, 2,
+                                           kafka_test_config)
+    assert sorted(values) == [b"e1", b"e4"]
+    assert await trio.to_thread.run_sync(_read_all, kafka_bootstrap, topic, 3,
+                                         kafka_test_config) == [b"r1", b"r4", b"r5"]

@@ -116,3 +116,43 @@ async def test_a_row_failed_for_good_queues_its_email_failed_event(
     assert event.id == derived_event_id(message_id, "email.failed")
     assert event.data["response"].startswith(
         "554 5.3.4 etrans: not queued for delivery: the Kafka broker refused the record 1 times")
+
+
+class _CountingProducer(KafkaProducer):
+    waits = 0
+
+    async def publish_many(self, *args: Any, **kwargs: Any) -> Any:
+        self.waits += 1
+        return await super().publish_many(*args, **kwargs)
+
+    async def publish_chained(self, *args: Any, **kwargs: Any) -> Any:
+        self.waits += 1
+        return await super().publish_chained(*args, **kwargs)
+
+
+async def test_a_pass_waits_once_for_the_requests_and_their_events(
+        fresh_database: Any, kafka_bootstrap: str, kafka_test_config: dict[str, Any],
+        new_topic: Any) -> None:
+    """Each email.queued event is produced as soon as its request is acknowledged, in the same
+    wait (under load each wait of the relay is a scheduling delay: docs/performance.md)."""
+    db = _migrated(fresh_database, "relay_one_wait")
+    topic, events_topic = new_topic(), new_topic(prefix="events")
+    for n in range(3):
+        _insert_email(db, f"msg_{n}@example.test")
+    with db.engine.begin() as conn:
+        conn.execute(insert(OUTBOX), [_request(f"msg_{n}@example.test", topic) for n in range(3)])
+    producer = _CountingProducer({"bootstrap.servers": kafka_bootstrap})
+    relay = OutboxRelay(PgOutboxStore.of(db), producer, events_topic=events_topic)
+    try:
+        with trio.fail_after(30):
+            assert await relay.relay_once() == (3, 0)
+        assert producer.waits == 1
+        records = await trio.to_thread.run_sync(
+            _raw_records, kafka_bootstrap, events_topic, 3, kafka_test_config)
+    finally:
+        await relay.aclose()
+        producer.close(1.0)
+        db.dispose()
+    assert sorted(key for key, _ in records) == [f"msg_{n}@example.test".encode()
+                                                for n in range(3)]
+    assert {decode_event(value).type for _, value in records} == {EventType.QUEUED}

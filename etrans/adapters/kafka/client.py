@@ -117,6 +117,13 @@ DEFAULT_PRODUCER_CONFIG: dict[str, str | int | bool] = {
 }
 
 
+def _header_kwargs(headers: Sequence[Headers | None] | None, index: int) -> dict[str, Any]:
+    given = headers[index] if headers is not None else None
+    if not given:
+        return {}
+    return {"headers": list(given.items() if isinstance(given, Mapping) else given)}
+
+
 class KafkaProducer:
     """A thread-safe producer whose ``publish`` waits for the broker's acknowledgement.
 
@@ -255,6 +262,67 @@ class KafkaProducer:
                     break
         await all_answered.wait()
         return errors
+
+    async def publish_chained(
+        self, records: Sequence[tuple[str, bytes | None, bytes | None]],
+        then: Sequence[tuple[str, bytes | None, bytes | None] | None],
+        headers: Sequence[Headers | None] | None = None,
+    ) -> tuple[list[PublishFailure | None], list[PublishFailure | None]]:
+        """As :meth:`publish_many`, and ``then[i]`` (None: nothing) is produced, with
+        ``headers[i]``, by the polling thread as soon as ``records[i]`` is acknowledged, never
+        before nor if it fails: one wait for both (the outbox relay's send requests and their
+        ``email.queued`` events).  The failures of ``records``, then of ``then``."""
+        if self._closing.is_set():
+            raise RuntimeError("KafkaProducer is closed")
+        token = trio.lowlevel.current_trio_token()
+        all_answered = trio.Event()
+        errors: list[PublishFailure | None] = [None] * len(records)
+        then_errors: list[PublishFailure | None] = [None] * len(records)
+        waiting = [len(records) + sum(1 for each in then if each is not None)]
+        lock = threading.Lock()
+
+        def answered(index: int, both: bool) -> None:  # polling thread or this task
+            with lock:
+                waiting[0] -= 2 if both and then[index] is not None else 1
+                done = waiting[0] == 0
+            if done:
+                with contextlib.suppress(trio.RunFinishedError):
+                    token.run_sync_soon(all_answered.set)
+
+        def on_delivery_of(index: int, first: bool = True) -> Any:
+            def on_delivery(err: Any, _msg: Any) -> None:  # runs on the polling thread
+                follow = then[index] if first else None
+                if err is not None:
+                    (errors if first else then_errors)[index] = (
+                        PublishFailure.of_delivery_error(err))
+                elif follow is not None:
+                    try:
+                        self._producer.produce(follow[0], value=follow[1], key=follow[2],
+                                               on_delivery=on_delivery_of(index, False),
+                                               **_header_kwargs(headers, index))
+                    except Exception as exc:  # BufferError too: no waiting on this thread
+                        then_errors[index] = PublishFailure("unreachable", repr(exc))
+                    else:
+                        return answered(index, False)  # the follow-up answers for itself
+                answered(index, first)
+            return on_delivery
+
+        for index, (topic, value, key) in enumerate(records):
+            while True:
+                try:
+                    self._producer.produce(topic, value=value, key=key,
+                                           on_delivery=on_delivery_of(index),
+                                           **_header_kwargs(headers, index))
+                    break
+                except BufferError:
+                    await trio.sleep(0.01)  # local queue full: let the polling thread drain it
+                except Exception as exc:  # refused at once: this record and its follow-up
+                    errors[index] = PublishFailure.of_produce_error(exc)
+                    answered(index, True)
+                    break
+        if records:
+            await all_answered.wait()
+        return errors, then_errors
 
     def close(self, timeout: float = 10.0) -> int:
         """Flush (blocking, up to ``timeout``), then stop the polling thread."""

@@ -26,10 +26,12 @@ in the format ``etrans sendmail`` uses, is queued in the same transaction for LO
 its ``email.failed`` event for KAFKA_EVENTS_TOPIC.  Then commit.
 
 With ``events_topic``, each send request (a row with a ``message_id``) is published with its
-``email.queued`` event (:mod:`etrans.adapters.sql.outbox_events`) in the same wait: the row is
-marked published only when both were acknowledged (a broker that took the request but not the
-event: the row is retried, both are published again, same event id).  Published rows are
-deleted ``retention`` seconds after publication, 1000 at a time.
+``email.queued`` event (:mod:`etrans.adapters.sql.outbox_events`) in the same wait, the event
+produced once the request is acknowledged (``KafkaProducer.publish_chained``; a publisher
+without it: one more wait): the row is marked published only when both were acknowledged (a
+broker that took the request but not the event: the row is retried, both are published again,
+same event id).  Published rows are deleted ``retention`` seconds after publication, 1000 at a
+time.
 
 Scheduled emails' rows wait (``due_at``): every ``release_every_seconds`` (1 s; at once again
 after a full batch) the store releases the due ones (:meth:`OutboxStore.release_due`) and the
@@ -56,7 +58,7 @@ import trio
 
 from etrans.adapters.kafka.client import PublishFailure
 from etrans.adapters.sql.outbox_events import failed_record, queued_record
-from etrans.adapters.sql.outbox_publishing import publish_records
+from etrans.adapters.sql.outbox_publishing import publish_chained, publish_records
 from etrans.adapters.sql.outbox_store import FailedRow, OutboxRow, PassOutcome
 from etrans.adapters.sql.outbox_traces import PassSpans, trace_id_of
 from etrans.app.tracing import ContextOnlyTracer
@@ -351,9 +353,18 @@ class OutboxRelay:
     async def _publish_all(self, rows: Sequence[OutboxRow]
                            ) -> dict[int, PublishFailure | str | None]:
         spans = PassSpans(self._tracer, rows)
-        results = await publish_records(self._publisher, rows, [
-            (row.topic, bytes(row.payload), row.key.encode() if row.key is not None else None)
-            for row in rows], spans.headers())
+        records = [(row.topic, bytes(row.payload), None if row.key is None else row.key.encode())
+                   for row in rows]
+        if self._events_topic is not None and hasattr(self._publisher, "publish_chained"):
+            # Each event produced as soon as its request is acknowledged: one wait for both.
+            results, failed = await publish_chained(self._publisher, rows, records, [
+                queued_record(row.payload) if row.message_id is not None else None
+                for row in rows], self._events_topic, spans.headers())
+            spans.end(results)
+            return {row_id: PublishFailure("unreachable", f"email.queued event: {failed[row_id]}")
+                    if result is None and failed[row_id] is not None else result
+                    for row_id, result in results.items()}
+        results = await publish_records(self._publisher, rows, records, spans.headers())
         spans.end(results)
         if self._events_topic is None:
             return results

@@ -42,6 +42,30 @@ async def publish_records(
     return dict(zip(keys, errors, strict=True))
 
 
+async def publish_chained(
+    publisher: EventPublisher,
+    rows: Sequence[OutboxRow],
+    records: Sequence[tuple[str, bytes | None, bytes | None]],
+    events: Sequence[tuple[bytes, bytes] | None],
+    events_topic: str,
+    headers: Sequence[Headers | None] | None = None,
+) -> tuple[dict[int, PublishFailure | str | None], dict[int, PublishFailure | None]]:
+    """``records[i]`` for ``rows[i]``, and its email.queued event ``events[i]`` ((key, value)
+    of :func:`~etrans.adapters.sql.outbox_events.queued_record`, or None) to ``events_topic``
+    once the broker acknowledged the record (``KafkaProducer.publish_chained``: one wait), both
+    with ``headers[i]``: (id -> failure of the record, id -> failure of its event)."""
+    then = [(events_topic, event[1], event[0]) if event is not None else None
+            for event in events]
+    try:
+        errors, then_errors = await publisher.publish_chained(  # type: ignore[attr-defined]
+            records, then, headers=headers)
+    except Exception as exc:
+        errors, then_errors = [PublishFailure("unreachable", repr(exc))] * len(records), [
+            None] * len(records)
+    ids = [row.id for row in rows]
+    return dict(zip(ids, errors, strict=True)), dict(zip(ids, then_errors, strict=True))
+
+
 async def _publish_each(
     publisher: EventPublisher,
     records: Sequence[tuple[str, bytes | None, bytes | None]],
