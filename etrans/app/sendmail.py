@@ -8,7 +8,8 @@
    the message is rendered and DKIM-signed (:mod:`etrans.app.signing`; refused unsigned: ditto);
 3. the message is sent; transient failures (a session that broke, timeouts, 4xx) are retried
    ``attempts`` times after ``base``, ``2*base``, ``4*base``... seconds (1, 2, 4, 8, 16 by
-   default), everything within ``email_timeout`` (5 minutes); 5xx is permanent at once;
+   default), everything within ``email_timeout`` (5 minutes); 5xx is permanent at once; a 452
+   beyond the server's recipient limit goes on at once in another transaction;
 4. accepted: recorded as delivered before returning (so before the offset can be committed);
    accepted for some recipients while others wait for a retry: recorded as ``partial:`` first,
    so a redelivery after a crash sends to the waiting recipients only;
@@ -17,7 +18,7 @@
    The task then returns: the email shows as Bounced, it is never retried forever.
 
 Outages are not bounces.  The SMTP server unreachable (:class:`SmtpUnavailable`: connection
-refused, reset or timed out before the session was set up) and infrastructure failures (Redis,
+refused, reset, timed out or 421 before the session was set up) and infrastructure failures (Redis,
 Kafka) raise :class:`~etrans.errors.RetryLater`: the pipeline retries the whole message after
 its capped back-off, for as long as the outage lasts, and its workers waiting on those retries
 are the back-pressure (no new message is started meanwhile).  Step 1 keeps that safe.  Only a
@@ -64,7 +65,6 @@ REJECTING_PREFIX = "rejecting:"
 # {"pending": [recipient, ...], "rejected": {recipient: response}}.  A redelivery (after a crash
 # during the wait) sends to the pending recipients only and keeps the rejected ones' replies.
 PARTIAL_PREFIX = "partial:"
-
 
 
 class SmtpFailure(Exception):
@@ -371,6 +371,13 @@ class EmailDelivery:
                 still.append(recipient)
                 state.last_reply = reply
         state.pending = [r for r in pending if r in still]
+        if state.pending and result.accepted and all(
+                result.refused[r][0] == 452 for r in state.pending):
+            # RFC 5321 4.5.3.1.10: the server's limit of recipients per transaction (452 after
+            # others were accepted): the rest go on at once in another one, not a retry.
+            await self._record(outgoing.message_id, PARTIAL_PREFIX + json.dumps(
+                {"pending": state.pending, "rejected": outcome.rejected}))
+            await self._attempt(outgoing, credentials, data, deadline, outcome, state)
 
 
 def _reply_code(reply: str) -> int | None:

@@ -12,6 +12,8 @@ DATA, with the reply given).  Options:
                ``["421 4.3.0 Try again later", "421 4.3.0 Try again later"]`` then 250 as usual;
                ``["550 5.7.1 Rejected"] * 10`` rejects ten transactions
 ``rcpt_replies`` ``{"address": "550 5.1.1 No such user"}``: per-recipient RCPT replies
+``max_recipients`` RCPTs accepted per transaction; the next ones get ``452 4.5.3 Too many
+               recipients`` (RFC 5321 4.5.3.1.10)
 
 ``stop()`` takes the server down (connections dropped, port closed) and ``start()`` brings it back
 on the same port.  Fixtures (a pytest plugin listed in ``tests/conftest.py``):
@@ -100,6 +102,9 @@ class _Handler:
         reply = self.server.rcpt_replies.get(address.lower())
         if reply is not None:
             return reply
+        limit = self.server.max_recipients
+        if limit is not None and len(envelope.rcpt_tos) >= limit:
+            return "452 4.5.3 Too many recipients"
         envelope.rcpt_tos.append(address)
         return "250 OK"
 
@@ -135,6 +140,7 @@ class SmtpTestServer:
     users: dict[str, str] | None = None
     replies: list[str] = field(default_factory=list)
     rcpt_replies: dict[str, str] = field(default_factory=dict)
+    max_recipients: int | None = None  # RCPTs accepted per transaction, then 452 4.5.3
     data_delay: float = 0.0
     certificates: TestCertificates | None = None
     host: str = "127.0.0.1"

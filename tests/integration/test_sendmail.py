@@ -682,6 +682,30 @@ async def test_refused_recipient_is_rejected_and_the_others_delivered(
     assert await worker.marks.outcome(message_id) == "delivered"
 
 
+async def test_too_many_recipients_go_on_in_new_transactions_at_once(
+    smtp_server_factory: Callable[..., SmtpTestServer], make_worker: Callable[..., Worker],
+    credentials: CredentialFixture,
+) -> None:
+    """RFC 5321 4.5.3.1.10: a server's limit of recipients per transaction is a 452 for the
+    ones beyond it, and the client sends those in another transaction.  They waited for the
+    back-off like a failure and used up the retries: with 2 per transaction, 7 recipients and
+    one retry, 3 of them were bounced ("452 4.5.3 Too many recipients") after 5 s."""
+    server = smtp_server_factory(max_recipients=2)
+    worker = make_worker(server, attempts=1, base=5.0)
+    user_id = credentials.add("tina", "pw")
+    message_id = new_id()
+    recipients = [f"r{n}@example.com" for n in range(7)]
+    started = trio.current_time()
+    await worker.task(worker.message(simple_request(message_id, user_id,
+                                                    recipients=recipients)))
+    assert [m.rcpt_tos for m in server.received] == [recipients[0:2], recipients[2:4],
+                                                     recipients[4:6], recipients[6:7]]
+    assert await worker.marks.outcome(message_id) == "delivered"
+    assert await worker.events(0, settle=0.3) == []
+    assert worker.delivery.statistics()["retries"] == 0
+    assert trio.current_time() - started < 4
+
+
 async def test_each_reject_event_carries_the_bounce_class_of_its_reply(
     smtp_server_factory: Callable[..., SmtpTestServer], make_worker: Callable[..., Worker],
     credentials: CredentialFixture,
