@@ -5,7 +5,8 @@
 1. a message already recorded as done (:class:`~etrans.app.ports.DeliveryMarks`) is skipped:
    a redelivery after a crash or a rebalance never sends it twice;
 2. the user's SMTP credentials are fetched; none, or undecryptable: a permanent failure;
-   the message is rendered and DKIM-signed (:mod:`etrans.app.signing`; refused unsigned: ditto);
+   the message is built (:mod:`etrans.app.message_build`; a builder defect: ditto, never
+   retried) and DKIM-signed (:mod:`etrans.app.signing`; refused unsigned: ditto);
 3. the message is sent; transient failures (a session that broke, timeouts, 4xx) are retried
    ``attempts`` times after ``base``, ``2*base``, ``4*base``... seconds (1, 2, 4, 8, 16 by
    default), everything within ``email_timeout`` (5 minutes); 5xx is permanent at once; a 452
@@ -38,13 +39,13 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 from etrans.app.email_events import CoalescedEvents
+from etrans.app.message_build import Unbuildable, build_message
 from etrans.app.metrics import SmtpMetrics
 from etrans.app.reject_log import AGENT_TYPE as AGENT_TYPE
 from etrans.app.reject_log import EVENT_ID_NAMESPACE as EVENT_ID_NAMESPACE
 from etrans.app.reject_log import Agent, reject_event
 from etrans.app.reject_log import reject_event_id as reject_event_id
 from etrans.app.signing import MessageSigning, SigningRefused
-from etrans.domain.mime import render
 from etrans.domain.status_events import sent_event
 from etrans.errors import RetryLater
 from etrans.observability import get_logger
@@ -218,8 +219,8 @@ class EmailDelivery:
 
         shown = outgoing if self.tracking is None else await self.tracking.instrument(outgoing)
         try:
-            data = await self.signing.sign(outgoing, render(shown))
-        except SigningRefused as exc:
+            data = await self.signing.sign(outgoing, build_message(shown))
+        except (Unbuildable, SigningRefused) as exc:
             return await self._reject_all(outgoing, recipients, exc.reply, earlier)
         outcome = DeliveryOutcome(rejected=dict(earlier), accepted_before=resumed is not None)
         await self._send_with_retries(outgoing, credentials, recipients, data, outcome)

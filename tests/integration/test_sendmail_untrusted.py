@@ -165,3 +165,46 @@ async def test_unsafe_requests_are_rejected_dead_lettered_and_never_sent(
 
 def safe(text: str) -> str:
     return text.strip().replace("\r", "\ufffd").replace("\n", "\ufffd").replace("\x00", "\ufffd")
+
+
+async def test_a_message_that_cannot_be_built_is_rejected_not_retried_forever(
+    sendmail_env: tuple[dict[str, str], CredentialFixture],
+    smtp_server_factory: Callable[..., SmtpTestServer], kafka_bootstrap: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A defect met by one input while the message is built (the MIME builder raising for it)
+    fails the same way on every attempt: the email is rejected at once (Reject event, shown as
+    Bounced), never retried for as long as the process lives, and the others go out.  The
+    defect is simulated: fuzzing found no input that makes the builder raise."""
+    from etrans.app import message_build
+    from etrans.domain.mime import render
+
+    env, credentials = sendmail_env
+    server = smtp_server_factory()
+    env.update(server.env())
+    user_id = credentials.add("unbuildable-user", "pw")
+    first, bad, last = (f"<{name}-{uuid.uuid4().hex[:8]}@etrans.test>"
+                        for name in ("good", "bad", "good"))
+
+    def render_with_a_defect(outgoing: Any, **kwargs: Any) -> bytes:
+        if outgoing.message_id == bad:
+            raise RecursionError("maximum recursion depth exceeded")
+        return render(outgoing, **kwargs)
+
+    monkeypatch.setattr(message_build, "render", render_with_a_defect)
+    produce_requests(kafka_bootstrap, env["KAFKA_TOPIC"], [
+        simple_request(first, user_id), simple_request(bad, user_id),
+        simple_request(last, user_id)])
+    main = sendmail_wiring.build(settings.for_command("sendmail", env))
+    shutdown = Shutdown(drain_seconds=10)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(main, shutdown)
+        await server.wait_received_async(2, seconds=60)
+        events = await trio.to_thread.run_sync(
+            lambda: read_events(kafka_bootstrap, env["LOG_TOPIC"], 1, timeout=30, settle=1.0))
+        shutdown.request()
+
+    assert sorted(r.message_id for r in server.received) == sorted([first, last])
+    assert [(e["Event"], e["message_id"]) for e in events] == [("Reject", bad)], events
+    assert events[0]["response"].startswith(
+        "554 5.6.0 etrans: the message could not be built"), events[0]
