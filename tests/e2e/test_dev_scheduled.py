@@ -18,6 +18,14 @@ if TYPE_CHECKING:
 pytestmark = pytest.mark.slow
 
 
+def stored(mail_dir: Path, message_id: str) -> Path | None:
+    """The file of the email ``message_id`` in ``etrans dev``'s mail directory, if it arrived."""
+    for path in mail_dir.rglob("*.eml"):
+        if message_id.encode() in path.read_bytes().split(b"\n\n", 1)[0]:
+            return path
+    return None
+
+
 def test_dev_sends_scheduled_emails_when_due_and_cancels(tmp_path: Path) -> None:
     dev = start_dev(tmp_path / "data")
     try:
@@ -29,12 +37,6 @@ def test_dev_sends_scheduled_emails_when_due_and_cancels(tmp_path: Path) -> None
             assert answer.json()["status"] == "scheduled"
             return str(answer.json()["id"])
 
-        def stored(message_id: str) -> Path | None:
-            for path in dev.mail_dir.rglob("*.eml"):
-                if message_id.encode() in path.read_bytes().split(b"\n\n", 1)[0]:
-                    return path
-            return None
-
         soon = datetime.now(UTC) + timedelta(seconds=2)
         due, cancelled, moved = send(soon), send(soon), send(soon + timedelta(hours=1))
         assert dev.call("GET", f"/emails/{due}").json()["status"] == "Scheduled"
@@ -43,13 +45,13 @@ def test_dev_sends_scheduled_emails_when_due_and_cancels(tmp_path: Path) -> None
         answer = dev.call("PATCH", f"/emails/{moved}/schedule",
                           json={"scheduled_at": later.isoformat()})
         assert answer.status_code == 200, answer.text
-        arrived = {message_id: wait_for(lambda m=message_id: stored(m), 60,
+        arrived = {message_id: wait_for(lambda m=message_id: stored(dev.mail_dir, m), 60,
                                         f"{message_id} delivered", dev.tails)
                    for message_id in (due, moved)}
         # The file is written when the message has arrived: its time is no earlier.
         assert arrived[due].stat().st_mtime >= soon.timestamp()
         assert arrived[moved].stat().st_mtime >= later.timestamp()
-        assert stored(cancelled) is None
+        assert stored(dev.mail_dir, cancelled) is None
         assert dev.call("GET", f"/emails/{cancelled}").json()["status"] == "Cancelled"
         answer = dev.call("DELETE", f"/emails/{due}/schedule")
         assert answer.status_code == 409, answer.text
@@ -69,18 +71,13 @@ def test_dev_leaves_out_recipients_suppressed_while_a_scheduled_email_waited(
             assert (answer.json()["status"], answer.json()["suppressed"]) == ("scheduled", [])
             return str(answer.json()["id"])
 
-        def stored(message_id: str) -> Path | None:
-            for path in dev.mail_dir.rglob("*.eml"):
-                if message_id.encode() in path.read_bytes().split(b"\n\n", 1)[0]:
-                    return path
-            return None
-
         soon = datetime.now(UTC) + timedelta(seconds=3)
         partly = send(["someone@example.org", "gone@example.org"], soon)
         every = send(["gone@example.org"], soon)
         answer = dev.call("POST", "/suppressions", json={"email": "Gone@example.org"})
         assert answer.status_code == 201, answer.text
-        arrived = wait_for(lambda: stored(partly), 60, f"{partly} delivered", dev.tails)
+        arrived = wait_for(lambda: stored(dev.mail_dir, partly), 60, f"{partly} delivered",
+                           dev.tails)
         header = arrived.read_bytes().split(b"\n\n", 1)[0].lower()
         assert b"someone@example.org" in header
         assert b"gone@example.org" not in header
@@ -94,6 +91,6 @@ def test_dev_leaves_out_recipients_suppressed_while_a_scheduled_email_waited(
                                                      for r in detail["recipients"]]
         assert not any(r["email"] == "gone@example.org" and r["outcome"] != "Suppressed"
                        for r in detail["recipients"])
-        assert stored(every) is None
+        assert stored(dev.mail_dir, every) is None
     finally:
         assert dev.stop() == [0], dev.tails()
