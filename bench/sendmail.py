@@ -558,6 +558,7 @@ def main() -> None:
             "KAFKA_CONF_GROUP_PROTOCOL": "classic",
             "REDIS_URI": redis_url, "TOKEN_SECRET": secret, "TOKEN_IV": iv,
             "SENDMAIL_DKIM_SIGNING": "off",
+            "SENDMAIL_DKIM_SIGNER": os.environ.get("SENDMAIL_DKIM_SIGNER", "process"),
         }
         signed_env = signing_env(base_env, user_id, work_dir)
         go_loop = build_go_loop(work_dir)

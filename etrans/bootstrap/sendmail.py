@@ -23,6 +23,7 @@ from etrans.bootstrap.workers import (
 from etrans.observability import get_logger
 
 if TYPE_CHECKING:
+    from etrans.adapters.crypto.signing_process import ProcessDkimSigner
     from etrans.adapters.crypto.signing_threads import ThreadDkimSigner
     from etrans.adapters.metrics.prometheus import PrometheusMetrics
     from etrans.adapters.sql import Database
@@ -80,14 +81,23 @@ def tracking_of(settings: SendmailSettings) -> tuple[list[Database], MessageTrac
 
 
 async def message_signer(stack: AsyncExitStack, settings: SendmailSettings,
-                         has_keys: bool) -> ThreadDkimSigner | None:
-    """SENDMAIL_DKIM_SIGNER_THREADS signing threads, owned by ``stack`` (they outlive the
-    pipeline's drain); None: signed in the Trio thread (0, or nothing to sign)."""
+                         has_keys: bool) -> ThreadDkimSigner | ProcessDkimSigner | None:
+    """The RSA step's runner (SENDMAIL_DKIM_SIGNER: a signing process, or
+    SENDMAIL_DKIM_SIGNER_THREADS signing threads), owned by ``stack`` (it outlives the
+    pipeline's drain); None: signed in the Trio thread (0 threads, or nothing to sign)."""
     from etrans.adapters.crypto.signing_threads import ThreadDkimSigner, open_signing_threads
 
     count = settings.sendmail.dkim_signer_threads
     if not has_keys or count == 0 or settings.sendmail.dkim_signing == "off":
         return None
+    if settings.sendmail.dkim_signer == "process":
+        from etrans.adapters.crypto.signing_process import (
+            ProcessDkimSigner,
+            open_signing_process,
+        )
+        process = await stack.enter_async_context(open_signing_process())
+        log.info("DKIM signing process started", pid=process.pid)
+        return ProcessDkimSigner(process)
     threads = await stack.enter_async_context(open_signing_threads(count))
     log.info("DKIM signing threads started", threads=count)
     return ThreadDkimSigner(threads)

@@ -254,8 +254,12 @@ class SendmailOptions:
     dkim_signing: str = "auto"
     dkim_key_cache_seconds: float = 60.0
     # SENDMAIL_DKIM_SIGNER_THREADS: threads making the RSA step of the signatures
-    # (etrans/adapters/crypto/signing_threads.py); 0: in the Trio thread.
+    # (etrans/adapters/crypto/signing_threads.py) with SENDMAIL_DKIM_SIGNER=threads; 0: in the
+    # Trio thread (with either signer).
     dkim_signer_threads: int = 2
+    # SENDMAIL_DKIM_SIGNER: where the RSA step runs, ``process`` (a child process,
+    # etrans/adapters/crypto/signing_process.py) or ``threads`` (SENDMAIL_DKIM_SIGNER_THREADS).
+    dkim_signer: str = "process"
 
 
 @dataclass(frozen=True)

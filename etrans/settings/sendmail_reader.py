@@ -20,6 +20,7 @@ def read_sendmail(r: Reader) -> SendmailOptions:
         delivered_ttl_seconds=r.integer("SENDMAIL_DELIVERED_TTL_SECONDS", 7 * 24 * 3600,
                                         minimum=7 * 24 * 3600),
         dkim_signing=read_signing_mode(r),
+        dkim_signer=read_signer(r),
         dkim_key_cache_seconds=r.number("SENDMAIL_DKIM_KEY_CACHE_SECONDS", 60.0),
         dkim_signer_threads=r.integer("SENDMAIL_DKIM_SIGNER_THREADS", 2, minimum=0,
                                       maximum=64),
@@ -27,6 +28,13 @@ def read_sendmail(r: Reader) -> SendmailOptions:
 
 
 DKIM_SIGNING_MODES = ("auto", "on", "off")
+
+
+def read_signer(r: Reader) -> str:
+    signer = r.text("SENDMAIL_DKIM_SIGNER", "process").strip().lower()
+    if signer not in ("process", "threads"):
+        r.problems.append(f"SENDMAIL_DKIM_SIGNER must be process or threads, got {signer!r}")
+    return signer
 
 
 def read_signing_mode(r: Reader) -> str:

@@ -6,13 +6,15 @@ production) over a Kafka topic, with the domains' keys where local billing keeps
 halves published on the loopback DNS server, and an SMTP server that keeps what it received.
 The messages it received must verify with dkimpy's ``verify`` resolving
 ``<selector>._domainkey.<domain>`` over real DNS against that server; ``on`` without a key
-rejects (Reject event, nothing sent); ``off`` signs nothing.  SIGTERM while the signing threads
-(``SENDMAIL_DKIM_SIGNER_THREADS``) are busy loses nothing and sends nothing unsigned.
+rejects (Reject event, nothing sent); ``off`` signs nothing.  SIGTERM while the signing process
+or threads (``SENDMAIL_DKIM_SIGNER``) are busy loses nothing and sends nothing unsigned; a
+killed signing process is replaced and every email still arrives once, signed.
 """
 
 from __future__ import annotations
 
 import base64
+import os
 import signal
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
@@ -198,19 +200,21 @@ async def test_on_rejects_what_it_cannot_sign_and_off_signs_nothing(
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("signer", ["process", "threads"])
 def test_on_sigterm_mid_run_drains_signed_and_a_restart_sends_the_rest_once(
     etrans_env: Callable[..., dict[str, str]], accounts: Callable[..., Awaitable[Account]],
     smtp_server_factory: Callable[..., SmtpTestServer], dns_server: LoopbackDnsServer,
-    tmp_path: Path,
+    tmp_path: Path, signer: str,
 ) -> None:
-    """``etrans sendmail`` as a process, ``on``, its signing threads busy: SIGTERM after a third
-    of 600 messages drains (the threads sign until the pipeline has stopped: nothing in flight is
-    lost or sent unsigned), exit status 0; a restarted worker sends the rest; each arrives
-    once, signed."""
+    """``etrans sendmail`` as a process, ``on``, its signing process (or threads) busy: SIGTERM
+    after a third of 600 messages drains (the signer signs until the pipeline has stopped:
+    nothing in flight is lost or sent unsigned), exit status 0; a restarted worker sends the
+    rest; each arrives once, signed."""
     total = 600
     server = smtp_server_factory(users={"dkim-user": "dkim-pass"})
     account = trio.run(accounts)
-    env = {**sendmail_env(etrans_env, server, "on"), "ETRANS_LOG_LEVEL": "INFO"}
+    env = {**sendmail_env(etrans_env, server, "on"), "ETRANS_LOG_LEVEL": "INFO",
+           "SENDMAIL_DKIM_SIGNER": signer}
     ids = [new_id(f"term-{i}") for i in range(total)]
     produce_requests(env["KAFKA_BOOTSTRAP_SERVERS"], env["KAFKA_TOPIC"],
                      [account.request(mid) for mid in ids])
@@ -231,5 +235,58 @@ def test_on_sigterm_mid_run_drains_signed_and_a_restart_sends_the_rest_once(
     lookup = dns_txt(dns_server)
     assert all(dkim.verify(message.data, dnsfunc=lookup) for message in server.received[::20])
     output = log_path.read_text()
-    assert output.count("DKIM signing threads started") == 2, output[-3000:]
+    started = "DKIM signing process started" if signer == "process" else (
+        "DKIM signing threads started")
+    assert output.count(started) == 2, output[-3000:]
     assert "Traceback" not in output, output[-3000:]
+
+
+def signing_children(pid: int) -> list[int]:
+    """The pids of ``pid``'s DKIM signing processes (children of any of its threads)."""
+    children = {int(c) for task in Path(f"/proc/{pid}/task").glob("*/children")
+                for c in task.read_text().split()}
+    return [c for c in children
+            if b"etrans.adapters.crypto.signing_process" in Path(f"/proc/{c}/cmdline").read_bytes()]
+
+
+@pytest.mark.slow
+def test_on_a_killed_signing_process_is_replaced_and_every_email_arrives_signed_once(
+    etrans_env: Callable[..., dict[str, str]], accounts: Callable[..., Awaitable[Account]],
+    smtp_server_factory: Callable[..., SmtpTestServer], dns_server: LoopbackDnsServer,
+    tmp_path: Path,
+) -> None:
+    """``etrans sendmail`` as a process, ``on``, SENDMAIL_DKIM_SIGNER=process: its signing
+    process killed (SIGKILL) twice mid-run: the signatures it owed are retried, another process
+    signs; all 600 messages arrive once each, every one signed and verifying."""
+    total = 600
+    server = smtp_server_factory(users={"dkim-user": "dkim-pass"})
+    account = trio.run(accounts)
+    env = {**sendmail_env(etrans_env, server, "on"), "ETRANS_LOG_LEVEL": "INFO",
+           "SENDMAIL_DKIM_SIGNER": "process"}
+    ids = [new_id(f"kill-{i}") for i in range(total)]
+    produce_requests(env["KAFKA_BOOTSTRAP_SERVERS"], env["KAFKA_TOPIC"],
+                     [account.request(mid) for mid in ids])
+    log_path = tmp_path / "worker.log"
+    worker = start_worker(env, log_path)
+    killed: list[int] = []
+    try:
+        for part in (1, 2):
+            wait_count(server, part * total // 4, worker, 120, log_path)
+            children = signing_children(worker.pid)
+            assert len(children) == 1, (children, log_path.read_text()[-3000:])
+            os.kill(children[0], signal.SIGKILL)
+            killed.append(children[0])
+        wait_count(server, total, worker, 120, log_path)
+        replacement = signing_children(worker.pid)
+        assert len(replacement) == 1
+        assert replacement[0] not in killed
+        worker.send_signal(signal.SIGTERM)
+        assert worker.wait(60) == 0, log_path.read_text()[-3000:]
+    finally:
+        stop_worker(worker)
+    assert sorted(server.message_ids()) == sorted(ids)  # each once
+    assert all(message.data.startswith(b"DKIM-Signature: ") for message in server.received)
+    lookup = dns_txt(dns_server)
+    assert all(dkim.verify(message.data, dnsfunc=lookup) for message in server.received[::10])
+    output = log_path.read_text()
+    assert output.count("DKIM signing process died; starting another") == 2, output[-3000:]

@@ -246,6 +246,14 @@ def test_signer_threads_setting() -> None:
         for_command("sendmail", {**SENDMAIL_ENV, "SENDMAIL_DKIM_SIGNER_THREADS": "-1"})
 
 
+def test_signer_setting() -> None:
+    assert for_command("sendmail", SENDMAIL_ENV).sendmail.dkim_signer == "process"
+    threads = for_command("sendmail", {**SENDMAIL_ENV, "SENDMAIL_DKIM_SIGNER": "Threads"})
+    assert threads.sendmail.dkim_signer == "threads"
+    with pytest.raises(ConfigError, match="SENDMAIL_DKIM_SIGNER must be process or threads"):
+        for_command("sendmail", {**SENDMAIL_ENV, "SENDMAIL_DKIM_SIGNER": "processes"})
+
+
 # -- our header canonicalisation against dkimpy's ------------------------------------------------
 
 CONFORMANCE = {

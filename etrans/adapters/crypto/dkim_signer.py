@@ -14,9 +14,10 @@ The RSA step is not dkimpy's: dkimpy signs with Python integers (``pow`` with CR
 messages per second; ``cryptography`` (OpenSSL) signs the same digest in 0.2-0.5 ms (idle or
 loaded machine; ``Prehashed`` SHA-256, PKCS#1 v1.5: the bytes dkimpy would produce).  Loaded keys
 are kept per PEM (:func:`private_key`), so a domain's key is parsed once.  ``etrans sendmail``
-makes the RSA step in worker threads (:mod:`.signing_threads`, with :meth:`DkimSigner.prepare`
-and :func:`signature_field`); ``etrans dev`` and ``SENDMAIL_DKIM_SIGNER_THREADS=0`` use
-:class:`DkimSigner` whole, in the Trio thread.
+makes the RSA step in a child process (:mod:`.signing_process`) or worker threads
+(:mod:`.signing_threads`), with :meth:`DkimSigner.prepare` and :func:`signature_field`;
+``etrans dev`` and ``SENDMAIL_DKIM_SIGNER_THREADS=0`` use :class:`DkimSigner` whole, in the
+Trio thread.
 """
 
 from __future__ import annotations
