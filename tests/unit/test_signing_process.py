@@ -140,3 +140,33 @@ async def test_a_process_that_keeps_dying_stops_the_service(
             assert isinstance(process, SigningProcess)
             await trio.sleep_forever()
     assert raised.group_contains(SignerFailed, match="3 times")
+
+
+async def test_the_keys_a_process_holds_are_bounded_and_a_forgotten_key_is_sent_again() -> None:
+    # With more domains than max_keys the child would hold every key it was ever sent, for its
+    # whole life; past the bound the parent tells it to forget them and sends each again when
+    # next needed (in order on the one pipe: requests written before still find their key).
+    keys = [DkimKey(DOMAIN, "s", generate_dkim_key_pair(bits=1024).private_key_pem)
+            for _ in range(3)]
+    data, signer = render(MESSAGES["plain"]), DkimSigner()
+    expected = {key: signer.signature_header(data, key, timestamp=1_800_000_000) for key in keys}
+    answers: list[bool] = []
+    held: list[int] = []
+    async with open_signing_process(max_keys=2) as process:
+
+        async def worker(number: int) -> None:
+            for i in range(20):
+                key = keys[(number + i) % len(keys)]
+                fields, digest = signer.prepare(data, key, timestamp=1_800_000_000)
+                signature = await process.sign_digest(key.private_key_pem, digest)
+                answers.append(signature_field(fields, signature) == expected[key])
+                held.append(int(process.statistics()["keys"]))  # type: ignore[call-overload]
+
+        async with trio.open_nursery() as nursery:
+            for number in range(10):
+                nursery.start_soon(worker, number)
+        stats = process.statistics()
+    assert answers == [True] * 200
+    assert max(held) <= 2
+    assert int(stats["forgotten"]) > 0  # type: ignore[call-overload]
+    assert stats["restarts"] == 0

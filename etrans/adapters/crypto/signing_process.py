@@ -12,7 +12,11 @@ message (child included), against 1,170 and 1,329 msg/s at 826 and 815 us with 2
 The wire is small and binary, no pickling.  Request frames: ``>IBH`` (request id, kind,
 payload length), then the payload; kind 0 (sign): key id (16 bytes) + SHA-256 digest (32),
 answered; kind 1 (key): key id + PEM, sent before the first request for that key in each
-child, not answered.  Reply frames: ``>IBH`` (request id, 0 signed / 1 failed, length), then
+child, not answered; kind 2 (forget): the child drops every key it holds, not answered - sent
+when the child would hold more than ``max_keys`` keys (``MAX_KEYS``), so that a sendmail signing
+for many domains does not keep every key it ever used; the keys are sent again when next
+needed, after the forget frame on the same pipe, so requests written before it still find
+theirs.  Reply frames: ``>IBH`` (request id, 0 signed / 1 failed, length), then
 the signature or the error text.  The child signs every request of one read and answers them
 with one write (batched like the threads).  The parent writes each frame with ``os.write`` on
 the non-blocking pipe from the requesting task: a frame shorter than ``PIPE_BUF`` is written
@@ -55,7 +59,8 @@ log = get_logger(__name__)
 
 CHILD_COMMAND = (sys.executable, "-m", "etrans.adapters.crypto.signing_process")
 HEADER = struct.Struct(">IBH")
-SIGN, KEY = 0, 1
+SIGN, KEY, FORGET = 0, 1, 2
+MAX_KEYS = 1024  # keys a child holds at most (as dkim_signer.private_key's cache)
 SIGNED, FAILED = 0, 1
 MAX_QUICK_DEATHS = 5
 STOP_SECONDS = 5.0
@@ -103,8 +108,11 @@ class _Child:
 class SigningProcess:
     """Signs SHA-256 digests in a child process; build it with :func:`open_signing_process`."""
 
-    def __init__(self, command: Sequence[str] = CHILD_COMMAND) -> None:
+    def __init__(self, command: Sequence[str] = CHILD_COMMAND, *,
+                 max_keys: int = MAX_KEYS) -> None:
         self._command = list(command)
+        self._max_keys = max_keys
+        self.forgotten = 0  # forget frames sent
         self._child: _Child | None = None
         self._closing = False
         self._next_id = 0
@@ -125,6 +133,10 @@ class SigningProcess:
         frame = HEADER.pack(request_id, SIGN, 16 + len(digest)) + key_id + digest
         if key_id not in child.keys:
             frame = HEADER.pack(0, KEY, 16 + len(pem)) + key_id + pem + frame
+            if len(child.keys) >= self._max_keys:
+                frame = HEADER.pack(0, FORGET, 0) + frame
+                child.keys.clear()
+                self.forgotten += 1
         pending = _Pending()
         child.pending[request_id] = pending
         child.keys.add(key_id)
@@ -167,7 +179,8 @@ class SigningProcess:
         child = self._child
         return {"process": self.pid, "signed": self.signed, "restarts": self.restarts,
                 "failed_requests": self.failed_requests,
-                "unanswered": len(child.pending) if child else 0}
+                "unanswered": len(child.pending) if child else 0,
+                "keys": len(child.keys) if child else 0, "forgotten": self.forgotten}
 
     async def keep_running(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
                            ) -> None:
@@ -244,10 +257,10 @@ async def _stop(process: trio.Process) -> None:
 
 
 @asynccontextmanager
-async def open_signing_process(command: Sequence[str] = CHILD_COMMAND
-                               ) -> AsyncIterator[SigningProcess]:
+async def open_signing_process(command: Sequence[str] = CHILD_COMMAND, *,
+                               max_keys: int = MAX_KEYS) -> AsyncIterator[SigningProcess]:
     """The signing process, running (restarted if it dies) until the block exits."""
-    signer = SigningProcess(command)
+    signer = SigningProcess(command, max_keys=max_keys)
     async with trio.open_nursery() as nursery:
         await nursery.start(signer.keep_running)
         try:
@@ -293,6 +306,9 @@ def serve(stdin: int = 0, stdout: int = 1) -> None:
             payload = bytes(buffer[offset + HEADER.size:end])
             offset = end
             key_id = payload[:16]
+            if kind == FORGET:
+                keys.clear()
+                continue
             if kind == KEY:
                 try:
                     loaded = serialization.load_pem_private_key(payload[16:], password=None)
