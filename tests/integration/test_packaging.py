@@ -167,9 +167,11 @@ def test_ci_runs_the_readme_test_command():
     assert "python3 -m venv .venv" in script
     assert ".venv/bin/pip install" in script
     assert "-e '.[test]'" in script
-    # The suite runs under pytest-xdist, one worker per core, as the README says.
-    assert '.venv/bin/pytest -n "${PYTEST_WORKERS:-auto}" --durations=15' in script
-    assert "-n auto --durations=15" in " ".join(test_section.split())
+    # The suite runs under pytest-xdist, one worker per core, idle workers taking queued tests
+    # from the others (worksteal), as the README says.
+    assert ('.venv/bin/pytest -n "${PYTEST_WORKERS:-auto}" --dist worksteal --durations=15'
+            in script)
+    assert "-n auto --dist worksteal --durations=15" in " ".join(test_section.split())
     # pytest's "no tests collected" (5) must fail the run.
     assert '"$status" -eq 5' in script
     # The layers and the types are checked before the tests, and a violation fails the run
