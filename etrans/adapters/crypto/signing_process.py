@@ -217,14 +217,7 @@ class SigningProcess:
         buffer = bytearray()
         while chunk := await stdout.receive_some(1 << 16):
             buffer += chunk
-            offset = 0
-            while len(buffer) - offset >= HEADER.size:
-                request_id, status, size = HEADER.unpack_from(buffer, offset)
-                end = offset + HEADER.size + size
-                if len(buffer) < end:
-                    break
-                payload = bytes(buffer[offset + HEADER.size:end])
-                offset = end
+            for request_id, status, payload in split_frames(buffer):
                 pending = child.pending.pop(request_id)
                 child.answered += 1
                 if status == SIGNED:
@@ -233,7 +226,6 @@ class SigningProcess:
                 else:
                     pending.error = ValueError(payload.decode(errors="replace"))
                 pending.done.set()
-            del buffer[:offset]
 
     async def close(self) -> None:
         """No more requests: the child answers those it has, then exits."""
@@ -242,6 +234,21 @@ class SigningProcess:
         if child is not None and child.process.stdin is not None:
             with trio.CancelScope(shield=True):
                 await child.process.stdin.aclose()
+
+
+def split_frames(buffer: bytearray) -> list[tuple[int, int, bytes]]:
+    """The whole frames at the start of ``buffer`` (request id, kind or status, payload), removed
+    from it; a partial frame stays for the next read.  Both ends of the pipe read this way."""
+    frames, offset = [], 0
+    while len(buffer) - offset >= HEADER.size:
+        request_id, kind, size = HEADER.unpack_from(buffer, offset)
+        end = offset + HEADER.size + size
+        if len(buffer) < end:
+            break
+        frames.append((request_id, kind, bytes(buffer[offset + HEADER.size:end])))
+        offset = end
+    del buffer[:offset]
+    return frames
 
 
 async def _stop(process: trio.Process) -> None:
@@ -297,14 +304,8 @@ def serve(stdin: int = 0, stdout: int = 1) -> None:
     buffer = bytearray()
     while chunk := os.read(stdin, 1 << 16):
         buffer += chunk
-        offset, replies = 0, []
-        while len(buffer) - offset >= HEADER.size:
-            request_id, kind, size = HEADER.unpack_from(buffer, offset)
-            end = offset + HEADER.size + size
-            if len(buffer) < end:
-                break
-            payload = bytes(buffer[offset + HEADER.size:end])
-            offset = end
+        replies = []
+        for request_id, kind, payload in split_frames(buffer):
             key_id = payload[:16]
             if kind == FORGET:
                 keys.clear()
@@ -326,7 +327,6 @@ def serve(stdin: int = 0, stdout: int = 1) -> None:
             except Exception as exc:  # that request's answer; the process goes on
                 status, answer = FAILED, str(exc).encode()[:4000]
             replies.append(HEADER.pack(request_id, status, len(answer)) + answer)
-        del buffer[:offset]
         data = memoryview(b"".join(replies))
         while data:
             data = data[os.write(stdout, data):]
