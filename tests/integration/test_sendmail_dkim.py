@@ -230,10 +230,7 @@ def test_on_sigterm_mid_run_drains_signed_and_a_restart_sends_the_rest_once(
             assert worker.wait(60) == 0, log_path.read_text()[-3000:]
         finally:
             stop_worker(worker)
-    assert sorted(server.message_ids()) == sorted(ids)  # each once
-    assert all(message.data.startswith(b"DKIM-Signature: ") for message in server.received)
-    lookup = dns_txt(dns_server)
-    assert all(dkim.verify(message.data, dnsfunc=lookup) for message in server.received[::20])
+    assert_each_arrived_once_signed(server, ids, dns_txt(dns_server), every=20)
     output = log_path.read_text()
     started = "DKIM signing process started" if signer == "process" else (
         "DKIM signing threads started")
@@ -284,9 +281,15 @@ def test_on_a_killed_signing_process_is_replaced_and_every_email_arrives_signed_
         assert worker.wait(60) == 0, log_path.read_text()[-3000:]
     finally:
         stop_worker(worker)
-    assert sorted(server.message_ids()) == sorted(ids)  # each once
-    assert all(message.data.startswith(b"DKIM-Signature: ") for message in server.received)
-    lookup = dns_txt(dns_server)
-    assert all(dkim.verify(message.data, dnsfunc=lookup) for message in server.received[::10])
+    assert_each_arrived_once_signed(server, ids, dns_txt(dns_server), every=10)
     output = log_path.read_text()
     assert output.count("DKIM signing process died; starting another") == 2, output[-3000:]
+
+
+def assert_each_arrived_once_signed(server: Any, ids: list[str], lookup: Any, *,
+                                    every: int) -> None:
+    """Each of ``ids`` arrived once, every message signed, and every ``every``-th one's
+    signature verifies against the DNS record."""
+    assert sorted(server.message_ids()) == sorted(ids)  # each once
+    assert all(message.data.startswith(b"DKIM-Signature: ") for message in server.received)
+    assert all(dkim.verify(message.data, dnsfunc=lookup) for message in server.received[::every])
